@@ -1,0 +1,52 @@
+# Switchyard developer commands. `make help` lists them.
+.PHONY: help run deps build test lint fmt bench ci scenario
+
+CARGO ?= cargo
+
+help:
+	@echo "make run       run with the file backend and the sample config/ (no services needed)"
+	@echo "make test      install test dependencies if missing, then run every test"
+	@echo "make lint      rustfmt check and clippy -D warnings"
+	@echo "make fmt       format the code"
+	@echo "make bench     run the benchmarks and print figures"
+	@echo "make scenario  run scenarios/05_etcd_namespaces (needs etcd, installed by make deps)"
+	@echo "make ci        what CI runs: deps, lint, test"
+
+run:
+	$(CARGO) run --release
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --all-targets --locked
+
+# nextest when installed (parallel, per-test timeouts); plain cargo test otherwise.
+test: deps
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --locked --no-fail-fast; \
+	else \
+		$(CARGO) test --locked --no-fail-fast; \
+	fi
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+	@# Each client crate is imported in exactly one folder.
+	@! grep -rn "actix_web" src --include=*.rs | grep -v "^src/http/" | grep -v "^src/startup.rs" || \
+		{ echo "actix_web imported outside src/http and startup.rs"; exit 1; }
+	@! grep -rln "etcd_client" src --include=*.rs | grep -v "^src/provider/etcd/" || \
+		{ echo "etcd_client imported outside src/provider/etcd"; exit 1; }
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: deps
+	$(CARGO) bench --bench config_load
+
+scenario: deps
+	$(CARGO) build --release
+	./scenarios/05_etcd_namespaces/run.sh
+
+ci: deps lint test
+	@if command -v cargo-deny >/dev/null 2>&1; then $(CARGO) deny check; fi

@@ -1,0 +1,171 @@
+//! `ConfigCache`: what is live. The request path reads it; providers write it.
+//!
+//! Lookups never wait on etcd: providers apply events here and the cache keeps serving whatever was
+//! last applied, connected or not.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+};
+
+use dashmap::DashMap;
+
+use crate::{
+    config::Connection,
+    dispatch::Route,
+    keys::{ConnectionName, WebhookKey},
+};
+
+/// A shared handle to the live configuration. Cloning is cheap.
+#[derive(Clone, Default)]
+pub struct ConfigCache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    webhooks: DashMap<WebhookKey, Arc<Route>>,
+    connections: DashMap<ConnectionName, Arc<Connection>>,
+    revision: AtomicI64,
+}
+
+/// A complete configuration, applied at once by [`ConfigCache::replace_all`].
+#[derive(Default)]
+pub struct Snapshot {
+    pub webhooks: HashMap<WebhookKey, Arc<Route>>,
+    pub connections: HashMap<ConnectionName, Arc<Connection>>,
+}
+
+/// What a [`ConfigCache::replace_all`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplaceStats {
+    pub removed: usize,
+    pub stored: usize,
+}
+
+impl ConfigCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The route of a webhook; the guard is dropped before this returns.
+    pub fn webhook(&self, key: &WebhookKey) -> Option<Arc<Route>> {
+        self.inner
+            .webhooks
+            .get(key)
+            .map(|entry| Arc::clone(entry.value()))
+    }
+
+    pub fn connection(&self, name: &ConnectionName) -> Option<Arc<Connection>> {
+        self.inner
+            .connections
+            .get(name)
+            .map(|entry| Arc::clone(entry.value()))
+    }
+
+    pub fn upsert_webhook(&self, route: Arc<Route>) {
+        self.inner.webhooks.insert(route.key.clone(), route);
+    }
+
+    /// Returns whether the key was present.
+    pub fn remove_webhook(&self, key: &WebhookKey) -> bool {
+        self.inner.webhooks.remove(key).is_some()
+    }
+
+    pub fn upsert_connection(&self, name: ConnectionName, connection: Arc<Connection>) {
+        self.inner.connections.insert(name, connection);
+    }
+
+    /// Returns whether the name was present.
+    pub fn remove_connection(&self, name: &ConnectionName) -> bool {
+        self.inner.connections.remove(name).is_some()
+    }
+
+    /// Makes `snapshot` the whole configuration: entries missing from it are removed.
+    pub fn replace_all(&self, snapshot: Snapshot) -> ReplaceStats {
+        let before = self.webhook_count() + self.connection_count();
+        self.inner
+            .webhooks
+            .retain(|key, _| snapshot.webhooks.contains_key(key));
+        self.inner
+            .connections
+            .retain(|name, _| snapshot.connections.contains_key(name));
+        let kept = self.webhook_count() + self.connection_count();
+        let stored = snapshot.webhooks.len() + snapshot.connections.len();
+        for (key, route) in snapshot.webhooks {
+            self.inner.webhooks.insert(key, route);
+        }
+        for (name, connection) in snapshot.connections {
+            self.inner.connections.insert(name, connection);
+        }
+        ReplaceStats {
+            removed: before - kept,
+            stored,
+        }
+    }
+
+    pub fn webhook_count(&self) -> usize {
+        self.inner.webhooks.len()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.len()
+    }
+
+    /// The config revision last applied (etcd revision, or the file backend's load counter).
+    pub fn revision(&self) -> i64 {
+        self.inner.revision.load(Ordering::Acquire)
+    }
+
+    pub fn set_revision(&self, revision: i64) {
+        self.inner.revision.store(revision, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Webhook,
+        keys::{Namespace, WebhookId},
+    };
+
+    fn route(ns: &str, id: &str) -> Arc<Route> {
+        let key = WebhookKey::new(Namespace::parse(ns).unwrap(), WebhookId::parse(id).unwrap());
+        let webhook = Webhook::from_value(serde_json::json!({"module": "log"})).unwrap();
+        Arc::new(Route::build(key, webhook))
+    }
+
+    #[test]
+    fn replace_all_removes_missing_entries_and_stores_new_ones() {
+        let cache = ConfigCache::new();
+        cache.upsert_webhook(route("a", "old"));
+        cache.upsert_webhook(route("a", "kept"));
+        let mut snapshot = Snapshot::default();
+        for r in [route("a", "kept"), route("b", "new")] {
+            snapshot.webhooks.insert(r.key.clone(), r);
+        }
+        let stats = cache.replace_all(snapshot);
+        assert_eq!(
+            stats,
+            ReplaceStats {
+                removed: 1,
+                stored: 2
+            }
+        );
+        assert_eq!(cache.webhook_count(), 2);
+        assert!(cache.webhook(&route("a", "old").key).is_none());
+        assert!(cache.webhook(&route("b", "new").key).is_some());
+    }
+
+    #[test]
+    fn namespaces_are_isolated() {
+        let cache = ConfigCache::new();
+        cache.upsert_webhook(route("a", "x"));
+        assert!(cache.webhook(&route("a", "x").key).is_some());
+        assert!(cache.webhook(&route("b", "x").key).is_none());
+    }
+}

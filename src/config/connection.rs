@@ -1,0 +1,226 @@
+//! A global connection entry (`<prefix>global/connections/<name>`): what it means and whether it is valid.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{secret::Secret, ConfigError};
+
+/// A validated connection, shared by every webhook that names it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum Connection {
+    /// A Kafka cluster.
+    #[serde(rename = "kafka")]
+    Kafka(KafkaConnection),
+    /// A Redis server (`redis-rq` is accepted as an alias for older configs).
+    #[serde(rename = "redis", alias = "redis-rq")]
+    Redis(RedisConnection),
+}
+
+impl Connection {
+    /// The `type` as written in config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Connection::Kafka(_) => "kafka",
+            Connection::Redis(_) => "redis",
+        }
+    }
+}
+
+/// `type: "kafka"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConnection {
+    /// Comma-separated `host:port` list of brokers.
+    pub bootstrap_servers: String,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, `linger.ms`, ...), passed through.
+    #[serde(default)]
+    pub client_config: BTreeMap<String, ConfigScalar>,
+    /// Producer `acks`: `all` (default), `1` or `0`.
+    #[serde(default = "default_acks")]
+    pub acks: String,
+    /// Idempotent producer (default on): retries never duplicate or reorder within a partition.
+    #[serde(default = "default_true")]
+    pub idempotence: bool,
+}
+
+/// A librdkafka property value: written as a string, number or boolean, always passed as a string.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(try_from = "Value")]
+pub struct ConfigScalar(pub String);
+
+impl std::fmt::Debug for ConfigScalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values may be SASL passwords: never print them.
+        f.write_str("\"***\"")
+    }
+}
+
+impl TryFrom<Value> for ConfigScalar {
+    type Error = String;
+    fn try_from(value: Value) -> Result<Self, Self::Error> {
+        match value {
+            Value::String(s) => Ok(Self(s)),
+            Value::Number(n) => Ok(Self(n.to_string())),
+            Value::Bool(b) => Ok(Self(b.to_string())),
+            other => Err(format!(
+                "client_config values must be strings, numbers or booleans, not {other}"
+            )),
+        }
+    }
+}
+
+/// `type: "redis"` (alias `redis-rq`): either `url`, or `host`/`port`/`db`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConnection {
+    /// Host name or address (default `localhost`).
+    pub host: Option<String>,
+    /// TCP port (default 6379).
+    pub port: Option<u16>,
+    /// Database number (default 0).
+    pub db: Option<i64>,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password (never logged).
+    pub password: Option<Secret>,
+    /// Connect with TLS (`rediss://`).
+    #[serde(default)]
+    pub tls: bool,
+    /// A single `redis://` or `rediss://` URL instead of the fields above.
+    pub url: Option<Secret>,
+}
+
+fn default_acks() -> String {
+    "all".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Connection {
+    /// Parses and validates a connection entry (after environment substitution).
+    pub fn from_value(value: Value) -> Result<Self, ConfigError> {
+        let connection: Connection =
+            serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        connection.validate()?;
+        Ok(connection)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            Connection::Kafka(k) => {
+                if k.bootstrap_servers.trim().is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "`bootstrap_servers` must list at least one host:port".into(),
+                    ));
+                }
+                if !matches!(k.acks.as_str(), "all" | "-1" | "0" | "1") {
+                    return Err(ConfigError::Invalid(format!(
+                        "`acks` is {:?}; expected one of all, 1, 0",
+                        k.acks
+                    )));
+                }
+                Ok(())
+            }
+            Connection::Redis(r) => {
+                if let Some(url) = &r.url {
+                    if r.host.is_some() || r.port.is_some() || r.db.is_some() {
+                        return Err(ConfigError::Invalid(
+                            "give either `url` or `host`/`port`/`db`, not both".into(),
+                        ));
+                    }
+                    let url = url.expose();
+                    if !(url.starts_with("redis://")
+                        || url.starts_with("rediss://")
+                        || url.starts_with("unix://"))
+                    {
+                        return Err(ConfigError::Invalid(
+                            "`url` must start with redis://, rediss:// or unix://".into(),
+                        ));
+                    }
+                }
+                if let Some(db) = r.db {
+                    if db < 0 {
+                        return Err(ConfigError::Invalid(format!(
+                            "`db` is {db}; it must be 0 or more"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kafka_defaults() {
+        let c = Connection::from_value(json!({"type": "kafka", "bootstrap_servers": "k:9092"}))
+            .unwrap();
+        let Connection::Kafka(k) = c else {
+            panic!("expected kafka")
+        };
+        assert_eq!(k.acks, "all");
+        assert!(k.idempotence);
+        assert!(k.client_config.is_empty());
+    }
+
+    #[test]
+    fn kafka_client_config_scalars_become_strings() {
+        let c = Connection::from_value(json!({"type": "kafka", "bootstrap_servers": "k:9092",
+            "client_config": {"linger.ms": 5, "enable.ssl.certificate.verification": false}}))
+        .unwrap();
+        let Connection::Kafka(k) = c else {
+            panic!("expected kafka")
+        };
+        assert_eq!(k.client_config["linger.ms"].0, "5");
+        assert_eq!(
+            k.client_config["enable.ssl.certificate.verification"].0,
+            "false"
+        );
+    }
+
+    #[test]
+    fn redis_rq_is_an_alias_for_redis() {
+        let c =
+            Connection::from_value(json!({"type": "redis-rq", "host": "r", "port": 6380})).unwrap();
+        assert_eq!(c.kind(), "redis");
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_refused() {
+        assert!(Connection::from_value(json!({"type": "redis", "hots": "r"})).is_err());
+        assert!(Connection::from_value(json!({"type": "mqtt"})).is_err());
+        assert!(Connection::from_value(json!({"host": "r"})).is_err());
+    }
+
+    #[test]
+    fn redis_url_excludes_host_fields() {
+        assert!(
+            Connection::from_value(json!({"type": "redis", "url": "redis://r", "host": "r"}))
+                .is_err()
+        );
+        assert!(Connection::from_value(json!({"type": "redis", "url": "http://r"})).is_err());
+        assert!(Connection::from_value(json!({"type": "redis", "url": "redis://r/2"})).is_ok());
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let c =
+            Connection::from_value(json!({"type": "redis", "password": "hunter2", "url": null}))
+                .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let k = Connection::from_value(json!({"type": "kafka", "bootstrap_servers": "k",
+            "client_config": {"sasl.password": "hunter2"}}))
+        .unwrap();
+        assert!(!format!("{k:?}").contains("hunter2"));
+    }
+}

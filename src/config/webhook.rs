@@ -1,0 +1,181 @@
+//! A webhook entry (`<prefix><namespace>/webhooks/<id>`): `RawWebhook` as written, `Webhook` once valid.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{parse_object, ConfigError, EnvLookup};
+use crate::{keys::ConnectionName, modules::ModuleConfig};
+
+/// How the request body is checked before it is handed on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    /// The body must parse as JSON (400 otherwise).
+    #[default]
+    Json,
+    /// Any bytes.
+    Blob,
+}
+
+/// A webhook entry exactly as written. Unknown fields are refused: a misspelt security field must
+/// never silently turn a check off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    /// Module name (`log`, ...).
+    module: String,
+    /// The module's own settings.
+    #[serde(rename = "module-config", default)]
+    module_config: Option<Value>,
+    /// Name of a global connection the module uses.
+    #[serde(default)]
+    connection: Option<String>,
+    /// `json` (default) or `blob`.
+    #[serde(default)]
+    data_type: DataType,
+    /// How long to wait for every destination's acknowledgement (default 5000).
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+/// One destination of a webhook: a module with its settings and, optionally, a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    pub module: ModuleConfig,
+    pub connection: Option<ConnectionName>,
+}
+
+/// A validated webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub destinations: Vec<Destination>,
+    pub data_type: DataType,
+    /// Upper bound on waiting for the destinations' acknowledgements.
+    pub timeout: Duration,
+}
+
+impl Webhook {
+    /// Parses a webhook entry's raw bytes (JSON, with `{$VAR}` substitution).
+    pub fn from_bytes(bytes: &[u8], env: EnvLookup<'_>) -> Result<Self, ConfigError> {
+        Self::from_value(parse_object(bytes, env)?)
+    }
+
+    /// Validates an already-substituted JSON object.
+    pub fn from_value(value: Value) -> Result<Self, ConfigError> {
+        let raw: RawWebhook =
+            serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let connection = raw
+            .connection
+            .as_deref()
+            .map(ConnectionName::parse)
+            .transpose()
+            .map_err(|e| ConfigError::Invalid(format!("`connection`: {e}")))?;
+        let module = ModuleConfig::parse(&raw.module, raw.module_config)?;
+        if !(1..=120_000).contains(&raw.timeout_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "`timeout_ms` is {}; it must be between 1 and 120000",
+                raw.timeout_ms
+            )));
+        }
+        Ok(Self {
+            destinations: vec![Destination { module, connection }],
+            data_type: raw.data_type,
+            timeout: Duration::from_millis(raw.timeout_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::log::LogConfig;
+    use serde_json::json;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(v: Value) -> Result<Webhook, ConfigError> {
+        Webhook::from_bytes(v.to_string().as_bytes(), &no_env)
+    }
+
+    #[test]
+    fn minimal_log_webhook_gets_defaults() {
+        let w = parse(json!({"module": "log"})).unwrap();
+        assert_eq!(w.data_type, DataType::Json);
+        assert_eq!(w.timeout, Duration::from_secs(5));
+        assert_eq!(
+            w.destinations,
+            vec![Destination {
+                module: ModuleConfig::Log(LogConfig::default()),
+                connection: None
+            }]
+        );
+    }
+
+    #[test]
+    fn full_entry_is_read() {
+        let w = parse(
+            json!({"module": "log", "module-config": {"pretty_print": true},
+            "connection": "main-log", "data_type": "blob"}),
+        )
+        .unwrap();
+        assert_eq!(w.data_type, DataType::Blob);
+        assert_eq!(
+            w.destinations[0].module,
+            ModuleConfig::Log(LogConfig { pretty_print: true })
+        );
+        assert_eq!(
+            w.destinations[0].connection.as_ref().unwrap().as_str(),
+            "main-log"
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_field_is_refused_and_named() {
+        let err = parse(json!({"module": "log", "hmca": {}}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hmca"), "{err}");
+    }
+
+    #[test]
+    fn missing_module_is_refused() {
+        let err = parse(json!({"data_type": "json"})).unwrap_err().to_string();
+        assert!(err.contains("module"), "{err}");
+    }
+
+    #[test]
+    fn bad_json_and_non_objects_are_refused() {
+        assert!(matches!(
+            Webhook::from_bytes(b"{not json", &no_env),
+            Err(ConfigError::Json(_))
+        ));
+        assert!(matches!(
+            Webhook::from_bytes(b"[1]", &no_env),
+            Err(ConfigError::NotAnObject)
+        ));
+    }
+
+    #[test]
+    fn bad_data_type_and_connection_name_are_refused() {
+        assert!(parse(json!({"module": "log", "data_type": "xml"})).is_err());
+        assert!(parse(json!({"module": "log", "connection": "a b"})).is_err());
+        assert!(parse(json!({"module": "log", "timeout_ms": 0})).is_err());
+    }
+
+    #[test]
+    fn environment_references_are_substituted_before_validation() {
+        let env = |name: &str| (name == "DT").then(|| "blob".to_owned());
+        let w = Webhook::from_bytes(br#"{"module": "log", "data_type": "{$DT}"}"#, &env).unwrap();
+        assert_eq!(w.data_type, DataType::Blob);
+        let err = Webhook::from_bytes(br#"{"module": "{$MOD}"}"#, &no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingVar(_)));
+    }
+}

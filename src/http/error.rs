@@ -1,0 +1,115 @@
+//! `ApiError`: every error a client can see, mapped to HTTP in exactly one `match`.
+
+use actix_web::{
+    http::{header, StatusCode},
+    HttpResponse, ResponseError,
+};
+
+use crate::{keys::NameError, modules::DeliveryError};
+
+/// Seconds a sender is asked to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("configuration is not loaded yet; retry shortly")]
+    NotReady,
+    #[error("invalid namespace: {0}")]
+    InvalidNamespace(NameError),
+    #[error("invalid webhook id: {0}")]
+    InvalidWebhookId(NameError),
+    #[error("no webhook `{id}` in namespace `{namespace}`")]
+    WebhookNotFound { namespace: String, id: String },
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("request body could not be read: {0}")]
+    BodyRead(String),
+    #[error("a destination could not take the payload; retry later")]
+    DestinationUnavailable(#[source] DeliveryError),
+    #[error("method not allowed; use {allowed}")]
+    MethodNotAllowed { allowed: &'static str },
+    #[error("no such endpoint")]
+    NotFound,
+}
+
+impl ApiError {
+    /// The status and the machine-readable `error` code: the one table of this crate.
+    pub fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::InvalidNamespace(_) => (StatusCode::BAD_REQUEST, "invalid_namespace"),
+            ApiError::InvalidWebhookId(_) => (StatusCode::BAD_REQUEST, "invalid_webhook_id"),
+            ApiError::WebhookNotFound { .. } => (StatusCode::NOT_FOUND, "webhook_not_found"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            ApiError::DestinationUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "destination_unavailable")
+            }
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.parts();
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+        }
+        if let ApiError::MethodNotAllowed { allowed } = self {
+            response.insert_header((header::ALLOW, *allowed));
+        }
+        response.json(serde_json::json!({ "error": code, "message": self.to_string() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_503_carries_retry_after_and_nothing_else_does() {
+        let errors = [
+            ApiError::NotReady,
+            ApiError::DestinationUnavailable(DeliveryError::Timeout { timeout_ms: 1 }),
+            ApiError::NotFound,
+            ApiError::InvalidJson("x".into()),
+            ApiError::PayloadTooLarge { limit: 1 },
+        ];
+        for e in errors {
+            let response = e.error_response();
+            let has = response.headers().contains_key(header::RETRY_AFTER);
+            assert_eq!(
+                has,
+                response.status() == StatusCode::SERVICE_UNAVAILABLE,
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_side_faults_are_never_4xx() {
+        let e = ApiError::DestinationUnavailable(DeliveryError::Unavailable {
+            module: "log",
+            reason: "down".into(),
+        });
+        assert!(e.parts().0.is_server_error());
+    }
+}

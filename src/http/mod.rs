@@ -1,0 +1,74 @@
+//! The HTTP surface (the only folder that imports actix-web): routes, state and error bodies.
+
+pub mod error;
+pub mod health;
+pub mod request_id;
+pub mod webhook;
+
+use actix_web::{middleware::from_fn, web, HttpResponse};
+use tokio::sync::watch;
+
+use crate::{cache::ConfigCache, keys::Namespace, provider::ProviderStatus};
+use error::ApiError;
+
+/// Shared handles, built once and cloned into every worker.
+#[derive(Clone)]
+pub struct AppState {
+    pub cache: ConfigCache,
+    pub status: watch::Receiver<ProviderStatus>,
+    pub default_namespace: Namespace,
+    pub max_body_bytes: u64,
+}
+
+/// Registers every route. `main` and the in-process tests both build the app with this.
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
+    cfg.app_data(state)
+        .service(
+            web::resource("/webhook/{namespace}/{id}")
+                .route(web::post().to(webhook::post_namespaced))
+                .default_service(web::to(post_only)),
+        )
+        .service(
+            web::resource("/webhook/{id}")
+                .route(web::post().to(webhook::post_default))
+                .default_service(web::to(post_only)),
+        )
+        .service(
+            web::resource("/health")
+                .route(web::get().to(health::health))
+                .route(web::head().to(health::health))
+                .default_service(web::to(get_only)),
+        )
+        .default_service(web::to(not_found));
+}
+
+/// Wraps `configure` with the request-id middleware, as the server runs it.
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .wrap(from_fn(request_id::middleware))
+        .configure(|cfg| configure(cfg, state))
+}
+
+async fn post_only() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed { allowed: "POST" })
+}
+
+async fn get_only() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        allowed: "GET, HEAD",
+    })
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}

@@ -1,0 +1,182 @@
+//! `POST /webhook/{namespace}/{id}` and `POST /webhook/{id}`: validate, read, hand over, answer.
+
+use std::{sync::Arc, time::SystemTime};
+
+use actix_web::{http::header, web, HttpMessage, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+
+use super::{error::ApiError, request_id::RequestId, AppState};
+use crate::{
+    config::DataType,
+    dispatch::Route,
+    keys::{Namespace, WebhookId, WebhookKey},
+    modules::Delivery,
+};
+
+pub async fn post_namespaced(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, id) = path.into_inner();
+    let namespace = Namespace::parse(&namespace).map_err(ApiError::InvalidNamespace)?;
+    receive(&state, &req, namespace, &id, payload).await
+}
+
+pub async fn post_default(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let namespace = state.default_namespace.clone();
+    receive(&state, &req, namespace, &path, payload).await
+}
+
+async fn receive(
+    state: &AppState,
+    req: &HttpRequest,
+    namespace: Namespace,
+    id: &str,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    if !state.status.borrow().loaded {
+        return Err(ApiError::NotReady);
+    }
+    let id = WebhookId::parse(id).map_err(ApiError::InvalidWebhookId)?;
+    let key = WebhookKey::new(namespace, id);
+    let route = state
+        .cache
+        .webhook(&key)
+        .ok_or_else(|| ApiError::WebhookNotFound {
+            namespace: key.namespace.to_string(),
+            id: key.id.to_string(),
+        })?;
+    let body = read_body(req, payload, state.max_body_bytes).await?;
+    if route.data_type() == DataType::Json {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+            .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    }
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let delivery = Delivery {
+        namespace: key.namespace.clone(),
+        webhook: key.id.clone(),
+        request_id,
+        received_at: SystemTime::now(),
+        headers: forwardable_headers(req),
+        body,
+    };
+    deliver(&route, &delivery).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "accepted",
+        "request_id": delivery.request_id,
+    })))
+}
+
+async fn deliver(route: &Arc<Route>, delivery: &Delivery) -> Result<(), ApiError> {
+    route.dispatch(delivery).await.map_err(|error| {
+        tracing::warn!(
+            webhook = %route.key,
+            request_id = %delivery.request_id,
+            %error,
+            "Delivery failed; the sender was asked to retry."
+        );
+        ApiError::DestinationUnavailable(error)
+    })
+}
+
+/// Reads the body, refusing it as soon as it passes `limit` (before buffering the rest).
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: u64,
+) -> Result<bytes::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let capacity = usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or(0);
+    let mut body = BytesMut::with_capacity(capacity);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Name fragments of headers that carry credentials or signatures; such headers never leave.
+const SENSITIVE: &[&str] = &[
+    "auth",
+    "cookie",
+    "signature",
+    "secret",
+    "token",
+    "hmac",
+    "api-key",
+    "apikey",
+    "api_key",
+    "password",
+    "session",
+];
+
+/// Whether a header (by lower-case name) may be logged or forwarded.
+pub fn is_forwardable(name: &str) -> bool {
+    !SENSITIVE.iter().any(|s| name.contains(s))
+}
+
+fn forwardable_headers(req: &HttpRequest) -> Vec<(String, String)> {
+    req.headers()
+        .iter()
+        .filter(|(name, _)| is_forwardable(name.as_str()))
+        .filter_map(|(name, value)| {
+            value
+                .to_str()
+                .ok()
+                .map(|v| (name.as_str().to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_signatures_are_not_forwardable() {
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "x-hub-signature-256",
+            "stripe-signature",
+            "x-shopify-hmac-sha256",
+            "x-api-key",
+            "x-slack-signature",
+            "webhook-signature",
+            "x-gitlab-token",
+        ] {
+            assert!(!is_forwardable(name), "{name}");
+        }
+        for name in [
+            "content-type",
+            "user-agent",
+            "x-github-delivery",
+            "x-github-event",
+        ] {
+            assert!(is_forwardable(name), "{name}");
+        }
+    }
+}

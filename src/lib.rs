@@ -1,0 +1,20 @@
+//! Switchyard: a read-only, etcd-driven webhook receiver and router.
+//!
+//! - [`settings`]: process settings (flags and environment).
+//! - [`keys`]: validated names and the etcd key layout.
+//! - [`config`]: what a webhook or connection entry means and whether it is valid.
+//! - [`provider`]: how entries arrive (files or etcd) and reach the [`cache`].
+//! - [`dispatch`]: a live route and how a delivery runs through its [`modules`].
+//! - [`http`]: the HTTP surface; [`startup`] wires everything into an `Application`.
+
+pub mod cache;
+pub mod config;
+pub mod dispatch;
+pub mod http;
+pub mod keys;
+pub mod modules;
+pub mod provider;
+pub mod settings;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;

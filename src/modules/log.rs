@@ -1,0 +1,77 @@
+//! The `log` module: writes each payload as one `tracing` event.
+
+use serde::Deserialize;
+
+use super::{Delivery, DeliveryError, Module};
+
+/// `module-config` of the `log` module.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Pretty-print JSON bodies over several lines (default false: one line per webhook).
+    #[serde(default)]
+    pub pretty_print: bool,
+}
+
+/// Logs every delivery at INFO under the target `switchyard::payload`.
+#[derive(Debug)]
+pub struct LogModule {
+    config: LogConfig,
+}
+
+impl LogModule {
+    pub fn new(config: LogConfig) -> Self {
+        Self { config }
+    }
+
+    fn render_body(&self, body: &[u8]) -> String {
+        if self.config.pretty_print {
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+                if let Ok(pretty) = serde_json::to_string_pretty(&value) {
+                    return pretty;
+                }
+            }
+        }
+        String::from_utf8_lossy(body).into_owned()
+    }
+}
+
+#[async_trait::async_trait]
+impl Module for LogModule {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let headers: serde_json::Map<String, serde_json::Value> = delivery
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        tracing::info!(
+            target: "switchyard::payload",
+            namespace = %delivery.namespace,
+            webhook = %delivery.webhook,
+            request_id = %delivery.request_id,
+            size = delivery.body.len(),
+            headers = %serde_json::Value::Object(headers),
+            body = %self.render_body(&delivery.body),
+            "Webhook received."
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pretty_print_formats_json_and_keeps_other_bodies() {
+        let pretty = LogModule::new(LogConfig { pretty_print: true });
+        assert_eq!(pretty.render_body(br#"{"a":1}"#), "{\n  \"a\": 1\n}");
+        assert_eq!(pretty.render_body(b"not json"), "not json");
+        let plain = LogModule::new(LogConfig::default());
+        assert_eq!(plain.render_body(br#"{"a":1}"#), r#"{"a":1}"#);
+    }
+}

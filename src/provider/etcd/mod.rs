@@ -1,0 +1,107 @@
+//! The etcd backend: full load at revision R, watch from R+1, reconnect and catch up.
+//!
+//! The loop survives every etcd failure: it keeps the cache serving, marks the link disconnected,
+//! waits out the reconnect backoff and resumes from the last applied revision (or reloads in full
+//! when that revision was compacted or the cluster's revision went backwards).
+
+mod client;
+mod watch;
+
+use std::time::Duration;
+
+use tokio::sync::watch as status_watch;
+use tokio_util::sync::CancellationToken;
+
+pub use client::EtcdLink;
+
+use super::{
+    backoff::ReconnectBackoff, set_status, Applier, EtcdState, ProviderStats, ProviderStatus,
+};
+use crate::{keys::KeyLayout, settings::Settings};
+
+/// A session that stayed up this long resets the backoff to its first step.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
+
+/// Where config lives in etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdSource {
+    pub link: EtcdLink,
+    pub layout: KeyLayout,
+}
+
+impl EtcdSource {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            link: EtcdLink::from_settings(settings),
+            layout: KeyLayout::new(&settings.etcd_prefix),
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd answered without a response header")]
+    NoHeader,
+    #[error("watch stream ended")]
+    StreamEnded,
+    #[error("watch cancelled by etcd: {0}")]
+    Cancelled(String),
+    #[error("no message from etcd for {0:?} (dead connection)")]
+    Silent(Duration),
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Revision bookkeeping that survives reconnects.
+#[derive(Debug, Default)]
+pub struct SyncState {
+    /// The revision every applied change is up to; `None` before the first full load.
+    pub applied: Option<i64>,
+    /// The watch was established at least once.
+    pub ever_connected: bool,
+    /// The cluster the applied revision belongs to; another cluster means a full reload.
+    pub cluster_id: Option<u64>,
+}
+
+/// Runs until `token` is cancelled.
+pub async fn run(
+    source: EtcdSource,
+    applier: Applier,
+    status: status_watch::Sender<ProviderStatus>,
+    token: CancellationToken,
+) {
+    let mut state = SyncState::default();
+    let mut backoff = ReconnectBackoff::new();
+    tracing::info!(endpoints = ?source.link.endpoints, prefix = source.layout.prefix(), "Connecting to etcd.");
+    loop {
+        let started = tokio::time::Instant::now();
+        let error = tokio::select! {
+            () = token.cancelled() => return,
+            error = watch::session(&source, &applier, &status, &mut state) => error,
+        };
+        let next = if state.ever_connected {
+            EtcdState::Disconnected
+        } else {
+            EtcdState::Connecting
+        };
+        set_status(&status, None, Some(next));
+        if started.elapsed() >= HEALTHY_SESSION {
+            backoff = ReconnectBackoff::new();
+        }
+        let delay = backoff.next().unwrap_or(super::backoff::MAX_DELAY);
+        tracing::warn!(
+            %error,
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            applied_revision = state.applied,
+            "etcd unavailable; serving from cache and reconnecting."
+        );
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        ProviderStats::bump(&applier.stats.reconnects);
+    }
+}

@@ -1,0 +1,280 @@
+//! One etcd session: connect, decide between resume and full load, then apply watch events.
+
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, KvClient, WatchOptions, WatchStream};
+use tokio::{sync::watch as status_watch, time::Instant};
+
+use super::{client::MAX_MESSAGE_BYTES, EtcdSource, SessionError, SyncState};
+use crate::{
+    keys::{KeyLayout, KeyMatch},
+    provider::{set_status, Applier, EtcdState, ProviderStatus},
+};
+
+/// Keys fetched per range request of a full load.
+const PAGE_SIZE: i64 = 2_000;
+/// Bound on every unary request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A progress request is sent this often while the watch is quiet...
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// ...and a watch silent this long is treated as dead.
+const SILENT_LIMIT: Duration = Duration::from_secs(30);
+
+async fn timed<T>(
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, SessionError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SessionError::Timeout(REQUEST_TIMEOUT)),
+    }
+}
+
+/// Runs one connection until it fails; returns why.
+pub async fn session(
+    source: &EtcdSource,
+    applier: &Applier,
+    status: &status_watch::Sender<ProviderStatus>,
+    state: &mut SyncState,
+) -> SessionError {
+    match run_session(source, applier, status, state).await {
+        Ok(never) => match never {},
+        Err(error) => error,
+    }
+}
+
+async fn run_session(
+    source: &EtcdSource,
+    applier: &Applier,
+    status: &status_watch::Sender<ProviderStatus>,
+    state: &mut SyncState,
+) -> Result<std::convert::Infallible, SessionError> {
+    let client = timed(source.link.connect()).await?;
+    let mut kv = client
+        .kv_client()
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let mut watch_client = client
+        .watch_client()
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let layout = &source.layout;
+
+    let (current, cluster) = current_revision(&mut kv, layout).await?;
+    let resume = match state.applied {
+        None => None,
+        Some(_) if state.cluster_id != Some(cluster) => {
+            tracing::warn!(
+                cluster_id = cluster,
+                previous = state.cluster_id,
+                "etcd cluster changed; reloading everything."
+            );
+            None
+        }
+        Some(applied) if current < applied => {
+            tracing::warn!(
+                applied,
+                current,
+                "etcd revision went backwards (restored cluster?); reloading everything."
+            );
+            None
+        }
+        Some(applied) => Some(applied),
+    };
+    state.cluster_id = Some(cluster);
+    let mut from = match resume {
+        Some(applied) => applied,
+        None => full_load(&mut kv, layout, applier, state, status).await?,
+    };
+
+    loop {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from + 1)
+            .with_progress_notify();
+        let mut stream = timed(watch_client.watch(layout.prefix(), Some(options))).await?;
+        match follow(&mut stream, layout, applier, status, state).await? {
+            Compacted(compact_revision) => {
+                tracing::warn!(
+                    from = from + 1,
+                    compact_revision,
+                    "Missed revisions were compacted; reloading everything."
+                );
+                from = full_load(&mut kv, layout, applier, state, status).await?;
+            }
+        }
+    }
+}
+
+/// The watch start revision is gone; a full load is needed.
+struct Compacted(i64);
+
+/// Applies watch responses until the stream fails or reports compaction.
+async fn follow(
+    stream: &mut WatchStream,
+    layout: &KeyLayout,
+    applier: &Applier,
+    status: &status_watch::Sender<ProviderStatus>,
+    state: &mut SyncState,
+) -> Result<Compacted, SessionError> {
+    let mut last_heard = Instant::now();
+    let mut progress = tokio::time::interval_at(Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        let message = tokio::select! {
+            message = stream.message() => message?,
+            _ = progress.tick() => {
+                if last_heard.elapsed() >= SILENT_LIMIT {
+                    return Err(SessionError::Silent(last_heard.elapsed()));
+                }
+                stream.request_progress().await?;
+                continue;
+            }
+        };
+        let Some(response) = message else {
+            return Err(SessionError::StreamEnded);
+        };
+        last_heard = Instant::now();
+        if response.compact_revision() > 0 {
+            return Ok(Compacted(response.compact_revision()));
+        }
+        if response.canceled() {
+            return Err(SessionError::Cancelled(response.cancel_reason().to_owned()));
+        }
+        if response.created() {
+            state.ever_connected = true;
+            set_status(status, None, Some(EtcdState::Connected));
+            tracing::info!(from = state.applied.map(|r| r + 1), "Watching etcd.");
+            continue;
+        }
+        let events = response.events();
+        if events.is_empty() {
+            // A progress notification: every event up to this revision has been delivered.
+            if let Some(header) = response.header() {
+                advance(applier, state, header.revision());
+            }
+            continue;
+        }
+        for event in events {
+            let Some(kv) = event.kv() else { continue };
+            apply(applier, layout, event.event_type(), kv.key(), kv.value());
+            advance(applier, state, kv.mod_revision());
+        }
+    }
+}
+
+fn advance(applier: &Applier, state: &mut SyncState, revision: i64) {
+    if state.applied.is_none_or(|applied| revision > applied) {
+        state.applied = Some(revision);
+        applier.cache.set_revision(revision);
+    }
+}
+
+fn apply(applier: &Applier, layout: &KeyLayout, kind: EventType, key: &[u8], value: &[u8]) {
+    let source = String::from_utf8_lossy(key);
+    match layout.parse(key) {
+        KeyMatch::Valid(config_key) => match kind {
+            EventType::Put => applier.put(&config_key, &source, value),
+            EventType::Delete => applier.delete(&config_key, &source),
+        },
+        KeyMatch::Invalid(reason) => applier.skipped(&source, &reason, false),
+        KeyMatch::Foreign => tracing::debug!(key = %source, "Ignoring key outside the layout."),
+    }
+}
+
+/// The cluster's current revision and id (a count-only range read).
+async fn current_revision(
+    kv: &mut KvClient,
+    layout: &KeyLayout,
+) -> Result<(i64, u64), SessionError> {
+    let options = GetOptions::new().with_prefix().with_count_only();
+    let response = timed(kv.get(layout.prefix(), Some(options))).await?;
+    response
+        .header()
+        .map(|h| (h.revision(), h.cluster_id()))
+        .ok_or(SessionError::NoHeader)
+}
+
+/// Reads every key under the prefix at one revision, page by page, and replaces the cache with it.
+/// Returns the revision read at.
+pub async fn full_load(
+    kv: &mut KvClient,
+    layout: &KeyLayout,
+    applier: &Applier,
+    state: &mut SyncState,
+    status: &status_watch::Sender<ProviderStatus>,
+) -> Result<i64, SessionError> {
+    let started = Instant::now();
+    let end = prefix_end(layout.prefix().as_bytes());
+    let mut start = layout.prefix().as_bytes().to_vec();
+    let mut revision = 0;
+    let mut keys = 0usize;
+    let mut snapshot = applier.snapshot();
+    loop {
+        let mut options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(PAGE_SIZE);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let response = timed(kv.get(start.clone(), Some(options))).await?;
+        if revision == 0 {
+            revision = response
+                .header()
+                .map(|h| h.revision())
+                .ok_or(SessionError::NoHeader)?;
+        }
+        for kv in response.kvs() {
+            keys += 1;
+            let source = String::from_utf8_lossy(kv.key());
+            match layout.parse(kv.key()) {
+                KeyMatch::Valid(key) => snapshot.add(&key, &source, kv.value()),
+                KeyMatch::Invalid(reason) => applier.skipped(&source, &reason, false),
+                KeyMatch::Foreign => {
+                    tracing::debug!(key = %source, "Ignoring key outside the layout.");
+                }
+            }
+        }
+        match (response.more(), response.kvs().last()) {
+            (true, Some(last)) => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    let stats = snapshot.apply(revision);
+    state.applied = Some(revision);
+    set_status(status, Some(true), None);
+    tracing::info!(
+        revision,
+        keys,
+        webhooks = applier.cache.webhook_count(),
+        connections = applier.cache.connection_count(),
+        removed = stats.removed,
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "Loaded config from etcd."
+    );
+    Ok(revision)
+}
+
+/// The smallest key greater than every key starting with `prefix` (etcd's range end for a prefix).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): every key from the prefix on.
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte() {
+        assert_eq!(prefix_end(b"/cwm/"), b"/cwm0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+}

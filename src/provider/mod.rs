@@ -1,0 +1,255 @@
+//! How config *arrives*: each provider is a task that feeds the [`ConfigCache`].
+//!
+//! Both backends share [`Applier`], so an entry means the same thing whichever way it came.
+
+pub mod backoff;
+pub mod etcd;
+pub mod file;
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    cache::{ConfigCache, Snapshot},
+    config::{env_subst, Connection, Webhook},
+    dispatch::Route,
+    keys::{ConfigKey, ConnectionName, WebhookKey},
+    settings::{Backend, Settings},
+    shutdown::Shutdown,
+};
+
+/// The etcd link as `/health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdState {
+    /// Not connected yet since start.
+    Connecting,
+    /// Watching.
+    Connected,
+    /// Lost after having been connected; serving from cache and reconnecting.
+    Disconnected,
+}
+
+impl EtcdState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EtcdState::Connecting => "connecting",
+            EtcdState::Connected => "healthy",
+            EtcdState::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// What the provider tells the rest of the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderStatus {
+    pub backend: Backend,
+    /// The first full load has been applied: the instance may serve.
+    pub loaded: bool,
+    /// `None` for the file backend.
+    pub etcd: Option<EtcdState>,
+}
+
+/// Counters kept by providers (read by tests and, later, metrics).
+#[derive(Debug, Default)]
+pub struct ProviderStats {
+    pub full_loads: AtomicU64,
+    pub events_applied: AtomicU64,
+    pub invalid_entries: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+impl ProviderStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A running provider's outputs.
+#[derive(Clone)]
+pub struct ProviderHandle {
+    pub status: watch::Receiver<ProviderStatus>,
+    pub stats: Arc<ProviderStats>,
+}
+
+/// Starts the provider chosen in `settings` as a tracked task.
+pub fn spawn(settings: &Settings, cache: ConfigCache, shutdown: &Shutdown) -> ProviderHandle {
+    let backend = settings.config_backend;
+    let (tx, rx) = watch::channel(ProviderStatus {
+        backend,
+        loaded: false,
+        etcd: (backend == Backend::Etcd).then_some(EtcdState::Connecting),
+    });
+    let stats = Arc::new(ProviderStats::default());
+    let applier = Applier {
+        cache,
+        stats: Arc::clone(&stats),
+        env: Arc::new(env_subst::process_env),
+    };
+    let token = shutdown.token.child_token();
+    match backend {
+        Backend::File => {
+            let files = file::Files::from_settings(settings);
+            shutdown.tasks.spawn(file::run(files, applier, tx, token));
+        }
+        Backend::Etcd => {
+            let source = etcd::EtcdSource::from_settings(settings);
+            shutdown.tasks.spawn(etcd::run(source, applier, tx, token));
+        }
+    }
+    ProviderHandle { status: rx, stats }
+}
+
+/// The `{$VAR}` lookup, shared across threads.
+pub type SharedEnv = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Turns raw entries into cache changes, logging and skipping invalid ones.
+#[derive(Clone)]
+pub struct Applier {
+    pub cache: ConfigCache,
+    pub stats: Arc<ProviderStats>,
+    pub env: SharedEnv,
+}
+
+/// A parsed entry, ready for the cache.
+enum Entry {
+    Webhook(Arc<Route>),
+    Connection(ConnectionName, Arc<Connection>),
+}
+
+impl Applier {
+    fn parse(&self, key: &ConfigKey, value: &[u8]) -> Result<Entry, crate::config::ConfigError> {
+        let env = &*self.env;
+        match key {
+            ConfigKey::Webhook(key) => {
+                let webhook = Webhook::from_bytes(value, env)?;
+                Ok(Entry::Webhook(Arc::new(Route::build(key.clone(), webhook))))
+            }
+            ConfigKey::Connection(name) => {
+                let connection = Connection::from_bytes(value, env)?;
+                Ok(Entry::Connection(name.clone(), Arc::new(connection)))
+            }
+        }
+    }
+
+    fn skipped(&self, source: &str, reason: &dyn std::fmt::Display, kept: bool) {
+        ProviderStats::bump(&self.stats.invalid_entries);
+        tracing::warn!(
+            key = source,
+            %reason,
+            last_good_kept = kept,
+            "Skipping invalid config entry."
+        );
+    }
+
+    /// Applies one put; an invalid value leaves the last good one in place.
+    pub fn put(&self, key: &ConfigKey, source: &str, value: &[u8]) {
+        ProviderStats::bump(&self.stats.events_applied);
+        match self.parse(key, value) {
+            Ok(Entry::Webhook(route)) => {
+                tracing::debug!(key = source, "Webhook updated.");
+                self.cache.upsert_webhook(route);
+            }
+            Ok(Entry::Connection(name, connection)) => {
+                tracing::debug!(key = source, "Connection updated.");
+                self.cache.upsert_connection(name, connection);
+            }
+            Err(reason) => self.skipped(source, &reason, self.has(key)),
+        }
+    }
+
+    /// Applies one delete.
+    pub fn delete(&self, key: &ConfigKey, source: &str) {
+        ProviderStats::bump(&self.stats.events_applied);
+        let removed = match key {
+            ConfigKey::Webhook(key) => self.cache.remove_webhook(key),
+            ConfigKey::Connection(name) => self.cache.remove_connection(name),
+        };
+        tracing::debug!(key = source, removed, "Entry deleted.");
+    }
+
+    fn has(&self, key: &ConfigKey) -> bool {
+        match key {
+            ConfigKey::Webhook(key) => self.cache.webhook(key).is_some(),
+            ConfigKey::Connection(name) => self.cache.connection(name).is_some(),
+        }
+    }
+
+    /// Starts a full load; entries are added one by one, then [`SnapshotBuilder::apply`] swaps.
+    pub fn snapshot(&self) -> SnapshotBuilder<'_> {
+        SnapshotBuilder {
+            applier: self,
+            snapshot: Snapshot::default(),
+        }
+    }
+}
+
+/// Collects a full configuration; invalid entries keep their last good value.
+pub struct SnapshotBuilder<'a> {
+    applier: &'a Applier,
+    snapshot: Snapshot,
+}
+
+impl SnapshotBuilder<'_> {
+    pub fn add(&mut self, key: &ConfigKey, source: &str, value: &[u8]) {
+        let entry = match self.applier.parse(key, value) {
+            Ok(entry) => entry,
+            Err(reason) => {
+                let cache = &self.applier.cache;
+                let kept = match key {
+                    ConfigKey::Webhook(key) => cache.webhook(key).map(|old| {
+                        self.snapshot.webhooks.insert(key.clone(), old);
+                    }),
+                    ConfigKey::Connection(name) => cache.connection(name).map(|old| {
+                        self.snapshot.connections.insert(name.clone(), old);
+                    }),
+                };
+                self.applier.skipped(source, &reason, kept.is_some());
+                return;
+            }
+        };
+        match entry {
+            Entry::Webhook(route) => {
+                self.snapshot.webhooks.insert(route.key.clone(), route);
+            }
+            Entry::Connection(name, connection) => {
+                self.snapshot.connections.insert(name, connection);
+            }
+        }
+    }
+
+    /// Whether a webhook key was already added (file backends refuse duplicates).
+    pub fn contains_webhook(&self, key: &WebhookKey) -> bool {
+        self.snapshot.webhooks.contains_key(key)
+    }
+
+    /// Makes the collected entries the whole configuration, at `revision`.
+    pub fn apply(self, revision: i64) -> crate::cache::ReplaceStats {
+        let applier = self.applier;
+        let stats = applier.cache.replace_all(self.snapshot);
+        applier.cache.set_revision(revision);
+        ProviderStats::bump(&applier.stats.full_loads);
+        stats
+    }
+}
+
+/// Flags `loaded` and the etcd state, notifying only on change.
+fn set_status(tx: &watch::Sender<ProviderStatus>, loaded: Option<bool>, etcd: Option<EtcdState>) {
+    tx.send_if_modified(|status| {
+        let before = status.clone();
+        if let Some(loaded) = loaded {
+            status.loaded = loaded;
+        }
+        if etcd.is_some() {
+            status.etcd = etcd;
+        }
+        *status != before
+    });
+}

@@ -1,0 +1,263 @@
+//! `Settings`: every process setting, each with its flag, environment variable, default and help.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{CommandFactory, Parser, ValueEnum};
+
+use crate::{config::secret::Secret, keys::Namespace};
+
+/// Where webhook and connection configs come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// `webhooks.json` and `connections.json`, watched for changes.
+    File,
+    /// etcd under `ETCD_PREFIX`, watched for changes.
+    Etcd,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::File => "file",
+            Backend::Etcd => "etcd",
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Switchyard: a read-only, etcd-driven webhook receiver and router.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free port).
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Where config comes from: `file` or `etcd`.
+    #[arg(long, env = "CONFIG_BACKEND", value_enum, default_value_t = Backend::File)]
+    pub config_backend: Backend,
+
+    /// Webhooks file of the file backend (object: webhook id -> webhook config).
+    #[arg(
+        long,
+        env = "WEBHOOKS_CONFIG_FILE",
+        default_value = "config/webhooks.json"
+    )]
+    pub webhooks_config_file: PathBuf,
+
+    /// Connections file of the file backend (object: connection name -> connection config).
+    #[arg(
+        long,
+        env = "CONNECTIONS_CONFIG_FILE",
+        default_value = "config/connections.json"
+    )]
+    pub connections_config_file: PathBuf,
+
+    /// etcd host (used when ETCD_ENDPOINTS is not set).
+    #[arg(long, env = "ETCD_HOST", default_value = "localhost")]
+    pub etcd_host: String,
+
+    /// etcd client port (used when ETCD_ENDPOINTS is not set).
+    #[arg(long, env = "ETCD_PORT", default_value_t = 2379)]
+    pub etcd_port: u16,
+
+    /// Comma-separated etcd endpoints, e.g. `http://10.0.0.1:2379,http://10.0.0.2:2379`;
+    /// wins over ETCD_HOST/ETCD_PORT.
+    #[arg(long, env = "ETCD_ENDPOINTS")]
+    pub etcd_endpoints: Option<String>,
+
+    /// Key prefix of all Switchyard config in etcd.
+    #[arg(long, env = "ETCD_PREFIX", default_value = "/cwm/")]
+    pub etcd_prefix: String,
+
+    /// Namespace of `/webhook/<id>` and of every file-backend webhook.
+    #[arg(long, env = "ETCD_NAMESPACE", default_value = "default")]
+    pub etcd_namespace: Namespace,
+
+    /// etcd user (auth enabled clusters).
+    #[arg(long, env = "ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+
+    /// etcd password (never logged).
+    #[arg(long, env = "ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<Secret>,
+
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_bytes: u64,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `switchyard=debug,info`.
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// HTTP worker threads (0: one per CPU core).
+    #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
+    pub http_workers: usize,
+
+    /// Seconds to let in-flight requests and background tasks finish on SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Why settings were refused: one line naming the setting.
+#[derive(Debug)]
+pub enum SettingsError {
+    /// `--help` or `--version`: print and exit 0.
+    Info(String),
+    /// An invalid setting: print and exit 64.
+    Invalid(String),
+}
+
+impl Settings {
+    /// Parses flags and environment; the error is ready to print.
+    pub fn from_args<I, T>(args: I) -> Result<Self, SettingsError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        match Self::try_parse_from(args) {
+            Ok(settings) => settings.validate().map(|()| settings),
+            Err(e) => match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    Err(SettingsError::Info(e.render().to_string()))
+                }
+                _ => Err(SettingsError::Invalid(one_line(&e))),
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.config_backend == Backend::Etcd && self.etcd_endpoints().is_empty() {
+            return Err(SettingsError::Invalid(
+                "invalid setting ETCD_ENDPOINTS: no endpoint given".into(),
+            ));
+        }
+        if !self.etcd_prefix.starts_with('/') {
+            return Err(SettingsError::Invalid(format!(
+                "invalid setting ETCD_PREFIX: {:?} must start with `/`",
+                self.etcd_prefix
+            )));
+        }
+        if self.etcd_password.is_some() != self.etcd_username.is_some() {
+            return Err(SettingsError::Invalid(
+                "invalid settings ETCD_USERNAME/ETCD_PASSWORD: give both or neither".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The etcd endpoints to use, as URLs.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        match &self.etcd_endpoints {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(|e| {
+                    if e.contains("://") {
+                        e.to_owned()
+                    } else {
+                        format!("http://{e}")
+                    }
+                })
+                .collect(),
+            None => vec![format!("http://{}:{}", self.etcd_host, self.etcd_port)],
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+/// The first line of a clap error, with the environment variable of the offending flag.
+fn one_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid settings")
+        .trim_start_matches("error: ")
+        .to_owned();
+    let env = e.get(clap::error::ContextKind::InvalidArg).and_then(|arg| {
+        let flag = arg.to_string();
+        let long = flag
+            .trim_start_matches("--")
+            .split([' ', '='])
+            .next()?
+            .to_owned();
+        Settings::command()
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+            .and_then(|a| a.get_env().map(|v| v.to_string_lossy().into_owned()))
+    });
+    match env {
+        Some(env) => format!("invalid setting {env}: {first}"),
+        None => format!("invalid settings: {first}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_value_names_the_environment_variable() {
+        let Err(SettingsError::Invalid(msg)) = Settings::from_args(["switchyard", "--port", "x"])
+        else {
+            panic!("expected an error")
+        };
+        assert!(msg.contains("PORT"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn invalid_namespace_is_refused() {
+        let Err(SettingsError::Invalid(msg)) =
+            Settings::from_args(["switchyard", "--etcd-namespace", "global"])
+        else {
+            panic!("expected an error")
+        };
+        assert!(msg.contains("ETCD_NAMESPACE"), "{msg}");
+    }
+
+    #[test]
+    fn endpoints_win_over_host_and_port_and_get_a_scheme() {
+        let s = Settings::from_args([
+            "switchyard",
+            "--etcd-endpoints",
+            "10.0.0.1:2379, https://e2:2379",
+        ])
+        .unwrap_or_else(|_| panic!("valid settings"));
+        assert_eq!(
+            s.etcd_endpoints(),
+            vec!["http://10.0.0.1:2379", "https://e2:2379"]
+        );
+    }
+
+    #[test]
+    fn username_without_password_is_refused() {
+        assert!(matches!(
+            Settings::from_args(["switchyard", "--etcd-username", "u"]),
+            Err(SettingsError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,34 @@
+//! The `tracing` subscriber: text or JSON lines, filtered by `RUST_LOG`.
+
+use tracing_subscriber::{fmt::MakeWriter, EnvFilter};
+
+use crate::settings::LogFormat;
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid setting RUST_LOG: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    #[error("a global logger is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installs the global subscriber writing to `writer` (stdout in `main`, a sink in tests).
+pub fn init<W>(format: LogFormat, filter: &str, writer: W) -> Result<(), TelemetryError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(filter)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+    result.map_err(|_| TelemetryError::AlreadyInstalled)
+}

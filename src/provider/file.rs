@@ -139,6 +139,7 @@ pub async fn run(
             set_status(&status, Some(true), None);
         }
         Err(error) => {
+            super::ProviderStats::bump(&applier.stats.rejected_loads);
             tracing::error!(%error, "Config file rejected; the last good config keeps serving.");
         }
     };

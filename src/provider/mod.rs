@@ -60,6 +60,8 @@ pub struct ProviderStats {
     pub events_applied: AtomicU64,
     pub invalid_entries: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Whole loads refused (a file that does not parse); the last good config kept serving.
+    pub rejected_loads: AtomicU64,
 }
 
 impl ProviderStats {

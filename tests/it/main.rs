@@ -1,1 +1,10 @@
-mod support {}
+//! One integration binary: every end-to-end test against the real application and real services.
+
+mod support;
+
+mod etcd_recovery;
+mod etcd_scale;
+mod etcd_watch;
+mod file_backend;
+mod http_api;
+mod shutdown;

@@ -1,0 +1,307 @@
+//! In-process HTTP tests: every status and JSON body of the webhook API, no network.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::{
+    http::{header, StatusCode},
+    test, web,
+};
+use serde_json::{json, Value};
+use switchyard::{
+    cache::ConfigCache,
+    config::Webhook,
+    dispatch::Route,
+    http::{app, AppState},
+    keys::{Namespace, WebhookId, WebhookKey},
+    modules::Module,
+    provider::ProviderStatus,
+    settings::Backend,
+};
+use tokio::sync::watch;
+
+use crate::support::recording::RecordingModule;
+
+const LIMIT: u64 = 64;
+
+struct Harness {
+    cache: ConfigCache,
+    _status: watch::Sender<ProviderStatus>,
+    state: web::Data<AppState>,
+}
+
+fn harness(loaded: bool) -> Harness {
+    let (tx, rx) = watch::channel(ProviderStatus {
+        backend: Backend::File,
+        loaded,
+        etcd: None,
+    });
+    let cache = ConfigCache::new();
+    let state = web::Data::new(AppState {
+        cache: cache.clone(),
+        status: rx,
+        default_namespace: Namespace::parse("default").unwrap(),
+        max_body_bytes: LIMIT,
+    });
+    Harness {
+        cache,
+        _status: tx,
+        state,
+    }
+}
+
+fn add(cache: &ConfigCache, ns: &str, id: &str, entry: Value, module: &Arc<RecordingModule>) {
+    let module: Arc<dyn Module> = Arc::clone(module) as Arc<dyn Module>;
+    let key = WebhookKey::new(Namespace::parse(ns).unwrap(), WebhookId::parse(id).unwrap());
+    let webhook = Webhook::from_value(entry).unwrap();
+    cache.upsert_webhook(Arc::new(Route::with_modules(key, webhook, vec![module])));
+}
+
+async fn call(h: &Harness, req: test::TestRequest) -> (StatusCode, header::HeaderMap, Value) {
+    let service = test::init_service(app(h.state.clone())).await;
+    let response = test::call_service(&service, req.to_request()).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = test::read_body(response).await;
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, headers, json)
+}
+
+fn post(path: &str, body: &'static str) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri(path)
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .set_payload(body)
+}
+
+#[actix_web::test]
+async fn accepted_payload_reaches_the_module_with_sensitive_headers_removed() {
+    let h = harness(true);
+    let module = RecordingModule::new();
+    add(&h.cache, "acme", "gh", json!({"module": "log"}), &module);
+
+    let (status, headers, body) = call(
+        &h,
+        post("/webhook/acme/gh", r#"{"a":1}"#)
+            .insert_header(("authorization", "Bearer s3cret"))
+            .insert_header(("x-hub-signature-256", "sha256=abc"))
+            .insert_header(("x-github-delivery", "d-1"))
+            .insert_header(("x-request-id", "req-42")),
+    )
+    .await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "accepted", "request_id": "req-42"}));
+    assert_eq!(headers.get("x-request-id").unwrap(), "req-42");
+    let deliveries = module.taken();
+    assert_eq!(deliveries.len(), 1);
+    let d = &deliveries[0];
+    assert_eq!(d.body.as_ref(), br#"{"a":1}"#);
+    assert_eq!((d.namespace.as_str(), d.webhook.as_str()), ("acme", "gh"));
+    assert_eq!(d.request_id, "req-42");
+    let names: Vec<_> = d.headers.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(names.contains(&"x-github-delivery"), "{names:?}");
+    assert!(!names.contains(&"authorization"), "{names:?}");
+    assert!(!names.contains(&"x-hub-signature-256"), "{names:?}");
+}
+
+#[actix_web::test]
+async fn short_path_uses_the_default_namespace() {
+    let h = harness(true);
+    let module = RecordingModule::new();
+    add(
+        &h.cache,
+        "default",
+        "ping",
+        json!({"module": "log"}),
+        &module,
+    );
+    add(&h.cache, "other", "pong", json!({"module": "log"}), &module);
+
+    assert_eq!(
+        call(&h, post("/webhook/ping", "{}")).await.0,
+        StatusCode::OK
+    );
+    let (status, _, body) = call(&h, post("/webhook/pong", "{}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "webhook_not_found");
+    assert_eq!(module.taken().len(), 1);
+}
+
+#[actix_web::test]
+async fn generated_request_id_is_echoed_in_header_and_body() {
+    let h = harness(true);
+    add(
+        &h.cache,
+        "default",
+        "x",
+        json!({"module": "log"}),
+        &RecordingModule::new(),
+    );
+    let (_, headers, body) = call(&h, post("/webhook/x", "{}")).await;
+    let id = headers.get("x-request-id").unwrap().to_str().unwrap();
+    assert_eq!(id.len(), 36, "{id}");
+    assert_eq!(body["request_id"], id);
+}
+
+#[actix_web::test]
+async fn invalid_names_get_400_with_the_reason() {
+    let h = harness(true);
+    let (status, headers, body) = call(&h, post("/webhook/bad%20ns/x", "{}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_namespace");
+    assert!(headers.contains_key("x-request-id"));
+
+    let long = format!("/webhook/acme/{}", "a".repeat(129));
+    let (status, _, body) = call(&h, post(&long, "{}").uri(&long)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_webhook_id");
+    assert!(body["message"].as_str().unwrap().contains("128"));
+
+    let (status, _, body) = call(&h, post("/webhook/global/x", "{}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_namespace");
+}
+
+#[actix_web::test]
+async fn unknown_webhook_is_404_never_410() {
+    let h = harness(true);
+    let (status, _, body) = call(&h, post("/webhook/acme/nope", "{}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "webhook_not_found");
+    assert!(body["message"].as_str().unwrap().contains("nope"));
+}
+
+#[actix_web::test]
+async fn json_webhook_refuses_a_non_json_body_and_blob_accepts_it() {
+    let h = harness(true);
+    let json_module = RecordingModule::new();
+    let blob_module = RecordingModule::new();
+    add(&h.cache, "a", "j", json!({"module": "log"}), &json_module);
+    add(
+        &h.cache,
+        "a",
+        "b",
+        json!({"module": "log", "data_type": "blob"}),
+        &blob_module,
+    );
+
+    let (status, _, body) = call(&h, post("/webhook/a/j", "not json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_json");
+    assert!(json_module.taken().is_empty());
+
+    let (status, _, _) = call(&h, post("/webhook/a/b", "not json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(blob_module.taken()[0].body.as_ref(), b"not json");
+}
+
+#[actix_web::test]
+async fn body_over_the_limit_is_413_and_never_delivered() {
+    let h = harness(true);
+    let module = RecordingModule::new();
+    add(
+        &h.cache,
+        "a",
+        "blob",
+        json!({"module": "log", "data_type": "blob"}),
+        &module,
+    );
+    let big: &'static str = Box::leak("x".repeat(LIMIT as usize + 1).into_boxed_str());
+    let (status, _, body) = call(&h, post("/webhook/a/blob", big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"], "payload_too_large");
+
+    let exact: &'static str = Box::leak("x".repeat(LIMIT as usize).into_boxed_str());
+    assert_eq!(
+        call(&h, post("/webhook/a/blob", exact)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(module.taken().len(), 1);
+}
+
+#[actix_web::test]
+async fn wrong_method_is_405_with_allow_header() {
+    let h = harness(true);
+    let (status, headers, body) = call(&h, test::TestRequest::get().uri("/webhook/acme/gh")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers.get(header::ALLOW).unwrap(), "POST");
+    assert_eq!(body["error"], "method_not_allowed");
+    let (status, _, _) = call(&h, test::TestRequest::put().uri("/webhook/gh")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[actix_web::test]
+async fn unknown_path_is_json_404() {
+    let h = harness(true);
+    let (status, headers, body) = call(&h, test::TestRequest::get().uri("/nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "not_found");
+    assert!(headers.contains_key("x-request-id"));
+}
+
+#[actix_web::test]
+async fn before_the_first_load_webhooks_get_503_with_retry_after() {
+    let h = harness(false);
+    let (status, headers, body) = call(&h, post("/webhook/acme/gh", "{}")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(body["error"], "not_ready");
+
+    let (status, headers, body) = call(&h, test::TestRequest::get().uri("/health")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(body["status"], "starting");
+}
+
+#[actix_web::test]
+async fn failing_module_gives_503_destination_unavailable() {
+    let h = harness(true);
+    add(
+        &h.cache,
+        "a",
+        "f",
+        json!({"module": "log"}),
+        &RecordingModule::failing(),
+    );
+    let (status, headers, body) = call(&h, post("/webhook/a/f", "{}")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(body["error"], "destination_unavailable");
+}
+
+#[actix_web::test]
+async fn module_slower_than_timeout_gives_503() {
+    let h = harness(true);
+    let slow = RecordingModule::stalling(Duration::from_secs(5));
+    add(
+        &h.cache,
+        "a",
+        "slow",
+        json!({"module": "log", "timeout_ms": 50}),
+        &slow,
+    );
+    let (status, _, body) = call(&h, post("/webhook/a/slow", "{}")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "destination_unavailable");
+    assert!(slow.taken().is_empty());
+}
+
+#[actix_web::test]
+async fn health_reports_counts_and_backend() {
+    let h = harness(true);
+    h.cache.set_revision(7);
+    add(
+        &h.cache,
+        "a",
+        "x",
+        json!({"module": "log"}),
+        &RecordingModule::new(),
+    );
+    let (status, _, body) = call(&h, test::TestRequest::get().uri("/health")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"status": "healthy", "components": {"config_manager": "healthy"},
+            "config": {"backend": "file", "revision": 7, "webhooks": 1, "connections": 0}})
+    );
+}

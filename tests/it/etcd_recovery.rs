@@ -164,3 +164,29 @@ async fn startup_without_etcd_answers_503_until_the_first_load() {
     assert_eq!(app.status_of("acme/x").await, StatusCode::OK);
     assert_eq!(app.health().await.1["components"]["etcd"], "healthy");
 }
+
+#[tokio::test]
+async fn a_silently_dead_etcd_is_noticed_and_recovered_from() {
+    let etcd = Etcd::start().await;
+    let proxy = Proxy::start(etcd.client_port).await;
+    let p = prefix();
+    etcd.put(&format!("{p}acme/webhooks/x"), LOG).await;
+    let app = TestApp::spawn_ready(etcd_settings(&proxy.endpoint(), &p)).await;
+    app.wait_etcd_state("healthy", RECONNECT).await;
+
+    // No reset, no FIN: the link just goes quiet.
+    proxy.freeze();
+    let frozen_at = tokio::time::Instant::now();
+    // Keep-alive (10 s + 5 s) or the 30 s silence limit must notice it.
+    app.wait_etcd_state("disconnected", Duration::from_secs(40))
+        .await;
+    eprintln!("silent etcd noticed after {:?}", frozen_at.elapsed());
+    assert_eq!(app.status_of("acme/x").await, StatusCode::OK);
+
+    etcd.put(&format!("{p}acme/webhooks/y"), LOG).await;
+    proxy.block();
+    proxy.thaw();
+    proxy.unblock();
+    app.wait_etcd_state("healthy", RECONNECT).await;
+    app.wait_status("acme/y", StatusCode::OK).await;
+}

@@ -1,5 +1,5 @@
-//! A loopback TCP proxy the test can cut, to take etcd away from the router while etcd stays
-//! reachable for the test itself.
+//! A loopback TCP proxy the test can cut or freeze, to take etcd away from the router while etcd
+//! stays reachable for the test itself.
 
 use std::sync::{
     atomic::{AtomicBool, AtomicU16, Ordering},
@@ -7,7 +7,9 @@ use std::sync::{
 };
 
 use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::watch,
     task::AbortHandle,
 };
 
@@ -15,8 +17,32 @@ pub struct Proxy {
     pub port: u16,
     target: Arc<AtomicU16>,
     blocked: Arc<AtomicBool>,
+    frozen: watch::Sender<bool>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
+}
+
+/// Copies one direction; while frozen, holds the bytes (the peer sees silence, not a reset).
+async fn forward(
+    mut from: impl AsyncReadExt + Unpin,
+    mut to: impl AsyncWriteExt + Unpin,
+    mut frozen: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while *frozen.borrow_and_update() {
+            if frozen.changed().await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -26,6 +52,7 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let target = Arc::new(AtomicU16::new(target));
         let blocked = Arc::new(AtomicBool::new(false));
+        let (frozen, frozen_rx) = watch::channel(false);
         let connections = Arc::new(Mutex::new(Vec::new()));
         let accept = {
             let (target, blocked, connections) = (
@@ -35,7 +62,7 @@ impl Proxy {
             );
             tokio::spawn(async move {
                 loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
+                    let Ok((inbound, _)) = listener.accept().await else {
                         continue;
                     };
                     if blocked.load(Ordering::SeqCst) {
@@ -43,10 +70,16 @@ impl Proxy {
                         continue;
                     }
                     let to = target.load(Ordering::SeqCst);
+                    let frozen = frozen_rx.clone();
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", to)).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        let Ok(outbound) = TcpStream::connect(("127.0.0.1", to)).await else {
+                            return;
+                        };
+                        let (ri, wi) = inbound.into_split();
+                        let (ro, wo) = outbound.into_split();
+                        tokio::select! {
+                            () = forward(ri, wo, frozen.clone()) => {}
+                            () = forward(ro, wi, frozen) => {}
                         }
                     });
                     connections.lock().unwrap().push(task.abort_handle());
@@ -58,6 +91,7 @@ impl Proxy {
             port,
             target,
             blocked,
+            frozen,
             connections,
             accept,
         }
@@ -77,6 +111,15 @@ impl Proxy {
 
     pub fn unblock(&self) {
         self.blocked.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops forwarding bytes but keeps every connection open: a silently dead peer.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
     }
 
     /// Sends new connections to another port.

@@ -5,7 +5,7 @@
 //! Run with `make bench` (or `cargo bench --bench config_load`).
 
 #[path = "../tests/it/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -12,6 +12,7 @@ use std::{
 };
 
 use dashmap::DashMap;
+use tokio::sync::watch;
 
 use crate::{
     config::Connection,
@@ -25,11 +26,23 @@ pub struct ConfigCache {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     webhooks: DashMap<WebhookKey, Arc<Route>>,
     connections: DashMap<ConnectionName, Arc<Connection>>,
     revision: AtomicI64,
+    /// Bumped on every connection change, so the connection pool can close stale clients.
+    connection_changes: watch::Sender<u64>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            webhooks: DashMap::new(),
+            connections: DashMap::new(),
+            revision: AtomicI64::new(0),
+            connection_changes: watch::channel(0).0,
+        }
+    }
 }
 
 /// A complete configuration, applied at once by [`ConfigCache::replace_all`].
@@ -77,11 +90,23 @@ impl ConfigCache {
 
     pub fn upsert_connection(&self, name: ConnectionName, connection: Arc<Connection>) {
         self.inner.connections.insert(name, connection);
+        self.connections_changed();
     }
 
     /// Returns whether the name was present.
     pub fn remove_connection(&self, name: &ConnectionName) -> bool {
-        self.inner.connections.remove(name).is_some()
+        let removed = self.inner.connections.remove(name).is_some();
+        self.connections_changed();
+        removed
+    }
+
+    fn connections_changed(&self) {
+        self.inner.connection_changes.send_modify(|n| *n += 1);
+    }
+
+    /// Notified after every connection change.
+    pub fn connection_changes(&self) -> watch::Receiver<u64> {
+        self.inner.connection_changes.subscribe()
     }
 
     /// Makes `snapshot` the whole configuration: entries missing from it are removed.
@@ -101,6 +126,7 @@ impl ConfigCache {
         for (name, connection) in snapshot.connections {
             self.inner.connections.insert(name, connection);
         }
+        self.connections_changed();
         ReplaceStats {
             removed: before - kept,
             stored,
@@ -136,7 +162,8 @@ mod tests {
     fn route(ns: &str, id: &str) -> Arc<Route> {
         let key = WebhookKey::new(Namespace::parse(ns).unwrap(), WebhookId::parse(id).unwrap());
         let webhook = Webhook::from_value(serde_json::json!({"module": "log"})).unwrap();
-        Arc::new(Route::build(key, webhook))
+        let pool = crate::connections::ConnectionPool::new(ConfigCache::new());
+        Arc::new(Route::build(key, webhook, &pool))
     }
 
     #[test]

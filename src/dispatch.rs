@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use futures_util::future::try_join_all;
+
 use crate::{
-    config::{DataType, Webhook},
+    config::{webhook::Execution, DataType, Webhook},
+    connections::ConnectionPool,
     keys::WebhookKey,
     modules::{Delivery, DeliveryError, Module},
 };
@@ -18,12 +21,8 @@ pub struct Route {
 
 impl Route {
     /// Builds the modules of a validated webhook. Does no I/O.
-    pub fn build(key: WebhookKey, webhook: Webhook) -> Self {
-        let modules = webhook
-            .destinations
-            .iter()
-            .map(|d| d.module.build())
-            .collect();
+    pub fn build(key: WebhookKey, webhook: Webhook, pool: &ConnectionPool) -> Self {
+        let modules = webhook.destinations.iter().map(|d| d.build(pool)).collect();
         Self {
             key,
             webhook,
@@ -44,13 +43,20 @@ impl Route {
         self.webhook.data_type
     }
 
-    /// Hands the delivery to every module, in order, within the webhook's timeout.
-    /// `Ok` only when every module acknowledged.
+    /// Hands the delivery to every module (in order, or all at once for a parallel chain) within
+    /// the webhook's timeout. `Ok` only when every module acknowledged.
     pub async fn dispatch(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
         let timeout = self.webhook.timeout;
         let all = async {
-            for module in &self.modules {
-                module.deliver(delivery).await?;
+            match self.webhook.execution {
+                Execution::Sequential => {
+                    for module in &self.modules {
+                        module.deliver(delivery).await?;
+                    }
+                }
+                Execution::Parallel => {
+                    try_join_all(self.modules.iter().map(|m| m.deliver(delivery))).await?;
+                }
             }
             Ok(())
         };

@@ -4,11 +4,13 @@
 //! - [`keys`]: validated names and the etcd key layout.
 //! - [`config`]: what a webhook or connection entry means and whether it is valid.
 //! - [`provider`]: how entries arrive (files or etcd) and reach the [`cache`].
-//! - [`dispatch`]: a live route and how a delivery runs through its [`modules`].
+//! - [`dispatch`]: a live route and how a delivery runs through its [`modules`], whose clients
+//!   come from the [`connections`] pool.
 //! - [`http`]: the HTTP surface; [`startup`] wires everything into an `Application`.
 
 pub mod cache;
 pub mod config;
+pub mod connections;
 pub mod dispatch;
 pub mod http;
 pub mod keys;

@@ -4,8 +4,11 @@ use std::{future::Future, net::TcpListener, time::Duration};
 
 use actix_web::{dev::Server, web, HttpServer};
 
+use tokio::sync::Semaphore;
+
 use crate::{
     cache::ConfigCache,
+    connections::ConnectionPool,
     http::{self, AppState},
     provider::{self, ProviderHandle},
     settings::Settings,
@@ -26,6 +29,7 @@ pub struct Application {
 pub struct AppHandle {
     pub cache: ConfigCache,
     pub provider: ProviderHandle,
+    pub pool: ConnectionPool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +59,17 @@ impl Application {
 
         let shutdown = Shutdown::new();
         let cache = ConfigCache::new();
-        let provider = provider::spawn(settings, cache.clone(), &shutdown);
+        let pool = ConnectionPool::new(cache.clone());
+        shutdown
+            .tasks
+            .spawn(pool.clone().run_reaper(shutdown.token.child_token()));
+        let provider = provider::spawn(settings, cache.clone(), pool.clone(), &shutdown);
         let state = web::Data::new(AppState {
             cache: cache.clone(),
             status: provider.status.clone(),
             default_namespace: settings.etcd_namespace.clone(),
             max_body_bytes: settings.max_body_bytes,
+            in_flight: std::sync::Arc::new(Semaphore::new(settings.max_in_flight as usize)),
         });
         let grace = settings.shutdown_grace();
         let mut server = HttpServer::new(move || http::app(state.clone()))
@@ -82,7 +91,11 @@ impl Application {
             server,
             port,
             shutdown,
-            handle: AppHandle { cache, provider },
+            handle: AppHandle {
+                cache,
+                provider,
+                pool,
+            },
             grace,
         })
     }
@@ -114,6 +127,7 @@ impl Application {
                 "Background tasks did not stop within the grace period."
             );
         }
+        self.handle.pool.close(self.grace).await;
         tracing::info!("Stopped.");
         result
     }

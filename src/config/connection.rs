@@ -124,6 +124,13 @@ impl Connection {
                         k.acks
                     )));
                 }
+                if k.idempotence && !matches!(k.acks.as_str(), "all" | "-1") {
+                    return Err(ConfigError::Invalid(
+                        "the idempotent producer needs `acks: all`; \
+                         set `idempotence: false` to use another acks"
+                            .into(),
+                    ));
+                }
                 Ok(())
             }
             Connection::Redis(r) => {
@@ -186,6 +193,18 @@ mod tests {
             k.client_config["enable.ssl.certificate.verification"].0,
             "false"
         );
+    }
+
+    #[test]
+    fn idempotence_needs_acks_all() {
+        assert!(Connection::from_value(
+            json!({"type": "kafka", "bootstrap_servers": "k", "acks": "1"})
+        )
+        .is_err());
+        assert!(Connection::from_value(
+            json!({"type": "kafka", "bootstrap_servers": "k", "acks": "1", "idempotence": false})
+        )
+        .is_ok());
     }
 
     #[test]

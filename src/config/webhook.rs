@@ -19,19 +19,37 @@ pub enum DataType {
     Blob,
 }
 
+/// How the destinations of a chain run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Execution {
+    /// One after the other, in order; the first failure stops the chain (default).
+    #[default]
+    Sequential,
+    /// All at once.
+    Parallel,
+}
+
 /// A webhook entry exactly as written. Unknown fields are refused: a misspelt security field must
 /// never silently turn a check off.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWebhook {
-    /// Module name (`log`, ...).
-    module: String,
+    /// Module name (`log`, `kafka`, ...); or use `chain`.
+    #[serde(default)]
+    module: Option<String>,
     /// The module's own settings.
     #[serde(rename = "module-config", default)]
     module_config: Option<Value>,
     /// Name of a global connection the module uses.
     #[serde(default)]
     connection: Option<String>,
+    /// Several destinations instead of `module`.
+    #[serde(default)]
+    chain: Option<Vec<RawDestination>>,
+    /// How a chain runs.
+    #[serde(rename = "chain-config", default)]
+    chain_config: Option<ChainConfig>,
     /// `json` (default) or `blob`.
     #[serde(default)]
     data_type: DataType,
@@ -40,24 +58,50 @@ struct RawWebhook {
     timeout_ms: u64,
 }
 
-fn default_timeout_ms() -> u64 {
-    5_000
+/// One element of `chain`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    module: String,
+    #[serde(rename = "module-config", default)]
+    module_config: Option<Value>,
+    #[serde(default)]
+    connection: Option<String>,
 }
 
-/// One destination of a webhook: a module with its settings and, optionally, a connection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Destination {
-    pub module: ModuleConfig,
-    pub connection: Option<ConnectionName>,
+/// `chain-config`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainConfig {
+    #[serde(default)]
+    execution: Execution,
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
 }
 
 /// A validated webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
-    pub destinations: Vec<Destination>,
+    /// At least one destination.
+    pub destinations: Vec<ModuleConfig>,
+    pub execution: Execution,
     pub data_type: DataType,
     /// Upper bound on waiting for the destinations' acknowledgements.
     pub timeout: Duration,
+}
+
+fn destination(
+    module: &str,
+    config: Option<Value>,
+    connection: Option<&str>,
+) -> Result<ModuleConfig, ConfigError> {
+    let connection = connection
+        .map(ConnectionName::parse)
+        .transpose()
+        .map_err(|e| ConfigError::Invalid(format!("`connection`: {e}")))?;
+    ModuleConfig::parse(module, config, connection)
 }
 
 impl Webhook {
@@ -70,13 +114,48 @@ impl Webhook {
     pub fn from_value(value: Value) -> Result<Self, ConfigError> {
         let raw: RawWebhook =
             serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let connection = raw
-            .connection
-            .as_deref()
-            .map(ConnectionName::parse)
-            .transpose()
-            .map_err(|e| ConfigError::Invalid(format!("`connection`: {e}")))?;
-        let module = ModuleConfig::parse(&raw.module, raw.module_config)?;
+        let (destinations, execution) = match (raw.module, raw.chain) {
+            (Some(module), None) => {
+                if raw.chain_config.is_some() {
+                    return Err(ConfigError::Invalid(
+                        "`chain-config` only goes with `chain`".into(),
+                    ));
+                }
+                let only = destination(&module, raw.module_config, raw.connection.as_deref())?;
+                (vec![only], Execution::Sequential)
+            }
+            (None, Some(chain)) => {
+                if raw.module_config.is_some() || raw.connection.is_some() {
+                    return Err(ConfigError::Invalid(
+                        "with `chain`, put `module-config` and `connection` inside each element"
+                            .into(),
+                    ));
+                }
+                if chain.is_empty() {
+                    return Err(ConfigError::Invalid("`chain` must not be empty".into()));
+                }
+                let destinations = chain
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        destination(&d.module, d.module_config, d.connection.as_deref())
+                            .map_err(|e| ConfigError::Invalid(format!("chain[{i}]: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let execution = raw.chain_config.unwrap_or_default().execution;
+                (destinations, execution)
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "give either `module` or `chain`, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "missing field `module` (or `chain`)".into(),
+                ))
+            }
+        };
         if !(1..=120_000).contains(&raw.timeout_ms) {
             return Err(ConfigError::Invalid(format!(
                 "`timeout_ms` is {}; it must be between 1 and 120000",
@@ -84,7 +163,8 @@ impl Webhook {
             )));
         }
         Ok(Self {
-            destinations: vec![Destination { module, connection }],
+            destinations,
+            execution,
             data_type: raw.data_type,
             timeout: Duration::from_millis(raw.timeout_ms),
         })
@@ -112,10 +192,7 @@ mod tests {
         assert_eq!(w.timeout, Duration::from_secs(5));
         assert_eq!(
             w.destinations,
-            vec![Destination {
-                module: ModuleConfig::Log(LogConfig::default()),
-                connection: None
-            }]
+            vec![ModuleConfig::Log(LogConfig::default())]
         );
     }
 
@@ -123,18 +200,48 @@ mod tests {
     fn full_entry_is_read() {
         let w = parse(
             json!({"module": "log", "module-config": {"pretty_print": true},
-            "connection": "main-log", "data_type": "blob"}),
+            "connection": "main-log", "data_type": "blob", "timeout_ms": 250}),
         )
         .unwrap();
         assert_eq!(w.data_type, DataType::Blob);
+        assert_eq!(w.timeout, Duration::from_millis(250));
         assert_eq!(
-            w.destinations[0].module,
-            ModuleConfig::Log(LogConfig { pretty_print: true })
+            w.destinations,
+            vec![ModuleConfig::Log(LogConfig { pretty_print: true })]
         );
-        assert_eq!(
-            w.destinations[0].connection.as_ref().unwrap().as_str(),
-            "main-log"
-        );
+    }
+
+    #[test]
+    fn chain_lists_destinations_with_their_connections() {
+        let w = parse(json!({"chain": [
+                {"module": "kafka", "connection": "k", "module-config": {"topic": "t"}},
+                {"module": "redis_stream", "connection": "r", "module-config": {"stream": "s"}},
+                {"module": "log"}
+            ], "chain-config": {"execution": "parallel"}}))
+        .unwrap();
+        assert_eq!(w.execution, Execution::Parallel);
+        let names: Vec<_> = w.destinations.iter().map(ModuleConfig::name).collect();
+        assert_eq!(names, ["kafka", "redis_stream", "log"]);
+        let w = parse(json!({"chain": [{"module": "log"}]})).unwrap();
+        assert_eq!(w.execution, Execution::Sequential);
+    }
+
+    #[test]
+    fn chain_errors_name_the_element() {
+        let err = parse(json!({"chain": [{"module": "log"}, {"module": "kafka"}]}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("chain[1]:"), "{err}");
+        for bad in [
+            json!({"chain": []}),
+            json!({"module": "log", "chain": [{"module": "log"}]}),
+            json!({"chain": [{"module": "log"}], "connection": "c"}),
+            json!({"module": "log", "chain-config": {"execution": "parallel"}}),
+            json!({"chain": [{"module": "log", "extra": 1}]}),
+            json!({"chain": [{"module": "log"}], "chain-config": {"execution": "random"}}),
+        ] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum ApiError {
     BodyRead(String),
     #[error("a destination could not take the payload; retry later")]
     DestinationUnavailable(#[source] DeliveryError),
+    #[error("too many deliveries in flight; retry later")]
+    Overloaded,
     #[error("method not allowed; use {allowed}")]
     MethodNotAllowed { allowed: &'static str },
     #[error("no such endpoint")]
@@ -47,9 +49,13 @@ impl ApiError {
             }
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            ApiError::DestinationUnavailable(
+                DeliveryError::ConnectionMissing { .. } | DeliveryError::ConnectionMismatch { .. },
+            ) => (StatusCode::SERVICE_UNAVAILABLE, "connection_missing"),
             ApiError::DestinationUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "destination_unavailable")
             }
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
@@ -88,6 +94,7 @@ mod tests {
     fn every_503_carries_retry_after_and_nothing_else_does() {
         let errors = [
             ApiError::NotReady,
+            ApiError::Overloaded,
             ApiError::DestinationUnavailable(DeliveryError::Timeout { timeout_ms: 1 }),
             ApiError::NotFound,
             ApiError::InvalidJson("x".into()),
@@ -111,5 +118,12 @@ mod tests {
             reason: "down".into(),
         });
         assert!(e.parts().0.is_server_error());
+        let missing = ApiError::DestinationUnavailable(DeliveryError::ConnectionMissing {
+            name: crate::keys::ConnectionName::parse("c").unwrap(),
+        });
+        assert_eq!(
+            missing.parts(),
+            (StatusCode::SERVICE_UNAVAILABLE, "connection_missing")
+        );
     }
 }

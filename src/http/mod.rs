@@ -6,7 +6,9 @@ pub mod request_id;
 pub mod webhook;
 
 use actix_web::{middleware::from_fn, web, HttpResponse};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Semaphore};
 
 use crate::{cache::ConfigCache, keys::Namespace, provider::ProviderStatus};
 use error::ApiError;
@@ -18,6 +20,8 @@ pub struct AppState {
     pub status: watch::Receiver<ProviderStatus>,
     pub default_namespace: Namespace,
     pub max_body_bytes: u64,
+    /// One permit per delivery in flight (`MAX_IN_FLIGHT`); none left means 503 `overloaded`.
+    pub in_flight: Arc<Semaphore>,
 }
 
 /// Registers every route. `main` and the in-process tests both build the app with this.

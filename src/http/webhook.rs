@@ -54,6 +54,11 @@ async fn receive(
             namespace: key.namespace.to_string(),
             id: key.id.to_string(),
         })?;
+    // Held until the destinations answered: bounds memory and work, never queues.
+    let _permit = state
+        .in_flight
+        .try_acquire()
+        .map_err(|_| ApiError::Overloaded)?;
     let body = read_body(req, payload, state.max_body_bytes).await?;
     if route.data_type() == DataType::Json {
         serde_json::from_slice::<serde::de::IgnoredAny>(&body)

@@ -3,7 +3,9 @@
 //! Adding a module means one file or folder here, one `ModuleConfig` variant and one arm in
 //! [`ModuleConfig::parse`] and [`ModuleConfig::build`].
 
+pub mod kafka;
 pub mod log;
+pub mod redis;
 
 use std::{sync::Arc, time::SystemTime};
 
@@ -12,7 +14,8 @@ use serde_json::Value;
 
 use crate::{
     config::ConfigError,
-    keys::{Namespace, WebhookId},
+    connections::ConnectionPool,
+    keys::{ConnectionName, Namespace, WebhookId},
 };
 
 /// A destination a webhook's payload is handed to (`log`, `kafka`, `redis_stream`, ...).
@@ -37,6 +40,21 @@ pub struct Delivery {
     pub body: Bytes,
 }
 
+impl Delivery {
+    /// A forwardable request header's value, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `2023-11-14T22:13:20.123Z`: the timestamp format of every module.
+pub fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// Why a destination did not take a payload. Every variant makes the sender retry.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -49,23 +67,74 @@ pub enum DeliveryError {
     /// No acknowledgement within the webhook's timeout.
     #[error("no acknowledgement within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
+    /// The webhook names a connection that does not exist (yet).
+    #[error("connection `{name}` does not exist")]
+    ConnectionMissing { name: ConnectionName },
+    /// The named connection is of another type than the module needs.
+    #[error("connection `{name}` is of type {found}; module `{module}` needs {expected}")]
+    ConnectionMismatch {
+        name: ConnectionName,
+        module: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
 }
 
-/// The validated `module` + `module-config` of one destination (the registry's closed set).
+/// The validated `module` + `module-config` (+ `connection`) of one destination: the registry's
+/// closed set.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModuleConfig {
     Log(log::LogConfig),
+    Kafka(kafka::KafkaConfig, ConnectionName),
+    Redis(redis::Command, ConnectionName),
 }
 
 /// Names accepted in `module`, listed in errors.
-pub const MODULE_NAMES: &[&str] = &["log"];
+pub const MODULE_NAMES: &[&str] = &[
+    "log",
+    "kafka",
+    "redis_publish",
+    "redis_stream",
+    "redis_list",
+];
+
+fn needs(name: &str, connection: Option<ConnectionName>) -> Result<ConnectionName, ConfigError> {
+    connection.ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "module `{name}` needs a `connection` (a name under global/connections/)"
+        ))
+    })
+}
 
 impl ModuleConfig {
     /// Parses `module-config` for the module called `name`. Pure: no I/O.
-    pub fn parse(name: &str, config: Option<Value>) -> Result<Self, ConfigError> {
+    pub fn parse(
+        name: &str,
+        config: Option<Value>,
+        connection: Option<ConnectionName>,
+    ) -> Result<Self, ConfigError> {
         let config = config.unwrap_or_else(|| Value::Object(Default::default()));
         match name {
             "log" => Ok(Self::Log(from_config(name, config)?)),
+            "kafka" => {
+                let c: kafka::KafkaConfig = from_config(name, config)?;
+                Ok(Self::Kafka(c.validate()?, needs(name, connection)?))
+            }
+            "redis_publish" => {
+                let c: redis::PublishConfig = from_config(name, config)?;
+                let command = redis::Command::Publish(c.validate()?);
+                Ok(Self::Redis(command, needs(name, connection)?))
+            }
+            "redis_stream" => {
+                let c: redis::StreamConfig = from_config(name, config)?;
+                let command = redis::Command::Stream(c.validate()?);
+                Ok(Self::Redis(command, needs(name, connection)?))
+            }
+            "redis_list" => {
+                let c: redis::ListConfig = from_config(name, config)?;
+                let command = redis::Command::List(c.validate()?);
+                Ok(Self::Redis(command, needs(name, connection)?))
+            }
             "redis_rq" | "redis-rq" => Err(ConfigError::Invalid(
                 "module `redis_rq` is not supported (RQ jobs are Python pickles); \
                  use `redis_list` for a queue or `redis_stream` for a durable log"
@@ -82,13 +151,27 @@ impl ModuleConfig {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Log(_) => "log",
+            Self::Kafka(..) => "kafka",
+            Self::Redis(redis::Command::Publish(_), _) => "redis_publish",
+            Self::Redis(redis::Command::Stream(_), _) => "redis_stream",
+            Self::Redis(redis::Command::List(_), _) => "redis_list",
         }
     }
 
-    /// Builds the live module. Does no I/O.
-    pub fn build(&self) -> Arc<dyn Module> {
+    /// Builds the live module. Does no I/O: clients come from the pool on first delivery.
+    pub fn build(&self, pool: &ConnectionPool) -> Arc<dyn Module> {
         match self {
             Self::Log(config) => Arc::new(log::LogModule::new(config.clone())),
+            Self::Kafka(config, connection) => Arc::new(kafka::KafkaModule::new(
+                config.clone(),
+                connection.clone(),
+                pool.clone(),
+            )),
+            Self::Redis(command, connection) => Arc::new(redis::RedisModule::new(
+                command.clone(),
+                connection.clone(),
+                pool.clone(),
+            )),
         }
     }
 }
@@ -108,14 +191,55 @@ mod tests {
 
     #[test]
     fn unknown_module_lists_the_valid_ones() {
-        let err = ModuleConfig::parse("kafak", None).unwrap_err().to_string();
+        let err = ModuleConfig::parse("kafak", None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("kafak"), "{err}");
-        assert!(err.contains("log"), "{err}");
+        assert!(
+            err.contains("log, kafka, redis_publish, redis_stream, redis_list"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn connection_modules_need_a_connection() {
+        let err = ModuleConfig::parse("kafka", Some(json!({"topic": "t"})), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connection"), "{err}");
+        let conn = ConnectionName::parse("c").ok();
+        for (name, config) in [
+            ("kafka", json!({"topic": "t"})),
+            ("redis_list", json!({"key": "k"})),
+            ("redis_stream", json!({"stream": "s"})),
+            ("redis_publish", json!({"channel": "c"})),
+        ] {
+            let parsed = ModuleConfig::parse(name, Some(config), conn.clone()).unwrap();
+            assert_eq!(parsed.name(), name);
+        }
+    }
+
+    #[test]
+    fn module_configs_are_validated() {
+        let conn = ConnectionName::parse("c").ok();
+        for (name, config) in [
+            ("kafka", json!({"topic": "bad topic"})),
+            ("kafka", json!({})),
+            ("redis_list", json!({"key": "k", "direction": "middle"})),
+            ("redis_list", json!({"key": "k", "max_length": 0})),
+            ("redis_stream", json!({"stream": ""})),
+            ("redis_publish", json!({"channel": "c", "extra": 1})),
+        ] {
+            assert!(
+                ModuleConfig::parse(name, Some(config.clone()), conn.clone()).is_err(),
+                "{name} {config}"
+            );
+        }
     }
 
     #[test]
     fn redis_rq_points_to_the_replacements() {
-        let err = ModuleConfig::parse("redis_rq", None)
+        let err = ModuleConfig::parse("redis_rq", None, None)
             .unwrap_err()
             .to_string();
         assert!(
@@ -126,7 +250,7 @@ mod tests {
 
     #[test]
     fn module_config_rejects_unknown_fields() {
-        let err = ModuleConfig::parse("log", Some(json!({"pretty": true})))
+        let err = ModuleConfig::parse("log", Some(json!({"pretty": true})), None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("pretty"), "{err}");
@@ -135,7 +259,7 @@ mod tests {
     #[test]
     fn log_without_config_uses_defaults() {
         assert_eq!(
-            ModuleConfig::parse("log", None).unwrap(),
+            ModuleConfig::parse("log", None, None).unwrap(),
             ModuleConfig::Log(log::LogConfig::default())
         );
     }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::{
     cache::{ConfigCache, Snapshot},
     config::{env_subst, Connection, Webhook},
+    connections::ConnectionPool,
     dispatch::Route,
     keys::{ConfigKey, ConnectionName, WebhookKey},
     settings::{Backend, Settings},
@@ -82,7 +83,12 @@ pub struct ProviderHandle {
 }
 
 /// Starts the provider chosen in `settings` as a tracked task.
-pub fn spawn(settings: &Settings, cache: ConfigCache, shutdown: &Shutdown) -> ProviderHandle {
+pub fn spawn(
+    settings: &Settings,
+    cache: ConfigCache,
+    pool: ConnectionPool,
+    shutdown: &Shutdown,
+) -> ProviderHandle {
     let backend = settings.config_backend;
     let (tx, rx) = watch::channel(ProviderStatus {
         backend,
@@ -92,6 +98,7 @@ pub fn spawn(settings: &Settings, cache: ConfigCache, shutdown: &Shutdown) -> Pr
     let stats = Arc::new(ProviderStats::default());
     let applier = Applier {
         cache,
+        pool,
         stats: Arc::clone(&stats),
         env: Arc::new(env_subst::process_env),
     };
@@ -116,6 +123,7 @@ pub type SharedEnv = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 #[derive(Clone)]
 pub struct Applier {
     pub cache: ConfigCache,
+    pub pool: ConnectionPool,
     pub stats: Arc<ProviderStats>,
     pub env: SharedEnv,
 }
@@ -132,7 +140,8 @@ impl Applier {
         match key {
             ConfigKey::Webhook(key) => {
                 let webhook = Webhook::from_bytes(value, env)?;
-                Ok(Entry::Webhook(Arc::new(Route::build(key.clone(), webhook))))
+                let route = Route::build(key.clone(), webhook, &self.pool);
+                Ok(Entry::Webhook(Arc::new(route)))
             }
             ConfigKey::Connection(name) => {
                 let connection = Connection::from_bytes(value, env)?;

@@ -41,6 +41,7 @@ fn harness(loaded: bool) -> Harness {
         status: rx,
         default_namespace: Namespace::parse("default").unwrap(),
         max_body_bytes: LIMIT,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(1024)),
     });
     Harness {
         cache,

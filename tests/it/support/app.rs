@@ -42,6 +42,7 @@ pub fn settings() -> Settings {
         log_filter: "info".into(),
         http_workers: 1,
         shutdown_grace_seconds: 5,
+        max_in_flight: 1024,
     }
 }
 

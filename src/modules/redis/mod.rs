@@ -1,0 +1,213 @@
+//! The Redis modules: `redis_publish`, `redis_stream`, `redis_list`, each acknowledged by the
+//! command's reply.
+
+pub mod client;
+pub mod config;
+
+use base64::Engine as _;
+use redis::{aio::ConnectionManager, RedisError};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+pub use client::RedisClient;
+pub use config::{Direction, ListConfig, PublishConfig, StreamConfig};
+
+use super::{rfc3339, Delivery, DeliveryError, Module};
+use crate::{connections::ConnectionPool, keys::ConnectionName};
+
+/// What a Redis module writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Publish(PublishConfig),
+    Stream(StreamConfig),
+    List(ListConfig),
+}
+
+/// One Redis destination through the named connection's shared client.
+#[derive(Debug)]
+pub struct RedisModule {
+    command: Command,
+    connection: ConnectionName,
+    pool: ConnectionPool,
+}
+
+/// The JSON envelope published, pushed and (field by field) streamed.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    namespace: &'a str,
+    webhook: &'a str,
+    request_id: &'a str,
+    received_at: String,
+    headers: serde_json::Map<String, serde_json::Value>,
+    /// `json`: `payload` is the body, embedded verbatim; `base64`: the body's bytes, encoded.
+    payload_encoding: &'static str,
+    payload: Box<RawValue>,
+}
+
+fn headers_object(delivery: &Delivery) -> serde_json::Map<String, serde_json::Value> {
+    delivery
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect()
+}
+
+/// The envelope as JSON bytes.
+pub fn envelope(delivery: &Delivery) -> Vec<u8> {
+    let (payload_encoding, payload) = match serde_json::from_slice::<Box<RawValue>>(&delivery.body)
+    {
+        Ok(raw) => ("json", raw),
+        Err(_) => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&delivery.body);
+            let quoted = serde_json::to_string(&encoded).unwrap_or_default();
+            match RawValue::from_string(quoted) {
+                Ok(raw) => ("base64", raw),
+                Err(_) => ("base64", RawValue::NULL.to_owned()),
+            }
+        }
+    };
+    let envelope = Envelope {
+        namespace: delivery.namespace.as_str(),
+        webhook: delivery.webhook.as_str(),
+        request_id: &delivery.request_id,
+        received_at: rfc3339(delivery.received_at),
+        headers: headers_object(delivery),
+        payload_encoding,
+        payload,
+    };
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+impl RedisModule {
+    pub fn new(command: Command, connection: ConnectionName, pool: ConnectionPool) -> Self {
+        Self {
+            command,
+            connection,
+            pool,
+        }
+    }
+
+    async fn run(
+        &self,
+        mut conn: ConnectionManager,
+        delivery: &Delivery,
+    ) -> Result<(), RedisError> {
+        match &self.command {
+            Command::Publish(c) => {
+                let _receivers: i64 = redis::cmd("PUBLISH")
+                    .arg(&c.channel)
+                    .arg(envelope(delivery))
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            Command::Stream(c) => {
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(&c.stream);
+                if let Some(maxlen) = c.maxlen {
+                    cmd.arg("MAXLEN").arg("~").arg(maxlen);
+                }
+                let headers = serde_json::Value::Object(headers_object(delivery)).to_string();
+                cmd.arg("*")
+                    .arg("namespace")
+                    .arg(delivery.namespace.as_str())
+                    .arg("webhook")
+                    .arg(delivery.webhook.as_str())
+                    .arg("request_id")
+                    .arg(&delivery.request_id)
+                    .arg("received_at")
+                    .arg(rfc3339(delivery.received_at))
+                    .arg("headers")
+                    .arg(headers)
+                    .arg("payload")
+                    .arg(delivery.body.as_ref());
+                let _id: String = cmd.query_async(&mut conn).await?;
+            }
+            Command::List(c) => {
+                let push = match c.direction {
+                    Direction::Lpush => "LPUSH",
+                    Direction::Rpush => "RPUSH",
+                };
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .cmd(push)
+                    .arg(&c.key)
+                    .arg(envelope(delivery))
+                    .ignore();
+                if let Some(max) = c.max_length {
+                    let max = i64::try_from(max).unwrap_or(i64::MAX);
+                    let (start, stop) = match c.direction {
+                        Direction::Lpush => (0, max - 1),
+                        Direction::Rpush => (-max, -1),
+                    };
+                    pipe.cmd("LTRIM").arg(&c.key).arg(start).arg(stop).ignore();
+                }
+                let () = pipe.query_async(&mut conn).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Module for RedisModule {
+    fn name(&self) -> &'static str {
+        match self.command {
+            Command::Publish(_) => "redis_publish",
+            Command::Stream(_) => "redis_stream",
+            Command::List(_) => "redis_list",
+        }
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let client = self.pool.redis(&self.connection)?;
+        self.run(client.0, delivery)
+            .await
+            .map_err(|e| DeliveryError::Unavailable {
+                module: self.name(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Namespace, WebhookId};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn delivery(body: &'static [u8]) -> Delivery {
+        Delivery {
+            namespace: Namespace::parse("acme").unwrap(),
+            webhook: WebhookId::parse("gh").unwrap(),
+            request_id: "r1".into(),
+            received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            headers: vec![("x-github-event".into(), "push".into())],
+            body: bytes::Bytes::from_static(body),
+        }
+    }
+
+    #[test]
+    fn json_payload_is_embedded_verbatim() {
+        let bytes = envelope(&delivery(br#"{"b": 1,  "a": [2]}"#));
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains(r#""payload":{"b": 1,  "a": [2]}"#), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["payload_encoding"], "json");
+        assert_eq!(v["namespace"], "acme");
+        assert_eq!(v["webhook"], "gh");
+        assert_eq!(v["request_id"], "r1");
+        assert_eq!(v["received_at"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(v["headers"]["x-github-event"], "push");
+    }
+
+    #[test]
+    fn other_payloads_are_base64() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&envelope(&delivery(b"\xff\x00raw"))).unwrap();
+        assert_eq!(v["payload_encoding"], "base64");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(v["payload"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(decoded, b"\xff\x00raw");
+    }
+}

@@ -1,19 +1,42 @@
 #!/usr/bin/env bash
-# Installs what the tests need (etcd, protoc for etcd-client's build), skipping what is present.
+# Installs what the build, the tests and the benchmarks need, skipping what is present:
+#   etcd + etcdctl (Debian etcd-server, etcd-client), redis-server, protoc (etcd-client's build),
+#   wrk (benchmarks), and the tansu Kafka-protocol broker (crates.io; ~15 min to build once,
+#   then found in ~/.cargo/bin).
 # Idempotent: safe to run before every `make test`.
 set -euo pipefail
+
+TANSU_VERSION=0.6.0
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "install-deps: installing ${need_apt[*]}"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # The Debian package starts a system redis on :6379; tests start their own on free ports.
+    if printf '%s\n' "${need_apt[@]}" | grep -qx redis-server; then
+        $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+    fi
 fi
-echo "install-deps: etcd $(etcd --version 2>/dev/null | head -n1 | awk '{print $3}'), protoc $(protoc --version | awk '{print $2}')"
+
+if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    echo "install-deps: building tansu $TANSU_VERSION (takes a while, once)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+fi
+
+echo "install-deps: etcd $(etcd --version 2>/dev/null | head -n1 | awk '{print $3}')," \
+    "redis $(redis-server --version | awk '{print $3}' | cut -d= -f2)," \
+    "tansu $(tansu --version 2>/dev/null | awk '{print $2}')," \
+    "protoc $(protoc --version | awk '{print $2}')"

@@ -30,6 +30,10 @@ struct Harness {
 }
 
 fn harness(loaded: bool) -> Harness {
+    harness_with(loaded, 1024)
+}
+
+fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
     let (tx, rx) = watch::channel(ProviderStatus {
         backend: Backend::File,
         loaded,
@@ -41,7 +45,7 @@ fn harness(loaded: bool) -> Harness {
         status: rx,
         default_namespace: Namespace::parse("default").unwrap(),
         max_body_bytes: LIMIT,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(1024)),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
     });
     Harness {
         cache,
@@ -305,4 +309,40 @@ async fn health_reports_counts_and_backend() {
         json!({"status": "healthy", "components": {"config_manager": "healthy"},
             "config": {"backend": "file", "revision": 7, "webhooks": 1, "connections": 0}})
     );
+}
+
+#[actix_web::test]
+async fn past_max_in_flight_requests_get_503_overloaded_at_once() {
+    let h = harness_with(true, 1);
+    let slow = RecordingModule::stalling(Duration::from_millis(500));
+    add(&h.cache, "a", "slow", json!({"module": "log"}), &slow);
+    let service = test::init_service(app(h.state.clone())).await;
+
+    let first = test::call_service(&service, post("/webhook/a/slow", "{}").to_request());
+    let second = async {
+        while slow.started.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let started = std::time::Instant::now();
+        let response =
+            test::call_service(&service, post("/webhook/a/slow", "{}").to_request()).await;
+        (response, started.elapsed())
+    };
+    let (first, (second, waited)) = tokio::join!(first, second);
+
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(second.headers().contains_key(header::RETRY_AFTER));
+    assert!(
+        waited < Duration::from_millis(400),
+        "refused without queueing ({waited:?})"
+    );
+    let body: Value = test::read_body_json(second).await;
+    assert_eq!(body["error"], "overloaded");
+    // The permit is released: the next request goes through.
+    assert_eq!(
+        call(&h, post("/webhook/a/slow", "{}")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(slow.taken().len(), 2);
 }

@@ -2,6 +2,8 @@
 
 mod support;
 
+mod delivery_kafka;
+mod delivery_redis;
 mod etcd_recovery;
 mod etcd_scale;
 mod etcd_watch;

@@ -4,13 +4,17 @@
 
 pub mod app;
 pub mod etcd;
+pub mod kafka;
 pub mod ports;
 pub mod proxy;
 pub mod recording;
+pub mod redis;
 pub mod wait;
 
+pub use self::redis::Redis;
 pub use app::TestApp;
 pub use etcd::Etcd;
+pub use kafka::Kafka;
 pub use proxy::Proxy;
 pub use wait::wait_until;
 

@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -15,6 +15,8 @@ pub struct RecordingModule {
     pub deliveries: Mutex<Vec<Delivery>>,
     pub fail: AtomicBool,
     pub stall: Option<Duration>,
+    /// Deliveries that have begun (before any stall).
+    pub started: AtomicUsize,
 }
 
 impl RecordingModule {
@@ -47,6 +49,7 @@ impl Module for RecordingModule {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
         if let Some(delay) = self.stall {
             tokio::time::sleep(delay).await;
         }

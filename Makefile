@@ -42,6 +42,7 @@ fmt:
 	$(CARGO) fmt --all
 
 bench: deps
+	$(CARGO) bench --bench http_throughput
 	$(CARGO) bench --bench config_load
 
 scenario: deps

@@ -14,6 +14,9 @@ use crate::config::connection::KafkaConnection;
 /// `client_config` sets `message.timeout.ms`. Longer than any webhook timeout: a record whose
 /// sender already got a 503 may still land (at-least-once), never the other way round.
 const MESSAGE_TIMEOUT_MS: &str = "30000";
+/// Each sender waits for its record's acknowledgement, so batching delay is paid per request:
+/// keep it short unless `client_config` says otherwise (concurrent requests still batch).
+const LINGER_MS: &str = "1";
 
 /// A shared producer; clones share one librdkafka client.
 #[derive(Clone)]
@@ -34,6 +37,7 @@ impl Producer {
             .set("acks", &connection.acks)
             .set("enable.idempotence", connection.idempotence.to_string())
             .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
+            .set("linger.ms", LINGER_MS)
             .set("client.id", "switchyard");
         for (key, value) in &connection.client_config {
             config.set(key, &value.0);

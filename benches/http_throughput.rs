@@ -26,7 +26,11 @@ struct Figures {
 
 fn parse_latency(value: &str) -> f64 {
     let value = value.trim();
-    let (number, unit) = value.split_at(value.find(|c: char| c.is_alphabetic()).unwrap_or(value.len()));
+    let (number, unit) = value.split_at(
+        value
+            .find(|c: char| c.is_alphabetic())
+            .unwrap_or(value.len()),
+    );
     let n: f64 = number.parse().unwrap_or(f64::NAN);
     match unit {
         "us" => n / 1_000.0,

@@ -6,6 +6,7 @@
 //! - [`provider`]: how entries arrive (files or etcd) and reach the [`cache`].
 //! - [`dispatch`]: a live route and how a delivery runs through its [`modules`], whose clients
 //!   come from the [`connections`] pool.
+//! - [`verify`]: per-webhook verification, limits and credential cleanup.
 //! - [`http`]: the HTTP surface; [`startup`] wires everything into an `Application`.
 
 pub mod cache;
@@ -20,3 +21,4 @@ pub mod settings;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod verify;

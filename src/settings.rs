@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{CommandFactory, Parser, ValueEnum};
 
-use crate::{config::secret::Secret, keys::Namespace};
+use crate::{config::secret::Secret, keys::Namespace, verify::ip::IpList};
 
 /// Where webhook and connection configs come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +101,11 @@ pub struct Settings {
     /// Deliveries in flight at most (each holds its body); past it requests get 503 at once.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
+
+    /// Comma-separated proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed; from any other
+    /// peer the socket address is the client address.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: IpList,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -70,6 +70,7 @@ impl Application {
             default_namespace: settings.etcd_namespace.clone(),
             max_body_bytes: settings.max_body_bytes,
             in_flight: std::sync::Arc::new(Semaphore::new(settings.max_in_flight as usize)),
+            trusted_proxies: settings.trusted_proxies.clone(),
         });
         let grace = settings.shutdown_grace();
         let mut server = HttpServer::new(move || http::app(state.clone()))

@@ -5,8 +5,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_object, ConfigError, EnvLookup};
-use crate::{keys::ConnectionName, modules::ModuleConfig};
+use super::{parse_object, secret::Secret, ConfigError, EnvLookup};
+use crate::{
+    keys::ConnectionName,
+    modules::ModuleConfig,
+    verify::{auth, cleanup, jwt, limit, signature, Checks, RawChecks},
+};
 
 /// How the request body is checked before it is handed on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -56,6 +60,29 @@ struct RawWebhook {
     /// How long to wait for every destination's acknowledgement (default 5000).
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
+    // Verification (see `verify`); all optional, all must pass.
+    #[serde(default)]
+    authorization: Option<Secret>,
+    #[serde(default)]
+    header_auth: Option<auth::HeaderAuth>,
+    #[serde(default)]
+    query_auth: Option<auth::QueryAuth>,
+    #[serde(default)]
+    basic_auth: Option<auth::BasicAuth>,
+    #[serde(default)]
+    hmac: Option<signature::HmacConfig>,
+    #[serde(default)]
+    jwt: Option<jwt::JwtConfig>,
+    #[serde(default)]
+    ip_whitelist: Option<Vec<String>>,
+    #[serde(default)]
+    rate_limit: Option<limit::RateLimitConfig>,
+    #[serde(default)]
+    json_schema: Option<Value>,
+    #[serde(default)]
+    max_body_bytes: Option<u64>,
+    #[serde(default)]
+    credential_cleanup: Option<cleanup::CleanupConfig>,
 }
 
 /// One element of `chain`.
@@ -82,7 +109,7 @@ fn default_timeout_ms() -> u64 {
 }
 
 /// A validated webhook.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Webhook {
     /// At least one destination.
     pub destinations: Vec<ModuleConfig>,
@@ -90,6 +117,8 @@ pub struct Webhook {
     pub data_type: DataType,
     /// Upper bound on waiting for the destinations' acknowledgements.
     pub timeout: Duration,
+    /// Verification, limits and cleanup, compiled.
+    pub checks: Checks,
 }
 
 fn destination(
@@ -162,11 +191,31 @@ impl Webhook {
                 raw.timeout_ms
             )));
         }
+        let checks = RawChecks {
+            authorization: raw.authorization,
+            header_auth: raw.header_auth,
+            query_auth: raw.query_auth,
+            basic_auth: raw.basic_auth,
+            hmac: raw.hmac,
+            jwt: raw.jwt,
+            ip_whitelist: raw.ip_whitelist,
+            rate_limit: raw.rate_limit,
+            json_schema: raw.json_schema,
+            max_body_bytes: raw.max_body_bytes,
+            credential_cleanup: raw.credential_cleanup,
+        }
+        .compile()?;
+        if checks.needs_payload() && raw.data_type == DataType::Blob {
+            return Err(ConfigError::Invalid(
+                "`json_schema` and `credential_cleanup` need `data_type: json`".into(),
+            ));
+        }
         Ok(Self {
             destinations,
             execution,
             data_type: raw.data_type,
             timeout: Duration::from_millis(raw.timeout_ms),
+            checks,
         })
     }
 }

@@ -5,7 +5,7 @@ use actix_web::{
     HttpResponse, ResponseError,
 };
 
-use crate::{keys::NameError, modules::DeliveryError};
+use crate::{keys::NameError, modules::DeliveryError, verify::VerifyError};
 
 /// Seconds a sender is asked to wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u32 = 5;
@@ -30,6 +30,8 @@ pub enum ApiError {
     DestinationUnavailable(#[source] DeliveryError),
     #[error("too many deliveries in flight; retry later")]
     Overloaded,
+    #[error("{0}")]
+    Refused(VerifyError),
     #[error("method not allowed; use {allowed}")]
     MethodNotAllowed { allowed: &'static str },
     #[error("no such endpoint")]
@@ -56,6 +58,16 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "destination_unavailable")
             }
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::Refused(VerifyError::Unauthorized | VerifyError::BasicUnauthorized) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
+            ApiError::Refused(VerifyError::Forbidden) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Refused(VerifyError::RateLimited { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
+            ApiError::Refused(VerifyError::SchemaViolation { .. }) => {
+                (StatusCode::BAD_REQUEST, "schema_violation")
+            }
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
@@ -79,8 +91,20 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
-        if let ApiError::MethodNotAllowed { allowed } = self {
-            response.insert_header((header::ALLOW, *allowed));
+        match self {
+            ApiError::MethodNotAllowed { allowed } => {
+                response.insert_header((header::ALLOW, *allowed));
+            }
+            ApiError::Refused(VerifyError::RateLimited { retry_after_secs }) => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
+            }
+            ApiError::Refused(VerifyError::BasicUnauthorized) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    r#"Basic realm="switchyard", charset="UTF-8""#,
+                ));
+            }
+            _ => {}
         }
         response.json(serde_json::json!({ "error": code, "message": self.to_string() }))
     }
@@ -91,7 +115,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_503_carries_retry_after_and_nothing_else_does() {
+    fn every_503_and_429_carries_retry_after_and_nothing_else_does() {
         let errors = [
             ApiError::NotReady,
             ApiError::Overloaded,
@@ -99,15 +123,17 @@ mod tests {
             ApiError::NotFound,
             ApiError::InvalidJson("x".into()),
             ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::Refused(VerifyError::RateLimited {
+                retry_after_secs: 3,
+            }),
+            ApiError::Refused(VerifyError::Unauthorized),
         ];
         for e in errors {
             let response = e.error_response();
             let has = response.headers().contains_key(header::RETRY_AFTER);
-            assert_eq!(
-                has,
-                response.status() == StatusCode::SERVICE_UNAVAILABLE,
-                "{e:?}"
-            );
+            let retryable = response.status() == StatusCode::SERVICE_UNAVAILABLE
+                || response.status() == StatusCode::TOO_MANY_REQUESTS;
+            assert_eq!(has, retryable, "{e:?}");
         }
     }
 

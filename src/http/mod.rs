@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Semaphore};
 
-use crate::{cache::ConfigCache, keys::Namespace, provider::ProviderStatus};
+use crate::{cache::ConfigCache, keys::Namespace, provider::ProviderStatus, verify::ip::IpList};
 use error::ApiError;
 
 /// Shared handles, built once and cloned into every worker.
@@ -22,6 +22,8 @@ pub struct AppState {
     pub max_body_bytes: u64,
     /// One permit per delivery in flight (`MAX_IN_FLIGHT`); none left means 503 `overloaded`.
     pub in_flight: Arc<Semaphore>,
+    /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: IpList,
 }
 
 /// Registers every route. `main` and the in-process tests both build the app with this.

@@ -12,6 +12,7 @@ use crate::{
     dispatch::Route,
     keys::{Namespace, WebhookId, WebhookKey},
     modules::Delivery,
+    verify::{ip::client_ip, Inbound},
 };
 
 pub async fn post_namespaced(
@@ -54,15 +55,47 @@ async fn receive(
             namespace: key.namespace.to_string(),
             id: key.id.to_string(),
         })?;
+    let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    let inbound = Inbound {
+        headers: &headers,
+        query: Some(req.query_string()),
+        client_ip: client_ip(peer, headers("x-forwarded-for"), &state.trusted_proxies),
+        now: SystemTime::now(),
+    };
+    let checks = &route.webhook.checks;
+    checks
+        .check_head(&inbound)
+        .map_err(|e| refused(&route, e))?;
     // Held until the destinations answered: bounds memory and work, never queues.
     let _permit = state
         .in_flight
         .try_acquire()
         .map_err(|_| ApiError::Overloaded)?;
-    let body = read_body(req, payload, state.max_body_bytes).await?;
+    let limit = checks.max_body_bytes.unwrap_or(state.max_body_bytes);
+    let mut body = read_body(req, payload, limit).await?;
+    checks
+        .check_signature(&inbound, &body)
+        .map_err(|e| refused(&route, e))?;
     if route.data_type() == DataType::Json {
-        serde_json::from_slice::<serde::de::IgnoredAny>(&body)
-            .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+        if checks.needs_payload() {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            let cleaned = checks
+                .check_payload(&mut value)
+                .map_err(|e| refused(&route, e))?;
+            if cleaned {
+                body = serde_json::to_vec(&value)
+                    .map(bytes::Bytes::from)
+                    .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            }
+        } else {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+                .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+        }
     }
     let request_id = req
         .extensions()
@@ -82,6 +115,11 @@ async fn receive(
         "status": "accepted",
         "request_id": delivery.request_id,
     })))
+}
+
+fn refused(route: &Route, error: crate::verify::VerifyError) -> ApiError {
+    tracing::info!(webhook = %route.key, reason = %error, "Request refused.");
+    ApiError::Refused(error)
 }
 
 async fn deliver(route: &Arc<Route>, delivery: &Delivery) -> Result<(), ApiError> {

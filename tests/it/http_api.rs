@@ -1,82 +1,18 @@
 //! In-process HTTP tests: every status and JSON body of the webhook API, no network.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use actix_web::{
     http::{header, StatusCode},
-    test, web,
+    test,
 };
 use serde_json::{json, Value};
-use switchyard::{
-    cache::ConfigCache,
-    config::Webhook,
-    dispatch::Route,
-    http::{app, AppState},
-    keys::{Namespace, WebhookId, WebhookKey},
-    modules::Module,
-    provider::ProviderStatus,
-    settings::Backend,
+use switchyard::http::app;
+
+use crate::support::{
+    inproc::{add, call, harness, harness_with, post, LIMIT},
+    recording::RecordingModule,
 };
-use tokio::sync::watch;
-
-use crate::support::recording::RecordingModule;
-
-const LIMIT: u64 = 64;
-
-struct Harness {
-    cache: ConfigCache,
-    _status: watch::Sender<ProviderStatus>,
-    state: web::Data<AppState>,
-}
-
-fn harness(loaded: bool) -> Harness {
-    harness_with(loaded, 1024)
-}
-
-fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
-    let (tx, rx) = watch::channel(ProviderStatus {
-        backend: Backend::File,
-        loaded,
-        etcd: None,
-    });
-    let cache = ConfigCache::new();
-    let state = web::Data::new(AppState {
-        cache: cache.clone(),
-        status: rx,
-        default_namespace: Namespace::parse("default").unwrap(),
-        max_body_bytes: LIMIT,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
-    });
-    Harness {
-        cache,
-        _status: tx,
-        state,
-    }
-}
-
-fn add(cache: &ConfigCache, ns: &str, id: &str, entry: Value, module: &Arc<RecordingModule>) {
-    let module: Arc<dyn Module> = Arc::clone(module) as Arc<dyn Module>;
-    let key = WebhookKey::new(Namespace::parse(ns).unwrap(), WebhookId::parse(id).unwrap());
-    let webhook = Webhook::from_value(entry).unwrap();
-    cache.upsert_webhook(Arc::new(Route::with_modules(key, webhook, vec![module])));
-}
-
-async fn call(h: &Harness, req: test::TestRequest) -> (StatusCode, header::HeaderMap, Value) {
-    let service = test::init_service(app(h.state.clone())).await;
-    let response = test::call_service(&service, req.to_request()).await;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = test::read_body(response).await;
-    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    (status, headers, json)
-}
-
-fn post(path: &str, body: &'static str) -> test::TestRequest {
-    test::TestRequest::post()
-        .uri(path)
-        .insert_header((header::CONTENT_TYPE, "application/json"))
-        .set_payload(body)
-}
 
 #[actix_web::test]
 async fn accepted_payload_reaches_the_module_with_sensitive_headers_removed() {

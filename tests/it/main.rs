@@ -10,3 +10,4 @@ mod etcd_watch;
 mod file_backend;
 mod http_api;
 mod shutdown;
+mod verification;

@@ -43,6 +43,7 @@ pub fn settings() -> Settings {
         http_workers: 1,
         shutdown_grace_seconds: 5,
         max_in_flight: 1024,
+        trusted_proxies: Default::default(),
     }
 }
 

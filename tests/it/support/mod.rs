@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod etcd;
+pub mod inproc;
 pub mod kafka;
 pub mod ports;
 pub mod proxy;

@@ -1,0 +1,149 @@
+//! `ip_whitelist` and the client address behind trusted proxies.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::config::ConfigError;
+
+/// A list of addresses and networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpList(Vec<IpNet>);
+
+impl IpList {
+    /// Parses `["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]`; `what` names the field in errors.
+    pub fn parse(entries: &[String], what: &str) -> Result<Self, String> {
+        entries
+            .iter()
+            .map(|e| {
+                let e = e.trim();
+                e.parse::<IpNet>()
+                    .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("{what}: {e:?} is not an IP address or CIDR network"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::str::FromStr for IpList {
+    type Err = String;
+    /// A comma-separated list (the `TRUSTED_PROXIES` setting).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let entries: Vec<String> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(ToOwned::to_owned)
+            .collect();
+        Self::parse(&entries, "TRUSTED_PROXIES")
+    }
+}
+
+/// `ip_whitelist` compiled.
+pub fn compile_whitelist(entries: &[String]) -> Result<IpList, ConfigError> {
+    if entries.is_empty() {
+        return Err(ConfigError::Invalid(
+            "`ip_whitelist` is empty: it would refuse everyone; remove it instead".into(),
+        ));
+    }
+    IpList::parse(entries, "`ip_whitelist`").map_err(ConfigError::Invalid)
+}
+
+/// The client address: the socket peer, unless the peer is a trusted proxy; then the right-most
+/// `X-Forwarded-For` entry that is not a trusted proxy. X-Forwarded-For from anyone else is ignored.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &IpList) -> IpAddr {
+    let peer = peer.to_canonical();
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    let mut client = peer;
+    for entry in header.rsplit(',') {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            // An unparsable hop: stop at the last address we could trust.
+            return client;
+        };
+        let ip = ip.to_canonical();
+        client = ip;
+        if !trusted.contains(ip) {
+            return ip;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn whitelist_matches_addresses_and_networks() {
+        let list = compile_whitelist(&[
+            "10.0.0.0/8".into(),
+            "192.0.2.7".into(),
+            "2001:db8::/32".into(),
+        ])
+        .unwrap();
+        assert!(list.contains(ip("10.1.2.3")));
+        assert!(list.contains(ip("192.0.2.7")));
+        assert!(!list.contains(ip("192.0.2.8")));
+        assert!(list.contains(ip("2001:db8::1")));
+        assert!(
+            list.contains(ip("::ffff:10.0.0.1")),
+            "IPv4-mapped IPv6 is the IPv4 address"
+        );
+        assert!(compile_whitelist(&["nope".into()]).is_err());
+        assert!(compile_whitelist(&[]).is_err());
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_untrusted_peers() {
+        let trusted: IpList = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &trusted),
+            ip("203.0.113.9")
+        );
+        let none = IpList::default();
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), Some("1.2.3.4"), &none),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn right_most_untrusted_entry_wins_behind_trusted_proxies() {
+        let trusted: IpList = "10.0.0.0/8, 172.16.0.1".parse().unwrap();
+        // client spoofs a left entry; the proxies append the real address.
+        let xff = "6.6.6.6, 198.51.100.4, 172.16.0.1";
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some(xff), &trusted),
+            ip("198.51.100.4")
+        );
+        assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("garbage"), &trusted),
+            ip("10.0.0.2")
+        );
+        // All hops trusted: the left-most one.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("10.9.9.9"), &trusted),
+            ip("10.9.9.9")
+        );
+    }
+}

@@ -1,0 +1,347 @@
+//! `hmac`: payload signatures, generic or in a provider's exact scheme (GitHub, Stripe, Shopify,
+//! Slack, Standard Webhooks).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha1::Sha1;
+use sha2::{Sha256, Sha512};
+
+use super::{Inbound, VerifyError};
+use crate::config::{secret::Secret, ConfigError};
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+const DEFAULT_TOLERANCE_SECS: u64 = 300;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Sha1,
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+/// A provider's published scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// `X-Hub-Signature-256: sha256=<hex>` over the body.
+    Github,
+    /// `Stripe-Signature: t=<ts>,v1=<hex>[,v1=...]` over `<ts>.<body>`.
+    Stripe,
+    /// `X-Shopify-Hmac-Sha256: <base64>` over the body.
+    Shopify,
+    /// `X-Slack-Signature: v0=<hex>` over `v0:<ts>:<body>`, `X-Slack-Request-Timestamp`.
+    Slack,
+    /// `webhook-signature: v1,<base64> ...` over `<id>.<ts>.<body>`, `whsec_` base64 secret.
+    StandardWebhooks,
+}
+
+/// `hmac` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacConfig {
+    pub secret: Secret,
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub algorithm: Option<Algorithm>,
+    #[serde(default)]
+    pub encoding: Option<Encoding>,
+    /// Accepted clock difference for timestamped schemes (default 300 s).
+    #[serde(default)]
+    pub tolerance_seconds: Option<u64>,
+}
+
+/// A validated signature check.
+#[derive(Debug, Clone)]
+pub enum SignatureCheck {
+    Generic {
+        key: Secret,
+        header: String,
+        algorithm: Algorithm,
+        encoding: Encoding,
+    },
+    Github {
+        key: Secret,
+    },
+    Shopify {
+        key: Secret,
+    },
+    Stripe {
+        key: Secret,
+        tolerance: Duration,
+    },
+    Slack {
+        key: Secret,
+        tolerance: Duration,
+    },
+    StandardWebhooks {
+        key: Vec<u8>,
+        tolerance: Duration,
+    },
+}
+
+impl HmacConfig {
+    pub fn compile(self) -> Result<SignatureCheck, ConfigError> {
+        if self.secret.expose().is_empty() {
+            return Err(ConfigError::Invalid(
+                "`hmac.secret` must not be empty".into(),
+            ));
+        }
+        let tolerance =
+            Duration::from_secs(self.tolerance_seconds.unwrap_or(DEFAULT_TOLERANCE_SECS));
+        let Some(provider) = self.provider else {
+            if self.tolerance_seconds.is_some() {
+                return Err(ConfigError::Invalid(
+                    "`hmac.tolerance_seconds` only applies to stripe, slack and standard_webhooks"
+                        .into(),
+                ));
+            }
+            return Ok(SignatureCheck::Generic {
+                key: self.secret,
+                header: self.header.unwrap_or_else(|| "X-HMAC-Signature".into()),
+                algorithm: self.algorithm.unwrap_or_default(),
+                encoding: self.encoding.unwrap_or_default(),
+            });
+        };
+        if self.header.is_some() || self.algorithm.is_some() || self.encoding.is_some() {
+            return Err(ConfigError::Invalid(
+                "`hmac.provider` fixes header, algorithm and encoding; remove them".into(),
+            ));
+        }
+        let timestamped = matches!(
+            provider,
+            Provider::Stripe | Provider::Slack | Provider::StandardWebhooks
+        );
+        if self.tolerance_seconds.is_some() && !timestamped {
+            return Err(ConfigError::Invalid(
+                "`hmac.tolerance_seconds` only applies to stripe, slack and standard_webhooks"
+                    .into(),
+            ));
+        }
+        let key = self.secret;
+        Ok(match provider {
+            Provider::Github => SignatureCheck::Github { key },
+            Provider::Shopify => SignatureCheck::Shopify { key },
+            Provider::Stripe => SignatureCheck::Stripe { key, tolerance },
+            Provider::Slack => SignatureCheck::Slack { key, tolerance },
+            Provider::StandardWebhooks => {
+                let encoded = key.expose();
+                let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
+                let key = BASE64.decode(encoded).map_err(|_| {
+                    ConfigError::Invalid(
+                        "`hmac.secret` for standard_webhooks must be `whsec_` + base64".into(),
+                    )
+                })?;
+                SignatureCheck::StandardWebhooks { key, tolerance }
+            }
+        })
+    }
+}
+
+fn mac(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    macro_rules! run {
+        ($hash:ty) => {{
+            // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+            match Hmac::<$hash>::new_from_slice(key) {
+                Ok(mut m) => {
+                    for p in parts {
+                        m.update(p);
+                    }
+                    m.finalize().into_bytes().to_vec()
+                }
+                Err(_) => Vec::new(),
+            }
+        }};
+    }
+    match algorithm {
+        Algorithm::Sha1 => run!(Sha1),
+        Algorithm::Sha256 => run!(Sha256),
+        Algorithm::Sha512 => run!(Sha512),
+    }
+}
+
+/// Constant-time check of a computed MAC against a received one.
+fn matches(expected: &[u8], received: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    !expected.is_empty() && expected.len() == received.len() && bool::from(expected.ct_eq(received))
+}
+
+fn decode(encoding: Encoding, text: &str) -> Option<Vec<u8>> {
+    match encoding {
+        Encoding::Hex => hex::decode(text.trim()).ok(),
+        Encoding::Base64 => BASE64.decode(text.trim()).ok(),
+    }
+}
+
+/// `t=...,v1=...,v1=...` as in `Stripe-Signature`: the timestamp and every `v1` value.
+pub fn parse_stripe_header(header: &str) -> Option<(i64, Vec<&str>)> {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        let (key, value) = part.trim().split_once('=')?;
+        match key {
+            "t" => timestamp = Some(value.parse::<i64>().ok()?),
+            "v1" => signatures.push(value),
+            _ => {}
+        }
+    }
+    Some((timestamp?, signatures))
+}
+
+/// `v1,<base64> v1,<base64>` as in `webhook-signature`: every `v1` signature.
+pub fn parse_standard_signatures(header: &str) -> Vec<&str> {
+    header
+        .split_whitespace()
+        .filter_map(|entry| entry.split_once(','))
+        .filter(|(version, _)| *version == "v1")
+        .map(|(_, sig)| sig)
+        .collect()
+}
+
+fn fresh(timestamp: i64, now: SystemTime, tolerance: Duration) -> bool {
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    (now - timestamp).unsigned_abs() <= tolerance.as_secs()
+}
+
+impl SignatureCheck {
+    /// Verifies the signature over `body`. Every failure is the same `Unauthorized`.
+    pub fn check(&self, inbound: &Inbound<'_>, body: &[u8]) -> Result<(), VerifyError> {
+        if self.verify(inbound, body) {
+            Ok(())
+        } else {
+            Err(VerifyError::Unauthorized)
+        }
+    }
+
+    fn verify(&self, inbound: &Inbound<'_>, body: &[u8]) -> bool {
+        match self {
+            SignatureCheck::Generic {
+                key,
+                header,
+                algorithm,
+                encoding,
+            } => {
+                let Some(value) = inbound.header(header) else {
+                    return false;
+                };
+                // Accept both `<digest>` and `sha256=<digest>`.
+                let value = match value.split_once('=') {
+                    Some((prefix, rest))
+                        if matches!(
+                            prefix.to_ascii_lowercase().as_str(),
+                            "sha1" | "sha256" | "sha512"
+                        ) =>
+                    {
+                        rest
+                    }
+                    _ => value,
+                };
+                let expected = mac(*algorithm, key.expose().as_bytes(), &[body]);
+                decode(*encoding, value).is_some_and(|received| matches(&expected, &received))
+            }
+            SignatureCheck::Github { key } => {
+                let Some(value) = inbound.header("x-hub-signature-256") else {
+                    return false;
+                };
+                let Some(hex) = value.strip_prefix("sha256=") else {
+                    return false;
+                };
+                let expected = mac(Algorithm::Sha256, key.expose().as_bytes(), &[body]);
+                decode(Encoding::Hex, hex).is_some_and(|received| matches(&expected, &received))
+            }
+            SignatureCheck::Shopify { key } => {
+                let Some(value) = inbound.header("x-shopify-hmac-sha256") else {
+                    return false;
+                };
+                let expected = mac(Algorithm::Sha256, key.expose().as_bytes(), &[body]);
+                decode(Encoding::Base64, value)
+                    .is_some_and(|received| matches(&expected, &received))
+            }
+            SignatureCheck::Stripe { key, tolerance } => {
+                let Some((timestamp, signatures)) = inbound
+                    .header("stripe-signature")
+                    .and_then(parse_stripe_header)
+                else {
+                    return false;
+                };
+                if !fresh(timestamp, inbound.now, *tolerance) {
+                    return false;
+                }
+                let ts = timestamp.to_string();
+                let expected = mac(
+                    Algorithm::Sha256,
+                    key.expose().as_bytes(),
+                    &[ts.as_bytes(), b".", body],
+                );
+                signatures.iter().any(|sig| {
+                    decode(Encoding::Hex, sig).is_some_and(|received| matches(&expected, &received))
+                })
+            }
+            SignatureCheck::Slack { key, tolerance } => {
+                let (Some(ts), Some(value)) = (
+                    inbound.header("x-slack-request-timestamp"),
+                    inbound.header("x-slack-signature"),
+                ) else {
+                    return false;
+                };
+                let Ok(timestamp) = ts.trim().parse::<i64>() else {
+                    return false;
+                };
+                if !fresh(timestamp, inbound.now, *tolerance) {
+                    return false;
+                }
+                let Some(hex) = value.strip_prefix("v0=") else {
+                    return false;
+                };
+                let expected = mac(
+                    Algorithm::Sha256,
+                    key.expose().as_bytes(),
+                    &[b"v0:", ts.trim().as_bytes(), b":", body],
+                );
+                decode(Encoding::Hex, hex).is_some_and(|received| matches(&expected, &received))
+            }
+            SignatureCheck::StandardWebhooks { key, tolerance } => {
+                let (Some(id), Some(ts), Some(value)) = (
+                    inbound.header("webhook-id"),
+                    inbound.header("webhook-timestamp"),
+                    inbound.header("webhook-signature"),
+                ) else {
+                    return false;
+                };
+                let Ok(timestamp) = ts.trim().parse::<i64>() else {
+                    return false;
+                };
+                if !fresh(timestamp, inbound.now, *tolerance) {
+                    return false;
+                }
+                let expected = mac(
+                    Algorithm::Sha256,
+                    key,
+                    &[id.as_bytes(), b".", ts.trim().as_bytes(), b".", body],
+                );
+                parse_standard_signatures(value).iter().any(|sig| {
+                    decode(Encoding::Base64, sig)
+                        .is_some_and(|received| matches(&expected, &received))
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! In-process app: `http::app` over a cache the test fills, with recording modules.
+
+use std::sync::Arc;
+
+use actix_web::{
+    http::{header, StatusCode},
+    test, web,
+};
+use serde_json::Value;
+use switchyard::{
+    cache::ConfigCache,
+    config::Webhook,
+    dispatch::Route,
+    http::{app, AppState},
+    keys::{Namespace, WebhookId, WebhookKey},
+    modules::Module,
+    provider::ProviderStatus,
+    settings::Backend,
+};
+use tokio::sync::watch;
+
+use super::recording::RecordingModule;
+
+pub const LIMIT: u64 = 64;
+
+pub struct Harness {
+    pub cache: ConfigCache,
+    _status: watch::Sender<ProviderStatus>,
+    pub state: web::Data<AppState>,
+}
+
+pub fn harness(loaded: bool) -> Harness {
+    harness_with(loaded, 1024)
+}
+
+/// A loaded app whose `TRUSTED_PROXIES` is `proxies`.
+pub fn harness_trusting(proxies: &str) -> Harness {
+    let mut h = harness(true);
+    let mut state = (*h.state.clone().into_inner()).clone();
+    state.trusted_proxies = proxies.parse().unwrap();
+    h.state = web::Data::new(state);
+    h
+}
+
+pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
+    let (tx, rx) = watch::channel(ProviderStatus {
+        backend: Backend::File,
+        loaded,
+        etcd: None,
+    });
+    let cache = ConfigCache::new();
+    let state = web::Data::new(AppState {
+        cache: cache.clone(),
+        status: rx,
+        default_namespace: Namespace::parse("default").unwrap(),
+        max_body_bytes: LIMIT,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+        trusted_proxies: Default::default(),
+    });
+    Harness {
+        cache,
+        _status: tx,
+        state,
+    }
+}
+
+pub fn add(cache: &ConfigCache, ns: &str, id: &str, entry: Value, module: &Arc<RecordingModule>) {
+    let module: Arc<dyn Module> = Arc::clone(module) as Arc<dyn Module>;
+    let key = WebhookKey::new(Namespace::parse(ns).unwrap(), WebhookId::parse(id).unwrap());
+    let webhook = Webhook::from_value(entry).unwrap();
+    cache.upsert_webhook(Arc::new(Route::with_modules(key, webhook, vec![module])));
+}
+
+pub async fn call(h: &Harness, req: test::TestRequest) -> (StatusCode, header::HeaderMap, Value) {
+    let service = test::init_service(app(h.state.clone())).await;
+    let response = test::call_service(&service, req.to_request()).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = test::read_body(response).await;
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, headers, json)
+}
+
+pub fn post(path: &str, body: &'static str) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri(path)
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .set_payload(body)
+}
+
+/// A POST with an owned body and no content type.
+pub fn post_bytes(path: &str, body: impl Into<Vec<u8>>) -> test::TestRequest {
+    test::TestRequest::post().uri(path).set_payload(body.into())
+}

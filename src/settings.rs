@@ -94,6 +94,18 @@ pub struct Settings {
     #[arg(long, env = "ETCD_PASSWORD", hide_env_values = true)]
     pub etcd_password: Option<Secret>,
 
+    /// CA certificate (PEM) to verify etcd's server certificate; enables TLS (`https://`).
+    #[arg(long, env = "ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS with etcd; needs ETCD_KEY_FILE.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS with etcd; needs ETCD_CERT_FILE.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+
     /// Largest accepted request body in bytes; larger bodies get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_body_bytes: u64,
@@ -165,6 +177,37 @@ impl Settings {
                 self.etcd_prefix
             )));
         }
+        if self.etcd_cert_file.is_some() != self.etcd_key_file.is_some() {
+            return Err(SettingsError::Invalid(
+                "invalid settings ETCD_CERT_FILE/ETCD_KEY_FILE: give both or neither".into(),
+            ));
+        }
+        for (name, path) in [
+            ("ETCD_CA_FILE", &self.etcd_ca_file),
+            ("ETCD_CERT_FILE", &self.etcd_cert_file),
+            ("ETCD_KEY_FILE", &self.etcd_key_file),
+        ] {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::metadata(path) {
+                    return Err(SettingsError::Invalid(format!(
+                        "invalid setting {name}: cannot read {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        if self.etcd_tls() {
+            if let Some(plain) = self
+                .etcd_endpoints()
+                .iter()
+                .find(|e| e.starts_with("http://"))
+            {
+                return Err(SettingsError::Invalid(format!(
+                    "invalid setting ETCD_ENDPOINTS: {plain} is plain http but TLS files are set; \
+                     use https://"
+                )));
+            }
+        }
         if self.etcd_password.is_some() != self.etcd_username.is_some() {
             return Err(SettingsError::Invalid(
                 "invalid settings ETCD_USERNAME/ETCD_PASSWORD: give both or neither".into(),
@@ -173,8 +216,14 @@ impl Settings {
         Ok(())
     }
 
-    /// The etcd endpoints to use, as URLs.
+    /// Whether the etcd link uses TLS (any of the TLS files is set).
+    pub fn etcd_tls(&self) -> bool {
+        self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some()
+    }
+
+    /// The etcd endpoints to use, as URLs (`https://` when TLS is on and no scheme is given).
     pub fn etcd_endpoints(&self) -> Vec<String> {
+        let scheme = if self.etcd_tls() { "https" } else { "http" };
         match &self.etcd_endpoints {
             Some(list) => list
                 .split(',')
@@ -184,11 +233,11 @@ impl Settings {
                     if e.contains("://") {
                         e.to_owned()
                     } else {
-                        format!("http://{e}")
+                        format!("{scheme}://{e}")
                     }
                 })
                 .collect(),
-            None => vec![format!("http://{}:{}", self.etcd_host, self.etcd_port)],
+            None => vec![format!("{scheme}://{}:{}", self.etcd_host, self.etcd_port)],
         }
     }
 

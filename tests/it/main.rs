@@ -6,6 +6,7 @@ mod delivery_kafka;
 mod delivery_redis;
 mod etcd_recovery;
 mod etcd_scale;
+mod etcd_security;
 mod etcd_watch;
 mod file_backend;
 mod http_api;

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use std::path::PathBuf;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 use crate::{config::secret::Secret, settings::Settings};
 
@@ -18,6 +20,33 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct EtcdLink {
     pub endpoints: Vec<String>,
     pub user: Option<(String, Secret)>,
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of the TLS link, read at every connect (so rotated certificates are picked up).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// Why the client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Etcd(#[from] etcd_client::Error),
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, LinkError> {
+    std::fs::read(path).map_err(|source| LinkError::Read {
+        path: path.clone(),
+        source,
+    })
 }
 
 impl EtcdLink {
@@ -28,10 +57,17 @@ impl EtcdLink {
                 .etcd_username
                 .clone()
                 .zip(settings.etcd_password.clone()),
+            tls: settings.etcd_tls().then(|| TlsFiles {
+                ca: settings.etcd_ca_file.clone(),
+                identity: settings
+                    .etcd_cert_file
+                    .clone()
+                    .zip(settings.etcd_key_file.clone()),
+            }),
         }
     }
 
-    fn options(&self) -> ConnectOptions {
+    fn options(&self) -> Result<ConnectOptions, LinkError> {
         let mut options = ConnectOptions::new()
             .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
             .with_keep_alive_while_idle(true)
@@ -42,11 +78,22 @@ impl EtcdLink {
                 .with_user(user.clone(), password.expose().to_owned())
                 .with_auto_token_refresh(true);
         }
-        options
+        if let Some(files) = &self.tls {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &files.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            if let Some((cert, key)) = &files.identity {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(tls);
+        }
+        Ok(options)
     }
 
     /// Opens a client (authenticating when a user is set). Fails fast when no endpoint answers.
-    pub async fn connect(&self) -> Result<Client, etcd_client::Error> {
-        Client::connect(&self.endpoints, Some(self.options())).await
+    pub async fn connect(&self) -> Result<Client, LinkError> {
+        let options = self.options()?;
+        Ok(Client::connect(&self.endpoints, Some(options)).await?)
     }
 }

@@ -43,6 +43,8 @@ impl EtcdSource {
 pub enum SessionError {
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    #[error("etcd link: {0}")]
+    Link(#[from] client::LinkError),
     #[error("etcd answered without a response header")]
     NoHeader,
     #[error("watch stream ended")]

@@ -20,11 +20,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// ...and a watch silent this long is treated as dead.
 const SILENT_LIMIT: Duration = Duration::from_secs(30);
 
-async fn timed<T>(
-    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+async fn timed<T, E: Into<SessionError>>(
+    fut: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, SessionError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
-        Ok(result) => Ok(result?),
+        Ok(result) => result.map_err(Into::into),
         Err(_) => Err(SessionError::Timeout(REQUEST_TIMEOUT)),
     }
 }

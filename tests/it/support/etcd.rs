@@ -6,15 +6,29 @@ use std::{
     time::Duration,
 };
 
-use etcd_client::{Client, GetOptions, Txn, TxnOp};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
+};
 
-use super::{ports::free_port, wait_until};
+use super::{ports::free_port, tls::TlsFiles, wait_until};
+
+/// How to run the server.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdOptions {
+    /// Serve TLS only and require client certificates signed by the CA.
+    pub tls: Option<TlsFiles>,
+    /// `--auth-token-ttl` in seconds (simple tokens), for token expiry tests.
+    pub auth_token_ttl: Option<u64>,
+}
 
 pub struct Etcd {
     child: Option<Child>,
     pub client_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
+    options: EtcdOptions,
+    /// Credentials the test's own client uses once auth is enabled.
+    user: Option<(String, String)>,
 }
 
 fn binary() -> PathBuf {
@@ -26,18 +40,24 @@ fn binary() -> PathBuf {
 impl Etcd {
     /// Starts a new single-node cluster and waits until it answers.
     pub async fn start() -> Self {
+        Self::start_with(EtcdOptions::default()).await
+    }
+
+    pub async fn start_with(options: EtcdOptions) -> Self {
         let mut etcd = Self {
             child: None,
             client_port: free_port(),
             peer_port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            options,
+            user: None,
         };
         etcd.spawn().await;
         etcd
     }
 
     async fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).unwrap();
         let child = Command::new(binary())
@@ -51,6 +71,7 @@ impl Etcd {
             .args(["--initial-cluster", &format!("test={peer}")])
             .args(["--initial-cluster-state", "new"])
             .args(["--log-level", "warn", "--logger", "zap"])
+            .args(self.extra_args())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -61,25 +82,74 @@ impl Etcd {
                 )
             });
         self.child = Some(child);
-        let endpoint = self.endpoint();
-        wait_until(Duration::from_secs(20), "etcd to answer", || {
-            let endpoint = endpoint.clone();
-            async move {
-                match Client::connect([endpoint], None).await {
-                    Ok(mut c) => c.get("health-probe", None).await.is_ok(),
-                    Err(_) => false,
-                }
+        wait_until(Duration::from_secs(20), "etcd to answer", || async {
+            match self.try_client().await {
+                Ok(mut c) => c.get("health-probe", None).await.is_ok(),
+                Err(_) => false,
             }
         })
         .await;
     }
 
+    fn extra_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(tls) = &self.options.tls {
+            let path = |p: &PathBuf| p.display().to_string();
+            args.extend([
+                "--cert-file".to_owned(),
+                path(&tls.server_cert),
+                "--key-file".into(),
+                path(&tls.server_key),
+                "--trusted-ca-file".into(),
+                path(&tls.ca),
+                "--client-cert-auth".into(),
+            ]);
+        }
+        if let Some(ttl) = self.options.auth_token_ttl {
+            args.extend(["--auth-token-ttl".to_owned(), ttl.to_string()]);
+        }
+        args
+    }
+
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    async fn try_client(&self) -> Result<Client, etcd_client::Error> {
+        let mut options = ConnectOptions::new();
+        if let Some(tls) = &self.options.tls {
+            let read = |p: &PathBuf| std::fs::read(p).unwrap();
+            options = options.with_tls(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(read(&tls.ca)))
+                    .identity(Identity::from_pem(
+                        read(&tls.client_cert),
+                        read(&tls.client_key),
+                    )),
+            );
+        }
+        if let Some((user, password)) = &self.user {
+            options = options.with_user(user, password);
+        }
+        Client::connect([self.endpoint()], Some(options)).await
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect([self.endpoint()], None).await.unwrap()
+        self.try_client().await.unwrap()
+    }
+
+    /// Adds `root` with `password`, enables auth, and uses the credentials from now on.
+    pub async fn enable_auth(&mut self, password: &str) {
+        let mut client = self.client().await;
+        client.user_add("root", password, None).await.unwrap();
+        client.user_grant_role("root", "root").await.unwrap();
+        client.auth_enable().await.unwrap();
+        self.user = Some(("root".into(), password.into()));
     }
 
     /// SIGKILLs the server (data stays for a restart).

@@ -10,6 +10,7 @@ pub mod ports;
 pub mod proxy;
 pub mod recording;
 pub mod redis;
+pub mod tls;
 pub mod wait;
 
 pub use self::redis::Redis;

@@ -335,3 +335,63 @@ mod tests {
         assert!(matches!(err, ConfigError::MissingVar(_)));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The config parser takes anything etcd can hold and never panics.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SET").then(|| "value".to_owned())
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,20}".prop_map(Value::String),
+            prop_oneof![Just("{$SET}"), Just("{$UNSET}"), Just("{$X:d}")]
+                .prop_map(|s| Value::String(s.into())),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            let keys = prop_oneof![
+                Just("module".to_owned()),
+                Just("module-config".to_owned()),
+                Just("connection".to_owned()),
+                Just("chain".to_owned()),
+                Just("hmac".to_owned()),
+                Just("jwt".to_owned()),
+                Just("json_schema".to_owned()),
+                Just("rate_limit".to_owned()),
+                Just("ip_whitelist".to_owned()),
+                Just("credential_cleanup".to_owned()),
+                Just("secret".to_owned()),
+                Just("provider".to_owned()),
+                "[a-z_]{1,10}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(keys, inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Webhook::from_bytes(&bytes, &env);
+            let _ = crate::config::Connection::from_bytes(&bytes, &env);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(value in json_value()) {
+            let bytes = value.to_string();
+            let _ = Webhook::from_bytes(bytes.as_bytes(), &env);
+            let _ = crate::config::Connection::from_bytes(bytes.as_bytes(), &env);
+        }
+    }
+}

@@ -345,3 +345,106 @@ impl SignatureCheck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn inbound<'a>(headers: &'a dyn Fn(&str) -> Option<&'a str>, now: SystemTime) -> Inbound<'a> {
+        Inbound {
+            headers,
+            query: None,
+            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            now,
+        }
+    }
+
+    fn check(config: serde_json::Value) -> SignatureCheck {
+        serde_json::from_value::<HmacConfig>(config)
+            .unwrap()
+            .compile()
+            .unwrap()
+    }
+
+    #[test]
+    fn github_published_example() {
+        // docs.github.com, "Validating webhook deliveries".
+        let c = check(
+            serde_json::json!({"provider": "github", "secret": "It's a Secret to Everybody"}),
+        );
+        let headers = |name: &str| {
+            (name == "x-hub-signature-256").then_some(
+                "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+            )
+        };
+        assert!(c
+            .check(&inbound(&headers, SystemTime::now()), b"Hello, World!")
+            .is_ok());
+        assert!(c
+            .check(&inbound(&headers, SystemTime::now()), b"Hello, World")
+            .is_err());
+    }
+
+    #[test]
+    fn stripe_header_parsing() {
+        assert_eq!(
+            parse_stripe_header("t=12,v1=ab,v0=cd,v1=ef"),
+            Some((12, vec!["ab", "ef"]))
+        );
+        assert_eq!(parse_stripe_header("v1=ab"), None);
+        assert_eq!(parse_stripe_header("t=x,v1=ab"), None);
+        assert_eq!(parse_stripe_header("t=1,junk"), None);
+        assert_eq!(parse_stripe_header("t=1"), Some((1, vec![])));
+    }
+
+    #[test]
+    fn standard_signature_parsing() {
+        assert_eq!(
+            parse_standard_signatures("v1,abc= v1a,zzz v2,q v1,def"),
+            vec!["abc=", "def"]
+        );
+        assert!(parse_standard_signatures("").is_empty());
+    }
+
+    #[test]
+    fn provider_configs_refuse_generic_fields() {
+        let bad = serde_json::json!({"provider": "github", "secret": "s", "encoding": "hex"});
+        assert!(serde_json::from_value::<HmacConfig>(bad)
+            .unwrap()
+            .compile()
+            .is_err());
+        let bad = serde_json::json!({"provider": "github", "secret": "s", "tolerance_seconds": 5});
+        assert!(serde_json::from_value::<HmacConfig>(bad)
+            .unwrap()
+            .compile()
+            .is_err());
+        let bad = serde_json::json!({"secret": ""});
+        assert!(serde_json::from_value::<HmacConfig>(bad)
+            .unwrap()
+            .compile()
+            .is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn header_parsers_never_panic(s in "\\PC{0,300}") {
+            let _ = parse_stripe_header(&s);
+            let _ = parse_standard_signatures(&s);
+        }
+
+        #[test]
+        fn every_scheme_refuses_arbitrary_headers_without_panicking(
+            value in "\\PC{0,200}", body in proptest::collection::vec(any::<u8>(), 0..200)
+        ) {
+            let now = SystemTime::now();
+            let headers = |_: &str| Some(value.as_str());
+            for provider in ["github", "stripe", "shopify", "slack", "standard_webhooks"] {
+                let c = check(serde_json::json!({"provider": provider, "secret": "whsec_c2VjcmV0"}));
+                prop_assert!(c.check(&inbound(&headers, now), &body).is_err());
+            }
+            let c = check(serde_json::json!({"secret": "s", "encoding": "base64"}));
+            prop_assert!(c.check(&inbound(&headers, now), &body).is_err());
+        }
+    }
+}

@@ -615,3 +615,92 @@ async fn misspelt_security_fields_make_the_entry_invalid() {
         );
     }
 }
+
+mod live {
+    //! Through the real server and a real etcd.
+
+    use std::time::Duration;
+
+    use futures_util::stream;
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    use super::hmac_sha256;
+    use crate::{
+        support::{app::etcd_settings, Etcd, TestApp},
+        unique,
+    };
+
+    async fn signed(app: &TestApp, body: &str, secret: &str) -> StatusCode {
+        let sig = format!(
+            "sha256={}",
+            hex::encode(hmac_sha256(secret.as_bytes(), &[body.as_bytes()]))
+        );
+        app.client
+            .post(app.url("/webhook/acme/gh"))
+            .header("x-hub-signature-256", sig)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn rotating_the_hmac_secret_in_etcd_refuses_old_signatures_at_once() {
+        let etcd = Etcd::start().await;
+        let p = format!("/{}/", unique!("cwm"));
+        let key = format!("{p}acme/webhooks/gh");
+        let entry = |secret: &str| {
+            json!({"module": "log", "hmac": {"provider": "github", "secret": secret}}).to_string()
+        };
+        etcd.put(&key, &entry("old-secret")).await;
+        let app = TestApp::spawn_ready(etcd_settings(&etcd.endpoint(), &p)).await;
+        assert_eq!(signed(&app, "{}", "old-secret").await, StatusCode::OK);
+        assert_eq!(
+            signed(&app, "{}", "new-secret").await,
+            StatusCode::UNAUTHORIZED
+        );
+
+        let rotated = etcd.put(&key, &entry("new-secret")).await;
+        crate::support::wait_until(Duration::from_secs(10), "rotation applied", || async {
+            app.health().await.1["config"]["revision"] == rotated
+        })
+        .await;
+        // Applied means enforced: the very next request with the old secret is refused.
+        assert_eq!(
+            signed(&app, "{}", "old-secret").await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(signed(&app, "{}", "new-secret").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn per_webhook_limit_refuses_a_chunked_body_without_content_length() {
+        let etcd = Etcd::start().await;
+        let p = format!("/{}/", unique!("cwm"));
+        etcd.put(
+            &format!("{p}acme/webhooks/small"),
+            &json!({"module": "log", "data_type": "blob", "max_body_bytes": 100}).to_string(),
+        )
+        .await;
+        let app = TestApp::spawn_ready(etcd_settings(&etcd.endpoint(), &p)).await;
+        let chunks = stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 10])));
+        let response = app
+            .client
+            .post(app.url("/webhook/acme/small"))
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let ok = app
+            .client
+            .post(app.url("/webhook/acme/small"))
+            .body(vec![b'x'; 100])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+}

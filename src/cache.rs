@@ -133,6 +133,15 @@ impl ConfigCache {
         }
     }
 
+    /// Names of every live connection.
+    pub fn connection_names(&self) -> Vec<ConnectionName> {
+        self.inner
+            .connections
+            .iter()
+            .map(|e| e.key().clone())
+            .collect()
+    }
+
     pub fn webhook_count(&self) -> usize {
         self.inner.webhooks.len()
     }

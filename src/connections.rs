@@ -115,6 +115,12 @@ impl<C: Retire> Slots<C> {
         }
     }
 
+    fn is_current(&self, name: &ConnectionName, config: &Arc<Connection>) -> bool {
+        self.map
+            .get(name)
+            .is_some_and(|live| Arc::ptr_eq(&live.config, config))
+    }
+
     fn take_all(&self) -> Vec<C> {
         let names: Vec<_> = self.map.iter().map(|l| l.key().clone()).collect();
         names
@@ -208,6 +214,28 @@ impl ConnectionPool {
                 Connection::Kafka(_) => Err("not a redis connection".into()),
             })
             .map_err(|reason| Self::unavailable("redis", name, reason))
+    }
+
+    /// Every configured connection with its type and whether its client is built and current
+    /// (no secrets).
+    pub fn describe(&self) -> Vec<serde_json::Value> {
+        let cache = &self.inner.cache;
+        cache
+            .connection_names()
+            .into_iter()
+            .filter_map(|name| {
+                let config = cache.connection(&name)?;
+                let live = match &*config {
+                    Connection::Kafka(_) => self.inner.kafka.is_current(&name, &config),
+                    Connection::Redis(_) => self.inner.redis.is_current(&name, &config),
+                };
+                Some(serde_json::json!({
+                    "name": name.as_str(),
+                    "type": config.kind(),
+                    "client": if live { "ready" } else { "not_started" },
+                }))
+            })
+            .collect()
     }
 
     /// Closes the clients of removed or changed connections.

@@ -1,28 +1,58 @@
 //! A live route: a validated webhook with its modules built, and how a delivery runs through them.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use futures_util::future::try_join_all;
 
 use crate::{
     config::{webhook::Execution, DataType, Webhook},
     connections::ConnectionPool,
+    keys::ConnectionName,
     keys::WebhookKey,
+    metrics::Metrics,
     modules::{Delivery, DeliveryError, Module},
 };
+
+/// One built destination and the connection it uses (for error accounting).
+#[derive(Debug)]
+struct Destination {
+    module: Arc<dyn Module>,
+    connection: Option<ConnectionName>,
+}
+
+impl Destination {
+    async fn deliver(&self, delivery: &Delivery, metrics: &Metrics) -> Result<(), DeliveryError> {
+        let started = Instant::now();
+        let result = self.module.deliver(delivery).await;
+        metrics.delivery(
+            self.module.name(),
+            self.connection.as_ref().map(ConnectionName::as_str),
+            result.is_ok(),
+            started.elapsed(),
+        );
+        result
+    }
+}
 
 /// What the cache serves for one webhook key.
 #[derive(Debug)]
 pub struct Route {
     pub key: WebhookKey,
     pub webhook: Webhook,
-    modules: Vec<Arc<dyn Module>>,
+    modules: Vec<Destination>,
 }
 
 impl Route {
     /// Builds the modules of a validated webhook. Does no I/O.
     pub fn build(key: WebhookKey, webhook: Webhook, pool: &ConnectionPool) -> Self {
-        let modules = webhook.destinations.iter().map(|d| d.build(pool)).collect();
+        let modules = webhook
+            .destinations
+            .iter()
+            .map(|d| Destination {
+                module: d.build(pool),
+                connection: d.connection().cloned(),
+            })
+            .collect();
         Self {
             key,
             webhook,
@@ -32,6 +62,13 @@ impl Route {
 
     /// A route with modules supplied by the caller (tests plug recording modules in here).
     pub fn with_modules(key: WebhookKey, webhook: Webhook, modules: Vec<Arc<dyn Module>>) -> Self {
+        let modules = modules
+            .into_iter()
+            .map(|module| Destination {
+                module,
+                connection: None,
+            })
+            .collect();
         Self {
             key,
             webhook,
@@ -45,17 +82,21 @@ impl Route {
 
     /// Hands the delivery to every module (in order, or all at once for a parallel chain) within
     /// the webhook's timeout. `Ok` only when every module acknowledged.
-    pub async fn dispatch(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+    pub async fn dispatch(
+        &self,
+        delivery: &Delivery,
+        metrics: &Metrics,
+    ) -> Result<(), DeliveryError> {
         let timeout = self.webhook.timeout;
         let all = async {
             match self.webhook.execution {
                 Execution::Sequential => {
-                    for module in &self.modules {
-                        module.deliver(delivery).await?;
+                    for destination in &self.modules {
+                        destination.deliver(delivery, metrics).await?;
                     }
                 }
                 Execution::Parallel => {
-                    try_join_all(self.modules.iter().map(|m| m.deliver(delivery))).await?;
+                    try_join_all(self.modules.iter().map(|d| d.deliver(delivery, metrics))).await?;
                 }
             }
             Ok(())

@@ -15,6 +15,7 @@ pub mod connections;
 pub mod dispatch;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod modules;
 pub mod provider;
 pub mod settings;

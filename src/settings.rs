@@ -119,6 +119,10 @@ pub struct Settings {
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: IpList,
 
+    /// Webhooks that get their own metric labels; the rest share `_other` (bounds memory).
+    #[arg(long, env = "METRICS_MAX_WEBHOOKS", default_value_t = 1000)]
+    pub metrics_max_webhooks: usize,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -10,6 +10,7 @@ use crate::{
     cache::ConfigCache,
     connections::ConnectionPool,
     http::{self, AppState},
+    metrics::Metrics,
     provider::{self, ProviderHandle},
     settings::Settings,
     shutdown::Shutdown,
@@ -71,6 +72,10 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             in_flight: std::sync::Arc::new(Semaphore::new(settings.max_in_flight as usize)),
             trusted_proxies: settings.trusted_proxies.clone(),
+            max_in_flight: settings.max_in_flight as usize,
+            metrics: std::sync::Arc::new(Metrics::new(settings.metrics_max_webhooks)),
+            stats: std::sync::Arc::clone(&provider.stats),
+            pool: pool.clone(),
         });
         let grace = settings.shutdown_grace();
         let mut server = HttpServer::new(move || http::app(state.clone()))

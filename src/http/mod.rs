@@ -2,7 +2,9 @@
 
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod request_id;
+pub mod status;
 pub mod webhook;
 
 use actix_web::{middleware::from_fn, web, HttpResponse};
@@ -10,7 +12,14 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Semaphore};
 
-use crate::{cache::ConfigCache, keys::Namespace, provider::ProviderStatus, verify::ip::IpList};
+use crate::{
+    cache::ConfigCache,
+    connections::ConnectionPool,
+    keys::Namespace,
+    metrics::Metrics,
+    provider::{ProviderStats, ProviderStatus},
+    verify::ip::IpList,
+};
 use error::ApiError;
 
 /// Shared handles, built once and cloned into every worker.
@@ -24,6 +33,11 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: IpList,
+    /// `MAX_IN_FLIGHT`, to report deliveries in flight.
+    pub max_in_flight: usize,
+    pub metrics: Arc<Metrics>,
+    pub stats: Arc<ProviderStats>,
+    pub pool: ConnectionPool,
 }
 
 /// Registers every route. `main` and the in-process tests both build the app with this.
@@ -38,6 +52,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
             web::resource("/webhook/{id}")
                 .route(web::post().to(webhook::post_default))
                 .default_service(web::to(post_only)),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(metrics::metrics))
+                .default_service(web::to(get_only)),
+        )
+        .service(
+            web::resource("/status")
+                .route(web::get().to(status::status))
+                .default_service(web::to(get_only)),
         )
         .service(
             web::resource("/health")

@@ -1,6 +1,9 @@
 //! `POST /webhook/{namespace}/{id}` and `POST /webhook/{id}`: validate, read, hand over, answer.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use actix_web::{http::header, web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::BytesMut;
@@ -21,9 +24,14 @@ pub async fn post_namespaced(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     let (namespace, id) = path.into_inner();
-    let namespace = Namespace::parse(&namespace).map_err(ApiError::InvalidNamespace)?;
-    receive(&state, &req, namespace, &id, payload).await
+    let mut key = None;
+    let result = match Namespace::parse(&namespace) {
+        Ok(namespace) => receive(&state, &req, namespace, &id, payload, &mut key).await,
+        Err(e) => Err(ApiError::InvalidNamespace(e)),
+    };
+    answered(&state, &req, key.as_ref(), started, result)
 }
 
 pub async fn post_default(
@@ -32,8 +40,39 @@ pub async fn post_default(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     let namespace = state.default_namespace.clone();
-    receive(&state, &req, namespace, &path, payload).await
+    let mut key = None;
+    let result = receive(&state, &req, namespace, &path, payload, &mut key).await;
+    answered(&state, &req, key.as_ref(), started, result)
+}
+
+/// Counts the request and writes the access log line.
+fn answered(
+    state: &AppState,
+    req: &HttpRequest,
+    key: Option<&WebhookKey>,
+    started: Instant,
+    result: Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let elapsed = started.elapsed();
+    let status = match &result {
+        Ok(response) => response.status().as_u16(),
+        Err(error) => error.parts().0.as_u16(),
+    };
+    state.metrics.request(key, status, elapsed);
+    let extensions = req.extensions();
+    let request_id = extensions.get::<RequestId>().map_or("", |r| r.0.as_str());
+    tracing::info!(
+        target: "switchyard::access",
+        request_id,
+        namespace = key.map_or("-", |k| k.namespace.as_str()),
+        webhook = key.map_or("-", |k| k.id.as_str()),
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1_000.0,
+        "Request answered."
+    );
+    result
 }
 
 async fn receive(
@@ -42,12 +81,14 @@ async fn receive(
     namespace: Namespace,
     id: &str,
     payload: web::Payload,
+    known: &mut Option<WebhookKey>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.status.borrow().loaded {
         return Err(ApiError::NotReady);
     }
     let id = WebhookId::parse(id).map_err(ApiError::InvalidWebhookId)?;
     let key = WebhookKey::new(namespace, id);
+    *known = Some(key.clone());
     let route = state
         .cache
         .webhook(&key)
@@ -110,7 +151,7 @@ async fn receive(
         headers: forwardable_headers(req),
         body,
     };
-    deliver(&route, &delivery).await?;
+    deliver(&route, &delivery, &state.metrics).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "accepted",
         "request_id": delivery.request_id,
@@ -122,8 +163,12 @@ fn refused(route: &Route, error: crate::verify::VerifyError) -> ApiError {
     ApiError::Refused(error)
 }
 
-async fn deliver(route: &Arc<Route>, delivery: &Delivery) -> Result<(), ApiError> {
-    route.dispatch(delivery).await.map_err(|error| {
+async fn deliver(
+    route: &Arc<Route>,
+    delivery: &Delivery,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), ApiError> {
+    route.dispatch(delivery, metrics).await.map_err(|error| {
         tracing::warn!(
             webhook = %route.key,
             request_id = %delivery.request_id,

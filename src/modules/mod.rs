@@ -158,6 +158,14 @@ impl ModuleConfig {
         }
     }
 
+    /// The connection this destination uses, if any.
+    pub fn connection(&self) -> Option<&ConnectionName> {
+        match self {
+            Self::Log(_) => None,
+            Self::Kafka(_, c) | Self::Redis(_, c) => Some(c),
+        }
+    }
+
     /// Builds the live module. Does no I/O: clients come from the pool on first delivery.
     pub fn build(&self, pool: &ConnectionPool) -> Arc<dyn Module> {
         match self {

@@ -93,7 +93,7 @@ pub fn load(files: &Files, applier: &Applier, revision: i64) -> Result<(), FileE
                 let key = ConfigKey::Webhook(WebhookKey::new(files.namespace.clone(), id));
                 snapshot.add(&key, &source, value.to_string().as_bytes());
             }
-            Err(reason) => applier.skipped(&source, &reason, false),
+            Err(reason) => snapshot.skip(&source, &reason),
         }
     }
     for (name, value) in &connections {
@@ -103,7 +103,7 @@ pub fn load(files: &Files, applier: &Applier, revision: i64) -> Result<(), FileE
                 let key = ConfigKey::Connection(name);
                 snapshot.add(&key, &source, value.to_string().as_bytes());
             }
-            Err(reason) => applier.skipped(&source, &reason, false),
+            Err(reason) => snapshot.skip(&source, &reason),
         }
     }
     let stats = snapshot.apply(revision);

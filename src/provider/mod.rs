@@ -11,6 +11,7 @@ use std::sync::{
     Arc,
 };
 
+use dashmap::DashMap;
 use tokio::sync::watch;
 
 use crate::{
@@ -54,9 +55,15 @@ pub struct ProviderStatus {
     pub etcd: Option<EtcdState>,
 }
 
-/// Counters kept by providers (read by tests and, later, metrics).
+/// Counters and per-key state kept by providers (read by `/metrics`, `/status` and tests).
 #[derive(Debug, Default)]
 pub struct ProviderStats {
+    /// Keys currently skipped as invalid, with the reason (no values, so no secrets).
+    pub skipped: DashMap<String, String>,
+    /// Unix milliseconds of the last applied change or full load.
+    pub applied_at_ms: AtomicU64,
+    /// Unix milliseconds of the last watch event or progress notification (etcd backend).
+    pub heard_at_ms: AtomicU64,
     pub full_loads: AtomicU64,
     pub events_applied: AtomicU64,
     pub invalid_entries: AtomicU64,
@@ -72,6 +79,19 @@ impl ProviderStats {
 
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stamp(at: &AtomicU64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        at.store(now, Ordering::Relaxed);
+    }
+
+    /// Records that etcd was heard from (an event or a progress notification).
+    pub fn heard(&self) {
+        Self::stamp(&self.heard_at_ms);
     }
 }
 
@@ -152,6 +172,9 @@ impl Applier {
 
     fn skipped(&self, source: &str, reason: &dyn std::fmt::Display, kept: bool) {
         ProviderStats::bump(&self.stats.invalid_entries);
+        self.stats
+            .skipped
+            .insert(source.to_owned(), reason.to_string());
         tracing::warn!(
             key = source,
             %reason,
@@ -163,7 +186,12 @@ impl Applier {
     /// Applies one put; an invalid value leaves the last good one in place.
     pub fn put(&self, key: &ConfigKey, source: &str, value: &[u8]) {
         ProviderStats::bump(&self.stats.events_applied);
-        match self.parse(key, value) {
+        ProviderStats::stamp(&self.stats.applied_at_ms);
+        let parsed = self.parse(key, value);
+        if parsed.is_ok() {
+            self.stats.skipped.remove(source);
+        }
+        match parsed {
             Ok(Entry::Webhook(route)) => {
                 tracing::debug!(key = source, "Webhook updated.");
                 self.cache.upsert_webhook(route);
@@ -179,6 +207,8 @@ impl Applier {
     /// Applies one delete.
     pub fn delete(&self, key: &ConfigKey, source: &str) {
         ProviderStats::bump(&self.stats.events_applied);
+        ProviderStats::stamp(&self.stats.applied_at_ms);
+        self.stats.skipped.remove(source);
         let removed = match key {
             ConfigKey::Webhook(key) => self.cache.remove_webhook(key),
             ConfigKey::Connection(name) => self.cache.remove_connection(name),
@@ -198,6 +228,7 @@ impl Applier {
         SnapshotBuilder {
             applier: self,
             snapshot: Snapshot::default(),
+            skipped: Vec::new(),
         }
     }
 }
@@ -206,6 +237,8 @@ impl Applier {
 pub struct SnapshotBuilder<'a> {
     applier: &'a Applier,
     snapshot: Snapshot,
+    /// Keys found invalid during this load; they replace the skipped set when it is applied.
+    skipped: Vec<(String, String)>,
 }
 
 impl SnapshotBuilder<'_> {
@@ -223,6 +256,7 @@ impl SnapshotBuilder<'_> {
                     }),
                 };
                 self.applier.skipped(source, &reason, kept.is_some());
+                self.skipped.push((source.to_owned(), reason.to_string()));
                 return;
             }
         };
@@ -247,7 +281,18 @@ impl SnapshotBuilder<'_> {
         let stats = applier.cache.replace_all(self.snapshot);
         applier.cache.set_revision(revision);
         ProviderStats::bump(&applier.stats.full_loads);
+        ProviderStats::stamp(&applier.stats.applied_at_ms);
+        applier.stats.skipped.clear();
+        for (key, reason) in self.skipped {
+            applier.stats.skipped.insert(key, reason);
+        }
         stats
+    }
+
+    /// Records a key that could not be read at all (bad name) as skipped in this load.
+    pub fn skip(&mut self, source: &str, reason: &dyn std::fmt::Display) {
+        self.applier.skipped(source, reason, false);
+        self.skipped.push((source.to_owned(), reason.to_string()));
     }
 }
 

@@ -10,5 +10,6 @@ mod etcd_security;
 mod etcd_watch;
 mod file_backend;
 mod http_api;
+mod observability;
 mod shutdown;
 mod verification;

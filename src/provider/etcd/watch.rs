@@ -131,6 +131,7 @@ async fn follow(
             return Err(SessionError::StreamEnded);
         };
         last_heard = Instant::now();
+        applier.stats.heard();
         if response.compact_revision() > 0 {
             return Ok(Compacted(response.compact_revision()));
         }
@@ -225,7 +226,7 @@ pub async fn full_load(
             let source = String::from_utf8_lossy(kv.key());
             match layout.parse(kv.key()) {
                 KeyMatch::Valid(key) => snapshot.add(&key, &source, kv.value()),
-                KeyMatch::Invalid(reason) => applier.skipped(&source, &reason, false),
+                KeyMatch::Invalid(reason) => snapshot.skip(&source, &reason),
                 KeyMatch::Foreign => {
                     tracing::debug!(key = %source, "Ignoring key outside the layout.");
                 }

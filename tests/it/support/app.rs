@@ -47,6 +47,7 @@ pub fn settings() -> Settings {
         shutdown_grace_seconds: 5,
         max_in_flight: 1024,
         trusted_proxies: Default::default(),
+        metrics_max_webhooks: 1000,
     }
 }
 

@@ -56,6 +56,10 @@ pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
         max_body_bytes: LIMIT,
         in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
         trusted_proxies: Default::default(),
+        max_in_flight,
+        metrics: Arc::new(switchyard::metrics::Metrics::new(100)),
+        stats: Default::default(),
+        pool: switchyard::connections::ConnectionPool::new(cache.clone()),
     });
     Harness {
         cache,

@@ -1,0 +1,39 @@
+//! `GET /metrics`: Prometheus text exposition.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+use crate::{metrics::ScrapeState, provider::EtcdState};
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let status = state.status.borrow().clone();
+    let stats = &state.stats;
+    let heard = stats.heard_at_ms.load(Ordering::Relaxed);
+    let scrape = ScrapeState {
+        webhooks: state.cache.webhook_count(),
+        connections: state.cache.connection_count(),
+        in_flight: state
+            .max_in_flight
+            .saturating_sub(state.in_flight.available_permits()),
+        revision: state.cache.revision(),
+        etcd_connected: status.etcd.map(|e| e == EtcdState::Connected),
+        events_applied: stats.events_applied.load(Ordering::Relaxed),
+        invalid_entries: stats.invalid_entries.load(Ordering::Relaxed),
+        reconnects: stats.reconnects.load(Ordering::Relaxed),
+        full_loads: stats.full_loads.load(Ordering::Relaxed),
+        since_last_event: (heard > 0).then(|| unix_ms().saturating_sub(heard) as f64 / 1_000.0),
+        skipped_now: stats.skipped.len(),
+    };
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&scrape))
+}

@@ -1,0 +1,340 @@
+//! Prometheus metrics: per-request counters and histograms, plus gauges read from live state at
+//! scrape time (so the request path pays only for what only it can count).
+//!
+//! Namespace/webhook labels are bounded: the first `METRICS_MAX_WEBHOOKS` webhooks seen get their
+//! own labels, later ones share `namespace="_other",webhook="_other"`, so 25k webhooks cannot blow
+//! up memory or scrape size.
+
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use dashmap::DashSet;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::keys::WebhookKey;
+
+/// The label pair used once the budget is spent.
+pub const OTHER: &str = "_other";
+
+/// Values that live elsewhere and are copied in at scrape time.
+#[derive(Debug, Default, Clone)]
+pub struct ScrapeState {
+    pub webhooks: usize,
+    pub connections: usize,
+    pub in_flight: usize,
+    pub revision: i64,
+    /// 1 connected, 0 not; `None` for the file backend.
+    pub etcd_connected: Option<bool>,
+    pub events_applied: u64,
+    pub invalid_entries: u64,
+    pub reconnects: u64,
+    pub full_loads: u64,
+    /// Seconds since the last watch event or progress notification.
+    pub since_last_event: Option<f64>,
+    pub skipped_now: usize,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    label_budget: usize,
+    admitted: DashSet<WebhookKey>,
+    admitted_count: AtomicUsize,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    delivery_seconds: HistogramVec,
+    destination_errors: IntCounterVec,
+    config_entries: IntGaugeVec,
+    in_flight: IntGauge,
+    revision: IntGauge,
+    etcd_connected: IntGauge,
+    events_applied: IntGauge,
+    invalid_entries: IntGauge,
+    invalid_now: IntGauge,
+    reconnects: IntGauge,
+    full_loads: IntGauge,
+    since_last_event: prometheus::Gauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn must<T>(result: prometheus::Result<T>) -> T {
+    // Names and labels are constants of this file; a failure is a programming error caught by
+    // the unit test below, never input-dependent.
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("metric definition is invalid: {e}"),
+    }
+}
+
+impl Metrics {
+    pub fn new(label_budget: usize) -> Self {
+        let registry = Registry::new();
+        let requests = must(IntCounterVec::new(
+            Opts::new("switchyard_requests_total", "Webhook requests by outcome."),
+            &["namespace", "webhook", "status"],
+        ));
+        let request_seconds = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_request_duration_seconds",
+                "Time from request to response, by status class.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["class"],
+        ));
+        let delivery_seconds = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_delivery_duration_seconds",
+                "Time a module took to acknowledge, by module and result.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["module", "result"],
+        ));
+        let destination_errors = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_destination_errors_total",
+                "Deliveries a destination did not acknowledge, by connection and module.",
+            ),
+            &["connection", "module"],
+        ));
+        let config_entries = must(IntGaugeVec::new(
+            Opts::new("switchyard_config_entries", "Live config entries by kind."),
+            &["kind"],
+        ));
+        let gauge = |name: &str, help: &str| must(IntGauge::new(name, help));
+        let in_flight = gauge(
+            "switchyard_deliveries_in_flight",
+            "Deliveries in flight now.",
+        );
+        let revision = gauge("switchyard_config_revision", "Config revision applied.");
+        let etcd_connected = gauge(
+            "switchyard_etcd_connected",
+            "1 while the etcd watch is established, 0 otherwise.",
+        );
+        let events_applied = gauge(
+            "switchyard_config_events_applied_total",
+            "Config changes applied (watch events, file entries).",
+        );
+        let invalid_entries = gauge(
+            "switchyard_config_invalid_entries_total",
+            "Invalid config entries skipped since start.",
+        );
+        let invalid_now = gauge(
+            "switchyard_config_invalid_entries",
+            "Config keys currently skipped as invalid.",
+        );
+        let reconnects = gauge(
+            "switchyard_etcd_reconnects_total",
+            "etcd reconnect attempts.",
+        );
+        let full_loads = gauge(
+            "switchyard_config_full_loads_total",
+            "Full config loads (start-up, compaction, restored cluster).",
+        );
+        let since_last_event = must(prometheus::Gauge::new(
+            "switchyard_etcd_seconds_since_last_event",
+            "Seconds since the last etcd watch event or progress notification.",
+        ));
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_seconds.clone()),
+            Box::new(delivery_seconds.clone()),
+            Box::new(destination_errors.clone()),
+            Box::new(config_entries.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(revision.clone()),
+            Box::new(etcd_connected.clone()),
+            Box::new(events_applied.clone()),
+            Box::new(invalid_entries.clone()),
+            Box::new(invalid_now.clone()),
+            Box::new(reconnects.clone()),
+            Box::new(full_loads.clone()),
+            Box::new(since_last_event.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            // Not fatal: some sandboxes hide /proc details.
+            let _ = registry.register(Box::new(process));
+        }
+        Self {
+            registry,
+            label_budget,
+            admitted: DashSet::new(),
+            admitted_count: AtomicUsize::new(0),
+            requests,
+            request_seconds,
+            delivery_seconds,
+            destination_errors,
+            config_entries,
+            in_flight,
+            revision,
+            etcd_connected,
+            events_applied,
+            invalid_entries,
+            invalid_now,
+            reconnects,
+            full_loads,
+            since_last_event,
+        }
+    }
+
+    /// Whether this webhook gets its own labels (the first `label_budget` seen do).
+    fn labelled(&self, key: &WebhookKey) -> bool {
+        if self.admitted.contains(key) {
+            return true;
+        }
+        if self.admitted_count.load(Ordering::Relaxed) >= self.label_budget {
+            return false;
+        }
+        if self.admitted.insert(key.clone()) {
+            self.admitted_count.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Counts one answered request. `key` is `None` when the path named no valid webhook.
+    pub fn request(&self, key: Option<&WebhookKey>, status: u16, elapsed: Duration) {
+        let status_label = status_label(status);
+        match key {
+            Some(key) if self.labelled(key) => self
+                .requests
+                .with_label_values(&[key.namespace.as_str(), key.id.as_str(), status_label])
+                .inc(),
+            _ => self
+                .requests
+                .with_label_values(&[OTHER, OTHER, status_label])
+                .inc(),
+        }
+        let class = match status {
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.request_seconds
+            .with_label_values(&[class])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Times one module's hand-over; errors are counted by connection.
+    pub fn delivery(&self, module: &str, connection: Option<&str>, ok: bool, elapsed: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.delivery_seconds
+            .with_label_values(&[module, result])
+            .observe(elapsed.as_secs_f64());
+        if !ok {
+            self.destination_errors
+                .with_label_values(&[connection.unwrap_or(""), module])
+                .inc();
+        }
+    }
+
+    /// The text exposition, with scrape-time values copied in first.
+    pub fn render(&self, state: &ScrapeState) -> String {
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let as_i64_usize = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.config_entries
+            .with_label_values(&["webhook"])
+            .set(as_i64_usize(state.webhooks));
+        self.config_entries
+            .with_label_values(&["connection"])
+            .set(as_i64_usize(state.connections));
+        self.in_flight.set(as_i64_usize(state.in_flight));
+        self.revision.set(state.revision);
+        self.etcd_connected
+            .set(i64::from(state.etcd_connected.unwrap_or(false)));
+        self.events_applied.set(as_i64(state.events_applied));
+        self.invalid_entries.set(as_i64(state.invalid_entries));
+        self.invalid_now.set(as_i64_usize(state.skipped_now));
+        self.reconnects.set(as_i64(state.reconnects));
+        self.full_loads.set(as_i64(state.full_loads));
+        self.since_last_event
+            .set(state.since_last_event.unwrap_or(f64::NAN));
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "Cannot encode metrics.");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Namespace, WebhookId};
+
+    fn key(ns: &str, id: &str) -> WebhookKey {
+        WebhookKey::new(Namespace::parse(ns).unwrap(), WebhookId::parse(id).unwrap())
+    }
+
+    #[test]
+    fn labels_are_bounded_by_the_budget() {
+        let m = Metrics::new(2);
+        for i in 0..10 {
+            m.request(
+                Some(&key("ns", &format!("w{i}"))),
+                200,
+                Duration::from_millis(1),
+            );
+        }
+        m.request(Some(&key("ns", "w0")), 503, Duration::from_millis(1));
+        let text = m.render(&ScrapeState::default());
+        assert!(
+            text.contains(
+                r#"switchyard_requests_total{namespace="ns",status="200",webhook="w0"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text
+            .contains(r#"switchyard_requests_total{namespace="ns",status="503",webhook="w0"} 1"#));
+        assert!(text.contains(
+            r#"switchyard_requests_total{namespace="_other",status="200",webhook="_other"} 8"#
+        ));
+        assert!(!text.contains(r#"webhook="w5""#));
+    }
+
+    #[test]
+    fn scrape_state_is_exposed() {
+        let m = Metrics::new(10);
+        m.delivery("kafka", Some("main"), false, Duration::from_millis(3));
+        let text = m.render(&ScrapeState {
+            webhooks: 25_000,
+            revision: 42,
+            etcd_connected: Some(true),
+            ..ScrapeState::default()
+        });
+        assert!(
+            text.contains(r#"switchyard_config_entries{kind="webhook"} 25000"#),
+            "{text}"
+        );
+        assert!(text.contains("switchyard_config_revision 42"));
+        assert!(text.contains("switchyard_etcd_connected 1"));
+        assert!(text.contains(
+            r#"switchyard_destination_errors_total{connection="main",module="kafka"} 1"#
+        ));
+    }
+}

@@ -1,0 +1,115 @@
+//! `/metrics` and `/status` against a real etcd: what an on-call engineer looks at.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{
+    support::{app::etcd_settings, wait_until, Etcd, TestApp},
+    unique,
+};
+
+async fn get_text(app: &TestApp, path: &str) -> String {
+    app.client
+        .get(app.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn status(app: &TestApp) -> Value {
+    app.client
+        .get(app.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn status_answers_did_my_change_take_effect_without_leaking_secrets() {
+    let etcd = Etcd::start().await;
+    let p = format!("/{}/", unique!("cwm"));
+    etcd.put(&format!("{p}acme/webhooks/ok"), r#"{"module":"log"}"#)
+        .await;
+    etcd.put(
+        &format!("{p}acme/webhooks/broken"),
+        &json!({"module": "log", "hmac": {"secret": "TOPSECRET", "provider": "gitlab"}})
+            .to_string(),
+    )
+    .await;
+    etcd.put(
+        &format!("{p}global/connections/cache"),
+        &json!({"type": "redis", "host": "127.0.0.1", "port": 1, "password": "REDISPW"})
+            .to_string(),
+    )
+    .await;
+    let app = TestApp::spawn_ready(etcd_settings(&etcd.endpoint(), &p)).await;
+
+    let s = status(&app).await;
+    assert_eq!(s["backend"], "etcd");
+    assert_eq!(s["etcd"], "healthy");
+    assert_eq!(s["revision"], etcd.revision().await);
+    assert!(s["applied_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(s["skipped"][0]["key"], format!("{p}acme/webhooks/broken"));
+    assert!(s["skipped"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("gitlab"));
+    assert_eq!(
+        s["connections"],
+        json!([{"name": "cache", "type": "redis", "client": "not_started"}])
+    );
+    let text = s.to_string();
+    assert!(
+        !text.contains("TOPSECRET") && !text.contains("REDISPW"),
+        "{text}"
+    );
+
+    // Fixing the entry clears it from the skipped list as soon as it is applied.
+    let fixed = etcd
+        .put(&format!("{p}acme/webhooks/broken"), r#"{"module":"log"}"#)
+        .await;
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "fix applied",
+        || async { status(&app).await["revision"] == fixed },
+    )
+    .await;
+    assert_eq!(status(&app).await["skipped"], json!([]));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_expose_config_and_etcd_state() {
+    let etcd = Etcd::start().await;
+    let p = format!("/{}/", unique!("cwm"));
+    etcd.put(&format!("{p}acme/webhooks/a"), r#"{"module":"log"}"#)
+        .await;
+    etcd.put(&format!("{p}acme/webhooks/bad"), "{").await;
+    let app = TestApp::spawn_ready(etcd_settings(&etcd.endpoint(), &p)).await;
+    for _ in 0..3 {
+        assert_eq!(app.status_of("acme/a").await, StatusCode::OK);
+    }
+    assert_eq!(app.status_of("acme/nope").await, StatusCode::NOT_FOUND);
+
+    let text = get_text(&app, "/metrics").await;
+    for expected in [
+        r#"switchyard_requests_total{namespace="acme",status="200",webhook="a"} 3"#,
+        r#"switchyard_requests_total{namespace="acme",status="404",webhook="nope"} 1"#,
+        r#"switchyard_delivery_duration_seconds_count{module="log",result="ok"} 3"#,
+        r#"switchyard_config_entries{kind="webhook"} 1"#,
+        "switchyard_etcd_connected 1",
+        "switchyard_config_full_loads_total 1",
+        "switchyard_config_invalid_entries 1",
+        "switchyard_deliveries_in_flight 0",
+        &format!("switchyard_config_revision {}", etcd.revision().await),
+        "switchyard_request_duration_seconds_bucket",
+        "switchyard_etcd_seconds_since_last_event",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+}

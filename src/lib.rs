@@ -7,6 +7,7 @@
 //! - [`dispatch`]: a live route and how a delivery runs through its [`modules`], whose clients
 //!   come from the [`connections`] pool.
 //! - [`verify`]: per-webhook verification, limits and credential cleanup.
+//! - [`tools`]: the `check`, `migrate` and `export` subcommands.
 //! - [`http`]: the HTTP surface; [`startup`] wires everything into an `Application`.
 
 pub mod cache;
@@ -22,4 +23,5 @@ pub mod settings;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod tools;
 pub mod verify;

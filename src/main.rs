@@ -1,20 +1,22 @@
-//! The `switchyard` binary: settings, telemetry, then serve until SIGTERM/SIGINT.
+//! The `switchyard` binary: settings, telemetry, then serve until SIGTERM/SIGINT (or run one of
+//! the config tools).
 
 use std::process::ExitCode;
 
 use switchyard::{
-    settings::{Settings, SettingsError},
+    settings::{Cli, Command, Settings, SettingsError},
     shutdown,
     startup::Application,
     telemetry,
+    tools::{self, check::Source},
 };
 
 /// Exit code for invalid settings (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let settings = match Settings::from_args(std::env::args_os()) {
-        Ok(settings) => settings,
+    let cli = match Cli::from_args(std::env::args_os()) {
+        Ok(cli) => cli,
         Err(SettingsError::Info(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -24,6 +26,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let settings = cli.settings;
+    if let Some(command) = cli.command {
+        return run_tool(&settings, command);
+    }
     if let Err(error) = telemetry::init(settings.log_format, &settings.log_filter, std::io::stdout)
     {
         eprintln!("switchyard: {error}");
@@ -47,4 +53,71 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
         app.run_until_stopped(shutdown::signal()).await?;
         Ok(())
     })
+}
+
+/// Runs a config tool; exit 1 when it found problems, 2 when it could not run.
+fn run_tool(settings: &Settings, command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("switchyard: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome: Result<bool, String> = runtime.block_on(async {
+        match command {
+            Command::Check {
+                webhooks,
+                connections,
+                etcd,
+            } => {
+                let source = if etcd {
+                    Source::Etcd
+                } else {
+                    Source::Files {
+                        webhooks: webhooks.unwrap_or_else(|| settings.webhooks_config_file.clone()),
+                        connections: connections
+                            .unwrap_or_else(|| settings.connections_config_file.clone()),
+                    }
+                };
+                let report = tools::check::run(settings, source).await?;
+                print!("{}", report.render());
+                Ok(report.problems.is_empty())
+            }
+            Command::Migrate {
+                webhooks,
+                connections,
+                namespace,
+                dry_run,
+            } => {
+                let plan =
+                    tools::migrate::run(settings, &webhooks, &connections, &namespace, dry_run)
+                        .await?;
+                print!("{}", plan.render(dry_run));
+                if !plan.report.problems.is_empty() {
+                    eprintln!("switchyard: nothing written: fix the invalid entries first");
+                }
+                Ok(plan.report.problems.is_empty())
+            }
+            Command::Export { namespace } => {
+                let (text, report) = tools::export::run(settings, &namespace).await?;
+                println!("{text}");
+                for problem in &report.problems {
+                    eprintln!("skipped  {problem}");
+                }
+                Ok(report.problems.is_empty())
+            }
+        }
+    });
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("switchyard: {error}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::{config::secret::Secret, keys::Namespace, verify::ip::IpList};
 
@@ -34,8 +34,7 @@ pub enum LogFormat {
 }
 
 /// Switchyard: a read-only, etcd-driven webhook receiver and router.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "switchyard", version, about)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
@@ -140,6 +139,78 @@ pub struct Settings {
     pub shutdown_grace_seconds: u64,
 }
 
+/// The command line: settings, and optionally one of the config tools.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about,
+    args_conflicts_with_subcommands = false
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Config tools; without one, the server runs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Validate every entry exactly as the server would; print each problem with its key and
+    /// reason; exit 1 if any. Checks the files of the file backend, or etcd with --etcd.
+    Check {
+        /// Webhooks file (default: WEBHOOKS_CONFIG_FILE).
+        #[arg(long)]
+        webhooks: Option<PathBuf>,
+        /// Connections file (default: CONNECTIONS_CONFIG_FILE).
+        #[arg(long)]
+        connections: Option<PathBuf>,
+        /// Check the entries under ETCD_PREFIX in etcd instead of files.
+        #[arg(long, conflicts_with_all = ["webhooks", "connections"])]
+        etcd: bool,
+    },
+    /// Write a file-backend config into etcd under the key layout (webhooks into --namespace,
+    /// connections into global). Writes nothing when any entry is invalid.
+    Migrate {
+        #[arg(long)]
+        webhooks: PathBuf,
+        #[arg(long)]
+        connections: PathBuf,
+        #[arg(long)]
+        namespace: Namespace,
+        /// Print what would be written without writing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print one namespace's webhooks from etcd as a webhooks.json file.
+    Export {
+        #[arg(long)]
+        namespace: Namespace,
+    },
+}
+
+impl Cli {
+    /// Parses flags and environment; the error is ready to print.
+    pub fn from_args<I, T>(args: I) -> Result<Self, SettingsError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        match Self::try_parse_from(args) {
+            Ok(cli) => cli.settings.validate().map(|()| cli),
+            Err(e) => match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    Err(SettingsError::Info(e.render().to_string()))
+                }
+                _ => Err(SettingsError::Invalid(one_line(&e))),
+            },
+        }
+    }
+}
+
 /// Why settings were refused: one line naming the setting.
 #[derive(Debug)]
 pub enum SettingsError {
@@ -150,23 +221,13 @@ pub enum SettingsError {
 }
 
 impl Settings {
-    /// Parses flags and environment; the error is ready to print.
+    /// Parses flags and environment (no subcommand); the error is ready to print.
     pub fn from_args<I, T>(args: I) -> Result<Self, SettingsError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        match Self::try_parse_from(args) {
-            Ok(settings) => settings.validate().map(|()| settings),
-            Err(e) => match e.kind() {
-                clap::error::ErrorKind::DisplayHelp
-                | clap::error::ErrorKind::DisplayVersion
-                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                    Err(SettingsError::Info(e.render().to_string()))
-                }
-                _ => Err(SettingsError::Invalid(one_line(&e))),
-            },
-        }
+        Cli::from_args(args).map(|cli| cli.settings)
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -266,7 +327,7 @@ fn one_line(e: &clap::Error) -> String {
             .split([' ', '='])
             .next()?
             .to_owned();
-        Settings::command()
+        Cli::command()
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()))
             .and_then(|a| a.get_env().map(|v| v.to_string_lossy().into_owned()))

@@ -10,6 +10,8 @@ mod etcd_security;
 mod etcd_watch;
 mod file_backend;
 mod http_api;
+mod instances;
 mod observability;
 mod shutdown;
+mod tools;
 mod verification;

@@ -4,8 +4,9 @@
 //! waits out the reconnect backoff and resumes from the last applied revision (or reloads in full
 //! when that revision was compacted or the cluster's revision went backwards).
 
+pub mod admin;
 mod client;
-mod watch;
+pub mod watch;
 
 use std::time::Duration;
 

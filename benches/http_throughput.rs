@@ -97,7 +97,8 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(8);
     // Real log formatting (JSON) into a sink, so the log module pays what it pays in production.
-    telemetry::init(LogFormat::Json, "info", std::io::sink).unwrap();
+    let filter = std::env::var("BENCH_LOG").unwrap_or_else(|_| "info".into());
+    telemetry::init(LogFormat::Json, &filter, std::io::sink).unwrap();
 
     let redis = Redis::start().await;
     let kafka = Kafka::start().await;
@@ -174,7 +175,12 @@ async fn main() {
         );
     };
     row("bare actix-web 200", &baseline);
+    // `BENCH_ONLY=log` measures one target (for profiling).
+    let only = std::env::var("BENCH_ONLY").ok();
     for path in ["log", "redis", "kafka"] {
+        if only.as_deref().is_some_and(|o| o != path) {
+            continue;
+        }
         let url = format!("http://127.0.0.1:{port}/webhook/{path}");
         let f = wrk(&url, &script, seconds);
         row(&format!("switchyard {path}"), &f);

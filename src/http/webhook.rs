@@ -18,32 +18,35 @@ use crate::{
     verify::{ip::client_ip, Inbound},
 };
 
-pub async fn post_namespaced(
+/// `/webhook/<namespace>/<id>` or `/webhook/<id>` (the default namespace), POST only.
+pub async fn post(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    if req.method() != actix_web::http::Method::POST {
+        return Err(ApiError::MethodNotAllowed { allowed: "POST" });
+    }
     let started = Instant::now();
-    let (namespace, id) = path.into_inner();
-    let mut key = None;
-    let result = match Namespace::parse(&namespace) {
-        Ok(namespace) => receive(&state, &req, namespace, &id, payload, &mut key).await,
-        Err(e) => Err(ApiError::InvalidNamespace(e)),
+    let rest = req.path().strip_prefix("/webhook/").unwrap_or_default();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
     };
-    answered(&state, &req, key.as_ref(), started, result)
-}
-
-pub async fn post_default(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let started = Instant::now();
-    let namespace = state.default_namespace.clone();
     let mut key = None;
-    let result = receive(&state, &req, namespace, &path, payload, &mut key).await;
+    let result = match rest.split_once('/') {
+        _ if rest.is_empty() => Err(ApiError::NotFound),
+        None => {
+            let namespace = state.default_namespace.clone();
+            receive(&state, &req, namespace, &decode(rest), payload, &mut key).await
+        }
+        Some((namespace, id)) if !id.contains('/') => match Namespace::parse(&decode(namespace)) {
+            Ok(namespace) => receive(&state, &req, namespace, &decode(id), payload, &mut key).await,
+            Err(e) => Err(ApiError::InvalidNamespace(e)),
+        },
+        Some(_) => Err(ApiError::NotFound),
+    };
     answered(&state, &req, key.as_ref(), started, result)
 }
 
@@ -152,10 +155,13 @@ async fn receive(
         body,
     };
     deliver(&route, &delivery, &state.metrics).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "status": "accepted",
-        "request_id": delivery.request_id,
-    })))
+    // The request id is `[A-Za-z0-9._:-]` (see `request_id`): nothing to escape.
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(format!(
+            r#"{{"status":"accepted","request_id":"{}"}}"#,
+            delivery.request_id
+        )))
 }
 
 fn refused(route: &Route, error: crate::verify::VerifyError) -> ApiError {

@@ -24,15 +24,15 @@ impl LogModule {
         Self { config }
     }
 
-    fn render_body(&self, body: &[u8]) -> String {
+    fn render_body<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, str> {
         if self.config.pretty_print {
             if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
                 if let Ok(pretty) = serde_json::to_string_pretty(&value) {
-                    return pretty;
+                    return pretty.into();
                 }
             }
         }
-        String::from_utf8_lossy(body).into_owned()
+        String::from_utf8_lossy(body)
     }
 }
 
@@ -43,18 +43,13 @@ impl Module for LogModule {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
-        let headers: serde_json::Map<String, serde_json::Value> = delivery
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
         tracing::info!(
             target: "switchyard::payload",
-            namespace = %delivery.namespace,
-            webhook = %delivery.webhook,
-            request_id = %delivery.request_id,
+            namespace = delivery.namespace.as_str(),
+            webhook = delivery.webhook.as_str(),
+            request_id = delivery.request_id.as_str(),
             size = delivery.body.len(),
-            headers = %serde_json::Value::Object(headers),
+            content_type = delivery.header("content-type").unwrap_or(""),
             body = %self.render_body(&delivery.body),
             "Webhook received."
         );

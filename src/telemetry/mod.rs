@@ -1,5 +1,7 @@
 //! The `tracing` subscriber: text or JSON lines, filtered by `RUST_LOG`.
 
+mod json;
+
 use tracing_subscriber::{fmt::MakeWriter, EnvFilter};
 
 use crate::settings::LogFormat;
@@ -24,11 +26,7 @@ where
         .with_writer(writer);
     let result = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadyInstalled)
 }

@@ -1,0 +1,209 @@
+//! `LOG_FORMAT=json`: one JSON object per line, written straight into the line buffer.
+//!
+//! tracing-subscriber's own JSON formatter goes through serde and an `io::Write` adaptor that
+//! re-validates UTF-8 on every write; on the `log` module's path (every payload is a log line)
+//! that was the largest user-space cost in the profile (see BENCHMARKS.md). This formatter
+//! escapes while writing and allocates nothing per field.
+
+use std::fmt::{self, Write as _};
+
+use tracing::{field::Field, Event, Subscriber};
+use tracing_subscriber::{
+    field::Visit,
+    fmt::{format::Writer, FmtContext, FormatEvent, FormatFields},
+    registry::LookupSpan,
+};
+
+/// The event formatter.
+pub struct JsonLines;
+
+/// A `fmt::Write` that JSON-escapes what passes through it.
+struct Escape<'a, 'b>(&'a mut Writer<'b>);
+
+impl fmt::Write for Escape<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escaped = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            if start < i {
+                self.0.write_str(&s[start..i])?;
+            }
+            if escaped.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escaped)?;
+            }
+            start = i + 1;
+        }
+        if start < bytes.len() {
+            self.0.write_str(&s[start..])?;
+        }
+        Ok(())
+    }
+}
+
+struct Fields<'a, 'b> {
+    writer: &'a mut Writer<'b>,
+    result: fmt::Result,
+}
+
+impl Fields<'_, '_> {
+    fn key(&mut self, field: &Field) -> fmt::Result {
+        self.writer.write_str(",\"")?;
+        Escape(self.writer).write_str(field.name())?;
+        self.writer.write_str("\":")
+    }
+
+    fn raw(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| self.writer.write_fmt(value));
+        }
+    }
+}
+
+impl Visit for Fields<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| {
+                self.writer.write_char('"')?;
+                Escape(self.writer).write_str(value)?;
+                self.writer.write_char('"')
+            });
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| {
+                self.writer.write_char('"')?;
+                write!(Escape(self.writer), "{value:?}")?;
+                self.writer.write_char('"')
+            });
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.raw(field, format_args!("{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.raw(field, format_args!("{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.raw(field, format_args!("{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if value.is_finite() {
+            self.raw(field, format_args!("{value}"));
+        } else {
+            self.raw(field, format_args!("null"));
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        write!(
+            writer,
+            "{{\"timestamp\":\"{}\",\"level\":\"{}\",\"target\":\"",
+            humantime::format_rfc3339_micros(std::time::SystemTime::now()),
+            meta.level()
+        )?;
+        Escape(&mut writer).write_str(meta.target())?;
+        writer.write_char('"')?;
+        let mut fields = Fields {
+            writer: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str("}\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn every_line_is_a_json_object_with_escaped_fields() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(JsonLines)
+            .with_writer(capture.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let body = "{\"a\":\"line\nbreak\\ \u{1}\"}";
+            tracing::info!(
+                target: "switchyard::payload",
+                namespace = "acme",
+                size = 42u64,
+                delta = -1i64,
+                ok = true,
+                ratio = 0.5f64,
+                nan = f64::NAN,
+                body = %body,
+                "Webhook \"received\"."
+            );
+        });
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["target"], "switchyard::payload");
+        assert_eq!(v["namespace"], "acme");
+        assert_eq!(v["size"], 42);
+        assert_eq!(v["delta"], -1);
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["ratio"], 0.5);
+        assert!(v["nan"].is_null());
+        assert_eq!(v["body"], "{\"a\":\"line\nbreak\\ \u{1}\"}");
+        assert_eq!(v["message"], "Webhook \"received\".");
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+}

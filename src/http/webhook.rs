@@ -72,7 +72,7 @@ fn answered(
         namespace = key.map_or("-", |k| k.namespace.as_str()),
         webhook = key.map_or("-", |k| k.id.as_str()),
         status,
-        latency_ms = elapsed.as_secs_f64() * 1_000.0,
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "Request answered."
     );
     result
@@ -153,6 +153,7 @@ async fn receive(
         received_at: SystemTime::now(),
         headers: forwardable_headers(req),
         body,
+        json: route.data_type() == DataType::Json,
     };
     deliver(&route, &delivery, &state.metrics).await?;
     // The request id is `[A-Za-z0-9._:-]` (see `request_id`): nothing to escape.

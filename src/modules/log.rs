@@ -43,6 +43,23 @@ impl Module for LogModule {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        // A one-line JSON body is logged as JSON (`body_json`): structured for log processors,
+        // and no escaping on the hot path. Anything else is an escaped string (`body`).
+        if delivery.json && !self.config.pretty_print && !delivery.body.contains(&b'\n') {
+            if let Ok(body) = std::str::from_utf8(&delivery.body) {
+                tracing::info!(
+                    target: "switchyard::payload",
+                    namespace = delivery.namespace.as_str(),
+                    webhook = delivery.webhook.as_str(),
+                    request_id = delivery.request_id.as_str(),
+                    size = delivery.body.len(),
+                    content_type = delivery.header("content-type").unwrap_or(""),
+                    body_json = body,
+                    "Webhook received."
+                );
+                return Ok(());
+            }
+        }
         tracing::info!(
             target: "switchyard::payload",
             namespace = delivery.namespace.as_str(),

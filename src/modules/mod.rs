@@ -38,6 +38,8 @@ pub struct Delivery {
     /// Request headers with credentials and signatures removed (see `http::headers`).
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// The body is known to be valid JSON (checked at the edge for `data_type: json`).
+    pub json: bool,
 }
 
 impl Delivery {

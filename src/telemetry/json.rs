@@ -4,6 +4,9 @@
 //! re-validates UTF-8 on every write; on the `log` module's path (every payload is a log line)
 //! that was the largest user-space cost in the profile (see BENCHMARKS.md). This formatter
 //! escapes while writing and allocates nothing per field.
+//!
+//! A string field whose name ends in `_json` is written as raw JSON: the caller guarantees it is
+//! valid, single-line JSON (the `log` module's `body_json`, checked at the HTTP edge).
 
 use std::fmt::{self, Write as _};
 
@@ -72,6 +75,10 @@ impl Fields<'_, '_> {
 
 impl Visit for Fields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name().ends_with("_json") && !value.is_empty() {
+            self.raw(field, format_args!("{value}"));
+            return;
+        }
         if self.result.is_ok() {
             self.result = self.key(field).and_then(|()| {
                 self.writer.write_char('"')?;
@@ -188,6 +195,7 @@ mod tests {
                 ratio = 0.5f64,
                 nan = f64::NAN,
                 body = %body,
+                body_json = r#"{"nested": [1, "x"]}"#,
                 "Webhook \"received\"."
             );
         });
@@ -204,6 +212,7 @@ mod tests {
         assert!(v["nan"].is_null());
         assert_eq!(v["body"], "{\"a\":\"line\nbreak\\ \u{1}\"}");
         assert_eq!(v["message"], "Webhook \"received\".");
+        assert_eq!(v["body_json"], serde_json::json!({"nested": [1, "x"]}));
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 }

@@ -183,6 +183,7 @@ mod tests {
             received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             headers: vec![("x-github-event".into(), "push".into())],
             body: bytes::Bytes::from_static(body),
+            json: false,
         }
     }
 

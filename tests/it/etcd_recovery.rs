@@ -162,7 +162,8 @@ async fn startup_without_etcd_answers_503_until_the_first_load() {
     })
     .await;
     assert_eq!(app.status_of("acme/x").await, StatusCode::OK);
-    assert_eq!(app.health().await.1["components"]["etcd"], "healthy");
+    // The watch is established just after the first load.
+    app.wait_etcd_state("healthy", RECONNECT).await;
 }
 
 #[tokio::test]

@@ -58,6 +58,10 @@ async fn run_session(
     let layout = &source.layout;
 
     let (current, cluster) = current_revision(&mut kv, layout).await?;
+    // etcd answered: the link is up (before `loaded` flips, so health never shows a loaded
+    // instance "connecting" to an etcd it just read from).
+    state.ever_connected = true;
+    set_status(status, None, Some(EtcdState::Connected));
     let resume = match state.applied {
         None => None,
         Some(_) if state.cluster_id != Some(cluster) => {

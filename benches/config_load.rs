@@ -8,10 +8,13 @@
 #[allow(unused_imports)]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
 use etcd_client::GetOptions;
-use support::{app::etcd_settings, Etcd};
+use support::{app::etcd_settings, Etcd, Proxy};
 use switchyard::{
     keys::{Namespace, WebhookId, WebhookKey},
     provider::EtcdState,
@@ -24,6 +27,7 @@ const PER_NAMESPACE: usize = 5;
 const LOAD_RUNS: usize = 5;
 const PUTS: usize = 1_000;
 const RESTARTS: usize = 3;
+const RELOADS: usize = 3;
 
 struct Running {
     handle: AppHandle,
@@ -244,5 +248,52 @@ async fn main() {
             ms(*r)
         );
     }
+    app.stop().await;
+    println!();
+
+    // 4. Full reload of everything (what compaction or a restored cluster triggers), timed inside
+    //    the provider, vs. the raw read of the same keys.
+    let proxy = Proxy::start(etcd.client_port).await;
+    let app = start(&proxy.endpoint(), prefix);
+    app.wait(|h| h.provider.status.borrow().loaded).await;
+    let mut reloads = Vec::new();
+    for i in 0..RELOADS {
+        let before = app.handle.provider.stats.full_loads.load(Ordering::Relaxed);
+        proxy.block();
+        app.wait(|h| h.provider.status.borrow().etcd == Some(EtcdState::Disconnected))
+            .await;
+        etcd.put(
+            &format!("{prefix}reload/webhooks/r{i}"),
+            r#"{"module":"log"}"#,
+        )
+        .await;
+        etcd.compact().await;
+        proxy.unblock();
+        app.wait(|h| h.provider.stats.full_loads.load(Ordering::Relaxed) > before)
+            .await;
+        let us = app
+            .handle
+            .provider
+            .stats
+            .last_full_load_us
+            .load(Ordering::Relaxed);
+        reloads.push(Duration::from_micros(us));
+    }
+    reloads.sort();
+    let (raw, _) = raw_read_all(&etcd, prefix).await;
+    let reload = percentile(&reloads, 0.5);
+    println!(
+        "full reload after compaction ({} webhooks, median of {RELOADS}):",
+        app.handle.cache.webhook_count()
+    );
+    println!(
+        "  switchyard reload     {:>8.1} ms   (read + parse + build + swap, timed in the provider)",
+        ms(reload)
+    );
+    println!("  baseline raw read     {:>8.1} ms", ms(raw));
+    println!(
+        "  ratio                 {:>8.2}x",
+        reload.as_secs_f64() / raw.as_secs_f64()
+    );
     app.stop().await;
 }

@@ -64,6 +64,8 @@ pub struct ProviderStats {
     pub applied_at_ms: AtomicU64,
     /// Unix milliseconds of the last watch event or progress notification (etcd backend).
     pub heard_at_ms: AtomicU64,
+    /// How long the last full load took, in microseconds (read, parse, build, swap).
+    pub last_full_load_us: AtomicU64,
     pub full_loads: AtomicU64,
     pub events_applied: AtomicU64,
     pub invalid_entries: AtomicU64,

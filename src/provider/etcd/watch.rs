@@ -245,6 +245,10 @@ pub async fn full_load(
         }
     }
     let stats = snapshot.apply(revision);
+    applier.stats.last_full_load_us.store(
+        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     state.applied = Some(revision);
     set_status(status, Some(true), None);
     tracing::info!(

@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# Scenario 10: webhooks into Redis (stream, list, pub/sub), and what a Redis outage looks like.
+#
+# What it shows, on one machine and without Docker:
+#   - redis_stream: a POST answered 200 is already in the stream (XRANGE): the `payload` field is
+#     the body byte for byte, `request_id` is the one the 200 carried;
+#   - redis_list: the pushed envelope (LRANGE) embeds the body verbatim ("payload":<body>);
+#   - redis_publish: a subscriber that was listening (SUBSCRIBE, started before the POST) gets the
+#     envelope with the body verbatim;
+#   - Redis stopped: the POST answers 503 destination_unavailable with Retry-After, so the sender
+#     retries (nothing is lost, nothing is acknowledged that was not stored);
+#   - Redis started again: the same POST answers 200 again, without touching Switchyard, and the
+#     entry written before the outage is still there (Redis runs with appendfsync always).
+#
+# It starts a throwaway redis-server and a Switchyard (file backend, config files written into a
+# temp dir) on free loopback ports, checks each behaviour (one PASS/FAIL line per check), then
+# stops both and removes its temp dir. It exits 0 only when every check passed.
+#
+# Run it from anywhere:
+#   scenarios/10_redis/run.sh
+# Needs: redis-server and redis-cli 7+ (Debian: redis-server, redis-tools), curl, jq, python3.
+# It uses target/release/switchyard (built with `cargo build --release` if missing), or
+# $SWITCHYARD_BIN; $REDIS_SERVER_BIN / $REDIS_CLI_BIN point at other Redis binaries.
+# Tunables: DEADLINE_SECONDS (default 10): how long any one wait may take.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+DEFAULT_BIN=$ROOT/target/release/switchyard
+SWITCHYARD_BIN=${SWITCHYARD_BIN:-$DEFAULT_BIN}
+REDIS_SERVER_BIN=${REDIS_SERVER_BIN:-redis-server}
+REDIS_CLI_BIN=${REDIS_CLI_BIN:-redis-cli}
+DEADLINE_SECONDS=${DEADLINE_SECONDS:-10}
+POLL_INTERVAL=0.1
+
+# The bodies keep their odd spacing and key order on purpose: Switchyard must hand them on
+# byte for byte, not re-serialize them.
+STREAM_BODY='{"event":"push",  "repository":{"id":4711,"name":"switchyard"}, "commits":[1,2,3]}'
+LIST_BODY='{"job":"resize-image","args":{"width":640, "height":480},"id":"job-1"}'
+PUBLISH_BODY='{"alert":"disk almost full", "host":"db-3","free_pct":4.5}'
+OUTAGE_BODY='{"event":"push","during":"outage"}'
+RECOVERY_BODY='{"event":"push","during":"recovery"}'
+
+passed=0
+failed=0
+redis_pid=""
+router_pid=""
+subscriber_pid=""
+work_dir=""
+
+# --- helpers ------------------------------------------------------------------------------------
+
+say() { printf '%s\n' "$*"; }
+pass() { passed=$((passed + 1)); say "PASS  $*"; }
+fail() { failed=$((failed + 1)); say "FAIL  $*"; }
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || { say "run.sh: $1 is needed but not installed"; exit 2; }
+}
+
+# A TCP port that is free on 127.0.0.1 right now (the OS picks it).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Stops a process we started: SIGTERM, then SIGKILL if it is still there after 5 seconds.
+stop() {
+    local pid=$1 waited=0
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || return 0
+    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 50 ]; do
+        sleep "$POLL_INTERVAL"
+        waited=$((waited + 1))
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local code=$?
+    trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
+    stop "$subscriber_pid"
+    stop "$router_pid"
+    stop "$redis_pid"
+    # On a failure, the logs usually say why; on Ctrl-C (130) they are just noise.
+    if [ "$code" -ne 130 ] && { [ "$failed" -gt 0 ] || [ "$code" -ne 0 ]; }; then
+        for log in "$work_dir/switchyard.log" "$work_dir/redis.log"; do
+            [ -f "$log" ] || continue
+            say ""
+            say "--- last lines of $(basename "$log") ---"
+            tail -n 15 "$log"
+        done
+    fi
+    [ -n "$work_dir" ] && rm -rf "$work_dir"
+}
+
+rcli() { "$REDIS_CLI_BIN" -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+# POST BODY to PATH; sets $code (HTTP status, 000 when nothing answered), $word (the answer's
+# .status or .error), $request_id, $retry_after (the Retry-After header, empty if absent) and
+# $took (seconds until the answer).
+post() {
+    local path=$1 body=$2 out
+    out=$(curl -s --max-time 15 -o "$work_dir/body" -D "$work_dir/headers" -w '%{http_code} %{time_total}' \
+        -X POST -H 'Content-Type: application/json' -H 'X-GitHub-Event: push' \
+        --data-binary "$body" "$ROUTER_URL$path" || true)
+    code=${out%% *}
+    code=${code:-000}
+    took=${out#* }
+    word=$(jq -r '.status // .error // "-"' "$work_dir/body" 2>/dev/null || echo "-")
+    request_id=$(jq -r '.request_id // ""' "$work_dir/body" 2>/dev/null || true)
+    retry_after=$(tr -d '\r' <"$work_dir/headers" 2>/dev/null | awk -F': ' 'tolower($1) == "retry-after" { print $2 }')
+}
+
+# check_post NAME PATH BODY EXPECTED ("200 accepted"): one POST, now.
+check_post() {
+    local name=$1 path=$2 body=$3 expected=$4
+    post "$path" "$body"
+    if [ "$code $word" = "$expected" ]; then
+        pass "$name: POST $path -> $code $word"
+    else
+        fail "$name: POST $path -> $code $word (expected $expected; body: $(cat "$work_dir/body" 2>/dev/null))"
+    fi
+}
+
+# wait_for NAME COMMAND...: runs COMMAND every POLL_INTERVAL until it succeeds or the deadline;
+# stops the whole run when the deadline passes (nothing after it can be checked).
+wait_for() {
+    local name=$1 deadline=$((SECONDS + DEADLINE_SECONDS))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            fail "$name (not within ${DEADLINE_SECONDS}s)"
+            exit 1
+        fi
+        sleep "$POLL_INTERVAL"
+    done
+    pass "$name"
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+redis_ready() { alive "$redis_pid" && [ "$(rcli ping 2>/dev/null)" = PONG ]; }
+router_ready() { alive "$router_pid" && curl -sf --max-time 2 -o /dev/null "$ROUTER_URL/health"; }
+subscribed() { [ "$(rcli PUBSUB NUMSUB notifications | sed -n 2p)" = 1 ]; }
+message_received() { grep -q '^\["message"' "$work_dir/subscriber.out"; }
+
+start_redis() {
+    # appendfsync always: Redis answers a write only once it is on disk, so a 200 survives a
+    # Redis restart.
+    "$REDIS_SERVER_BIN" --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$work_dir/redis" \
+        --save '' --appendonly yes --appendfsync always \
+        >>"$work_dir/redis.log" 2>&1 &
+    redis_pid=$!
+}
+
+# The fields of the newest entry of stream $1, as one JSON object (field -> value).
+newest_stream_entry() {
+    rcli --json XREVRANGE "$1" + - COUNT 1 |
+        jq -c '.[0][1] as $f | [range(0; $f | length; 2) as $i | {($f[$i]): $f[$i + 1]}] | add'
+}
+
+# check_envelope NAME ENVELOPE BODY REQUEST_ID: the JSON envelope of redis_list/redis_publish
+# carries the request id and embeds BODY verbatim (the payload is its last field).
+check_envelope() {
+    local name=$1 envelope=$2 body=$3 rid=$4 got_rid encoding
+    got_rid=$(jq -r '.request_id' <<<"$envelope" 2>/dev/null || echo "-")
+    encoding=$(jq -r '.payload_encoding' <<<"$envelope" 2>/dev/null || echo "-")
+    if [[ "$envelope" == *"\"payload\":$body}" ]] && [ "$encoding" = json ] && [ "$got_rid" = "$rid" ]; then
+        pass "$name: envelope has \"payload\":<the body, byte for byte>, request_id $rid"
+    else
+        fail "$name: envelope is $envelope (expected payload $body, payload_encoding json, request_id $rid)"
+    fi
+}
+
+# --- setup --------------------------------------------------------------------------------------
+
+for tool in "$REDIS_SERVER_BIN" "$REDIS_CLI_BIN" curl jq python3; do need "$tool"; done
+if [ ! -x "$SWITCHYARD_BIN" ]; then
+    if [ "$SWITCHYARD_BIN" != "$DEFAULT_BIN" ]; then
+        say "run.sh: SWITCHYARD_BIN=$SWITCHYARD_BIN is not an executable file"
+        exit 2
+    fi
+    say "Building switchyard (cargo build --release) ..."
+    (cd "$ROOT" && cargo build --release)
+fi
+
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+work_dir=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-scenario10.XXXXXX")
+mkdir "$work_dir/redis"
+
+REDIS_PORT=$(free_port)
+ROUTER_PORT=$(free_port)
+ROUTER_URL=http://127.0.0.1:$ROUTER_PORT
+
+say "Starting redis-server on 127.0.0.1:$REDIS_PORT (data in $work_dir/redis)"
+start_redis
+wait_for "redis is up (redis-cli ping -> PONG)" redis_ready
+
+# One connection, shared by three webhooks. The webhooks are config/webhooks.json beside this
+# script (the same file docker-compose.yml mounts); only the connection differs: here it points
+# at the throwaway redis-server. timeout_ms bounds how long a POST waits for Redis.
+cat >"$work_dir/connections.json" <<EOF
+{
+  "cache": { "type": "redis", "host": "127.0.0.1", "port": $REDIS_PORT }
+}
+EOF
+cp "$HERE/config/webhooks.json" "$work_dir/webhooks.json"
+
+say "Starting switchyard on $ROUTER_URL (file backend: $work_dir/webhooks.json, connections.json)"
+WEBHOOKS_CONFIG_FILE=$work_dir/webhooks.json CONNECTIONS_CONFIG_FILE=$work_dir/connections.json \
+    HOST=127.0.0.1 PORT=$ROUTER_PORT SHUTDOWN_GRACE_SECONDS=5 NO_COLOR=1 \
+    "$SWITCHYARD_BIN" >"$work_dir/switchyard.log" 2>&1 &
+router_pid=$!
+wait_for "switchyard is ready (GET /health -> 200)" router_ready
+
+# --- redis_stream -------------------------------------------------------------------------------
+
+say ""
+say "redis_stream -> XADD events"
+check_post "stream" /webhook/github-events "$STREAM_BODY" "200 accepted"
+stream_rid=$request_id
+entry=$(newest_stream_entry events || echo '{}')
+say "      XREVRANGE events + - COUNT 1 -> $(jq -c '{namespace, webhook, request_id, headers}' <<<"$entry")"
+if [ "$(jq -r '.payload' <<<"$entry")" = "$STREAM_BODY" ]; then
+    pass "stream: the payload field is the body, byte for byte"
+else
+    fail "stream: payload field is $(jq -r '.payload' <<<"$entry"), expected $STREAM_BODY"
+fi
+if [ "$(jq -r '.request_id' <<<"$entry")" = "$stream_rid" ] &&
+    [ "$(jq -r '.headers | fromjson | ."x-github-event"' <<<"$entry")" = push ]; then
+    pass "stream: request_id is the 200's ($stream_rid), headers carry x-github-event"
+else
+    fail "stream: entry $entry (expected request_id $stream_rid and x-github-event in headers)"
+fi
+
+# --- redis_list ---------------------------------------------------------------------------------
+
+say ""
+say "redis_list -> RPUSH jobs"
+check_post "list" /webhook/jobs "$LIST_BODY" "200 accepted"
+envelope=$(rcli --json LRANGE jobs -1 -1 | jq -r '.[0] // ""')
+say "      LRANGE jobs -1 -1 -> $envelope"
+check_envelope "list" "$envelope" "$LIST_BODY" "$request_id"
+
+# --- redis_publish ------------------------------------------------------------------------------
+
+say ""
+say "redis_publish -> PUBLISH notifications (a subscriber listens first: Redis keeps nothing)"
+rcli --json SUBSCRIBE notifications >"$work_dir/subscriber.out" 2>&1 &
+subscriber_pid=$!
+wait_for "subscriber is listening (PUBSUB NUMSUB notifications -> 1)" subscribed
+check_post "publish" /webhook/alerts "$PUBLISH_BODY" "200 accepted"
+publish_rid=$request_id
+wait_for "subscriber received a message" message_received
+envelope=$(grep '^\["message"' "$work_dir/subscriber.out" | head -n 1 | jq -r '.[2]')
+say "      SUBSCRIBE notifications -> $envelope"
+check_envelope "publish" "$envelope" "$PUBLISH_BODY" "$publish_rid"
+stop "$subscriber_pid"
+subscriber_pid=""
+
+# --- outage and recovery ------------------------------------------------------------------------
+
+say ""
+say "Redis outage: stopping redis-server"
+stop "$redis_pid"
+redis_pid=""
+post /webhook/github-events "$OUTAGE_BODY"
+if [ "$code $word" = "503 destination_unavailable" ] && [ -n "$retry_after" ]; then
+    pass "outage: POST /webhook/github-events -> $code $word, Retry-After: $retry_after (after ${took}s)"
+else
+    fail "outage: POST /webhook/github-events -> $code $word, Retry-After: '${retry_after}' (expected 503 destination_unavailable with Retry-After; body: $(cat "$work_dir/body" 2>/dev/null))"
+fi
+
+say ""
+say "Redis back: starting redis-server again on the same port and data dir"
+start_redis
+wait_for "redis is up again (redis-cli ping -> PONG)" redis_ready
+
+# Switchyard reconnects by itself; the first POST after the restart may still meet the dead
+# connection, so it is retried, as a sender would.
+deadline=$((SECONDS + DEADLINE_SECONDS))
+tries=0
+while :; do
+    post /webhook/github-events "$RECOVERY_BODY"
+    tries=$((tries + 1))
+    [ "$code" = 200 ] && break
+    [ "$SECONDS" -ge "$deadline" ] && break
+    sleep "$POLL_INTERVAL"
+done
+if [ "$code $word" = "200 accepted" ]; then
+    pass "recovery: POST /webhook/github-events -> $code $word (after $tries tries, no restart of switchyard)"
+else
+    fail "recovery: POST /webhook/github-events -> $code $word, still not 200 after ${DEADLINE_SECONDS}s"
+fi
+
+payloads=$(rcli --json XRANGE events - + | jq -c '[.[] | .[1] as $f | [range(0; $f | length; 2) as $i | {($f[$i]): $f[$i + 1]}] | add | .payload]')
+expected=$(jq -cn --arg a "$STREAM_BODY" --arg b "$RECOVERY_BODY" '[$a, $b]')
+if [ "$payloads" = "$expected" ]; then
+    pass "recovery: XRANGE events has the entry from before the outage and the new one, nothing else"
+else
+    fail "recovery: XRANGE events payloads are $payloads (expected $expected)"
+fi
+
+say ""
+say "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

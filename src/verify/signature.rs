@@ -386,6 +386,84 @@ mod tests {
             .is_err());
     }
 
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn slack_published_example() {
+        // api.slack.com "Verifying requests from Slack" (as in slackapi/python-slack-sdk tests).
+        let c = check(
+            serde_json::json!({"provider": "slack", "secret": "8f742231b10e8888abcd99yyyzzz85a5"}),
+        );
+        let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let headers = |name: &str| match name {
+            "x-slack-request-timestamp" => Some("1531420618"),
+            "x-slack-signature" => {
+                Some("v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503")
+            }
+            _ => None,
+        };
+        assert!(c
+            .check(&inbound(&headers, at(1_531_420_618 + 60)), body)
+            .is_ok());
+        assert!(
+            c.check(&inbound(&headers, at(1_531_420_618 + 301)), body)
+                .is_err(),
+            "replay"
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_published_example() {
+        // standard-webhooks/standard-webhooks, libraries/javascript/src/webhook.test.ts.
+        let c = check(serde_json::json!({"provider": "standard_webhooks",
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}));
+        let headers = |name: &str| match name {
+            "webhook-id" => Some("msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            "webhook-timestamp" => Some("1614265330"),
+            "webhook-signature" => Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            _ => None,
+        };
+        let body = br#"{"test": 2432232314}"#;
+        assert!(c.check(&inbound(&headers, at(1_614_265_330)), body).is_ok());
+        assert!(c
+            .check(&inbound(&headers, at(1_614_265_330)), b"{}")
+            .is_err());
+    }
+
+    #[test]
+    fn shopify_published_example() {
+        // Shopify/shopify-api-js, lib/webhooks/__tests__/validate.test.ts.
+        let c = check(serde_json::json!({"provider": "shopify", "secret": "test_secret_key"}));
+        let headers = |name: &str| {
+            (name == "x-shopify-hmac-sha256")
+                .then_some("B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g=")
+        };
+        assert!(c
+            .check(&inbound(&headers, SystemTime::now()), br#"{"foo": "bar"}"#)
+            .is_ok());
+        assert!(c
+            .check(&inbound(&headers, SystemTime::now()), br#"{"foo":"bar"}"#)
+            .is_err());
+    }
+
+    #[test]
+    fn stripe_published_example() {
+        // stripe/stripe-dotnet, EventUtilityTest + event_test_signature.json.
+        let c = check(serde_json::json!({"provider": "stripe", "secret": "webhook_secret"}));
+        let body = "{\n  \"id\": \"evt_123\",\n  \"object\": \"event\",\n  \"account\": \"acct_123\",\n  \"api_version\": \"2017-05-25\",\n  \"created\": 1533204620,\n  \"data\": {\n    \"object\": {\n      \"id\": \"cus_123\",\n      \"object\": \"customer\",\n      \"created\": 123456789,\n      \"email\": \"test@stripe.com\",\n      \"livemode\": false,\n      \"metadata\": {}\n    }\n  },\n  \"livemode\": false,\n  \"pending_webhooks\": 1,\n  \"request\": {\n    \"id\": \"req_123\",\n    \"idempotency_key\": \"idempotency-key-123\"\n  },\n  \"type\": \"customer.created\"\n}\n";
+        let headers = |name: &str| {
+            (name == "stripe-signature").then_some("t=1533204620,v1=2220f87ef101a04665f11cdf770523143f875572008577fa0f20882ddb9cc3c7,v0=63f3a72374a733066c4be69ed7f8e5ac85c22c9f0a6a612ab9a025a9e4ee7eef")
+        };
+        assert!(c
+            .check(&inbound(&headers, at(1_533_204_620)), body.as_bytes())
+            .is_ok());
+        assert!(c
+            .check(&inbound(&headers, at(1_533_204_620 + 301)), body.as_bytes())
+            .is_err());
+    }
+
     #[test]
     fn stripe_header_parsing() {
         assert_eq!(

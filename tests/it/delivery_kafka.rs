@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    path::Path,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -15,21 +14,16 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::{
+    support::files::write_json,
     support::{app::file_settings, wait_until, Kafka, TestApp},
     unique,
 };
 
-fn write(dir: &Path, name: &str, content: &Value) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, content.to_string()).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
 async fn app_with(kafka: &Kafka, webhooks: Value) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let connection: Value = serde_json::from_str(&kafka.connection()).unwrap();
-    write(dir.path(), "connections.json", &json!({ "k": connection }));
-    write(dir.path(), "webhooks.json", &webhooks);
+    write_json(dir.path(), "connections.json", &json!({ "k": connection }));
+    write_json(dir.path(), "webhooks.json", &webhooks);
     let app = TestApp::spawn_ready(file_settings(dir.path())).await;
     (app, dir)
 }

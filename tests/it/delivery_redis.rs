@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    path::Path,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -17,6 +16,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::{
+    support::files::write_json,
     support::{
         app::{etcd_settings, file_settings},
         wait_until, Etcd, Redis, TestApp,
@@ -24,18 +24,12 @@ use crate::{
     unique,
 };
 
-fn write(dir: &Path, name: &str, content: &Value) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, content.to_string()).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
 /// A file-backend app with one Redis connection `r` and the given webhooks.
 async fn app_with(redis: &Redis, webhooks: Value) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
-    write(dir.path(), "connections.json", &json!({ "r": connection }));
-    write(dir.path(), "webhooks.json", &webhooks);
+    write_json(dir.path(), "connections.json", &json!({ "r": connection }));
+    write_json(dir.path(), "webhooks.json", &webhooks);
     let app = TestApp::spawn_ready(file_settings(dir.path())).await;
     (app, dir)
 }
@@ -221,8 +215,8 @@ async fn missing_connection_answers_503_and_recovers_when_it_appears() {
     let redis = Redis::start().await;
     let key = unique!("list");
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "connections.json", &json!({}));
-    write(
+    write_json(dir.path(), "connections.json", &json!({}));
+    write_json(
         dir.path(),
         "webhooks.json",
         &json!({"w": {"module": "redis_list", "connection": "late",
@@ -238,7 +232,7 @@ async fn missing_connection_answers_503_and_recovers_when_it_appears() {
     assert!(body["message"].as_str().unwrap().len() > 10);
 
     // A connection of the wrong type is not silently used.
-    write(
+    write_json(
         dir.path(),
         "connections.json",
         &json!({"late": {"type": "kafka", "bootstrap_servers": "127.0.0.1:1"}}),
@@ -253,7 +247,7 @@ async fn missing_connection_answers_503_and_recovers_when_it_appears() {
     assert_eq!(body["error"], "connection_missing");
 
     let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
-    write(
+    write_json(
         dir.path(),
         "connections.json",
         &json!({ "late": connection }),

@@ -1,18 +1,11 @@
 //! The file backend: serves out of the box, reloads live, keeps the last good config.
 
-use std::{path::Path, sync::atomic::Ordering, time::Duration};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use futures_util::stream;
 use reqwest::StatusCode;
 
-use crate::support::{app::file_settings, wait_until, TestApp};
-
-/// Replaces a file atomically, as editors and config management do.
-fn write(dir: &Path, name: &str, content: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
+use crate::support::{app::file_settings, files::write, wait_until, TestApp};
 
 #[tokio::test]
 async fn the_shipped_sample_config_serves_out_of_the_box() {

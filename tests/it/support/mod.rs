@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod etcd;
+pub mod files;
 pub mod inproc;
 pub mod kafka;
 pub mod ports;

@@ -206,44 +206,20 @@ pub async fn full_load(
     status: &status_watch::Sender<ProviderStatus>,
 ) -> Result<i64, SessionError> {
     let started = Instant::now();
-    let end = prefix_end(layout.prefix().as_bytes());
-    let mut start = layout.prefix().as_bytes().to_vec();
-    let mut revision = 0;
     let mut keys = 0usize;
     let mut snapshot = applier.snapshot();
-    loop {
-        let mut options = GetOptions::new()
-            .with_range(end.clone())
-            .with_limit(PAGE_SIZE);
-        if revision > 0 {
-            options = options.with_revision(revision);
-        }
-        let response = timed(kv.get(start.clone(), Some(options))).await?;
-        if revision == 0 {
-            revision = response
-                .header()
-                .map(|h| h.revision())
-                .ok_or(SessionError::NoHeader)?;
-        }
-        for kv in response.kvs() {
-            keys += 1;
-            let source = String::from_utf8_lossy(kv.key());
-            match layout.parse(kv.key()) {
-                KeyMatch::Valid(key) => snapshot.add(&key, &source, kv.value()),
-                KeyMatch::Invalid(reason) => snapshot.skip(&source, &reason),
-                KeyMatch::Foreign => {
-                    tracing::debug!(key = %source, "Ignoring key outside the layout.");
-                }
+    let revision = read_pages(kv, layout.prefix().as_bytes(), |kv| {
+        keys += 1;
+        let source = String::from_utf8_lossy(kv.key());
+        match layout.parse(kv.key()) {
+            KeyMatch::Valid(key) => snapshot.add(&key, &source, kv.value()),
+            KeyMatch::Invalid(reason) => snapshot.skip(&source, &reason),
+            KeyMatch::Foreign => {
+                tracing::debug!(key = %source, "Ignoring key outside the layout.");
             }
         }
-        match (response.more(), response.kvs().last()) {
-            (true, Some(last)) => {
-                start = last.key().to_vec();
-                start.push(0);
-            }
-            _ => break,
-        }
-    }
+    })
+    .await?;
     let stats = snapshot.apply(revision);
     applier.stats.last_full_load_us.store(
         u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -261,6 +237,41 @@ pub async fn full_load(
         "Loaded config from etcd."
     );
     Ok(revision)
+}
+
+/// Reads every key under `prefix` at one revision, page by page, handing each to `visit`.
+/// Returns the revision read at.
+pub async fn read_pages(
+    kv: &mut KvClient,
+    prefix: &[u8],
+    mut visit: impl FnMut(&etcd_client::KeyValue),
+) -> Result<i64, SessionError> {
+    let end = prefix_end(prefix);
+    let mut start = prefix.to_vec();
+    let mut revision = 0;
+    loop {
+        let mut options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(PAGE_SIZE);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let response = timed(kv.get(start.clone(), Some(options))).await?;
+        if revision == 0 {
+            revision = response
+                .header()
+                .map(|h| h.revision())
+                .ok_or(SessionError::NoHeader)?;
+        }
+        response.kvs().iter().for_each(&mut visit);
+        match (response.more(), response.kvs().last()) {
+            (true, Some(last)) => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => return Ok(revision),
+        }
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix` (etcd's range end for a prefix).

@@ -40,6 +40,9 @@ pub struct Route {
     pub key: WebhookKey,
     pub webhook: Webhook,
     modules: Vec<Destination>,
+    /// SHA-256 of the entry's raw value: a reload that brings the same bytes keeps this route,
+    /// and with it the webhook's rate-limit budget.
+    pub source: Option<[u8; 32]>,
 }
 
 impl Route {
@@ -57,7 +60,14 @@ impl Route {
             key,
             webhook,
             modules,
+            source: None,
         }
+    }
+
+    /// The same route, remembering the digest of the value it was built from.
+    pub fn from_source(mut self, digest: [u8; 32]) -> Self {
+        self.source = Some(digest);
+        self
     }
 
     /// A route with modules supplied by the caller (tests plug recording modules in here).
@@ -73,6 +83,7 @@ impl Route {
             key,
             webhook,
             modules,
+            source: None,
         }
     }
 

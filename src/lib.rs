@@ -8,8 +8,10 @@
 //!   come from the [`connections`] pool.
 //! - [`verify`]: per-webhook verification, limits and credential cleanup.
 //! - [`tools`]: the `check`, `migrate` and `export` subcommands.
+//! - [`admission`]: how many request bodies may be read at once, overall and per client.
 //! - [`http`]: the HTTP surface; [`startup`] wires everything into an `Application`.
 
+pub mod admission;
 pub mod cache;
 pub mod config;
 pub mod connections;

@@ -113,6 +113,48 @@ pub struct Settings {
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
+    /// Milliseconds a request may take to send its whole body once its head arrived; slower
+    /// bodies get 408 `request_timeout` (stalled uploads cannot hold a slot longer).
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub body_read_timeout_ms: u64,
+
+    /// Request bodies being read at once, at most; past it requests get 503 `overloaded` at once.
+    /// Separate from MAX_IN_FLIGHT: a body holds a delivery slot only once it is complete.
+    #[arg(long, env = "MAX_BODY_READERS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_body_readers: u32,
+
+    /// Bodies one client (address, or /64 for IPv6; after TRUSTED_PROXIES) may be sending at
+    /// once; past it its requests get 429 `too_many_uploads`.
+    #[arg(long, env = "MAX_BODY_READERS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_body_readers_per_client: u32,
+
+    /// Seconds an idle keep-alive connection stays open (0 turns keep-alive off). Keep it above
+    /// your load balancer's idle timeout.
+    #[arg(long, env = "KEEP_ALIVE_SECONDS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub keep_alive_seconds: u64,
+
+    /// Milliseconds a new connection has to send a complete request head; then 408.
+    #[arg(long, env = "CLIENT_REQUEST_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub client_request_timeout_ms: u64,
+
+    /// Milliseconds to wait for a client to close after the response before dropping it.
+    #[arg(long, env = "CLIENT_DISCONNECT_TIMEOUT_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub client_disconnect_timeout_ms: u64,
+
+    /// Open connections at most, for the whole process (split across HTTP workers); past it new
+    /// connections wait in the kernel's accept queue.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 25_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Address of the admin listener (with ADMIN_PORT).
+    #[arg(long, env = "ADMIN_HOST", default_value = "127.0.0.1")]
+    pub admin_host: String,
+
+    /// Port of the admin listener: when set, `/metrics` and `/status` are served only there
+    /// (404 on the public port); `/health` is served on both.
+    #[arg(long, env = "ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+
     /// Comma-separated proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed; from any other
     /// peer the socket address is the client address.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
@@ -304,6 +346,10 @@ impl Settings {
                 .collect(),
             None => vec![format!("{scheme}://{}:{}", self.etcd_host, self.etcd_port)],
         }
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -2,14 +2,15 @@
 
 use std::{future::Future, net::TcpListener, time::Duration};
 
-use actix_web::{dev::Server, web, HttpServer};
+use actix_web::{dev::Server, http::KeepAlive, web, HttpServer};
 
 use tokio::sync::Semaphore;
 
 use crate::{
+    admission::BodyReaders,
     cache::ConfigCache,
     connections::ConnectionPool,
-    http::{self, AppState},
+    http::{self, AppState, Surface},
     metrics::Metrics,
     provider::{self, ProviderHandle},
     settings::Settings,
@@ -19,7 +20,10 @@ use crate::{
 /// A bound, configured Switchyard, not yet serving.
 pub struct Application {
     server: Server,
+    /// The admin listener (`ADMIN_PORT`), when set.
+    admin: Option<Server>,
     port: u16,
+    admin_port: Option<u16>,
     shutdown: Shutdown,
     handle: AppHandle,
     grace: Duration,
@@ -42,21 +46,60 @@ pub enum StartupError {
     },
 }
 
+/// Binds `host:port`; returns the listener and the port it got.
+fn bind(host: &str, port: u16) -> Result<(TcpListener, String, u16), StartupError> {
+    let address = format!("{host}:{port}");
+    let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
+        address: address.clone(),
+        source,
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?
+        .port();
+    Ok((listener, address, port))
+}
+
+/// Serves `surface` on `listener` with the connection limits of `settings`.
+fn serve(
+    settings: &Settings,
+    state: &web::Data<AppState>,
+    surface: Surface,
+    listener: TcpListener,
+    address: String,
+    workers: usize,
+) -> Result<Server, StartupError> {
+    let state = state.clone();
+    let keep_alive = match settings.keep_alive_seconds {
+        0 => KeepAlive::Disabled,
+        secs => KeepAlive::Timeout(Duration::from_secs(secs)),
+    };
+    // actix counts connections per worker.
+    let per_worker = (settings.max_connections as usize).div_ceil(workers).max(1);
+    Ok(HttpServer::new(move || http::app(state.clone(), surface))
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace().as_secs())
+        .workers(workers)
+        .keep_alive(keep_alive)
+        .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
+        .client_disconnect_timeout(Duration::from_millis(settings.client_disconnect_timeout_ms))
+        .max_connections(per_worker)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { address, source })?
+        .run())
+}
+
 impl Application {
     /// Binds the listener and starts the config provider. Must run inside a Tokio runtime.
     pub fn build(settings: &Settings) -> Result<Self, StartupError> {
-        let address = format!("{}:{}", settings.host, settings.port);
-        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
-            address: address.clone(),
-            source,
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                address: address.clone(),
-                source,
-            })?
-            .port();
+        let (listener, address, port) = bind(&settings.host, settings.port)?;
+        let admin_listener = settings
+            .admin_port
+            .map(|admin_port| bind(&settings.admin_host, admin_port))
+            .transpose()?;
 
         let shutdown = Shutdown::new();
         let cache = ConfigCache::new();
@@ -71,6 +114,11 @@ impl Application {
             default_namespace: settings.etcd_namespace.clone(),
             max_body_bytes: settings.max_body_bytes,
             in_flight: std::sync::Arc::new(Semaphore::new(settings.max_in_flight as usize)),
+            body_readers: BodyReaders::new(
+                settings.max_body_readers as usize,
+                settings.max_body_readers_per_client,
+            ),
+            body_read_timeout: settings.body_read_timeout(),
             trusted_proxies: settings.trusted_proxies.clone(),
             max_in_flight: settings.max_in_flight as usize,
             metrics: std::sync::Arc::new(Metrics::new(settings.metrics_max_webhooks)),
@@ -78,24 +126,34 @@ impl Application {
             pool: pool.clone(),
         });
         let grace = settings.shutdown_grace();
-        let mut server = HttpServer::new(move || http::app(state.clone()))
-            .disable_signals()
-            .shutdown_timeout(grace.as_secs());
-        if settings.http_workers > 0 {
-            server = server.workers(settings.http_workers);
-        }
-        let server = server
-            .listen(listener)
-            .map_err(|source| StartupError::Bind { address, source })?
-            .run();
+        let workers = match settings.http_workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let public = if admin_listener.is_some() {
+            Surface::Public
+        } else {
+            Surface::All
+        };
+        let server = serve(settings, &state, public, listener, address, workers)?;
+        let (admin, admin_port) = match admin_listener {
+            Some((listener, address, admin_port)) => (
+                Some(serve(settings, &state, Surface::Admin, listener, address, 1)?),
+                Some(admin_port),
+            ),
+            None => (None, None),
+        };
         tracing::info!(
             port,
+            admin_port,
             backend = settings.config_backend.as_str(),
             "Listening."
         );
         Ok(Self {
             server,
+            admin,
             port,
+            admin_port,
             shutdown,
             handle: AppHandle {
                 cache,
@@ -110,6 +168,11 @@ impl Application {
         self.port
     }
 
+    /// The admin listener's port (`ADMIN_PORT`; 0 there picks a free port).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
+    }
+
     pub fn handle(&self) -> AppHandle {
         self.handle.clone()
     }
@@ -118,6 +181,10 @@ impl Application {
     /// and finish in-flight requests, then stop the background tasks within the grace period.
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> std::io::Result<()> {
         let server_handle = self.server.handle();
+        let admin_handle = self.admin.as_ref().map(Server::handle);
+        if let Some(admin) = self.admin {
+            tokio::spawn(admin);
+        }
         let mut server = tokio::spawn(self.server);
         let result = tokio::select! {
             result = &mut server => flatten(result),
@@ -127,6 +194,9 @@ impl Application {
                 flatten(server.await)
             }
         };
+        if let Some(admin) = admin_handle {
+            admin.stop(true).await;
+        }
         if !self.shutdown.stop_tasks(self.grace).await {
             tracing::warn!(
                 grace_secs = self.grace.as_secs(),

@@ -5,7 +5,18 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{secret::Secret, ConfigError};
+use super::{env_subst::FieldPath, secret::Secret, ConfigError};
+
+/// The fields of a connection entry where `{$VAR}` is substituted: its connection parameters.
+pub const SUBSTITUTED: &[FieldPath] = &[
+    &["bootstrap_servers"],
+    &["client_config", "*"],
+    &["host"],
+    &["port"],
+    &["username"],
+    &["password"],
+    &["url"],
+];
 
 /// A validated connection, shared by every webhook that names it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -78,7 +89,8 @@ impl TryFrom<Value> for ConfigScalar {
 pub struct RedisConnection {
     /// Host name or address (default `localhost`).
     pub host: Option<String>,
-    /// TCP port (default 6379).
+    /// TCP port (default 6379): a number, or a string of digits (`"{$REDIS_PORT}"`).
+    #[serde(default, deserialize_with = "port")]
     pub port: Option<u16>,
     /// Database number (default 0).
     pub db: Option<i64>,
@@ -91,6 +103,30 @@ pub struct RedisConnection {
     pub tls: bool,
     /// A single `redis://` or `rediss://` URL instead of the fields above.
     pub url: Option<Secret>,
+}
+
+/// A port written as a number or as a string of digits. The message never repeats the value
+/// (it may come from the environment).
+fn port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+    let value = Option::<Value>::deserialize(deserializer)?;
+    let invalid = || serde::de::Error::custom("`port` must be a number from 1 to 65535");
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|p| *p > 0)
+            .map(Some)
+            .ok_or_else(invalid),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .map(Some)
+            .ok_or_else(invalid),
+        Some(_) => Err(invalid()),
+    }
 }
 
 fn default_acks() -> String {
@@ -219,6 +255,39 @@ mod tests {
         assert!(Connection::from_value(json!({"type": "redis", "hots": "r"})).is_err());
         assert!(Connection::from_value(json!({"type": "mqtt"})).is_err());
         assert!(Connection::from_value(json!({"host": "r"})).is_err());
+    }
+
+    #[test]
+    fn redis_port_may_be_a_string_and_errors_do_not_echo_it() {
+        let c = Connection::from_value(json!({"type": "redis", "port": "6380"})).unwrap();
+        let Connection::Redis(r) = c else {
+            panic!("expected redis")
+        };
+        assert_eq!(r.port, Some(6380));
+        for bad in [json!("hunter2"), json!(70000), json!(0), json!(true)] {
+            let err = Connection::from_value(json!({"type": "redis", "port": bad}))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`port` must be a number"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn substituted_connection_values_never_reach_errors() {
+        let env = |name: &str| (name == "PW").then(|| "hunter2-long".to_owned());
+        let err = Connection::from_bytes(br#"{"type": "redis", "port": "{$PW}"}"#, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = Connection::from_bytes(br#"{"type": "redis", "url": "{$PW}"}"#, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = Connection::from_bytes(br#"{"type": "redis", "tls": "{$PW}"}"#, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/tls"), "{err}");
     }
 
     #[test]

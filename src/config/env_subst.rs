@@ -1,4 +1,11 @@
-//! `{$VAR}` and `{$VAR:default}` substitution in every string of a JSON value.
+//! `{$VAR}` and `{$VAR:default}` substitution, only in the fields that hold a credential or a
+//! connection parameter.
+//!
+//! Anyone who can write one namespace could otherwise copy any process variable
+//! (`ETCD_PASSWORD`) into a field that is echoed (a schema `const`, a topic in an error) and
+//! read it back. So references are replaced only at the paths listed by the entry's kind; a
+//! reference anywhere else makes the entry invalid (the message names where it is). Substituted
+//! values never appear in an error: [`Substituted::scrub`] masks them.
 //!
 //! Pure: the variable lookup is passed in, so tests never touch the process environment.
 
@@ -9,27 +16,116 @@ use serde_json::Value;
 #[error("environment variable `{0}` is not set and has no default (write {{${0}:default}})")]
 pub struct MissingVar(pub String);
 
-/// Replaces every `{$VAR}` / `{$VAR:default}` in the strings of `value`, at any depth.
-/// Object keys are left alone. A `{$` that does not form a reference is kept as written.
-pub fn substitute_value(
-    value: &mut Value,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), MissingVar> {
-    match value {
-        Value::String(s) => {
-            if s.contains("{$") {
-                *s = substitute_str(s, lookup)?;
+/// A path into an entry where references are substituted; `*` matches any key or index.
+pub type FieldPath = &'static [&'static str];
+
+/// A reference found outside the substituted fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{{$...}}` at {0} is not substituted: environment references work only in credential and \
+     connection fields (secrets, api keys, passwords, hosts, ports, URLs, client_config)"
+)]
+pub struct NotSubstitutable(pub String);
+
+/// Why substitution failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstError {
+    #[error(transparent)]
+    Missing(#[from] MissingVar),
+    #[error(transparent)]
+    NotSubstitutable(#[from] NotSubstitutable),
+}
+
+/// The values that substitution put into an entry, so that errors can be scrubbed of them.
+#[derive(Debug, Default)]
+pub struct Substituted(Vec<String>);
+
+/// Values shorter than this are not masked in messages (`1`, `on`): masking them would garble
+/// the message without protecting anything.
+const MIN_SCRUBBED_LEN: usize = 3;
+
+impl Substituted {
+    /// `text` with every substituted value replaced by `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for value in &self.0 {
+            if value.len() >= MIN_SCRUBBED_LEN && out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), "***");
             }
+        }
+        out
+    }
+}
+
+/// Replaces the references in the strings at `paths` of `value`; a reference at any other
+/// string is an error. Object keys are never substituted.
+pub fn substitute_fields(
+    value: &mut Value,
+    paths: &[FieldPath],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Substituted, SubstError> {
+    let mut substituted = Substituted::default();
+    let mut at = Vec::new();
+    walk(value, paths, lookup, &mut at, &mut substituted)?;
+    Ok(substituted)
+}
+
+fn walk(
+    value: &mut Value,
+    paths: &[FieldPath],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    at: &mut Vec<String>,
+    substituted: &mut Substituted,
+) -> Result<(), SubstError> {
+    match value {
+        Value::String(s) if s.contains("{$") => {
+            let allowed = paths.iter().any(|path| {
+                path.len() == at.len()
+                    && path.iter().zip(at.iter()).all(|(p, a)| *p == "*" || p == a)
+            });
+            if !allowed {
+                return if has_reference(s) {
+                    Err(NotSubstitutable(format!("/{}", at.join("/"))).into())
+                } else {
+                    Ok(())
+                };
+            }
+            let seen = std::cell::RefCell::new(Vec::new());
+            let record = |name: &str| {
+                let found = lookup(name);
+                if let Some(v) = &found {
+                    seen.borrow_mut().push(v.clone());
+                }
+                found
+            };
+            *s = substitute_str(s, &record)?;
+            substituted.0.extend(seen.into_inner());
             Ok(())
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .try_for_each(|item| substitute_value(item, lookup)),
-        Value::Object(map) => map
-            .values_mut()
-            .try_for_each(|item| substitute_value(item, lookup)),
-        Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+        Value::Array(items) => items.iter_mut().enumerate().try_for_each(|(i, item)| {
+            at.push(i.to_string());
+            let result = walk(item, paths, lookup, at, substituted);
+            at.pop();
+            result
+        }),
+        Value::Object(map) => map.iter_mut().try_for_each(|(key, item)| {
+            at.push(key.clone());
+            let result = walk(item, paths, lookup, at, substituted);
+            at.pop();
+            result
+        }),
+        _ => Ok(()),
     }
+}
+
+/// Whether `s` holds a well-formed reference.
+fn has_reference(s: &str) -> bool {
+    let found = std::cell::Cell::new(false);
+    let _ = substitute_str(s, &|_| {
+        found.set(true);
+        Some(String::new())
+    });
+    found.get()
 }
 
 fn is_var_char(c: char) -> bool {
@@ -144,13 +240,43 @@ mod tests {
         );
     }
 
+    const PATHS: &[FieldPath] = &[&["hmac", "secret"], &["client_config", "*"], &["list", "*"]];
+
     #[test]
-    fn substitutes_at_any_depth_but_not_in_keys() {
-        let mut v = json!({"{$HOST}": {"list": ["{$HOST}", 1, true, null]}, "s": "{$NOPE:z}"});
-        substitute_value(&mut v, &env).unwrap();
+    fn substitutes_only_at_the_listed_paths() {
+        let mut v = json!({"hmac": {"secret": "{$HOST}"}, "client_config": {"a.b": "{$NOPE:z}"},
+                           "list": ["{$HOST}", 1], "other": "no reference", "{$HOST}": 1});
+        let substituted = substitute_fields(&mut v, PATHS, &env).unwrap();
         assert_eq!(
             v,
-            json!({"{$HOST}": {"list": ["kafka:9092", 1, true, null]}, "s": "z"})
+            json!({"hmac": {"secret": "kafka:9092"}, "client_config": {"a.b": "z"},
+                   "list": ["kafka:9092", 1], "other": "no reference", "{$HOST}": 1})
         );
+        assert_eq!(substituted.scrub("saw kafka:9092 twice: kafka:9092"), "saw *** twice: ***");
+    }
+
+    #[test]
+    fn a_reference_elsewhere_is_an_error_naming_where() {
+        for (entry, at) in [
+            (json!({"json_schema": {"const": "{$HOST}"}}), "/json_schema/const"),
+            (json!({"chain": [{"topic": "{$NOPE:x}"}]}), "/chain/0/topic"),
+            (json!({"hmac": {"header": "{$HOST}"}}), "/hmac/header"),
+        ] {
+            let mut v = entry.clone();
+            let err = substitute_fields(&mut v, PATHS, &env).unwrap_err();
+            assert_eq!(err, SubstError::NotSubstitutable(NotSubstitutable(at.into())), "{entry}");
+            assert!(!err.to_string().contains("kafka:9092"));
+        }
+        // Text that is not a reference is fine anywhere.
+        let mut v = json!({"pattern": "^\\{\\$", "x": "{$ not a ref}"});
+        assert!(substitute_fields(&mut v, PATHS, &env).is_ok());
+    }
+
+    #[test]
+    fn short_values_are_not_scrubbed() {
+        let mut v = json!({"hmac": {"secret": "{$ONE}"}});
+        let one = |n: &str| (n == "ONE").then(|| "1".to_owned());
+        let substituted = substitute_fields(&mut v, PATHS, &one).unwrap();
+        assert_eq!(substituted.scrub("chain[1]"), "chain[1]");
     }
 }

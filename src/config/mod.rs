@@ -21,6 +21,8 @@ pub enum ConfigError {
     NotAnObject,
     #[error(transparent)]
     MissingVar(#[from] env_subst::MissingVar),
+    #[error(transparent)]
+    NotSubstitutable(#[from] env_subst::NotSubstitutable),
     #[error("{0}")]
     Invalid(String),
 }
@@ -28,20 +30,46 @@ pub enum ConfigError {
 /// Variable lookup used for `{$VAR}` substitution.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Parses an entry's raw bytes into a JSON object with environment references substituted.
-pub(crate) fn parse_object(bytes: &[u8], env: EnvLookup<'_>) -> Result<Value, ConfigError> {
+impl From<env_subst::SubstError> for ConfigError {
+    fn from(e: env_subst::SubstError) -> Self {
+        match e {
+            env_subst::SubstError::Missing(e) => e.into(),
+            env_subst::SubstError::NotSubstitutable(e) => e.into(),
+        }
+    }
+}
+
+impl ConfigError {
+    /// The same error with every substituted value masked.
+    fn scrubbed(self, substituted: &env_subst::Substituted) -> Self {
+        match self {
+            ConfigError::Json(m) => ConfigError::Json(substituted.scrub(&m)),
+            ConfigError::Invalid(m) => ConfigError::Invalid(substituted.scrub(&m)),
+            other => other,
+        }
+    }
+}
+
+/// Parses an entry's raw bytes into a JSON object, substitutes environment references at
+/// `paths`, and validates it with `build`; errors never carry a substituted value.
+pub(crate) fn parse_entry<T>(
+    bytes: &[u8],
+    env: EnvLookup<'_>,
+    paths: &[env_subst::FieldPath],
+    build: impl FnOnce(Value) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
     let mut value: Value =
         serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
     if !value.is_object() {
         return Err(ConfigError::NotAnObject);
     }
-    env_subst::substitute_value(&mut value, env)?;
-    Ok(value)
+    let substituted = env_subst::substitute_fields(&mut value, paths, env)?;
+    build(value).map_err(|e| e.scrubbed(&substituted))
 }
 
 impl Connection {
     /// Parses a connection entry's raw bytes.
     pub fn from_bytes(bytes: &[u8], env: EnvLookup<'_>) -> Result<Self, ConfigError> {
-        Self::from_value(parse_object(bytes, env)?)
+        parse_entry(bytes, env, connection::SUBSTITUTED, Self::from_value)
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_object, secret::Secret, ConfigError, EnvLookup};
+use super::{env_subst::FieldPath, parse_entry, secret::Secret, ConfigError, EnvLookup};
 use crate::{
     keys::ConnectionName,
     modules::ModuleConfig,
@@ -133,10 +133,22 @@ fn destination(
     ModuleConfig::parse(module, config, connection)
 }
 
+/// The fields of a webhook entry where `{$VAR}` is substituted: its credentials.
+pub const SUBSTITUTED: &[FieldPath] = &[
+    &["authorization"],
+    &["header_auth", "api_key"],
+    &["query_auth", "api_key"],
+    &["basic_auth", "username"],
+    &["basic_auth", "password"],
+    &["hmac", "secret"],
+    &["jwt", "secret"],
+    &["jwt", "public_key"],
+];
+
 impl Webhook {
-    /// Parses a webhook entry's raw bytes (JSON, with `{$VAR}` substitution).
+    /// Parses a webhook entry's raw bytes (JSON, with `{$VAR}` substitution in credentials).
     pub fn from_bytes(bytes: &[u8], env: EnvLookup<'_>) -> Result<Self, ConfigError> {
-        Self::from_value(parse_object(bytes, env)?)
+        parse_entry(bytes, env, SUBSTITUTED, Self::from_value)
     }
 
     /// Validates an already-substituted JSON object.
@@ -327,12 +339,37 @@ mod tests {
     }
 
     #[test]
-    fn environment_references_are_substituted_before_validation() {
-        let env = |name: &str| (name == "DT").then(|| "blob".to_owned());
-        let w = Webhook::from_bytes(br#"{"module": "log", "data_type": "{$DT}"}"#, &env).unwrap();
-        assert_eq!(w.data_type, DataType::Blob);
-        let err = Webhook::from_bytes(br#"{"module": "{$MOD}"}"#, &no_env).unwrap_err();
+    fn environment_references_are_substituted_in_credentials_only() {
+        let env = |name: &str| (name == "SECRET").then(|| "s3cr3t-value".to_owned());
+        let w = Webhook::from_bytes(
+            br#"{"module": "log", "hmac": {"provider": "github", "secret": "{$SECRET}"}}"#,
+            &env,
+        );
+        assert!(w.is_ok());
+        let err = Webhook::from_bytes(br#"{"module": "log", "data_type": "{$SECRET}"}"#, &env)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::NotSubstitutable(_)), "{err}");
+        assert!(err.to_string().contains("/data_type"), "{err}");
+        let err = Webhook::from_bytes(
+            br#"{"module": "log", "json_schema": {"const": "{$SECRET}"}}"#,
+            &env,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        let err = Webhook::from_bytes(br#"{"module": "log", "authorization": "{$MOD}"}"#, &no_env)
+            .unwrap_err();
         assert!(matches!(err, ConfigError::MissingVar(_)));
+    }
+
+    #[test]
+    fn an_hmac_secret_empty_after_substitution_is_refused() {
+        let env = |name: &str| (name == "EMPTY").then(String::new);
+        let err = Webhook::from_bytes(
+            br#"{"module": "log", "hmac": {"provider": "github", "secret": "{$EMPTY}"}}"#,
+            &env,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("must not be empty"), "{err}");
     }
 }
 

@@ -22,10 +22,12 @@ pub enum ApiError {
     WebhookNotFound { namespace: String, id: String },
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
-    #[error("request body is not valid JSON: {0}")]
-    InvalidJson(String),
     #[error("request body could not be read: {0}")]
     BodyRead(String),
+    #[error("the request body did not arrive within {timeout_ms} ms")]
+    RequestTimeout { timeout_ms: u64 },
+    #[error("too many request bodies in progress from this client; retry shortly")]
+    TooManyUploads,
     #[error("a destination could not take the payload; retry later")]
     DestinationUnavailable(#[source] DeliveryError),
     #[error("too many deliveries in flight; retry later")]
@@ -49,8 +51,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
-            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            ApiError::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::TooManyUploads => (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads"),
             ApiError::DestinationUnavailable(
                 DeliveryError::ConnectionMissing { .. } | DeliveryError::ConnectionMismatch { .. },
             ) => (StatusCode::SERVICE_UNAVAILABLE, "connection_missing"),
@@ -67,6 +70,9 @@ impl ApiError {
             }
             ApiError::Refused(VerifyError::SchemaViolation { .. }) => {
                 (StatusCode::BAD_REQUEST, "schema_violation")
+            }
+            ApiError::Refused(VerifyError::InvalidJson(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_json")
             }
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
@@ -104,6 +110,13 @@ impl ResponseError for ApiError {
                     r#"Basic realm="switchyard", charset="UTF-8""#,
                 ));
             }
+            ApiError::TooManyUploads => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            // The rest of the body was never read: the connection cannot carry another request.
+            ApiError::RequestTimeout { .. } => {
+                response.force_close();
+            }
             _ => {}
         }
         response.json(serde_json::json!({ "error": code, "message": self.to_string() }))
@@ -121,8 +134,10 @@ mod tests {
             ApiError::Overloaded,
             ApiError::DestinationUnavailable(DeliveryError::Timeout { timeout_ms: 1 }),
             ApiError::NotFound,
-            ApiError::InvalidJson("x".into()),
+            ApiError::Refused(VerifyError::InvalidJson("x".into())),
             ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::RequestTimeout { timeout_ms: 1 },
+            ApiError::TooManyUploads,
             ApiError::Refused(VerifyError::RateLimited {
                 retry_after_secs: 3,
             }),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
 use crate::{
+    admission::BodyReaders,
     cache::ConfigCache,
     connections::ConnectionPool,
     keys::Namespace,
@@ -31,6 +32,10 @@ pub struct AppState {
     pub max_body_bytes: u64,
     /// One permit per delivery in flight (`MAX_IN_FLIGHT`); none left means 503 `overloaded`.
     pub in_flight: Arc<Semaphore>,
+    /// Bodies being read (`MAX_BODY_READERS`, per client `MAX_BODY_READERS_PER_CLIENT`).
+    pub body_readers: BodyReaders,
+    /// `BODY_READ_TIMEOUT_MS`: the whole body must arrive within it (408 otherwise).
+    pub body_read_timeout: std::time::Duration,
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: IpList,
     /// `MAX_IN_FLIGHT`, to report deliveries in flight.
@@ -40,12 +45,27 @@ pub struct AppState {
     pub pool: ConnectionPool,
 }
 
-/// Registers every route. `main` and the in-process tests both build the app with this.
-pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
-    cfg.app_data(state)
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything on one port (no `ADMIN_PORT`).
+    All,
+    /// Webhooks and `/health`; `/metrics` and `/status` answer 404 (they are on the admin port).
+    Public,
+    /// `/metrics`, `/status` and `/health` only (`ADMIN_PORT`).
+    Admin,
+}
+
+/// Registers the routes of `surface`. `main` and the in-process tests both build the app with
+/// this.
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, surface: Surface) {
+    cfg.app_data(state);
+    if surface != Surface::Admin {
         // A static prefix and a hand-split path: no regex on the hot path (see BENCHMARKS.md).
-        .service(web::scope("/webhook").default_service(web::to(webhook::post)))
-        .service(
+        cfg.service(web::scope("/webhook").default_service(web::to(webhook::post)));
+    }
+    if surface != Surface::Public {
+        cfg.service(
             web::resource("/metrics")
                 .route(web::get().to(metrics::metrics))
                 .default_service(web::to(get_only)),
@@ -54,19 +74,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
             web::resource("/status")
                 .route(web::get().to(status::status))
                 .default_service(web::to(get_only)),
-        )
-        .service(
-            web::resource("/health")
-                .route(web::get().to(health::health))
-                .route(web::head().to(health::health))
-                .default_service(web::to(get_only)),
-        )
-        .default_service(web::to(not_found));
+        );
+    }
+    cfg.service(
+        web::resource("/health")
+            .route(web::get().to(health::health))
+            .route(web::head().to(health::health))
+            .default_service(web::to(get_only)),
+    )
+    .default_service(web::to(not_found));
 }
 
 /// Wraps `configure` with the request-id middleware, as the server runs it.
 pub fn app(
     state: web::Data<AppState>,
+    surface: Surface,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -78,7 +100,7 @@ pub fn app(
 > {
     actix_web::App::new()
         .wrap(from_fn(request_id::middleware))
-        .configure(|cfg| configure(cfg, state))
+        .configure(|cfg| configure(cfg, state, surface))
 }
 
 async fn get_only() -> Result<HttpResponse, ApiError> {

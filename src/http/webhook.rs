@@ -1,22 +1,35 @@
 //! `POST /webhook/{namespace}/{id}` and `POST /webhook/{id}`: validate, read, hand over, answer.
+//!
+//! The handler reads in the order of the README's "Order" line: route, head checks, body (its
+//! own reader slot and deadline), signature, rate limit, body stage, delivery slot, delivery.
 
 use std::{
+    net::IpAddr,
     sync::Arc,
     time::{Instant, SystemTime},
 };
 
 use actix_web::{http::header, web, HttpMessage, HttpRequest, HttpResponse};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::{error::ApiError, request_id::RequestId, AppState};
 use crate::{
+    admission::Refusal,
     config::DataType,
     dispatch::Route,
     keys::{Namespace, WebhookId, WebhookKey},
     modules::Delivery,
-    verify::{ip::client_ip, Inbound},
+    verify::{ip::client_ip, Inbound, VerifyError},
 };
+
+/// The webhook a request named, kept in the request's extensions for the access log; `routed`
+/// once it was found in the cache (only then does it get its own metric labels).
+#[derive(Debug, Clone)]
+struct Target {
+    key: WebhookKey,
+    routed: bool,
+}
 
 /// `/webhook/<namespace>/<id>` or `/webhook/<id>` (the default namespace), POST only.
 pub async fn post(
@@ -28,33 +41,38 @@ pub async fn post(
         return Err(ApiError::MethodNotAllowed { allowed: "POST" });
     }
     let started = Instant::now();
+    let result = match target(&state, &req) {
+        Ok(key) => receive(&state, &req, key, payload).await,
+        Err(error) => Err(error),
+    };
+    answered(&state, &req, started, result)
+}
+
+/// The webhook key named by the path.
+fn target(state: &AppState, req: &HttpRequest) -> Result<WebhookKey, ApiError> {
     let rest = req.path().strip_prefix("/webhook/").unwrap_or_default();
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
             .decode_utf8_lossy()
             .into_owned()
     };
-    let mut key = None;
-    let result = match rest.split_once('/') {
-        _ if rest.is_empty() => Err(ApiError::NotFound),
-        None => {
-            let namespace = state.default_namespace.clone();
-            receive(&state, &req, namespace, &decode(rest), payload, &mut key).await
-        }
-        Some((namespace, id)) if !id.contains('/') => match Namespace::parse(&decode(namespace)) {
-            Ok(namespace) => receive(&state, &req, namespace, &decode(id), payload, &mut key).await,
-            Err(e) => Err(ApiError::InvalidNamespace(e)),
-        },
-        Some(_) => Err(ApiError::NotFound),
+    let (namespace, id) = match rest.split_once('/') {
+        _ if rest.is_empty() => return Err(ApiError::NotFound),
+        None => (state.default_namespace.clone(), decode(rest)),
+        Some((namespace, id)) if !id.contains('/') => (
+            Namespace::parse(&decode(namespace)).map_err(ApiError::InvalidNamespace)?,
+            decode(id),
+        ),
+        Some(_) => return Err(ApiError::NotFound),
     };
-    answered(&state, &req, key.as_ref(), started, result)
+    let id = WebhookId::parse(&id).map_err(ApiError::InvalidWebhookId)?;
+    Ok(WebhookKey::new(namespace, id))
 }
 
 /// Counts the request and writes the access log line.
 fn answered(
     state: &AppState,
     req: &HttpRequest,
-    key: Option<&WebhookKey>,
     started: Instant,
     result: Result<HttpResponse, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
@@ -63,14 +81,17 @@ fn answered(
         Ok(response) => response.status().as_u16(),
         Err(error) => error.parts().0.as_u16(),
     };
-    state.metrics.request(key, status, elapsed);
     let extensions = req.extensions();
+    let target = extensions.get::<Target>();
+    // Made-up ids must not take the label slots of real webhooks.
+    let labelled = target.filter(|t| t.routed).map(|t| &t.key);
+    state.metrics.request(labelled, status, elapsed);
     let request_id = extensions.get::<RequestId>().map_or("", |r| r.0.as_str());
     tracing::info!(
         target: "switchyard::access",
         request_id,
-        namespace = key.map_or("-", |k| k.namespace.as_str()),
-        webhook = key.map_or("-", |k| k.id.as_str()),
+        namespace = target.map_or("-", |t| t.key.namespace.as_str()),
+        webhook = target.map_or("-", |t| t.key.id.as_str()),
         status,
         latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "Request answered."
@@ -81,77 +102,58 @@ fn answered(
 async fn receive(
     state: &AppState,
     req: &HttpRequest,
-    namespace: Namespace,
-    id: &str,
+    key: WebhookKey,
     payload: web::Payload,
-    known: &mut Option<WebhookKey>,
 ) -> Result<HttpResponse, ApiError> {
+    let route = state.cache.webhook(&key);
+    req.extensions_mut().insert(Target {
+        key: key.clone(),
+        routed: route.is_some(),
+    });
     if !state.status.borrow().loaded {
         return Err(ApiError::NotReady);
     }
-    let id = WebhookId::parse(id).map_err(ApiError::InvalidWebhookId)?;
-    let key = WebhookKey::new(namespace, id);
-    *known = Some(key.clone());
-    let route = state
-        .cache
-        .webhook(&key)
-        .ok_or_else(|| ApiError::WebhookNotFound {
-            namespace: key.namespace.to_string(),
-            id: key.id.to_string(),
-        })?;
+    let route = route.ok_or_else(|| ApiError::WebhookNotFound {
+        namespace: key.namespace.to_string(),
+        id: key.id.to_string(),
+    })?;
+    let checks = &route.webhook.checks;
     let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let peer = req
         .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        .map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |a| a.ip());
+    let client = resolve_client(state, req, peer);
     let inbound = Inbound {
         headers: &headers,
         query: Some(req.query_string()),
-        client_ip: client_ip(peer, headers("x-forwarded-for"), &state.trusted_proxies),
+        client_ip: client,
         now: SystemTime::now(),
     };
-    let checks = &route.webhook.checks;
-    checks
-        .check_head(&inbound)
-        .map_err(|e| refused(&route, e))?;
+    let refused = |e| refused(&route, e);
+    checks.check_head(&inbound).map_err(refused)?;
+    let limit = checks.max_body_bytes.unwrap_or(state.max_body_bytes);
+    let body = read_body(state, req, client.unwrap_or(peer), payload, limit).await?;
+    checks.check_signature(&inbound, &body).map_err(refused)?;
+    checks.charge_rate_limit().map_err(refused)?;
+    let body = match route.data_type() {
+        DataType::Json => checks.check_json_body(body).map_err(refused)?,
+        DataType::Blob => body,
+    };
     // Held until the destinations answered: bounds memory and work, never queues.
     let _permit = state
         .in_flight
         .try_acquire()
         .map_err(|_| ApiError::Overloaded)?;
-    let limit = checks.max_body_bytes.unwrap_or(state.max_body_bytes);
-    let mut body = read_body(req, payload, limit).await?;
-    checks
-        .check_signature(&inbound, &body)
-        .map_err(|e| refused(&route, e))?;
-    if route.data_type() == DataType::Json {
-        if checks.needs_payload() {
-            let mut value: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-            let cleaned = checks
-                .check_payload(&mut value)
-                .map_err(|e| refused(&route, e))?;
-            if cleaned {
-                body = serde_json::to_vec(&value)
-                    .map(bytes::Bytes::from)
-                    .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-            }
-        } else {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&body)
-                .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-        }
-    }
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
     let delivery = Delivery {
         namespace: key.namespace.clone(),
         webhook: key.id.clone(),
-        request_id,
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
         received_at: SystemTime::now(),
-        headers: forwardable_headers(req),
+        headers: forwardable_headers(req, &route),
         body,
         json: route.data_type() == DataType::Json,
     };
@@ -165,7 +167,21 @@ async fn receive(
         )))
 }
 
-fn refused(route: &Route, error: crate::verify::VerifyError) -> ApiError {
+/// The client address behind trusted proxies (`None`: a forwarded hop could not be read).
+fn resolve_client(state: &AppState, req: &HttpRequest, peer: IpAddr) -> Option<IpAddr> {
+    if state.trusted_proxies.is_empty() {
+        return Some(peer.to_canonical());
+    }
+    // Every line, in order; a line that is not text is an unreadable hop.
+    let lines: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .map(|v| v.to_str().unwrap_or("?"))
+        .collect();
+    client_ip(peer, &lines, &state.trusted_proxies)
+}
+
+fn refused(route: &Route, error: VerifyError) -> ApiError {
     tracing::info!(webhook = %route.key, reason = %error, "Request refused.");
     ApiError::Refused(error)
 }
@@ -186,12 +202,15 @@ async fn deliver(
     })
 }
 
-/// Reads the body, refusing it as soon as it passes `limit` (before buffering the rest).
+/// Reads the body under its own bounds: a reader slot (overall and per client), the size limit
+/// (refused before buffering the rest) and `BODY_READ_TIMEOUT_MS` for the whole body.
 async fn read_body(
+    state: &AppState,
     req: &HttpRequest,
-    mut payload: web::Payload,
+    client: IpAddr,
+    payload: web::Payload,
     limit: u64,
-) -> Result<bytes::Bytes, ApiError> {
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -200,6 +219,25 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
+    let _slot = state.body_readers.admit(client).map_err(|r| match r {
+        Refusal::Busy => ApiError::Overloaded,
+        Refusal::ClientShare => ApiError::TooManyUploads,
+    })?;
+    tokio::time::timeout(
+        state.body_read_timeout,
+        collect(payload, declared, limit),
+    )
+    .await
+    .map_err(|_| ApiError::RequestTimeout {
+        timeout_ms: u64::try_from(state.body_read_timeout.as_millis()).unwrap_or(u64::MAX),
+    })?
+}
+
+async fn collect(
+    mut payload: web::Payload,
+    declared: Option<u64>,
+    limit: u64,
+) -> Result<Bytes, ApiError> {
     let capacity = usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or(0);
     let mut body = BytesMut::with_capacity(capacity);
     while let Some(chunk) = payload.next().await {
@@ -232,10 +270,15 @@ pub fn is_forwardable(name: &str) -> bool {
     !SENSITIVE.iter().any(|s| name.contains(s))
 }
 
-fn forwardable_headers(req: &HttpRequest) -> Vec<(String, String)> {
+/// Headers handed to modules: not credentials by name, and not a header this webhook's own
+/// checks read a credential from (`header_auth.header_name`, a generic `hmac.header`).
+fn forwardable_headers(req: &HttpRequest, route: &Route) -> Vec<(String, String)> {
+    let checks = &route.webhook.checks;
     req.headers()
         .iter()
-        .filter(|(name, _)| is_forwardable(name.as_str()))
+        .filter(|(name, _)| {
+            is_forwardable(name.as_str()) && !checks.reads_credential_from(name.as_str())
+        })
         .filter_map(|(name, value)| {
             value
                 .to_str()

@@ -44,8 +44,12 @@ impl Module for LogModule {
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
         // A one-line JSON body is logged as JSON (`body_json`): structured for log processors,
-        // and no escaping on the hot path. Anything else is an escaped string (`body`).
-        if delivery.json && !self.config.pretty_print && !delivery.body.contains(&b'\n') {
+        // and no escaping on the hot path. Anything else is an escaped string (`body`). Raw CR
+        // is JSON whitespace too, and would let a body redraw a terminal line: not one line.
+        if delivery.json
+            && !self.config.pretty_print
+            && !delivery.body.iter().any(|b| matches!(b, b'\n' | b'\r'))
+        {
             if let Ok(body) = std::str::from_utf8(&delivery.body) {
                 tracing::info!(
                     target: "switchyard::payload",

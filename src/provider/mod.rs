@@ -161,8 +161,16 @@ impl Applier {
         let env = &*self.env;
         match key {
             ConfigKey::Webhook(key) => {
+                use sha2::Digest as _;
+                let digest: [u8; 32] = sha2::Sha256::digest(value).into();
+                // Same bytes as the live route: keep it (and its rate-limit budget).
+                if let Some(live) = self.cache.webhook(key) {
+                    if live.source == Some(digest) {
+                        return Ok(Entry::Webhook(live));
+                    }
+                }
                 let webhook = Webhook::from_bytes(value, env)?;
-                let route = Route::build(key.clone(), webhook, &self.pool);
+                let route = Route::build(key.clone(), webhook, &self.pool).from_source(digest);
                 Ok(Entry::Webhook(Arc::new(route)))
             }
             ConfigKey::Connection(name) => {

@@ -1,6 +1,7 @@
 //! The `tracing` subscriber: text or JSON lines, filtered by `RUST_LOG`.
 
 mod json;
+pub mod text;
 
 use tracing_subscriber::{fmt::MakeWriter, EnvFilter};
 
@@ -27,7 +28,7 @@ where
         // Colours only on a terminal: files, pipes, journald and `docker logs` get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let result = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(text::fields()).try_init(),
         LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadyInstalled)

@@ -80,14 +80,42 @@ impl CleanupConfig {
 }
 
 impl Cleanup {
-    /// Cleans `value` in place; returns whether anything changed.
-    pub fn apply(&self, value: &mut Value) -> bool {
+    fn listed(&self, name: &str) -> bool {
+        self.fields.contains(&normalise(name))
+    }
+
+    /// Cleans a JSON body (already checked to be strict JSON). Returns the new bytes, or
+    /// `Ok(None)` when no listed field occurs. Only the listed values (or members) change: every
+    /// other byte, with key order, number spelling and spacing, is copied as it came.
+    pub fn apply(&self, body: &[u8]) -> Result<Option<Vec<u8>>, NotJson> {
+        let mut edits = Vec::new();
+        let mut scan = Scan { b: body, i: 0 };
+        scan.skip_ws();
+        scan.value(self, &mut edits).ok_or(NotJson)?;
+        if edits.is_empty() {
+            return Ok(None);
+        }
+        edits.sort_by_key(|e| e.0);
+        let mut out = Vec::with_capacity(body.len());
+        let mut at = 0;
+        for (start, end, replacement) in edits {
+            out.extend_from_slice(body.get(at..start).ok_or(NotJson)?);
+            out.extend_from_slice(replacement.as_bytes());
+            at = end;
+        }
+        out.extend_from_slice(body.get(at..).ok_or(NotJson)?);
+        Ok(Some(out))
+    }
+
+    /// Cleans a parsed value in place; returns whether anything changed. (The reference the
+    /// byte-level cleaner is tested against.)
+    pub fn apply_value(&self, value: &mut Value) -> bool {
         match value {
             Value::Object(map) => {
                 let mut changed = false;
                 let names: Vec<String> = map.keys().cloned().collect();
                 for name in names {
-                    if self.fields.contains(&normalise(&name)) {
+                    if self.listed(&name) {
                         changed = true;
                         match self.mode {
                             Mode::Mask => {
@@ -98,21 +126,172 @@ impl Cleanup {
                             }
                         }
                     } else if let Some(child) = map.get_mut(&name) {
-                        changed |= self.apply(child);
+                        changed |= self.apply_value(child);
                     }
                 }
                 changed
             }
-            Value::Array(items) => items.iter_mut().fold(false, |c, v| self.apply(v) | c),
+            Value::Array(items) => items.iter_mut().fold(false, |c, v| self.apply_value(v) | c),
             _ => false,
         }
+    }
+}
+
+/// The body could not be walked as JSON (it is validated first, so this means a bug).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotJson;
+
+/// A byte range of the body and what replaces it.
+type Edit = (usize, usize, &'static str);
+
+/// A cursor over strict JSON. Every method returns `None` on input that is not JSON (never
+/// reached after validation; then the caller refuses the request rather than guess).
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.i += 1)
+    }
+
+    /// Skips a string; returns its raw span including the quotes.
+    fn string(&mut self) -> Option<(usize, usize)> {
+        let start = self.i;
+        self.expect(b'"')?;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    return Some((start, self.i));
+                }
+                b'\\' => self.i += 2,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    /// Walks one value, recording the edits for listed members inside it.
+    fn value(&mut self, cleanup: &Cleanup, edits: &mut Vec<Edit>) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(cleanup, edits),
+            b'[' => {
+                self.i += 1;
+                self.skip_ws();
+                if self.peek()? == b']' {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.value(cleanup, edits)?;
+                    self.skip_ws();
+                    match self.peek()? {
+                        b',' => {
+                            self.i += 1;
+                            self.skip_ws();
+                        }
+                        b']' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'"' => self.string().map(|_| ()),
+            _ => {
+                // A number or literal: runs to the next delimiter.
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.i += 1;
+                }
+                Some(())
+            }
+        }
+    }
+
+    fn object(&mut self, cleanup: &Cleanup, edits: &mut Vec<Edit>) -> Option<()> {
+        self.expect(b'{')?;
+        // (key start, value end, removed) of each member.
+        let mut members: Vec<(usize, usize, bool)> = Vec::new();
+        self.skip_ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            let (key_start, key_end) = self.string()?;
+            let name: String = serde_json::from_slice(self.b.get(key_start..key_end)?).ok()?;
+            self.skip_ws();
+            self.expect(b':')?;
+            self.skip_ws();
+            let value_start = self.i;
+            let listed = cleanup.listed(&name);
+            if listed {
+                // Skip the value without recording edits inside it: it goes as a whole.
+                self.value(cleanup, &mut Vec::new())?;
+                if cleanup.mode == Mode::Mask {
+                    edits.push((value_start, self.i, "\"***\""));
+                }
+            } else {
+                self.value(cleanup, edits)?;
+            }
+            members.push((key_start, self.i, listed && cleanup.mode == Mode::Remove));
+            self.skip_ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.skip_ws();
+                }
+                b'}' => {
+                    self.i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+        // A removed member goes with the separator after it, up to the next member's key;
+        // removed members after the last kept one go with the separator before them.
+        let last_kept = members.iter().rposition(|m| !m.2);
+        for (index, member) in members.iter().enumerate() {
+            if !member.2 {
+                continue;
+            }
+            match (last_kept, members.get(index + 1)) {
+                (Some(kept), Some(next)) if index < kept => edits.push((member.0, next.0, "")),
+                _ => {}
+            }
+        }
+        let tail_start = match last_kept {
+            Some(kept) => members.get(kept).map(|m| m.1),
+            None => members.first().map(|m| m.0),
+        };
+        if let (Some(start), Some(last)) = (tail_start, members.last()) {
+            if last.2 {
+                edits.push((start, last.1, ""));
+            }
+        }
+        Some(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use proptest::prelude::*;
 
     #[test]
     fn masks_at_any_depth_case_insensitively() {
@@ -123,13 +302,13 @@ mod tests {
         }
         .compile()
         .unwrap();
-        let mut v = json!({"user": {"Password": "p", "name": "n"},
-                           "items": [{"api-key": "k"}, {"x": 1}], "token": {"nested": 1}});
-        assert!(c.apply(&mut v));
+        let body = br#"{"user": {"Password": "p", "name": "n"},
+            "items": [{"api-key": "k"}, {"x": 1}], "token": {"nested": 1}}"#;
+        let cleaned = c.apply(body).unwrap().unwrap();
         assert_eq!(
-            v,
-            json!({"user": {"Password": "***", "name": "n"},
-                             "items": [{"api-key": "***"}, {"x": 1}], "token": "***"})
+            String::from_utf8(cleaned).unwrap(),
+            r#"{"user": {"Password": "***", "name": "n"},
+            "items": [{"api-key": "***"}, {"x": 1}], "token": "***"}"#
         );
     }
 
@@ -142,11 +321,106 @@ mod tests {
         }
         .compile()
         .unwrap();
-        let mut v = json!({"pin": 1, "password": "kept: not listed", "a": [{"PIN": 2}]});
-        assert!(c.apply(&mut v));
-        assert_eq!(v, json!({"password": "kept: not listed", "a": [{}]}));
-        let mut clean = json!({"a": 1});
-        assert!(!c.apply(&mut clean));
+        let cleaned = c
+            .apply(br#"{"pin": 1, "password": "kept: not listed", "a": [{"PIN": 2}]}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(cleaned).unwrap(),
+            r#"{"password": "kept: not listed", "a": [{}]}"#
+        );
+        assert_eq!(c.apply(br#"{"a": 1}"#), Ok(None));
+    }
+
+    fn remove(fields: &[&str]) -> Cleanup {
+        CleanupConfig {
+            enabled: true,
+            mode: Mode::Remove,
+            fields: Some(fields.iter().map(|f| (*f).to_owned()).collect()),
+        }
+        .compile()
+        .unwrap()
+    }
+
+    #[test]
+    fn removal_keeps_the_object_well_formed_wherever_the_member_is() {
+        let c = remove(&["x"]);
+        for (body, expected) in [
+            (r#"{"x":1,"a":2}"#, r#"{"a":2}"#),
+            (r#"{"a":2,"x":1}"#, r#"{"a":2}"#),
+            (r#"{"a":2,"x":1,"b":3}"#, r#"{"a":2,"b":3}"#),
+            (r#"{"x":1}"#, r#"{}"#),
+            (r#"{ "x" : 1 , "x":2 }"#, r#"{  }"#),
+            (r#"{"a":1,"x":1,"x":2}"#, r#"{"a":1}"#),
+            (r#"{"x":1,"x":2,"a":1}"#, r#"{"a":1}"#),
+        ] {
+            let cleaned = String::from_utf8(c.apply(body.as_bytes()).unwrap().unwrap()).unwrap();
+            assert_eq!(cleaned, expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn order_numbers_and_spacing_outside_the_masked_values_are_kept() {
+        let c = CleanupConfig {
+            enabled: true,
+            mode: Mode::Mask,
+            fields: None,
+        }
+        .compile()
+        .unwrap();
+        let body = "{\"z\": 1, \"big\": 12345678901234567890123, \"f\": 1.50,\n \"token\": \"t\\\"x\", \"a\": [1e3]}";
+        let cleaned = String::from_utf8(c.apply(body.as_bytes()).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            cleaned,
+            "{\"z\": 1, \"big\": 12345678901234567890123, \"f\": 1.50,\n \"token\": \"***\", \"a\": [1e3]}"
+        );
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z\"\\\\ ]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let keys = prop_oneof![Just("token".to_owned()), Just("Password".to_owned()), "[a-z]{1,3}"];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((keys, inner), 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn byte_cleaning_means_the_same_as_cleaning_the_parsed_value(
+            value in json_value(), remove_mode in any::<bool>(), pretty in any::<bool>()
+        ) {
+            let c = CleanupConfig {
+                enabled: true,
+                mode: if remove_mode { Mode::Remove } else { Mode::Mask },
+                fields: None,
+            }
+            .compile()
+            .unwrap();
+            let body = if pretty {
+                serde_json::to_vec_pretty(&value).unwrap()
+            } else {
+                serde_json::to_vec(&value).unwrap()
+            };
+            let mut expected = value.clone();
+            let changed = c.apply_value(&mut expected);
+            match c.apply(&body).unwrap() {
+                Some(cleaned) => {
+                    prop_assert!(changed);
+                    let parsed: Value = serde_json::from_slice(&cleaned).unwrap();
+                    prop_assert_eq!(parsed, expected);
+                }
+                None => prop_assert!(!changed),
+            }
+        }
     }
 
     #[test]

@@ -59,29 +59,46 @@ pub fn compile_whitelist(entries: &[String]) -> Result<IpList, ConfigError> {
     IpList::parse(entries, "`ip_whitelist`").map_err(ConfigError::Invalid)
 }
 
+/// One `X-Forwarded-For` entry: an address, optionally with a port (`192.0.2.1:5678`,
+/// `[2001:db8::1]:443`) or in brackets (`[2001:db8::1]`).
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(IpAddr::V6)
+        })
+        .map(|ip| ip.to_canonical())
+}
+
 /// The client address: the socket peer, unless the peer is a trusted proxy; then the right-most
 /// `X-Forwarded-For` entry that is not a trusted proxy. X-Forwarded-For from anyone else is ignored.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &IpList) -> IpAddr {
+///
+/// `forwarded_for` holds every `X-Forwarded-For` line in the order received: proxies such as
+/// HAProxy append the address they saw as a line of its own, so the lines are one list.
+/// `None` when the walk reaches an entry that is not an address (`unknown`, garbage): the client
+/// cannot be known, and the proxy's own address must not stand in for it.
+pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &IpList) -> Option<IpAddr> {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !trusted.contains(peer) {
-        return peer;
+        return Some(peer);
     }
-    let Some(header) = forwarded_for else {
-        return peer;
-    };
     let mut client = peer;
-    for entry in header.rsplit(',') {
-        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
-            // An unparsable hop: stop at the last address we could trust.
-            return client;
-        };
-        let ip = ip.to_canonical();
+    for entry in forwarded_for.iter().rev().flat_map(|line| line.rsplit(',')) {
+        let ip = parse_hop(entry)?;
         client = ip;
         if !trusted.contains(ip) {
-            return ip;
+            return Some(ip);
         }
     }
-    client
+    Some(client)
 }
 
 #[cfg(test)]
@@ -116,13 +133,13 @@ mod tests {
     fn forwarded_for_is_ignored_from_untrusted_peers() {
         let trusted: IpList = "10.0.0.0/8".parse().unwrap();
         assert_eq!(
-            client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &trusted),
-            ip("203.0.113.9")
+            client_ip(ip("203.0.113.9"), &["1.2.3.4"], &trusted),
+            Some(ip("203.0.113.9"))
         );
         let none = IpList::default();
         assert_eq!(
-            client_ip(ip("10.0.0.1"), Some("1.2.3.4"), &none),
-            ip("10.0.0.1")
+            client_ip(ip("10.0.0.1"), &["1.2.3.4"], &none),
+            Some(ip("10.0.0.1"))
         );
     }
 
@@ -132,18 +149,55 @@ mod tests {
         // client spoofs a left entry; the proxies append the real address.
         let xff = "6.6.6.6, 198.51.100.4, 172.16.0.1";
         assert_eq!(
-            client_ip(ip("10.0.0.2"), Some(xff), &trusted),
-            ip("198.51.100.4")
+            client_ip(ip("10.0.0.2"), &[xff], &trusted),
+            Some(ip("198.51.100.4"))
         );
-        assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
-        assert_eq!(
-            client_ip(ip("10.0.0.2"), Some("garbage"), &trusted),
-            ip("10.0.0.2")
-        );
+        assert_eq!(client_ip(ip("10.0.0.2"), &[], &trusted), Some(ip("10.0.0.2")));
         // All hops trusted: the left-most one.
         assert_eq!(
-            client_ip(ip("10.0.0.2"), Some("10.9.9.9"), &trusted),
-            ip("10.9.9.9")
+            client_ip(ip("10.0.0.2"), &["10.9.9.9"], &trusted),
+            Some(ip("10.9.9.9"))
+        );
+    }
+
+    #[test]
+    fn several_header_lines_are_one_list_read_from_the_right() {
+        let trusted: IpList = "10.0.0.0/8".parse().unwrap();
+        // HAProxy `option forwardfor` appends the real client as its own line.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &["192.0.2.10", "203.0.113.66"], &trusted),
+            Some(ip("203.0.113.66"))
+        );
+    }
+
+    #[test]
+    fn entries_with_ports_and_brackets_parse() {
+        let trusted: IpList = "10.0.0.0/8".parse().unwrap();
+        for (entry, expected) in [
+            ("1.2.3.4:5678", "1.2.3.4"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            (" 2001:db8::2 ", "2001:db8::2"),
+            ("::ffff:1.2.3.4", "1.2.3.4"),
+        ] {
+            assert_eq!(
+                client_ip(ip("10.0.0.2"), &[entry], &trusted),
+                Some(ip(expected)),
+                "{entry}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unparsable_hop_makes_the_client_unknown() {
+        let trusted: IpList = "10.0.0.0/8".parse().unwrap();
+        for xff in ["garbage", "unknown", "1.2.3.4, junk", "1.2.3.4,", "_hidden"] {
+            assert_eq!(client_ip(ip("10.0.0.2"), &[xff], &trusted), None, "{xff}");
+        }
+        // A bad entry left of the client is never reached.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &["junk, 203.0.113.5"], &trusted),
+            Some(ip("203.0.113.5"))
         );
     }
 }

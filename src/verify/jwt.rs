@@ -24,7 +24,17 @@ pub struct JwtConfig {
     /// Refuse expired tokens and tokens without `exp` (default true).
     #[serde(default = "yes")]
     pub verify_exp: bool,
+    /// Clock difference allowed on `exp`, `nbf` and `iat`, in seconds (default 60).
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
 }
+
+fn default_leeway() -> u64 {
+    60
+}
+
+/// Largest accepted `leeway_seconds`: beyond an hour, `exp` means little.
+const MAX_LEEWAY_SECS: u64 = 3600;
 
 fn default_algorithm() -> String {
     "HS256".into()
@@ -39,6 +49,13 @@ fn yes() -> bool {
 pub struct JwtCheck {
     key: DecodingKey,
     validation: Validation,
+}
+
+/// The time claims checked here (`exp` and `nbf` are checked by jsonwebtoken).
+#[derive(serde::Deserialize)]
+struct TimeClaims {
+    #[serde(default)]
+    iat: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for JwtCheck {
@@ -76,8 +93,17 @@ impl JwtConfig {
             _ => Ok(DecodingKey::from_secret(secret)),
         }
         .map_err(|e| ConfigError::Invalid(format!("`jwt.secret` is not a usable key: {e}")))?;
+        if self.leeway_seconds > MAX_LEEWAY_SECS {
+            return Err(ConfigError::Invalid(format!(
+                "`jwt.leeway_seconds` is {}; at most {MAX_LEEWAY_SECS}",
+                self.leeway_seconds
+            )));
+        }
         let mut validation = Validation::new(algorithm);
         validation.validate_exp = self.verify_exp;
+        // A token is not valid before `nbf` (RFC 7519 4.1.5), whenever `nbf` is present.
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway_seconds;
         validation.required_spec_claims.clear();
         if self.verify_exp {
             validation.required_spec_claims.insert("exp".into());
@@ -112,8 +138,20 @@ impl JwtCheck {
                     .then_some(token.trim())
             })
             .ok_or(VerifyError::Unauthorized)?;
-        jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
-            .map(|_| ())
-            .map_err(|_| VerifyError::Unauthorized)
+        let claims = jsonwebtoken::decode::<TimeClaims>(token, &self.key, &self.validation)
+            .map_err(|_| VerifyError::Unauthorized)?
+            .claims;
+        // `iat` in the future (beyond the leeway) means a wrong clock or a forged token.
+        if let Some(iat) = claims.iat {
+            let now = inbound
+                .now
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let issued = iat.as_f64().ok_or(VerifyError::Unauthorized)?;
+            if issued > now.saturating_add(self.validation.leeway) as f64 {
+                return Err(VerifyError::Unauthorized);
+            }
+        }
+        Ok(())
     }
 }

@@ -1,13 +1,16 @@
 //! Inbound verification: per-webhook checks that all pass (AND) before any module is touched.
 //!
 //! Order: `ip_whitelist` (403), credentials in the head (`authorization`, `header_auth`,
-//! `query_auth`, `basic_auth`, `jwt`: 401), `rate_limit` (429), then once the body is read
-//! (`max_body_bytes`: 413) its signature (`hmac`: 401), `json_schema` (400) and
-//! `credential_cleanup`. Errors never say which part of a credential was wrong.
+//! `query_auth`, `basic_auth`, `jwt`: 401), then once the body is read (`max_body_bytes`: 413)
+//! its signature (`hmac`: 401), then `rate_limit` (429: only requests that passed every
+//! credential check spend the budget), then the body stage: strict JSON (400), `json_schema`
+//! (400) and `credential_cleanup`. Errors never say which part of a credential was wrong, and a
+//! schema refusal names the path and the rule, never the value.
 
 pub mod auth;
 pub mod cleanup;
 mod ct;
+pub mod json;
 pub mod ip;
 pub mod jwt;
 pub mod limit;
@@ -16,6 +19,7 @@ pub mod signature;
 
 use std::{net::IpAddr, time::SystemTime};
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::config::{secret::Secret, ConfigError};
@@ -26,8 +30,9 @@ pub struct Inbound<'a> {
     pub headers: &'a dyn Fn(&str) -> Option<&'a str>,
     /// The raw query string.
     pub query: Option<&'a str>,
-    /// The client address (after trusted-proxy resolution).
-    pub client_ip: IpAddr,
+    /// The client address (after trusted-proxy resolution); `None` when a forwarded hop could
+    /// not be read, so the client is unknown (`ip_whitelist` then refuses).
+    pub client_ip: Option<IpAddr>,
     pub now: SystemTime,
 }
 
@@ -48,8 +53,12 @@ pub enum VerifyError {
     Forbidden,
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    #[error("payload violates the schema at {path}: {message}")]
-    SchemaViolation { path: String, message: String },
+    /// `rule` is the schema keyword that failed (`const`, `type`, ...); the value is never
+    /// echoed: it may be a credential the cleanup has not removed yet.
+    #[error("payload violates the schema at {path}: rule `{rule}`")]
+    SchemaViolation { path: String, rule: String },
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
 }
 
 /// The verification fields of a webhook entry, as written.
@@ -89,6 +98,8 @@ pub struct Checks {
     /// Overrides `MAX_BODY_BYTES` for this webhook.
     pub max_body_bytes: Option<u64>,
     cleanup: Option<cleanup::Cleanup>,
+    /// Lower-case names of the headers these checks read credentials from: never handed on.
+    credential_headers: Vec<String>,
 }
 
 impl RawChecks {
@@ -103,7 +114,9 @@ impl RawChecks {
             }
             head.push(HeadCheck::Authorization(expected));
         }
+        let mut credential_headers = Vec::new();
         if let Some(h) = self.header_auth {
+            credential_headers.push(h.header_name.to_ascii_lowercase());
             if h.header_name.is_empty() || h.api_key.expose().is_empty() {
                 return Err(ConfigError::Invalid(
                     "`header_auth` needs a `header_name` and a non-empty `api_key`".into(),
@@ -135,6 +148,13 @@ impl RawChecks {
                 "`max_body_bytes` must be 1 or more".into(),
             ));
         }
+        let signature = self
+            .hmac
+            .map(signature::HmacConfig::compile)
+            .transpose()?;
+        if let Some(signature) = &signature {
+            credential_headers.extend(signature.headers().iter().map(|h| h.to_ascii_lowercase()));
+        }
         Ok(Checks {
             ip_whitelist: self
                 .ip_whitelist
@@ -147,7 +167,7 @@ impl RawChecks {
                 .as_ref()
                 .map(limit::RateLimitConfig::compile)
                 .transpose()?,
-            signature: self.hmac.map(signature::HmacConfig::compile).transpose()?,
+            signature,
             schema: self
                 .json_schema
                 .as_ref()
@@ -157,15 +177,16 @@ impl RawChecks {
             cleanup: self
                 .credential_cleanup
                 .and_then(cleanup::CleanupConfig::compile),
+            credential_headers,
         })
     }
 }
 
 impl Checks {
-    /// Checks that need only the request head, in order: address, credentials, rate.
+    /// Checks that need only the request head, in order: address, then credentials.
     pub fn check_head(&self, inbound: &Inbound<'_>) -> Result<(), VerifyError> {
         if let Some(list) = &self.ip_whitelist {
-            if !list.contains(inbound.client_ip) {
+            if !inbound.client_ip.is_some_and(|ip| list.contains(ip)) {
                 return Err(VerifyError::Forbidden);
             }
         }
@@ -178,11 +199,6 @@ impl Checks {
                 HeadCheck::Jwt(j) => j.check(inbound)?,
             }
         }
-        if let Some(limit) = &self.rate_limit {
-            limit
-                .check()
-                .map_err(|retry_after_secs| VerifyError::RateLimited { retry_after_secs })?;
-        }
         Ok(())
     }
 
@@ -194,18 +210,48 @@ impl Checks {
         }
     }
 
+    /// Spends one unit of the webhook's `rate_limit`. Call only once every credential and
+    /// signature check passed, so that nobody without credentials can spend the budget.
+    pub fn charge_rate_limit(&self) -> Result<(), VerifyError> {
+        match &self.rate_limit {
+            Some(limit) => limit
+                .check()
+                .map_err(|retry_after_secs| VerifyError::RateLimited { retry_after_secs }),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the payload must be parsed (schema or cleanup).
     pub fn needs_payload(&self) -> bool {
         self.schema.is_some() || self.cleanup.is_some()
     }
 
-    /// Schema check, then cleanup; returns the cleaned payload when cleanup changed it.
-    pub fn check_payload(&self, payload: &mut Value) -> Result<bool, VerifyError> {
+    /// The body stage for `data_type: json`: strict JSON (valid UTF-8, no lone surrogates),
+    /// the schema, then the cleanup. Returns the bytes to hand on: the body itself, or with
+    /// cleanup only the credential values changed (key order, numbers and spacing are kept).
+    pub fn check_json_body(&self, body: Bytes) -> Result<Bytes, VerifyError> {
+        json::validate(&body).map_err(VerifyError::InvalidJson)?;
         if let Some(schema) = &self.schema {
-            if let Some((path, message)) = schema.first_violation(payload) {
-                return Err(VerifyError::SchemaViolation { path, message });
+            let value: Value =
+                serde_json::from_slice(&body).map_err(|e| VerifyError::InvalidJson(e.to_string()))?;
+            if let Some((path, rule)) = schema.first_violation(&value) {
+                return Err(VerifyError::SchemaViolation { path, rule });
             }
         }
-        Ok(self.cleanup.as_ref().is_some_and(|c| c.apply(payload)))
+        match &self.cleanup {
+            Some(cleanup) => match cleanup.apply(&body) {
+                Ok(Some(cleaned)) => Ok(Bytes::from(cleaned)),
+                Ok(None) => Ok(body),
+                Err(cleanup::NotJson) => Err(VerifyError::InvalidJson(
+                    "the body could not be walked for credential cleanup".into(),
+                )),
+            },
+            None => Ok(body),
+        }
+    }
+
+    /// Whether a request header (lower-case name) carries one of this webhook's credentials.
+    pub fn reads_credential_from(&self, header: &str) -> bool {
+        self.credential_headers.iter().any(|h| h == header)
     }
 }

@@ -16,9 +16,6 @@ impl std::fmt::Debug for Schema {
     }
 }
 
-/// Longest violation message echoed to the sender.
-const MAX_MESSAGE: usize = 200;
-
 impl Schema {
     pub fn compile(schema: &Value) -> Result<Self, ConfigError> {
         jsonschema::validator_for(schema)
@@ -26,20 +23,20 @@ impl Schema {
             .map_err(|e| ConfigError::Invalid(format!("`json_schema` is not a valid schema: {e}")))
     }
 
-    /// The first violation as `(instance path, message)`.
+    /// The first violation as `(instance path, rule)`. The rule is the schema keyword that
+    /// failed, plus for `required` the missing property (a name from the schema). Never the
+    /// offending value: it may be a credential that the cleanup has not masked yet.
     pub fn first_violation(&self, payload: &Value) -> Option<(String, String)> {
         let error = self.0.iter_errors(payload).next()?;
         let path = error.instance_path().to_string();
-        let mut message = error.to_string();
-        if message.len() > MAX_MESSAGE {
-            let mut cut = MAX_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        Some((if path.is_empty() { "/".into() } else { path }, message))
+        let kind = error.kind();
+        let rule = match kind {
+            jsonschema::error::ValidationErrorKind::Required {
+                property: Value::String(name),
+            } => format!("{}: `{name}` is missing", kind.keyword()),
+            _ => kind.keyword().to_owned(),
+        };
+        Some((if path.is_empty() { "/".into() } else { path }, rule))
     }
 }
 
@@ -59,13 +56,27 @@ mod tests {
         assert!(s
             .first_violation(&json!({"action": "x", "repository": {"id": 1}}))
             .is_none());
-        let (path, _) = s
+        let (path, rule) = s
             .first_violation(&json!({"action": "x", "repository": {"id": "one"}}))
             .unwrap();
-        assert_eq!(path, "/repository/id");
-        let (path, message) = s.first_violation(&json!({})).unwrap();
+        assert_eq!((path.as_str(), rule.as_str()), ("/repository/id", "type"));
+        let (path, rule) = s.first_violation(&json!({})).unwrap();
         assert_eq!(path, "/");
-        assert!(message.contains("action"), "{message}");
+        assert_eq!(rule, "required: `action` is missing");
+    }
+
+    #[test]
+    fn violations_never_echo_the_value() {
+        let s = Schema::compile(&json!({"properties": {
+            "token": {"const": "expected-value"},
+            "pin": {"maxLength": 2, "pattern": "^[0-9]+$"}}}))
+        .unwrap();
+        for payload in [json!({"token": "hunter2-secret"}), json!({"pin": "hunter2-secret"})] {
+            let (path, rule) = s.first_violation(&payload).unwrap();
+            let all = format!("{path} {rule}");
+            assert!(!all.contains("hunter2"), "{all}");
+            assert!(!all.contains("expected-value"), "{all}");
+        }
     }
 
     #[test]

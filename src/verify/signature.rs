@@ -95,11 +95,30 @@ pub enum SignatureCheck {
     },
 }
 
+/// Standard Webhooks: "secrets SHOULD be between 24 bytes (192 bits) and 64 bytes".
+const MIN_STANDARD_WEBHOOKS_KEY: usize = 24;
+
+/// Decodes a `whsec_` secret the way the reference libraries do: standard or URL-safe
+/// alphabet, padded or not.
+fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
+    use base64::engine::{general_purpose::GeneralPurposeConfig, DecodePaddingMode};
+    let lenient = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let encoded = secret.trim();
+    let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
+    [base64::alphabet::STANDARD, base64::alphabet::URL_SAFE]
+        .iter()
+        .find_map(|alphabet| {
+            base64::engine::GeneralPurpose::new(alphabet, lenient)
+                .decode(encoded)
+                .ok()
+        })
+}
+
 impl HmacConfig {
     pub fn compile(self) -> Result<SignatureCheck, ConfigError> {
-        if self.secret.expose().is_empty() {
+        if self.secret.expose().trim().is_empty() {
             return Err(ConfigError::Invalid(
-                "`hmac.secret` must not be empty".into(),
+                "`hmac.secret` must not be empty (after {$VAR} substitution)".into(),
             ));
         }
         let tolerance =
@@ -140,13 +159,18 @@ impl HmacConfig {
             Provider::Stripe => SignatureCheck::Stripe { key, tolerance },
             Provider::Slack => SignatureCheck::Slack { key, tolerance },
             Provider::StandardWebhooks => {
-                let encoded = key.expose();
-                let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
-                let key = BASE64.decode(encoded).map_err(|_| {
+                let key = decode_whsec(key.expose()).ok_or_else(|| {
                     ConfigError::Invalid(
                         "`hmac.secret` for standard_webhooks must be `whsec_` + base64".into(),
                     )
                 })?;
+                if key.len() < MIN_STANDARD_WEBHOOKS_KEY {
+                    return Err(ConfigError::Invalid(format!(
+                        "`hmac.secret` for standard_webhooks decodes to {} bytes; the spec asks \
+                         for at least {MIN_STANDARD_WEBHOOKS_KEY}",
+                        key.len()
+                    )));
+                }
                 SignatureCheck::StandardWebhooks { key, tolerance }
             }
         })
@@ -213,15 +237,30 @@ pub fn parse_standard_signatures(header: &str) -> Vec<&str> {
         .collect()
 }
 
-fn fresh(timestamp: i64, now: SystemTime, tolerance: Duration) -> bool {
+/// Whether `timestamp` (Unix seconds, as sent) is within `tolerance` of `now`. `abs_diff`
+/// cannot overflow, whatever the sender wrote (`t=-9223372036854775808`).
+pub fn fresh(timestamp: i64, now: SystemTime, tolerance: Duration) -> bool {
     let now = now
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    (now - timestamp).unsigned_abs() <= tolerance.as_secs()
+    now.abs_diff(timestamp) <= tolerance.as_secs()
 }
 
 impl SignatureCheck {
+    /// The request headers this check reads its signature from (compile time only).
+    pub fn headers(&self) -> Vec<String> {
+        let fixed: &[&str] = match self {
+            SignatureCheck::Generic { header, .. } => return vec![header.clone()],
+            SignatureCheck::Github { .. } => &["x-hub-signature-256", "x-hub-signature"],
+            SignatureCheck::Shopify { .. } => &["x-shopify-hmac-sha256"],
+            SignatureCheck::Stripe { .. } => &["stripe-signature"],
+            SignatureCheck::Slack { .. } => &["x-slack-signature"],
+            SignatureCheck::StandardWebhooks { .. } => &["webhook-signature"],
+        };
+        fixed.iter().map(|h| (*h).to_owned()).collect()
+    }
+
     /// Verifies the signature over `body`. Every failure is the same `Unauthorized`.
     pub fn check(&self, inbound: &Inbound<'_>, body: &[u8]) -> Result<(), VerifyError> {
         if self.verify(inbound, body) {
@@ -355,7 +394,7 @@ mod tests {
         Inbound {
             headers,
             query: None,
-            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
             now,
         }
     }
@@ -504,7 +543,67 @@ mod tests {
             .is_err());
     }
 
+    #[test]
+    fn weak_standard_webhooks_secrets_are_refused() {
+        for weak in ["whsec_", "whsec_c2VjcmV0", "", "   "] {
+            let c = serde_json::from_value::<HmacConfig>(
+                serde_json::json!({"provider": "standard_webhooks", "secret": weak}),
+            )
+            .unwrap();
+            assert!(c.compile().is_err(), "{weak:?}");
+        }
+    }
+
+    #[test]
+    fn whsec_secrets_decode_padded_unpadded_and_url_safe() {
+        let key: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(37).wrapping_add(250)).collect();
+        for engine in [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+            base64::engine::general_purpose::URL_SAFE,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ] {
+            let secret = format!("whsec_{}", engine.encode(&key));
+            assert_eq!(decode_whsec(&secret).as_deref(), Some(&key[..]), "{secret}");
+        }
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        let now = SystemTime::now();
+        let tolerance = Duration::from_secs(300);
+        assert!(!fresh(i64::MIN, now, tolerance));
+        assert!(!fresh(i64::MAX, now, tolerance));
+        assert!(!fresh(i64::MIN, UNIX_EPOCH, tolerance));
+    }
+
     proptest! {
+        #[test]
+        fn freshness_never_panics(timestamp in any::<i64>(), now_secs in any::<u64>()) {
+            let now = UNIX_EPOCH.checked_add(Duration::from_secs(now_secs)).unwrap_or(UNIX_EPOCH);
+            let _ = fresh(timestamp, now, Duration::from_secs(300));
+        }
+
+        #[test]
+        fn timestamped_schemes_survive_any_timestamp_header(timestamp in any::<i64>()) {
+            let ts = timestamp.to_string();
+            let stripe = format!("t={ts},v1=00");
+            let headers = |name: &str| match name {
+                "stripe-signature" => Some(stripe.as_str()),
+                "x-slack-request-timestamp" | "webhook-timestamp" => Some(ts.as_str()),
+                "x-slack-signature" => Some("v0=00"),
+                "webhook-id" => Some("msg_1"),
+                "webhook-signature" => Some("v1,AA=="),
+                _ => None,
+            };
+            for provider in ["stripe", "slack", "standard_webhooks"] {
+                let c = check(serde_json::json!({"provider": provider,
+                    "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}));
+                let body: &[u8] = b"{}";
+                prop_assert!(c.check(&inbound(&headers, SystemTime::now()), body).is_err());
+            }
+        }
+
         #[test]
         fn header_parsers_never_panic(s in "\\PC{0,300}") {
             let _ = parse_stripe_header(&s);
@@ -518,7 +617,8 @@ mod tests {
             let now = SystemTime::now();
             let headers = |_: &str| Some(value.as_str());
             for provider in ["github", "stripe", "shopify", "slack", "standard_webhooks"] {
-                let c = check(serde_json::json!({"provider": provider, "secret": "whsec_c2VjcmV0"}));
+                let c = check(serde_json::json!({"provider": provider,
+                    "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}));
                 prop_assert!(c.check(&inbound(&headers, now), &body).is_err());
             }
             let c = check(serde_json::json!({"secret": "s", "encoding": "base64"}));

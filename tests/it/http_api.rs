@@ -252,7 +252,7 @@ async fn past_max_in_flight_requests_get_503_overloaded_at_once() {
     let h = harness_with(true, 1);
     let slow = RecordingModule::stalling(Duration::from_millis(500));
     add(&h.cache, "a", "slow", json!({"module": "log"}), &slow);
-    let service = test::init_service(app(h.state.clone())).await;
+    let service = test::init_service(app(h.state.clone(), switchyard::http::Surface::All)).await;
 
     let first = test::call_service(&service, post("/webhook/a/slow", "{}").to_request());
     let second = async {

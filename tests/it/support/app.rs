@@ -48,6 +48,15 @@ pub fn settings() -> Settings {
         max_in_flight: 1024,
         trusted_proxies: Default::default(),
         metrics_max_webhooks: 1000,
+        body_read_timeout_ms: 10_000,
+        max_body_readers: 4096,
+        max_body_readers_per_client: 256,
+        keep_alive_seconds: 75,
+        client_request_timeout_ms: 5_000,
+        client_disconnect_timeout_ms: 1_000,
+        max_connections: 25_000,
+        admin_host: "127.0.0.1".into(),
+        admin_port: None,
     }
 }
 

@@ -11,7 +11,8 @@ use switchyard::{
     cache::ConfigCache,
     config::Webhook,
     dispatch::Route,
-    http::{app, AppState},
+    admission::BodyReaders,
+    http::{app, AppState, Surface},
     keys::{Namespace, WebhookId, WebhookKey},
     modules::Module,
     provider::ProviderStatus,
@@ -55,6 +56,8 @@ pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
         default_namespace: Namespace::parse("default").unwrap(),
         max_body_bytes: LIMIT,
         in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+        body_readers: BodyReaders::new(1024, 256),
+        body_read_timeout: std::time::Duration::from_secs(10),
         trusted_proxies: Default::default(),
         max_in_flight,
         metrics: Arc::new(switchyard::metrics::Metrics::new(100)),
@@ -76,7 +79,7 @@ pub fn add(cache: &ConfigCache, ns: &str, id: &str, entry: Value, module: &Arc<R
 }
 
 pub async fn call(h: &Harness, req: test::TestRequest) -> (StatusCode, header::HeaderMap, Value) {
-    let service = test::init_service(app(h.state.clone())).await;
+    let service = test::init_service(app(h.state.clone(), Surface::All)).await;
     let response = test::call_service(&service, req.to_request()).await;
     let status = response.status();
     let headers = response.headers().clone();

@@ -25,6 +25,7 @@ pub enum Refusal {
 #[derive(Debug, Clone)]
 pub struct BodyReaders {
     slots: Arc<Semaphore>,
+    max: usize,
     per_client: Arc<DashMap<IpAddr, u32>>,
     max_per_client: u32,
 }
@@ -53,6 +54,7 @@ impl BodyReaders {
     pub fn new(max: usize, max_per_client: u32) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(max)),
+            max,
             per_client: Arc::new(DashMap::new()),
             max_per_client,
         }
@@ -83,8 +85,8 @@ impl BodyReaders {
     }
 
     /// Bodies being read now.
-    pub fn reading(&self, max: usize) -> usize {
-        max.saturating_sub(self.slots.available_permits())
+    pub fn reading(&self) -> usize {
+        self.max.saturating_sub(self.slots.available_permits())
     }
 }
 
@@ -139,7 +141,7 @@ mod tests {
         let readers = BodyReaders::new(1, 5);
         let held = readers.admit(ip("192.0.2.1")).unwrap();
         assert_eq!(readers.admit(ip("192.0.2.2")).unwrap_err(), Refusal::Busy);
-        assert_eq!(readers.reading(1), 1);
+        assert_eq!(readers.reading(), 1);
         drop(held);
         assert!(readers.per_client.is_empty(), "shares are returned");
         assert!(readers.admit(ip("192.0.2.2")).is_ok());

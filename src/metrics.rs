@@ -27,6 +27,7 @@ pub struct ScrapeState {
     pub webhooks: usize,
     pub connections: usize,
     pub in_flight: usize,
+    pub body_reads: usize,
     pub revision: i64,
     /// 1 connected, 0 not; `None` for the file backend.
     pub etcd_connected: Option<bool>,
@@ -50,6 +51,7 @@ pub struct Metrics {
     destination_errors: IntCounterVec,
     config_entries: IntGaugeVec,
     in_flight: IntGauge,
+    body_reads: IntGauge,
     revision: IntGauge,
     etcd_connected: IntGauge,
     events_applied: IntGauge,
@@ -112,6 +114,10 @@ impl Metrics {
             "switchyard_deliveries_in_flight",
             "Deliveries in flight now.",
         );
+        let body_reads = gauge(
+            "switchyard_body_reads_in_progress",
+            "Request bodies being read now (bounded by MAX_BODY_READERS).",
+        );
         let revision = gauge("switchyard_config_revision", "Config revision applied.");
         let etcd_connected = gauge(
             "switchyard_etcd_connected",
@@ -148,6 +154,7 @@ impl Metrics {
             Box::new(destination_errors.clone()),
             Box::new(config_entries.clone()),
             Box::new(in_flight.clone()),
+            Box::new(body_reads.clone()),
             Box::new(revision.clone()),
             Box::new(etcd_connected.clone()),
             Box::new(events_applied.clone()),
@@ -176,6 +183,7 @@ impl Metrics {
             destination_errors,
             config_entries,
             in_flight,
+            body_reads,
             revision,
             etcd_connected,
             events_applied,
@@ -248,6 +256,7 @@ impl Metrics {
             .with_label_values(&["connection"])
             .set(as_i64_usize(state.connections));
         self.in_flight.set(as_i64_usize(state.in_flight));
+        self.body_reads.set(as_i64_usize(state.body_reads));
         self.revision.set(state.revision);
         self.etcd_connected
             .set(i64::from(state.etcd_connected.unwrap_or(false)));
@@ -274,6 +283,7 @@ fn status_label(status: u16) -> &'static str {
         403 => "403",
         404 => "404",
         405 => "405",
+        408 => "408",
         413 => "413",
         429 => "429",
         500 => "500",

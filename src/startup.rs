@@ -138,7 +138,14 @@ impl Application {
         let server = serve(settings, &state, public, listener, address, workers)?;
         let (admin, admin_port) = match admin_listener {
             Some((listener, address, admin_port)) => (
-                Some(serve(settings, &state, Surface::Admin, listener, address, 1)?),
+                Some(serve(
+                    settings,
+                    &state,
+                    Surface::Admin,
+                    listener,
+                    address,
+                    1,
+                )?),
                 Some(admin_port),
             ),
             None => (None, None),

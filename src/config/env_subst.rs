@@ -252,19 +252,29 @@ mod tests {
             json!({"hmac": {"secret": "kafka:9092"}, "client_config": {"a.b": "z"},
                    "list": ["kafka:9092", 1], "other": "no reference", "{$HOST}": 1})
         );
-        assert_eq!(substituted.scrub("saw kafka:9092 twice: kafka:9092"), "saw *** twice: ***");
+        assert_eq!(
+            substituted.scrub("saw kafka:9092 twice: kafka:9092"),
+            "saw *** twice: ***"
+        );
     }
 
     #[test]
     fn a_reference_elsewhere_is_an_error_naming_where() {
         for (entry, at) in [
-            (json!({"json_schema": {"const": "{$HOST}"}}), "/json_schema/const"),
+            (
+                json!({"json_schema": {"const": "{$HOST}"}}),
+                "/json_schema/const",
+            ),
             (json!({"chain": [{"topic": "{$NOPE:x}"}]}), "/chain/0/topic"),
             (json!({"hmac": {"header": "{$HOST}"}}), "/hmac/header"),
         ] {
             let mut v = entry.clone();
             let err = substitute_fields(&mut v, PATHS, &env).unwrap_err();
-            assert_eq!(err, SubstError::NotSubstitutable(NotSubstitutable(at.into())), "{entry}");
+            assert_eq!(
+                err,
+                SubstError::NotSubstitutable(NotSubstitutable(at.into())),
+                "{entry}"
+            );
             assert!(!err.to_string().contains("kafka:9092"));
         }
         // Text that is not a reference is fine anywhere.

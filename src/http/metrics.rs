@@ -24,6 +24,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         in_flight: state
             .max_in_flight
             .saturating_sub(state.in_flight.available_permits()),
+        body_reads: state.body_readers.reading(),
         revision: state.cache.revision(),
         etcd_connected: status.etcd.map(|e| e == EtcdState::Connected),
         events_applied: stats.events_applied.load(Ordering::Relaxed),

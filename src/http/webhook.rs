@@ -9,7 +9,11 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use actix_web::{http::header, web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{
+    body::{BodySize, BoxBody, MessageBody},
+    http::header,
+    web, HttpMessage, HttpRequest, HttpResponse, ResponseError,
+};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
@@ -36,16 +40,65 @@ pub async fn post(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> HttpResponse {
     if req.method() != actix_web::http::Method::POST {
-        return Err(ApiError::MethodNotAllowed { allowed: "POST" });
+        return ApiError::MethodNotAllowed { allowed: "POST" }.error_response();
     }
     let started = Instant::now();
+    let mut body = RequestBody {
+        payload,
+        complete: false,
+    };
     let result = match target(&state, &req) {
-        Ok(key) => receive(&state, &req, key, payload).await,
+        Ok(key) => receive(&state, &req, key, &mut body).await,
         Err(error) => Err(error),
     };
-    answered(&state, &req, started, result)
+    body.close_if_unread(answered(&state, &req, started, result))
+}
+
+/// The request body and whether it was read to its end.
+struct RequestBody {
+    payload: web::Payload,
+    complete: bool,
+}
+
+impl RequestBody {
+    /// An answer given before the body was read to its end must close the connection: actix
+    /// would otherwise keep it open to drain a chunked body that a stalling client never ends.
+    /// Keeping the payload alive until the answer is written makes actix close it.
+    fn close_if_unread(self, response: HttpResponse) -> HttpResponse {
+        if self.complete {
+            return response;
+        }
+        let payload = self.payload;
+        response.map_body(|_, body| {
+            BoxBody::new(Holding {
+                body,
+                _payload: payload,
+            })
+        })
+    }
+}
+
+/// A response body that holds the request's unread payload until it has been written.
+struct Holding {
+    body: BoxBody,
+    _payload: web::Payload,
+}
+
+impl MessageBody for Holding {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
 }
 
 /// The webhook key named by the path.
@@ -69,13 +122,13 @@ fn target(state: &AppState, req: &HttpRequest) -> Result<WebhookKey, ApiError> {
     Ok(WebhookKey::new(namespace, id))
 }
 
-/// Counts the request and writes the access log line.
+/// Counts the request, writes the access log line and gives the answer.
 fn answered(
     state: &AppState,
     req: &HttpRequest,
     started: Instant,
     result: Result<HttpResponse, ApiError>,
-) -> Result<HttpResponse, ApiError> {
+) -> HttpResponse {
     let elapsed = started.elapsed();
     let status = match &result {
         Ok(response) => response.status().as_u16(),
@@ -96,14 +149,14 @@ fn answered(
         latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "Request answered."
     );
-    result
+    result.unwrap_or_else(|error| error.error_response())
 }
 
 async fn receive(
     state: &AppState,
     req: &HttpRequest,
     key: WebhookKey,
-    payload: web::Payload,
+    body: &mut RequestBody,
 ) -> Result<HttpResponse, ApiError> {
     let route = state.cache.webhook(&key);
     req.extensions_mut().insert(Target {
@@ -132,7 +185,7 @@ async fn receive(
     let refused = |e| refused(&route, e);
     checks.check_head(&inbound).map_err(refused)?;
     let limit = checks.max_body_bytes.unwrap_or(state.max_body_bytes);
-    let body = read_body(state, req, client.unwrap_or(peer), payload, limit).await?;
+    let body = read_body(state, req, client.unwrap_or(peer), body, limit).await?;
     checks.check_signature(&inbound, &body).map_err(refused)?;
     checks.charge_rate_limit().map_err(refused)?;
     let body = match route.data_type() {
@@ -208,7 +261,7 @@ async fn read_body(
     state: &AppState,
     req: &HttpRequest,
     client: IpAddr,
-    payload: web::Payload,
+    body: &mut RequestBody,
     limit: u64,
 ) -> Result<Bytes, ApiError> {
     let declared = req
@@ -223,30 +276,28 @@ async fn read_body(
         Refusal::Busy => ApiError::Overloaded,
         Refusal::ClientShare => ApiError::TooManyUploads,
     })?;
-    tokio::time::timeout(
-        state.body_read_timeout,
-        collect(payload, declared, limit),
-    )
-    .await
-    .map_err(|_| ApiError::RequestTimeout {
-        timeout_ms: u64::try_from(state.body_read_timeout.as_millis()).unwrap_or(u64::MAX),
-    })?
+    tokio::time::timeout(state.body_read_timeout, collect(body, declared, limit))
+        .await
+        .map_err(|_| ApiError::RequestTimeout {
+            timeout_ms: u64::try_from(state.body_read_timeout.as_millis()).unwrap_or(u64::MAX),
+        })?
 }
 
 async fn collect(
-    mut payload: web::Payload,
+    request: &mut RequestBody,
     declared: Option<u64>,
     limit: u64,
 ) -> Result<Bytes, ApiError> {
     let capacity = usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or(0);
     let mut body = BytesMut::with_capacity(capacity);
-    while let Some(chunk) = payload.next().await {
+    while let Some(chunk) = request.payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
         body.extend_from_slice(&chunk);
     }
+    request.complete = true;
     Ok(body.freeze())
 }
 

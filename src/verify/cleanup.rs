@@ -384,7 +384,11 @@ mod tests {
             "[a-z\"\\\\ ]{0,6}".prop_map(Value::String),
         ];
         leaf.prop_recursive(4, 48, 6, |inner| {
-            let keys = prop_oneof![Just("token".to_owned()), Just("Password".to_owned()), "[a-z]{1,3}"];
+            let keys = prop_oneof![
+                Just("token".to_owned()),
+                Just("Password".to_owned()),
+                "[a-z]{1,3}"
+            ];
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
                 proptest::collection::vec((keys, inner), 0..5)

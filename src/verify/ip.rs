@@ -152,7 +152,10 @@ mod tests {
             client_ip(ip("10.0.0.2"), &[xff], &trusted),
             Some(ip("198.51.100.4"))
         );
-        assert_eq!(client_ip(ip("10.0.0.2"), &[], &trusted), Some(ip("10.0.0.2")));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &[], &trusted),
+            Some(ip("10.0.0.2"))
+        );
         // All hops trusted: the left-most one.
         assert_eq!(
             client_ip(ip("10.0.0.2"), &["10.9.9.9"], &trusted),

@@ -10,8 +10,8 @@
 pub mod auth;
 pub mod cleanup;
 mod ct;
-pub mod json;
 pub mod ip;
+pub mod json;
 pub mod jwt;
 pub mod limit;
 pub mod schema;
@@ -148,10 +148,7 @@ impl RawChecks {
                 "`max_body_bytes` must be 1 or more".into(),
             ));
         }
-        let signature = self
-            .hmac
-            .map(signature::HmacConfig::compile)
-            .transpose()?;
+        let signature = self.hmac.map(signature::HmacConfig::compile).transpose()?;
         if let Some(signature) = &signature {
             credential_headers.extend(signature.headers().iter().map(|h| h.to_ascii_lowercase()));
         }
@@ -232,8 +229,8 @@ impl Checks {
     pub fn check_json_body(&self, body: Bytes) -> Result<Bytes, VerifyError> {
         json::validate(&body).map_err(VerifyError::InvalidJson)?;
         if let Some(schema) = &self.schema {
-            let value: Value =
-                serde_json::from_slice(&body).map_err(|e| VerifyError::InvalidJson(e.to_string()))?;
+            let value: Value = serde_json::from_slice(&body)
+                .map_err(|e| VerifyError::InvalidJson(e.to_string()))?;
             if let Some((path, rule)) = schema.first_violation(&value) {
                 return Err(VerifyError::SchemaViolation { path, rule });
             }

@@ -71,7 +71,10 @@ mod tests {
             "token": {"const": "expected-value"},
             "pin": {"maxLength": 2, "pattern": "^[0-9]+$"}}}))
         .unwrap();
-        for payload in [json!({"token": "hunter2-secret"}), json!({"pin": "hunter2-secret"})] {
+        for payload in [
+            json!({"token": "hunter2-secret"}),
+            json!({"pin": "hunter2-secret"}),
+        ] {
             let (path, rule) = s.first_violation(&payload).unwrap();
             let all = format!("{path} {rule}");
             assert!(!all.contains("hunter2"), "{all}");

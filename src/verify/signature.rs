@@ -102,7 +102,8 @@ const MIN_STANDARD_WEBHOOKS_KEY: usize = 24;
 /// alphabet, padded or not.
 fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
     use base64::engine::{general_purpose::GeneralPurposeConfig, DecodePaddingMode};
-    let lenient = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let lenient =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     let encoded = secret.trim();
     let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
     [base64::alphabet::STANDARD, base64::alphabet::URL_SAFE]
@@ -556,7 +557,9 @@ mod tests {
 
     #[test]
     fn whsec_secrets_decode_padded_unpadded_and_url_safe() {
-        let key: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(37).wrapping_add(250)).collect();
+        let key: Vec<u8> = (0u8..32)
+            .map(|b| b.wrapping_mul(37).wrapping_add(250))
+            .collect();
         for engine in [
             base64::engine::general_purpose::STANDARD,
             base64::engine::general_purpose::STANDARD_NO_PAD,

@@ -9,6 +9,7 @@ mod etcd_scale;
 mod etcd_security;
 mod etcd_watch;
 mod file_backend;
+mod hardening;
 mod http_api;
 mod instances;
 mod observability;

@@ -8,10 +8,10 @@ use actix_web::{
 };
 use serde_json::Value;
 use switchyard::{
+    admission::BodyReaders,
     cache::ConfigCache,
     config::Webhook,
     dispatch::Route,
-    admission::BodyReaders,
     http::{app, AppState, Surface},
     keys::{Namespace, WebhookId, WebhookKey},
     modules::Module,

@@ -8,6 +8,7 @@ pub mod files;
 pub mod inproc;
 pub mod kafka;
 pub mod ports;
+pub mod process;
 pub mod proxy;
 pub mod recording;
 pub mod redis;

@@ -1,0 +1,80 @@
+//! The real `switchyard` binary as a child process with the file backend, its log in a file.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use super::{ports::free_port, wait_until};
+
+/// A running router process; killed on drop.
+pub struct Router {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Router {
+    /// Starts the binary on a free port with the config files in `dir` and the extra `env`.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let log = dir.join(format!("switchyard-{port}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        command
+            .env("CONFIG_BACKEND", "file")
+            .env("WEBHOOKS_CONFIG_FILE", dir.join("webhooks.json"))
+            .env("CONNECTIONS_CONFIG_FILE", dir.join("connections.json"))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("HTTP_WORKERS", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(file.try_clone().expect("log file")))
+            .stderr(Stdio::from(file));
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("the switchyard binary starts");
+        Self { child, port, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits until `/health` answers 200.
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        wait_until(Duration::from_secs(20), "router health 200", || async {
+            client
+                .get(self.url("/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+        })
+        .await;
+    }
+
+    /// Everything the process logged so far.
+    pub fn logs(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the log holds `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        wait_until(
+            Duration::from_secs(10),
+            &format!("log line with {needle:?}"),
+            || async { self.logs().contains(needle) },
+        )
+        .await;
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

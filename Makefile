@@ -37,6 +37,16 @@ lint: deps
 		{ echo "actix_web imported outside src/http and startup.rs"; exit 1; }
 	@! grep -rln "etcd_client" src --include=*.rs | grep -v "^src/provider/etcd/" || \
 		{ echo "etcd_client imported outside src/provider/etcd"; exit 1; }
+	@! grep -rln "rdkafka::" src --include=*.rs | grep -v "^src/connections/kafka.rs" || \
+		{ echo "rdkafka imported outside src/connections/kafka.rs"; exit 1; }
+	@! grep -rlnE "use redis::|redis::(cmd|pipe|aio|Client|RedisError)" src --include=*.rs | \
+		grep -v "^src/connections/redis.rs" || \
+		{ echo "the redis crate imported outside src/connections/redis.rs"; exit 1; }
+	@# Dependencies point one way: http -> dispatch -> webhook -> modules -> connections -> config.
+	@! grep -rnE "crate::(cache|provider|http|dispatch|webhook)\b" src/connections src/modules || \
+		{ echo "connections/ and modules/ must not import the cache or anything above them"; exit 1; }
+	@! grep -rnE "crate::(cache|provider|http|dispatch|webhook|modules|verify|connections)\b" src/config || \
+		{ echo "config/ is the ground floor: it imports none of the layers above"; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all

@@ -12,44 +12,26 @@ use std::{
 };
 
 use dashmap::DashMap;
-use tokio::sync::watch;
 
-use crate::{
-    config::Connection,
-    dispatch::Route,
-    keys::{ConnectionName, WebhookKey},
-};
+use crate::{dispatch::Route, keys::WebhookKey};
 
-/// A shared handle to the live configuration. Cloning is cheap.
+/// A shared handle to the live webhooks. Cloning is cheap. (Connections live in the
+/// [`ConnectionPool`](crate::connections::ConnectionPool), their one owner.)
 #[derive(Clone, Default)]
 pub struct ConfigCache {
     inner: Arc<Inner>,
 }
 
+#[derive(Default)]
 struct Inner {
     webhooks: DashMap<WebhookKey, Arc<Route>>,
-    connections: DashMap<ConnectionName, Arc<Connection>>,
     revision: AtomicI64,
-    /// Bumped on every connection change, so the connection pool can close stale clients.
-    connection_changes: watch::Sender<u64>,
 }
 
-impl Default for Inner {
-    fn default() -> Self {
-        Self {
-            webhooks: DashMap::new(),
-            connections: DashMap::new(),
-            revision: AtomicI64::new(0),
-            connection_changes: watch::channel(0).0,
-        }
-    }
-}
-
-/// A complete configuration, applied at once by [`ConfigCache::replace_all`].
+/// The complete set of webhooks, applied at once by [`ConfigCache::replace_all`].
 #[derive(Default)]
 pub struct Snapshot {
     pub webhooks: HashMap<WebhookKey, Arc<Route>>,
-    pub connections: HashMap<ConnectionName, Arc<Connection>>,
 }
 
 /// What a [`ConfigCache::replace_all`] changed.
@@ -72,13 +54,6 @@ impl ConfigCache {
             .map(|entry| Arc::clone(entry.value()))
     }
 
-    pub fn connection(&self, name: &ConnectionName) -> Option<Arc<Connection>> {
-        self.inner
-            .connections
-            .get(name)
-            .map(|entry| Arc::clone(entry.value()))
-    }
-
     pub fn upsert_webhook(&self, route: Arc<Route>) {
         self.inner.webhooks.insert(route.key.clone(), route);
     }
@@ -88,66 +63,25 @@ impl ConfigCache {
         self.inner.webhooks.remove(key).is_some()
     }
 
-    pub fn upsert_connection(&self, name: ConnectionName, connection: Arc<Connection>) {
-        self.inner.connections.insert(name, connection);
-        self.connections_changed();
-    }
-
-    /// Returns whether the name was present.
-    pub fn remove_connection(&self, name: &ConnectionName) -> bool {
-        let removed = self.inner.connections.remove(name).is_some();
-        self.connections_changed();
-        removed
-    }
-
-    fn connections_changed(&self) {
-        self.inner.connection_changes.send_modify(|n| *n += 1);
-    }
-
-    /// Notified after every connection change.
-    pub fn connection_changes(&self) -> watch::Receiver<u64> {
-        self.inner.connection_changes.subscribe()
-    }
-
-    /// Makes `snapshot` the whole configuration: entries missing from it are removed.
+    /// Makes `snapshot` the whole set of webhooks: entries missing from it are removed.
     pub fn replace_all(&self, snapshot: Snapshot) -> ReplaceStats {
-        let before = self.webhook_count() + self.connection_count();
+        let before = self.webhook_count();
         self.inner
             .webhooks
             .retain(|key, _| snapshot.webhooks.contains_key(key));
-        self.inner
-            .connections
-            .retain(|name, _| snapshot.connections.contains_key(name));
-        let kept = self.webhook_count() + self.connection_count();
-        let stored = snapshot.webhooks.len() + snapshot.connections.len();
+        let kept = self.webhook_count();
+        let stored = snapshot.webhooks.len();
         for (key, route) in snapshot.webhooks {
             self.inner.webhooks.insert(key, route);
         }
-        for (name, connection) in snapshot.connections {
-            self.inner.connections.insert(name, connection);
-        }
-        self.connections_changed();
         ReplaceStats {
             removed: before - kept,
             stored,
         }
     }
 
-    /// Names of every live connection.
-    pub fn connection_names(&self) -> Vec<ConnectionName> {
-        self.inner
-            .connections
-            .iter()
-            .map(|e| e.key().clone())
-            .collect()
-    }
-
     pub fn webhook_count(&self) -> usize {
         self.inner.webhooks.len()
-    }
-
-    pub fn connection_count(&self) -> usize {
-        self.inner.connections.len()
     }
 
     /// The config revision last applied (etcd revision, or the file backend's load counter).
@@ -164,14 +98,14 @@ impl ConfigCache {
 mod tests {
     use super::*;
     use crate::{
-        config::Webhook,
         keys::{Namespace, WebhookId},
+        webhook::Webhook,
     };
 
     fn route(ns: &str, id: &str) -> Arc<Route> {
         let key = WebhookKey::new(Namespace::parse(ns).unwrap(), WebhookId::parse(id).unwrap());
         let webhook = Webhook::from_value(serde_json::json!({"module": "log"})).unwrap();
-        let pool = crate::connections::ConnectionPool::new(ConfigCache::new());
+        let pool = crate::connections::ConnectionPool::new(Default::default());
         Arc::new(Route::build(key, webhook, &pool))
     }
 

@@ -5,12 +5,12 @@ use std::{sync::Arc, time::Instant};
 use futures_util::future::try_join_all;
 
 use crate::{
-    config::{webhook::Execution, DataType, Webhook},
     connections::ConnectionPool,
     keys::ConnectionName,
     keys::WebhookKey,
     metrics::Metrics,
     modules::{Delivery, DeliveryError, Module},
+    webhook::{DataType, Execution, Webhook},
 };
 
 /// One built destination and the connection it uses (for error accounting).

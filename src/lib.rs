@@ -2,7 +2,9 @@
 //!
 //! - [`settings`]: process settings (flags and environment).
 //! - [`keys`]: validated names and the etcd key layout.
-//! - [`config`]: what a webhook or connection entry means and whether it is valid.
+//! - [`config`]: the ground floor: secrets, config errors, `{$VAR}` substitution, connection
+//!   entries.
+//! - [`webhook`]: a webhook entry and whether it is valid (its [`modules`] and [`verify`] checks).
 //! - [`provider`]: how entries arrive (files or etcd) and reach the [`cache`].
 //! - [`dispatch`]: a live route and how a delivery runs through its [`modules`], whose clients
 //!   come from the [`connections`] pool.
@@ -27,3 +29,4 @@ pub mod startup;
 pub mod telemetry;
 pub mod tools;
 pub mod verify;
+pub mod webhook;

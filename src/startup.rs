@@ -103,10 +103,7 @@ impl Application {
 
         let shutdown = Shutdown::new();
         let cache = ConfigCache::new();
-        let pool = ConnectionPool::new(cache.clone());
-        shutdown
-            .tasks
-            .spawn(pool.clone().run_reaper(shutdown.token.child_token()));
+        let pool = ConnectionPool::new(shutdown.tasks.clone());
         let provider = provider::spawn(settings, cache.clone(), pool.clone(), &shutdown);
         let state = web::Data::new(AppState {
             cache: cache.clone(),

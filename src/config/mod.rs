@@ -5,10 +5,8 @@
 pub mod connection;
 pub mod env_subst;
 pub mod secret;
-pub mod webhook;
 
 pub use connection::Connection;
-pub use webhook::{DataType, Webhook};
 
 use serde_json::Value;
 
@@ -52,7 +50,7 @@ impl ConfigError {
 
 /// Parses an entry's raw bytes into a JSON object, substitutes environment references at
 /// `paths`, and validates it with `build`; errors never carry a substituted value.
-pub(crate) fn parse_entry<T>(
+pub fn parse_entry<T>(
     bytes: &[u8],
     env: EnvLookup<'_>,
     paths: &[env_subst::FieldPath],

@@ -5,7 +5,7 @@ use actix_web::{
     HttpResponse, ResponseError,
 };
 
-use crate::{keys::NameError, modules::DeliveryError, verify::VerifyError};
+use crate::{connections::PoolError, keys::NameError, modules::DeliveryError, verify::VerifyError};
 
 /// Seconds a sender is asked to wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u32 = 5;
@@ -54,9 +54,9 @@ impl ApiError {
             ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             ApiError::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::TooManyUploads => (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads"),
-            ApiError::DestinationUnavailable(
-                DeliveryError::ConnectionMissing { .. } | DeliveryError::ConnectionMismatch { .. },
-            ) => (StatusCode::SERVICE_UNAVAILABLE, "connection_missing"),
+            ApiError::DestinationUnavailable(DeliveryError::Connection(
+                PoolError::Missing { .. } | PoolError::Mismatch { .. },
+            )) => (StatusCode::SERVICE_UNAVAILABLE, "connection_missing"),
             ApiError::DestinationUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "destination_unavailable")
             }
@@ -159,9 +159,10 @@ mod tests {
             reason: "down".into(),
         });
         assert!(e.parts().0.is_server_error());
-        let missing = ApiError::DestinationUnavailable(DeliveryError::ConnectionMissing {
-            name: crate::keys::ConnectionName::parse("c").unwrap(),
-        });
+        let missing =
+            ApiError::DestinationUnavailable(DeliveryError::Connection(PoolError::Missing {
+                name: crate::keys::ConnectionName::parse("c").unwrap(),
+            }));
         assert_eq!(
             missing.parts(),
             (StatusCode::SERVICE_UNAVAILABLE, "connection_missing")

@@ -26,7 +26,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "backend": status.backend.as_str(),
             "revision": state.cache.revision(),
             "webhooks": state.cache.webhook_count(),
-            "connections": state.cache.connection_count(),
+            "connections": state.pool.len(),
         }
     }))
 }

@@ -20,7 +20,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let heard = stats.heard_at_ms.load(Ordering::Relaxed);
     let scrape = ScrapeState {
         webhooks: state.cache.webhook_count(),
-        connections: state.cache.connection_count(),
+        connections: state.pool.len(),
         in_flight: state
             .max_in_flight
             .saturating_sub(state.in_flight.available_permits()),

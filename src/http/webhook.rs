@@ -20,11 +20,11 @@ use futures_util::StreamExt;
 use super::{error::ApiError, request_id::RequestId, AppState};
 use crate::{
     admission::Refusal,
-    config::DataType,
     dispatch::Route,
     keys::{Namespace, WebhookId, WebhookKey},
     modules::Delivery,
     verify::{ip::client_ip, Inbound, VerifyError},
+    webhook::DataType,
 };
 
 /// The webhook a request named, kept in the request's extensions for the access log; `routed`

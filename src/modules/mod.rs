@@ -1,7 +1,7 @@
 //! Destinations: the `Module` trait, what a module is handed (`Delivery`), and the registry.
 //!
-//! Adding a module means one file or folder here, one `ModuleConfig` variant and one arm in
-//! [`ModuleConfig::parse`] and [`ModuleConfig::build`].
+//! Adding a module means one file or folder here, one row in [`REGISTRY`] and, for a new kind of
+//! destination, one [`Kind`] variant with its arm in [`ModuleConfig::build`].
 
 pub mod kafka;
 pub mod log;
@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::{
     config::ConfigError,
-    connections::ConnectionPool,
+    connections::{ConnectionPool, PoolError},
     keys::{ConnectionName, Namespace, WebhookId},
 };
 
@@ -35,7 +35,7 @@ pub struct Delivery {
     pub webhook: WebhookId,
     pub request_id: String,
     pub received_at: SystemTime,
-    /// Request headers with credentials and signatures removed (see `http::headers`).
+    /// Request headers with credentials and signatures removed (see `http::webhook`).
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     /// The body is known to be valid JSON (checked at the edge for `data_type: json`).
@@ -69,43 +69,80 @@ pub enum DeliveryError {
     /// No acknowledgement within the webhook's timeout.
     #[error("no acknowledgement within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
-    /// The webhook names a connection that does not exist (yet).
-    #[error("connection `{name}` does not exist")]
-    ConnectionMissing { name: ConnectionName },
-    /// The named connection is of another type than the module needs.
-    #[error("connection `{name}` is of type {found}; module `{module}` needs {expected}")]
-    ConnectionMismatch {
-        name: ConnectionName,
-        module: &'static str,
-        expected: &'static str,
-        found: &'static str,
-    },
+    /// No client for the webhook's connection: missing, of another type, or unusable.
+    #[error(transparent)]
+    Connection(#[from] PoolError),
 }
 
-/// The validated `module` + `module-config` (+ `connection`) of one destination: the registry's
-/// closed set.
+/// The validated `module` + `module-config` (+ `connection`) of one destination.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ModuleConfig {
-    Log(log::LogConfig),
-    Kafka(kafka::KafkaConfig, ConnectionName),
-    Redis(redis::Command, ConnectionName),
+pub struct ModuleConfig {
+    /// The `module` name as written (a [`REGISTRY`] name).
+    name: &'static str,
+    kind: Kind,
+    connection: Option<ConnectionName>,
 }
 
-/// Names accepted in `module`, listed in errors.
-pub const MODULE_NAMES: &[&str] = &[
-    "log",
-    "kafka",
-    "redis_publish",
-    "redis_stream",
-    "redis_list",
+/// What a destination does, by kind of destination.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Log(log::LogConfig),
+    Kafka(kafka::KafkaConfig),
+    Redis(redis::Command),
+}
+
+/// How a module's `module-config` is parsed, and whether it needs a connection.
+struct Entry {
+    name: &'static str,
+    needs_connection: bool,
+    parse: fn(&'static str, Value) -> Result<Kind, ConfigError>,
+}
+
+/// The registry: every module name accepted in `module`, in the order errors list them.
+const REGISTRY: &[Entry] = &[
+    Entry {
+        name: "log",
+        needs_connection: false,
+        parse: |name, config| Ok(Kind::Log(from_config(name, config)?)),
+    },
+    Entry {
+        name: "kafka",
+        needs_connection: true,
+        parse: |name, config| {
+            Ok(Kind::Kafka(
+                from_config::<kafka::KafkaConfig>(name, config)?.validate()?,
+            ))
+        },
+    },
+    Entry {
+        name: "redis_publish",
+        needs_connection: true,
+        parse: |name, config| {
+            let c: redis::PublishConfig = from_config(name, config)?;
+            Ok(Kind::Redis(redis::Command::Publish(c.validate()?)))
+        },
+    },
+    Entry {
+        name: "redis_stream",
+        needs_connection: true,
+        parse: |name, config| {
+            let c: redis::StreamConfig = from_config(name, config)?;
+            Ok(Kind::Redis(redis::Command::Stream(c.validate()?)))
+        },
+    },
+    Entry {
+        name: "redis_list",
+        needs_connection: true,
+        parse: |name, config| {
+            let c: redis::ListConfig = from_config(name, config)?;
+            Ok(Kind::Redis(redis::Command::List(c.validate()?)))
+        },
+    },
 ];
 
-fn needs(name: &str, connection: Option<ConnectionName>) -> Result<ConnectionName, ConfigError> {
-    connection.ok_or_else(|| {
-        ConfigError::Invalid(format!(
-            "module `{name}` needs a `connection` (a name under global/connections/)"
-        ))
-    })
+/// Names accepted in `module`.
+pub fn module_names() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|e| e.name)
 }
 
 impl ModuleConfig {
@@ -116,73 +153,88 @@ impl ModuleConfig {
         connection: Option<ConnectionName>,
     ) -> Result<Self, ConfigError> {
         let config = config.unwrap_or_else(|| Value::Object(Default::default()));
-        match name {
-            "log" => Ok(Self::Log(from_config(name, config)?)),
-            "kafka" => {
-                let c: kafka::KafkaConfig = from_config(name, config)?;
-                Ok(Self::Kafka(c.validate()?, needs(name, connection)?))
-            }
-            "redis_publish" => {
-                let c: redis::PublishConfig = from_config(name, config)?;
-                let command = redis::Command::Publish(c.validate()?);
-                Ok(Self::Redis(command, needs(name, connection)?))
-            }
-            "redis_stream" => {
-                let c: redis::StreamConfig = from_config(name, config)?;
-                let command = redis::Command::Stream(c.validate()?);
-                Ok(Self::Redis(command, needs(name, connection)?))
-            }
-            "redis_list" => {
-                let c: redis::ListConfig = from_config(name, config)?;
-                let command = redis::Command::List(c.validate()?);
-                Ok(Self::Redis(command, needs(name, connection)?))
-            }
-            "redis_rq" | "redis-rq" => Err(ConfigError::Invalid(
-                "module `redis_rq` is not supported (RQ jobs are Python pickles); \
+        let Some(entry) = REGISTRY.iter().find(|e| e.name == name) else {
+            return Err(ConfigError::Invalid(
+                if matches!(name, "redis_rq" | "redis-rq") {
+                    "module `redis_rq` is not supported (RQ jobs are Python pickles); \
                  use `redis_list` for a queue or `redis_stream` for a durable log"
-                    .into(),
-            )),
-            other => Err(ConfigError::Invalid(format!(
-                "unknown module `{other}`; expected one of {}",
-                MODULE_NAMES.join(", ")
-            ))),
-        }
+                        .into()
+                } else {
+                    format!(
+                        "unknown module `{name}`; expected one of {}",
+                        module_names().collect::<Vec<_>>().join(", ")
+                    )
+                },
+            ));
+        };
+        let kind = (entry.parse)(entry.name, config)?;
+        let connection = match (entry.needs_connection, connection) {
+            (true, None) => {
+                return Err(ConfigError::Invalid(format!(
+                    "module `{name}` needs a `connection` (a name under global/connections/)"
+                )))
+            }
+            (true, connection) => connection,
+            // Accepted and unused, as before: existing entries name one.
+            (false, _) => None,
+        };
+        Ok(Self {
+            name: entry.name,
+            kind,
+            connection,
+        })
     }
 
     /// The module name as written in config.
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::Log(_) => "log",
-            Self::Kafka(..) => "kafka",
-            Self::Redis(redis::Command::Publish(_), _) => "redis_publish",
-            Self::Redis(redis::Command::Stream(_), _) => "redis_stream",
-            Self::Redis(redis::Command::List(_), _) => "redis_list",
-        }
+        self.name
+    }
+
+    /// What the destination does.
+    pub fn kind(&self) -> &Kind {
+        &self.kind
     }
 
     /// The connection this destination uses, if any.
     pub fn connection(&self) -> Option<&ConnectionName> {
-        match self {
-            Self::Log(_) => None,
-            Self::Kafka(_, c) | Self::Redis(_, c) => Some(c),
-        }
+        self.connection.as_ref()
     }
 
     /// Builds the live module. Does no I/O: clients come from the pool on first delivery.
     pub fn build(&self, pool: &ConnectionPool) -> Arc<dyn Module> {
-        match self {
-            Self::Log(config) => Arc::new(log::LogModule::new(config.clone())),
-            Self::Kafka(config, connection) => Arc::new(kafka::KafkaModule::new(
+        match (&self.kind, &self.connection) {
+            (Kind::Log(config), _) => Arc::new(log::LogModule::new(config.clone())),
+            (Kind::Kafka(config), Some(connection)) => Arc::new(kafka::KafkaModule::new(
                 config.clone(),
                 connection.clone(),
                 pool.clone(),
             )),
-            Self::Redis(command, connection) => Arc::new(redis::RedisModule::new(
+            (Kind::Redis(command), Some(connection)) => Arc::new(redis::RedisModule::new(
                 command.clone(),
                 connection.clone(),
                 pool.clone(),
             )),
+            // `parse` gives every connection module its connection.
+            (Kind::Kafka(_) | Kind::Redis(_), None) => Arc::new(Unbuildable(self.name)),
         }
+    }
+}
+
+/// A destination that cannot run (never built from parsed config; see `build`).
+#[derive(Debug)]
+struct Unbuildable(&'static str);
+
+#[async_trait::async_trait]
+impl Module for Unbuildable {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    async fn deliver(&self, _: &Delivery) -> Result<(), DeliveryError> {
+        Err(DeliveryError::Unavailable {
+            module: self.0,
+            reason: "module has no connection".into(),
+        })
     }
 }
 
@@ -216,7 +268,10 @@ mod tests {
         let err = ModuleConfig::parse("kafka", Some(json!({"topic": "t"})), None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("connection"), "{err}");
+        assert_eq!(
+            err,
+            "module `kafka` needs a `connection` (a name under global/connections/)"
+        );
         let conn = ConnectionName::parse("c").ok();
         for (name, config) in [
             ("kafka", json!({"topic": "t"})),
@@ -269,8 +324,29 @@ mod tests {
     #[test]
     fn log_without_config_uses_defaults() {
         assert_eq!(
-            ModuleConfig::parse("log", None, None).unwrap(),
-            ModuleConfig::Log(log::LogConfig::default())
+            ModuleConfig::parse("log", None, None).unwrap().kind(),
+            &Kind::Log(log::LogConfig::default())
         );
+    }
+
+    #[tokio::test]
+    async fn every_registered_name_parses_and_builds_a_module_of_that_name() {
+        let pool = ConnectionPool::new(tokio_util::task::TaskTracker::new());
+        let configs = [
+            ("log", json!({})),
+            ("kafka", json!({"topic": "t"})),
+            ("redis_publish", json!({"channel": "c"})),
+            ("redis_stream", json!({"stream": "s"})),
+            ("redis_list", json!({"key": "k"})),
+        ];
+        assert_eq!(
+            module_names().collect::<Vec<_>>(),
+            configs.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+        );
+        for (name, config) in configs {
+            let connection = (name != "log").then(|| ConnectionName::parse("c").unwrap());
+            let parsed = ModuleConfig::parse(name, Some(config), connection).unwrap();
+            assert_eq!(parsed.build(&pool).name(), name);
+        }
     }
 }

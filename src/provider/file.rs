@@ -109,7 +109,7 @@ pub fn load(files: &Files, applier: &Applier, revision: i64) -> Result<(), FileE
     let stats = snapshot.apply(revision);
     tracing::info!(
         webhooks = applier.cache.webhook_count(),
-        connections = applier.cache.connection_count(),
+        connections = applier.pool.len(),
         removed = stats.removed,
         revision,
         "Config files loaded."

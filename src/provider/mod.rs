@@ -6,9 +6,12 @@ pub mod backoff;
 pub mod etcd;
 pub mod file;
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use dashmap::DashMap;
@@ -16,12 +19,13 @@ use tokio::sync::watch;
 
 use crate::{
     cache::{ConfigCache, Snapshot},
-    config::{env_subst, Connection, Webhook},
+    config::{env_subst, ConfigError, Connection},
     connections::ConnectionPool,
     dispatch::Route,
     keys::{ConfigKey, ConnectionName, WebhookKey},
     settings::{Backend, Settings},
     shutdown::Shutdown,
+    webhook::Webhook,
 };
 
 /// The etcd link as `/health` reports it.
@@ -123,6 +127,7 @@ pub fn spawn(
         pool,
         stats: Arc::clone(&stats),
         env: Arc::new(env_subst::process_env),
+        rules: Rules::from_settings(settings),
     };
     let token = shutdown.token.child_token();
     match backend {
@@ -141,13 +146,58 @@ pub fn spawn(
 /// The `{$VAR}` lookup, shared across threads.
 pub type SharedEnv = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// Turns raw entries into cache changes, logging and skipping invalid ones.
+/// What this process accepts beyond an entry's own validity (from its settings).
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// `MAX_BODY_BYTES`: a ceiling for every webhook's `max_body_bytes`.
+    pub max_body_bytes: u64,
+}
+
+impl Rules {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            max_body_bytes: settings.max_body_bytes,
+        }
+    }
+}
+
+/// A webhook entry exactly as the server accepts it: valid on its own and within `rules`.
+/// The one parser shared by the providers and `switchyard check`.
+pub fn parse_webhook(
+    value: &[u8],
+    env: crate::config::EnvLookup<'_>,
+    rules: Rules,
+) -> Result<Webhook, ConfigError> {
+    let webhook = Webhook::from_bytes(value, env)?;
+    match webhook.checks.max_body_bytes {
+        Some(max) if max > rules.max_body_bytes => Err(ConfigError::Invalid(format!(
+            "`max_body_bytes` is {max}, above this instance's MAX_BODY_BYTES ({}); the global \
+             value is a ceiling",
+            rules.max_body_bytes
+        ))),
+        _ => Ok(webhook),
+    }
+}
+
+/// A connection entry exactly as the server accepts it, including what only the client library
+/// can tell (librdkafka's properties). No I/O.
+pub fn parse_connection(
+    value: &[u8],
+    env: crate::config::EnvLookup<'_>,
+) -> Result<Connection, ConfigError> {
+    let connection = Connection::from_bytes(value, env)?;
+    crate::connections::validate(&connection).map_err(ConfigError::Invalid)?;
+    Ok(connection)
+}
+
+/// Turns raw entries into cache and pool changes, logging and skipping invalid ones.
 #[derive(Clone)]
 pub struct Applier {
     pub cache: ConfigCache,
     pub pool: ConnectionPool,
     pub stats: Arc<ProviderStats>,
     pub env: SharedEnv,
+    pub rules: Rules,
 }
 
 /// A parsed entry, ready for the cache.
@@ -157,7 +207,7 @@ enum Entry {
 }
 
 impl Applier {
-    fn parse(&self, key: &ConfigKey, value: &[u8]) -> Result<Entry, crate::config::ConfigError> {
+    fn parse(&self, key: &ConfigKey, value: &[u8]) -> Result<Entry, ConfigError> {
         let env = &*self.env;
         match key {
             ConfigKey::Webhook(key) => {
@@ -169,12 +219,12 @@ impl Applier {
                         return Ok(Entry::Webhook(live));
                     }
                 }
-                let webhook = Webhook::from_bytes(value, env)?;
+                let webhook = parse_webhook(value, env, self.rules)?;
                 let route = Route::build(key.clone(), webhook, &self.pool).from_source(digest);
                 Ok(Entry::Webhook(Arc::new(route)))
             }
             ConfigKey::Connection(name) => {
-                let connection = Connection::from_bytes(value, env)?;
+                let connection = parse_connection(value, env)?;
                 Ok(Entry::Connection(name.clone(), Arc::new(connection)))
             }
         }
@@ -207,8 +257,8 @@ impl Applier {
                 self.cache.upsert_webhook(route);
             }
             Ok(Entry::Connection(name, connection)) => {
-                tracing::debug!(key = source, "Connection updated.");
-                self.cache.upsert_connection(name, connection);
+                let changed = self.pool.upsert(name, connection);
+                tracing::debug!(key = source, changed, "Connection updated.");
             }
             Err(reason) => self.skipped(source, &reason, self.has(key)),
         }
@@ -221,7 +271,7 @@ impl Applier {
         self.stats.skipped.remove(source);
         let removed = match key {
             ConfigKey::Webhook(key) => self.cache.remove_webhook(key),
-            ConfigKey::Connection(name) => self.cache.remove_connection(name),
+            ConfigKey::Connection(name) => self.pool.remove(name),
         };
         tracing::debug!(key = source, removed, "Entry deleted.");
     }
@@ -229,7 +279,7 @@ impl Applier {
     fn has(&self, key: &ConfigKey) -> bool {
         match key {
             ConfigKey::Webhook(key) => self.cache.webhook(key).is_some(),
-            ConfigKey::Connection(name) => self.cache.connection(name).is_some(),
+            ConfigKey::Connection(name) => self.pool.config(name).is_some(),
         }
     }
 
@@ -238,6 +288,7 @@ impl Applier {
         SnapshotBuilder {
             applier: self,
             snapshot: Snapshot::default(),
+            connections: HashMap::new(),
             skipped: Vec::new(),
         }
     }
@@ -247,6 +298,7 @@ impl Applier {
 pub struct SnapshotBuilder<'a> {
     applier: &'a Applier,
     snapshot: Snapshot,
+    connections: HashMap<ConnectionName, Arc<Connection>>,
     /// Keys found invalid during this load; they replace the skipped set when it is applied.
     skipped: Vec<(String, String)>,
 }
@@ -256,13 +308,12 @@ impl SnapshotBuilder<'_> {
         let entry = match self.applier.parse(key, value) {
             Ok(entry) => entry,
             Err(reason) => {
-                let cache = &self.applier.cache;
                 let kept = match key {
-                    ConfigKey::Webhook(key) => cache.webhook(key).map(|old| {
+                    ConfigKey::Webhook(key) => self.applier.cache.webhook(key).map(|old| {
                         self.snapshot.webhooks.insert(key.clone(), old);
                     }),
-                    ConfigKey::Connection(name) => cache.connection(name).map(|old| {
-                        self.snapshot.connections.insert(name.clone(), old);
+                    ConfigKey::Connection(name) => self.applier.pool.config(name).map(|old| {
+                        self.connections.insert(name.clone(), old);
                     }),
                 };
                 self.applier.skipped(source, &reason, kept.is_some());
@@ -275,7 +326,7 @@ impl SnapshotBuilder<'_> {
                 self.snapshot.webhooks.insert(route.key.clone(), route);
             }
             Entry::Connection(name, connection) => {
-                self.snapshot.connections.insert(name, connection);
+                self.connections.insert(name, connection);
             }
         }
     }
@@ -288,7 +339,8 @@ impl SnapshotBuilder<'_> {
     /// Makes the collected entries the whole configuration, at `revision`.
     pub fn apply(self, revision: i64) -> crate::cache::ReplaceStats {
         let applier = self.applier;
-        let stats = applier.cache.replace_all(self.snapshot);
+        let mut stats = applier.cache.replace_all(self.snapshot);
+        stats.removed += applier.pool.replace_all(self.connections).removed;
         applier.cache.set_revision(revision);
         ProviderStats::bump(&applier.stats.full_loads);
         ProviderStats::stamp(&applier.stats.applied_at_ms);

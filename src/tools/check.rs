@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::{etcd_entries, file_entries, validate, Report};
+use crate::provider::Rules;
 use crate::{
     keys::KeyLayout,
     provider::etcd::{admin, EtcdLink},
@@ -38,6 +39,6 @@ pub async fn run(settings: &Settings, source: Source) -> Result<Report, String> 
             etcd_entries(&layout, kvs, &mut report)
         }
     };
-    validate(&entries, &mut report);
+    validate(&entries, Rules::from_settings(settings), &mut report);
     Ok(report)
 }

@@ -6,6 +6,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use super::{file_entries, validate, Report};
+use crate::provider::Rules;
 use crate::{
     keys::{ConfigKey, KeyLayout, Namespace},
     provider::etcd::{admin, EtcdLink},
@@ -38,7 +39,7 @@ pub async fn run(
 ) -> Result<Plan, String> {
     let mut report = Report::default();
     let entries = file_entries(webhooks, connections, namespace, &mut report);
-    validate(&entries, &mut report);
+    validate(&entries, Rules::from_settings(settings), &mut report);
     let layout = KeyLayout::new(&settings.etcd_prefix);
     if !report.problems.is_empty() {
         return Ok(Plan {

@@ -12,9 +12,9 @@ use std::{fmt::Write as _, path::Path};
 use serde_json::{Map, Value};
 
 use crate::{
-    config::{env_subst::process_env, Connection, Webhook},
+    config::env_subst::process_env,
     keys::{ConfigKey, ConnectionName, KeyLayout, KeyMatch, Namespace, WebhookId, WebhookKey},
-    provider::file::read_entries,
+    provider::{file::read_entries, parse_connection, parse_webhook, Rules},
 };
 
 /// A parsed entry from a file or etcd, with where it came from.
@@ -106,12 +106,12 @@ pub fn etcd_entries(
 
 /// Validates every entry as the server would, plus cross-entry checks (connections named by
 /// webhooks must exist).
-pub fn validate(entries: &[Entry], report: &mut Report) {
+pub fn validate(entries: &[Entry], rules: Rules, report: &mut Report) {
     let env = &process_env;
     let connections: std::collections::HashSet<&ConnectionName> = entries
         .iter()
         .filter_map(|e| match &e.key {
-            ConfigKey::Connection(name) => Connection::from_bytes(e.raw.as_bytes(), env)
+            ConfigKey::Connection(name) => parse_connection(e.raw.as_bytes(), env)
                 .is_ok()
                 .then_some(name),
             ConfigKey::Webhook(_) => None,
@@ -119,7 +119,7 @@ pub fn validate(entries: &[Entry], report: &mut Report) {
         .collect();
     for entry in entries {
         let result = match &entry.key {
-            ConfigKey::Webhook(_) => Webhook::from_bytes(entry.raw.as_bytes(), env).and_then(|w| {
+            ConfigKey::Webhook(_) => parse_webhook(entry.raw.as_bytes(), env, rules).and_then(|w| {
                 match w
                     .destinations
                     .iter()
@@ -132,7 +132,7 @@ pub fn validate(entries: &[Entry], report: &mut Report) {
                     None => Ok(()),
                 }
             }),
-            ConfigKey::Connection(_) => Connection::from_bytes(entry.raw.as_bytes(), env).map(|_| ()),
+            ConfigKey::Connection(_) => parse_connection(entry.raw.as_bytes(), env).map(|_| ()),
         };
         match result {
             Ok(()) => report.ok += 1,

@@ -449,7 +449,7 @@ async fn jwt_hs256_checks_signature_issuer_audience_and_expiry() {
 
 #[actix_web::test]
 async fn jwt_none_algorithm_is_refused_in_config() {
-    let err = switchyard::config::Webhook::from_value(
+    let err = switchyard::webhook::Webhook::from_value(
         json!({"module": "log", "jwt": {"secret": "s", "algorithm": "none"}}),
     )
     .unwrap_err()
@@ -610,7 +610,7 @@ async fn misspelt_security_fields_make_the_entry_invalid() {
         json!({"module": "log", "jwt": {"secret": "not a pem", "algorithm": "RS256"}}),
     ] {
         assert!(
-            switchyard::config::Webhook::from_value(entry.clone()).is_err(),
+            switchyard::webhook::Webhook::from_value(entry.clone()).is_err(),
             "{entry}"
         );
     }

@@ -1,21 +1,14 @@
 //! The `kafka` module: one record per request, acknowledged by the broker's delivery report.
 
 pub mod config;
-pub mod producer;
-
-use std::time::Duration;
-
-use rdkafka::{
-    message::{Header, OwnedHeaders},
-    producer::FutureRecord,
-    util::Timeout,
-};
 
 pub use config::KafkaConfig;
-pub use producer::Producer;
 
 use super::{rfc3339, Delivery, DeliveryError, Module};
-use crate::{connections::ConnectionPool, keys::ConnectionName};
+use crate::{
+    connections::{kafka::Record, ConnectionPool},
+    keys::ConnectionName,
+};
 
 /// Produces to `config.topic` through the named connection's shared producer.
 #[derive(Debug)]
@@ -50,40 +43,27 @@ impl KafkaModule {
         }
     }
 
-    fn headers(&self, delivery: &Delivery) -> OwnedHeaders {
-        let received_at = rfc3339(delivery.received_at);
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "switchyard-namespace",
-                value: Some(delivery.namespace.as_str()),
-            })
-            .insert(Header {
-                key: "switchyard-webhook",
-                value: Some(delivery.webhook.as_str()),
-            })
-            .insert(Header {
-                key: "switchyard-request-id",
-                value: Some(delivery.request_id.as_str()),
-            })
-            .insert(Header {
-                key: "switchyard-received-at",
-                value: Some(received_at.as_str()),
-            });
+    /// Switchyard's own headers, the content type, then the configured `forward_headers`.
+    fn headers<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        received_at: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut headers = vec![
+            ("switchyard-namespace", delivery.namespace.as_str()),
+            ("switchyard-webhook", delivery.webhook.as_str()),
+            ("switchyard-request-id", delivery.request_id.as_str()),
+            ("switchyard-received-at", received_at),
+        ];
         if let Some(content_type) = delivery.header("content-type") {
-            headers = headers.insert(Header {
-                key: "content-type",
-                value: Some(content_type),
-            });
+            headers.push(("content-type", content_type));
         }
         for name in &self.config.forward_headers {
             if name == "content-type" {
                 continue;
             }
             if let Some(value) = delivery.header(name) {
-                headers = headers.insert(Header {
-                    key: name.as_str(),
-                    value: Some(value),
-                });
+                headers.push((name.as_str(), value));
             }
         }
         headers
@@ -97,28 +77,22 @@ impl Module for KafkaModule {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
-        let producer = self.pool.kafka(&self.connection)?;
+        let producer = self.pool.kafka(&self.connection, "kafka")?;
         let key = self.key(delivery);
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.config.topic)
-            .payload(delivery.body.as_ref())
-            .headers(self.headers(delivery));
-        if let Some(key) = key.as_deref() {
-            record = record.key(key);
-        }
-        if let Some(partition) = self.config.partition {
-            record = record.partition(partition);
-        }
-        // A full local queue fails at once (503) instead of waiting: backpressure reaches the sender.
-        match producer
-            .0
-            .send(record, Timeout::After(Duration::ZERO))
+        let received_at = rfc3339(delivery.received_at);
+        let record = Record {
+            topic: &self.config.topic,
+            key: key.as_deref(),
+            partition: self.config.partition,
+            headers: self.headers(delivery, &received_at),
+            payload: delivery.body.as_ref(),
+        };
+        producer
+            .send(record)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err((error, _)) => Err(DeliveryError::Unavailable {
+            .map_err(|reason| DeliveryError::Unavailable {
                 module: "kafka",
-                reason: error.to_string(),
-            }),
-        }
+                reason,
+            })
     }
 }

@@ -1,19 +1,19 @@
 //! The Redis modules: `redis_publish`, `redis_stream`, `redis_list`, each acknowledged by the
 //! command's reply.
 
-pub mod client;
 pub mod config;
 
 use base64::Engine as _;
-use redis::{aio::ConnectionManager, RedisError};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-pub use client::RedisClient;
 pub use config::{Direction, ListConfig, PublishConfig, StreamConfig};
 
 use super::{rfc3339, Delivery, DeliveryError, Module};
-use crate::{connections::ConnectionPool, keys::ConnectionName};
+use crate::{
+    connections::{ConnectionPool, RedisClient},
+    keys::ConnectionName,
+};
 
 /// What a Redis module writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,64 +87,29 @@ impl RedisModule {
         }
     }
 
-    async fn run(
-        &self,
-        mut conn: ConnectionManager,
-        delivery: &Delivery,
-    ) -> Result<(), RedisError> {
+    async fn run(&self, client: &RedisClient, delivery: &Delivery) -> Result<(), String> {
         match &self.command {
-            Command::Publish(c) => {
-                let _receivers: i64 = redis::cmd("PUBLISH")
-                    .arg(&c.channel)
-                    .arg(envelope(delivery))
-                    .query_async(&mut conn)
-                    .await?;
-            }
+            Command::Publish(c) => client.publish(&c.channel, envelope(delivery)).await,
             Command::Stream(c) => {
-                let mut cmd = redis::cmd("XADD");
-                cmd.arg(&c.stream);
-                if let Some(maxlen) = c.maxlen {
-                    cmd.arg("MAXLEN").arg("~").arg(maxlen);
-                }
                 let headers = serde_json::Value::Object(headers_object(delivery)).to_string();
-                cmd.arg("*")
-                    .arg("namespace")
-                    .arg(delivery.namespace.as_str())
-                    .arg("webhook")
-                    .arg(delivery.webhook.as_str())
-                    .arg("request_id")
-                    .arg(&delivery.request_id)
-                    .arg("received_at")
-                    .arg(rfc3339(delivery.received_at))
-                    .arg("headers")
-                    .arg(headers)
-                    .arg("payload")
-                    .arg(delivery.body.as_ref());
-                let _id: String = cmd.query_async(&mut conn).await?;
+                let received_at = rfc3339(delivery.received_at);
+                let fields: [(&str, &[u8]); 6] = [
+                    ("namespace", delivery.namespace.as_str().as_bytes()),
+                    ("webhook", delivery.webhook.as_str().as_bytes()),
+                    ("request_id", delivery.request_id.as_bytes()),
+                    ("received_at", received_at.as_bytes()),
+                    ("headers", headers.as_bytes()),
+                    ("payload", delivery.body.as_ref()),
+                ];
+                client.xadd(&c.stream, c.maxlen, &fields).await
             }
             Command::List(c) => {
-                let push = match c.direction {
-                    Direction::Lpush => "LPUSH",
-                    Direction::Rpush => "RPUSH",
-                };
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .cmd(push)
-                    .arg(&c.key)
-                    .arg(envelope(delivery))
-                    .ignore();
-                if let Some(max) = c.max_length {
-                    let max = i64::try_from(max).unwrap_or(i64::MAX);
-                    let (start, stop) = match c.direction {
-                        Direction::Lpush => (0, max - 1),
-                        Direction::Rpush => (-max, -1),
-                    };
-                    pipe.cmd("LTRIM").arg(&c.key).arg(start).arg(stop).ignore();
-                }
-                let () = pipe.query_async(&mut conn).await?;
+                let left = c.direction == Direction::Lpush;
+                client
+                    .push(&c.key, left, envelope(delivery), c.max_length)
+                    .await
             }
         }
-        Ok(())
     }
 }
 
@@ -159,12 +124,12 @@ impl Module for RedisModule {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
-        let client = self.pool.redis(&self.connection)?;
-        self.run(client.0, delivery)
+        let client = self.pool.redis(&self.connection, self.name())?;
+        self.run(&client, delivery)
             .await
-            .map_err(|e| DeliveryError::Unavailable {
+            .map_err(|reason| DeliveryError::Unavailable {
                 module: self.name(),
-                reason: e.to_string(),
+                reason,
             })
     }
 }

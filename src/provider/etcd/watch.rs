@@ -231,7 +231,7 @@ pub async fn full_load(
         revision,
         keys,
         webhooks = applier.cache.webhook_count(),
-        connections = applier.cache.connection_count(),
+        connections = applier.pool.len(),
         removed = stats.removed,
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "Loaded config from etcd."

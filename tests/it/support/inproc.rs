@@ -10,13 +10,13 @@ use serde_json::Value;
 use switchyard::{
     admission::BodyReaders,
     cache::ConfigCache,
-    config::Webhook,
     dispatch::Route,
     http::{app, AppState, Surface},
     keys::{Namespace, WebhookId, WebhookKey},
     modules::Module,
     provider::ProviderStatus,
     settings::Backend,
+    webhook::Webhook,
 };
 use tokio::sync::watch;
 
@@ -62,7 +62,7 @@ pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
         max_in_flight,
         metrics: Arc::new(switchyard::metrics::Metrics::new(100)),
         stats: Default::default(),
-        pool: switchyard::connections::ConnectionPool::new(cache.clone()),
+        pool: switchyard::connections::ConnectionPool::new(Default::default()),
     });
     Harness {
         cache,

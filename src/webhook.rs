@@ -1,11 +1,14 @@
 //! A webhook entry (`<prefix><namespace>/webhooks/<id>`): `RawWebhook` as written, `Webhook` once valid.
+//!
+//! It sits above `modules` (its destinations) and `verify` (its checks), which both sit above
+//! `config` (secrets, errors, substitution, connections): every import points down.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{env_subst::FieldPath, parse_entry, secret::Secret, ConfigError, EnvLookup};
+use crate::config::{env_subst::FieldPath, parse_entry, secret::Secret, ConfigError, EnvLookup};
 use crate::{
     keys::ConnectionName,
     modules::ModuleConfig,
@@ -235,7 +238,6 @@ impl Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::log::LogConfig;
     use serde_json::json;
 
     fn no_env(_: &str) -> Option<String> {
@@ -253,7 +255,7 @@ mod tests {
         assert_eq!(w.timeout, Duration::from_secs(5));
         assert_eq!(
             w.destinations,
-            vec![ModuleConfig::Log(LogConfig::default())]
+            vec![ModuleConfig::parse("log", None, None).unwrap()]
         );
     }
 
@@ -268,7 +270,7 @@ mod tests {
         assert_eq!(w.timeout, Duration::from_millis(250));
         assert_eq!(
             w.destinations,
-            vec![ModuleConfig::Log(LogConfig { pretty_print: true })]
+            vec![ModuleConfig::parse("log", Some(json!({"pretty_print": true})), None).unwrap()]
         );
     }
 

@@ -1,0 +1,384 @@
+//! `ConnectionPool`: the one owner of connection configs and their clients.
+//!
+//! Providers call [`ConnectionPool::upsert`], [`ConnectionPool::remove`] and
+//! [`ConnectionPool::replace_all`] as entries arrive; modules ask for a client by name on each
+//! delivery, so a connection changed in etcd is picked up without rebuilding any webhook. A
+//! client is built on first use (no I/O) and retired on the spot when its entry changes or goes;
+//! a retired Kafka producer delivers what it has queued in a tracked task.
+
+pub mod kafka;
+pub mod redis;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use dashmap::DashMap;
+use tokio_util::task::TaskTracker;
+
+pub use self::redis::RedisClient;
+pub use kafka::Producer;
+
+use crate::{config::Connection, keys::ConnectionName};
+
+/// How long a replaced or removed Kafka producer gets to deliver what it has queued.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why no client can be handed out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// The webhook names a connection that does not exist (yet).
+    #[error("connection `{name}` does not exist")]
+    Missing { name: ConnectionName },
+    /// The named connection is of another type than the module needs.
+    #[error("connection `{name}` is of type {found}; module `{module}` needs {expected}")]
+    Mismatch {
+        name: ConnectionName,
+        module: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// The client could not be built from the connection's config.
+    #[error("connection `{name}`: {reason}")]
+    Unavailable {
+        name: ConnectionName,
+        reason: String,
+    },
+}
+
+/// A built client.
+#[derive(Clone)]
+enum Client {
+    Kafka(Producer),
+    Redis(RedisClient),
+}
+
+/// One connection: its config, and its client once built.
+struct Slot {
+    config: Arc<Connection>,
+    client: Option<Client>,
+}
+
+/// Shared handle; cloning is cheap.
+#[derive(Clone)]
+pub struct ConnectionPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    slots: DashMap<ConnectionName, Slot>,
+    /// Where retired producers flush (the application's task tracker).
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for ConnectionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionPool")
+            .field("connections", &self.inner.slots.len())
+            .finish()
+    }
+}
+
+/// Checks what only the client library knows (librdkafka's property names and values). Pure:
+/// runs when an entry is applied and in `switchyard check`.
+pub fn validate(connection: &Connection) -> Result<(), String> {
+    match connection {
+        Connection::Kafka(k) => kafka::validate(k),
+        Connection::Redis(r) => RedisClient::validate(r),
+    }
+}
+
+/// What a [`ConnectionPool::replace_all`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PoolChanges {
+    pub removed: usize,
+    pub changed: usize,
+}
+
+impl ConnectionPool {
+    pub fn new(tasks: TaskTracker) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                slots: DashMap::new(),
+                tasks,
+            }),
+        }
+    }
+
+    /// Sets a connection's config. The same value keeps the live client; a new one retires it
+    /// (the next delivery builds one from the new config). Returns whether anything changed.
+    pub fn upsert(&self, name: ConnectionName, config: Arc<Connection>) -> bool {
+        let old = {
+            let mut slot = match self.inner.slots.get_mut(&name) {
+                Some(slot) if *slot.config == *config => return false,
+                Some(slot) => slot,
+                None => {
+                    self.inner.slots.insert(
+                        name,
+                        Slot {
+                            config,
+                            client: None,
+                        },
+                    );
+                    return true;
+                }
+            };
+            slot.config = config;
+            slot.client.take()
+        };
+        if let Some(old) = old {
+            tracing::info!(connection = %name, "Connection changed; client retired.");
+            self.retire(old);
+        }
+        true
+    }
+
+    /// Removes a connection and retires its client. Returns whether it existed.
+    pub fn remove(&self, name: &ConnectionName) -> bool {
+        match self.inner.slots.remove(name) {
+            Some((_, slot)) => {
+                if let Some(old) = slot.client {
+                    tracing::info!(connection = %name, "Connection removed; client retired.");
+                    self.retire(old);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes `configs` the whole set: missing names are removed, changed ones retired, equal
+    /// ones keep their clients.
+    pub fn replace_all(&self, configs: HashMap<ConnectionName, Arc<Connection>>) -> PoolChanges {
+        let gone: Vec<ConnectionName> = self
+            .inner
+            .slots
+            .iter()
+            .filter(|slot| !configs.contains_key(slot.key()))
+            .map(|slot| slot.key().clone())
+            .collect();
+        let mut changes = PoolChanges::default();
+        for name in gone {
+            changes.removed += usize::from(self.remove(&name));
+        }
+        for (name, config) in configs {
+            changes.changed += usize::from(self.upsert(name, config));
+        }
+        changes
+    }
+
+    /// The live config of a connection.
+    pub fn config(&self, name: &ConnectionName) -> Option<Arc<Connection>> {
+        self.inner
+            .slots
+            .get(name)
+            .map(|slot| Arc::clone(&slot.config))
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.slots.is_empty()
+    }
+
+    fn retire(&self, client: Client) {
+        match client {
+            Client::Kafka(producer) => {
+                // Outside a runtime (unit tests) dropping is all there is to do.
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    self.inner.tasks.spawn(producer.flush(DRAIN_GRACE));
+                }
+            }
+            // In-flight commands hold their own clone; the connection closes with the last one.
+            Client::Redis(_) => {}
+        }
+    }
+
+    /// The client of `name`, built from its config on first use.
+    fn client(
+        &self,
+        name: &ConnectionName,
+        module: &'static str,
+        expected: &'static str,
+    ) -> Result<Client, PoolError> {
+        if let Some(slot) = self.inner.slots.get(name) {
+            if let Some(client) = &slot.client {
+                return Ok(client.clone());
+            }
+        }
+        let mut slot = self
+            .inner
+            .slots
+            .get_mut(name)
+            .ok_or_else(|| PoolError::Missing { name: name.clone() })?;
+        if slot.config.kind() != expected {
+            return Err(PoolError::Mismatch {
+                name: name.clone(),
+                module,
+                expected,
+                found: slot.config.kind(),
+            });
+        }
+        if let Some(client) = &slot.client {
+            return Ok(client.clone());
+        }
+        let built = match &*slot.config {
+            Connection::Kafka(k) => Producer::build(k).map(Client::Kafka),
+            Connection::Redis(r) => RedisClient::build(r).map(Client::Redis),
+        }
+        .map_err(|reason| PoolError::Unavailable {
+            name: name.clone(),
+            reason,
+        })?;
+        slot.client = Some(built.clone());
+        tracing::info!(connection = %name, "Connection client created.");
+        Ok(built)
+    }
+
+    /// The producer of a `kafka` connection, for `module`.
+    pub fn kafka(
+        &self,
+        name: &ConnectionName,
+        module: &'static str,
+    ) -> Result<Producer, PoolError> {
+        match self.client(name, module, "kafka")? {
+            Client::Kafka(producer) => Ok(producer),
+            Client::Redis(_) => Err(self.mismatch(name, module, "kafka")),
+        }
+    }
+
+    /// The client of a `redis` connection, for `module`.
+    pub fn redis(
+        &self,
+        name: &ConnectionName,
+        module: &'static str,
+    ) -> Result<RedisClient, PoolError> {
+        match self.client(name, module, "redis")? {
+            Client::Redis(client) => Ok(client),
+            Client::Kafka(_) => Err(self.mismatch(name, module, "redis")),
+        }
+    }
+
+    fn mismatch(
+        &self,
+        name: &ConnectionName,
+        module: &'static str,
+        expected: &'static str,
+    ) -> PoolError {
+        PoolError::Mismatch {
+            name: name.clone(),
+            module,
+            expected,
+            found: self.config(name).map_or("unknown", |c| c.kind()),
+        }
+    }
+
+    /// Every connection with its type and whether its client is built (no secrets).
+    pub fn describe(&self) -> Vec<serde_json::Value> {
+        let mut all: Vec<serde_json::Value> = self
+            .inner
+            .slots
+            .iter()
+            .map(|slot| {
+                serde_json::json!({
+                    "name": slot.key().as_str(),
+                    "type": slot.config.kind(),
+                    "client": if slot.client.is_some() { "ready" } else { "not_started" },
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        all
+    }
+
+    /// Flushes every Kafka producer (shutdown), up to `grace` in all.
+    pub async fn close(&self, grace: Duration) {
+        let clients: Vec<Client> = self
+            .inner
+            .slots
+            .iter_mut()
+            .filter_map(|mut slot| slot.client.take())
+            .collect();
+        let flushes = clients.into_iter().filter_map(|client| match client {
+            Client::Kafka(producer) => Some(producer.flush(grace)),
+            Client::Redis(_) => None,
+        });
+        futures_util::future::join_all(flushes).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::connection::RedisConnection;
+
+    fn redis(host: &str) -> Arc<Connection> {
+        Arc::new(Connection::Redis(RedisConnection {
+            host: Some(host.into()),
+            port: None,
+            db: None,
+            username: None,
+            password: None,
+            tls: false,
+            url: None,
+        }))
+    }
+
+    fn name(s: &str) -> ConnectionName {
+        ConnectionName::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_same_config_keeps_the_client_and_a_new_one_retires_it() {
+        let pool = ConnectionPool::new(TaskTracker::new());
+        assert!(pool.upsert(name("r"), redis("a")));
+        pool.redis(&name("r"), "redis_stream").unwrap();
+        assert_eq!(pool.describe()[0]["client"], "ready");
+        assert!(
+            !pool.upsert(name("r"), redis("a")),
+            "same value: nothing to do"
+        );
+        assert_eq!(pool.describe()[0]["client"], "ready");
+        assert!(pool.upsert(name("r"), redis("b")));
+        assert_eq!(pool.describe()[0]["client"], "not_started");
+    }
+
+    #[tokio::test]
+    async fn missing_and_mismatched_connections_are_named() {
+        let pool = ConnectionPool::new(TaskTracker::new());
+        assert_eq!(
+            pool.kafka(&name("r"), "kafka").unwrap_err(),
+            PoolError::Missing { name: name("r") }
+        );
+        pool.upsert(name("r"), redis("a"));
+        assert_eq!(
+            pool.kafka(&name("r"), "kafka").unwrap_err(),
+            PoolError::Mismatch {
+                name: name("r"),
+                module: "kafka",
+                expected: "kafka",
+                found: "redis"
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn replace_all_removes_missing_and_counts_changes() {
+        let pool = ConnectionPool::new(TaskTracker::new());
+        pool.upsert(name("a"), redis("a"));
+        pool.upsert(name("b"), redis("b"));
+        let changes = pool.replace_all(HashMap::from([
+            (name("b"), redis("b")),
+            (name("c"), redis("c")),
+        ]));
+        assert_eq!(
+            changes,
+            PoolChanges {
+                removed: 1,
+                changed: 1
+            }
+        );
+        assert!(pool.config(&name("a")).is_none());
+        assert_eq!(pool.len(), 2);
+    }
+}

@@ -1,0 +1,143 @@
+//! The Redis client of a `redis` connection and the commands modules send through it (the
+//! only file that imports the redis crate).
+
+use std::time::Duration;
+
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
+};
+
+use crate::config::connection::RedisConnection;
+
+/// A shared, self-reconnecting Redis connection; clones share it.
+#[derive(Clone)]
+pub struct RedisClient(ConnectionManager);
+
+impl std::fmt::Debug for RedisClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisClient")
+    }
+}
+
+impl RedisClient {
+    /// The client settings of a connection. No I/O: `redis::Client::open` only checks them.
+    fn client(connection: &RedisConnection) -> Result<redis::Client, String> {
+        let info = match &connection.url {
+            Some(url) => url
+                .expose()
+                .into_connection_info()
+                .map_err(|e| format!("invalid Redis url: {e}"))?,
+            None => {
+                let host = connection
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| "localhost".into());
+                let port = connection.port.unwrap_or(6379);
+                let addr = if connection.tls {
+                    ConnectionAddr::TcpTls {
+                        host,
+                        port,
+                        insecure: false,
+                        tls_params: None,
+                    }
+                } else {
+                    ConnectionAddr::Tcp(host, port)
+                };
+                let mut redis = RedisConnectionInfo::default().set_db(connection.db.unwrap_or(0));
+                if let Some(user) = &connection.username {
+                    redis = redis.set_username(user);
+                }
+                if let Some(password) = &connection.password {
+                    redis = redis.set_password(password.expose());
+                }
+                addr.into_connection_info()
+                    .map_err(|e| format!("invalid Redis address: {e}"))?
+                    .set_redis_settings(redis)
+            }
+        };
+        redis::Client::open(info).map_err(|e| format!("invalid Redis settings: {e}"))
+    }
+
+    /// Whether the connection's settings make a client (applied entries and `check`).
+    pub fn validate(connection: &RedisConnection) -> Result<(), String> {
+        Self::client(connection).map(|_| ())
+    }
+
+    /// Creates the client lazily: it connects on first use, so building does no I/O.
+    pub fn build(connection: &RedisConnection) -> Result<Self, String> {
+        let client = Self::client(connection)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        ConnectionManager::new_lazy_with_config(client, config)
+            .map(RedisClient)
+            .map_err(|e| format!("cannot create Redis client: {e}"))
+    }
+
+    /// `PUBLISH channel payload`.
+    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), String> {
+        let mut conn = self.0.clone();
+        let _receivers: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// `XADD stream [MAXLEN ~ n] * field value ...`.
+    pub async fn xadd(
+        &self,
+        stream: &str,
+        maxlen: Option<u64>,
+        fields: &[(&str, &[u8])],
+    ) -> Result<(), String> {
+        let mut conn = self.0.clone();
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(stream);
+        if let Some(maxlen) = maxlen {
+            cmd.arg("MAXLEN").arg("~").arg(maxlen);
+        }
+        cmd.arg("*");
+        for (field, value) in fields {
+            cmd.arg(*field).arg(*value);
+        }
+        let _id: String = cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// `LPUSH` (`left`) or `RPUSH` the payload, then trim the list to `max_length` from the
+    /// pushed end, atomically.
+    pub async fn push(
+        &self,
+        key: &str,
+        left: bool,
+        payload: Vec<u8>,
+        max_length: Option<u64>,
+    ) -> Result<(), String> {
+        let mut conn = self.0.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd(if left { "LPUSH" } else { "RPUSH" })
+            .arg(key)
+            .arg(payload)
+            .ignore();
+        if let Some(max) = max_length {
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            let (start, stop) = if left { (0, max - 1) } else { (-max, -1) };
+            pipe.cmd("LTRIM").arg(key).arg(start).arg(stop).ignore();
+        }
+        let () = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}

@@ -176,6 +176,11 @@ pub struct Settings {
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,
 
+    /// Seconds `/health` answers 503 `draining` after SIGTERM/SIGINT while requests are still
+    /// served, so load balancers stop sending before the listener closes.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_drain_seconds: u64,
+
     /// Seconds to let in-flight requests and background tasks finish on SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,

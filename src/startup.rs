@@ -14,8 +14,12 @@ use crate::{
     metrics::Metrics,
     provider::{self, ProviderHandle},
     settings::Settings,
-    shutdown::Shutdown,
+    shutdown::{Phase, Shutdown},
 };
+
+/// How long before the end of the grace period in-flight requests are answered, so the answer
+/// is written before the connection is closed.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// A bound, configured Switchyard, not yet serving.
 pub struct Application {
@@ -27,6 +31,8 @@ pub struct Application {
     shutdown: Shutdown,
     handle: AppHandle,
     grace: Duration,
+    /// `SHUTDOWN_DRAIN_SECONDS`.
+    drain: Duration,
 }
 
 /// Read access to a running application's state (tests and, later, admin endpoints).
@@ -121,8 +127,10 @@ impl Application {
             metrics: std::sync::Arc::new(Metrics::new(settings.metrics_max_webhooks)),
             stats: std::sync::Arc::clone(&provider.stats),
             pool: pool.clone(),
+            phase: shutdown.phase.subscribe(),
         });
         let grace = settings.shutdown_grace();
+        let drain = Duration::from_secs(settings.shutdown_drain_seconds);
         let workers = match settings.http_workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -165,6 +173,7 @@ impl Application {
                 pool,
             },
             grace,
+            drain,
         })
     }
 
@@ -193,9 +202,27 @@ impl Application {
         let result = tokio::select! {
             result = &mut server => flatten(result),
             () = stop => {
-                tracing::info!("Stopping: finishing in-flight requests.");
-                server_handle.stop(true).await;
-                flatten(server.await)
+                tracing::info!(
+                    drain_secs = self.drain.as_secs(),
+                    "Draining: /health answers 503 while requests are still served."
+                );
+                self.shutdown.phase.send_replace(Phase::Draining);
+                let drained = tokio::select! {
+                    result = &mut server => Some(flatten(result)),
+                    () = tokio::time::sleep(self.drain) => None,
+                };
+                match drained {
+                    Some(result) => result,
+                    None => {
+                        // Answers go out before actix's own grace ends and cuts connections.
+                        let deadline = tokio::time::Instant::now()
+                            + self.grace.saturating_sub(ANSWER_MARGIN);
+                        self.shutdown.phase.send_replace(Phase::Stopping { deadline });
+                        tracing::info!("Stopping: no new connections; finishing in-flight requests.");
+                        server_handle.stop(true).await;
+                        flatten(server.await)
+                    }
+                }
             }
         };
         if let Some(admin) = admin_handle {

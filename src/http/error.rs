@@ -32,6 +32,8 @@ pub enum ApiError {
     DestinationUnavailable(#[source] DeliveryError),
     #[error("too many deliveries in flight; retry later")]
     Overloaded,
+    #[error("the instance is shutting down and the destinations did not answer in time; retry")]
+    ShuttingDown,
     #[error("{0}")]
     Refused(VerifyError),
     #[error("method not allowed; use {allowed}")]
@@ -61,6 +63,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "destination_unavailable")
             }
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Refused(VerifyError::Unauthorized | VerifyError::BasicUnauthorized) => {
                 (StatusCode::UNAUTHORIZED, "unauthorized")
             }
@@ -132,6 +135,7 @@ mod tests {
         let errors = [
             ApiError::NotReady,
             ApiError::Overloaded,
+            ApiError::ShuttingDown,
             ApiError::DestinationUnavailable(DeliveryError::Timeout { timeout_ms: 1 }),
             ApiError::NotFound,
             ApiError::Refused(VerifyError::InvalidJson("x".into())),

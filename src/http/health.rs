@@ -3,10 +3,17 @@
 use actix_web::{http::header, web, HttpResponse};
 
 use super::{error::RETRY_AFTER_SECS, AppState};
+use crate::shutdown::Phase;
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let status = state.status.borrow().clone();
-    let (word, mut response) = if status.loaded {
+    let draining = *state.phase.borrow() != Phase::Serving;
+    let (word, mut response) = if draining {
+        // Load balancers take the instance out; requests are still served meanwhile.
+        let mut r = HttpResponse::ServiceUnavailable();
+        r.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+        ("draining", r)
+    } else if status.loaded {
         ("healthy", HttpResponse::Ok())
     } else {
         let mut r = HttpResponse::ServiceUnavailable();
@@ -14,7 +21,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         ("starting", r)
     };
     let mut components = serde_json::Map::new();
-    components.insert("config_manager".into(), word.into());
+    let config_word = if status.loaded { "healthy" } else { "starting" };
+    components.insert("config_manager".into(), config_word.into());
     if let Some(etcd) = status.etcd {
         components.insert("etcd".into(), etcd.as_str().into());
     }

@@ -19,6 +19,7 @@ use crate::{
     keys::Namespace,
     metrics::Metrics,
     provider::{ProviderStats, ProviderStatus},
+    shutdown::Phase,
     verify::ip::IpList,
 };
 use error::ApiError;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub stats: Arc<ProviderStats>,
     pub pool: ConnectionPool,
+    /// Serving, draining or stopping (SIGTERM).
+    pub phase: watch::Receiver<Phase>,
 }
 
 /// Which routes a listener serves.

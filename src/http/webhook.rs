@@ -210,7 +210,18 @@ async fn receive(
         body,
         json: route.data_type() == DataType::Json,
     };
-    deliver(&route, &delivery, &state.metrics).await?;
+    // A stop must not cut a delivery off unanswered: at the stop's deadline it gets a 503.
+    tokio::select! {
+        result = deliver(&route, &delivery, &state.metrics) => result?,
+        () = crate::shutdown::answer_deadline(state.phase.clone()) => {
+            tracing::warn!(
+                webhook = %route.key,
+                request_id = %delivery.request_id,
+                "Shutting down before the destinations answered; the sender was asked to retry."
+            );
+            return Err(ApiError::ShuttingDown);
+        }
+    }
     // The request id is `[A-Za-z0-9._:-]` (see `request_id`): nothing to escape.
     Ok(HttpResponse::Ok()
         .content_type("application/json")

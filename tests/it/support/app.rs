@@ -57,6 +57,7 @@ pub fn settings() -> Settings {
         max_connections: 25_000,
         admin_host: "127.0.0.1".into(),
         admin_port: None,
+        shutdown_drain_seconds: 0,
     }
 }
 

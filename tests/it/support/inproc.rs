@@ -63,6 +63,7 @@ pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
         metrics: Arc::new(switchyard::metrics::Metrics::new(100)),
         stats: Default::default(),
         pool: switchyard::connections::ConnectionPool::new(Default::default()),
+        phase: tokio::sync::watch::channel(switchyard::shutdown::Phase::Serving).1,
     });
     Harness {
         cache,

@@ -92,23 +92,49 @@ fn run_tool(settings: &Settings, command: Command) -> ExitCode {
                 connections,
                 namespace,
                 dry_run,
+                force,
             } => {
-                let plan =
-                    tools::migrate::run(settings, &webhooks, &connections, &namespace, dry_run)
-                        .await?;
-                print!("{}", plan.render(dry_run));
+                let plan = tools::migrate::run(
+                    settings,
+                    &webhooks,
+                    &connections,
+                    &namespace,
+                    dry_run,
+                    force,
+                )
+                .await?;
+                print!("{}", plan.render(force));
                 if !plan.report.problems.is_empty() {
                     eprintln!("switchyard: nothing written: fix the invalid entries first");
+                    return Ok(false);
                 }
-                Ok(plan.report.problems.is_empty())
+                let conflicts = plan.conflicts(force);
+                if conflicts > 0 {
+                    eprintln!(
+                        "switchyard: nothing written: {conflicts} key(s) hold a different value \
+                         (listed as conflict); use --force to overwrite them"
+                    );
+                    return Ok(false);
+                }
+                Ok(true)
             }
-            Command::Export { namespace } => {
-                let (text, report) = tools::export::run(settings, &namespace).await?;
-                println!("{text}");
-                for problem in &report.problems {
-                    eprintln!("skipped  {problem}");
+            Command::Export {
+                namespace,
+                connections,
+            } => {
+                let export =
+                    tools::export::run(settings, &namespace, connections.as_deref()).await?;
+                println!("{}", export.webhooks);
+                for problem in &export.report.problems {
+                    eprintln!("flagged  {problem}");
                 }
-                Ok(report.problems.is_empty())
+                if export.connections_left > 0 {
+                    eprintln!(
+                        "note: {} global connection(s) not exported; pass --connections FILE",
+                        export.connections_left
+                    );
+                }
+                Ok(export.report.problems.is_empty())
             }
         }
     });

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{builder::TypedValueParser as _, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::{config::secret::Secret, keys::Namespace, verify::ip::IpList};
 
@@ -36,7 +36,7 @@ pub enum LogFormat {
 /// Switchyard: a read-only, etcd-driven webhook receiver and router.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
-    /// Address to listen on.
+    /// Address to listen on: an IP address (`0.0.0.0` all IPv4, `::` all IPv6, `127.0.0.1`).
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: String,
 
@@ -169,11 +169,16 @@ pub struct Settings {
     pub log_format: LogFormat,
 
     /// Log filter in `tracing` syntax, e.g. `info` or `switchyard=debug,info`.
-    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    #[arg(
+        long = "rust-log",
+        alias = "log",
+        env = "RUST_LOG",
+        default_value = "info"
+    )]
     pub log_filter: String,
 
-    /// HTTP worker threads (0: one per CPU core).
-    #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
+    /// HTTP worker threads (0: one per CPU core; at most 256).
+    #[arg(long, env = "HTTP_WORKERS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256).map(usize::from))]
     pub http_workers: usize,
 
     /// Seconds `/health` answers 503 `draining` after SIGTERM/SIGINT while requests are still
@@ -218,7 +223,8 @@ pub enum Command {
         etcd: bool,
     },
     /// Write a file-backend config into etcd under the key layout (webhooks into --namespace,
-    /// connections into global). Writes nothing when any entry is invalid.
+    /// connections into global). Writes nothing when any entry is invalid, or when a key already
+    /// holds a different value (unless --force).
     Migrate {
         #[arg(long)]
         webhooks: PathBuf,
@@ -226,14 +232,22 @@ pub enum Command {
         connections: PathBuf,
         #[arg(long)]
         namespace: Namespace,
-        /// Print what would be written without writing.
+        /// Print the plan (put, unchanged, conflict) without writing.
         #[arg(long)]
         dry_run: bool,
+        /// Overwrite keys that hold a different value.
+        #[arg(long)]
+        force: bool,
     },
-    /// Print one namespace's webhooks from etcd as a webhooks.json file.
+    /// Print one namespace's webhooks from etcd as a webhooks.json file (and write the global
+    /// connections as a connections.json file with --connections). Exit 1 when any entry was
+    /// skipped or would be refused by the server.
     Export {
         #[arg(long)]
         namespace: Namespace,
+        /// Also write the global connections to this file.
+        #[arg(long)]
+        connections: Option<PathBuf>,
     },
 }
 
@@ -278,6 +292,49 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |name: &str, why: String| {
+            Err(SettingsError::Invalid(format!(
+                "invalid setting {name}: {why}"
+            )))
+        };
+        for (name, value) in [("HOST", &self.host), ("ADMIN_HOST", &self.admin_host)] {
+            if value.parse::<std::net::IpAddr>().is_err() {
+                return invalid(
+                    name,
+                    format!("{value:?} is not an IP address (e.g. 0.0.0.0, 127.0.0.1, ::)"),
+                );
+            }
+        }
+        for (name, path) in [
+            ("WEBHOOKS_CONFIG_FILE", &self.webhooks_config_file),
+            ("CONNECTIONS_CONFIG_FILE", &self.connections_config_file),
+        ] {
+            if path.as_os_str().is_empty() || path.is_dir() {
+                return invalid(
+                    name,
+                    format!("{:?} is not a file path", path.display().to_string()),
+                );
+            }
+        }
+        if self.etcd_host.is_empty()
+            || self.etcd_host.contains(['/', ' ', ':'])
+                && self.etcd_host.parse::<std::net::IpAddr>().is_err()
+        {
+            return invalid(
+                "ETCD_HOST",
+                format!("{:?} is not a host name or address", self.etcd_host),
+            );
+        }
+        if self.etcd_endpoints.is_some() {
+            for endpoint in self.etcd_endpoints() {
+                if let Err(why) = check_endpoint(&endpoint) {
+                    return invalid("ETCD_ENDPOINTS", format!("{endpoint:?} {why}"));
+                }
+            }
+        }
+        if self.admin_port.is_some() && self.admin_port == Some(self.port) && self.port != 0 {
+            return invalid("ADMIN_PORT", "must differ from PORT".into());
+        }
         if self.config_backend == Backend::Etcd && self.etcd_endpoints().is_empty() {
             return Err(SettingsError::Invalid(
                 "invalid setting ETCD_ENDPOINTS: no endpoint given".into(),
@@ -359,6 +416,29 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+/// An etcd endpoint: `http://` or `https://`, a host, an optional port, nothing else.
+fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', ' ', '?', '#', '@']) {
+        return Err("must be scheme://host:port");
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    match port {
+        Some(port) if port.parse::<u16>().map_or(true, |p| p == 0) => Err("has an invalid port"),
+        _ => Ok(()),
     }
 }
 

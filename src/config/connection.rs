@@ -49,8 +49,8 @@ pub struct KafkaConnection {
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, `linger.ms`, ...), passed through.
     #[serde(default)]
     pub client_config: BTreeMap<String, ConfigScalar>,
-    /// Producer `acks`: `all` (default), `1` or `0`.
-    #[serde(default = "default_acks")]
+    /// Producer `acks`: `all` (default; also `-1`), `1` or `0`, as a string or a number.
+    #[serde(default = "default_acks", deserialize_with = "acks")]
     pub acks: String,
     /// Idempotent producer (default on): retries never duplicate or reorder within a partition.
     #[serde(default = "default_true")]
@@ -129,6 +129,17 @@ fn port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u16>
     }
 }
 
+/// `acks` written as `"all"`, `"1"`, `1`, `-1`, ...: kept as the string librdkafka takes.
+fn acks<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        _ => Err(serde::de::Error::custom(
+            "`acks` must be \"all\", \"1\" or \"0\" (or the numbers -1, 1, 0)",
+        )),
+    }
+}
+
 fn default_acks() -> String {
     "all".to_owned()
 }
@@ -156,16 +167,16 @@ impl Connection {
                 }
                 if !matches!(k.acks.as_str(), "all" | "-1" | "0" | "1") {
                     return Err(ConfigError::Invalid(format!(
-                        "`acks` is {:?}; expected one of all, 1, 0",
+                        "`acks` is {:?}; expected one of \"all\" (or -1), \"1\", \"0\"",
                         k.acks
                     )));
                 }
                 if k.idempotence && !matches!(k.acks.as_str(), "all" | "-1") {
-                    return Err(ConfigError::Invalid(
-                        "the idempotent producer needs `acks: all`; \
-                         set `idempotence: false` to use another acks"
-                            .into(),
-                    ));
+                    return Err(ConfigError::Invalid(format!(
+                        "`acks: {}` needs `idempotence: false`: the idempotent producer (the \
+                         default) only works with `acks: all`",
+                        k.acks
+                    )));
                 }
                 Ok(())
             }
@@ -229,6 +240,37 @@ mod tests {
             k.client_config["enable.ssl.certificate.verification"].0,
             "false"
         );
+    }
+
+    #[test]
+    fn acks_may_be_strings_or_numbers() {
+        for (acks, expected) in [
+            (json!("all"), "all"),
+            (json!(-1), "-1"),
+            (json!(1), "1"),
+            (json!("0"), "0"),
+        ] {
+            let c = Connection::from_value(json!({"type": "kafka", "bootstrap_servers": "k",
+                "acks": acks, "idempotence": false}))
+            .unwrap();
+            let Connection::Kafka(k) = c else {
+                panic!("expected kafka")
+            };
+            assert_eq!(k.acks, expected);
+        }
+        let err =
+            Connection::from_value(json!({"type": "kafka", "bootstrap_servers": "k", "acks": 1}))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("`acks: 1` needs `idempotence: false`"),
+            "{err}"
+        );
+        let err =
+            Connection::from_value(json!({"type": "kafka", "bootstrap_servers": "k", "acks": 2}))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("expected one of"), "{err}");
     }
 
     #[test]

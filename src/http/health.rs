@@ -21,7 +21,11 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         ("starting", r)
     };
     let mut components = serde_json::Map::new();
-    let config_word = if status.loaded { "healthy" } else { "starting" };
+    let config_word = match (status.loaded, state.stats.missing_files().is_empty()) {
+        (false, _) => "starting",
+        (true, true) => "healthy",
+        (true, false) => "no config file",
+    };
     components.insert("config_manager".into(), config_word.into());
     if let Some(etcd) = status.etcd {
         components.insert("etcd".into(), etcd.as_str().into());

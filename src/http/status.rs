@@ -34,6 +34,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             "applied_at": rfc3339_ms(stats.applied_at_ms.load(Ordering::Relaxed)),
             "last_heard_from_etcd_at": rfc3339_ms(stats.heard_at_ms.load(Ordering::Relaxed)),
             "webhooks": state.cache.webhook_count(),
+            "missing_files": state.stats.missing_files(),
             "skipped": skipped,
             "connections": connections,
             "counters": {

@@ -10,13 +10,15 @@ use std::{
 };
 
 use notify::{RecursiveMode, Watcher};
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{set_status, Applier, ProviderStatus};
 use crate::{
-    keys::{ConfigKey, ConnectionName, Namespace, WebhookId, WebhookKey},
+    keys::{ConfigKey, ConnectionName, NameError, Namespace, WebhookId, WebhookKey},
     settings::Settings,
 };
 
@@ -53,13 +55,25 @@ pub enum FileError {
     Parse { path: PathBuf, reason: String },
 }
 
-/// Reads a file as an object of entries; a missing file is an empty object.
-pub fn read_entries(path: &Path) -> Result<Map<String, Value>, FileError> {
+/// What a missing file means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// The server: an empty file, reported in `/health` and `/status`.
+    Empty,
+    /// The tools: an error (a typo in a path must not look like an empty config).
+    Error,
+}
+
+/// Reads a file as an object of raw entries (each value exactly as written); `Ok(None)` when it
+/// is missing and that means empty.
+fn read_entries(
+    path: &Path,
+    missing: Missing,
+) -> Result<Option<BTreeMap<String, Box<RawValue>>>, FileError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(path = %path.display(), "Config file not found; treating it as empty.");
-            return Ok(Map::new());
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && missing == Missing::Empty => {
+            return Ok(None);
         }
         Err(source) => {
             return Err(FileError::Read {
@@ -68,42 +82,80 @@ pub fn read_entries(path: &Path) -> Result<Map<String, Value>, FileError> {
             })
         }
     };
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(FileError::Parse {
-            path: path.to_owned(),
-            reason: "the top level must be an object".into(),
-        }),
-        Err(e) => Err(FileError::Parse {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        }),
+    let parse_error = |reason: String| FileError::Parse {
+        path: path.to_owned(),
+        reason,
+    };
+    match serde_json::from_slice::<Box<RawValue>>(&bytes) {
+        Ok(raw) if raw.get().trim_start().starts_with('{') => serde_json::from_str(raw.get())
+            .map(Some)
+            .map_err(|e| parse_error(e.to_string())),
+        Ok(_) => Err(parse_error("the top level must be an object".into())),
+        Err(e) => Err(parse_error(e.to_string())),
     }
 }
 
-/// Loads both files and replaces the cache's content with them.
-pub fn load(files: &Files, applier: &Applier, revision: i64) -> Result<(), FileError> {
-    let webhooks = read_entries(&files.webhooks)?;
-    let connections = read_entries(&files.connections)?;
-    let mut snapshot = applier.snapshot();
-    for (id, value) in &webhooks {
-        let source = format!("{}#{id}", files.webhooks.display());
-        match WebhookId::parse(id) {
-            Ok(id) => {
-                let key = ConfigKey::Webhook(WebhookKey::new(files.namespace.clone(), id));
-                snapshot.add(&key, &source, value.to_string().as_bytes());
-            }
-            Err(reason) => snapshot.skip(&source, &reason),
+/// One entry of the two files: where it came from, its key (or why the name is not one) and
+/// its value exactly as written.
+pub struct FileEntry {
+    /// `<path>#<name>`.
+    pub source: String,
+    pub key: Result<ConfigKey, NameError>,
+    pub raw: String,
+}
+
+/// Both files as entries: the one reading of the files shared by the server and the tools.
+pub struct FileEntries {
+    pub entries: Vec<FileEntry>,
+    /// Files that do not exist (read as empty; only with [`Missing::Empty`]).
+    pub missing: Vec<String>,
+}
+
+/// Reads both files into entries of `files.namespace`.
+pub fn entries(files: &Files, missing: Missing) -> Result<FileEntries, FileError> {
+    let mut out = FileEntries {
+        entries: Vec::new(),
+        missing: Vec::new(),
+    };
+    for (path, webhook) in [(&files.webhooks, true), (&files.connections, false)] {
+        let Some(map) = read_entries(path, missing)? else {
+            out.missing.push(path.display().to_string());
+            continue;
+        };
+        for (name, raw) in map {
+            let key = if webhook {
+                WebhookId::parse(&name)
+                    .map(|id| ConfigKey::Webhook(WebhookKey::new(files.namespace.clone(), id)))
+            } else {
+                ConnectionName::parse(&name).map(ConfigKey::Connection)
+            };
+            out.entries.push(FileEntry {
+                source: format!("{}#{name}", path.display()),
+                key,
+                raw: raw.get().to_owned(),
+            });
         }
     }
-    for (name, value) in &connections {
-        let source = format!("{}#{name}", files.connections.display());
-        match ConnectionName::parse(name) {
-            Ok(name) => {
-                let key = ConfigKey::Connection(name);
-                snapshot.add(&key, &source, value.to_string().as_bytes());
-            }
-            Err(reason) => snapshot.skip(&source, &reason),
+    Ok(out)
+}
+
+/// Loads both files and replaces the live config with them.
+pub fn load(files: &Files, applier: &Applier, revision: i64) -> Result<(), FileError> {
+    let read = entries(files, Missing::Empty)?;
+    for path in &read.missing {
+        tracing::warn!(
+            path,
+            "Config file not found; serving it as empty until it appears."
+        );
+    }
+    if let Ok(mut missing) = applier.stats.missing_files.lock() {
+        *missing = read.missing;
+    }
+    let mut snapshot = applier.snapshot();
+    for entry in &read.entries {
+        match &entry.key {
+            Ok(key) => snapshot.add(key, &entry.source, entry.raw.as_bytes()),
+            Err(reason) => snapshot.skip(&entry.source, reason),
         }
     }
     let stats = snapshot.apply(revision);
@@ -140,7 +192,15 @@ pub async fn run(
         }
         Err(error) => {
             super::ProviderStats::bump(&applier.stats.rejected_loads);
-            tracing::error!(%error, "Config file rejected; the last good config keeps serving.");
+            if *revision == 0 {
+                tracing::error!(
+                    %error,
+                    "Config file rejected; no config is loaded yet, so requests get 503 not_ready \
+                     until the file is fixed."
+                );
+            } else {
+                tracing::error!(%error, "Config file rejected; the last good config keeps serving.");
+            }
         }
     };
     reload(&mut revision);

@@ -76,6 +76,18 @@ pub struct ProviderStats {
     pub reconnects: AtomicU64,
     /// Whole loads refused (a file that does not parse); the last good config kept serving.
     pub rejected_loads: AtomicU64,
+    /// Config files of the file backend that do not exist (read as empty).
+    pub missing_files: std::sync::Mutex<Vec<String>>,
+}
+
+impl ProviderStats {
+    /// The config files found missing at the last load (file backend).
+    pub fn missing_files(&self) -> Vec<String> {
+        self.missing_files
+            .lock()
+            .map(|files| files.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl ProviderStats {

@@ -30,7 +30,7 @@ pub async fn run(settings: &Settings, source: Source) -> Result<Report, String> 
             &connections,
             &settings.etcd_namespace,
             &mut report,
-        ),
+        )?,
         Source::Etcd => {
             let layout = KeyLayout::new(&settings.etcd_prefix);
             let kvs = admin::read_prefix(&EtcdLink::from_settings(settings), layout.prefix())

@@ -1,38 +1,76 @@
-//! `switchyard export`: print one namespace's webhooks as a `webhooks.json` file.
+//! `switchyard export`: one namespace's webhooks (and, with `--connections`, the global
+//! connections) from etcd as the file backend's files.
+//!
+//! Values are exported exactly as stored. Entries the server would refuse are exported too (so
+//! nothing is lost) and flagged; values that are not JSON cannot be and are skipped and flagged.
 
-use super::{object_of, Report};
+use std::path::Path;
+
+use super::{etcd_entries, object_of, validate, Entry, Report};
 use crate::{
-    keys::{ConfigKey, KeyLayout, KeyMatch, Namespace},
-    provider::etcd::{admin, EtcdLink},
+    keys::{ConfigKey, KeyLayout, Namespace},
+    provider::{
+        etcd::{admin, EtcdLink},
+        Rules,
+    },
     settings::Settings,
 };
 
-pub async fn run(settings: &Settings, namespace: &Namespace) -> Result<(String, Report), String> {
+/// The exported webhooks file, and what was flagged.
+pub struct Export {
+    pub webhooks: String,
+    pub connections_written: usize,
+    /// Connections in etcd that were not exported (no `--connections` path).
+    pub connections_left: usize,
+    pub report: Report,
+}
+
+pub async fn run(
+    settings: &Settings,
+    namespace: &Namespace,
+    connections_path: Option<&Path>,
+) -> Result<Export, String> {
     let layout = KeyLayout::new(&settings.etcd_prefix);
-    let kvs = admin::read_prefix(
-        &EtcdLink::from_settings(settings),
-        &layout.namespace_prefix(namespace),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let kvs = admin::read_prefix(&EtcdLink::from_settings(settings), layout.prefix())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut report = Report::default();
-    let mut entries = Vec::new();
-    for (key, value) in kvs {
-        match layout.parse(&key) {
-            KeyMatch::Valid(ConfigKey::Webhook(key)) => {
-                entries.push((
-                    key.id.to_string(),
-                    String::from_utf8_lossy(&value).into_owned(),
-                ));
-            }
-            _ => report.problem(
-                &String::from_utf8_lossy(&key),
-                "not a webhook key; not exported",
-            ),
+    let entries: Vec<Entry> = etcd_entries(&layout, kvs, &mut report)
+        .into_iter()
+        .filter(|e| match &e.key {
+            ConfigKey::Webhook(key) => &key.namespace == namespace,
+            ConfigKey::Connection(_) => true,
+        })
+        .collect();
+    // Flags what the server would refuse (exported anyway).
+    validate(&entries, Rules::from_settings(settings), &mut report);
+    let named = |webhooks: bool| -> Vec<(String, String)> {
+        entries
+            .iter()
+            .filter_map(|e| match (&e.key, webhooks) {
+                (ConfigKey::Webhook(key), true) => Some((key.id.to_string(), e.raw.clone())),
+                (ConfigKey::Connection(name), false) => Some((name.to_string(), e.raw.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let webhooks = object_of(&named(true), &mut report);
+    let connections = named(false);
+    let mut export = Export {
+        webhooks: serde_json::to_string_pretty(&webhooks).map_err(|e| e.to_string())?,
+        connections_written: 0,
+        connections_left: 0,
+        report,
+    };
+    match connections_path {
+        Some(path) => {
+            let object = object_of(&connections, &mut export.report);
+            let text = serde_json::to_string_pretty(&object).map_err(|e| e.to_string())?;
+            std::fs::write(path, text + "\n")
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            export.connections_written = connections.len();
         }
+        None => export.connections_left = connections.len(),
     }
-    let object = object_of(&entries, &mut report);
-    report.ok = entries.len() - report.problems.len().min(entries.len());
-    let text = serde_json::to_string_pretty(&object).map_err(|e| e.to_string())?;
-    Ok((text, report))
+    Ok(export)
 }

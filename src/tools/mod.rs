@@ -13,8 +13,11 @@ use serde_json::{Map, Value};
 
 use crate::{
     config::env_subst::process_env,
-    keys::{ConfigKey, ConnectionName, KeyLayout, KeyMatch, Namespace, WebhookId, WebhookKey},
-    provider::{file::read_entries, parse_connection, parse_webhook, Rules},
+    keys::{ConfigKey, ConnectionName, KeyLayout, KeyMatch, Namespace},
+    provider::{
+        file::{self, Files, Missing},
+        parse_connection, parse_webhook, Rules,
+    },
 };
 
 /// A parsed entry from a file or etcd, with where it came from.
@@ -47,39 +50,36 @@ impl Report {
     }
 }
 
-/// Reads the two files of the file backend into entries of `namespace`.
+/// Reads the two files of the file backend into entries of `namespace`, exactly as the server
+/// reads them. A file that is missing or does not parse is an error (the tool cannot run), not
+/// an empty config.
 pub fn file_entries(
     webhooks: &Path,
     connections: &Path,
     namespace: &Namespace,
     report: &mut Report,
-) -> Vec<Entry> {
-    let mut entries = Vec::new();
-    let mut read = |path: &Path, webhook: bool| match read_entries(path) {
-        Ok(map) => {
-            for (name, value) in map {
-                let source = format!("{}#{name}", path.display());
-                let key = if webhook {
-                    WebhookId::parse(&name)
-                        .map(|id| ConfigKey::Webhook(WebhookKey::new(namespace.clone(), id)))
-                } else {
-                    ConnectionName::parse(&name).map(ConfigKey::Connection)
-                };
-                match key {
-                    Ok(key) => entries.push(Entry {
-                        source,
-                        key,
-                        raw: value.to_string(),
-                    }),
-                    Err(reason) => report.problem(&source, reason),
-                }
-            }
-        }
-        Err(e) => report.problem(&path.display().to_string(), e),
+) -> Result<Vec<Entry>, String> {
+    let files = Files {
+        webhooks: webhooks.to_owned(),
+        connections: connections.to_owned(),
+        namespace: namespace.clone(),
     };
-    read(webhooks, true);
-    read(connections, false);
-    entries
+    let read = file::entries(&files, Missing::Error).map_err(|e| e.to_string())?;
+    Ok(read
+        .entries
+        .into_iter()
+        .filter_map(|entry| match entry.key {
+            Ok(key) => Some(Entry {
+                source: entry.source,
+                key,
+                raw: entry.raw,
+            }),
+            Err(reason) => {
+                report.problem(&entry.source, reason);
+                None
+            }
+        })
+        .collect())
 }
 
 /// Entries from raw etcd keys under `layout`; foreign keys are ignored as the server does.

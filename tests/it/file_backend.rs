@@ -123,3 +123,79 @@ async fn chunked_body_over_the_limit_is_refused_while_streaming() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+async fn status_json(app: &TestApp) -> serde_json::Value {
+    app.client
+        .get(app.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_missing_file_is_reported_in_health_and_status_until_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "webhooks.json", r#"{"w": {"module": "log"}}"#);
+    let app = TestApp::spawn_ready(file_settings(dir.path())).await;
+    let (status, health) = app.health().await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an empty connections file still serves"
+    );
+    assert_eq!(health["components"]["config_manager"], "no config file");
+    let missing = status_json(&app).await["missing_files"].clone();
+    assert!(
+        missing.to_string().contains("connections.json"),
+        "{missing}"
+    );
+
+    write(dir.path(), "connections.json", "{}");
+    wait_until(
+        Duration::from_secs(10),
+        "config_manager healthy",
+        || async { app.health().await.1["components"]["config_manager"] == "healthy" },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saving_a_file_rebuilds_only_the_connections_whose_value_changed() {
+    let redis = crate::support::Redis::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = r#"{"s": {"module": "redis_stream", "connection": "r", "module-config": {"stream": "keep"}}}"#;
+    write(dir.path(), "webhooks.json", hooks);
+    write(
+        dir.path(),
+        "connections.json",
+        &format!(
+            r#"{{"r": {}, "k": {{"type": "kafka", "bootstrap_servers": "k:9092",
+                "client_config": {{"no.such.property": "1"}}}}}}"#,
+            redis.connection()
+        ),
+    );
+    let app = TestApp::spawn_ready(file_settings(dir.path())).await;
+    assert_eq!(app.status_of("s").await, StatusCode::OK);
+    let status = status_json(&app).await;
+    assert_eq!(status["connections"][0]["client"], "ready", "{status}");
+    // librdkafka's refusal is reported when the entry is applied, not at the first request.
+    let skipped = status["skipped"].to_string();
+    assert!(
+        skipped.contains("connections.json#k") && skipped.contains("no.such.property"),
+        "{skipped}"
+    );
+
+    // Saving the webhooks file (a change elsewhere) keeps the live client.
+    write(
+        dir.path(),
+        "webhooks.json",
+        &hooks.replace("}}}", "}}, \"new\": {\"module\": \"log\"}}"),
+    );
+    app.wait_status("new", StatusCode::OK).await;
+    let status = status_json(&app).await;
+    assert_eq!(status["connections"][0]["name"], "r");
+    assert_eq!(status["connections"][0]["client"], "ready", "{status}");
+}

@@ -13,6 +13,7 @@ mod hardening;
 mod http_api;
 mod instances;
 mod observability;
+mod settings;
 mod shutdown;
 mod tools;
 mod verification;

@@ -165,3 +165,188 @@ async fn invalid_entries_are_reported_with_key_and_reason_and_nothing_is_written
         "{out}"
     );
 }
+
+fn write_pair(dir: &std::path::Path, webhooks: &str, connections: &str) -> (String, String) {
+    let (w, c) = (dir.join("webhooks.json"), dir.join("connections.json"));
+    std::fs::write(&w, webhooks).unwrap();
+    std::fs::write(&c, connections).unwrap();
+    (
+        w.to_str().unwrap().to_owned(),
+        c.to_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn migrate_refuses_to_overwrite_a_different_value_without_force() {
+    let etcd = Etcd::start().await;
+    let prefix = format!("/{}/", unique!("cwm"));
+    let shared = format!("{prefix}global/connections/cache");
+    etcd.put(&shared, r#"{"type": "redis", "host": "prod-redis"}"#)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    // Written with its own key order and spacing: migrate keeps both.
+    let hook = r#"{ "timeout_ms": 250,  "module": "log" }"#;
+    let (w, c) = write_pair(
+        dir.path(),
+        &format!(r#"{{"hook": {hook}}}"#),
+        r#"{"cache": {"type": "redis", "host": "localhost"}}"#,
+    );
+    let endpoint = etcd.endpoint();
+    let migrate = |extra: &[&str]| {
+        let mut args = vec![
+            "--etcd-endpoints",
+            endpoint.as_str(),
+            "--etcd-prefix",
+            prefix.as_str(),
+            "migrate",
+            "--webhooks",
+            w.as_str(),
+            "--connections",
+            c.as_str(),
+            "--namespace",
+            "acme",
+        ];
+        args.extend_from_slice(extra);
+        switchyard(&args)
+    };
+
+    let dry = migrate(&["--dry-run"]);
+    assert_eq!(dry.status.code(), Some(1), "{}", text(&dry.stdout));
+    assert!(
+        text(&dry.stdout).contains(&format!("conflict  {shared}")),
+        "{}",
+        text(&dry.stdout)
+    );
+    assert!(text(&dry.stdout).contains(&format!("would put  {prefix}acme/webhooks/hook")));
+
+    let refused = migrate(&[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("--force"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(
+        etcd.get(&shared).await.as_deref(),
+        Some(r#"{"type": "redis", "host": "prod-redis"}"#)
+    );
+    assert_eq!(
+        etcd.get(&format!("{prefix}acme/webhooks/hook")).await,
+        None,
+        "nothing written"
+    );
+
+    let forced = migrate(&["--force"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert_eq!(
+        etcd.get(&shared).await.as_deref(),
+        Some(r#"{"type": "redis", "host": "localhost"}"#)
+    );
+    assert_eq!(
+        etcd.get(&format!("{prefix}acme/webhooks/hook"))
+            .await
+            .as_deref(),
+        Some(hook)
+    );
+
+    let again = migrate(&[]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains(&format!("unchanged  {shared}")));
+}
+
+#[tokio::test]
+async fn export_writes_connections_and_flags_what_the_server_would_refuse() {
+    let etcd = Etcd::start().await;
+    let prefix = format!("/{}/", unique!("cwm"));
+    etcd.put(
+        &format!("{prefix}acme/webhooks/good"),
+        r#"{"module":"log"}"#,
+    )
+    .await;
+    etcd.put(
+        &format!("{prefix}acme/webhooks/typo"),
+        r#"{"module":"lgo"}"#,
+    )
+    .await;
+    etcd.put(
+        &format!("{prefix}other/webhooks/elsewhere"),
+        r#"{"module":"log"}"#,
+    )
+    .await;
+    etcd.put(
+        &format!("{prefix}global/connections/cache"),
+        r#"{"type":"redis","host":"r"}"#,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("connections.json");
+    let endpoint = etcd.endpoint();
+    let export = switchyard(&[
+        "--etcd-endpoints",
+        &endpoint,
+        "--etcd-prefix",
+        &prefix,
+        "export",
+        "--namespace",
+        "acme",
+        "--connections",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        export.status.code(),
+        Some(1),
+        "an invalid entry was exported: exit 1"
+    );
+    let webhooks: Value = serde_json::from_slice(&export.stdout).unwrap();
+    assert_eq!(
+        webhooks,
+        json!({"good": {"module": "log"}, "typo": {"module": "lgo"}})
+    );
+    assert!(
+        text(&export.stderr).contains("acme/webhooks/typo: unknown module `lgo`"),
+        "{}",
+        text(&export.stderr)
+    );
+    let connections: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        connections,
+        json!({"cache": {"type": "redis", "host": "r"}})
+    );
+}
+
+#[test]
+fn check_refuses_a_missing_file_and_reports_what_only_the_client_library_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = switchyard(&[
+        "check",
+        "--webhooks",
+        "/nonexistent.json",
+        "--connections",
+        "/nonexistent2.json",
+    ]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing.stdout));
+    assert!(
+        text(&missing.stderr).contains("/nonexistent.json"),
+        "{}",
+        text(&missing.stderr)
+    );
+
+    let (w, c) = write_pair(
+        dir.path(),
+        r#"{"big": {"module": "log", "max_body_bytes": 2000000}}"#,
+        r#"{"k": {"type": "kafka", "bootstrap_servers": "k:9092",
+                  "client_config": {"no.such.property": "1"}}}"#,
+    );
+    let check = switchyard(&["check", "--webhooks", &w, "--connections", &c]);
+    assert_eq!(check.status.code(), Some(1));
+    let out = text(&check.stdout);
+    assert!(
+        out.contains("#k: librdkafka refuses `client_config`"),
+        "{out}"
+    );
+    assert!(out.contains("no.such.property"), "{out}");
+    assert!(
+        out.contains("#big: `max_body_bytes` is 2000000, above this instance's MAX_BODY_BYTES"),
+        "{out}"
+    );
+}

@@ -171,6 +171,15 @@ impl Etcd {
         response.header().unwrap().revision()
     }
 
+    /// The value of `key`, if any.
+    pub async fn get(&self, key: &str) -> Option<String> {
+        let response = self.client().await.get(key, None).await.unwrap();
+        response
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+    }
+
     pub async fn delete(&self, key: &str) -> i64 {
         let response = self.client().await.delete(key, None).await.unwrap();
         response.header().unwrap().revision()

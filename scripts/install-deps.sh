@@ -3,21 +3,27 @@
 #   etcd + etcdctl (Debian etcd-server, etcd-client), redis-server, protoc (etcd-client's build),
 #   wrk (benchmarks), and the tansu Kafka-protocol broker (crates.io; ~15 min to build once,
 #   then found in ~/.cargo/bin).
-# Idempotent: safe to run before every `make test`.
+# Idempotent: safe to run before every `make test`. With `--build`, only what compiling needs
+# (protoc, libssl-dev, pkg-config): `make run` uses that on a fresh machine.
 set -euo pipefail
+
+build_only=false
+if [ "${1:-}" = "--build" ]; then build_only=true; fi
 
 TANSU_VERSION=0.6.0
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 need_apt=()
-command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
-command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
-command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
-command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+if ! $build_only; then
+    command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+    command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+    command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+    command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+    command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -29,6 +35,11 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     if printf '%s\n' "${need_apt[@]}" | grep -qx redis-server; then
         $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
     fi
+fi
+
+if $build_only; then
+    echo "install-deps: build dependencies present (protoc $(protoc --version | awk '{print $2}'))"
+    exit 0
 fi
 
 if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then

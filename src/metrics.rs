@@ -12,8 +12,8 @@ use std::{
 
 use dashmap::DashSet;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::keys::WebhookKey;
@@ -54,11 +54,11 @@ pub struct Metrics {
     body_reads: IntGauge,
     revision: IntGauge,
     etcd_connected: IntGauge,
-    events_applied: IntGauge,
-    invalid_entries: IntGauge,
+    events_applied: IntCounter,
+    invalid_entries: IntCounter,
     invalid_now: IntGauge,
-    reconnects: IntGauge,
-    full_loads: IntGauge,
+    reconnects: IntCounter,
+    full_loads: IntCounter,
     since_last_event: prometheus::Gauge,
 }
 
@@ -118,16 +118,18 @@ impl Metrics {
             "switchyard_body_reads_in_progress",
             "Request bodies being read now (bounded by MAX_BODY_READERS).",
         );
+        // Counted by the providers; copied in at scrape time, typed as counters.
+        let counter = |name: &str, help: &str| must(IntCounter::new(name, help));
         let revision = gauge("switchyard_config_revision", "Config revision applied.");
         let etcd_connected = gauge(
             "switchyard_etcd_connected",
             "1 while the etcd watch is established, 0 otherwise.",
         );
-        let events_applied = gauge(
+        let events_applied = counter(
             "switchyard_config_events_applied_total",
             "Config changes applied (watch events, file entries).",
         );
-        let invalid_entries = gauge(
+        let invalid_entries = counter(
             "switchyard_config_invalid_entries_total",
             "Invalid config entries skipped since start.",
         );
@@ -135,11 +137,11 @@ impl Metrics {
             "switchyard_config_invalid_entries",
             "Config keys currently skipped as invalid.",
         );
-        let reconnects = gauge(
+        let reconnects = counter(
             "switchyard_etcd_reconnects_total",
             "etcd reconnect attempts.",
         );
-        let full_loads = gauge(
+        let full_loads = counter(
             "switchyard_config_full_loads_total",
             "Full config loads (start-up, compaction, restored cluster).",
         );
@@ -247,7 +249,6 @@ impl Metrics {
 
     /// The text exposition, with scrape-time values copied in first.
     pub fn render(&self, state: &ScrapeState) -> String {
-        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let as_i64_usize = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         self.config_entries
             .with_label_values(&["webhook"])
@@ -260,11 +261,11 @@ impl Metrics {
         self.revision.set(state.revision);
         self.etcd_connected
             .set(i64::from(state.etcd_connected.unwrap_or(false)));
-        self.events_applied.set(as_i64(state.events_applied));
-        self.invalid_entries.set(as_i64(state.invalid_entries));
+        catch_up(&self.events_applied, state.events_applied);
+        catch_up(&self.invalid_entries, state.invalid_entries);
         self.invalid_now.set(as_i64_usize(state.skipped_now));
-        self.reconnects.set(as_i64(state.reconnects));
-        self.full_loads.set(as_i64(state.full_loads));
+        catch_up(&self.reconnects, state.reconnects);
+        catch_up(&self.full_loads, state.full_loads);
         self.since_last_event
             .set(state.since_last_event.unwrap_or(f64::NAN));
         let mut out = Vec::new();
@@ -272,6 +273,14 @@ impl Metrics {
             tracing::warn!(error = %e, "Cannot encode metrics.");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Brings a counter up to a monotonic total counted elsewhere.
+fn catch_up(counter: &IntCounter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
     }
 }
 
@@ -299,6 +308,30 @@ mod tests {
 
     fn key(ns: &str, id: &str) -> WebhookKey {
         WebhookKey::new(Namespace::parse(ns).unwrap(), WebhookId::parse(id).unwrap())
+    }
+
+    #[test]
+    fn every_total_is_a_counter() {
+        let m = Metrics::new(1);
+        let text = m.render(&ScrapeState {
+            events_applied: 3,
+            ..ScrapeState::default()
+        });
+        let totals: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter(|l| l.split(' ').next().is_some_and(|n| n.ends_with("_total")))
+            .collect();
+        assert!(totals.len() >= 4, "{totals:?}");
+        for line in totals {
+            assert!(line.ends_with(" counter"), "{line}");
+        }
+        assert!(text.contains("switchyard_config_events_applied_total 3"));
+        let again = m.render(&ScrapeState {
+            events_applied: 5,
+            ..ScrapeState::default()
+        });
+        assert!(again.contains("switchyard_config_events_applied_total 5"));
     }
 
     #[test]

@@ -295,15 +295,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("chain[1]:"), "{err}");
-        for bad in [
-            json!({"chain": []}),
-            json!({"module": "log", "chain": [{"module": "log"}]}),
-            json!({"chain": [{"module": "log"}], "connection": "c"}),
-            json!({"module": "log", "chain-config": {"execution": "parallel"}}),
-            json!({"chain": [{"module": "log", "extra": 1}]}),
-            json!({"chain": [{"module": "log"}], "chain-config": {"execution": "random"}}),
+        for (bad, reason) in [
+            (json!({"chain": []}), "`chain` must not be empty"),
+            (
+                json!({"module": "log", "chain": [{"module": "log"}]}),
+                "not both",
+            ),
+            (
+                json!({"chain": [{"module": "log"}], "connection": "c"}),
+                "inside each element",
+            ),
+            (
+                json!({"module": "log", "chain-config": {"execution": "parallel"}}),
+                "only goes with `chain`",
+            ),
+            (
+                json!({"chain": [{"module": "log", "extra": 1}]}),
+                "unknown field `extra`",
+            ),
+            (
+                json!({"chain": [{"module": "log"}], "chain-config": {"execution": "random"}}),
+                "unknown variant `random`",
+            ),
         ] {
-            assert!(parse(bad.clone()).is_err(), "{bad}");
+            let err = parse(bad.clone()).unwrap_err().to_string();
+            assert!(err.contains(reason), "{bad}: {err}");
         }
     }
 
@@ -335,9 +351,23 @@ mod tests {
 
     #[test]
     fn bad_data_type_and_connection_name_are_refused() {
-        assert!(parse(json!({"module": "log", "data_type": "xml"})).is_err());
-        assert!(parse(json!({"module": "log", "connection": "a b"})).is_err());
-        assert!(parse(json!({"module": "log", "timeout_ms": 0})).is_err());
+        for (bad, reason) in [
+            (
+                json!({"module": "log", "data_type": "xml"}),
+                "unknown variant `xml`",
+            ),
+            (
+                json!({"module": "log", "connection": "a b"}),
+                "`connection`:",
+            ),
+            (
+                json!({"module": "log", "timeout_ms": 0}),
+                "`timeout_ms` is 0",
+            ),
+        ] {
+            let err = parse(bad.clone()).unwrap_err().to_string();
+            assert!(err.contains(reason), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -275,10 +275,11 @@ mod tests {
 
     #[test]
     fn idempotence_needs_acks_all() {
-        assert!(Connection::from_value(
-            json!({"type": "kafka", "bootstrap_servers": "k", "acks": "1"})
-        )
-        .is_err());
+        let err =
+            Connection::from_value(json!({"type": "kafka", "bootstrap_servers": "k", "acks": "1"}))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("needs `idempotence: false`"), "{err}");
         assert!(Connection::from_value(
             json!({"type": "kafka", "bootstrap_servers": "k", "acks": "1", "idempotence": false})
         )
@@ -294,9 +295,19 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_types_are_refused() {
-        assert!(Connection::from_value(json!({"type": "redis", "hots": "r"})).is_err());
-        assert!(Connection::from_value(json!({"type": "mqtt"})).is_err());
-        assert!(Connection::from_value(json!({"host": "r"})).is_err());
+        for (entry, reason) in [
+            (
+                json!({"type": "redis", "hots": "r"}),
+                "unknown field `hots`",
+            ),
+            (json!({"type": "mqtt"}), "unknown variant `mqtt`"),
+            (json!({"host": "r"}), "missing field `type`"),
+        ] {
+            let err = Connection::from_value(entry.clone())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(reason), "{entry}: {err}");
+        }
     }
 
     #[test]
@@ -334,11 +345,14 @@ mod tests {
 
     #[test]
     fn redis_url_excludes_host_fields() {
-        assert!(
-            Connection::from_value(json!({"type": "redis", "url": "redis://r", "host": "r"}))
-                .is_err()
-        );
-        assert!(Connection::from_value(json!({"type": "redis", "url": "http://r"})).is_err());
+        let err = Connection::from_value(json!({"type": "redis", "url": "redis://r", "host": "r"}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "give either `url` or `host`/`port`/`db`, not both");
+        let err = Connection::from_value(json!({"type": "redis", "url": "http://r"}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "`url` must start with redis://, rediss:// or unix://");
         assert!(Connection::from_value(json!({"type": "redis", "url": "redis://r/2"})).is_ok());
     }
 

@@ -287,18 +287,34 @@ mod tests {
     #[test]
     fn module_configs_are_validated() {
         let conn = ConnectionName::parse("c").ok();
-        for (name, config) in [
-            ("kafka", json!({"topic": "bad topic"})),
-            ("kafka", json!({})),
-            ("redis_list", json!({"key": "k", "direction": "middle"})),
-            ("redis_list", json!({"key": "k", "max_length": 0})),
-            ("redis_stream", json!({"stream": ""})),
-            ("redis_publish", json!({"channel": "c", "extra": 1})),
+        for (name, config, reason) in [
+            (
+                "kafka",
+                json!({"topic": "bad topic"}),
+                "not a valid Kafka topic name",
+            ),
+            ("kafka", json!({}), "missing field `topic`"),
+            (
+                "redis_list",
+                json!({"key": "k", "direction": "middle"}),
+                "unknown variant `middle`",
+            ),
+            (
+                "redis_list",
+                json!({"key": "k", "max_length": 0}),
+                "max_length",
+            ),
+            ("redis_stream", json!({"stream": ""}), "stream"),
+            (
+                "redis_publish",
+                json!({"channel": "c", "extra": 1}),
+                "unknown field `extra`",
+            ),
         ] {
-            assert!(
-                ModuleConfig::parse(name, Some(config.clone()), conn.clone()).is_err(),
-                "{name} {config}"
-            );
+            let err = ModuleConfig::parse(name, Some(config.clone()), conn.clone())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(reason), "{name} {config}: {err}");
         }
     }
 

@@ -1,4 +1,5 @@
-//! How config *arrives*: each provider is a task that feeds the [`ConfigCache`].
+//! How config *arrives*: each provider is a task that feeds webhooks to the [`ConfigCache`] and
+//! connections to the [`ConnectionPool`].
 //!
 //! Both backends share [`Applier`], so an entry means the same thing whichever way it came.
 

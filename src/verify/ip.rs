@@ -125,8 +125,13 @@ mod tests {
             list.contains(ip("::ffff:10.0.0.1")),
             "IPv4-mapped IPv6 is the IPv4 address"
         );
-        assert!(compile_whitelist(&["nope".into()]).is_err());
-        assert!(compile_whitelist(&[]).is_err());
+        let err = compile_whitelist(&["nope".into()]).unwrap_err().to_string();
+        assert!(
+            err.contains(r#""nope" is not an IP address or CIDR network"#),
+            "{err}"
+        );
+        let err = compile_whitelist(&[]).unwrap_err().to_string();
+        assert!(err.contains("would refuse everyone"), "{err}");
     }
 
     #[test]

@@ -77,12 +77,13 @@ mod tests {
 
     #[test]
     fn zero_values_are_refused() {
-        for (max, window) in [(0, 60), (1, 0)] {
+        for (max, window, field) in [(0, 60, "max_requests"), (1, 0, "window_seconds")] {
             let c = RateLimitConfig {
                 max_requests: max,
                 window_seconds: window,
             };
-            assert!(c.compile().is_err());
+            let err = c.compile().unwrap_err().to_string();
+            assert_eq!(err, format!("`rate_limit.{field}` must be 1 or more"));
         }
     }
 }

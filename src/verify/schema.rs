@@ -83,7 +83,21 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_ref_makes_the_entry_invalid() {
+        let err = Schema::compile(&json!({"$ref": "https://example.com/schema.json"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("`json_schema` is not a valid schema"), "{err}");
+    }
+
+    #[test]
     fn invalid_schema_is_a_config_error() {
-        assert!(Schema::compile(&json!({"type": 12})).is_err());
+        let err = Schema::compile(&json!({"type": 12}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("`json_schema` is not a valid schema"),
+            "{err}"
+        );
     }
 }

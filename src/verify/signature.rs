@@ -527,31 +527,40 @@ mod tests {
 
     #[test]
     fn provider_configs_refuse_generic_fields() {
-        let bad = serde_json::json!({"provider": "github", "secret": "s", "encoding": "hex"});
-        assert!(serde_json::from_value::<HmacConfig>(bad)
-            .unwrap()
-            .compile()
-            .is_err());
-        let bad = serde_json::json!({"provider": "github", "secret": "s", "tolerance_seconds": 5});
-        assert!(serde_json::from_value::<HmacConfig>(bad)
-            .unwrap()
-            .compile()
-            .is_err());
-        let bad = serde_json::json!({"secret": ""});
-        assert!(serde_json::from_value::<HmacConfig>(bad)
-            .unwrap()
-            .compile()
-            .is_err());
+        for (bad, reason) in [
+            (
+                serde_json::json!({"provider": "github", "secret": "s", "encoding": "hex"}),
+                "fixes header, algorithm and encoding",
+            ),
+            (
+                serde_json::json!({"provider": "github", "secret": "s", "tolerance_seconds": 5}),
+                "only applies to stripe, slack and standard_webhooks",
+            ),
+            (serde_json::json!({"secret": ""}), "must not be empty"),
+        ] {
+            let err = serde_json::from_value::<HmacConfig>(bad.clone())
+                .unwrap()
+                .compile()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(reason), "{bad}: {err}");
+        }
     }
 
     #[test]
     fn weak_standard_webhooks_secrets_are_refused() {
-        for weak in ["whsec_", "whsec_c2VjcmV0", "", "   "] {
+        for (weak, reason) in [
+            ("whsec_", "decodes to 0 bytes"),
+            ("whsec_c2VjcmV0", "decodes to 6 bytes"),
+            ("", "must not be empty"),
+            ("   ", "must not be empty"),
+        ] {
             let c = serde_json::from_value::<HmacConfig>(
                 serde_json::json!({"provider": "standard_webhooks", "secret": weak}),
             )
             .unwrap();
-            assert!(c.compile().is_err(), "{weak:?}");
+            let err = c.compile().unwrap_err().to_string();
+            assert!(err.contains(reason), "{weak:?}: {err}");
         }
     }
 

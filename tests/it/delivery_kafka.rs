@@ -1,21 +1,12 @@
 //! Kafka delivery against a real Kafka-protocol broker (tansu): records, keys, headers,
 //! partitions, and a broker outage in the middle of a steady stream.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
-
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::{
     support::files::write_json,
-    support::{app::file_settings, wait_until, Kafka, TestApp},
+    support::{app::file_settings, load::Load, Kafka, TestApp},
     unique,
 };
 
@@ -116,82 +107,23 @@ async fn broker_outage_loses_nothing_that_was_acknowledged() {
                      "module-config": {"topic": topic}}}),
     )
     .await;
-    let app = Arc::new(app);
     const TOTAL: usize = 400;
-    let next = Arc::new(AtomicUsize::new(0));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
-    let mut senders = Vec::new();
-    for _ in 0..4 {
-        let (app, next, ok, refused) = (
-            Arc::clone(&app),
-            Arc::clone(&next),
-            Arc::clone(&ok),
-            Arc::clone(&refused),
-        );
-        senders.push(tokio::spawn(async move {
-            let mut outcomes = Vec::new();
-            loop {
-                let seq = next.fetch_add(1, Ordering::SeqCst);
-                if seq >= TOTAL {
-                    return outcomes;
-                }
-                let body = format!(r#"{{"seq": {seq}}}"#);
-                let response = app
-                    .client
-                    .post(app.url("/webhook/w"))
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                match response.status() {
-                    StatusCode::OK => ok.fetch_add(1, Ordering::SeqCst),
-                    StatusCode::SERVICE_UNAVAILABLE => refused.fetch_add(1, Ordering::SeqCst),
-                    other => panic!("unexpected status {other}"),
-                };
-                outcomes.push((body, response.status()));
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }));
-    }
-    wait_until(Duration::from_secs(30), "some deliveries", || async {
-        ok.load(Ordering::SeqCst) >= 50
-    })
-    .await;
+    let load = Load::start(app.url("/webhook/w"), TOTAL, 4, |seq| {
+        format!(r#"{{"seq": {seq}}}"#)
+    });
+    load.wait_acknowledged(50).await;
     kafka.pause();
-    wait_until(
-        Duration::from_secs(30),
-        "refusals during the outage",
-        || async { refused.load(Ordering::SeqCst) >= 4 },
-    )
-    .await;
+    load.wait_refused(4).await;
     kafka.resume();
-
-    let mut sent: HashMap<String, StatusCode> = HashMap::new();
-    for sender in senders {
-        sent.extend(sender.await.unwrap());
-    }
-    assert_eq!(sent.len(), TOTAL);
-    let accepted: Vec<&String> = sent
-        .iter()
-        .filter(|(_, s)| **s == StatusCode::OK)
-        .map(|(b, _)| b)
-        .collect();
+    let outcome = load.finish().await;
+    assert_eq!(outcome.sent.len(), TOTAL);
     // Refused records may still land later (at-least-once), so read at least the accepted ones.
-    let records = kafka.consume(&topic, 1, accepted.len()).await;
+    let records = kafka.consume(&topic, 1, outcome.acknowledged().len()).await;
     let stored: Vec<String> = records
         .iter()
         .map(|r| String::from_utf8(r.value.clone()).unwrap())
         .collect();
-    for body in &accepted {
-        assert!(stored.contains(body), "acknowledged but missing: {body}");
-    }
-    let refused = sent.len() - accepted.len();
-    eprintln!(
-        "kafka outage: {} accepted (all stored), {refused} refused with 503, {} stored",
-        accepted.len(),
-        stored.len()
-    );
-    assert!(refused >= 4);
-    assert!(accepted.len() > 50);
+    outcome.assert_all_acknowledged_are_stored(&stored, "kafka outage");
+    assert!(outcome.refused() >= 4);
+    assert!(outcome.acknowledged().len() > 50);
 }

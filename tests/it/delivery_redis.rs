@@ -1,14 +1,7 @@
 //! Redis delivery against a real redis-server: every module end to end, live connection
 //! changes, a missing connection, and an outage in the middle of a steady stream.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
@@ -19,6 +12,7 @@ use crate::{
     support::files::write_json,
     support::{
         app::{etcd_settings, file_settings},
+        load::Load,
         wait_until, Etcd, Redis, TestApp,
     },
     unique,
@@ -310,56 +304,16 @@ async fn redis_outage_loses_nothing_that_was_acknowledged() {
                      "module-config": {"stream": stream}}}),
     )
     .await;
-    let app = Arc::new(app);
     const TOTAL: usize = 600;
-    let next = Arc::new(AtomicUsize::new(0));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let unavailable = Arc::new(AtomicUsize::new(0));
-    let mut senders = Vec::new();
-    for _ in 0..4 {
-        let (app, next, ok, unavailable) = (
-            Arc::clone(&app),
-            Arc::clone(&next),
-            Arc::clone(&ok),
-            Arc::clone(&unavailable),
-        );
-        senders.push(tokio::spawn(async move {
-            let mut outcomes = Vec::new();
-            loop {
-                let seq = next.fetch_add(1, Ordering::SeqCst);
-                if seq >= TOTAL {
-                    return outcomes;
-                }
-                let body = format!(r#"{{"seq": {seq}, "pad": "{}"}}"#, "x".repeat(seq % 50));
-                let status = post_raw(&app, "s", &body).await.status();
-                match status {
-                    StatusCode::OK => ok.fetch_add(1, Ordering::SeqCst),
-                    StatusCode::SERVICE_UNAVAILABLE => unavailable.fetch_add(1, Ordering::SeqCst),
-                    other => panic!("unexpected status {other}"),
-                };
-                outcomes.push((body, status));
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }));
-    }
-    wait_until(Duration::from_secs(30), "some deliveries", || async {
-        ok.load(Ordering::SeqCst) >= 100
-    })
-    .await;
+    let load = Load::start(app.url("/webhook/s"), TOTAL, 4, |seq| {
+        format!(r#"{{"seq": {seq}, "pad": "{}"}}"#, "x".repeat(seq % 50))
+    });
+    load.wait_acknowledged(100).await;
     redis.stop();
-    wait_until(
-        Duration::from_secs(30),
-        "refusals during the outage",
-        || async { unavailable.load(Ordering::SeqCst) >= 5 },
-    )
-    .await;
+    load.wait_refused(5).await;
     redis.restart().await;
-
-    let mut sent: HashMap<String, StatusCode> = HashMap::new();
-    for sender in senders {
-        sent.extend(sender.await.unwrap());
-    }
-    assert_eq!(sent.len(), TOTAL);
+    let outcome = load.finish().await;
+    assert_eq!(outcome.sent.len(), TOTAL);
 
     let mut conn = redis.conn().await;
     let entries: redis::streams::StreamRangeReply = conn.xrange_all(&stream).await.unwrap();
@@ -372,24 +326,9 @@ async fn redis_outage_loses_nothing_that_was_acknowledged() {
             String::from_utf8(bytes).unwrap()
         })
         .collect();
-    let accepted: Vec<&String> = sent
-        .iter()
-        .filter(|(_, s)| **s == StatusCode::OK)
-        .map(|(b, _)| b)
-        .collect();
-    for body in &accepted {
-        assert!(stored.contains(body), "acknowledged but missing: {body}");
-    }
-    let refused = sent.len() - accepted.len();
-    assert!(refused >= 5, "the outage was seen by senders");
-    assert!(sent
-        .iter()
-        .all(|(_, s)| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE));
-    eprintln!(
-        "redis outage: {} accepted (all stored), {refused} refused with 503, {} stored",
-        accepted.len(),
-        stored.len()
-    );
+    outcome.assert_all_acknowledged_are_stored(&stored, "redis outage");
+    assert!(outcome.refused() >= 5, "the outage was seen by senders");
+    let accepted = outcome.acknowledged();
     // Sending resumed after the restart.
     assert!(stored.len() > 100 && accepted.len() > 100);
 }

@@ -88,7 +88,11 @@ mod tests {
             assert!(validate_topic(good).is_ok(), "{good}");
         }
         for bad in ["", ".", "..", "has space", "ü", &"x".repeat(250)] {
-            assert!(validate_topic(bad).is_err(), "{bad}");
+            let err = validate_topic(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("is not a valid Kafka topic name"),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -101,15 +105,20 @@ mod tests {
         let c: KafkaConfig =
             serde_json::from_str(r#"{"topic":"t","key":{"header":"X-GitHub-Delivery"}}"#).unwrap();
         assert_eq!(c.key, Some(KeySource::Header("X-GitHub-Delivery".into())));
-        assert!(serde_json::from_str::<KafkaConfig>(r#"{"topic":"t","key":{"body":1}}"#).is_err());
+        let err = serde_json::from_str::<KafkaConfig>(r#"{"topic":"t","key":{"body":1}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `body`"), "{err}");
     }
 
     #[test]
     fn bad_pointer_and_partition_are_refused() {
         let c: KafkaConfig =
             serde_json::from_str(r#"{"topic":"t","key":{"json_pointer":"a"}}"#).unwrap();
-        assert!(c.validate().is_err());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("must be empty or start with `/`"), "{err}");
         let c: KafkaConfig = serde_json::from_str(r#"{"topic":"t","partition":-1}"#).unwrap();
-        assert!(c.validate().is_err());
+        let err = c.validate().unwrap_err().to_string();
+        assert_eq!(err, "`partition` must be 0 or more");
     }
 }

@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod files;
 pub mod inproc;
 pub mod kafka;
+pub mod load;
 pub mod ports;
 pub mod process;
 pub mod proxy;

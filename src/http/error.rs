@@ -77,6 +77,10 @@ impl ApiError {
             ApiError::Refused(VerifyError::InvalidJson(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_json")
             }
+            // Never a 4xx: the sender did nothing wrong; the body stays opaque.
+            ApiError::Refused(VerifyError::CleanupFailed) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
@@ -154,6 +158,15 @@ mod tests {
                 || response.status() == StatusCode::TOO_MANY_REQUESTS;
             assert_eq!(has, retryable, "{e:?}");
         }
+    }
+
+    #[test]
+    fn a_cleanup_fault_is_an_opaque_500() {
+        let e = ApiError::Refused(VerifyError::CleanupFailed);
+        assert_eq!(
+            e.parts(),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        );
     }
 
     #[test]

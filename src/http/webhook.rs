@@ -152,24 +152,14 @@ fn answered(
     result.unwrap_or_else(|error| error.error_response())
 }
 
+/// The pipeline, in the order of the README's "Order" line.
 async fn receive(
     state: &AppState,
     req: &HttpRequest,
     key: WebhookKey,
     body: &mut RequestBody,
 ) -> Result<HttpResponse, ApiError> {
-    let route = state.cache.webhook(&key);
-    req.extensions_mut().insert(Target {
-        key: key.clone(),
-        routed: route.is_some(),
-    });
-    if !state.status.borrow().loaded {
-        return Err(ApiError::NotReady);
-    }
-    let route = route.ok_or_else(|| ApiError::WebhookNotFound {
-        namespace: key.namespace.to_string(),
-        id: key.id.to_string(),
-    })?;
+    let route = lookup(state, req, &key)?;
     let checks = &route.webhook.checks;
     let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let peer = req
@@ -200,28 +190,13 @@ async fn receive(
     let delivery = Delivery {
         namespace: key.namespace.clone(),
         webhook: key.id.clone(),
-        request_id: req
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default(),
+        request_id: request_id(req),
         received_at: SystemTime::now(),
         headers: forwardable_headers(req, &route),
         body,
         json: route.data_type() == DataType::Json,
     };
-    // A stop must not cut a delivery off unanswered: at the stop's deadline it gets a 503.
-    tokio::select! {
-        result = deliver(&route, &delivery, &state.metrics) => result?,
-        () = crate::shutdown::answer_deadline(state.phase.clone()) => {
-            tracing::warn!(
-                webhook = %route.key,
-                request_id = %delivery.request_id,
-                "Shutting down before the destinations answered; the sender was asked to retry."
-            );
-            return Err(ApiError::ShuttingDown);
-        }
-    }
+    deliver(state, &route, &delivery).await?;
     // The request id is `[A-Za-z0-9._:-]` (see `request_id`): nothing to escape.
     Ok(HttpResponse::Ok()
         .content_type("application/json")
@@ -229,6 +204,29 @@ async fn receive(
             r#"{{"status":"accepted","request_id":"{}"}}"#,
             delivery.request_id
         )))
+}
+
+/// The webhook's live route; records the target for the access log and metrics.
+fn lookup(state: &AppState, req: &HttpRequest, key: &WebhookKey) -> Result<Arc<Route>, ApiError> {
+    let route = state.cache.webhook(key);
+    req.extensions_mut().insert(Target {
+        key: key.clone(),
+        routed: route.is_some(),
+    });
+    if !state.status.borrow().loaded {
+        return Err(ApiError::NotReady);
+    }
+    route.ok_or_else(|| ApiError::WebhookNotFound {
+        namespace: key.namespace.to_string(),
+        id: key.id.to_string(),
+    })
+}
+
+fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
 }
 
 /// The client address behind trusted proxies (`None`: a forwarded hop could not be read).
@@ -250,20 +248,32 @@ fn refused(route: &Route, error: VerifyError) -> ApiError {
     ApiError::Refused(error)
 }
 
+/// Hands the delivery to the route's destinations. A stop must not cut a delivery off
+/// unanswered: at the stop's deadline it gets a 503 instead.
 async fn deliver(
+    state: &AppState,
     route: &Arc<Route>,
     delivery: &Delivery,
-    metrics: &crate::metrics::Metrics,
 ) -> Result<(), ApiError> {
-    route.dispatch(delivery, metrics).await.map_err(|error| {
-        tracing::warn!(
-            webhook = %route.key,
-            request_id = %delivery.request_id,
-            %error,
-            "Delivery failed; the sender was asked to retry."
-        );
-        ApiError::DestinationUnavailable(error)
-    })
+    tokio::select! {
+        result = route.dispatch(delivery, &state.metrics) => result.map_err(|error| {
+            tracing::warn!(
+                webhook = %route.key,
+                request_id = %delivery.request_id,
+                %error,
+                "Delivery failed; the sender was asked to retry."
+            );
+            ApiError::DestinationUnavailable(error)
+        }),
+        () = crate::shutdown::answer_deadline(state.phase.clone()) => {
+            tracing::warn!(
+                webhook = %route.key,
+                request_id = %delivery.request_id,
+                "Shutting down before the destinations answered; the sender was asked to retry."
+            );
+            Err(ApiError::ShuttingDown)
+        }
+    }
 }
 
 /// Reads the body under its own bounds: a reader slot (overall and per client), the size limit

@@ -59,6 +59,9 @@ pub enum VerifyError {
     SchemaViolation { path: String, rule: String },
     #[error("request body is not valid JSON: {0}")]
     InvalidJson(String),
+    /// The cleanup could not walk a body that passed validation: a fault of this server.
+    #[error("credential cleanup failed on a validated body")]
+    CleanupFailed,
 }
 
 /// The verification fields of a webhook entry, as written.
@@ -239,9 +242,7 @@ impl Checks {
             Some(cleanup) => match cleanup.apply(&body) {
                 Ok(Some(cleaned)) => Ok(Bytes::from(cleaned)),
                 Ok(None) => Ok(body),
-                Err(cleanup::NotJson) => Err(VerifyError::InvalidJson(
-                    "the body could not be walked for credential cleanup".into(),
-                )),
+                Err(cleanup::NotJson) => Err(VerifyError::CleanupFailed),
             },
             None => Ok(body),
         }

@@ -87,7 +87,10 @@ mod tests {
         let err = Schema::compile(&json!({"$ref": "https://example.com/schema.json"}))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("`json_schema` is not a valid schema"), "{err}");
+        assert!(
+            err.starts_with("`json_schema` is not a valid schema"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -199,3 +199,28 @@ async fn saving_a_file_rebuilds_only_the_connections_whose_value_changed() {
     assert_eq!(status["connections"][0]["name"], "r");
     assert_eq!(status["connections"][0]["client"], "ready", "{status}");
 }
+
+#[tokio::test]
+async fn a_broken_file_at_start_up_says_what_is_true() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "webhooks.json", "{ not json");
+    write(dir.path(), "connections.json", "{}");
+    let router = crate::support::process::Router::start(dir.path(), &[]);
+    router
+        .wait_log("no config is loaded yet, so requests get 503 not_ready")
+        .await;
+    let client = reqwest::Client::new();
+    let health = client.get(router.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let answer = client
+        .post(router.url("/webhook/anything"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!router.logs().contains("the last good config keeps serving"));
+
+    write(dir.path(), "webhooks.json", r#"{"w": {"module": "log"}}"#);
+    router.wait_ready().await;
+}

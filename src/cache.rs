@@ -4,7 +4,7 @@
 //! last applied, connected or not.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicI64, Ordering},
         Arc,
@@ -25,6 +25,9 @@ pub struct ConfigCache {
 #[derive(Default)]
 struct Inner {
     webhooks: DashMap<WebhookKey, Arc<Route>>,
+    /// Keys that exist but hold an invalid entry with no last good value: answered 503
+    /// `webhook_invalid` (retrying senders keep the event until the entry is fixed), not 404.
+    invalid: DashMap<WebhookKey, ()>,
     revision: AtomicI64,
 }
 
@@ -32,6 +35,8 @@ struct Inner {
 #[derive(Default)]
 pub struct Snapshot {
     pub webhooks: HashMap<WebhookKey, Arc<Route>>,
+    /// Keys present with an invalid entry.
+    pub invalid: HashSet<WebhookKey>,
 }
 
 /// What a [`ConfigCache::replace_all`] changed.
@@ -55,12 +60,24 @@ impl ConfigCache {
     }
 
     pub fn upsert_webhook(&self, route: Arc<Route>) {
+        self.inner.invalid.remove(&route.key);
         self.inner.webhooks.insert(route.key.clone(), route);
     }
 
     /// Returns whether the key was present.
     pub fn remove_webhook(&self, key: &WebhookKey) -> bool {
+        self.inner.invalid.remove(key);
         self.inner.webhooks.remove(key).is_some()
+    }
+
+    /// Records that `key` holds an invalid entry (its last good route, if any, keeps serving).
+    pub fn mark_invalid(&self, key: WebhookKey) {
+        self.inner.invalid.insert(key, ());
+    }
+
+    /// Whether `key` exists with an invalid entry.
+    pub fn is_invalid(&self, key: &WebhookKey) -> bool {
+        self.inner.invalid.contains_key(key)
     }
 
     /// Makes `snapshot` the whole set of webhooks: entries missing from it are removed.
@@ -73,6 +90,10 @@ impl ConfigCache {
         let stored = snapshot.webhooks.len();
         for (key, route) in snapshot.webhooks {
             self.inner.webhooks.insert(key, route);
+        }
+        self.inner.invalid.clear();
+        for key in snapshot.invalid {
+            self.inner.invalid.insert(key, ());
         }
         ReplaceStats {
             removed: before - kept,

@@ -25,13 +25,11 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-DEFAULT_BIN=$ROOT/target/release/switchyard
-SWITCHYARD_BIN=${SWITCHYARD_BIN:-$DEFAULT_BIN}
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+. "$HERE/../lib.sh" # settings, counters and helpers shared by the scenarios
 REDIS_SERVER_BIN=${REDIS_SERVER_BIN:-redis-server}
 REDIS_CLI_BIN=${REDIS_CLI_BIN:-redis-cli}
-DEADLINE_SECONDS=${DEADLINE_SECONDS:-10}
-POLL_INTERVAL=0.1
+POST_HEADERS=(-H 'X-GitHub-Event: push') # on every POST; the stream check finds it in the entry
 
 # The bodies keep their odd spacing and key order on purpose: Switchyard must hand them on
 # byte for byte, not re-serialize them.
@@ -41,106 +39,16 @@ PUBLISH_BODY='{"alert":"disk almost full", "host":"db-3","free_pct":4.5}'
 OUTAGE_BODY='{"event":"push","during":"outage"}'
 RECOVERY_BODY='{"event":"push","during":"recovery"}'
 
-passed=0
-failed=0
 redis_pid=""
-router_pid=""
 subscriber_pid=""
-work_dir=""
+STOP_AT_EXIT=(subscriber_pid router_pid redis_pid)
+LOGS_ON_FAILURE=(switchyard.log redis.log)
 
 # --- helpers ------------------------------------------------------------------------------------
 
-say() { printf '%s\n' "$*"; }
-pass() { passed=$((passed + 1)); say "PASS  $*"; }
-fail() { failed=$((failed + 1)); say "FAIL  $*"; }
-
-need() {
-    command -v "$1" >/dev/null 2>&1 || { say "run.sh: $1 is needed but not installed"; exit 2; }
-}
-
-# A TCP port that is free on 127.0.0.1 right now (the OS picks it).
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Stops a process we started: SIGTERM, then SIGKILL if it is still there after 5 seconds.
-stop() {
-    local pid=$1 waited=0
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || return 0
-    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 50 ]; do
-        sleep "$POLL_INTERVAL"
-        waited=$((waited + 1))
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local code=$?
-    trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
-    stop "$subscriber_pid"
-    stop "$router_pid"
-    stop "$redis_pid"
-    # On a failure, the logs usually say why; on Ctrl-C (130) they are just noise.
-    if [ "$code" -ne 130 ] && { [ "$failed" -gt 0 ] || [ "$code" -ne 0 ]; }; then
-        for log in "$work_dir/switchyard.log" "$work_dir/redis.log"; do
-            [ -f "$log" ] || continue
-            say ""
-            say "--- last lines of $(basename "$log") ---"
-            tail -n 15 "$log"
-        done
-    fi
-    [ -n "$work_dir" ] && rm -rf "$work_dir"
-}
-
 rcli() { "$REDIS_CLI_BIN" -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 
-# POST BODY to PATH; sets $code (HTTP status, 000 when nothing answered), $word (the answer's
-# .status or .error), $request_id, $retry_after (the Retry-After header, empty if absent) and
-# $took (seconds until the answer).
-post() {
-    local path=$1 body=$2 out
-    out=$(curl -s --max-time 15 -o "$work_dir/body" -D "$work_dir/headers" -w '%{http_code} %{time_total}' \
-        -X POST -H 'Content-Type: application/json' -H 'X-GitHub-Event: push' \
-        --data-binary "$body" "$ROUTER_URL$path" || true)
-    code=${out%% *}
-    code=${code:-000}
-    took=${out#* }
-    word=$(jq -r '.status // .error // "-"' "$work_dir/body" 2>/dev/null || echo "-")
-    request_id=$(jq -r '.request_id // ""' "$work_dir/body" 2>/dev/null || true)
-    retry_after=$(tr -d '\r' <"$work_dir/headers" 2>/dev/null | awk -F': ' 'tolower($1) == "retry-after" { print $2 }')
-}
-
-# check_post NAME PATH BODY EXPECTED ("200 accepted"): one POST, now.
-check_post() {
-    local name=$1 path=$2 body=$3 expected=$4
-    post "$path" "$body"
-    if [ "$code $word" = "$expected" ]; then
-        pass "$name: POST $path -> $code $word"
-    else
-        fail "$name: POST $path -> $code $word (expected $expected; body: $(cat "$work_dir/body" 2>/dev/null))"
-    fi
-}
-
-# wait_for NAME COMMAND...: runs COMMAND every POLL_INTERVAL until it succeeds or the deadline;
-# stops the whole run when the deadline passes (nothing after it can be checked).
-wait_for() {
-    local name=$1 deadline=$((SECONDS + DEADLINE_SECONDS))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            fail "$name (not within ${DEADLINE_SECONDS}s)"
-            exit 1
-        fi
-        sleep "$POLL_INTERVAL"
-    done
-    pass "$name"
-}
-
-alive() { kill -0 "$1" 2>/dev/null; }
 redis_ready() { alive "$redis_pid" && [ "$(rcli ping 2>/dev/null)" = PONG ]; }
-router_ready() { alive "$router_pid" && curl -sf --max-time 2 -o /dev/null "$ROUTER_URL/health"; }
 subscribed() { [ "$(rcli PUBSUB NUMSUB notifications | sed -n 2p)" = 1 ]; }
 message_received() { grep -q '^\["message"' "$work_dir/subscriber.out"; }
 
@@ -175,22 +83,11 @@ check_envelope() {
 # --- setup --------------------------------------------------------------------------------------
 
 for tool in "$REDIS_SERVER_BIN" "$REDIS_CLI_BIN" curl jq python3; do need "$tool"; done
-if [ ! -x "$SWITCHYARD_BIN" ]; then
-    if [ "$SWITCHYARD_BIN" != "$DEFAULT_BIN" ]; then
-        say "run.sh: SWITCHYARD_BIN=$SWITCHYARD_BIN is not an executable file"
-        exit 2
-    fi
-    say "Building switchyard (cargo build --release) ..."
-    (cd "$ROOT" && cargo build --release)
-fi
-
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-work_dir=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-scenario10.XXXXXX")
+need_switchyard
+make_work_dir scenario10
 mkdir "$work_dir/redis"
 
-REDIS_PORT=$(free_port)
-ROUTER_PORT=$(free_port)
+read -r REDIS_PORT ROUTER_PORT <<<"$(free_ports 2)"
 ROUTER_URL=http://127.0.0.1:$ROUTER_PORT
 
 say "Starting redis-server on 127.0.0.1:$REDIS_PORT (data in $work_dir/redis)"
@@ -208,11 +105,8 @@ EOF
 cp "$HERE/config/webhooks.json" "$work_dir/webhooks.json"
 
 say "Starting switchyard on $ROUTER_URL (file backend: $work_dir/webhooks.json, connections.json)"
-WEBHOOKS_CONFIG_FILE=$work_dir/webhooks.json CONNECTIONS_CONFIG_FILE=$work_dir/connections.json \
-    HOST=127.0.0.1 PORT=$ROUTER_PORT SHUTDOWN_GRACE_SECONDS=5 NO_COLOR=1 \
-    "$SWITCHYARD_BIN" >"$work_dir/switchyard.log" 2>&1 &
-router_pid=$!
-wait_for "switchyard is ready (GET /health -> 200)" router_ready
+start_switchyard WEBHOOKS_CONFIG_FILE="$work_dir/webhooks.json" CONNECTIONS_CONFIG_FILE="$work_dir/connections.json" \
+    SHUTDOWN_GRACE_SECONDS=5
 
 # --- redis_stream -------------------------------------------------------------------------------
 
@@ -265,12 +159,7 @@ say ""
 say "Redis outage: stopping redis-server"
 stop "$redis_pid"
 redis_pid=""
-post /webhook/github-events "$OUTAGE_BODY"
-if [ "$code $word" = "503 destination_unavailable" ] && [ -n "$retry_after" ]; then
-    pass "outage: POST /webhook/github-events -> $code $word, Retry-After: $retry_after (after ${took}s)"
-else
-    fail "outage: POST /webhook/github-events -> $code $word, Retry-After: '${retry_after}' (expected 503 destination_unavailable with Retry-After; body: $(cat "$work_dir/body" 2>/dev/null))"
-fi
+check_unavailable "outage" /webhook/github-events "$OUTAGE_BODY"
 
 say ""
 say "Redis back: starting redis-server again on the same port and data dir"
@@ -302,6 +191,4 @@ else
     fail "recovery: XRANGE events payloads are $payloads (expected $expected)"
 fi
 
-say ""
-say "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

@@ -31,14 +31,12 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-DEFAULT_BIN=$ROOT/target/release/switchyard
-SWITCHYARD_BIN=${SWITCHYARD_BIN:-$DEFAULT_BIN}
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+. "$HERE/../lib.sh" # settings, counters and helpers shared by the scenarios
+CHECK_POST_SHOWS_BODY=1 # PASS lines show each body: its /id is the record key
 if [ -z "${TANSU_BIN:-}" ]; then
     if [ -x "$HOME/.cargo/bin/tansu" ]; then TANSU_BIN=$HOME/.cargo/bin/tansu; else TANSU_BIN=tansu; fi
 fi
-DEADLINE_SECONDS=${DEADLINE_SECONDS:-10}
-POLL_INTERVAL=0.1
 # The topics of the two webhooks in config/webhooks.json (read after the tool check below).
 TOPIC=""
 MISSING_TOPIC=""
@@ -54,104 +52,16 @@ BODIES=(
 )
 KEYS=('"ord-1001"' '"ord-1002"' '"1003"' 'null') # as JSON, null: no key
 
-passed=0
-failed=0
 tansu_pid=""
-router_pid=""
-work_dir=""
+STOP_AT_EXIT=(router_pid tansu_pid)
+LOGS_ON_FAILURE=(switchyard.log tansu.log)
 
 # --- helpers ------------------------------------------------------------------------------------
 
-say() { printf '%s\n' "$*"; }
-pass() { passed=$((passed + 1)); say "PASS  $*"; }
-fail() { failed=$((failed + 1)); say "FAIL  $*"; }
-
-need() {
-    command -v "$1" >/dev/null 2>&1 || { say "run.sh: $1 is needed but not installed"; exit 2; }
-}
-
-# A TCP port that is free on 127.0.0.1 right now (the OS picks it).
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Stops a process we started: SIGTERM, then SIGKILL if it is still there after 5 seconds.
-stop() {
-    local pid=$1 waited=0
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || return 0
-    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 50 ]; do
-        sleep "$POLL_INTERVAL"
-        waited=$((waited + 1))
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local code=$?
-    trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
-    stop "$router_pid"
-    stop "$tansu_pid"
-    # On a failure, the logs usually say why; on Ctrl-C (130) they are just noise.
-    if [ "$code" -ne 130 ] && { [ "$failed" -gt 0 ] || [ "$code" -ne 0 ]; }; then
-        for log in "$work_dir/switchyard.log" "$work_dir/tansu.log"; do
-            [ -f "$log" ] || continue
-            say ""
-            say "--- last lines of $(basename "$log") ---"
-            tail -n 15 "$log"
-        done
-    fi
-    [ -n "$work_dir" ] && rm -rf "$work_dir"
-}
-
-# POST BODY to PATH; sets $code (HTTP status, 000 when nothing answered), $word (the answer's
-# .status or .error), $request_id, $retry_after (the Retry-After header, empty if absent) and
-# $took (seconds until the answer).
-post() {
-    local path=$1 body=$2 out
-    out=$(curl -s --max-time 15 -o "$work_dir/body" -D "$work_dir/headers" -w '%{http_code} %{time_total}' \
-        -X POST -H 'Content-Type: application/json' --data-binary "$body" "$ROUTER_URL$path" || true)
-    code=${out%% *}
-    code=${code:-000}
-    took=${out#* }
-    word=$(jq -r '.status // .error // "-"' "$work_dir/body" 2>/dev/null || echo "-")
-    request_id=$(jq -r '.request_id // ""' "$work_dir/body" 2>/dev/null || true)
-    retry_after=$(tr -d '\r' <"$work_dir/headers" 2>/dev/null | awk -F': ' 'tolower($1) == "retry-after" { print $2 }')
-}
-
-# check_post NAME PATH BODY EXPECTED ("200 accepted"): one POST, now.
-check_post() {
-    local name=$1 path=$2 body=$3 expected=$4
-    post "$path" "$body"
-    if [ "$code $word" = "$expected" ]; then
-        pass "$name: POST $path $body -> $code $word"
-    else
-        fail "$name: POST $path -> $code $word (expected $expected; body: $(cat "$work_dir/body" 2>/dev/null))"
-    fi
-}
-
-# wait_for NAME COMMAND...: runs COMMAND every POLL_INTERVAL until it succeeds or the deadline;
-# stops the whole run when the deadline passes (nothing after it can be checked).
-wait_for() {
-    local name=$1 deadline=$((SECONDS + DEADLINE_SECONDS))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            fail "$name (not within ${DEADLINE_SECONDS}s)"
-            exit 1
-        fi
-        sleep "$POLL_INTERVAL"
-    done
-    pass "$name"
-}
-
-alive() { kill -0 "$1" 2>/dev/null; }
 tansu_ready() {
     alive "$tansu_pid" &&
         python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$KAFKA_PORT"
 }
-router_ready() { alive "$router_pid" && curl -sf --max-time 2 -o /dev/null "$ROUTER_URL/health"; }
 topics() { "$TANSU_BIN" topic list --broker "$KAFKA_URL" | jq -r '.[].name'; }
 topic_exists() { topics | grep -qx "$1"; }
 consume() { python3 "$HERE/consume.py" --broker "127.0.0.1:$KAFKA_PORT" --topic "$TOPIC" "$@"; }
@@ -161,21 +71,10 @@ consume() { python3 "$HERE/consume.py" --broker "127.0.0.1:$KAFKA_PORT" --topic 
 for tool in "$TANSU_BIN" curl jq python3; do need "$tool"; done
 TOPIC=$(jq -r '.orders."module-config".topic' "$HERE/config/webhooks.json")
 MISSING_TOPIC=$(jq -r '.lost."module-config".topic' "$HERE/config/webhooks.json")
-if [ ! -x "$SWITCHYARD_BIN" ]; then
-    if [ "$SWITCHYARD_BIN" != "$DEFAULT_BIN" ]; then
-        say "run.sh: SWITCHYARD_BIN=$SWITCHYARD_BIN is not an executable file"
-        exit 2
-    fi
-    say "Building switchyard (cargo build --release) ..."
-    (cd "$ROOT" && cargo build --release)
-fi
+need_switchyard
+make_work_dir scenario20
 
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-work_dir=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-scenario20.XXXXXX")
-
-KAFKA_PORT=$(free_port)
-ROUTER_PORT=$(free_port)
+read -r KAFKA_PORT ROUTER_PORT <<<"$(free_ports 2)"
 KAFKA_URL=tcp://127.0.0.1:$KAFKA_PORT
 ROUTER_URL=http://127.0.0.1:$ROUTER_PORT
 
@@ -208,11 +107,8 @@ cp "$HERE/config/webhooks.json" "$work_dir/webhooks.json"
 # (librdkafka keeps trying it for message.timeout.ms, 30 s), so the flush at shutdown waits the
 # whole grace; 2 s keeps the scenario short.
 say "Starting switchyard on $ROUTER_URL (file backend: $work_dir/webhooks.json, connections.json)"
-WEBHOOKS_CONFIG_FILE=$work_dir/webhooks.json CONNECTIONS_CONFIG_FILE=$work_dir/connections.json \
-    HOST=127.0.0.1 PORT=$ROUTER_PORT SHUTDOWN_GRACE_SECONDS=2 NO_COLOR=1 \
-    "$SWITCHYARD_BIN" >"$work_dir/switchyard.log" 2>&1 &
-router_pid=$!
-wait_for "switchyard is ready (GET /health -> 200)" router_ready
+start_switchyard WEBHOOKS_CONFIG_FILE="$work_dir/webhooks.json" CONNECTIONS_CONFIG_FILE="$work_dir/connections.json" \
+    SHUTDOWN_GRACE_SECONDS=2
 
 # --- deliveries ---------------------------------------------------------------------------------
 
@@ -263,12 +159,7 @@ done
 
 say ""
 say "kafka -> topic $MISSING_TOPIC, which does not exist"
-post /webhook/lost '{"id":"x-1"}'
-if [ "$code $word" = "503 destination_unavailable" ] && [ -n "$retry_after" ]; then
-    pass "missing topic: POST /webhook/lost -> $code $word, Retry-After: $retry_after (after ${took}s: the webhook's timeout_ms is 2000)"
-else
-    fail "missing topic: POST /webhook/lost -> $code $word, Retry-After: '${retry_after}' (expected 503 destination_unavailable with Retry-After; body: $(cat "$work_dir/body" 2>/dev/null))"
-fi
+check_unavailable "missing topic" /webhook/lost '{"id":"x-1"}' "the webhook's timeout_ms is 2000"
 if topic_exists "$TOPIC" && ! topic_exists "$MISSING_TOPIC"; then
     pass "missing topic: still not created (tansu topic list: $(topics | paste -sd, -))"
 else
@@ -283,6 +174,4 @@ else
     fail "same connection still works: record ${#BODIES[@]} is '$last'"
 fi
 
-say ""
-say "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

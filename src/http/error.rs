@@ -20,6 +20,8 @@ pub enum ApiError {
     InvalidWebhookId(NameError),
     #[error("no webhook `{id}` in namespace `{namespace}`")]
     WebhookNotFound { namespace: String, id: String },
+    #[error("this webhook's entry is invalid; its operator can see why in /status; retry later")]
+    WebhookInvalid,
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error("request body could not be read: {0}")]
@@ -50,6 +52,7 @@ impl ApiError {
             ApiError::InvalidNamespace(_) => (StatusCode::BAD_REQUEST, "invalid_namespace"),
             ApiError::InvalidWebhookId(_) => (StatusCode::BAD_REQUEST, "invalid_webhook_id"),
             ApiError::WebhookNotFound { .. } => (StatusCode::NOT_FOUND, "webhook_not_found"),
+            ApiError::WebhookInvalid => (StatusCode::SERVICE_UNAVAILABLE, "webhook_invalid"),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
@@ -140,6 +143,7 @@ mod tests {
             ApiError::NotReady,
             ApiError::Overloaded,
             ApiError::ShuttingDown,
+            ApiError::WebhookInvalid,
             ApiError::DestinationUnavailable(DeliveryError::Timeout { timeout_ms: 1 }),
             ApiError::NotFound,
             ApiError::Refused(VerifyError::InvalidJson("x".into())),

@@ -216,9 +216,15 @@ fn lookup(state: &AppState, req: &HttpRequest, key: &WebhookKey) -> Result<Arc<R
     if !state.status.borrow().loaded {
         return Err(ApiError::NotReady);
     }
-    route.ok_or_else(|| ApiError::WebhookNotFound {
-        namespace: key.namespace.to_string(),
-        id: key.id.to_string(),
+    route.ok_or_else(|| {
+        if state.cache.is_invalid(key) {
+            ApiError::WebhookInvalid
+        } else {
+            ApiError::WebhookNotFound {
+                namespace: key.namespace.to_string(),
+                id: key.id.to_string(),
+            }
+        }
     })
 }
 

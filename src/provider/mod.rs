@@ -273,7 +273,12 @@ impl Applier {
                 let changed = self.pool.upsert(name, connection);
                 tracing::debug!(key = source, changed, "Connection updated.");
             }
-            Err(reason) => self.skipped(source, &reason, self.has(key)),
+            Err(reason) => {
+                if let ConfigKey::Webhook(key) = key {
+                    self.cache.mark_invalid(key.clone());
+                }
+                self.skipped(source, &reason, self.has(key));
+            }
         }
     }
 
@@ -322,9 +327,12 @@ impl SnapshotBuilder<'_> {
             Ok(entry) => entry,
             Err(reason) => {
                 let kept = match key {
-                    ConfigKey::Webhook(key) => self.applier.cache.webhook(key).map(|old| {
-                        self.snapshot.webhooks.insert(key.clone(), old);
-                    }),
+                    ConfigKey::Webhook(key) => {
+                        self.snapshot.invalid.insert(key.clone());
+                        self.applier.cache.webhook(key).map(|old| {
+                            self.snapshot.webhooks.insert(key.clone(), old);
+                        })
+                    }
                     ConfigKey::Connection(name) => self.applier.pool.config(name).map(|old| {
                         self.connections.insert(name.clone(), old);
                     }),

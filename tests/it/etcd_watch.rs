@@ -131,9 +131,16 @@ async fn invalid_entries_are_skipped_and_the_last_good_value_keeps_serving() {
 
     let app = TestApp::spawn_ready(etcd_settings(&etcd.endpoint(), &p)).await;
     assert_eq!(app.health().await.1["config"]["webhooks"], 1);
+    // Present but invalid: 503 webhook_invalid with Retry-After (retrying senders keep the
+    // event until the entry is fixed), never 404.
     for path in ["acme/badjson", "acme/kafak", "acme/typo"] {
-        assert_eq!(app.status_of(path).await, StatusCode::NOT_FOUND, "{path}");
+        let response = app.post_webhook(path, &serde_json::json!({})).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(response.headers().contains_key("retry-after"), "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "webhook_invalid", "{path}");
     }
+    assert_eq!(app.status_of("acme/absent").await, StatusCode::NOT_FOUND);
     let skipped_at_load = app.stats().invalid_entries.load(Ordering::Relaxed);
     assert_eq!(skipped_at_load, 5);
 

@@ -74,7 +74,7 @@ async fn an_invalid_entry_is_skipped_while_the_others_serve() {
     );
     let app = TestApp::spawn_ready(file_settings(dir.path())).await;
     assert_eq!(app.status_of("good").await, StatusCode::OK);
-    assert_eq!(app.status_of("bad").await, StatusCode::NOT_FOUND);
+    assert_eq!(app.status_of("bad").await, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(app.stats().invalid_entries.load(Ordering::Relaxed), 2);
 
     // Breaking `good` later keeps its last good value.
@@ -85,6 +85,8 @@ async fn an_invalid_entry_is_skipped_while_the_others_serve() {
     );
     app.wait_status("marker", StatusCode::OK).await;
     assert_eq!(app.status_of("good").await, StatusCode::OK);
+    // The invalid entry is gone from the file: now it is simply not found.
+    assert_eq!(app.status_of("bad").await, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -166,6 +166,17 @@ impl Scan<'_> {
         (self.peek()? == byte).then(|| self.i += 1)
     }
 
+    /// After an element: `,` (then `false`, more follow) or `close` (then `true`).
+    fn separator(&mut self, close: u8) -> Option<bool> {
+        self.skip_ws();
+        let byte = self.peek()?;
+        self.i += 1;
+        if byte == close {
+            return Some(true);
+        }
+        (byte == b',').then(|| self.skip_ws()).map(|()| false)
+    }
+
     /// Skips a string; returns its raw span including the quotes.
     fn string(&mut self) -> Option<(usize, usize)> {
         let start = self.i;
@@ -195,17 +206,8 @@ impl Scan<'_> {
                 }
                 loop {
                     self.value(cleanup, edits)?;
-                    self.skip_ws();
-                    match self.peek()? {
-                        b',' => {
-                            self.i += 1;
-                            self.skip_ws();
-                        }
-                        b']' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
+                    if self.separator(b']')? {
+                        return Some(());
                     }
                 }
             }
@@ -250,17 +252,8 @@ impl Scan<'_> {
                 self.value(cleanup, edits)?;
             }
             members.push((key_start, self.i, listed && cleanup.mode == Mode::Remove));
-            self.skip_ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.skip_ws();
-                }
-                b'}' => {
-                    self.i += 1;
-                    break;
-                }
-                _ => return None,
+            if self.separator(b'}')? {
+                break;
             }
         }
         // A removed member goes with the separator after it, up to the next member's key;

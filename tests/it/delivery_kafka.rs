@@ -1,6 +1,7 @@
 //! Kafka delivery against a real Kafka-protocol broker (tansu): records, keys, headers,
 //! partitions, and a broker outage in the middle of a steady stream.
 
+use crate::support::Freeze as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -127,14 +127,7 @@ async fn chunked_body_over_the_limit_is_refused_while_streaming() {
 }
 
 async fn status_json(app: &TestApp) -> serde_json::Value {
-    app.client
-        .get(app.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    crate::support::get_json(&app.base(), "/status").await
 }
 
 #[tokio::test]

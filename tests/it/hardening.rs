@@ -111,20 +111,22 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
     }
 }
 
+/// POSTs `body` with `headers` to `url` on `app`.
+async fn post(
+    app: &TestApp,
+    url: impl AsRef<str>,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut request = app.client.post(app.url(url.as_ref()));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(body).send().await.expect("the router answers")
+}
+
 async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(f64::NAN)
+    crate::support::metric(&app.base(), name).await
 }
 
 // 1. Stalled uploads ----------------------------------------------------------------------
@@ -446,15 +448,13 @@ async fn headers_the_webhook_reads_credentials_from_are_not_handed_on() {
         ("key", "x-webhook-key", "k-123456".to_owned()),
         ("mac", "x-body-mac", digest),
     ] {
-        let response = app
-            .client
-            .post(app.url(&format!("/webhook/{path}")))
-            .header(header, value)
-            .header("x-kept", "visible")
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
+        let response = post(
+            &app,
+            &format!("/webhook/{path}"),
+            &[(header, &value), ("x-kept", "visible")],
+            body.to_vec(),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
     let mut conn = redis.conn().await;
@@ -506,17 +506,18 @@ async fn weak_secrets_make_the_entry_invalid_and_real_ones_verify_in_any_base64(
         ("short", sign(b"secret")),
         ("blank", sign(b"")),
     ] {
-        let response = app
-            .client
-            .post(app.url(&format!("/webhook/{path}")))
-            .header("webhook-id", id)
-            .header("webhook-timestamp", ts.as_str())
-            .header("webhook-signature", signature)
-            .header("x-hub-signature-256", github_signature("", b"{}"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let response = post(
+            &app,
+            &format!("/webhook/{path}"),
+            &[
+                ("webhook-id", id),
+                ("webhook-timestamp", ts.as_str()),
+                ("webhook-signature", &signature),
+                ("x-hub-signature-256", &github_signature("", b"{}")),
+            ],
+            "{}",
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
     }
     let skipped = &app.stats().skipped;
@@ -526,16 +527,17 @@ async fn weak_secrets_make_the_entry_invalid_and_real_ones_verify_in_any_base64(
     assert!(skipped
         .iter()
         .any(|e| e.key().contains("blank") && e.value().contains("empty")));
-    let good = app
-        .client
-        .post(app.url("/webhook/good"))
-        .header("webhook-id", id)
-        .header("webhook-timestamp", ts.as_str())
-        .header("webhook-signature", sign(&key))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let good = post(
+        &app,
+        "/webhook/good",
+        &[
+            ("webhook-id", id),
+            ("webhook-timestamp", ts.as_str()),
+            ("webhook-signature", &sign(&key)),
+        ],
+        "{}",
+    )
+    .await;
     assert_eq!(good.status(), StatusCode::OK);
 }
 
@@ -734,24 +736,12 @@ async fn invalid_utf8_and_lone_surrogates_are_not_json() {
         br#"{"k":"\ud800"}"#,
         br#"{"\udfff":1}"#,
     ] {
-        let response = app
-            .client
-            .post(app.url("/webhook/w"))
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
+        let response = post(&app, "/webhook/w", &[], body.to_vec()).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body:?}");
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["error"], "invalid_json");
     }
-    let pair = app
-        .client
-        .post(app.url("/webhook/w"))
-        .body(r#"{"k":"\ud83d\ude00"}"#)
-        .send()
-        .await
-        .unwrap();
+    let pair = post(&app, "/webhook/w", &[], r#"{"k":"\ud83d\ude00"}"#).await;
     assert_eq!(pair.status(), StatusCode::OK);
 }
 
@@ -771,13 +761,7 @@ async fn credential_cleanup_changes_only_the_credentials() {
     )
     .await;
     let body = r#"{"zeta": 1, "big": 12345678901234567890123, "price": 1.50, "password": "p", "alpha": [1e3, {"token": "t"}]}"#;
-    let response = app
-        .client
-        .post(app.url("/webhook/w"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post(&app, "/webhook/w", &[], body).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut conn = redis.conn().await;
     let entries: redis::streams::StreamRangeReply = conn.xrange_all(&stream).await.unwrap();
@@ -800,24 +784,24 @@ async fn extreme_signature_timestamps_are_refused_not_a_crash() {
     )
     .await;
     for ts in ["-9223372036854775808", "9223372036854775807"] {
-        let stripe = app
-            .client
-            .post(app.url("/webhook/stripe"))
-            .header("stripe-signature", format!("t={ts},v1=00"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let stripe = post(
+            &app,
+            "/webhook/stripe",
+            &[("stripe-signature", &format!("t={ts},v1=00"))],
+            "{}",
+        )
+        .await;
         assert_eq!(stripe.status(), StatusCode::UNAUTHORIZED, "{ts}");
-        let slack = app
-            .client
-            .post(app.url("/webhook/slack"))
-            .header("x-slack-request-timestamp", ts)
-            .header("x-slack-signature", "v0=00")
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let slack = post(
+            &app,
+            "/webhook/slack",
+            &[
+                ("x-slack-request-timestamp", ts),
+                ("x-slack-signature", "v0=00"),
+            ],
+            "{}",
+        )
+        .await;
         assert_eq!(slack.status(), StatusCode::UNAUTHORIZED, "{ts}");
     }
     assert_eq!(app.health().await.0, StatusCode::OK);

@@ -20,14 +20,7 @@ async fn get_text(app: &TestApp, path: &str) -> String {
 }
 
 async fn status(app: &TestApp) -> Value {
-    app.client
-        .get(app.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    crate::support::get_json(&app.base(), "/status").await
 }
 
 #[tokio::test]

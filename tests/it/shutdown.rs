@@ -1,6 +1,7 @@
 //! Graceful shutdown behind a load balancer: `/health` drains first, in-flight deliveries finish
 //! and are answered with their real outcome, then the process exits 0.
 
+use crate::support::Freeze as _;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -36,16 +37,28 @@ async fn router_with_redis(
 }
 
 async fn in_flight(router: &Router) -> f64 {
-    let text = reqwest::get(router.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("switchyard_deliveries_in_flight "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(f64::NAN)
+    crate::support::metric(&router.base(), "switchyard_deliveries_in_flight").await
+}
+
+/// Delivers one request to `slow`, freezes Redis, then leaves a second request waiting on it
+/// (in flight, as `/metrics` confirms). Returns that request's answer-to-be.
+async fn request_stuck_on_frozen_redis(
+    router: &Router,
+    redis: &Redis,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let url = router.url("/webhook/slow");
+    let client = reqwest::Client::new();
+    let first = client.post(&url).body("{}").send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    redis.pause();
+    let pending = tokio::spawn(async move { client.post(url).body("{}").send().await });
+    wait_until(
+        Duration::from_secs(10),
+        "one delivery in flight",
+        || async { in_flight(router).await >= 1.0 },
+    )
+    .await;
+    pending
 }
 
 #[tokio::test]
@@ -61,26 +74,9 @@ async fn sigterm_drains_health_then_answers_in_flight_deliveries_with_their_outc
         ],
     )
     .await;
-    let client = reqwest::Client::new();
-    let post = |path: &str| {
-        client
-            .post(router.url(&format!("/webhook/{path}")))
-            .body("{}")
-            .send()
-    };
-    assert_eq!(post("slow").await.unwrap().status(), StatusCode::OK);
-
     // A delivery is in flight to a frozen Redis when SIGTERM arrives.
-    redis.pause();
-    let url = router.url("/webhook/slow");
-    let pending =
-        tokio::spawn(async move { reqwest::Client::new().post(url).body("{}").send().await });
-    wait_until(
-        Duration::from_secs(10),
-        "one delivery in flight",
-        || async { in_flight(&router).await >= 1.0 },
-    )
-    .await;
+    let pending = request_stuck_on_frozen_redis(&router, &redis).await;
+    let client = reqwest::Client::new();
     router.terminate();
 
     // The load balancer's probe sees `draining` while requests are still served.
@@ -94,7 +90,13 @@ async fn sigterm_drains_health_then_answers_in_flight_deliveries_with_their_outc
         }
     })
     .await;
-    assert_eq!(post("fast").await.unwrap().status(), StatusCode::OK);
+    let fast = client
+        .post(router.url("/webhook/fast"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fast.status(), StatusCode::OK);
 
     // Redis comes back: the in-flight request is answered with its real outcome.
     redis.resume();
@@ -126,27 +128,7 @@ async fn a_delivery_still_waiting_at_the_end_of_the_grace_period_gets_an_answer(
         ],
     )
     .await;
-    let client = reqwest::Client::new();
-    assert_eq!(
-        client
-            .post(router.url("/webhook/slow"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-    redis.pause();
-    let url = router.url("/webhook/slow");
-    let pending =
-        tokio::spawn(async move { reqwest::Client::new().post(url).body("{}").send().await });
-    wait_until(
-        Duration::from_secs(10),
-        "one delivery in flight",
-        || async { in_flight(&router).await >= 1.0 },
-    )
-    .await;
+    let pending = request_stuck_on_frozen_redis(&router, &redis).await;
     router.terminate();
     let answer = pending.await.unwrap().expect("answered, not cut off");
     assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);

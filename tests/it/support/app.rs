@@ -110,6 +110,11 @@ impl TestApp {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// `http://127.0.0.1:<port>`.
+    pub fn base(&self) -> String {
+        self.url("")
+    }
+
     /// POSTs a JSON body to `/webhook/<path>`.
     pub async fn post_webhook(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client

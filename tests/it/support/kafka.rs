@@ -1,6 +1,7 @@
 //! A real Kafka-protocol broker (`tansu`, in-memory storage) on a free loopback port, and a real
 //! consumer to read back what was produced.
 
+use super::Freeze as _;
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -167,24 +168,6 @@ impl Kafka {
         .await
         .unwrap()
     }
-
-    /// Freezes the broker (SIGSTOP): it stops answering but keeps its in-memory data.
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Thaws a paused broker (SIGCONT).
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status();
-        }
-    }
 }
 
 impl Drop for Kafka {
@@ -194,5 +177,11 @@ impl Drop for Kafka {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl super::Freeze for Kafka {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
     }
 }

@@ -35,6 +35,56 @@ macro_rules! unique {
     };
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`, `-TERM`) to a process a test started.
+pub fn send_signal(pid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+}
+
+/// A service process a test can freeze (SIGSTOP: connections stay open, nothing is answered)
+/// and thaw (SIGCONT).
+pub trait Freeze {
+    /// The process id, while it runs.
+    fn pid(&self) -> Option<u32>;
+
+    fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            send_signal(pid, "-STOP");
+        }
+    }
+
+    fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            send_signal(pid, "-CONT");
+        }
+    }
+}
+
+/// `GET base + path` as JSON.
+pub async fn get_json(base: &str, path: &str) -> serde_json::Value {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .expect("GET answered")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
+/// One unlabelled metric from `base/metrics` (NaN when absent).
+pub async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics answered")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Logs go to the test output only with `TEST_LOG=1`.
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {

@@ -58,9 +58,12 @@ impl Router {
 
     /// Sends SIGTERM, as an orchestrator does.
     pub fn terminate(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        super::send_signal(self.child.id(), "-TERM");
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Waits for the process to exit; `None` if it is still running at the deadline.

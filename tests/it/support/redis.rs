@@ -85,24 +85,6 @@ impl Redis {
     }
 
     /// Stops the server gracefully (SIGTERM: it finishes writing its append-only file).
-    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Thaws a paused server (SIGCONT).
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status();
-        }
-    }
-
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
@@ -125,5 +107,11 @@ impl Drop for Redis {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl super::Freeze for Redis {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
     }
 }

@@ -1,5 +1,5 @@
 # Switchyard developer commands. `make help` lists them.
-.PHONY: help run deps build test lint fmt bench ci scenario
+.PHONY: help run deps build test lint fmt bench ci scenario docker-check
 
 CARGO ?= cargo
 
@@ -11,8 +11,12 @@ help:
 	@echo "make bench     run the benchmarks and print figures"
 	@echo "make scenario  run scenarios/05_etcd_namespaces (needs etcd, installed by make deps)"
 	@echo "make ci        what CI runs: deps, lint, test"
+	@echo "make docker-check  build the image here and run it against etcd (not part of test or ci)"
 
+# The build needs protoc (etcd-client's build script), libssl-dev and pkg-config (rdkafka's TLS):
+# installed here when missing, so a fresh machine runs the product with this one command.
 run:
+	@./scripts/install-deps.sh --build
 	$(CARGO) run --release
 
 deps:
@@ -61,3 +65,8 @@ scenario: deps
 
 ci: deps lint test
 	@if command -v cargo-deny >/dev/null 2>&1; then $(CARGO) deny check; fi
+
+# Builds the image from the Dockerfile (local debootstrap base, host-built binary) and runs it
+# against a real etcd; starts dockerd when none answers. Not part of test or ci.
+docker-check:
+	./scripts/docker-check.sh

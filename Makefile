@@ -43,6 +43,8 @@ lint: deps
 		{ echo "etcd_client imported outside src/provider/etcd"; exit 1; }
 	@! grep -rln "rdkafka::" src --include=*.rs | grep -v "^src/connections/kafka.rs" || \
 		{ echo "rdkafka imported outside src/connections/kafka.rs"; exit 1; }
+	@! grep -rln "redb::" src --include=*.rs | grep -v "^src/spool/store.rs" || \
+		{ echo "redb imported outside src/spool/store.rs"; exit 1; }
 	@! grep -rlnE "use redis::|redis::(cmd|pipe|aio|Client|RedisError)" src --include=*.rs | \
 		grep -v "^src/connections/redis.rs" || \
 		{ echo "the redis crate imported outside src/connections/redis.rs"; exit 1; }

@@ -9,6 +9,7 @@
 //! - [`dispatch`]: a live route and how a delivery runs through its [`modules`], whose clients
 //!   come from the [`connections`] pool.
 //! - [`verify`]: per-webhook verification, limits and credential cleanup.
+//! - [`spool`]: deliveries stored on local disk until a destination takes them (storage layer).
 //! - [`tools`]: the `check`, `migrate` and `export` subcommands.
 //! - [`admission`]: how many request bodies may be read at once, overall and per client.
 //! - [`http`]: the HTTP surface; [`startup`] wires everything into an `Application`.
@@ -25,6 +26,7 @@ pub mod modules;
 pub mod provider;
 pub mod settings;
 pub mod shutdown;
+pub mod spool;
 pub mod startup;
 pub mod telemetry;
 pub mod tools;

@@ -1,0 +1,242 @@
+//! A spooled delivery as bytes: versioned, length-prefixed, decoded without trusting the input.
+//!
+//! The record keeps everything a direct delivery carries (namespace, webhook, request id,
+//! received-at, forwardable headers, body), so a redelivery is byte-identical to a direct one
+//! and consumers can deduplicate on the original request id.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::{
+    keys::{Namespace, WebhookId},
+    modules::Delivery,
+};
+
+/// The format written by this version.
+const VERSION: u8 = 1;
+
+/// A delivery waiting for one destination, with its retry state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpooledDelivery {
+    pub delivery: DeliveryParts,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The last failure, for the dead-letter table and `/status`.
+    pub last_error: String,
+}
+
+/// The fields of a [`Delivery`], owned and comparable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryParts {
+    pub namespace: String,
+    pub webhook: String,
+    pub request_id: String,
+    pub received_at_ms: u64,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub json: bool,
+}
+
+/// Why stored bytes are not a record (a bug or a damaged file; never panics).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spooled record is damaged: {0}")]
+pub struct Damaged(&'static str);
+
+impl DeliveryParts {
+    pub fn from_delivery(delivery: &Delivery) -> Self {
+        Self {
+            namespace: delivery.namespace.as_str().to_owned(),
+            webhook: delivery.webhook.as_str().to_owned(),
+            request_id: delivery.request_id.clone(),
+            received_at_ms: delivery
+                .received_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            headers: delivery.headers.clone(),
+            body: delivery.body.to_vec(),
+            json: delivery.json,
+        }
+    }
+
+    /// The delivery again, as the modules take it. `Err` when a name no longer parses.
+    pub fn to_delivery(&self) -> Result<Delivery, Damaged> {
+        Ok(Delivery {
+            namespace: Namespace::parse(&self.namespace).map_err(|_| Damaged("namespace"))?,
+            webhook: WebhookId::parse(&self.webhook).map_err(|_| Damaged("webhook id"))?,
+            request_id: self.request_id.clone(),
+            received_at: UNIX_EPOCH + Duration::from_millis(self.received_at_ms),
+            headers: self.headers.clone(),
+            body: Bytes::from(self.body.clone()),
+            json: self.json,
+        })
+    }
+
+    /// When the request was received.
+    pub fn received_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.received_at_ms)
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// A cursor that refuses to read past the end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Damaged> {
+        if self.0.len() < n {
+            return Err(Damaged(what));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, Damaged> {
+        let bytes = self.take(4, what)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, Damaged> {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], Damaged> {
+        let len = self.u32(what)? as usize;
+        self.take(len, what)
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<String, Damaged> {
+        String::from_utf8(self.bytes(what)?.to_vec()).map_err(|_| Damaged(what))
+    }
+}
+
+impl SpooledDelivery {
+    pub fn new(delivery: &Delivery) -> Self {
+        Self {
+            delivery: DeliveryParts::from_delivery(delivery),
+            attempts: 0,
+            last_error: String::new(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let d = &self.delivery;
+        let mut out = Vec::with_capacity(64 + d.body.len());
+        out.push(VERSION);
+        put_bytes(&mut out, d.namespace.as_bytes());
+        put_bytes(&mut out, d.webhook.as_bytes());
+        put_bytes(&mut out, d.request_id.as_bytes());
+        out.extend_from_slice(&d.received_at_ms.to_le_bytes());
+        out.push(u8::from(d.json));
+        out.extend_from_slice(
+            &u32::try_from(d.headers.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        for (name, value) in &d.headers {
+            put_bytes(&mut out, name.as_bytes());
+            put_bytes(&mut out, value.as_bytes());
+        }
+        put_bytes(&mut out, &d.body);
+        out.extend_from_slice(&self.attempts.to_le_bytes());
+        put_bytes(&mut out, self.last_error.as_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, Damaged> {
+        let mut r = Reader(bytes);
+        if r.take(1, "version")?[0] != VERSION {
+            return Err(Damaged("unknown version"));
+        }
+        let namespace = r.string("namespace")?;
+        let webhook = r.string("webhook")?;
+        let request_id = r.string("request id")?;
+        let received_at_ms = r.u64("received at")?;
+        let json = r.take(1, "json flag")?[0] == 1;
+        let count = r.u32("header count")? as usize;
+        let mut headers = Vec::with_capacity(count.min(256));
+        for _ in 0..count {
+            headers.push((r.string("header name")?, r.string("header value")?));
+        }
+        let body = r.bytes("body")?.to_vec();
+        let attempts = r.u32("attempts")?;
+        let last_error = r.string("last error")?;
+        if !r.0.is_empty() {
+            return Err(Damaged("trailing bytes"));
+        }
+        Ok(Self {
+            delivery: DeliveryParts {
+                namespace,
+                webhook,
+                request_id,
+                received_at_ms,
+                headers,
+                body,
+                json,
+            },
+            attempts,
+            last_error,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Delivery {
+        Delivery {
+            namespace: Namespace::parse("acme").unwrap(),
+            webhook: WebhookId::parse("gh").unwrap(),
+            request_id: "r-1".into(),
+            received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            headers: vec![("x-github-event".into(), "push".into())],
+            body: Bytes::from_static(b"{\"a\": 1}"),
+            json: true,
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_to_an_identical_delivery() {
+        let mut record = SpooledDelivery::new(&sample());
+        record.attempts = 3;
+        record.last_error = "redis down".into();
+        let decoded = SpooledDelivery::decode(&record.encode()).unwrap();
+        assert_eq!(decoded, record);
+        let again = decoded.delivery.to_delivery().unwrap();
+        let original = sample();
+        assert_eq!(again.body, original.body);
+        assert_eq!(again.request_id, original.request_id);
+        assert_eq!(again.received_at, original.received_at);
+        assert_eq!(again.headers, original.headers);
+    }
+
+    #[test]
+    fn truncated_or_foreign_bytes_are_damaged_not_a_panic() {
+        let bytes = SpooledDelivery::new(&sample()).encode();
+        for cut in 0..bytes.len() {
+            assert!(SpooledDelivery::decode(&bytes[..cut]).is_err(), "{cut}");
+        }
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert_eq!(
+            SpooledDelivery::decode(&other).unwrap_err(),
+            Damaged("unknown version")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = SpooledDelivery::decode(&bytes);
+        }
+    }
+}

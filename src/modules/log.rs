@@ -48,7 +48,7 @@ impl Module for LogModule {
         // is JSON whitespace too, and would let a body redraw a terminal line: not one line.
         if delivery.json
             && !self.config.pretty_print
-            && !delivery.body.iter().any(|b| matches!(b, b'\n' | b'\r'))
+            && memchr::memchr2(b'\n', b'\r', &delivery.body).is_none()
         {
             if let Ok(body) = std::str::from_utf8(&delivery.body) {
                 tracing::info!(

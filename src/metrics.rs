@@ -42,6 +42,9 @@ pub struct ScrapeState {
 
 pub struct Metrics {
     registry: Registry,
+    /// One scrape at a time: scrape-time copies (counters caught up to provider totals) must
+    /// not interleave, or two scrapes would both add the same difference.
+    rendering: std::sync::Mutex<()>,
     label_budget: usize,
     admitted: DashSet<WebhookKey>,
     admitted_count: AtomicUsize,
@@ -176,6 +179,7 @@ impl Metrics {
         }
         Self {
             registry,
+            rendering: std::sync::Mutex::new(()),
             label_budget,
             admitted: DashSet::new(),
             admitted_count: AtomicUsize::new(0),
@@ -249,6 +253,10 @@ impl Metrics {
 
     /// The text exposition, with scrape-time values copied in first.
     pub fn render(&self, state: &ScrapeState) -> String {
+        let _one_at_a_time = self
+            .rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let as_i64_usize = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         self.config_entries
             .with_label_values(&["webhook"])

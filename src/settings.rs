@@ -120,12 +120,12 @@ pub struct Settings {
 
     /// Request bodies being read at once, at most; past it requests get 503 `overloaded` at once.
     /// Separate from MAX_IN_FLIGHT: a body holds a delivery slot only once it is complete.
-    #[arg(long, env = "MAX_BODY_READERS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_BODY_READERS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_body_readers: u32,
 
     /// Bodies one client (address, or /64 for IPv6; after TRUSTED_PROXIES) may be sending at
     /// once; past it its requests get 429 `too_many_uploads`.
-    #[arg(long, env = "MAX_BODY_READERS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_BODY_READERS_PER_CLIENT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_body_readers_per_client: u32,
 
     /// Seconds an idle keep-alive connection stays open (0 turns keep-alive off). Keep it above
@@ -187,7 +187,7 @@ pub struct Settings {
     pub shutdown_drain_seconds: u64,
 
     /// Seconds to let in-flight requests and background tasks finish on SIGTERM/SIGINT.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_seconds: u64,
 }
 

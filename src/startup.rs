@@ -199,6 +199,9 @@ impl Application {
             tokio::spawn(admin);
         }
         let mut server = tokio::spawn(self.server);
+        // One grace period for everything after the drain: in-flight requests, background
+        // tasks and producer flushes share it, so the whole stop fits drain + grace.
+        let mut end = None;
         let result = tokio::select! {
             result = &mut server => flatten(result),
             () = stop => {
@@ -215,8 +218,9 @@ impl Application {
                     Some(result) => result,
                     None => {
                         // Answers go out before actix's own grace ends and cuts connections.
-                        let deadline = tokio::time::Instant::now()
-                            + self.grace.saturating_sub(ANSWER_MARGIN);
+                        let now = tokio::time::Instant::now();
+                        end = Some(now + self.grace);
+                        let deadline = now + self.grace.saturating_sub(ANSWER_MARGIN);
                         self.shutdown.phase.send_replace(Phase::Stopping { deadline });
                         tracing::info!("Stopping: no new connections; finishing in-flight requests.");
                         server_handle.stop(true).await;
@@ -228,13 +232,15 @@ impl Application {
         if let Some(admin) = admin_handle {
             admin.stop(true).await;
         }
-        if !self.shutdown.stop_tasks(self.grace).await {
+        let end = end.unwrap_or_else(|| tokio::time::Instant::now() + self.grace);
+        let left = || end.saturating_duration_since(tokio::time::Instant::now());
+        if !self.shutdown.stop_tasks(left()).await {
             tracing::warn!(
                 grace_secs = self.grace.as_secs(),
                 "Background tasks did not stop within the grace period."
             );
         }
-        self.handle.pool.close(self.grace).await;
+        self.handle.pool.close(left()).await;
         tracing::info!("Stopped.");
         result
     }

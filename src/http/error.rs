@@ -32,7 +32,7 @@ pub enum ApiError {
     TooManyUploads,
     #[error("a destination could not take the payload; retry later")]
     DestinationUnavailable(#[source] DeliveryError),
-    #[error("too many deliveries in flight; retry later")]
+    #[error("too many requests in progress; retry later")]
     Overloaded,
     #[error("the instance is shutting down and the destinations did not answer in time; retry")]
     ShuttingDown,

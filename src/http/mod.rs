@@ -5,6 +5,7 @@ pub mod health;
 pub mod metrics;
 pub mod request_id;
 pub mod status;
+pub mod unread;
 pub mod webhook;
 
 use actix_web::{middleware::from_fn, web, HttpResponse};
@@ -102,6 +103,7 @@ pub fn app(
     >,
 > {
     actix_web::App::new()
+        .wrap(from_fn(unread::middleware))
         .wrap(from_fn(request_id::middleware))
         .configure(|cfg| configure(cfg, state, surface))
 }

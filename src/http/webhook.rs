@@ -9,11 +9,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use actix_web::{
-    body::{BodySize, BoxBody, MessageBody},
-    http::header,
-    web, HttpMessage, HttpRequest, HttpResponse, ResponseError,
-};
+use actix_web::{http::header, web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
@@ -41,17 +37,18 @@ pub async fn post(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    if req.method() != actix_web::http::Method::POST {
-        return ApiError::MethodNotAllowed { allowed: "POST" }.error_response();
-    }
     let started = Instant::now();
     let mut body = RequestBody {
         payload,
         complete: false,
     };
-    let result = match target(&state, &req) {
-        Ok(key) => receive(&state, &req, key, &mut body).await,
-        Err(error) => Err(error),
+    let result = if req.method() != actix_web::http::Method::POST {
+        Err(ApiError::MethodNotAllowed { allowed: "POST" })
+    } else {
+        match target(&state, &req) {
+            Ok(key) => receive(&state, &req, key, &mut body).await,
+            Err(error) => Err(error),
+        }
     };
     body.close_if_unread(answered(&state, &req, started, result))
 }
@@ -70,34 +67,7 @@ impl RequestBody {
         if self.complete {
             return response;
         }
-        let payload = self.payload;
-        response.map_body(|_, body| {
-            BoxBody::new(Holding {
-                body,
-                _payload: payload,
-            })
-        })
-    }
-}
-
-/// A response body that holds the request's unread payload until it has been written.
-struct Holding {
-    body: BoxBody,
-    _payload: web::Payload,
-}
-
-impl MessageBody for Holding {
-    type Error = <BoxBody as MessageBody>::Error;
-
-    fn size(&self) -> BodySize {
-        self.body.size()
-    }
-
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().body).poll_next(cx)
+        super::unread::hold(response, self.payload)
     }
 }
 
@@ -175,7 +145,9 @@ async fn receive(
     let refused = |e| refused(&route, e);
     checks.check_head(&inbound).map_err(refused)?;
     let limit = checks.max_body_bytes.unwrap_or(state.max_body_bytes);
-    let body = read_body(state, req, client.unwrap_or(peer), body, limit).await?;
+    // An unknown client shares one budget with the other unknown ones, never the proxy's.
+    let share = client.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    let body = read_body(state, req, share, body, limit).await?;
     checks.check_signature(&inbound, &body).map_err(refused)?;
     checks.charge_rate_limit().map_err(refused)?;
     let body = match route.data_type() {
@@ -240,11 +212,11 @@ fn resolve_client(state: &AppState, req: &HttpRequest, peer: IpAddr) -> Option<I
     if state.trusted_proxies.is_empty() {
         return Some(peer.to_canonical());
     }
-    // Every line, in order; a line that is not text is an unreadable hop.
-    let lines: Vec<&str> = req
+    // Every line, in order, as bytes: entries are decoded one by one.
+    let lines: Vec<&[u8]> = req
         .headers()
         .get_all("x-forwarded-for")
-        .map(|v| v.to_str().unwrap_or("?"))
+        .map(|v| v.as_bytes())
         .collect();
     client_ip(peer, &lines, &state.trusted_proxies)
 }
@@ -299,33 +271,65 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
+    let capacity = usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or(0);
+    let mut buffer = BytesMut::with_capacity(capacity);
+    // Most bodies arrive with their head, but actix hands the body over only after the handler
+    // first waits: one yield lets it, then whatever has arrived is taken without waiting. Only a
+    // body still in transit takes a reader slot and the deadline, so stalled uploads can fill
+    // the reader slots without delaying requests whose bodies are complete.
+    tokio::task::yield_now().await;
+    if arrived(body, &mut buffer, limit)? {
+        return Ok(buffer.freeze());
+    }
     let _slot = state.body_readers.admit(client).map_err(|r| match r {
         Refusal::Busy => ApiError::Overloaded,
         Refusal::ClientShare => ApiError::TooManyUploads,
     })?;
-    tokio::time::timeout(state.body_read_timeout, collect(body, declared, limit))
+    tokio::time::timeout(state.body_read_timeout, collect(body, buffer, limit))
         .await
         .map_err(|_| ApiError::RequestTimeout {
             timeout_ms: u64::try_from(state.body_read_timeout.as_millis()).unwrap_or(u64::MAX),
         })?
 }
 
+/// Appends a chunk, refusing the body as soon as it passes `limit`.
+fn append(buffer: &mut BytesMut, chunk: &[u8], limit: u64) -> Result<(), ApiError> {
+    if (buffer.len() + chunk.len()) as u64 > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    buffer.extend_from_slice(chunk);
+    Ok(())
+}
+
+/// Takes the chunks that are ready now; `true` when the body is complete.
+fn arrived(request: &mut RequestBody, buffer: &mut BytesMut, limit: u64) -> Result<bool, ApiError> {
+    use futures_util::FutureExt as _;
+    loop {
+        match request.payload.next().now_or_never() {
+            Some(Some(chunk)) => {
+                let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+                append(buffer, &chunk, limit)?;
+            }
+            Some(None) => {
+                request.complete = true;
+                return Ok(true);
+            }
+            None => return Ok(false),
+        }
+    }
+}
+
 async fn collect(
     request: &mut RequestBody,
-    declared: Option<u64>,
+    mut buffer: BytesMut,
     limit: u64,
 ) -> Result<Bytes, ApiError> {
-    let capacity = usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or(0);
-    let mut body = BytesMut::with_capacity(capacity);
     while let Some(chunk) = request.payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
+        append(&mut buffer, &chunk, limit)?;
     }
     request.complete = true;
-    Ok(body.freeze())
+    Ok(buffer.freeze())
 }
 
 /// Name fragments of headers that carry credentials or signatures; such headers never leave.

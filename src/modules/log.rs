@@ -36,6 +36,14 @@ impl LogModule {
     }
 }
 
+/// Whether a one-line JSON body may be written raw into a log line: no CR or LF, no C1 control
+/// (an 8-bit CSI repaints some terminals) and no U+2028/U+2029 (line breaks to some viewers).
+fn logs_as_is(body: &[u8]) -> bool {
+    memchr::memchr3(b'\n', b'\r', 0xc2, body).is_none()
+        && memchr::memmem::find(body, "\u{2028}".as_bytes()).is_none()
+        && memchr::memmem::find(body, "\u{2029}".as_bytes()).is_none()
+}
+
 #[async_trait::async_trait]
 impl Module for LogModule {
     fn name(&self) -> &'static str {
@@ -46,10 +54,7 @@ impl Module for LogModule {
         // A one-line JSON body is logged as JSON (`body_json`): structured for log processors,
         // and no escaping on the hot path. Anything else is an escaped string (`body`). Raw CR
         // is JSON whitespace too, and would let a body redraw a terminal line: not one line.
-        if delivery.json
-            && !self.config.pretty_print
-            && memchr::memchr2(b'\n', b'\r', &delivery.body).is_none()
-        {
+        if delivery.json && !self.config.pretty_print && logs_as_is(&delivery.body) {
             if let Ok(body) = std::str::from_utf8(&delivery.body) {
                 tracing::info!(
                     target: "switchyard::payload",
@@ -81,6 +86,21 @@ impl Module for LogModule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bodies_without_line_breaks_or_controls_are_logged_raw() {
+        assert!(logs_as_is(
+            "{\"a\":\"caf\\u00e9\",\"b\":\"\u{e9}\u{2014}\"}".as_bytes()
+        ));
+        for bad in [
+            &b"{\"a\":1}\n"[..],
+            b"{\"a\":\r1}",
+            "{\"a\":\"\u{9b}31m\"}".as_bytes(),
+            "{\"a\":\"\u{2028}\"}".as_bytes(),
+        ] {
+            assert!(!logs_as_is(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn pretty_print_formats_json_and_keeps_other_bodies() {

@@ -23,7 +23,7 @@ use crate::{
     config::{env_subst, ConfigError, Connection},
     connections::ConnectionPool,
     dispatch::Route,
-    keys::{ConfigKey, ConnectionName, WebhookKey},
+    keys::{ConfigKey, ConnectionName},
     settings::{Backend, Settings},
     shutdown::Shutdown,
     webhook::Webhook,
@@ -198,9 +198,13 @@ pub fn parse_connection(
     value: &[u8],
     env: crate::config::EnvLookup<'_>,
 ) -> Result<Connection, ConfigError> {
-    let connection = Connection::from_bytes(value, env)?;
-    crate::connections::validate(&connection).map_err(ConfigError::Invalid)?;
-    Ok(connection)
+    // Validated inside `parse_entry`, so a client library's message that quotes a value is
+    // scrubbed of substituted values like every other error.
+    crate::config::parse_entry(value, env, crate::config::connection::SUBSTITUTED, |v| {
+        let connection = Connection::from_value(v)?;
+        crate::connections::validate(&connection).map_err(ConfigError::Invalid)?;
+        Ok(connection)
+    })
 }
 
 /// Turns raw entries into cache and pool changes, logging and skipping invalid ones.
@@ -350,11 +354,6 @@ impl SnapshotBuilder<'_> {
                 self.connections.insert(name, connection);
             }
         }
-    }
-
-    /// Whether a webhook key was already added (file backends refuse duplicates).
-    pub fn contains_webhook(&self, key: &WebhookKey) -> bool {
-        self.snapshot.webhooks.contains_key(key)
     }
 
     /// Makes the collected entries the whole configuration, at `revision`.

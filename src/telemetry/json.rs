@@ -24,28 +24,46 @@ pub struct JsonLines;
 struct Escape<'a, 'b>(&'a mut Writer<'b>);
 
 impl fmt::Write for Escape<'_, '_> {
+    /// Escapes what JSON requires, plus what a terminal or a log viewer would act on: DEL, the
+    /// C1 controls (U+0080-U+009F, e.g. the 8-bit CSI) and the line and paragraph separators.
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let bytes = s.as_bytes();
         let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escaped = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => continue,
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let (escape, len): (Option<&str>, usize) = match b {
+                b'"' => (Some("\\\""), 1),
+                b'\\' => (Some("\\\\"), 1),
+                b'\n' => (Some("\\n"), 1),
+                b'\r' => (Some("\\r"), 1),
+                b'\t' => (Some("\\t"), 1),
+                0..=0x1f | 0x7f => (None, 1),
+                // C1 controls are U+0080-U+009F: 0xC2 then 0x80-0x9F.
+                0xc2 if matches!(bytes.get(i + 1), Some(0x80..=0x9f)) => (None, 2),
+                // U+2028, U+2029: 0xE2 0x80 0xA8/0xA9.
+                0xe2 if bytes.get(i + 1) == Some(&0x80)
+                    && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
+                {
+                    (None, 3)
+                }
+                _ => {
+                    i += 1;
+                    continue;
+                }
             };
             if start < i {
                 self.0.write_str(&s[start..i])?;
             }
-            if escaped.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escaped)?;
+            match escape {
+                Some(text) => self.0.write_str(text)?,
+                None => {
+                    let c = s[i..].chars().next().map_or(0, u32::from);
+                    write!(self.0, "\\u{c:04x}")?;
+                }
             }
-            start = i + 1;
+            i += len;
+            start = i;
         }
         if start < bytes.len() {
             self.0.write_str(&s[start..])?;
@@ -185,7 +203,7 @@ mod tests {
             .with_writer(capture.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let body = "{\"a\":\"line\nbreak\\ \u{1}\"}";
+            let body = "{\"a\":\"line\nbreak\\ \u{1}\u{7f}\u{9b}\u{2028}\u{e9}\"}";
             tracing::info!(
                 target: "switchyard::payload",
                 namespace = "acme",
@@ -210,7 +228,15 @@ mod tests {
         assert_eq!(v["ok"], true);
         assert_eq!(v["ratio"], 0.5);
         assert!(v["nan"].is_null());
-        assert_eq!(v["body"], "{\"a\":\"line\nbreak\\ \u{1}\"}");
+        assert_eq!(
+            v["body"],
+            "{\"a\":\"line\nbreak\\ \u{1}\u{7f}\u{9b}\u{2028}\u{e9}\"}"
+        );
+        // What a terminal or viewer acts on is escaped; other text stays as it is.
+        for raw in ['\u{7f}', '\u{9b}', '\u{2028}', '\n'] {
+            assert!(!text.trim_end().contains(raw), "{raw:?} in {text:?}");
+        }
+        assert!(text.contains('\u{e9}'));
         assert_eq!(v["message"], "Webhook \"received\".");
         assert_eq!(v["body_json"], serde_json::json!({"nested": [1, "x"]}));
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));

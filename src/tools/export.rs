@@ -54,23 +54,37 @@ pub async fn run(
             })
             .collect()
     };
-    let webhooks = object_of(&named(true), &mut report);
+    let webhooks = object_of(&named(true), &mut report)?;
     let connections = named(false);
     let mut export = Export {
-        webhooks: serde_json::to_string_pretty(&webhooks).map_err(|e| e.to_string())?,
+        webhooks,
         connections_written: 0,
         connections_left: 0,
         report,
     };
     match connections_path {
         Some(path) => {
-            let object = object_of(&connections, &mut export.report);
-            let text = serde_json::to_string_pretty(&object).map_err(|e| e.to_string())?;
-            std::fs::write(path, text + "\n")
+            let text = object_of(&connections, &mut export.report)?;
+            write_private(path, &(text + "\n"))
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             export.connections_written = connections.len();
         }
         None => export.connections_left = connections.len(),
     }
     Ok(export)
+}
+
+/// Writes a file only its owner can read: connections hold passwords.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: tighten it too.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }

@@ -87,12 +87,14 @@ pub async fn run(
         });
     }
     let link = EtcdLink::from_settings(settings);
-    let existing: HashMap<String, Vec<u8>> = admin::read_prefix(&link, layout.prefix())
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
-        .collect();
+    let existing: HashMap<String, (Vec<u8>, i64)> =
+        admin::read_prefix_revisions(&link, layout.prefix())
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(k, v, revision)| (String::from_utf8_lossy(&k).into_owned(), (v, revision)))
+            .collect();
+    let mut revisions = HashMap::new();
     let steps: Vec<(Action, String, String)> = entries
         .iter()
         .map(|e| {
@@ -102,23 +104,32 @@ pub async fn run(
             };
             let action = match existing.get(&key) {
                 None => Action::Create,
-                Some(old) if same_json(old, e.raw.as_bytes()) => Action::Unchanged,
+                Some((old, _)) if same_json(old, e.raw.as_bytes()) => Action::Unchanged,
                 Some(_) => Action::Overwrite,
             };
+            revisions.insert(key.clone(), existing.get(&key).map_or(0, |(_, r)| *r));
             (action, key, e.raw.clone())
         })
         .collect();
     let conflicts = steps.iter().any(|(a, _, _)| *a == Action::Overwrite);
     let write = !dry_run && (force || !conflicts);
     if write {
-        let puts: Vec<(String, String)> = steps
+        // Each key is written only if it still holds what the plan was made from.
+        let puts: Vec<(String, String, i64)> = steps
             .iter()
             .filter(|(a, _, _)| *a != Action::Unchanged)
-            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .map(|(_, k, v)| (k.clone(), v.clone(), revisions.get(k).copied().unwrap_or(0)))
             .collect();
-        admin::put_all(&link, &puts)
+        let unchanged = admin::put_all_if_unchanged(&link, &puts)
             .await
             .map_err(|e| e.to_string())?;
+        if !unchanged {
+            return Err(
+                "a key changed in etcd while migrating; the rest was not written: run it again \
+                 to see the new plan"
+                    .into(),
+            );
+        }
     }
     Ok(Plan {
         steps,

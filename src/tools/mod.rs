@@ -9,8 +9,6 @@ pub mod migrate;
 
 use std::{fmt::Write as _, path::Path};
 
-use serde_json::{Map, Value};
-
 use crate::{
     config::env_subst::process_env,
     keys::{ConfigKey, ConnectionName, KeyLayout, KeyMatch, Namespace},
@@ -92,11 +90,11 @@ pub fn etcd_entries(
     for (key, value) in kvs {
         let source = String::from_utf8_lossy(&key).into_owned();
         match layout.parse(&key) {
-            KeyMatch::Valid(key) => entries.push(Entry {
-                source,
-                key,
-                raw: String::from_utf8_lossy(&value).into_owned(),
-            }),
+            // The server refuses a value that is not UTF-8 (it cannot be JSON): so does `check`.
+            KeyMatch::Valid(key) => match String::from_utf8(value) {
+                Ok(raw) => entries.push(Entry { source, key, raw }),
+                Err(_) => report.problem(&source, "value is not valid JSON: not UTF-8"),
+            },
             KeyMatch::Invalid(reason) => report.problem(&source, reason),
             KeyMatch::Foreign => {}
         }
@@ -141,16 +139,17 @@ pub fn validate(entries: &[Entry], rules: Rules, report: &mut Report) {
     }
 }
 
-/// Pretty JSON of an object of raw entries (unparsable values are reported, not dropped silently).
-pub fn object_of(entries: &[(String, String)], report: &mut Report) -> Value {
-    let mut map = Map::new();
+/// A JSON object of raw entries, each value exactly as stored (key order, numbers, spacing);
+/// values that are not JSON are reported, not dropped silently.
+pub fn object_of(entries: &[(String, String)], report: &mut Report) -> Result<String, String> {
+    let mut map = std::collections::BTreeMap::new();
     for (name, raw) in entries {
-        match serde_json::from_str::<Value>(raw) {
+        match serde_json::from_str::<Box<serde_json::value::RawValue>>(raw) {
             Ok(value) => {
-                map.insert(name.clone(), value);
+                map.insert(name.as_str(), value);
             }
             Err(e) => report.problem(name, format!("value is not JSON, not exported: {e}")),
         }
     }
-    Value::Object(map)
+    serde_json::to_string_pretty(&map).map_err(|e| e.to_string())
 }

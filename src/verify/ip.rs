@@ -81,18 +81,24 @@ fn parse_hop(entry: &str) -> Option<IpAddr> {
 /// The client address: the socket peer, unless the peer is a trusted proxy; then the right-most
 /// `X-Forwarded-For` entry that is not a trusted proxy. X-Forwarded-For from anyone else is ignored.
 ///
-/// `forwarded_for` holds every `X-Forwarded-For` line in the order received: proxies such as
-/// HAProxy append the address they saw as a line of its own, so the lines are one list.
-/// `None` when the walk reaches an entry that is not an address (`unknown`, garbage): the client
-/// cannot be known, and the proxy's own address must not stand in for it.
-pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &IpList) -> Option<IpAddr> {
+/// `forwarded_for` holds every `X-Forwarded-For` line, as bytes, in the order received: proxies
+/// such as HAProxy append the address they saw as a line of its own, so the lines are one list.
+/// Each entry is decoded on its own, so a client's non-text entry cannot hide the entries a
+/// proxy appended to the same line. `None` when the walk reaches an entry that is not an address
+/// (`unknown`, garbage): the client cannot be known, and the proxy's own address must not stand
+/// in for it.
+pub fn client_ip(peer: IpAddr, forwarded_for: &[&[u8]], trusted: &IpList) -> Option<IpAddr> {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !trusted.contains(peer) {
         return Some(peer);
     }
     let mut client = peer;
-    for entry in forwarded_for.iter().rev().flat_map(|line| line.rsplit(',')) {
-        let ip = parse_hop(entry)?;
+    let entries = forwarded_for
+        .iter()
+        .rev()
+        .flat_map(|line| line.rsplit(|b| *b == b','));
+    for entry in entries {
+        let ip = std::str::from_utf8(entry).ok().and_then(parse_hop)?;
         client = ip;
         if !trusted.contains(ip) {
             return Some(ip);
@@ -107,6 +113,12 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// `client_ip` over text lines.
+    fn client(peer: &str, lines: &[&str], trusted: &IpList) -> Option<IpAddr> {
+        let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        client_ip(ip(peer), &lines, trusted)
     }
 
     #[test]
@@ -138,12 +150,12 @@ mod tests {
     fn forwarded_for_is_ignored_from_untrusted_peers() {
         let trusted: IpList = "10.0.0.0/8".parse().unwrap();
         assert_eq!(
-            client_ip(ip("203.0.113.9"), &["1.2.3.4"], &trusted),
+            client("203.0.113.9", &["1.2.3.4"], &trusted),
             Some(ip("203.0.113.9"))
         );
         let none = IpList::default();
         assert_eq!(
-            client_ip(ip("10.0.0.1"), &["1.2.3.4"], &none),
+            client("10.0.0.1", &["1.2.3.4"], &none),
             Some(ip("10.0.0.1"))
         );
     }
@@ -154,16 +166,13 @@ mod tests {
         // client spoofs a left entry; the proxies append the real address.
         let xff = "6.6.6.6, 198.51.100.4, 172.16.0.1";
         assert_eq!(
-            client_ip(ip("10.0.0.2"), &[xff], &trusted),
+            client("10.0.0.2", &[xff], &trusted),
             Some(ip("198.51.100.4"))
         );
-        assert_eq!(
-            client_ip(ip("10.0.0.2"), &[], &trusted),
-            Some(ip("10.0.0.2"))
-        );
+        assert_eq!(client("10.0.0.2", &[], &trusted), Some(ip("10.0.0.2")));
         // All hops trusted: the left-most one.
         assert_eq!(
-            client_ip(ip("10.0.0.2"), &["10.9.9.9"], &trusted),
+            client("10.0.0.2", &["10.9.9.9"], &trusted),
             Some(ip("10.9.9.9"))
         );
     }
@@ -173,7 +182,7 @@ mod tests {
         let trusted: IpList = "10.0.0.0/8".parse().unwrap();
         // HAProxy `option forwardfor` appends the real client as its own line.
         assert_eq!(
-            client_ip(ip("10.0.0.2"), &["192.0.2.10", "203.0.113.66"], &trusted),
+            client("10.0.0.2", &["192.0.2.10", "203.0.113.66"], &trusted),
             Some(ip("203.0.113.66"))
         );
     }
@@ -189,7 +198,7 @@ mod tests {
             ("::ffff:1.2.3.4", "1.2.3.4"),
         ] {
             assert_eq!(
-                client_ip(ip("10.0.0.2"), &[entry], &trusted),
+                client("10.0.0.2", &[entry], &trusted),
                 Some(ip(expected)),
                 "{entry}"
             );
@@ -197,14 +206,26 @@ mod tests {
     }
 
     #[test]
+    fn a_non_text_entry_does_not_hide_the_entries_after_it() {
+        let trusted: IpList = "10.0.0.0/8".parse().unwrap();
+        let line: &[u8] = b"\xff, 198.51.100.7";
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &[line], &trusted),
+            Some(ip("198.51.100.7"))
+        );
+        let line: &[u8] = b"198.51.100.7, \xff";
+        assert_eq!(client_ip(ip("10.0.0.2"), &[line], &trusted), None);
+    }
+
+    #[test]
     fn an_unparsable_hop_makes_the_client_unknown() {
         let trusted: IpList = "10.0.0.0/8".parse().unwrap();
         for xff in ["garbage", "unknown", "1.2.3.4, junk", "1.2.3.4,", "_hidden"] {
-            assert_eq!(client_ip(ip("10.0.0.2"), &[xff], &trusted), None, "{xff}");
+            assert_eq!(client("10.0.0.2", &[xff], &trusted), None, "{xff}");
         }
         // A bad entry left of the client is never reached.
         assert_eq!(
-            client_ip(ip("10.0.0.2"), &["junk, 203.0.113.5"], &trusted),
+            client("10.0.0.2", &["junk, 203.0.113.5"], &trusted),
             Some(ip("203.0.113.5"))
         );
     }

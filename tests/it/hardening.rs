@@ -142,6 +142,7 @@ async fn stalled_uploads_do_not_take_the_capacity_of_complete_requests() {
         |s| {
             s.max_in_flight = 1024;
             s.body_read_timeout_ms = 60_000;
+            s.max_body_readers = 4096;
             s.max_body_readers_per_client = 4096;
         },
     )
@@ -231,6 +232,72 @@ async fn an_early_answer_to_a_chunked_upload_closes_the_connection() {
         .await
         .expect("closed in time");
     assert!(closed.is_ok_and(|n| n == 0));
+}
+
+#[tokio::test]
+async fn a_stalled_chunked_body_to_any_other_route_does_not_keep_the_connection() {
+    let (app, _dir) = app_with(json!({"w": {"module": "log"}}), json!({}), |_| {}).await;
+    for (method, path) in [
+        ("POST", "/health"),
+        ("GET", "/metrics"),
+        ("POST", "/nowhere"),
+        ("GET", "/webhook/w"),
+    ] {
+        let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{{\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let (status, _) = read_response(&mut stream).await;
+        assert!(status >= 200, "{method} {path}");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: connection kept open"));
+        assert!(closed.is_ok_and(|n| n == 0), "{method} {path}");
+    }
+    // Requests without a body keep their keep-alive connection.
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let health = client.get(app.url("/health")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn requests_whose_body_has_arrived_need_no_reader_slot() {
+    let (app, _dir) = app_with(json!({"w": {"module": "log"}}), json!({}), |s| {
+        s.max_body_readers = 8;
+        s.max_body_readers_per_client = 8;
+        s.body_read_timeout_ms = 60_000;
+    })
+    .await;
+    let mut held = Vec::new();
+    for i in 0..8 {
+        held.push(
+            stalled_upload(
+                app.port,
+                "127.0.0.4".parse().unwrap(),
+                "/webhook/w",
+                i % 2 == 0,
+            )
+            .await,
+        );
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "every reader slot taken",
+        || async { metric(&app, "switchyard_body_reads_in_progress").await >= 8.0 },
+    )
+    .await;
+    // A ninth upload that stalls is refused (no slot), but complete requests are served.
+    let mut ninth =
+        stalled_upload(app.port, "127.0.0.5".parse().unwrap(), "/webhook/w", false).await;
+    assert_eq!(read_response(&mut ninth).await.0, 503);
+    for _ in 0..10 {
+        assert_eq!(app.status_of("w").await, StatusCode::OK);
+    }
+    drop(held);
 }
 
 #[tokio::test]
@@ -523,7 +590,7 @@ async fn weak_secrets_make_the_entry_invalid_and_real_ones_verify_in_any_base64(
     let skipped = &app.stats().skipped;
     assert!(skipped
         .iter()
-        .any(|e| e.key().contains("empty") && e.value().contains("at least 24")));
+        .any(|e| e.key().contains("empty") && e.value().contains("fewer than 24 bytes")));
     assert!(skipped
         .iter()
         .any(|e| e.key().contains("blank") && e.value().contains("empty")));

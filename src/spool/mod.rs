@@ -1,11 +1,12 @@
 //! The spool: deliveries a destination could not take yet, stored on local disk until they are
 //! forwarded (`SPOOL_DIR`, one file per instance).
 //!
-//! This is the storage layer: the record format ([`record`]), the file ([`store`]) and the group
-//! commit ([`Spool::append`]): one writer task gathers the appends that arrive while a commit is
-//! running into the next transaction, so the spooled path pays one fsync per batch, not one per
-//! request. The forwarder and the request path build on it.
+//! The record format ([`record`]), the file ([`store`]), the group commit ([`Spool::append`]: one
+//! writer task gathers the appends that arrive while a commit is running into the next
+//! transaction, so the spooled path pays one fsync per batch, not one per request) and the
+//! per-destination forwarder ([`forward`]). The request path is not wired to it yet (#9).
 
+pub mod forward;
 pub mod record;
 pub mod store;
 

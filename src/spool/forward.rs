@@ -1,0 +1,312 @@
+//! The forwarder of one destination: hands its spooled records over in arrival order, retries a
+//! failure with exponential backoff and jitter, and moves a record that ran out of retries to
+//! the dead letters. A record leaves the queue only once the destination acknowledged it.
+//!
+//! It knows destinations only through [`Target`], so the request path can plug in the live
+//! routes and tests a fake.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    record::SpooledDelivery,
+    store::{destination_id, Store, StoreError},
+};
+use crate::modules::Delivery;
+
+/// Where a destination's records go.
+#[async_trait::async_trait]
+pub trait Target: Send + Sync {
+    /// Hands one delivery to `destination`; `Ok` once it acknowledged.
+    async fn deliver(&self, destination: &str, delivery: &Delivery) -> Result<(), String>;
+}
+
+/// How long and how often a record is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// A record older than this goes to the dead letters (`retry.max_age_seconds`).
+    pub max_age: Duration,
+    /// At most this many attempts (`retry.max_attempts`), when set.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for RetryPolicy {
+    /// Three days, no attempt limit (the default horizon).
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(3 * 24 * 3600),
+            max_attempts: None,
+        }
+    }
+}
+
+/// The first retry delay; doubled after each failure up to [`MAX_RETRY_DELAY`].
+pub const MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// The delay after `failures` consecutive failures (1 or more), jittered down by up to 25% so
+/// many instances do not retry a recovering destination in step. `jitter` is in [0, 1).
+pub fn retry_delay(failures: u32, jitter: f64) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let base = MIN_RETRY_DELAY
+        .saturating_mul(1 << exponent)
+        .min(MAX_RETRY_DELAY);
+    base.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
+}
+
+/// What happened to the oldest record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing queued.
+    Idle,
+    Delivered,
+    /// Failed; try again after the delay.
+    Retry(Duration),
+    /// Out of retries (or unreadable): moved to the dead letters.
+    DeadLettered,
+}
+
+/// One destination's forwarder.
+pub struct Forwarder {
+    store: Arc<Store>,
+    destination: String,
+    id: u64,
+    target: Arc<dyn Target>,
+    policy: RetryPolicy,
+}
+
+impl Forwarder {
+    pub fn new(
+        store: Arc<Store>,
+        destination: &str,
+        target: Arc<dyn Target>,
+        policy: RetryPolicy,
+    ) -> Self {
+        Self {
+            id: destination_id(destination),
+            destination: destination.to_owned(),
+            store,
+            target,
+            policy,
+        }
+    }
+
+    /// Tries the oldest record once.
+    pub async fn step(&self, now: SystemTime) -> Result<Step, StoreError> {
+        let store = Arc::clone(&self.store);
+        let id = self.id;
+        let oldest = tokio::task::spawn_blocking(move || store.oldest(id))
+            .await
+            .map_err(|e| StoreError::Commit(e.to_string()))??;
+        let Some((seq, bytes)) = oldest else {
+            return Ok(Step::Idle);
+        };
+        let Ok(mut record) = SpooledDelivery::decode(&bytes) else {
+            // Never delivered, never dropped: kept where an operator can see it.
+            self.blocking(move |store, id| store.kill(id, seq, &bytes))
+                .await?;
+            return Ok(Step::DeadLettered);
+        };
+        let delivery = record.delivery.to_delivery();
+        let outcome = match &delivery {
+            Ok(delivery) => self.target.deliver(&self.destination, delivery).await,
+            Err(damaged) => Err(damaged.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                self.blocking(move |store, id| store.remove(id, seq).map(|_| ()))
+                    .await?;
+                Ok(Step::Delivered)
+            }
+            Err(error) => {
+                record.attempts = record.attempts.saturating_add(1);
+                record.last_error = error;
+                let age = now
+                    .duration_since(record.delivery.received_at())
+                    .unwrap_or_default();
+                let out_of_attempts = self
+                    .policy
+                    .max_attempts
+                    .is_some_and(|max| record.attempts >= max);
+                let bytes = record.encode();
+                if out_of_attempts || age >= self.policy.max_age || delivery.is_err() {
+                    self.blocking(move |store, id| store.kill(id, seq, &bytes))
+                        .await?;
+                    tracing::warn!(
+                        destination = %self.destination,
+                        request_id = %record.delivery.request_id,
+                        attempts = record.attempts,
+                        error = %record.last_error,
+                        "Spooled delivery moved to the dead letters."
+                    );
+                    return Ok(Step::DeadLettered);
+                }
+                self.blocking(move |store, id| store.update(id, seq, &bytes))
+                    .await?;
+                Ok(Step::Retry(retry_delay(record.attempts, fastrand::f64())))
+            }
+        }
+    }
+
+    async fn blocking(
+        &self,
+        work: impl FnOnce(&Store, u64) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let store = Arc::clone(&self.store);
+        let id = self.id;
+        tokio::task::spawn_blocking(move || work(&store, id))
+            .await
+            .map_err(|e| StoreError::Commit(e.to_string()))?
+    }
+
+    /// Forwards until cancelled: waits on `appended` while the queue is empty, and between
+    /// retries. Records left when cancelled stay on disk for the next start.
+    pub async fn run(self, appended: Arc<Notify>, token: CancellationToken) {
+        loop {
+            let wait = match self.step(SystemTime::now()).await {
+                Ok(Step::Delivered | Step::DeadLettered) => continue,
+                Ok(Step::Retry(delay)) => Some(delay),
+                Ok(Step::Idle) => None,
+                Err(error) => {
+                    tracing::error!(destination = %self.destination, %error, "Spool read failed.");
+                    Some(MIN_RETRY_DELAY)
+                }
+            };
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = appended.notified(), if wait.is_none() => {}
+                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Namespace, WebhookId};
+    use std::sync::Mutex;
+
+    /// A destination that fails its first `failures` attempts, then records what it got.
+    struct Flaky {
+        failures: Mutex<u32>,
+        got: Mutex<Vec<Delivery>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Target for Flaky {
+        async fn deliver(&self, _: &str, delivery: &Delivery) -> Result<(), String> {
+            let mut left = self.failures.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err("down".into());
+            }
+            self.got.lock().unwrap().push(delivery.clone());
+            Ok(())
+        }
+    }
+
+    fn delivery(n: u32) -> Delivery {
+        Delivery {
+            namespace: Namespace::parse("acme").unwrap(),
+            webhook: WebhookId::parse("gh").unwrap(),
+            request_id: format!("r{n}"),
+            received_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            headers: vec![("x-n".into(), n.to_string())],
+            body: bytes::Bytes::from(format!("{{\"n\":{n}}}")),
+            json: true,
+        }
+    }
+
+    fn setup(
+        failures: u32,
+        policy: RetryPolicy,
+    ) -> (tempfile::TempDir, Arc<Store>, Arc<Flaky>, Forwarder) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap());
+        let target = Arc::new(Flaky {
+            failures: Mutex::new(failures),
+            got: Mutex::new(Vec::new()),
+        });
+        let forwarder = Forwarder::new(
+            Arc::clone(&store),
+            "acme/gh#0:log",
+            Arc::clone(&target) as Arc<dyn Target>,
+            policy,
+        );
+        (dir, store, target, forwarder)
+    }
+
+    fn spool(store: &Store, n: u32) {
+        let record = SpooledDelivery::new(&delivery(n)).encode();
+        store.append(&[("acme/gh#0:log", &record)]).unwrap()[0]
+            .as_ref()
+            .unwrap();
+    }
+
+    #[test]
+    fn retry_delays_grow_to_the_cap_and_jitter_only_shortens_them() {
+        assert_eq!(retry_delay(1, 0.0), Duration::from_secs(1));
+        assert_eq!(retry_delay(2, 0.0), Duration::from_secs(2));
+        assert_eq!(retry_delay(5, 0.0), Duration::from_secs(16));
+        assert_eq!(retry_delay(40, 0.0), MAX_RETRY_DELAY);
+        assert_eq!(retry_delay(2, 0.999_999).as_millis(), 1500);
+    }
+
+    #[tokio::test]
+    async fn records_are_redelivered_in_order_byte_identical_after_failures() {
+        let (_dir, store, target, forwarder) = setup(2, RetryPolicy::default());
+        for n in 0..3 {
+            spool(&store, n);
+        }
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        assert!(matches!(forwarder.step(now).await.unwrap(), Step::Retry(_)));
+        assert!(matches!(forwarder.step(now).await.unwrap(), Step::Retry(_)));
+        for _ in 0..3 {
+            assert_eq!(forwarder.step(now).await.unwrap(), Step::Delivered);
+        }
+        assert_eq!(forwarder.step(now).await.unwrap(), Step::Idle);
+        let got = target.got.lock().unwrap();
+        let ids: Vec<&str> = got.iter().map(|d| d.request_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["r0", "r1", "r2"],
+            "arrival order, original request ids"
+        );
+        assert_eq!(got[0].body, delivery(0).body);
+        assert_eq!(got[0].received_at, delivery(0).received_at);
+        assert_eq!(got[0].headers, delivery(0).headers);
+        assert_eq!(store.bytes_used().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn out_of_attempts_or_too_old_goes_to_the_dead_letters() {
+        let policy = RetryPolicy {
+            max_age: Duration::from_secs(3600),
+            max_attempts: Some(2),
+        };
+        let (_dir, store, _target, forwarder) = setup(10, policy);
+        spool(&store, 0);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        assert!(matches!(forwarder.step(now).await.unwrap(), Step::Retry(_)));
+        assert_eq!(forwarder.step(now).await.unwrap(), Step::DeadLettered);
+        let dead = store.dead_letters().unwrap();
+        assert_eq!(dead.len(), 1);
+        let record = SpooledDelivery::decode(&dead[0].2).unwrap();
+        assert_eq!((record.attempts, record.last_error.as_str()), (2, "down"));
+
+        spool(&store, 1);
+        let later = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 3600);
+        assert_eq!(
+            forwarder.step(later).await.unwrap(),
+            Step::DeadLettered,
+            "too old"
+        );
+        assert_eq!(store.dead_letters().unwrap().len(), 2);
+    }
+}

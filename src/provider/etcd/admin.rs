@@ -13,16 +13,11 @@ pub async fn read_prefix(
     link: &EtcdLink,
     prefix: &str,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, SessionError> {
-    let client = link.connect().await?;
-    let mut kv = client
-        .kv_client()
-        .max_decoding_message_size(super::client::MAX_MESSAGE_BYTES);
-    let mut out = Vec::new();
-    read_pages(&mut kv, prefix.as_bytes(), |kv| {
-        out.push((kv.key().to_vec(), kv.value().to_vec()));
-    })
-    .await?;
-    Ok(out)
+    Ok(read_prefix_revisions(link, prefix)
+        .await?
+        .into_iter()
+        .map(|(key, value, _)| (key, value))
+        .collect())
 }
 
 /// Every key under `prefix` with its value and mod revision, at one revision.

@@ -66,10 +66,7 @@ pub enum Missing {
 
 /// Reads a file as an object of raw entries (each value exactly as written); `Ok(None)` when it
 /// is missing and that means empty.
-fn read_entries(
-    path: &Path,
-    missing: Missing,
-) -> Result<Option<BTreeMap<String, Box<RawValue>>>, FileError> {
+fn read_entries(path: &Path, missing: Missing) -> Result<Option<Ordered>, FileError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && missing == Missing::Empty => {
@@ -95,6 +92,33 @@ fn read_entries(
     }
 }
 
+/// A file's entries in the order written, duplicates included (serde's maps keep only the last
+/// of a repeated name, silently).
+struct Ordered(Vec<(String, Box<RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                    entries.push(entry);
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
 /// One entry of the two files: where it came from, its key (or why the name is not one) and
 /// its value exactly as written.
 pub struct FileEntry {
@@ -109,6 +133,8 @@ pub struct FileEntries {
     pub entries: Vec<FileEntry>,
     /// Files that do not exist (read as empty; only with [`Missing::Empty`]).
     pub missing: Vec<String>,
+    /// `<path>#<name>` of names written more than once in a file (the last one is used).
+    pub duplicates: Vec<String>,
 }
 
 /// Reads both files into entries of `files.namespace`.
@@ -116,13 +142,24 @@ pub fn entries(files: &Files, missing: Missing) -> Result<FileEntries, FileError
     let mut out = FileEntries {
         entries: Vec::new(),
         missing: Vec::new(),
+        duplicates: Vec::new(),
     };
     for (path, webhook) in [(&files.webhooks, true), (&files.connections, false)] {
         let Some(map) = read_entries(path, missing)? else {
             out.missing.push(path.display().to_string());
             continue;
         };
-        for (name, raw) in map {
+        let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+        for (index, (name, _)) in map.0.iter().enumerate() {
+            if last.insert(name.as_str(), index).is_some() {
+                out.duplicates.push(format!("{}#{name}", path.display()));
+            }
+        }
+        let keep: std::collections::BTreeSet<usize> = last.into_values().collect();
+        for (index, (name, raw)) in map.0.into_iter().enumerate() {
+            if !keep.contains(&index) {
+                continue;
+            }
             let key = if webhook {
                 WebhookId::parse(&name)
                     .map(|id| ConfigKey::Webhook(WebhookKey::new(files.namespace.clone(), id)))
@@ -146,6 +183,12 @@ pub fn load(files: &Files, applier: &Applier, revision: i64) -> Result<(), FileE
         tracing::warn!(
             path,
             "Config file not found; serving it as empty until it appears."
+        );
+    }
+    for key in &read.duplicates {
+        tracing::warn!(
+            key,
+            "Name written more than once in the file; the last one is used."
         );
     }
     if let Ok(mut missing) = applier.stats.missing_files.lock() {

@@ -63,6 +63,12 @@ pub fn file_entries(
         namespace: namespace.clone(),
     };
     let read = file::entries(&files, Missing::Error).map_err(|e| e.to_string())?;
+    for key in &read.duplicates {
+        report.problem(
+            key,
+            "written more than once in the file (the server uses the last one)",
+        );
+    }
     Ok(read
         .entries
         .into_iter()

@@ -350,3 +350,21 @@ fn check_refuses_a_missing_file_and_reports_what_only_the_client_library_knows()
         "{out}"
     );
 }
+
+#[test]
+fn check_reports_a_name_written_twice_in_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, c) = write_pair(
+        dir.path(),
+        r#"{"hook": {"module": "log"}, "other": {"module": "log"}, "hook": {"module": "log", "data_type": "blob"}}"#,
+        "{}",
+    );
+    let check = switchyard(&["check", "--webhooks", &w, "--connections", &c]);
+    assert_eq!(check.status.code(), Some(1));
+    let out = text(&check.stdout);
+    assert!(
+        out.contains("#hook: written more than once in the file (the server uses the last one)"),
+        "{out}"
+    );
+    assert!(out.contains("2 valid, 1 invalid"), "{out}");
+}

@@ -163,7 +163,8 @@ async fn main() {
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(3)
+        .max(1);
     println!(
         "HTTP throughput: wrk -t1 -c{CONNECTIONS} -d{seconds}s, {} byte JSON body, 1 server worker, \
          {rounds} rounds of (bare, target); medians",

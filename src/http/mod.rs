@@ -103,6 +103,7 @@ pub fn app(
     >,
 > {
     actix_web::App::new()
+        .app_data(surface)
         .wrap(from_fn(unread::middleware))
         .wrap(from_fn(request_id::middleware))
         .configure(|cfg| configure(cfg, state, surface))

@@ -50,14 +50,17 @@ pub fn hold<P: Unpin + 'static>(response: HttpResponse, payload: P) -> HttpRespo
     })
 }
 
-/// For every route but `/webhook`: takes the request body so no handler drops it, and keeps it
-/// until the answer is written.
+/// For every route but `/webhook` (on a listener that serves webhooks, whose handler holds its
+/// own body): takes the request body so no handler drops it, and keeps it until the answer is
+/// written.
 pub async fn middleware(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // The admin listener has no webhook handler: there every route's body is held.
+    let serves_webhooks = req.app_data::<super::Surface>() != Some(&super::Surface::Admin);
     let path = req.path();
-    if path == "/webhook" || path.starts_with("/webhook/") {
+    if serves_webhooks && (path == "/webhook" || path.starts_with("/webhook/")) {
         return next
             .call(req)
             .await

@@ -146,7 +146,7 @@ async fn receive(
     checks.check_head(&inbound).map_err(refused)?;
     let limit = checks.max_body_bytes.unwrap_or(state.max_body_bytes);
     // An unknown client shares one budget with the other unknown ones, never the proxy's.
-    let share = client.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    let share = client.unwrap_or(UNKNOWN_CLIENT);
     let body = read_body(state, req, share, body, limit).await?;
     checks.check_signature(&inbound, &body).map_err(refused)?;
     checks.charge_rate_limit().map_err(refused)?;
@@ -206,6 +206,10 @@ fn request_id(req: &HttpRequest) -> String {
         .map(|r| r.0.clone())
         .unwrap_or_default()
 }
+
+/// The per-client share of clients whose address could not be read: an address in the
+/// discard-only prefix `100::/64` (RFC 6666), which no real client has.
+const UNKNOWN_CLIENT: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0));
 
 /// The client address behind trusted proxies (`None`: a forwarded hop could not be read).
 fn resolve_client(state: &AppState, req: &HttpRequest, peer: IpAddr) -> Option<IpAddr> {

@@ -40,6 +40,7 @@ impl LogModule {
 /// (an 8-bit CSI repaints some terminals) and no U+2028/U+2029 (line breaks to some viewers).
 fn logs_as_is(body: &[u8]) -> bool {
     memchr::memchr3(b'\n', b'\r', 0xc2, body).is_none()
+        && memchr::memchr(0x7f, body).is_none()
         && memchr::memmem::find(body, "\u{2028}".as_bytes()).is_none()
         && memchr::memmem::find(body, "\u{2029}".as_bytes()).is_none()
 }
@@ -97,6 +98,7 @@ mod tests {
             b"{\"a\":\r1}",
             "{\"a\":\"\u{9b}31m\"}".as_bytes(),
             "{\"a\":\"\u{2028}\"}".as_bytes(),
+            "{\"a\":\"\u{7f}\"}".as_bytes(),
         ] {
             assert!(!logs_as_is(bad), "{bad:?}");
         }

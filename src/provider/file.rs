@@ -151,8 +151,9 @@ pub fn entries(files: &Files, missing: Missing) -> Result<FileEntries, FileError
         };
         let mut last: BTreeMap<&str, usize> = BTreeMap::new();
         for (index, (name, _)) in map.0.iter().enumerate() {
-            if last.insert(name.as_str(), index).is_some() {
-                out.duplicates.push(format!("{}#{name}", path.display()));
+            let source = format!("{}#{name}", path.display());
+            if last.insert(name.as_str(), index).is_some() && !out.duplicates.contains(&source) {
+                out.duplicates.push(source);
             }
         }
         let keep: std::collections::BTreeSet<usize> = last.into_values().collect();

@@ -59,6 +59,20 @@ pub fn retry_delay(failures: u32, jitter: f64) -> Duration {
     base.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
 }
 
+/// Longest destination error kept with a record.
+const MAX_ERROR_LEN: usize = 1024;
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
 /// What happened to the oldest record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -108,6 +122,11 @@ impl Forwarder {
         };
         let Ok(mut record) = SpooledDelivery::decode(&bytes) else {
             // Never delivered, never dropped: kept where an operator can see it.
+            tracing::error!(
+                destination = %self.destination,
+                seq,
+                "Unreadable spooled record moved to the dead letters."
+            );
             self.blocking(move |store, id| store.kill(id, seq, &bytes))
                 .await?;
             return Ok(Step::DeadLettered);
@@ -125,7 +144,7 @@ impl Forwarder {
             }
             Err(error) => {
                 record.attempts = record.attempts.saturating_add(1);
-                record.last_error = error;
+                record.last_error = truncate(error, MAX_ERROR_LEN);
                 let age = now
                     .duration_since(record.delivery.received_at())
                     .unwrap_or_default();
@@ -168,6 +187,13 @@ impl Forwarder {
     /// retries. Records left when cancelled stay on disk for the next start.
     pub async fn run(self, appended: Arc<Notify>, token: CancellationToken) {
         loop {
+            if token.is_cancelled() {
+                return;
+            }
+            // Registered before the queue is read, so an append in between is not missed.
+            let notified = appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let wait = match self.step(SystemTime::now()).await {
                 Ok(Step::Delivered | Step::DeadLettered) => continue,
                 Ok(Step::Retry(delay)) => Some(delay),
@@ -179,7 +205,7 @@ impl Forwarder {
             };
             tokio::select! {
                 () = token.cancelled() => return,
-                () = appended.notified(), if wait.is_none() => {}
+                () = &mut notified, if wait.is_none() => {}
                 () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
             }
         }
@@ -282,6 +308,41 @@ mod tests {
         assert_eq!(got[0].received_at, delivery(0).received_at);
         assert_eq!(got[0].headers, delivery(0).headers);
         assert_eq!(store.bytes_used().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_forwarder_stops_even_with_a_backlog_and_leaves_it_on_disk() {
+        let (_dir, store, target, forwarder) = setup(0, RetryPolicy::default());
+        for n in 0..5 {
+            spool(&store, n);
+        }
+        let token = CancellationToken::new();
+        token.cancel();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            forwarder.run(Arc::new(Notify::new()), token),
+        )
+        .await
+        .expect("returns at once");
+        assert!(target.got.lock().unwrap().is_empty());
+        assert_eq!(store.queues().unwrap()[0].depth, 5);
+    }
+
+    #[tokio::test]
+    async fn an_append_while_idle_wakes_the_forwarder() {
+        let (_dir, store, target, forwarder) = setup(0, RetryPolicy::default());
+        let appended = Arc::new(Notify::new());
+        let token = CancellationToken::new();
+        let running = tokio::spawn(forwarder.run(Arc::clone(&appended), token.clone()));
+        spool(&store, 7);
+        appended.notify_one();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while target.got.lock().unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "not delivered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        token.cancel();
+        running.await.unwrap();
     }
 
     #[tokio::test]

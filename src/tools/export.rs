@@ -81,10 +81,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(false)
         .mode(0o600)
         .open(path)?;
-    // An existing file keeps its mode on open: tighten it too.
+    // An existing file keeps its mode on open: tighten it before emptying and writing it.
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.set_len(0)?;
     file.write_all(text.as_bytes())
 }

@@ -20,14 +20,11 @@ pub fn validate(body: &[u8]) -> Result<(), String> {
             e.valid_up_to()
         )
     })?;
-    // A lone surrogate can only be written as a `\u` escape: a body without a backslash needs
-    // no string decoding at all (the common case, and the cheaper parse).
-    let parsed = if memchr::memchr(b'\\', body).is_some() {
-        serde_json::from_str::<Strict>(text).map(|_| ())
-    } else {
-        serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| ())
-    };
-    parsed.map_err(|e| e.to_string())
+    // Always the decoding parse: serde's skip parse has no nesting limit and no number range
+    // check, and strings without escapes are borrowed, so this costs about the same.
+    serde_json::from_str::<Strict>(text)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A JSON value whose strings have all been decoded (and so checked).
@@ -99,6 +96,14 @@ mod tests {
             b"  [ ]  ",
         ] {
             assert!(validate(ok).is_ok(), "{}", String::from_utf8_lossy(ok));
+        }
+    }
+
+    #[test]
+    fn refuses_deep_nesting_and_numbers_out_of_range_with_or_without_escapes() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for bad in [deep.as_str(), r#"{"a":1e400}"#, r#"{"a":"\n","b":1e400}"#] {
+            assert!(validate(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 

@@ -791,6 +791,15 @@ async fn with_an_admin_port_metrics_and_status_leave_the_public_port() {
         .await
         .unwrap();
     assert_eq!(on_admin.status(), StatusCode::NOT_FOUND);
+    // No webhook handler there: a stalled chunked upload is answered and its connection closed.
+    let mut stream =
+        stalled_upload(admin_port, "127.0.0.1".parse().unwrap(), "/webhook/w", true).await;
+    assert_eq!(read_response(&mut stream).await.0, 404);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    assert!(closed.is_ok_and(|n| n == 0));
 }
 
 // 10. JSON that is not JSON ------------------------------------------------------------------

@@ -62,6 +62,9 @@ pub enum Surface {
 
 /// Registers the routes of `surface`. `main` and the in-process tests both build the app with
 /// this.
+/// Every route but the webhook handler (which reads and holds its own body) is wrapped in
+/// [`unread::hold_body`], so an unread body closes its connection instead of being drained; the
+/// webhook path pays for no extra middleware.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, surface: Surface) {
     cfg.app_data(state);
     if surface != Surface::Admin {
@@ -71,17 +74,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, surfa
     if surface != Surface::Public {
         cfg.service(
             web::resource("/metrics")
+                .wrap(from_fn(unread::hold_body))
                 .route(web::get().to(metrics::metrics))
                 .default_service(web::to(get_only)),
         )
         .service(
             web::resource("/status")
+                .wrap(from_fn(unread::hold_body))
                 .route(web::get().to(status::status))
                 .default_service(web::to(get_only)),
         );
     }
     cfg.service(
         web::resource("/health")
+            .wrap(from_fn(unread::hold_body))
             .route(web::get().to(health::health))
             .route(web::head().to(health::health))
             .default_service(web::to(get_only)),
@@ -103,8 +109,6 @@ pub fn app(
     >,
 > {
     actix_web::App::new()
-        .app_data(surface)
-        .wrap(from_fn(unread::middleware))
         .wrap(from_fn(request_id::middleware))
         .configure(|cfg| configure(cfg, state, surface))
 }
@@ -115,6 +119,8 @@ async fn get_only() -> Result<HttpResponse, ApiError> {
     })
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound)
+/// Any other path: 404, holding the request body (see `unread`).
+async fn not_found(payload: web::Payload) -> HttpResponse {
+    use actix_web::ResponseError as _;
+    unread::hold(ApiError::NotFound.error_response(), payload)
 }

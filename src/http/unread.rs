@@ -4,7 +4,7 @@
 //! with no timer: a client that sends a chunked head to any route and then goes silent would
 //! hold its connection forever. Keeping the unread body alive until the answer is written makes
 //! actix close the connection instead. The webhook handler does this itself (it reads bodies);
-//! [`middleware`] does it for every other route.
+//! [`hold_body`] wraps every other route.
 
 use std::{
     pin::Pin,
@@ -50,22 +50,12 @@ pub fn hold<P: Unpin + 'static>(response: HttpResponse, payload: P) -> HttpRespo
     })
 }
 
-/// For every route but `/webhook` (on a listener that serves webhooks, whose handler holds its
-/// own body): takes the request body so no handler drops it, and keeps it until the answer is
-/// written.
-pub async fn middleware(
+/// Takes the request body so no handler drops it, and keeps it until the answer is written.
+/// Wraps every route but the webhook handler.
+pub async fn hold_body(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    // The admin listener has no webhook handler: there every route's body is held.
-    let serves_webhooks = req.app_data::<super::Surface>() != Some(&super::Surface::Admin);
-    let path = req.path();
-    if serves_webhooks && (path == "/webhook" || path.starts_with("/webhook/")) {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body);
-    }
     let payload = req.take_payload();
     let response = next.call(req).await?;
     Ok(response.map_body(|_, body| {

@@ -39,10 +39,18 @@ impl LogModule {
 /// Whether a one-line JSON body may be written raw into a log line: no CR or LF, no C1 control
 /// (an 8-bit CSI repaints some terminals) and no U+2028/U+2029 (line breaks to some viewers).
 fn logs_as_is(body: &[u8]) -> bool {
-    memchr::memchr3(b'\n', b'\r', 0xc2, body).is_none()
-        && memchr::memchr(0x7f, body).is_none()
-        && memchr::memmem::find(body, "\u{2028}".as_bytes()).is_none()
-        && memchr::memmem::find(body, "\u{2029}".as_bytes()).is_none()
+    if memchr::memchr3(b'\n', b'\r', 0xc2, body).is_some() {
+        return false;
+    }
+    match memchr::memchr2(0x7f, 0xe2, body) {
+        None => true,
+        Some(_) if body.contains(&0x7f) => false,
+        // 0xE2 leads many ordinary characters (dashes, quotes): only the separators matter.
+        Some(_) => {
+            memchr::memmem::find(body, "\u{2028}".as_bytes()).is_none()
+                && memchr::memmem::find(body, "\u{2029}".as_bytes()).is_none()
+        }
+    }
 }
 
 #[async_trait::async_trait]

@@ -20,6 +20,23 @@ use tracing_subscriber::{
 /// The event formatter.
 pub struct JsonLines;
 
+/// Bytes that may need an escape: controls, `"`, `\\`, DEL, and the lead bytes of C1 controls
+/// (0xC2) and of U+2028/U+2029 (0xE2). Everything else is copied without a second look.
+const ATTENTION: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0x7f] = true;
+    table[0xc2] = true;
+    table[0xe2] = true;
+    table
+};
+
 /// A `fmt::Write` that JSON-escapes what passes through it.
 struct Escape<'a, 'b>(&'a mut Writer<'b>);
 
@@ -32,6 +49,10 @@ impl fmt::Write for Escape<'_, '_> {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
+            if !ATTENTION[usize::from(b)] {
+                i += 1;
+                continue;
+            }
             let (escape, len): (Option<&str>, usize) = match b {
                 b'"' => (Some("\\\""), 1),
                 b'\\' => (Some("\\\\"), 1),

@@ -123,10 +123,6 @@ impl ResponseError for ApiError {
             ApiError::TooManyUploads => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
-            // The rest of the body was never read: the connection cannot carry another request.
-            ApiError::RequestTimeout { .. } => {
-                response.force_close();
-            }
             _ => {}
         }
         response.json(serde_json::json!({ "error": code, "message": self.to_string() }))

@@ -80,62 +80,67 @@ pub struct ModuleConfig {
     /// The `module` name as written (a [`REGISTRY`] name).
     name: &'static str,
     kind: Kind,
-    connection: Option<ConnectionName>,
 }
 
-/// What a destination does, by kind of destination.
+/// What a destination does, by kind of destination; the connection modules carry theirs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     Log(log::LogConfig),
-    Kafka(kafka::KafkaConfig),
-    Redis(redis::Command),
+    Kafka(kafka::KafkaConfig, ConnectionName),
+    Redis(redis::Command, ConnectionName),
 }
 
-/// How a module's `module-config` is parsed, and whether it needs a connection.
+/// How one module's `module-config` (and `connection`) is parsed.
 struct Entry {
     name: &'static str,
-    needs_connection: bool,
-    parse: fn(&'static str, Value) -> Result<Kind, ConfigError>,
+    parse: fn(&'static str, Value, Option<ConnectionName>) -> Result<Kind, ConfigError>,
+}
+
+/// The connection a connection module needs.
+fn needs(name: &str, connection: Option<ConnectionName>) -> Result<ConnectionName, ConfigError> {
+    connection.ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "module `{name}` needs a `connection` (a name under global/connections/)"
+        ))
+    })
 }
 
 /// The registry: every module name accepted in `module`, in the order errors list them.
 const REGISTRY: &[Entry] = &[
     Entry {
         name: "log",
-        needs_connection: false,
-        parse: |name, config| Ok(Kind::Log(from_config(name, config)?)),
+        // A `connection` is accepted and unused, as before: existing entries name one.
+        parse: |name, config, _| Ok(Kind::Log(from_config(name, config)?)),
     },
     Entry {
         name: "kafka",
-        needs_connection: true,
-        parse: |name, config| {
-            Ok(Kind::Kafka(
-                from_config::<kafka::KafkaConfig>(name, config)?.validate()?,
-            ))
+        parse: |name, config, connection| {
+            let c: kafka::KafkaConfig = from_config(name, config)?;
+            Ok(Kind::Kafka(c.validate()?, needs(name, connection)?))
         },
     },
     Entry {
         name: "redis_publish",
-        needs_connection: true,
-        parse: |name, config| {
+        parse: |name, config, connection| {
             let c: redis::PublishConfig = from_config(name, config)?;
-            Ok(Kind::Redis(redis::Command::Publish(c.validate()?)))
+            let command = redis::Command::Publish(c.validate()?);
+            Ok(Kind::Redis(command, needs(name, connection)?))
         },
     },
     Entry {
         name: "redis_stream",
-        needs_connection: true,
-        parse: |name, config| {
+        parse: |name, config, connection| {
             let c: redis::StreamConfig = from_config(name, config)?;
-            Ok(Kind::Redis(redis::Command::Stream(c.validate()?)))
+            let command = redis::Command::Stream(c.validate()?);
+            Ok(Kind::Redis(command, needs(name, connection)?))
         },
     },
     Entry {
         name: "redis_list",
-        needs_connection: true,
-        parse: |name, config| {
+        parse: |name, config, connection| {
             let c: redis::ListConfig = from_config(name, config)?;
-            Ok(Kind::Redis(redis::Command::List(c.validate()?)))
+            let command = redis::Command::List(c.validate()?);
+            Ok(Kind::Redis(command, needs(name, connection)?))
         },
     },
 ];
@@ -167,21 +172,9 @@ impl ModuleConfig {
                 },
             ));
         };
-        let kind = (entry.parse)(entry.name, config)?;
-        let connection = match (entry.needs_connection, connection) {
-            (true, None) => {
-                return Err(ConfigError::Invalid(format!(
-                    "module `{name}` needs a `connection` (a name under global/connections/)"
-                )))
-            }
-            (true, connection) => connection,
-            // Accepted and unused, as before: existing entries name one.
-            (false, _) => None,
-        };
         Ok(Self {
             name: entry.name,
-            kind,
-            connection,
+            kind: (entry.parse)(entry.name, config, connection)?,
         })
     }
 
@@ -197,44 +190,27 @@ impl ModuleConfig {
 
     /// The connection this destination uses, if any.
     pub fn connection(&self) -> Option<&ConnectionName> {
-        self.connection.as_ref()
+        match &self.kind {
+            Kind::Log(_) => None,
+            Kind::Kafka(_, connection) | Kind::Redis(_, connection) => Some(connection),
+        }
     }
 
     /// Builds the live module. Does no I/O: clients come from the pool on first delivery.
     pub fn build(&self, pool: &ConnectionPool) -> Arc<dyn Module> {
-        match (&self.kind, &self.connection) {
-            (Kind::Log(config), _) => Arc::new(log::LogModule::new(config.clone())),
-            (Kind::Kafka(config), Some(connection)) => Arc::new(kafka::KafkaModule::new(
+        match &self.kind {
+            Kind::Log(config) => Arc::new(log::LogModule::new(config.clone())),
+            Kind::Kafka(config, connection) => Arc::new(kafka::KafkaModule::new(
                 config.clone(),
                 connection.clone(),
                 pool.clone(),
             )),
-            (Kind::Redis(command), Some(connection)) => Arc::new(redis::RedisModule::new(
+            Kind::Redis(command, connection) => Arc::new(redis::RedisModule::new(
                 command.clone(),
                 connection.clone(),
                 pool.clone(),
             )),
-            // `parse` gives every connection module its connection.
-            (Kind::Kafka(_) | Kind::Redis(_), None) => Arc::new(Unbuildable(self.name)),
         }
-    }
-}
-
-/// A destination that cannot run (never built from parsed config; see `build`).
-#[derive(Debug)]
-struct Unbuildable(&'static str);
-
-#[async_trait::async_trait]
-impl Module for Unbuildable {
-    fn name(&self) -> &'static str {
-        self.0
-    }
-
-    async fn deliver(&self, _: &Delivery) -> Result<(), DeliveryError> {
-        Err(DeliveryError::Unavailable {
-            module: self.0,
-            reason: "module has no connection".into(),
-        })
     }
 }
 

@@ -10,7 +10,7 @@ pub mod migrate;
 use std::{fmt::Write as _, path::Path};
 
 use crate::{
-    config::env_subst::process_env,
+    config::{env_subst::process_env, ConfigError},
     keys::{ConfigKey, ConnectionName, KeyLayout, KeyMatch, Namespace},
     provider::{
         file::{self, Files, Missing},
@@ -112,32 +112,40 @@ pub fn etcd_entries(
 /// webhooks must exist).
 pub fn validate(entries: &[Entry], rules: Rules, report: &mut Report) {
     let env = &process_env;
-    let connections: std::collections::HashSet<&ConnectionName> = entries
+    // Each entry is parsed once; connections first, so webhooks can be checked against them.
+    let connections: Vec<(&Entry, Result<(), ConfigError>)> = entries
         .iter()
-        .filter_map(|e| match &e.key {
-            ConfigKey::Connection(name) => parse_connection(e.raw.as_bytes(), env)
-                .is_ok()
-                .then_some(name),
-            ConfigKey::Webhook(_) => None,
+        .filter(|e| matches!(e.key, ConfigKey::Connection(_)))
+        .map(|e| (e, parse_connection(e.raw.as_bytes(), env).map(|_| ())))
+        .collect();
+    let defined: std::collections::HashSet<&ConnectionName> = connections
+        .iter()
+        .filter_map(|(e, result)| match (&e.key, result) {
+            (ConfigKey::Connection(name), Ok(())) => Some(name),
+            _ => None,
         })
         .collect();
-    for entry in entries {
-        let result = match &entry.key {
-            ConfigKey::Webhook(_) => parse_webhook(entry.raw.as_bytes(), env, rules).and_then(|w| {
+    let webhooks = entries
+        .iter()
+        .filter(|e| matches!(e.key, ConfigKey::Webhook(_)))
+        .map(|e| {
+            let result = parse_webhook(e.raw.as_bytes(), env, rules).and_then(|w| {
                 match w
                     .destinations
                     .iter()
                     .filter_map(|d| d.connection())
-                    .find(|c| !connections.contains(c))
+                    .find(|c| !defined.contains(c))
                 {
-                    Some(missing) => Err(crate::config::ConfigError::Invalid(format!(
+                    Some(missing) => Err(ConfigError::Invalid(format!(
                         "connection `{missing}` is not defined (requests would get 503 connection_missing)"
                     ))),
                     None => Ok(()),
                 }
-            }),
-            ConfigKey::Connection(_) => parse_connection(entry.raw.as_bytes(), env).map(|_| ()),
-        };
+            });
+            (e, result)
+        })
+        .collect::<Vec<_>>();
+    for (entry, result) in connections.into_iter().chain(webhooks) {
         match result {
             Ok(()) => report.ok += 1,
             Err(reason) => report.problem(&entry.source, reason),

@@ -53,6 +53,8 @@ lint: deps
 		{ echo "connections/ and modules/ must not import the cache or anything above them"; exit 1; }
 	@! grep -rnE "crate::(cache|provider|http|dispatch|webhook|modules|verify|connections)\b" src/config || \
 		{ echo "config/ is the ground floor: it imports none of the layers above"; exit 1; }
+	@! grep -rnE "crate::(cache|provider|http|dispatch|webhook|redelivery|verify|tools)\b" src/spool || \
+		{ echo "spool/ sits below dispatch: it knows deliveries and keys, never routes or HTTP"; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,8 +1,12 @@
-//! A live route: a validated webhook with its modules built, and how a delivery runs through them.
+//! A live route: a validated webhook with its modules built, and how a delivery runs through
+//! them, directly or through the spool (its `"spool"` mode).
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 
 use crate::{
     connections::ConnectionPool,
@@ -10,14 +14,42 @@ use crate::{
     keys::WebhookKey,
     metrics::Metrics,
     modules::{Delivery, DeliveryError, Module},
+    spool::{self, record::SpooledDelivery, Spool, SpoolError, SpoolMode},
     webhook::{DataType, Execution, Webhook},
 };
 
-/// One built destination and the connection it uses (for error accounting).
+/// One built destination, the connection it uses (for error accounting) and its spool queue.
 #[derive(Debug)]
 struct Destination {
     module: Arc<dyn Module>,
     connection: Option<ConnectionName>,
+    queue: spool::Destination,
+}
+
+/// How a request was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every destination acknowledged (200).
+    Delivered,
+    /// At least one destination's copy is in the spool, on disk (202).
+    Stored,
+}
+
+/// Why a request was not taken (503 either way: the sender should retry).
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// The spool as the request path uses it.
+#[derive(Clone, Copy)]
+pub struct SpoolPath<'a> {
+    pub spool: &'a Spool,
+    /// `SPOOL_HANDOFF_MS`: how long destinations get before a request is spooled instead.
+    pub handoff: Duration,
 }
 
 impl Destination {
@@ -51,9 +83,11 @@ impl Route {
         let modules = webhook
             .destinations
             .iter()
-            .map(|d| Destination {
+            .enumerate()
+            .map(|(index, d)| Destination {
                 module: d.build(pool),
                 connection: d.connection().cloned(),
+                queue: queue_of(&key, index, d.name()),
             })
             .collect();
         Self {
@@ -74,7 +108,9 @@ impl Route {
     pub fn with_modules(key: WebhookKey, webhook: Webhook, modules: Vec<Arc<dyn Module>>) -> Self {
         let modules = modules
             .into_iter()
-            .map(|module| Destination {
+            .enumerate()
+            .map(|(index, module)| Destination {
+                queue: queue_of(&key, index, module.name()),
                 module,
                 connection: None,
             })
@@ -91,9 +127,147 @@ impl Route {
         self.webhook.data_type
     }
 
+    /// Takes a request: straight to the destinations, or through the spool as the webhook's
+    /// `"spool"` mode says (`spool` is `None` when `SPOOL_DIR` is empty: every webhook is then
+    /// `off`).
+    pub async fn dispatch(
+        &self,
+        delivery: &Delivery,
+        metrics: &Metrics,
+        spool: Option<SpoolPath<'_>>,
+    ) -> Result<Outcome, DispatchError> {
+        match (spool, self.webhook.spool) {
+            (None, _) | (Some(_), SpoolMode::Off) => {
+                self.deliver_all(delivery, metrics).await?;
+                Ok(Outcome::Delivered)
+            }
+            (Some(path), SpoolMode::Always) => {
+                let all = self.modules.iter().map(|d| d.queue.clone()).collect();
+                self.store(path.spool, all, delivery).await
+            }
+            (Some(path), SpoolMode::OnFailure) => {
+                let failed = self.deliver_or_fail(delivery, metrics, path).await;
+                if failed.is_empty() {
+                    return Ok(Outcome::Delivered);
+                }
+                self.store(path.spool, failed, delivery).await
+            }
+        }
+    }
+
+    async fn store(
+        &self,
+        spool: &Spool,
+        destinations: Vec<spool::Destination>,
+        delivery: &Delivery,
+    ) -> Result<Outcome, DispatchError> {
+        let record = SpooledDelivery::new(delivery).encode();
+        spool.store(destinations, record).await?;
+        Ok(Outcome::Stored)
+    }
+
+    /// Delivers to each destination within the handoff time; returns the queues of those that
+    /// must take the request instead: they failed, did not answer in time, or already have a
+    /// backlog (new deliveries queue behind it). Only those are spooled, so a destination that
+    /// acknowledged never gets the request again.
+    async fn deliver_or_fail(
+        &self,
+        delivery: &Delivery,
+        metrics: &Metrics,
+        path: SpoolPath<'_>,
+    ) -> Vec<spool::Destination> {
+        let deadline = tokio::time::Instant::now() + path.handoff.min(self.webhook.timeout);
+        let acknowledged: Vec<bool> = match self.webhook.execution {
+            Execution::Sequential => {
+                let mut acknowledged = Vec::with_capacity(self.modules.len());
+                for destination in &self.modules {
+                    acknowledged.push(
+                        self.attempt(destination, delivery, metrics, path, deadline)
+                            .await,
+                    );
+                }
+                acknowledged
+            }
+            Execution::Parallel => {
+                join_all(
+                    self.modules
+                        .iter()
+                        .map(|d| self.attempt(d, delivery, metrics, path, deadline)),
+                )
+                .await
+            }
+        };
+        self.modules
+            .iter()
+            .zip(acknowledged)
+            .filter(|(_, ok)| !ok)
+            .map(|(d, _)| d.queue.clone())
+            .collect()
+    }
+
+    /// One destination's direct attempt; `true` when it acknowledged by `deadline`.
+    async fn attempt(
+        &self,
+        destination: &Destination,
+        delivery: &Delivery,
+        metrics: &Metrics,
+        path: SpoolPath<'_>,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        if path.spool.has_backlog(&destination.queue) {
+            return false;
+        }
+        let error =
+            match tokio::time::timeout_at(deadline, destination.deliver(delivery, metrics)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(error)) => error,
+                Err(_) => DeliveryError::Timeout {
+                    timeout_ms: millis(path.handoff.min(self.webhook.timeout)),
+                },
+            };
+        tracing::warn!(
+            webhook = %self.key,
+            request_id = %delivery.request_id,
+            destination = destination.queue.name(),
+            %error,
+            "Delivery failed; the request goes to the spool."
+        );
+        false
+    }
+
+    /// Hands a spooled delivery to destination `index` (which must still be `module`) within
+    /// the webhook's timeout: the forwarder's way in.
+    pub async fn redeliver(
+        &self,
+        index: usize,
+        module: &str,
+        delivery: &Delivery,
+        metrics: &Metrics,
+    ) -> Result<(), String> {
+        let destination = self
+            .modules
+            .get(index)
+            .filter(|d| d.module.name() == module)
+            .ok_or_else(|| {
+                format!(
+                    "webhook `{}` no longer has destination {index} `{module}`",
+                    self.key
+                )
+            })?;
+        tokio::time::timeout(self.webhook.timeout, destination.deliver(delivery, metrics))
+            .await
+            .map_err(|_| {
+                DeliveryError::Timeout {
+                    timeout_ms: millis(self.webhook.timeout),
+                }
+                .to_string()
+            })?
+            .map_err(|e| e.to_string())
+    }
+
     /// Hands the delivery to every module (in order, or all at once for a parallel chain) within
     /// the webhook's timeout. `Ok` only when every module acknowledged.
-    pub async fn dispatch(
+    async fn deliver_all(
         &self,
         delivery: &Delivery,
         metrics: &Metrics,
@@ -115,8 +289,17 @@ impl Route {
         match tokio::time::timeout(timeout, all).await {
             Ok(result) => result,
             Err(_) => Err(DeliveryError::Timeout {
-                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                timeout_ms: millis(timeout),
             }),
         }
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The spool queue of destination `index` of `key`.
+fn queue_of(key: &WebhookKey, index: usize, module: &str) -> spool::Destination {
+    spool::Destination::new(key.namespace.as_str(), key.id.as_str(), index, module)
 }

@@ -9,7 +9,8 @@
 //! - [`dispatch`]: a live route and how a delivery runs through its [`modules`], whose clients
 //!   come from the [`connections`] pool.
 //! - [`verify`]: per-webhook verification, limits and credential cleanup.
-//! - [`spool`]: deliveries stored on local disk until a destination takes them (storage layer).
+//! - [`spool`]: deliveries stored on local disk until a destination takes them; [`redelivery`]
+//!   hands them to the live routes.
 //! - [`tools`]: the `check`, `migrate` and `export` subcommands.
 //! - [`admission`]: how many request bodies may be read at once, overall and per client.
 //! - [`http`]: the HTTP surface; [`startup`] wires everything into an `Application`.
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod metrics;
 pub mod modules;
 pub mod provider;
+pub mod redelivery;
 pub mod settings;
 pub mod shutdown;
 pub mod spool;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use switchyard::{
-    settings::{Cli, Command, Settings, SettingsError},
+    settings::{Cli, Command, Settings, SettingsError, SpoolCommand},
     shutdown,
     startup::Application,
     telemetry,
@@ -53,6 +53,15 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
         app.run_until_stopped(shutdown::signal()).await?;
         Ok(())
     })
+}
+
+/// Asks on stderr; `true` when the answer read from stdin is `yes`.
+fn confirm(question: &str) -> bool {
+    use std::io::Write as _;
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes"
 }
 
 /// Runs a config tool; exit 1 when it found problems, 2 when it could not run.
@@ -135,6 +144,32 @@ fn run_tool(settings: &Settings, command: Command) -> ExitCode {
                     );
                 }
                 Ok(export.report.problems.is_empty())
+            }
+            Command::Spool { action, url } => {
+                let action = match action {
+                    SpoolCommand::Status => tools::spool::Action::Status,
+                    SpoolCommand::DeadLetters { limit } => {
+                        tools::spool::Action::DeadLetters { limit }
+                    }
+                    SpoolCommand::Replay { ids, all } => {
+                        tools::spool::Action::Replay((!all).then_some(ids))
+                    }
+                    SpoolCommand::Purge { ids, all, yes } => {
+                        let what = if all {
+                            "every dead letter".to_owned()
+                        } else {
+                            format!("dead letter(s) {ids:?}")
+                        };
+                        if !yes && !confirm(&format!("Purge {what} for good? Type `yes`: ")) {
+                            eprintln!("switchyard: nothing purged");
+                            return Ok(false);
+                        }
+                        tools::spool::Action::Purge((!all).then_some(ids))
+                    }
+                };
+                let output = tools::spool::run(settings, action, url.as_deref()).await?;
+                println!("{output}");
+                Ok(true)
             }
         }
     });

@@ -38,6 +38,107 @@ pub struct ScrapeState {
     /// Seconds since the last watch event or progress notification.
     pub since_last_event: Option<f64>,
     pub skipped_now: usize,
+    /// The spool, when it is on.
+    pub spool: Option<crate::spool::SpoolReport>,
+}
+
+/// The spool's series: whole-spool gauges and one set per destination with records or dead
+/// letters (at most `METRICS_MAX_WEBHOOKS` destinations, the deepest first).
+struct SpoolMetrics {
+    bytes_used: IntGauge,
+    bytes_max: IntGauge,
+    depth: IntGaugeVec,
+    bytes: IntGaugeVec,
+    oldest: prometheus::GaugeVec,
+    dead_letters: IntGaugeVec,
+    retries: IntCounterVec,
+    delivered: IntCounterVec,
+}
+
+impl SpoolMetrics {
+    fn new(registry: &Registry) -> Self {
+        let per = |name: &str, help: &str| {
+            must(IntGaugeVec::new(Opts::new(name, help), &["destination"]))
+        };
+        let counter = |name: &str, help: &str| {
+            must(IntCounterVec::new(Opts::new(name, help), &["destination"]))
+        };
+        let metrics = Self {
+            bytes_used: must(IntGauge::new(
+                "switchyard_spool_bytes_used",
+                "Bytes the spool holds (queued records and dead letters).",
+            )),
+            bytes_max: must(IntGauge::new(
+                "switchyard_spool_bytes_max",
+                "SPOOL_MAX_BYTES: the spool refuses new records past it (503).",
+            )),
+            depth: per(
+                "switchyard_spool_depth",
+                "Records waiting for a destination.",
+            ),
+            bytes: per(
+                "switchyard_spool_queue_bytes",
+                "Bytes waiting for a destination.",
+            ),
+            oldest: must(prometheus::GaugeVec::new(
+                Opts::new(
+                    "switchyard_spool_oldest_age_seconds",
+                    "Age of the oldest record waiting for a destination.",
+                ),
+                &["destination"],
+            )),
+            dead_letters: per(
+                "switchyard_spool_dead_letters",
+                "Records that ran out of retries, kept until replayed or purged.",
+            ),
+            retries: counter(
+                "switchyard_spool_retries_total",
+                "Failed forwarding attempts.",
+            ),
+            delivered: counter(
+                "switchyard_spool_delivered_total",
+                "Spooled records a destination acknowledged.",
+            ),
+        };
+        for c in [
+            Box::new(metrics.bytes_used.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.bytes_max.clone()),
+            Box::new(metrics.depth.clone()),
+            Box::new(metrics.bytes.clone()),
+            Box::new(metrics.oldest.clone()),
+            Box::new(metrics.dead_letters.clone()),
+            Box::new(metrics.retries.clone()),
+            Box::new(metrics.delivered.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        metrics
+    }
+
+    fn set(&self, report: &crate::spool::SpoolReport, budget: usize) {
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.bytes_used.set(as_i64(report.bytes_used));
+        self.bytes_max.set(as_i64(report.bytes_max));
+        for vec in [&self.depth, &self.bytes, &self.dead_letters] {
+            vec.reset();
+        }
+        self.oldest.reset();
+        let mut queues: Vec<_> = report.queues.iter().collect();
+        queues.sort_by_key(|q| std::cmp::Reverse(q.depth));
+        for q in queues.into_iter().take(budget) {
+            let label = [q.destination.as_str()];
+            self.depth.with_label_values(&label).set(as_i64(q.depth));
+            self.bytes.with_label_values(&label).set(as_i64(q.bytes));
+            self.dead_letters
+                .with_label_values(&label)
+                .set(as_i64(q.dead_letters));
+            if let Some(age) = q.oldest_age_seconds {
+                self.oldest.with_label_values(&label).set(age);
+            }
+            catch_up(&self.retries.with_label_values(&label), q.retries);
+            catch_up(&self.delivered.with_label_values(&label), q.delivered);
+        }
+    }
 }
 
 pub struct Metrics {
@@ -63,6 +164,7 @@ pub struct Metrics {
     reconnects: IntCounter,
     full_loads: IntCounter,
     since_last_event: prometheus::Gauge,
+    spool: SpoolMetrics,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -171,6 +273,7 @@ impl Metrics {
         ] {
             must(registry.register(c));
         }
+        let spool = SpoolMetrics::new(&registry);
         #[cfg(target_os = "linux")]
         {
             let process = prometheus::process_collector::ProcessCollector::for_self();
@@ -198,6 +301,7 @@ impl Metrics {
             reconnects,
             full_loads,
             since_last_event,
+            spool,
         }
     }
 
@@ -276,6 +380,9 @@ impl Metrics {
         catch_up(&self.full_loads, state.full_loads);
         self.since_last_event
             .set(state.since_last_event.unwrap_or(f64::NAN));
+        if let Some(report) = &state.spool {
+            self.spool.set(report, self.label_budget);
+        }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "Cannot encode metrics.");

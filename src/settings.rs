@@ -181,6 +181,23 @@ pub struct Settings {
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256).map(usize::from))]
     pub http_workers: usize,
 
+    /// Directory of the spool (deliveries a destination could not take yet, kept on local disk
+    /// and forwarded when it is back). Empty turns the spool off: every webhook then behaves as
+    /// `"spool": "off"`. One directory per instance.
+    #[arg(long, env = "SPOOL_DIR", default_value = "data/spool")]
+    pub spool_dir: PathBuf,
+
+    /// Bytes the spool may hold; when full, requests that need it get 503 + `Retry-After` and
+    /// nothing already acknowledged is dropped (default 1 GiB; at least 1 MiB).
+    #[arg(long, env = "SPOOL_MAX_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub spool_max_bytes: u64,
+
+    /// With `"spool": "on_failure"`, how long (ms) the destinations get to acknowledge before the
+    /// request is spooled instead (capped by the webhook's `timeout_ms`), so an outage is
+    /// answered quickly: senders such as Slack give up after 3 s.
+    #[arg(long, env = "SPOOL_HANDOFF_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub spool_handoff_ms: u64,
+
     /// Seconds `/health` answers 503 `draining` after SIGTERM/SIGINT while requests are still
     /// served, so load balancers stop sending before the listener closes.
     #[arg(long, env = "SHUTDOWN_DRAIN_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -248,6 +265,46 @@ pub enum Command {
         /// Also write the global connections to this file.
         #[arg(long)]
         connections: Option<PathBuf>,
+    },
+    /// The spool of SPOOL_DIR: its state, dead letters, replay, purge. Works on the directory
+    /// when no instance runs, through the running instance's admin listener when one does.
+    Spool {
+        #[command(subcommand)]
+        action: SpoolCommand,
+        /// The instance's admin URL (default: the directory, or this host's ADMIN_PORT / PORT
+        /// when an instance holds it).
+        #[arg(long, global = true)]
+        url: Option<String>,
+    },
+}
+
+/// `switchyard spool ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SpoolCommand {
+    /// Depth, bytes, oldest entry, retries and dead letters per destination (JSON).
+    Status,
+    /// List dead letters, oldest first (JSON; bodies are not printed).
+    DeadLetters {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put dead letters back into their destination's queue (a fresh retry horizon).
+    Replay {
+        /// Dead letter ids (from `dead-letters`).
+        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<u64>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete dead letters for good; asks for confirmation unless --yes.
+    Purge {
+        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<u64>,
+        #[arg(long)]
+        all: bool,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -332,6 +389,15 @@ impl Settings {
                 }
             }
         }
+        if self.spool_dir.is_file() {
+            return invalid(
+                "SPOOL_DIR",
+                format!(
+                    "{:?} is a file, not a directory",
+                    self.spool_dir.display().to_string()
+                ),
+            );
+        }
         if self.admin_port.is_some() && self.admin_port == Some(self.port) && self.port != 0 {
             return invalid("ADMIN_PORT", "must differ from PORT".into());
         }
@@ -412,6 +478,15 @@ impl Settings {
 
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    /// The spool directory, unless the spool is off (`SPOOL_DIR=`).
+    pub fn spool_dir(&self) -> Option<&std::path::Path> {
+        (!self.spool_dir.as_os_str().is_empty()).then_some(self.spool_dir.as_path())
+    }
+
+    pub fn spool_handoff(&self) -> Duration {
+        Duration::from_millis(self.spool_handoff_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -13,8 +13,10 @@ use crate::{
     http::{self, AppState, Surface},
     metrics::Metrics,
     provider::{self, ProviderHandle},
+    redelivery::Routes,
     settings::Settings,
     shutdown::{Phase, Shutdown},
+    spool::Spool,
 };
 
 /// How long before the end of the grace period in-flight requests are answered, so the answer
@@ -41,10 +43,17 @@ pub struct AppHandle {
     pub cache: ConfigCache,
     pub provider: ProviderHandle,
     pub pool: ConnectionPool,
+    pub spool: Option<Spool>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// The spool directory cannot be used (another instance holds it, a damaged file, the disk).
+    #[error("cannot open the spool in {dir}: {source}")]
+    Spool {
+        dir: String,
+        source: crate::spool::StoreError,
+    },
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -111,6 +120,20 @@ impl Application {
         let cache = ConfigCache::new();
         let pool = ConnectionPool::new(shutdown.tasks.clone());
         let provider = provider::spawn(settings, cache.clone(), pool.clone(), &shutdown);
+        let metrics = std::sync::Arc::new(Metrics::new(settings.metrics_max_webhooks));
+        let spool = open_spool(settings, &shutdown)?;
+        if let Some(spool) = &spool {
+            let target = Routes {
+                cache: cache.clone(),
+                metrics: std::sync::Arc::clone(&metrics),
+            };
+            shutdown.tasks.spawn(start_forwarding(
+                spool.clone(),
+                std::sync::Arc::new(target),
+                provider.status.clone(),
+                shutdown.token.clone(),
+            ));
+        }
         let state = web::Data::new(AppState {
             cache: cache.clone(),
             status: provider.status.clone(),
@@ -124,10 +147,12 @@ impl Application {
             body_read_timeout: settings.body_read_timeout(),
             trusted_proxies: settings.trusted_proxies.clone(),
             max_in_flight: settings.max_in_flight as usize,
-            metrics: std::sync::Arc::new(Metrics::new(settings.metrics_max_webhooks)),
+            metrics,
             stats: std::sync::Arc::clone(&provider.stats),
             pool: pool.clone(),
             phase: shutdown.phase.subscribe(),
+            spool,
+            spool_handoff: settings.spool_handoff(),
         });
         let grace = settings.shutdown_grace();
         let drain = Duration::from_secs(settings.shutdown_drain_seconds);
@@ -171,6 +196,7 @@ impl Application {
                 cache,
                 provider,
                 pool,
+                spool: state.spool.clone(),
             },
             grace,
             drain,
@@ -243,6 +269,50 @@ impl Application {
         self.handle.pool.close(left()).await;
         tracing::info!("Stopped.");
         result
+    }
+}
+
+/// Opens the spool of `SPOOL_DIR` (none when it is empty). Its writer and forwarders are
+/// background tasks: on a stop they finish the record they are on and leave the rest on disk.
+fn open_spool(settings: &Settings, shutdown: &Shutdown) -> Result<Option<Spool>, StartupError> {
+    let Some(dir) = settings.spool_dir() else {
+        tracing::info!("Spool off (SPOOL_DIR is empty): a destination that fails answers 503.");
+        return Ok(None);
+    };
+    let spool = Spool::open(
+        dir,
+        settings.spool_max_bytes,
+        &shutdown.tasks,
+        shutdown.token.child_token(),
+    )
+    .map_err(|source| StartupError::Spool {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    tracing::info!(
+        dir = %dir.display(),
+        backlog = spool.backlog(),
+        max_bytes = settings.spool_max_bytes,
+        "Spool open."
+    );
+    Ok(Some(spool))
+}
+
+/// Starts forwarding once the config is loaded, so records waiting from a previous run are
+/// not failed against a cache that is still empty.
+async fn start_forwarding(
+    spool: Spool,
+    target: std::sync::Arc<Routes>,
+    mut status: tokio::sync::watch::Receiver<provider::ProviderStatus>,
+    token: tokio_util::sync::CancellationToken,
+) {
+    tokio::select! {
+        () = token.cancelled() => {}
+        loaded = status.wait_for(|s| s.loaded) => {
+            if loaded.is_ok() {
+                spool.start(target);
+            }
+        }
     }
 }
 

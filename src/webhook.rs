@@ -12,6 +12,7 @@ use crate::config::{env_subst::FieldPath, parse_entry, secret::Secret, ConfigErr
 use crate::{
     keys::ConnectionName,
     modules::ModuleConfig,
+    spool::{forward::RetryPolicy, SpoolMode},
     verify::{auth, cleanup, jwt, limit, signature, Checks, RawChecks},
 };
 
@@ -86,6 +87,52 @@ struct RawWebhook {
     max_body_bytes: Option<u64>,
     #[serde(default)]
     credential_cleanup: Option<cleanup::CleanupConfig>,
+    /// When the spool takes a delivery: `on_failure` (default), `always`, `off`.
+    #[serde(default)]
+    spool: SpoolMode,
+    /// How long and how often spooled deliveries are retried.
+    #[serde(default)]
+    retry: Option<RawRetry>,
+}
+
+/// `retry`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    /// Seconds a spooled delivery is retried before it becomes a dead letter (default 3 days).
+    #[serde(default)]
+    max_age_seconds: Option<u64>,
+    /// Attempts before it becomes a dead letter (default: no limit).
+    #[serde(default)]
+    max_attempts: Option<u32>,
+}
+
+/// The longest retry horizon accepted (30 days).
+const MAX_RETRY_AGE_SECS: u64 = 30 * 24 * 3600;
+
+impl RawRetry {
+    fn policy(self) -> Result<RetryPolicy, ConfigError> {
+        let default = RetryPolicy::default();
+        let max_age = match self.max_age_seconds {
+            None => default.max_age,
+            Some(secs @ 1..=MAX_RETRY_AGE_SECS) => Duration::from_secs(secs),
+            Some(secs) => {
+                return Err(ConfigError::Invalid(format!(
+                    "`retry.max_age_seconds` is {secs}; it must be between 1 and \
+                     {MAX_RETRY_AGE_SECS}"
+                )))
+            }
+        };
+        if self.max_attempts == Some(0) {
+            return Err(ConfigError::Invalid(
+                "`retry.max_attempts` must be at least 1".into(),
+            ));
+        }
+        Ok(RetryPolicy {
+            max_age,
+            max_attempts: self.max_attempts,
+        })
+    }
 }
 
 /// One element of `chain`.
@@ -122,6 +169,10 @@ pub struct Webhook {
     pub timeout: Duration,
     /// Verification, limits and cleanup, compiled.
     pub checks: Checks,
+    /// When deliveries go through the spool.
+    pub spool: SpoolMode,
+    /// Retries of spooled deliveries.
+    pub retry: RetryPolicy,
 }
 
 fn destination(
@@ -231,6 +282,10 @@ impl Webhook {
             data_type: raw.data_type,
             timeout: Duration::from_millis(raw.timeout_ms),
             checks,
+            spool: raw.spool,
+            retry: raw
+                .retry
+                .map_or_else(|| Ok(RetryPolicy::default()), RawRetry::policy)?,
         })
     }
 }
@@ -272,6 +327,45 @@ mod tests {
             w.destinations,
             vec![ModuleConfig::parse("log", Some(json!({"pretty_print": true})), None).unwrap()]
         );
+    }
+
+    #[test]
+    fn spool_mode_and_retry_are_read_with_defaults_and_bounds() {
+        let w = parse(json!({"module": "log"})).unwrap();
+        assert_eq!(w.spool, SpoolMode::OnFailure);
+        assert_eq!(w.retry, RetryPolicy::default());
+        let w = parse(json!({"module": "log", "spool": "always",
+            "retry": {"max_age_seconds": 60, "max_attempts": 3}}))
+        .unwrap();
+        assert_eq!(w.spool, SpoolMode::Always);
+        assert_eq!(
+            w.retry,
+            RetryPolicy {
+                max_age: Duration::from_secs(60),
+                max_attempts: Some(3)
+            }
+        );
+        for (bad, reason) in [
+            (
+                json!({"module": "log", "spool": "sometimes"}),
+                "unknown variant",
+            ),
+            (
+                json!({"module": "log", "retry": {"max_age_seconds": 0}}),
+                "between 1 and",
+            ),
+            (
+                json!({"module": "log", "retry": {"max_attempts": 0}}),
+                "at least 1",
+            ),
+            (
+                json!({"module": "log", "retry": {"attempts": 2}}),
+                "unknown field",
+            ),
+        ] {
+            let err = parse(bad.clone()).unwrap_err().to_string();
+            assert!(err.contains(reason), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub enum ApiError {
     TooManyUploads,
     #[error("a destination could not take the payload; retry later")]
     DestinationUnavailable(#[source] DeliveryError),
+    #[error("a destination could not take the payload and the spool is full; retry later")]
+    SpoolFull,
+    #[error(
+        "a destination could not take the payload and the spool could not store it; retry later"
+    )]
+    SpoolUnavailable(#[source] crate::spool::SpoolError),
     #[error("too many requests in progress; retry later")]
     Overloaded,
     #[error("the instance is shutting down and the destinations did not answer in time; retry")]
@@ -42,6 +48,12 @@ pub enum ApiError {
     MethodNotAllowed { allowed: &'static str },
     #[error("no such endpoint")]
     NotFound,
+    #[error("this endpoint changes the spool and only answers clients on the same host")]
+    LocalOnly,
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("the spool is off (SPOOL_DIR is empty)")]
+    SpoolOff,
 }
 
 impl ApiError {
@@ -65,6 +77,8 @@ impl ApiError {
             ApiError::DestinationUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "destination_unavailable")
             }
+            ApiError::SpoolFull => (StatusCode::SERVICE_UNAVAILABLE, "spool_full"),
+            ApiError::SpoolUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "spool_unavailable"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Refused(VerifyError::Unauthorized | VerifyError::BasicUnauthorized) => {
@@ -88,6 +102,9 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::LocalOnly => (StatusCode::FORBIDDEN, "local_only"),
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::SpoolOff => (StatusCode::NOT_FOUND, "spool_off"),
         }
     }
 
@@ -140,6 +157,8 @@ mod tests {
             ApiError::Overloaded,
             ApiError::ShuttingDown,
             ApiError::WebhookInvalid,
+            ApiError::SpoolFull,
+            ApiError::SpoolUnavailable(crate::spool::SpoolError::Stopped),
             ApiError::DestinationUnavailable(DeliveryError::Timeout { timeout_ms: 1 }),
             ApiError::NotFound,
             ApiError::Refused(VerifyError::InvalidJson("x".into())),

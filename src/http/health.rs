@@ -30,8 +30,26 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     if let Some(etcd) = status.etcd {
         components.insert("etcd".into(), etcd.as_str().into());
     }
+    // Serving from the spool is healthy (requests are kept); it says so, and how much is left.
+    let spool = state.spool.as_ref().map(|spool| {
+        let (used, max) = (spool.bytes_used(), spool.bytes_max());
+        // Full: the largest request allowed might no longer fit.
+        let word = if max.saturating_sub(used) < state.max_body_bytes {
+            "full"
+        } else if spool.backlog() > 0 {
+            "forwarding backlog"
+        } else {
+            "healthy"
+        };
+        components.insert("spool".into(), word.into());
+        serde_json::json!({
+            "backlog": spool.backlog(),
+            "bytes_used": used,
+            "bytes_free": max.saturating_sub(used),
+        })
+    });
     response.insert_header((header::CACHE_CONTROL, "no-store"));
-    response.json(serde_json::json!({
+    let mut body = serde_json::json!({
         "status": word,
         "components": components,
         "config": {
@@ -39,6 +57,10 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "revision": state.cache.revision(),
             "webhooks": state.cache.webhook_count(),
             "connections": state.pool.len(),
-        }
-    }))
+        },
+    });
+    if let Some(spool) = spool {
+        body["spool"] = spool;
+    }
+    response.json(body)
 }

@@ -4,6 +4,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod request_id;
+pub mod spool;
 pub mod status;
 pub mod unread;
 pub mod webhook;
@@ -47,6 +48,10 @@ pub struct AppState {
     pub pool: ConnectionPool,
     /// Serving, draining or stopping (SIGTERM).
     pub phase: watch::Receiver<Phase>,
+    /// The spool, unless `SPOOL_DIR` is empty.
+    pub spool: Option<crate::spool::Spool>,
+    /// `SPOOL_HANDOFF_MS`.
+    pub spool_handoff: std::time::Duration,
 }
 
 /// Which routes a listener serves.
@@ -56,7 +61,7 @@ pub enum Surface {
     All,
     /// Webhooks and `/health`; `/metrics` and `/status` answer 404 (they are on the admin port).
     Public,
-    /// `/metrics`, `/status` and `/health` only (`ADMIN_PORT`).
+    /// `/metrics`, `/status`, `/spool` and `/health` only (`ADMIN_PORT`).
     Admin,
 }
 
@@ -83,6 +88,30 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, surfa
                 .wrap(from_fn(unread::hold_body))
                 .route(web::get().to(status::status))
                 .default_service(web::to(get_only)),
+        )
+        .service(
+            web::resource("/spool")
+                .wrap(from_fn(unread::hold_body))
+                .route(web::get().to(spool::status))
+                .default_service(web::to(get_only)),
+        )
+        .service(
+            web::resource("/spool/dead-letters")
+                .wrap(from_fn(unread::hold_body))
+                .route(web::get().to(spool::dead_letters))
+                .default_service(web::to(get_only)),
+        )
+        .service(
+            web::resource("/spool/replay")
+                .app_data(web::PayloadConfig::new(1 << 20))
+                .route(web::post().to(spool::replay))
+                .default_service(web::to(post_only)),
+        )
+        .service(
+            web::resource("/spool/purge")
+                .app_data(web::PayloadConfig::new(1 << 20))
+                .route(web::post().to(spool::purge))
+                .default_service(web::to(post_only)),
         );
     }
     cfg.service(
@@ -117,6 +146,10 @@ async fn get_only() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed {
         allowed: "GET, HEAD",
     })
+}
+
+async fn post_only() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed { allowed: "POST" })
 }
 
 /// Any other path: 404, holding the request body (see `unread`).

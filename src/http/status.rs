@@ -37,6 +37,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             "missing_files": state.stats.missing_files(),
             "skipped": skipped,
             "connections": connections,
+            "spool": state.spool.as_ref().map(crate::spool::Spool::report),
             "counters": {
                 "events_applied": stats.events_applied.load(Ordering::Relaxed),
                 "invalid_entries": stats.invalid_entries.load(Ordering::Relaxed),

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use super::{error::ApiError, request_id::RequestId, AppState};
 use crate::{
     admission::Refusal,
-    dispatch::Route,
+    dispatch::{DispatchError, Outcome, Route, SpoolPath},
     keys::{Namespace, WebhookId, WebhookKey},
     modules::Delivery,
     verify::{ip::client_ip, Inbound, VerifyError},
@@ -168,14 +168,15 @@ async fn receive(
         body,
         json: route.data_type() == DataType::Json,
     };
-    deliver(state, &route, &delivery).await?;
+    let (mut response, word) = match deliver(state, &route, &delivery).await? {
+        Outcome::Delivered => (HttpResponse::Ok(), "accepted"),
+        Outcome::Stored => (HttpResponse::Accepted(), "stored"),
+    };
     // The request id is `[A-Za-z0-9._:-]` (see `request_id`): nothing to escape.
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(format!(
-            r#"{{"status":"accepted","request_id":"{}"}}"#,
-            delivery.request_id
-        )))
+    Ok(response.content_type("application/json").body(format!(
+        r#"{{"status":"{word}","request_id":"{}"}}"#,
+        delivery.request_id
+    )))
 }
 
 /// The webhook's live route; records the target for the access log and metrics.
@@ -230,24 +231,32 @@ fn refused(route: &Route, error: VerifyError) -> ApiError {
     ApiError::Refused(error)
 }
 
-/// Hands the delivery to the route's destinations. A stop must not cut a delivery off
-/// unanswered: at the stop's deadline it gets a 503 instead.
+/// Hands the delivery to the route's destinations (or the spool). A stop must not cut a
+/// delivery off unanswered: at the stop's deadline it gets a 503 instead.
 async fn deliver(
     state: &AppState,
     route: &Arc<Route>,
     delivery: &Delivery,
-) -> Result<(), ApiError> {
+) -> Result<Outcome, ApiError> {
+    let spool = state.spool.as_ref().map(|spool| SpoolPath {
+        spool,
+        handoff: state.spool_handoff,
+    });
     tokio::select! {
         // Delivery first: one that completes on its first poll never sets up the deadline.
         biased;
-        result = route.dispatch(delivery, &state.metrics) => result.map_err(|error| {
+        result = route.dispatch(delivery, &state.metrics, spool) => result.map_err(|error| {
             tracing::warn!(
                 webhook = %route.key,
                 request_id = %delivery.request_id,
                 %error,
-                "Delivery failed; the sender was asked to retry."
+                "Request not taken; the sender was asked to retry."
             );
-            ApiError::DestinationUnavailable(error)
+            match error {
+                DispatchError::Delivery(error) => ApiError::DestinationUnavailable(error),
+                DispatchError::Spool(error) if error.is_full() => ApiError::SpoolFull,
+                DispatchError::Spool(error) => ApiError::SpoolUnavailable(error),
+            }
         }),
         () = crate::shutdown::answer_deadline(state.phase.clone()) => {
             tracing::warn!(

@@ -10,12 +10,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tokio::sync::Notify;
+use std::sync::atomic::Ordering;
+
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    queue::Queue,
     record::SpooledDelivery,
-    store::{destination_id, Store, StoreError},
+    store::{footprint, Store, StoreError},
 };
 use crate::modules::Delivery;
 
@@ -24,6 +26,8 @@ use crate::modules::Delivery;
 pub trait Target: Send + Sync {
     /// Hands one delivery to `destination`; `Ok` once it acknowledged.
     async fn deliver(&self, destination: &str, delivery: &Delivery) -> Result<(), String>;
+    /// The retry horizon of `destination`'s webhook (as configured now).
+    fn policy(&self, destination: &str) -> RetryPolicy;
 }
 
 /// How long and how often a record is retried.
@@ -73,133 +77,184 @@ fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
-/// What happened to the oldest record.
+/// What a forwarding step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Nothing queued.
     Idle,
+    /// Every record taken was delivered (more may be waiting).
     Delivered,
-    /// Failed; try again after the delay.
+    /// A record failed; try again after the delay.
     Retry(Duration),
-    /// Out of retries (or unreadable): moved to the dead letters.
+    /// A record ran out of retries (or was unreadable) and moved to the dead letters.
     DeadLettered,
 }
+
+/// Records taken per step, and at most this many bytes of them: delivered one by one in order,
+/// then removed in one commit (a crash in between redelivers them: duplicates, never a loss).
+const BATCH: usize = 64;
+const BATCH_BYTES: usize = 1 << 20;
 
 /// One destination's forwarder.
 pub struct Forwarder {
     store: Arc<Store>,
-    destination: String,
-    id: u64,
+    queue: Arc<Queue>,
     target: Arc<dyn Target>,
-    policy: RetryPolicy,
 }
 
 impl Forwarder {
-    pub fn new(
-        store: Arc<Store>,
-        destination: &str,
-        target: Arc<dyn Target>,
-        policy: RetryPolicy,
-    ) -> Self {
+    pub fn new(store: Arc<Store>, queue: Arc<Queue>, target: Arc<dyn Target>) -> Self {
         Self {
-            id: destination_id(destination),
-            destination: destination.to_owned(),
             store,
+            queue,
             target,
-            policy,
         }
     }
 
-    /// Tries the oldest record once.
-    pub async fn step(&self, now: SystemTime) -> Result<Step, StoreError> {
-        let store = Arc::clone(&self.store);
-        let id = self.id;
-        let oldest = tokio::task::spawn_blocking(move || store.oldest(id))
-            .await
-            .map_err(|e| StoreError::Commit(e.to_string()))??;
-        let Some((seq, bytes)) = oldest else {
+    fn name(&self) -> &str {
+        self.queue.destination.name()
+    }
+
+    /// Forwards the oldest records in order until one fails; stops early when `token` is
+    /// cancelled (the rest stay on disk).
+    pub async fn step(
+        &self,
+        now: SystemTime,
+        token: &CancellationToken,
+    ) -> Result<Step, StoreError> {
+        let batch = self
+            .blocking(|store, id| store.oldest_n(id, BATCH, BATCH_BYTES))
+            .await?;
+        if batch.is_empty() {
             return Ok(Step::Idle);
-        };
+        }
+        let mut delivered = Vec::with_capacity(batch.len());
+        let mut step = Step::Delivered;
+        for (seq, bytes) in batch {
+            if token.is_cancelled() {
+                break;
+            }
+            match self.attempt(seq, bytes, now).await? {
+                None => delivered.push(seq),
+                Some(failed) => {
+                    step = failed;
+                    break;
+                }
+            }
+        }
+        if !delivered.is_empty() {
+            let count = delivered.len() as u64;
+            let freed = self
+                .blocking(move |store, id| store.remove_all(id, &delivered))
+                .await?;
+            self.queue.removed(count, freed);
+            self.queue.delivered.fetch_add(count, Ordering::Relaxed);
+        }
+        Ok(step)
+    }
+
+    /// Tries one record. `None`: delivered (the caller removes it); otherwise what was done
+    /// about the failure (already written: retry state updated, or moved to the dead letters).
+    async fn attempt(
+        &self,
+        seq: u64,
+        bytes: Vec<u8>,
+        now: SystemTime,
+    ) -> Result<Option<Step>, StoreError> {
         let Ok(mut record) = SpooledDelivery::decode(&bytes) else {
             // Never delivered, never dropped: kept where an operator can see it.
             tracing::error!(
-                destination = %self.destination,
+                destination = %self.name(),
                 seq,
                 "Unreadable spooled record moved to the dead letters."
             );
-            self.blocking(move |store, id| store.kill(id, seq, &bytes))
-                .await?;
-            return Ok(Step::DeadLettered);
+            self.dead_letter(seq, bytes).await?;
+            return Ok(Some(Step::DeadLettered));
         };
         let delivery = record.delivery.to_delivery();
         let outcome = match &delivery {
-            Ok(delivery) => self.target.deliver(&self.destination, delivery).await,
+            Ok(delivery) => self.target.deliver(self.name(), delivery).await,
             Err(damaged) => Err(damaged.to_string()),
         };
-        match outcome {
-            Ok(()) => {
-                self.blocking(move |store, id| store.remove(id, seq).map(|_| ()))
-                    .await?;
-                Ok(Step::Delivered)
-            }
-            Err(error) => {
-                record.attempts = record.attempts.saturating_add(1);
-                record.last_error = truncate(error, MAX_ERROR_LEN);
-                let age = now
-                    .duration_since(record.delivery.received_at())
-                    .unwrap_or_default();
-                let out_of_attempts = self
-                    .policy
-                    .max_attempts
-                    .is_some_and(|max| record.attempts >= max);
-                let bytes = record.encode();
-                if out_of_attempts || age >= self.policy.max_age || delivery.is_err() {
-                    self.blocking(move |store, id| store.kill(id, seq, &bytes))
-                        .await?;
-                    tracing::warn!(
-                        destination = %self.destination,
-                        request_id = %record.delivery.request_id,
-                        attempts = record.attempts,
-                        error = %record.last_error,
-                        "Spooled delivery moved to the dead letters."
-                    );
-                    return Ok(Step::DeadLettered);
-                }
-                self.blocking(move |store, id| store.update(id, seq, &bytes))
-                    .await?;
-                Ok(Step::Retry(retry_delay(record.attempts, fastrand::f64())))
-            }
+        let Err(error) = outcome else {
+            return Ok(None);
+        };
+        self.queue.retries.fetch_add(1, Ordering::Relaxed);
+        record.attempts = record.attempts.saturating_add(1);
+        record.last_error = truncate(error, MAX_ERROR_LEN);
+        let policy = self.target.policy(self.name());
+        let age = now.duration_since(record.retry_from()).unwrap_or_default();
+        let out_of_attempts = policy
+            .max_attempts
+            .is_some_and(|max| record.attempts >= max);
+        let bytes = record.encode();
+        if out_of_attempts || age >= policy.max_age || delivery.is_err() {
+            self.dead_letter(seq, bytes).await?;
+            tracing::warn!(
+                destination = %self.name(),
+                request_id = %record.delivery.request_id,
+                attempts = record.attempts,
+                error = %record.last_error,
+                "Spooled delivery moved to the dead letters."
+            );
+            return Ok(Some(Step::DeadLettered));
         }
+        let size = footprint(&bytes);
+        let old = self
+            .blocking(move |store, id| store.update(id, seq, &bytes))
+            .await?;
+        self.queue.resized(old, size);
+        tracing::info!(
+            destination = %self.name(),
+            request_id = %record.delivery.request_id,
+            attempts = record.attempts,
+            error = %record.last_error,
+            "Spooled delivery failed; will retry."
+        );
+        Ok(Some(Step::Retry(retry_delay(
+            record.attempts,
+            fastrand::f64(),
+        ))))
     }
 
-    async fn blocking(
+    async fn dead_letter(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let old = self
+            .blocking(move |store, id| store.kill(id, seq, &bytes))
+            .await?;
+        self.queue.removed(1, old);
+        self.queue.dead.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Store, u64) -> Result<(), StoreError> + Send + 'static,
-    ) -> Result<(), StoreError> {
+        work: impl FnOnce(&Store, u64) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let store = Arc::clone(&self.store);
-        let id = self.id;
+        let id = self.queue.destination.id();
         tokio::task::spawn_blocking(move || work(&store, id))
             .await
             .map_err(|e| StoreError::Commit(e.to_string()))?
     }
 
-    /// Forwards until cancelled: waits on `appended` while the queue is empty, and between
-    /// retries. Records left when cancelled stay on disk for the next start.
-    pub async fn run(self, appended: Arc<Notify>, token: CancellationToken) {
+    /// Forwards until cancelled: waits for an append while the queue is empty, and between
+    /// retries. A step under way when cancelled finishes the record it is on; the rest stay on
+    /// disk for the next start.
+    pub async fn run(self, token: CancellationToken) {
         loop {
             if token.is_cancelled() {
                 return;
             }
             // Registered before the queue is read, so an append in between is not missed.
-            let notified = appended.notified();
+            let notified = self.queue.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wait = match self.step(SystemTime::now()).await {
+            let wait = match self.step(SystemTime::now(), &token).await {
                 Ok(Step::Delivered | Step::DeadLettered) => continue,
                 Ok(Step::Retry(delay)) => Some(delay),
                 Ok(Step::Idle) => None,
                 Err(error) => {
-                    tracing::error!(destination = %self.destination, %error, "Spool read failed.");
+                    tracing::error!(destination = %self.name(), %error, "Spool read failed.");
                     Some(MIN_RETRY_DELAY)
                 }
             };
@@ -222,6 +277,7 @@ mod tests {
     struct Flaky {
         failures: Mutex<u32>,
         got: Mutex<Vec<Delivery>>,
+        policy: RetryPolicy,
     }
 
     #[async_trait::async_trait]
@@ -235,7 +291,13 @@ mod tests {
             self.got.lock().unwrap().push(delivery.clone());
             Ok(())
         }
+
+        fn policy(&self, _: &str) -> RetryPolicy {
+            self.policy
+        }
     }
+
+    const NAME: &str = "acme/gh#0:log";
 
     fn delivery(n: u32) -> Delivery {
         Delivery {
@@ -258,19 +320,23 @@ mod tests {
         let target = Arc::new(Flaky {
             failures: Mutex::new(failures),
             got: Mutex::new(Vec::new()),
+            policy,
         });
+        let queue = Arc::new(Queue::new(
+            super::super::Destination::named(NAME),
+            Arc::default(),
+        ));
         let forwarder = Forwarder::new(
             Arc::clone(&store),
-            "acme/gh#0:log",
+            queue,
             Arc::clone(&target) as Arc<dyn Target>,
-            policy,
         );
         (dir, store, target, forwarder)
     }
 
     fn spool(store: &Store, n: u32) {
         let record = SpooledDelivery::new(&delivery(n)).encode();
-        store.append(&[("acme/gh#0:log", &record)]).unwrap()[0]
+        store.append(&[vec![(NAME, record.as_slice())]]).unwrap()[0]
             .as_ref()
             .unwrap();
     }
@@ -291,12 +357,35 @@ mod tests {
             spool(&store, n);
         }
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
-        assert!(matches!(forwarder.step(now).await.unwrap(), Step::Retry(_)));
-        assert!(matches!(forwarder.step(now).await.unwrap(), Step::Retry(_)));
-        for _ in 0..3 {
-            assert_eq!(forwarder.step(now).await.unwrap(), Step::Delivered);
-        }
-        assert_eq!(forwarder.step(now).await.unwrap(), Step::Idle);
+        assert!(matches!(
+            forwarder
+                .step(now, &CancellationToken::new())
+                .await
+                .unwrap(),
+            Step::Retry(_)
+        ));
+        assert!(matches!(
+            forwarder
+                .step(now, &CancellationToken::new())
+                .await
+                .unwrap(),
+            Step::Retry(_)
+        ));
+        assert_eq!(
+            forwarder
+                .step(now, &CancellationToken::new())
+                .await
+                .unwrap(),
+            Step::Delivered,
+            "all three in one step"
+        );
+        assert_eq!(
+            forwarder
+                .step(now, &CancellationToken::new())
+                .await
+                .unwrap(),
+            Step::Idle
+        );
         let got = target.got.lock().unwrap();
         let ids: Vec<&str> = got.iter().map(|d| d.request_id.as_str()).collect();
         assert_eq!(
@@ -318,12 +407,9 @@ mod tests {
         }
         let token = CancellationToken::new();
         token.cancel();
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            forwarder.run(Arc::new(Notify::new()), token),
-        )
-        .await
-        .expect("returns at once");
+        tokio::time::timeout(Duration::from_secs(5), forwarder.run(token))
+            .await
+            .expect("returns at once");
         assert!(target.got.lock().unwrap().is_empty());
         assert_eq!(store.queues().unwrap()[0].depth, 5);
     }
@@ -331,11 +417,11 @@ mod tests {
     #[tokio::test]
     async fn an_append_while_idle_wakes_the_forwarder() {
         let (_dir, store, target, forwarder) = setup(0, RetryPolicy::default());
-        let appended = Arc::new(Notify::new());
+        let queue = Arc::clone(&forwarder.queue);
         let token = CancellationToken::new();
-        let running = tokio::spawn(forwarder.run(Arc::clone(&appended), token.clone()));
+        let running = tokio::spawn(forwarder.run(token.clone()));
         spool(&store, 7);
-        appended.notify_one();
+        queue.appended.notify_one();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while target.got.lock().unwrap().is_empty() {
             assert!(tokio::time::Instant::now() < deadline, "not delivered");
@@ -354,20 +440,35 @@ mod tests {
         let (_dir, store, _target, forwarder) = setup(10, policy);
         spool(&store, 0);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
-        assert!(matches!(forwarder.step(now).await.unwrap(), Step::Retry(_)));
-        assert_eq!(forwarder.step(now).await.unwrap(), Step::DeadLettered);
-        let dead = store.dead_letters().unwrap();
+        assert!(matches!(
+            forwarder
+                .step(now, &CancellationToken::new())
+                .await
+                .unwrap(),
+            Step::Retry(_)
+        ));
+        assert_eq!(
+            forwarder
+                .step(now, &CancellationToken::new())
+                .await
+                .unwrap(),
+            Step::DeadLettered
+        );
+        let dead = store.dead_letters(100).unwrap();
         assert_eq!(dead.len(), 1);
-        let record = SpooledDelivery::decode(&dead[0].2).unwrap();
+        let record = SpooledDelivery::decode(&dead[0].record).unwrap();
         assert_eq!((record.attempts, record.last_error.as_str()), (2, "down"));
 
         spool(&store, 1);
         let later = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 3600);
         assert_eq!(
-            forwarder.step(later).await.unwrap(),
+            forwarder
+                .step(later, &CancellationToken::new())
+                .await
+                .unwrap(),
             Step::DeadLettered,
             "too old"
         );
-        assert_eq!(store.dead_letters().unwrap().len(), 2);
+        assert_eq!(store.dead_letters(100).unwrap().len(), 2);
     }
 }

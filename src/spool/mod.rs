@@ -1,40 +1,80 @@
-//! The spool: deliveries a destination could not take yet, stored on local disk until they are
-//! forwarded (`SPOOL_DIR`, one file per instance).
+//! The spool: deliveries a destination could not take yet (or every delivery of a webhook with
+//! `"spool": "always"`), stored on local disk until they are forwarded (`SPOOL_DIR`, one file
+//! per instance).
 //!
-//! The record format ([`record`]), the file ([`store`]), the group commit ([`Spool::append`]: one
+//! The record format ([`record`]), the file ([`store`]), the group commit ([`Spool::store`]: one
 //! writer task gathers the appends that arrive while a commit is running into the next
-//! transaction, so the spooled path pays one fsync per batch, not one per request) and the
-//! per-destination forwarder ([`forward`]). The request path is not wired to it yet (#9).
+//! transaction, so the spooled path pays one fsync per batch, not one per request), the live
+//! per-destination queues ([`queue`]) and their forwarders ([`forward`]).
 
 pub mod forward;
+pub mod queue;
 pub mod record;
 pub mod store;
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{atomic::Ordering, Arc, OnceLock},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
+use dashmap::DashMap;
+use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use store::{destination_id, QueueStats, Store, StoreError};
+pub use forward::{RetryPolicy, Target};
+pub use queue::{Destination, Queue};
+pub use store::{destination_id, DeadLetter, Store, StoreError};
+
+/// When a webhook's deliveries go through the spool (`"spool"` in its entry).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolMode {
+    /// Deliver directly; a destination that fails, times out or already has a backlog gets
+    /// the request spooled instead (202).
+    #[default]
+    OnFailure,
+    /// Spool every request (202 once it is on disk); the forwarder delivers it.
+    Always,
+    /// Never spool: a destination that fails answers 503.
+    Off,
+}
 
 /// Appends gathered into one transaction at most.
 const MAX_BATCH: usize = 512;
 
-/// One append waiting for its commit.
+/// One request's records waiting for their commit: the same record for each destination.
 struct Append {
-    destination: String,
+    destinations: Vec<Destination>,
     record: Vec<u8>,
-    done: oneshot::Sender<Result<u64, StoreError>>,
+    done: oneshot::Sender<Result<(), StoreError>>,
 }
+
+/// One request's destinations and record, as the writer commits them.
+type Request = (Vec<Destination>, Vec<u8>);
 
 /// Handle to the spool; cloning is cheap.
 #[derive(Clone)]
 pub struct Spool {
-    store: Arc<Store>,
+    shared: Arc<Shared>,
     appends: mpsc::Sender<Append>,
 }
 
-/// Why an append did not happen.
+/// What the writer, the forwarders and the handles share.
+struct Shared {
+    store: Arc<Store>,
+    /// Destinations that have (or had) records, by id.
+    queues: DashMap<u64, Arc<Queue>>,
+    /// Records queued across every destination: 0 lets the request path skip the lookup.
+    backlog: Arc<std::sync::atomic::AtomicU64>,
+    /// Where records go; set by [`Spool::start`] once the config is loaded.
+    target: OnceLock<Arc<dyn Target>>,
+    tasks: TaskTracker,
+    token: CancellationToken,
+}
+
+/// Why a request could not be spooled.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error(transparent)]
@@ -43,8 +83,140 @@ pub enum SpoolError {
     Stopped,
 }
 
+impl SpoolError {
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Store(StoreError::Full { .. }))
+    }
+}
+
+/// One destination's queue, as `/status`, `/metrics` and `switchyard spool status` show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QueueReport {
+    pub destination: String,
+    pub depth: u64,
+    pub bytes: u64,
+    /// Age of the oldest queued record, in seconds.
+    pub oldest_age_seconds: Option<f64>,
+    /// Failed attempts since start.
+    pub retries: u64,
+    pub dead_letters: u64,
+    /// Records forwarded since start.
+    pub delivered: u64,
+}
+
+/// The whole spool, as reported.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SpoolReport {
+    pub bytes_used: u64,
+    pub bytes_max: u64,
+    pub bytes_free: u64,
+    /// Records waiting across every destination.
+    pub backlog: u64,
+    pub dead_letters: u64,
+    pub queues: Vec<QueueReport>,
+}
+
+/// A dead letter, decoded for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetterReport {
+    pub id: u64,
+    pub destination: String,
+    pub request_id: String,
+    pub received_at: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub body_bytes: usize,
+}
+
+impl DeadLetterReport {
+    pub fn from_letter(letter: &DeadLetter) -> Self {
+        let record = record::SpooledDelivery::decode(&letter.record);
+        let (request_id, received_at, attempts, last_error, body_bytes) = match &record {
+            Ok(r) => (
+                r.delivery.request_id.clone(),
+                humantime::format_rfc3339_millis(r.delivery.received_at()).to_string(),
+                r.attempts,
+                r.last_error.clone(),
+                r.delivery.body.len(),
+            ),
+            Err(damaged) => (String::new(), String::new(), 0, damaged.to_string(), 0),
+        };
+        Self {
+            id: letter.seq,
+            destination: letter.destination.clone(),
+            request_id,
+            received_at,
+            attempts,
+            last_error,
+            body_bytes,
+        }
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Age of a queue's oldest record.
+fn oldest_age(store: &Store, id: u64, now: SystemTime) -> Option<f64> {
+    let (_, bytes) = store.oldest(id).ok()??;
+    let record = record::SpooledDelivery::decode(&bytes).ok()?;
+    Some(
+        now.duration_since(record.delivery.received_at())
+            .unwrap_or_default()
+            .as_secs_f64(),
+    )
+}
+
+/// The spool as its file tells it (no instance running: no live counters since start).
+pub fn report_of(store: &Store) -> Result<SpoolReport, StoreError> {
+    let now = SystemTime::now();
+    let dead = store.dead_counts()?;
+    let mut queues: Vec<QueueReport> = store
+        .queues()?
+        .into_iter()
+        .map(|q| QueueReport {
+            oldest_age_seconds: oldest_age(store, destination_id(&q.name), now),
+            dead_letters: dead.get(&q.name).copied().unwrap_or(0),
+            destination: q.name,
+            depth: q.depth,
+            bytes: q.bytes,
+            retries: 0,
+            delivered: 0,
+        })
+        .collect();
+    for (name, count) in &dead {
+        if !queues.iter().any(|q| &q.destination == name) {
+            queues.push(QueueReport {
+                destination: name.clone(),
+                depth: 0,
+                bytes: 0,
+                oldest_age_seconds: None,
+                retries: 0,
+                dead_letters: *count,
+                delivered: 0,
+            });
+        }
+    }
+    queues.sort_by(|a, b| a.destination.cmp(&b.destination));
+    let used = store.bytes_used()?;
+    Ok(SpoolReport {
+        bytes_used: used,
+        bytes_max: store.max_bytes(),
+        bytes_free: store.max_bytes().saturating_sub(used),
+        backlog: queues.iter().map(|q| q.depth).sum(),
+        dead_letters: dead.values().sum(),
+        queues,
+    })
+}
+
 impl Spool {
-    /// Opens the spool file in `dir` and starts its writer as a tracked task.
+    /// Opens the spool file in `dir` (created if missing; a file left by a crash is repaired by
+    /// redb here) and starts its writer as a tracked task. Forwarding starts with
+    /// [`Spool::start`].
     pub fn open(
         dir: &Path,
         max_bytes: u64,
@@ -52,19 +224,73 @@ impl Spool {
         token: CancellationToken,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let store = Arc::new(Store::open(&dir.join("spool.redb"), max_bytes)?);
+        let store = Arc::new(Store::open(&dir.join(store::FILE_NAME), max_bytes)?);
+        let backlog = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let queues = DashMap::new();
+        let dead = store.dead_counts()?;
+        for stats in store.queues()? {
+            let queue = Queue::new(Destination::named(&stats.name), Arc::clone(&backlog));
+            queue.added(stats.depth, stats.bytes);
+            if let Some(count) = dead.get(&stats.name) {
+                queue.dead.store(*count, Ordering::Relaxed);
+            }
+            queues.insert(queue.destination.id(), Arc::new(queue));
+        }
+        for (name, count) in dead {
+            let destination = Destination::named(&name);
+            queues
+                .entry(destination.id())
+                .or_insert_with(|| Arc::new(Queue::new(destination, Arc::clone(&backlog))))
+                .dead
+                .store(count, Ordering::Relaxed);
+        }
+        let shared = Arc::new(Shared {
+            store,
+            queues,
+            backlog,
+            target: OnceLock::new(),
+            tasks: tasks.clone(),
+            token,
+        });
         let (appends, rx) = mpsc::channel(MAX_BATCH * 4);
-        tasks.spawn(write(Arc::clone(&store), rx, token));
-        Ok(Self { store, appends })
+        tasks.spawn(write(Arc::clone(&shared), rx));
+        Ok(Self { shared, appends })
     }
 
-    /// Stores `record` for `destination`; returns once it is on disk (fsync), with its sequence
-    /// number. Concurrent appends share one commit.
-    pub async fn append(&self, destination: &str, record: Vec<u8>) -> Result<u64, SpoolError> {
+    /// Starts forwarding to `target`: a forwarder for every destination with records now, and
+    /// for each one that gets its first record later.
+    pub fn start(&self, target: Arc<dyn Target>) {
+        if self.shared.target.set(target).is_err() {
+            return;
+        }
+        for queue in self.shared.queues.iter() {
+            if queue.depth() > 0 {
+                self.shared.forward(queue.value());
+            }
+        }
+    }
+
+    /// Whether `destination` has records waiting (new deliveries then queue behind them).
+    pub fn has_backlog(&self, destination: &Destination) -> bool {
+        self.shared.backlog.load(Ordering::Relaxed) > 0
+            && self
+                .shared
+                .queues
+                .get(&destination.id())
+                .is_some_and(|q| q.depth() > 0)
+    }
+
+    /// Stores one request's `record` for each of `destinations`, all or none; returns once it
+    /// is on disk (fsync). Concurrent calls share one commit.
+    pub async fn store(
+        &self,
+        destinations: Vec<Destination>,
+        record: Vec<u8>,
+    ) -> Result<(), SpoolError> {
         let (done, result) = oneshot::channel();
         self.appends
             .send(Append {
-                destination: destination.to_owned(),
+                destinations,
                 record,
                 done,
             })
@@ -73,17 +299,138 @@ impl Spool {
         Ok(result.await.map_err(|_| SpoolError::Stopped)??)
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    /// Records waiting across every destination.
+    pub fn backlog(&self) -> u64 {
+        self.shared.backlog.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_used(&self) -> u64 {
+        self.shared.store.bytes_used().unwrap_or(0)
+    }
+
+    pub fn bytes_max(&self) -> u64 {
+        self.shared.store.max_bytes()
+    }
+
+    /// Every destination that has records or dead letters, or had some since start.
+    pub fn report(&self) -> SpoolReport {
+        let now = SystemTime::now();
+        let store = &self.shared.store;
+        let mut queues: Vec<QueueReport> = self
+            .shared
+            .queues
+            .iter()
+            .map(|q| {
+                let depth = q.depth();
+                QueueReport {
+                    destination: q.destination.name().to_owned(),
+                    depth,
+                    bytes: q.bytes.load(Ordering::Relaxed),
+                    oldest_age_seconds: if depth > 0 {
+                        oldest_age(store, q.destination.id(), now)
+                    } else {
+                        None
+                    },
+                    retries: q.retries.load(Ordering::Relaxed),
+                    dead_letters: q.dead.load(Ordering::Relaxed),
+                    delivered: q.delivered.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        queues.sort_by(|a, b| a.destination.cmp(&b.destination));
+        let used = self.bytes_used();
+        SpoolReport {
+            bytes_used: used,
+            bytes_max: self.bytes_max(),
+            bytes_free: self.bytes_max().saturating_sub(used),
+            backlog: self.backlog(),
+            dead_letters: queues.iter().map(|q| q.dead_letters).sum(),
+            queues,
+        }
+    }
+
+    /// Up to `limit` dead letters, oldest first.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterReport>, StoreError> {
+        let store = Arc::clone(&self.shared.store);
+        let letters = blocking(move || store.dead_letters(limit)).await?;
+        Ok(letters.iter().map(DeadLetterReport::from_letter).collect())
+    }
+
+    /// Puts dead letters (all, or `ids`) back into their forwarders' queues; returns how many.
+    pub async fn replay(&self, ids: Option<Vec<u64>>) -> Result<usize, StoreError> {
+        let store = Arc::clone(&self.shared.store);
+        let moved = blocking(move || store.replay(ids.as_deref(), now_ms())).await?;
+        for (name, bytes) in &moved {
+            let queue = self.shared.queue(&Destination::named(name));
+            queue.dead.fetch_sub(1, Ordering::Relaxed);
+            queue.added(1, *bytes);
+            self.shared.forward(&queue);
+        }
+        Ok(moved.len())
+    }
+
+    /// Deletes dead letters (all, or `ids`); returns how many.
+    pub async fn purge(&self, ids: Option<Vec<u64>>) -> Result<usize, StoreError> {
+        let store = Arc::clone(&self.shared.store);
+        let purged = blocking(move || store.purge(ids.as_deref())).await?;
+        for name in &purged {
+            if let Some(queue) = self.shared.queues.get(&Destination::named(name).id()) {
+                let _ = queue
+                    .dead
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
+        }
+        Ok(purged.len())
+    }
+}
+
+/// Runs store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Commit(e.to_string()))?
+}
+
+impl Shared {
+    /// The live queue of `destination`, created on first use.
+    fn queue(&self, destination: &Destination) -> Arc<Queue> {
+        Arc::clone(
+            self.queues
+                .entry(destination.id())
+                .or_insert_with(|| {
+                    Arc::new(Queue::new(destination.clone(), Arc::clone(&self.backlog)))
+                })
+                .value(),
+        )
+    }
+
+    /// Wakes the forwarder of `queue`, starting it if it is not running (and forwarding has
+    /// started).
+    fn forward(&self, queue: &Arc<Queue>) {
+        queue.appended.notify_one();
+        let Some(target) = self.target.get() else {
+            return;
+        };
+        if queue.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let forwarder = forward::Forwarder::new(
+            Arc::clone(&self.store),
+            Arc::clone(queue),
+            Arc::clone(target),
+        );
+        self.tasks.spawn(forwarder.run(self.token.clone()));
     }
 }
 
 /// The writer: takes every append that is waiting, commits them in one transaction, answers
-/// each, repeats. Runs until cancelled and every sender is gone.
-async fn write(store: Arc<Store>, mut rx: mpsc::Receiver<Append>, token: CancellationToken) {
+/// each, repeats. Runs until cancelled, then commits what was already handed over.
+async fn write(shared: Arc<Shared>, mut rx: mpsc::Receiver<Append>) {
     loop {
         let first = tokio::select! {
-            () = token.cancelled() => None,
+            () = shared.token.cancelled() => None,
             next = rx.recv() => next,
         };
         let Some(first) = first else {
@@ -91,7 +438,7 @@ async fn write(store: Arc<Store>, mut rx: mpsc::Receiver<Append>, token: Cancell
             rx.close();
             let rest: Vec<Append> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
             if !rest.is_empty() {
-                commit(&store, rest).await;
+                commit(&shared, rest).await;
             }
             return;
         };
@@ -102,39 +449,53 @@ async fn write(store: Arc<Store>, mut rx: mpsc::Receiver<Append>, token: Cancell
                 Err(_) => break,
             }
         }
-        commit(&store, batch).await;
+        commit(&shared, batch).await;
     }
 }
 
-async fn commit(store: &Arc<Store>, batch: Vec<Append>) {
-    let store = Arc::clone(store);
-    let (items, replies): (Vec<(String, Vec<u8>)>, Vec<_>) = batch
+async fn commit(shared: &Arc<Shared>, batch: Vec<Append>) {
+    let store = Arc::clone(&shared.store);
+    let (items, replies): (Vec<Request>, Vec<_>) = batch
         .into_iter()
-        .map(|a| ((a.destination, a.record), a.done))
+        .map(|a| ((a.destinations, a.record), a.done))
         .unzip();
+    let items = Arc::new(items);
+    let written = Arc::clone(&items);
     let result = tokio::task::spawn_blocking(move || {
-        let refs: Vec<(&str, &[u8])> = items
+        let groups: Vec<Vec<(&str, &[u8])>> = written
             .iter()
-            .map(|(d, r)| (d.as_str(), r.as_slice()))
+            .map(|(destinations, record)| {
+                destinations
+                    .iter()
+                    .map(|d| (d.name(), record.as_slice()))
+                    .collect()
+            })
             .collect();
-        store.append(&refs)
+        store.append(&groups)
     })
-    .await;
+    .await
+    .map_err(|e| StoreError::Commit(e.to_string()))
+    .and_then(|r| r);
     match result {
-        Ok(Ok(results)) => {
-            for (reply, result) in replies.into_iter().zip(results) {
+        Ok(results) => {
+            for (((destinations, record), reply), result) in items.iter().zip(replies).zip(results)
+            {
+                if result.is_ok() {
+                    for destination in destinations {
+                        let queue = shared.queue(destination);
+                        queue.added(1, store::footprint(record));
+                        shared.forward(&queue);
+                    }
+                }
                 let _ = reply.send(result);
             }
         }
-        Ok(Err(error)) => {
+        Err(error) => {
             tracing::error!(%error, "Spool commit failed; the requests were refused.");
             let reason = error.to_string();
             for reply in replies {
                 let _ = reply.send(Err(StoreError::Commit(reason.clone())));
             }
-        }
-        Err(error) => {
-            tracing::error!(%error, "Spool commit task failed; the requests were refused.");
         }
     }
 }
@@ -152,20 +513,52 @@ mod tests {
         let appends = (0..500).map(|i| {
             let spool = spool.clone();
             tokio::spawn(async move {
+                let destination = Destination::new("acme", "gh", i % 3, "log");
                 spool
-                    .append(&format!("d{}", i % 3), format!("r{i}").into_bytes())
+                    .store(vec![destination], format!("r{i}").into_bytes())
                     .await
             })
         });
         let results = futures_util::future::join_all(appends).await;
-        assert!(results.iter().all(|r| matches!(r, Ok(Ok(_)))));
+        assert!(results.iter().all(|r| matches!(r, Ok(Ok(())))));
+        assert_eq!(spool.backlog(), 500);
+        assert!(spool.has_backlog(&Destination::new("acme", "gh", 1, "log")));
+        assert!(!spool.has_backlog(&Destination::new("acme", "gh", 9, "log")));
         drop(spool);
         token.cancel();
         tasks.close();
         tasks.wait().await;
 
-        let store = Store::open(&dir.path().join("spool.redb"), 1 << 30).unwrap();
-        let depth: u64 = store.queues().unwrap().iter().map(|q| q.depth).sum();
-        assert_eq!(depth, 500);
+        let tasks = TaskTracker::new();
+        let spool = Spool::open(dir.path(), 1 << 30, &tasks, CancellationToken::new()).unwrap();
+        assert_eq!(
+            spool.backlog(),
+            500,
+            "the live counts are rebuilt from the file"
+        );
+        let report = spool.report();
+        assert_eq!(report.queues.len(), 3);
+        assert_eq!(report.queues.iter().map(|q| q.depth).sum::<u64>(), 500);
+    }
+
+    #[tokio::test]
+    async fn a_request_for_several_destinations_is_stored_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = TaskTracker::new();
+        let spool = Spool::open(dir.path(), 1 << 20, &tasks, CancellationToken::new()).unwrap();
+        let two = || {
+            vec![
+                Destination::new("acme", "gh", 0, "log"),
+                Destination::new("acme", "gh", 1, "log"),
+            ]
+        };
+        spool.store(two(), vec![0; 400 * 1024]).await.unwrap();
+        let full = spool.store(two(), vec![0; 400 * 1024]).await.unwrap_err();
+        assert!(full.is_full(), "{full}");
+        assert_eq!(
+            spool.backlog(),
+            2,
+            "the refused request left nothing behind"
+        );
     }
 }

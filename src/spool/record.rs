@@ -24,6 +24,9 @@ pub struct SpooledDelivery {
     pub attempts: u32,
     /// The last failure, for the dead-letter table and `/status`.
     pub last_error: String,
+    /// When the retry horizon (`retry.max_age_seconds`) started: the request's arrival, or the
+    /// replay that brought it back from the dead letters (ms since the epoch).
+    pub retry_from_ms: u64,
 }
 
 /// The fields of a [`Delivery`], owned and comparable.
@@ -119,8 +122,10 @@ impl<'a> Reader<'a> {
 
 impl SpooledDelivery {
     pub fn new(delivery: &Delivery) -> Self {
+        let delivery = DeliveryParts::from_delivery(delivery);
         Self {
-            delivery: DeliveryParts::from_delivery(delivery),
+            retry_from_ms: delivery.received_at_ms,
+            delivery,
             attempts: 0,
             last_error: String::new(),
         }
@@ -147,7 +152,13 @@ impl SpooledDelivery {
         put_bytes(&mut out, &d.body);
         out.extend_from_slice(&self.attempts.to_le_bytes());
         put_bytes(&mut out, self.last_error.as_bytes());
+        out.extend_from_slice(&self.retry_from_ms.to_le_bytes());
         out
+    }
+
+    /// When the retry horizon started.
+    pub fn retry_from(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.retry_from_ms)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, Damaged> {
@@ -168,6 +179,7 @@ impl SpooledDelivery {
         let body = r.bytes("body")?.to_vec();
         let attempts = r.u32("attempts")?;
         let last_error = r.string("last error")?;
+        let retry_from_ms = r.u64("retry from")?;
         if !r.0.is_empty() {
             return Err(Damaged("trailing bytes"));
         }
@@ -183,6 +195,7 @@ impl SpooledDelivery {
             },
             attempts,
             last_error,
+            retry_from_ms,
         })
     }
 }

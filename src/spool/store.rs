@@ -5,7 +5,9 @@
 //! `meta` holds the next sequence number and the bytes in use. Every commit is
 //! `Durability::Immediate` (fsync): a record is on disk before its request is acknowledged.
 
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
+
+use super::record::SpooledDelivery;
 
 use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
@@ -30,6 +32,13 @@ pub enum StoreError {
     /// The batch this append was part of could not be committed.
     #[error("spool commit failed: {0}")]
     Commit(String),
+}
+
+impl StoreError {
+    /// Another process (a running instance) has the file open.
+    pub fn in_use(&self) -> bool {
+        matches!(self, Self::Redb(redb::Error::DatabaseAlreadyOpen))
+    }
 }
 
 macro_rules! from_redb {
@@ -69,14 +78,56 @@ pub struct QueueStats {
     pub oldest: Option<u64>,
 }
 
+/// A record that ran out of retries, with the destination it was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub seq: u64,
+    pub destination: String,
+    /// The encoded [`SpooledDelivery`], with its attempts and last error.
+    pub record: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// Splits a stored value: name length (u32 LE), name, record.
+    fn split(seq: u64, value: &[u8]) -> Option<Self> {
+        let len = value
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+        let destination = String::from_utf8_lossy(value.get(4..4 + len)?).into_owned();
+        let record = value.get(4 + len..)?.to_vec();
+        Some(Self {
+            seq,
+            destination,
+            record,
+        })
+    }
+}
+
+/// The dead letters `seqs` names, or all of them.
+fn chosen(
+    dead: &redb::Table<'_, u64, &[u8]>,
+    seqs: Option<&[u64]>,
+) -> Result<Vec<u64>, StoreError> {
+    match seqs {
+        Some(seqs) => Ok(seqs.to_vec()),
+        None => dead
+            .iter()?
+            .map(|entry| entry.map(|(key, _)| key.value()).map_err(StoreError::from))
+            .collect(),
+    }
+}
+
 /// The spool file.
 pub struct Store {
     db: Database,
     max_bytes: u64,
 }
 
+/// The file's name inside `SPOOL_DIR`.
+pub const FILE_NAME: &str = "spool.redb";
+
 /// Space a record takes, for `SPOOL_MAX_BYTES` (the value plus its key).
-fn footprint(record: &[u8]) -> u64 {
+pub fn footprint(record: &[u8]) -> u64 {
     record.len() as u64 + 16
 }
 
@@ -106,23 +157,24 @@ impl Store {
         self.max_bytes
     }
 
-    /// Appends a batch in one transaction (one fsync). Each element gets its sequence number,
-    /// or `Full` when it would pass `max_bytes` (nothing already stored is ever dropped for it).
+    /// Appends groups of records in one transaction (one fsync). A group is all of one
+    /// request's records (one per destination): it is stored whole, or refused whole with
+    /// `Full` when it would pass `max_bytes` (nothing already stored is ever dropped for it).
     pub fn append(
         &self,
-        batch: &[(&str, &[u8])],
-    ) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+        groups: &[Vec<(&str, &[u8])>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        let mut results = Vec::with_capacity(batch.len());
+        let mut results = Vec::with_capacity(groups.len());
         {
             let mut queue = txn.open_table(QUEUE)?;
             let mut names = txn.open_table(DESTINATIONS)?;
             let mut meta = txn.open_table(META)?;
             let mut next = meta.get("next_seq")?.map_or(1, |v| v.value());
             let mut used = meta.get("bytes")?.map_or(0, |v| v.value());
-            for (destination, record) in batch {
-                let size = footprint(record);
+            for group in groups {
+                let size: u64 = group.iter().map(|(_, record)| footprint(record)).sum();
                 if used.saturating_add(size) > self.max_bytes {
                     results.push(Err(StoreError::Full {
                         used,
@@ -130,14 +182,16 @@ impl Store {
                     }));
                     continue;
                 }
-                let id = destination_id(destination);
-                if names.get(id)?.is_none() {
-                    names.insert(id, *destination)?;
+                for (destination, record) in group {
+                    let id = destination_id(destination);
+                    if names.get(id)?.is_none() {
+                        names.insert(id, *destination)?;
+                    }
+                    queue.insert((id, next), *record)?;
+                    next += 1;
                 }
-                queue.insert((id, next), *record)?;
-                results.push(Ok(next));
-                next += 1;
                 used += size;
+                results.push(Ok(()));
             }
             meta.insert("next_seq", next)?;
             meta.insert("bytes", used)?;
@@ -160,8 +214,51 @@ impl Store {
         }
     }
 
-    /// Removes a delivered record.
-    pub fn remove(&self, destination: u64, seq: u64) -> Result<bool, StoreError> {
+    /// A destination's oldest records, in order: at most `limit` of them, and no more once
+    /// `max_bytes` are taken (always at least one).
+    pub fn oldest_n(
+        &self,
+        destination: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let queue = txn.open_table(QUEUE)?;
+        let mut out = Vec::new();
+        let mut taken = 0;
+        for entry in queue.range((destination, 0)..=(destination, u64::MAX))? {
+            if out.len() >= limit || taken >= max_bytes {
+                break;
+            }
+            let (key, value) = entry?;
+            taken += value.value().len();
+            out.push((key.value().1, value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered records in one transaction; returns the space they took.
+    pub fn remove_all(&self, destination: u64, seqs: &[u64]) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let freed = {
+            let mut queue = txn.open_table(QUEUE)?;
+            let mut meta = txn.open_table(META)?;
+            let mut freed = 0;
+            for seq in seqs {
+                if let Some(v) = queue.remove((destination, *seq))? {
+                    freed += footprint(v.value());
+                }
+            }
+            let used = meta.get("bytes")?.map_or(0, |v| v.value());
+            meta.insert("bytes", used.saturating_sub(freed))?;
+            freed
+        };
+        txn.commit()?;
+        Ok(freed)
+    }
+
+    /// Removes a delivered record; returns the space it took (`None`: it was not there).
+    pub fn remove(&self, destination: u64, seq: u64) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_write()?;
         let removed = {
             let mut queue = txn.open_table(QUEUE)?;
@@ -173,16 +270,16 @@ impl Store {
                 let used = meta.get("bytes")?.map_or(0, |v| v.value());
                 meta.insert("bytes", used.saturating_sub(size))?;
             }
-            size.is_some()
+            size
         };
         txn.commit()?;
         Ok(removed)
     }
 
-    /// Replaces a queued record (its retry state changed).
-    pub fn update(&self, destination: u64, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+    /// Replaces a queued record (its retry state changed); returns the space it took before.
+    pub fn update(&self, destination: u64, seq: u64, record: &[u8]) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
-        {
+        let old = {
             let mut queue = txn.open_table(QUEUE)?;
             let mut meta = txn.open_table(META)?;
             let old = queue
@@ -191,15 +288,17 @@ impl Store {
             let used = meta.get("bytes")?.map_or(0, |v| v.value());
             let used = used.saturating_sub(old.unwrap_or(0)) + footprint(record);
             meta.insert("bytes", used)?;
-        }
+            old.unwrap_or(0)
+        };
         txn.commit()?;
-        Ok(())
+        Ok(old)
     }
 
-    /// Moves a record to the dead letters (same transaction: it is never in neither).
-    pub fn kill(&self, destination: u64, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+    /// Moves a record to the dead letters (same transaction: it is never in neither); returns
+    /// the space it took in the queue.
+    pub fn kill(&self, destination: u64, seq: u64, record: &[u8]) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
-        {
+        let old = {
             let mut queue = txn.open_table(QUEUE)?;
             let names = txn.open_table(DESTINATIONS)?;
             let mut dead = txn.open_table(DEAD)?;
@@ -219,34 +318,112 @@ impl Store {
             let used = meta.get("bytes")?.map_or(0, |v| v.value());
             let used = used.saturating_sub(old.unwrap_or(0)) + footprint(&value);
             meta.insert("bytes", used)?;
-        }
+            old.unwrap_or(0)
+        };
         txn.commit()?;
-        Ok(())
+        Ok(old)
     }
 
-    /// Every dead letter: (sequence, destination name, encoded record).
-    pub fn dead_letters(&self) -> Result<Vec<(u64, String, Vec<u8>)>, StoreError> {
+    /// Dead letters in order, at most `limit`: (sequence, destination name, encoded record).
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let txn = self.db.begin_read()?;
         let dead = txn.open_table(DEAD)?;
         let mut out = Vec::new();
         for entry in dead.iter()? {
+            if out.len() >= limit {
+                break;
+            }
             let (key, value) = entry?;
-            let value = value.value();
-            let Some(len) = value
-                .get(..4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            else {
-                continue;
-            };
-            let name = value
-                .get(4..4 + len)
-                .map(|n| String::from_utf8_lossy(n).into_owned());
-            let record = value.get(4 + len..).map(<[u8]>::to_vec);
-            if let (Some(name), Some(record)) = (name, record) {
-                out.push((key.value(), name, record));
+            if let Some(letter) = DeadLetter::split(key.value(), value.value()) {
+                out.push(letter);
             }
         }
         Ok(out)
+    }
+
+    /// Puts dead letters (all, or those in `seqs`) back at the end of their destination's
+    /// queue with a fresh retry horizon starting at `now_ms`. Returns what moved: (destination
+    /// name, bytes). A letter whose record cannot be read stays where it is.
+    pub fn replay(
+        &self,
+        seqs: Option<&[u64]>,
+        now_ms: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut moved = Vec::new();
+        {
+            let mut queue = txn.open_table(QUEUE)?;
+            let mut names = txn.open_table(DESTINATIONS)?;
+            let mut dead = txn.open_table(DEAD)?;
+            let mut meta = txn.open_table(META)?;
+            let mut next = meta.get("next_seq")?.map_or(1, |v| v.value());
+            let mut used = meta.get("bytes")?.map_or(0, |v| v.value());
+            let chosen = chosen(&dead, seqs)?;
+            for seq in chosen {
+                let Some(value) = dead.get(seq)?.map(|v| v.value().to_vec()) else {
+                    continue;
+                };
+                let Some(letter) = DeadLetter::split(seq, &value) else {
+                    continue;
+                };
+                let Ok(mut record) = SpooledDelivery::decode(&letter.record) else {
+                    continue;
+                };
+                record.attempts = 0;
+                record.retry_from_ms = now_ms;
+                let bytes = record.encode();
+                let id = destination_id(&letter.destination);
+                if names.get(id)?.is_none() {
+                    names.insert(id, letter.destination.as_str())?;
+                }
+                queue.insert((id, next), bytes.as_slice())?;
+                next += 1;
+                dead.remove(seq)?;
+                used = used.saturating_sub(footprint(&value)) + footprint(&bytes);
+                moved.push((letter.destination, footprint(&bytes)));
+            }
+            meta.insert("next_seq", next)?;
+            meta.insert("bytes", used)?;
+        }
+        txn.commit()?;
+        Ok(moved)
+    }
+
+    /// Deletes dead letters (all, or those in `seqs`); returns the destination of each.
+    pub fn purge(&self, seqs: Option<&[u64]>) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut purged = Vec::new();
+        {
+            let mut dead = txn.open_table(DEAD)?;
+            let mut meta = txn.open_table(META)?;
+            let mut used = meta.get("bytes")?.map_or(0, |v| v.value());
+            for seq in chosen(&dead, seqs)? {
+                let Some(value) = dead.remove(seq)?.map(|v| v.value().to_vec()) else {
+                    continue;
+                };
+                used = used.saturating_sub(footprint(&value));
+                purged.push(
+                    DeadLetter::split(seq, &value).map_or_else(String::new, |l| l.destination),
+                );
+            }
+            meta.insert("bytes", used)?;
+        }
+        txn.commit()?;
+        Ok(purged)
+    }
+
+    /// How many dead letters each destination has.
+    pub fn dead_counts(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let dead = txn.open_table(DEAD)?;
+        let mut counts = HashMap::new();
+        for entry in dead.iter()? {
+            let (key, value) = entry?;
+            if let Some(letter) = DeadLetter::split(key.value(), value.value()) {
+                *counts.entry(letter.destination).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
     }
 
     /// Every destination with queued records.
@@ -285,7 +462,26 @@ mod tests {
     use super::*;
 
     fn store(dir: &tempfile::TempDir, max: u64) -> Store {
-        Store::open(&dir.path().join("spool.redb"), max).unwrap()
+        Store::open(&dir.path().join(FILE_NAME), max).unwrap()
+    }
+
+    fn one(destination: &str, record: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+        vec![(
+            Box::leak(destination.to_owned().into_boxed_str()),
+            record.to_vec(),
+        )]
+    }
+
+    fn append(s: &Store, groups: &[Vec<(&'static str, Vec<u8>)>]) -> Vec<bool> {
+        let groups: Vec<Vec<(&str, &[u8])>> = groups
+            .iter()
+            .map(|g| g.iter().map(|(d, r)| (*d, r.as_slice())).collect())
+            .collect();
+        s.append(&groups)
+            .unwrap()
+            .iter()
+            .map(Result::is_ok)
+            .collect()
     }
 
     #[test]
@@ -293,62 +489,94 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = store(&dir, 1 << 20);
-            let results = s
-                .append(&[("a", b"1"), ("b", b"x"), ("a", b"2"), ("a", b"3")])
-                .unwrap();
-            assert!(results.iter().all(Result::is_ok));
+            let stored = append(
+                &s,
+                &[
+                    one("a", b"1"),
+                    one("b", b"x"),
+                    one("a", b"2"),
+                    one("a", b"3"),
+                ],
+            );
+            assert!(stored.iter().all(|ok| *ok));
         }
         let s = store(&dir, 1 << 20);
         let a = destination_id("a");
-        let mut seen = Vec::new();
-        while let Some((seq, record)) = s.oldest(a).unwrap() {
-            seen.push(record);
-            assert!(s.remove(a, seq).unwrap());
-        }
-        assert_eq!(seen, [b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+        let batch = s.oldest_n(a, 2, 1 << 20).unwrap();
+        let records: Vec<&[u8]> = batch.iter().map(|(_, r)| r.as_slice()).collect();
+        assert_eq!(records, [b"1", b"2"]);
+        let seqs: Vec<u64> = batch.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(s.remove_all(a, &seqs).unwrap(), 2 * footprint(b"1"));
+        assert_eq!(s.oldest(a).unwrap().map(|(_, r)| r), Some(b"3".to_vec()));
         let queues = s.queues().unwrap();
-        assert_eq!(queues.len(), 1);
-        assert_eq!((queues[0].name.as_str(), queues[0].depth), ("b", 1));
+        assert_eq!(queues.len(), 2);
     }
 
     #[test]
-    fn a_full_spool_refuses_new_records_and_keeps_the_stored_ones() {
+    fn a_full_spool_refuses_whole_requests_and_keeps_the_stored_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir, 80);
-        let results = s
-            .append(&[("a", &[0u8; 20]), ("a", &[1u8; 20]), ("a", &[2u8; 20])])
-            .unwrap();
-        assert!(results[0].is_ok() && results[1].is_ok());
-        assert!(
-            matches!(results[2], Err(StoreError::Full { used: 72, max: 80 })),
-            "{:?}",
-            results[2]
+        let s = store(&dir, 100);
+        let two = vec![("a", vec![0u8; 20]), ("b", vec![0u8; 20])];
+        let stored = append(&s, &[two.clone(), two, one("a", &[2u8; 4])]);
+        assert_eq!(
+            stored,
+            [true, false, true],
+            "the second request did not fit whole"
         );
-        assert_eq!(s.bytes_used().unwrap(), 72);
+        assert_eq!(s.bytes_used().unwrap(), 72 + 20);
         let a = destination_id("a");
         let (seq, first) = s.oldest(a).unwrap().unwrap();
         assert_eq!(first, vec![0u8; 20]);
-        s.remove(a, seq).unwrap();
-        assert!(
-            s.append(&[("a", &[3u8; 20])]).unwrap()[0].is_ok(),
-            "room again"
-        );
+        assert_eq!(s.remove(a, seq).unwrap(), Some(36));
+        assert_eq!(append(&s, &[one("a", &[3u8; 20])]), [true], "room again");
+        assert_eq!(append(&s, &[one("a", &[3u8; 20])]), [false], "full again");
+    }
+
+    fn record(request_id: &str) -> Vec<u8> {
+        use crate::{keys, modules::Delivery};
+        SpooledDelivery::new(&Delivery {
+            namespace: keys::Namespace::parse("ns").unwrap(),
+            webhook: keys::WebhookId::parse("w").unwrap(),
+            request_id: request_id.into(),
+            received_at: std::time::UNIX_EPOCH,
+            headers: vec![],
+            body: bytes::Bytes::from_static(b"{}"),
+            json: true,
+        })
+        .encode()
     }
 
     #[test]
-    fn dead_letters_keep_their_destination_and_leave_the_queue() {
+    fn dead_letters_keep_their_destination_and_can_be_replayed_or_purged() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir, 1 << 20);
-        let seq = s.append(&[("ns/w#0:redis_stream", b"rec")]).unwrap()[0]
-            .as_ref()
-            .copied()
-            .unwrap();
-        let id = destination_id("ns/w#0:redis_stream");
-        s.kill(id, seq, b"rec").unwrap();
+        let name = "ns/w#0:redis_stream";
+        let id = destination_id(name);
+        append(&s, &[one(name, &record("r1")), one(name, &record("r2"))]);
+        for _ in 0..2 {
+            let (seq, bytes) = s.oldest(id).unwrap().unwrap();
+            s.kill(id, seq, &bytes).unwrap();
+        }
         assert_eq!(s.oldest(id).unwrap(), None);
+        let dead = s.dead_letters(10).unwrap();
+        assert_eq!(dead.len(), 2);
+        assert_eq!(dead[0].destination, name);
+        assert_eq!(s.dead_counts().unwrap().get(name), Some(&2));
+
+        let moved = s.replay(Some(&[dead[0].seq]), 5_000).unwrap();
+        assert_eq!(moved.len(), 1);
+        let (_, back) = s.oldest(id).unwrap().unwrap();
+        let back = SpooledDelivery::decode(&back).unwrap();
+        assert_eq!(back.delivery.request_id, "r1");
         assert_eq!(
-            s.dead_letters().unwrap(),
-            vec![(seq, "ns/w#0:redis_stream".to_owned(), b"rec".to_vec())]
+            (back.attempts, back.retry_from_ms),
+            (0, 5_000),
+            "a fresh horizon"
         );
+
+        assert_eq!(s.purge(None).unwrap(), vec![name.to_owned()]);
+        assert!(s.dead_letters(10).unwrap().is_empty());
+        let queued = footprint(&SpooledDelivery::encode(&back));
+        assert_eq!(s.bytes_used().unwrap(), queued, "purged bytes are freed");
     }
 }

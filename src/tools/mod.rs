@@ -1,4 +1,5 @@
-//! Config tooling, as subcommands of the same binary: `check`, `migrate`, `export`.
+//! Tooling, as subcommands of the same binary: `check`, `migrate`, `export` (config) and
+//! `spool` (the spool's state, dead letters, replay, purge).
 //!
 //! Each validates entries exactly as the server does (same parsers, same environment
 //! substitution) and prints one line per problem with its key and reason.
@@ -6,6 +7,7 @@
 pub mod check;
 pub mod export;
 pub mod migrate;
+pub mod spool;
 
 use std::{fmt::Write as _, path::Path};
 

@@ -15,12 +15,16 @@ use crate::{
 struct Instance {
     child: Child,
     port: u16,
+    /// Each instance has a spool directory of its own.
+    _spool: tempfile::TempDir,
 }
 
 impl Instance {
     fn start(endpoint: &str, prefix: &str) -> Self {
         let port = free_port();
+        let spool = tempfile::tempdir().expect("spool dir");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .env("SPOOL_DIR", spool.path())
             .env("CONFIG_BACKEND", "etcd")
             .env("ETCD_ENDPOINTS", endpoint)
             .env("ETCD_PREFIX", prefix)
@@ -32,7 +36,11 @@ impl Instance {
             .stderr(Stdio::null())
             .spawn()
             .expect("the switchyard binary starts");
-        Self { child, port }
+        Self {
+            child,
+            port,
+            _spool: spool,
+        }
     }
 
     async fn status_of(&self, path: &str) -> Option<StatusCode> {

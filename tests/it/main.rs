@@ -15,5 +15,6 @@ mod instances;
 mod observability;
 mod settings;
 mod shutdown;
+mod spool;
 mod tools;
 mod verification;

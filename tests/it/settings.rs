@@ -41,6 +41,9 @@ const BAD: &[(&str, &str)] = &[
     ("LOG_FORMAT", "xml"),
     ("RUST_LOG", "switchyard=loud"),
     ("HTTP_WORKERS", "100000"),
+    ("SPOOL_DIR", "/etc/hostname"),
+    ("SPOOL_MAX_BYTES", "10"),
+    ("SPOOL_HANDOFF_MS", "0"),
     ("SHUTDOWN_DRAIN_SECONDS", "x"),
     ("SHUTDOWN_GRACE_SECONDS", "x"),
 ];

@@ -58,6 +58,10 @@ pub fn settings() -> Settings {
         admin_host: "127.0.0.1".into(),
         admin_port: None,
         shutdown_drain_seconds: 0,
+        // Off unless a test gives the app a directory of its own (`spool_settings`).
+        spool_dir: Default::default(),
+        spool_max_bytes: 1 << 30,
+        spool_handoff_ms: 2_000,
     }
 }
 

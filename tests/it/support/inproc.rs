@@ -64,6 +64,8 @@ pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
         stats: Default::default(),
         pool: switchyard::connections::ConnectionPool::new(Default::default()),
         phase: tokio::sync::watch::channel(switchyard::shutdown::Phase::Serving).1,
+        spool: None,
+        spool_handoff: std::time::Duration::from_secs(2),
     });
     Harness {
         cache,

@@ -18,8 +18,15 @@ pub struct Router {
 impl Router {
     /// Starts the binary on a free port with the config files in `dir` and the extra `env`.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let log = dir.join(format!("switchyard-{port}.log"));
+        Self::start_on(dir, free_port(), env)
+    }
+
+    /// As [`Router::start`], on `port` (a restart where the senders expect it).
+    pub fn start_on(dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let log = dir.join(format!("switchyard-{port}-{started}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         command
@@ -30,6 +37,8 @@ impl Router {
             .env("PORT", port.to_string())
             .env("HTTP_WORKERS", "1")
             .env("RUST_LOG", "info")
+            // Each instance has a spool of its own (the default, `data/spool`, is shared).
+            .env("SPOOL_DIR", dir.join("spool"))
             .stdout(Stdio::from(file.try_clone().expect("log file")))
             .stderr(Stdio::from(file));
         for (name, value) in env {
@@ -54,6 +63,12 @@ impl Router {
                 .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
         })
         .await;
+    }
+
+    /// Kills the process (SIGKILL: no shutdown at all, as in a crash or an OOM kill).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM, as an orchestrator does.

@@ -94,6 +94,31 @@ impl Redis {
         }
     }
 
+    /// Kills the server (SIGKILL: no chance to flush; `appendfsync always` keeps what it
+    /// acknowledged).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The `payload` field of every entry of `stream`, in order.
+    pub async fn stream_payloads(&self, stream: &str) -> Vec<String> {
+        use redis::AsyncCommands as _;
+        let mut conn = self.conn().await;
+        let entries: redis::streams::StreamRangeReply = conn.xrange_all(stream).await.unwrap();
+        entries
+            .ids
+            .iter()
+            .filter_map(|e| e.map.get("payload"))
+            .map(|v| {
+                let bytes: Vec<u8> = redis::from_redis_value_ref(v).unwrap();
+                String::from_utf8(bytes).unwrap()
+            })
+            .collect()
+    }
+
     /// Starts the server again on the same port and data.
     pub async fn restart(&mut self) {
         self.stop();

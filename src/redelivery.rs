@@ -1,0 +1,54 @@
+//! The spool's way out: a spooled record is handed to the live route's destination it was
+//! stored for, so a redelivery goes through the same module (and is byte-identical to a direct
+//! one), and follows config changes (a removed webhook is retried until its horizon ends).
+
+use std::sync::Arc;
+
+use crate::{
+    cache::ConfigCache,
+    dispatch::Route,
+    keys::{Namespace, WebhookId, WebhookKey},
+    metrics::Metrics,
+    modules::Delivery,
+    spool::{Destination, RetryPolicy, Target},
+};
+
+/// Delivers spooled records through the routes in the cache.
+pub struct Routes {
+    pub cache: ConfigCache,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Routes {
+    /// The live route and the destination index a spool queue name refers to.
+    fn route(&self, destination: &str) -> Result<(Arc<Route>, usize, String), String> {
+        let named = Destination::named(destination);
+        let (namespace, webhook, index, module) = named
+            .parts()
+            .ok_or_else(|| format!("`{destination}` is not a destination name"))?;
+        let key = WebhookKey::new(
+            Namespace::parse(namespace).map_err(|e| e.to_string())?,
+            WebhookId::parse(webhook).map_err(|e| e.to_string())?,
+        );
+        let route = self.cache.webhook(&key).ok_or_else(|| {
+            format!("webhook `{key}` is not configured (or its entry is invalid)")
+        })?;
+        Ok((route, index, module.to_owned()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for Routes {
+    async fn deliver(&self, destination: &str, delivery: &Delivery) -> Result<(), String> {
+        let (route, index, module) = self.route(destination)?;
+        route
+            .redeliver(index, &module, delivery, &self.metrics)
+            .await
+    }
+
+    fn policy(&self, destination: &str) -> RetryPolicy {
+        self.route(destination)
+            .map(|(route, ..)| route.webhook.retry)
+            .unwrap_or_default()
+    }
+}

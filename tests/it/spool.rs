@@ -1,0 +1,448 @@
+//! The spool against real processes: Redis and the router SIGKILLed mid-stream, the Kafka broker
+//! frozen, the router killed at random points while it writes, a full spool, dead letters with
+//! replay and purge through `switchyard spool`. The one check that matters each time: every
+//! request that got a 2xx ends up at its destination.
+
+use std::{collections::HashMap, path::Path, process::Stdio, time::Duration};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{
+    support::{
+        files::write_json, get_json, load::Load, process::Router, wait_until, Freeze as _, Kafka,
+        Redis,
+    },
+    unique,
+};
+
+/// A config directory with connection `r` (or `k`) and `webhooks`.
+fn config(connections: Value, webhooks: Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_json(dir.path(), "connections.json", &connections);
+    write_json(dir.path(), "webhooks.json", &webhooks);
+    dir
+}
+
+fn redis_config(redis: &Redis, webhook: Value) -> tempfile::TempDir {
+    let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
+    config(json!({"r": connection}), json!({"s": webhook}))
+}
+
+fn body(seq: usize) -> String {
+    format!(r#"{{"seq":{seq},"pad":"{}"}}"#, "x".repeat(seq % 40))
+}
+
+/// Waits until every body in `acknowledged` is in what `stored()` returns; then reports
+/// duplicates (allowed: at-least-once) and returns how many there were.
+async fn wait_all_delivered<F, Fut>(acknowledged: &[String], what: &str, stored: F) -> usize
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let last = loop {
+        let last = stored().await;
+        let have: std::collections::HashSet<&String> = last.iter().collect();
+        let missing = acknowledged.iter().filter(|b| !have.contains(b)).count();
+        if missing == 0 {
+            break last;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {missing} of {} acknowledged requests never arrived",
+            acknowledged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut counts: HashMap<&String, usize> = HashMap::new();
+    for body in &last {
+        *counts.entry(body).or_default() += 1;
+    }
+    let duplicates = counts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{what}: {} acknowledged, all delivered; {} entries at the destination, {duplicates} \
+         duplicates",
+        acknowledged.len(),
+        last.len()
+    );
+    duplicates
+}
+
+#[tokio::test]
+async fn redis_and_the_router_killed_mid_stream_lose_no_acknowledged_request() {
+    let mut redis = Redis::start().await;
+    let stream = unique!("spool");
+    // Defaults: `spool: on_failure`, timeout_ms 5000, SPOOL_HANDOFF_MS 2000.
+    let dir = redis_config(
+        &redis,
+        json!({"module": "redis_stream", "connection": "r", "module-config": {"stream": stream}}),
+    );
+    let mut router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    let port = router.port;
+
+    let load = Load::start_with(router.url("/webhook/s"), 1_500, 4, body, true);
+    load.wait_acknowledged(100).await;
+    redis.kill();
+    load.wait_stored(50).await;
+    let health = get_json(&router.base(), "/health").await;
+    assert_eq!(
+        health["status"], "healthy",
+        "serving from the spool: {health}"
+    );
+    assert_eq!(health["components"]["spool"], "forwarding backlog");
+
+    // The router dies mid-stream and comes back on the same directory.
+    router.kill();
+    let router = Router::start_on(dir.path(), port, &[]);
+    router.wait_ready().await;
+    let before = load.stored();
+    load.wait_stored(before + 50).await;
+
+    redis.restart().await;
+    let outcome = load.finish().await;
+    assert_eq!(
+        outcome.count(StatusCode::SERVICE_UNAVAILABLE),
+        0,
+        "every request that reached a router got a 2xx"
+    );
+    assert!(
+        outcome.slowest < Duration::from_secs(3),
+        "answered within 3 s during the outage (slowest {:?})",
+        outcome.slowest
+    );
+    let acknowledged: Vec<String> = outcome.acknowledged().into_iter().cloned().collect();
+    eprintln!(
+        "redis + router killed: {} answered 200, {} answered 202, {} sent while the router was down",
+        outcome.count(StatusCode::OK),
+        outcome.count(StatusCode::ACCEPTED),
+        outcome.unreachable
+    );
+    wait_all_delivered(&acknowledged, "redis + router killed", || {
+        redis.stream_payloads(&stream)
+    })
+    .await;
+    // Drained: the backlog is gone and new requests go straight through again.
+    wait_until(Duration::from_secs(30), "the spool to drain", || async {
+        get_json(&router.base(), "/health").await["spool"]["backlog"] == 0
+    })
+    .await;
+    let direct = reqwest::Client::new()
+        .post(router.url("/webhook/s"))
+        .body(r#"{"after":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_frozen_kafka_broker_and_a_killed_router_lose_no_acknowledged_request() {
+    let kafka = Kafka::start().await;
+    let topic = unique!("spool");
+    kafka.create_topic(&topic, 1).await;
+    let connection: Value = serde_json::from_str(&kafka.connection()).unwrap();
+    let dir = config(
+        json!({"k": connection}),
+        json!({"w": {"module": "kafka", "connection": "k", "module-config": {"topic": topic}}}),
+    );
+    let mut router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    let port = router.port;
+
+    let load = Load::start_with(router.url("/webhook/w"), 600, 4, body, true);
+    load.wait_acknowledged(50).await;
+    kafka.pause();
+    load.wait_stored(30).await;
+    router.kill();
+    let router = Router::start_on(dir.path(), port, &[]);
+    router.wait_ready().await;
+    let before = load.stored();
+    load.wait_stored(before + 30).await;
+    kafka.resume();
+    let outcome = load.finish().await;
+    assert_eq!(outcome.count(StatusCode::SERVICE_UNAVAILABLE), 0);
+    assert!(
+        outcome.slowest < Duration::from_secs(3),
+        "answered within 3 s while the broker was frozen (slowest {:?})",
+        outcome.slowest
+    );
+    let acknowledged: Vec<String> = outcome.acknowledged().into_iter().cloned().collect();
+    wait_all_delivered(&acknowledged, "kafka frozen + router killed", || async {
+        kafka
+            .consume(&topic, 1, acknowledged.len())
+            .await
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone()).unwrap())
+            .collect()
+    })
+    .await;
+    drop(router);
+}
+
+#[tokio::test]
+async fn the_router_killed_at_random_points_while_spooling_loses_nothing_acknowledged() {
+    let redis = Redis::start().await;
+    let stream = unique!("always");
+    let dir = redis_config(
+        &redis,
+        json!({"module": "redis_stream", "connection": "r", "spool": "always",
+               "module-config": {"stream": stream}}),
+    );
+    let mut acknowledged: Vec<String> = Vec::new();
+    const ROUNDS: usize = 20;
+    for round in 0..ROUNDS {
+        let mut router = Router::start(dir.path(), &[]);
+        // The store opens after every kill (redb repairs an interrupted commit on open).
+        router.wait_ready().await;
+        let load = Load::start_with(
+            router.url("/webhook/s"),
+            usize::MAX - 1,
+            16,
+            unique_body,
+            true,
+        );
+        load.wait_acknowledged(1).await;
+        // A random point in the stream of commits: that is what this test is about.
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(20..400))).await;
+        router.kill();
+        load.stop();
+        let outcome = load.finish().await;
+        assert_eq!(
+            outcome.count(StatusCode::SERVICE_UNAVAILABLE),
+            0,
+            "round {round}"
+        );
+        assert_eq!(
+            outcome.count(StatusCode::OK),
+            0,
+            "spool: always answers 202"
+        );
+        acknowledged.extend(outcome.acknowledged().into_iter().cloned());
+    }
+    let router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    assert!(
+        acknowledged.len() > ROUNDS,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    wait_all_delivered(&acknowledged, "20 SIGKILLs", || {
+        redis.stream_payloads(&stream)
+    })
+    .await;
+}
+
+/// Distinct bodies across rounds (each round's load counts from 0 again).
+fn unique_body(seq: usize) -> String {
+    format!(
+        r#"{{"seq":{seq},"id":"{}"}}"#,
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+#[tokio::test]
+async fn a_full_spool_answers_503_and_delivers_everything_it_acknowledged() {
+    let mut redis = Redis::start().await;
+    let stream = unique!("full");
+    let dir = redis_config(
+        &redis,
+        json!({"module": "redis_stream", "connection": "r", "module-config": {"stream": stream}}),
+    );
+    let router = Router::start(
+        dir.path(),
+        &[("SPOOL_MAX_BYTES", "1048576"), ("MAX_BODY_BYTES", "65536")],
+    );
+    router.wait_ready().await;
+    redis.kill();
+    let client = reqwest::Client::new();
+    let pad = "y".repeat(16 * 1024);
+    let mut acknowledged = Vec::new();
+    let refused = loop {
+        let body = format!(r#"{{"n":{},"pad":"{pad}"}}"#, acknowledged.len());
+        let answer = client
+            .post(router.url("/webhook/s"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        match answer.status() {
+            StatusCode::ACCEPTED => acknowledged.push(body),
+            StatusCode::SERVICE_UNAVAILABLE => break answer,
+            other => panic!("unexpected {other}"),
+        }
+        assert!(acknowledged.len() < 200, "1 MiB must fill up");
+    };
+    assert!(refused.headers().contains_key("retry-after"));
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"], "spool_full");
+    let (status, health) = {
+        let r = client.get(router.url("/health")).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a full spool is not a dead instance"
+    );
+    assert_eq!(health["components"]["spool"], "full");
+
+    redis.restart().await;
+    wait_all_delivered(&acknowledged, "full spool", || {
+        redis.stream_payloads(&stream)
+    })
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "room in the spool again",
+        || async {
+            client
+                .post(router.url("/webhook/s"))
+                .body("{}")
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        },
+    )
+    .await;
+}
+
+/// Runs `switchyard spool <args>` with `env`; returns (exit code, stdout).
+async fn spool_cli(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command
+        .arg("spool")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+    }
+    let output = child.wait_with_output().await.unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn spool_dir(dir: &Path) -> String {
+    dir.join("spool").display().to_string()
+}
+
+#[tokio::test]
+async fn dead_letters_after_max_attempts_are_listed_replayed_and_purged() {
+    let mut redis = Redis::start().await;
+    let stream = unique!("dead");
+    let dir = redis_config(
+        &redis,
+        json!({"module": "redis_stream", "connection": "r", "retry": {"max_attempts": 2},
+               "module-config": {"stream": stream}}),
+    );
+    let mut router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    redis.kill();
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let answer = client
+            .post(router.url("/webhook/s"))
+            .body(format!(r#"{{"n":{n}}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        let answer: Value = answer.json().await.unwrap();
+        assert_eq!(answer["status"], "stored");
+        ids.push(answer["request_id"].as_str().unwrap().to_owned());
+    }
+    wait_until(Duration::from_secs(30), "3 dead letters", || async {
+        get_json(&router.base(), "/spool").await["dead_letters"] == 3
+    })
+    .await;
+    let metrics = reqwest::get(router.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"switchyard_spool_dead_letters{destination="default/s#0:redis_stream"} 3"#),
+        "{metrics}"
+    );
+
+    // The instance holds the directory: the CLI goes through its admin listener.
+    let port = router.port.to_string();
+    let spool = spool_dir(dir.path());
+    let env = [("SPOOL_DIR", spool.as_str()), ("PORT", port.as_str())];
+    let (code, out) = spool_cli(&["dead-letters"], &env, "").await;
+    assert_eq!(code, 0, "{out}");
+    let letters: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(letters.len(), 3);
+    let listed: Vec<&str> = letters
+        .iter()
+        .map(|l| l["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids, "oldest first, with their original request ids");
+    assert_eq!(letters[0]["attempts"], 2);
+    assert!(!letters[0]["last_error"].as_str().unwrap().is_empty());
+
+    redis.restart().await;
+    let first = letters[0]["id"].to_string();
+    let (code, out) = spool_cli(&["replay", "--id", &first], &env, "").await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["replayed"], 1);
+    wait_all_delivered(&[r#"{"n":0}"#.to_owned()], "replayed", || {
+        redis.stream_payloads(&stream)
+    })
+    .await;
+    let entries = redis.stream_payloads(&stream).await;
+    assert_eq!(entries.len(), 1, "only the replayed one: {entries:?}");
+
+    // Purge asks first; anything but `yes` purges nothing.
+    let (code, _) = spool_cli(&["purge", "--all"], &env, "no\n").await;
+    assert_eq!(code, 1);
+    assert_eq!(get_json(&router.base(), "/spool").await["dead_letters"], 2);
+    let (code, out) = spool_cli(&["purge", "--all"], &env, "yes\n").await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["purged"], 2);
+
+    // With no instance running, the CLI reads the directory itself.
+    router.terminate();
+    router
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("stops");
+    let (code, out) = spool_cli(&["status"], &[("SPOOL_DIR", spool.as_str())], "").await;
+    assert_eq!(code, 0, "{out}");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (status["dead_letters"].clone(), status["backlog"].clone()),
+        (json!(0), json!(0))
+    );
+}
+
+#[tokio::test]
+async fn a_spool_directory_held_by_another_instance_stops_start_up() {
+    let dir = config(json!({}), json!({"w": {"module": "log"}}));
+    let first = Router::start(dir.path(), &[]);
+    first.wait_ready().await;
+    let mut second = Router::start(dir.path(), &[]);
+    let exit = second
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the second instance refuses to start");
+    assert!(!exit.success());
+    assert!(
+        second.logs().contains("cannot open the spool"),
+        "{}",
+        second.logs()
+    );
+}

@@ -35,7 +35,8 @@ RUN apt-get update \
         ca-certificates curl libssl3 \
     && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home \
-        --shell /usr/sbin/nologin switchyard
+        --shell /usr/sbin/nologin switchyard \
+    && mkdir -p /var/lib/switchyard/spool && chown -R 10001:10001 /var/lib/switchyard
 
 # The file backend's defaults (config/webhooks.json, config/connections.json) resolve from /app.
 COPY config/ /app/config/
@@ -44,6 +45,12 @@ WORKDIR /app
 # All interfaces: reachable through -p, and on every host address with --network host (set
 # HOST=127.0.0.1 there to keep it on loopback).
 ENV HOST=0.0.0.0 PORT=8000
+
+# The spool (deliveries a destination could not take yet) lives on a volume: give each instance
+# a persistent volume of its own (a StatefulSet's volumeClaimTemplates), or it is lost with the
+# container.
+ENV SPOOL_DIR=/var/lib/switchyard/spool
+VOLUME /var/lib/switchyard
 
 # Numeric, so orchestrators can verify "runs as non-root" without reading /etc/passwd.
 USER 10001:10001

@@ -1,8 +1,13 @@
-//! HTTP throughput: keep-alive load from `wrk` against the log, Redis and Kafka webhooks, and
-//! against a bare actix-web handler returning 200, all measured in the same run.
+//! HTTP throughput: keep-alive load from `wrk` against the log, Redis and Kafka webhooks, the
+//! spooled path (`"spool": "always"`, fsync on every commit), and a bare actix-web handler
+//! returning 200, all measured in the same run. Then the spool's drain: 100k requests spooled
+//! while Redis is down, and how long they take to reach Redis once it is back, with the
+//! process's RSS before, at full depth and after.
 //!
 //! Run with `make bench` (or `cargo bench --bench http_throughput`). Needs wrk, redis-server and
-//! tansu (`make deps`). `BENCH_SECONDS` (default 8) sets each run's length.
+//! tansu (`make deps`). `BENCH_SECONDS` (default 8) sets each run's length, `BENCH_ROUNDS`
+//! (default 3) the rounds per target, `BENCH_ONLY=<target>` one target, `BENCH_DRAIN` (default
+//! 100000) the drained requests (0 skips the drain).
 
 #[path = "../tests/it/support/mod.rs"]
 #[allow(unused_imports)]
@@ -16,6 +21,7 @@ use support::{app::file_settings, Kafka, Redis};
 use switchyard::{settings::LogFormat, startup::Application, telemetry};
 
 const CONNECTIONS: &str = "32";
+const TARGETS: [&str; 4] = ["log", "redis", "kafka", "spooled"];
 
 struct Figures {
     rps: f64,
@@ -119,6 +125,10 @@ async fn main() {
             "redis": {"module": "redis_stream", "connection": "r",
                       "module-config": {"stream": "bench", "maxlen": 10000}},
             "kafka": {"module": "kafka", "connection": "k", "module-config": {"topic": "bench"}},
+            "spooled": {"module": "redis_stream", "connection": "r", "spool": "always",
+                        "module-config": {"stream": "spooled", "maxlen": 10000}},
+            "drain": {"module": "redis_stream", "connection": "r",
+                      "module-config": {"stream": "drain"}},
         })
         .to_string(),
     )
@@ -126,8 +136,12 @@ async fn main() {
     let mut settings = file_settings(dir.path());
     settings.http_workers = 1;
     settings.max_in_flight = 4096;
+    // The spool on, as by default (every target is `on_failure` but `spooled`).
+    settings.spool_dir = dir.path().join("spool");
+    settings.spool_max_bytes = 4 << 30;
     let app = Application::build(&settings).unwrap();
     let port = app.port();
+    let spool = app.handle().spool.expect("the spool is on");
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let bare = bare_server();
 
@@ -149,7 +163,7 @@ async fn main() {
     .unwrap();
 
     // Warm up every target (connections, producers, JIT-free but caches).
-    for path in ["log", "redis", "kafka"] {
+    for path in TARGETS {
         let url = format!("http://127.0.0.1:{port}/webhook/{path}");
         let w = wrk(&url, &script, 1);
         assert!(w.rps > 0.0, "{path} answered nothing");
@@ -175,7 +189,7 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     // `BENCH_ONLY=log` measures one target (for profiling).
     let only = std::env::var("BENCH_ONLY").ok();
-    for path in ["log", "redis", "kafka"] {
+    for path in TARGETS {
         if only.as_deref().is_some_and(|o| o != path) {
             continue;
         }
@@ -200,4 +214,109 @@ async fn main() {
             median(runs.iter().map(|(b, t)| t.rps / b.rps).collect()),
         );
     }
+
+    let drain: u64 = std::env::var("BENCH_DRAIN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    if drain > 0 && only.is_none() {
+        drain_after_outage(port, &payload, drain, redis, &spool).await;
+    }
+}
+
+/// Resident memory of this process (the router runs in it), in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Spools `total` requests while Redis is down (the `drain` webhook, `on_failure`), then
+/// restarts Redis and times the forwarder until the backlog is gone.
+async fn drain_after_outage(
+    port: u16,
+    payload: &str,
+    total: u64,
+    mut redis: Redis,
+    spool: &switchyard::spool::Spool,
+) {
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    };
+    let rss_before = rss_mib();
+    redis.kill();
+    let url = format!("http://127.0.0.1:{port}/webhook/drain");
+    let next = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::new();
+    let filling = std::time::Instant::now();
+    let senders: Vec<_> = (0..32)
+        .map(|_| {
+            let (next, client, url, body) = (
+                Arc::clone(&next),
+                client.clone(),
+                url.clone(),
+                payload.to_owned(),
+            );
+            tokio::spawn(async move {
+                let mut stored = 0u64;
+                while next.fetch_add(1, Ordering::Relaxed) < total {
+                    let status = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    stored += u64::from(status == 202);
+                }
+                stored
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for sender in senders {
+        stored += sender.await.unwrap_or(0);
+    }
+    let fill_secs = filling.elapsed().as_secs_f64();
+    let rss_full = rss_mib();
+    let depth = spool.backlog();
+    redis.restart().await;
+    let back = std::time::Instant::now();
+    let mut first_delivery = None;
+    while spool.backlog() > 0 {
+        if first_delivery.is_none() && spool.backlog() < depth {
+            first_delivery = Some(back.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained = back.elapsed();
+    let first = first_delivery.unwrap_or(drained);
+    let forwarding = drained.saturating_sub(first).as_secs_f64();
+    println!();
+    println!(
+        "Spool drain: {stored} of {total} requests answered 202 while Redis was down          ({:.0} req/s into the spool, {} bytes each)",
+        stored as f64 / fill_secs,
+        payload.len()
+    );
+    println!();
+    println!("| figure | value |");
+    println!("|---|---:|");
+    println!("| backlog when Redis came back | {depth} |");
+    println!(
+        "| Redis back -> first forwarded record (retry backoff) | {:.1} s |",
+        first.as_secs_f64()
+    );
+    println!("| first forwarded -> backlog empty | {forwarding:.1} s |");
+    println!(
+        "| forwarding rate | {:.0} records/s |",
+        depth as f64 / forwarding.max(0.001)
+    );
+    println!("| RSS before the outage | {rss_before:.0} MiB |");
+    println!("| RSS with {depth} records spooled | {rss_full:.0} MiB |");
+    println!("| RSS after the drain | {:.0} MiB |", rss_mib());
 }

@@ -87,7 +87,7 @@ impl Route {
             .map(|(index, d)| Destination {
                 module: d.build(pool),
                 connection: d.connection().cloned(),
-                queue: queue_of(&key, index, d.name()),
+                queue: queue_of(&key, index, d.name(), d.connection()),
             })
             .collect();
         Self {
@@ -110,7 +110,7 @@ impl Route {
             .into_iter()
             .enumerate()
             .map(|(index, module)| Destination {
-                queue: queue_of(&key, index, module.name()),
+                queue: queue_of(&key, index, module.name(), None),
                 module,
                 connection: None,
             })
@@ -168,8 +168,9 @@ impl Route {
 
     /// Delivers to each destination within the handoff time; returns the queues of those that
     /// must take the request instead: they failed, did not answer in time, or already have a
-    /// backlog (new deliveries queue behind it). Only those are spooled, so a destination that
-    /// acknowledged never gets the request again.
+    /// backlog (new deliveries queue behind it), and in a sequential chain every destination
+    /// after the first of those. Only those are spooled, so a destination that acknowledged
+    /// never gets the request again.
     async fn deliver_or_fail(
         &self,
         delivery: &Delivery,
@@ -177,32 +178,39 @@ impl Route {
         path: SpoolPath<'_>,
     ) -> Vec<spool::Destination> {
         let deadline = tokio::time::Instant::now() + path.handoff.min(self.webhook.timeout);
-        let acknowledged: Vec<bool> = match self.webhook.execution {
+        match self.webhook.execution {
             Execution::Sequential => {
-                let mut acknowledged = Vec::with_capacity(self.modules.len());
-                for destination in &self.modules {
-                    acknowledged.push(
-                        self.attempt(destination, delivery, metrics, path, deadline)
-                            .await,
-                    );
+                // As without the spool, the chain stops at the first destination that does not
+                // take the request: it and every one after it are spooled (and forwarded on
+                // their own queues).
+                for (index, destination) in self.modules.iter().enumerate() {
+                    if !self
+                        .attempt(destination, delivery, metrics, path, deadline)
+                        .await
+                    {
+                        return self.modules[index..]
+                            .iter()
+                            .map(|d| d.queue.clone())
+                            .collect();
+                    }
                 }
-                acknowledged
+                Vec::new()
             }
             Execution::Parallel => {
-                join_all(
+                let acknowledged = join_all(
                     self.modules
                         .iter()
                         .map(|d| self.attempt(d, delivery, metrics, path, deadline)),
                 )
-                .await
+                .await;
+                self.modules
+                    .iter()
+                    .zip(acknowledged)
+                    .filter(|(_, ok)| !ok)
+                    .map(|(d, _)| d.queue.clone())
+                    .collect()
             }
-        };
-        self.modules
-            .iter()
-            .zip(acknowledged)
-            .filter(|(_, ok)| !ok)
-            .map(|(d, _)| d.queue.clone())
-            .collect()
+        }
     }
 
     /// One destination's direct attempt; `true` when it acknowledged by `deadline`.
@@ -235,23 +243,31 @@ impl Route {
         false
     }
 
-    /// Hands a spooled delivery to destination `index` (which must still be `module`) within
-    /// the webhook's timeout: the forwarder's way in.
+    /// Hands a spooled delivery to the destination its queue name describes (same position,
+    /// module and connection), within the webhook's timeout: the forwarder's way in.
     pub async fn redeliver(
         &self,
-        index: usize,
-        module: &str,
+        parts: spool::Parts<'_>,
         delivery: &Delivery,
         metrics: &Metrics,
     ) -> Result<(), String> {
         let destination = self
             .modules
-            .get(index)
-            .filter(|d| d.module.name() == module)
+            .get(parts.index)
+            .filter(|d| {
+                d.module.name() == parts.module
+                    && d.connection.as_ref().map(ConnectionName::as_str) == parts.connection
+            })
             .ok_or_else(|| {
                 format!(
-                    "webhook `{}` no longer has destination {index} `{module}`",
-                    self.key
+                    "webhook `{}` no longer has destination {} `{}`{}",
+                    self.key,
+                    parts.index,
+                    parts.module,
+                    parts
+                        .connection
+                        .map(|c| format!(" on connection `{c}`"))
+                        .unwrap_or_default()
                 )
             })?;
         tokio::time::timeout(self.webhook.timeout, destination.deliver(delivery, metrics))
@@ -300,6 +316,17 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// The spool queue of destination `index` of `key`.
-fn queue_of(key: &WebhookKey, index: usize, module: &str) -> spool::Destination {
-    spool::Destination::new(key.namespace.as_str(), key.id.as_str(), index, module)
+fn queue_of(
+    key: &WebhookKey,
+    index: usize,
+    module: &str,
+    connection: Option<&ConnectionName>,
+) -> spool::Destination {
+    spool::Destination::new(
+        key.namespace.as_str(),
+        key.id.as_str(),
+        index,
+        module,
+        connection.map(ConnectionName::as_str),
+    )
 }

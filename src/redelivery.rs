@@ -20,35 +20,33 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// The live route and the destination index a spool queue name refers to.
-    fn route(&self, destination: &str) -> Result<(Arc<Route>, usize, String), String> {
-        let named = Destination::named(destination);
-        let (namespace, webhook, index, module) = named
+    /// The live route a spool queue name refers to.
+    fn route(&self, destination: &Destination) -> Result<Arc<Route>, String> {
+        let parts = destination
             .parts()
-            .ok_or_else(|| format!("`{destination}` is not a destination name"))?;
+            .ok_or_else(|| format!("`{}` is not a destination name", destination.name()))?;
         let key = WebhookKey::new(
-            Namespace::parse(namespace).map_err(|e| e.to_string())?,
-            WebhookId::parse(webhook).map_err(|e| e.to_string())?,
+            Namespace::parse(parts.namespace).map_err(|e| e.to_string())?,
+            WebhookId::parse(parts.webhook).map_err(|e| e.to_string())?,
         );
-        let route = self.cache.webhook(&key).ok_or_else(|| {
-            format!("webhook `{key}` is not configured (or its entry is invalid)")
-        })?;
-        Ok((route, index, module.to_owned()))
+        self.cache
+            .webhook(&key)
+            .ok_or_else(|| format!("webhook `{key}` is not configured (or its entry is invalid)"))
     }
 }
 
 #[async_trait::async_trait]
 impl Target for Routes {
     async fn deliver(&self, destination: &str, delivery: &Delivery) -> Result<(), String> {
-        let (route, index, module) = self.route(destination)?;
-        route
-            .redeliver(index, &module, delivery, &self.metrics)
-            .await
+        let destination = Destination::named(destination);
+        let route = self.route(&destination)?;
+        let parts = destination.parts().ok_or("not a destination name")?;
+        route.redeliver(parts, delivery, &self.metrics).await
     }
 
     fn policy(&self, destination: &str) -> RetryPolicy {
-        self.route(destination)
-            .map(|(route, ..)| route.webhook.retry)
+        self.route(&Destination::named(destination))
+            .map(|route| route.webhook.retry)
             .unwrap_or_default()
     }
 }

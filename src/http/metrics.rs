@@ -15,6 +15,11 @@ fn unix_ms() -> u64 {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // The spool's report reads its file: off the async threads.
+    let spool = match state.spool.clone() {
+        Some(spool) => web::block(move || spool.report()).await.ok(),
+        None => None,
+    };
     let status = state.status.borrow().clone();
     let stats = &state.stats;
     let heard = stats.heard_at_ms.load(Ordering::Relaxed);
@@ -33,7 +38,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         full_loads: stats.full_loads.load(Ordering::Relaxed),
         since_last_event: (heard > 0).then(|| unix_ms().saturating_sub(heard) as f64 / 1_000.0),
         skipped_now: stats.skipped.len(),
-        spool: state.spool.as_ref().map(crate::spool::Spool::report),
+        spool,
     };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -61,7 +61,7 @@ pub enum Surface {
     All,
     /// Webhooks and `/health`; `/metrics` and `/status` answer 404 (they are on the admin port).
     Public,
-    /// `/metrics`, `/status`, `/spool` and `/health` only (`ADMIN_PORT`).
+    /// `/metrics`, `/status`, `/spool` (with replay and purge) and `/health` only (`ADMIN_PORT`).
     Admin,
 }
 
@@ -100,16 +100,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, surfa
                 .wrap(from_fn(unread::hold_body))
                 .route(web::get().to(spool::dead_letters))
                 .default_service(web::to(get_only)),
-        )
-        .service(
+        );
+    }
+    if surface == Surface::Admin {
+        // Changes what will be delivered: only on the admin listener (see `spool`).
+        cfg.service(
+            // These read (or hold) their own bodies.
             web::resource("/spool/replay")
-                .app_data(web::PayloadConfig::new(1 << 20))
                 .route(web::post().to(spool::replay))
                 .default_service(web::to(post_only)),
         )
         .service(
             web::resource("/spool/purge")
-                .app_data(web::PayloadConfig::new(1 << 20))
                 .route(web::post().to(spool::purge))
                 .default_service(web::to(post_only)),
         );

@@ -1,6 +1,8 @@
 //! `/spool`: the spool for operators (and `switchyard spool`): its state, its dead letters,
-//! replay and purge. Served where `/status` is; replay and purge change what will be delivered,
-//! so they only answer clients on the same host (the CLI, `kubectl exec`, a port-forward).
+//! replay and purge. The state is served where `/status` is. Replay and purge change what will
+//! be delivered, so they are served only on the admin listener (`ADMIN_PORT`), answer only
+//! clients on the same host that did not come through a proxy, and only take a JSON body (a
+//! web page cannot send one without a preflight).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -23,7 +25,13 @@ fn json(value: impl Serialize) -> HttpResponse {
 
 /// `GET /spool`.
 pub async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(json(spool(&state)?.report()))
+    let spool = spool(&state)?.clone();
+    let report = web::block(move || spool.report()).await.map_err(|e| {
+        ApiError::SpoolUnavailable(crate::spool::SpoolError::Store(
+            crate::spool::StoreError::Commit(e.to_string()),
+        ))
+    })?;
+    Ok(json(report))
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,15 +75,45 @@ impl Selection {
     }
 }
 
-fn local_only(req: &HttpRequest) -> Result<(), ApiError> {
-    match req.peer_addr() {
-        Some(peer) if peer.ip().to_canonical().is_loopback() => Ok(()),
-        _ => Err(ApiError::LocalOnly),
-    }
-}
+/// Largest replay or purge body (a list of ids).
+const MAX_SELECTION_BYTES: usize = 1 << 20;
 
-fn selection(body: &[u8]) -> Result<Option<Vec<u64>>, ApiError> {
-    serde_json::from_slice::<Selection>(body)
+/// The selection of a replay or purge, read only once the request is known to be local.
+async fn local_selection(
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+) -> Result<Option<Vec<u64>>, ApiError> {
+    use futures_util::StreamExt as _;
+    let local = req
+        .peer_addr()
+        .is_some_and(|peer| peer.ip().to_canonical().is_loopback());
+    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    if !local || proxied {
+        return Err(ApiError::LocalOnly);
+    }
+    let json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::InvalidRequest(
+            "send the selection as `Content-Type: application/json`".into(),
+        ));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        if body.len() + chunk.len() > MAX_SELECTION_BYTES {
+            return Err(ApiError::PayloadTooLarge {
+                limit: MAX_SELECTION_BYTES as u64,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice::<Selection>(&body)
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?
         .ids()
 }
@@ -84,30 +122,55 @@ fn selection(body: &[u8]) -> Result<Option<Vec<u64>>, ApiError> {
 pub async fn replay(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    local_only(&req)?;
-    let ids = selection(&body)?;
-    let replayed = spool(&state)?
-        .replay(ids)
-        .await
-        .map_err(|e| ApiError::SpoolUnavailable(e.into()))?;
-    tracing::info!(replayed, "Dead letters replayed.");
-    Ok(json(serde_json::json!({ "replayed": replayed })))
+    payload: web::Payload,
+) -> HttpResponse {
+    changing(&state, &req, payload, |spool, ids| async move {
+        let replayed = spool.replay(ids).await?;
+        tracing::info!(replayed, "Dead letters replayed.");
+        Ok(serde_json::json!({ "replayed": replayed }))
+    })
+    .await
 }
 
 /// `POST /spool/purge`: dead letters deleted.
 pub async fn purge(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    local_only(&req)?;
-    let ids = selection(&body)?;
-    let purged = spool(&state)?
-        .purge(ids)
-        .await
-        .map_err(|e| ApiError::SpoolUnavailable(e.into()))?;
-    tracing::warn!(purged, "Dead letters purged.");
-    Ok(json(serde_json::json!({ "purged": purged })))
+    payload: web::Payload,
+) -> HttpResponse {
+    changing(&state, &req, payload, |spool, ids| async move {
+        let purged = spool.purge(ids).await?;
+        tracing::warn!(purged, "Dead letters purged.");
+        Ok(serde_json::json!({ "purged": purged }))
+    })
+    .await
+}
+
+/// Runs a replay or purge for a local request; an early refusal holds the unread body (so the
+/// connection is closed rather than drained; see `unread`).
+async fn changing<F, Fut>(
+    state: &AppState,
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    change: F,
+) -> HttpResponse
+where
+    F: FnOnce(Spool, Option<Vec<u64>>) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, crate::spool::StoreError>>,
+{
+    use actix_web::ResponseError as _;
+    let ids = match local_selection(req, &mut payload).await {
+        Ok(ids) => ids,
+        Err(error) => return super::unread::hold(error.error_response(), payload),
+    };
+    let outcome = match spool(state) {
+        Ok(spool) => change(spool.clone(), ids)
+            .await
+            .map_err(|e| ApiError::SpoolUnavailable(e.into())),
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(value) => json(value),
+        Err(error) => error.error_response(),
+    }
 }

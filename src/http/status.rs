@@ -14,6 +14,11 @@ fn rfc3339_ms(ms: u64) -> Option<String> {
 }
 
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+    // The spool's report reads its file: off the async threads.
+    let spool = match state.spool.clone() {
+        Some(spool) => web::block(move || spool.report()).await.ok(),
+        None => None,
+    };
     let status = state.status.borrow().clone();
     let stats = &state.stats;
     let mut skipped: Vec<_> = stats
@@ -37,7 +42,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             "missing_files": state.stats.missing_files(),
             "skipped": skipped,
             "connections": connections,
-            "spool": state.spool.as_ref().map(crate::spool::Spool::report),
+            "spool": spool,
             "counters": {
                 "events_applied": stats.events_applied.load(Ordering::Relaxed),
                 "invalid_entries": stats.invalid_entries.load(Ordering::Relaxed),

@@ -51,7 +51,8 @@ impl Default for RetryPolicy {
 
 /// The first retry delay; doubled after each failure up to [`MAX_RETRY_DELAY`].
 pub const MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+/// At most a minute between attempts, so a destination that is back is used again soon.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
 /// The delay after `failures` consecutive failures (1 or more), jittered down by up to 25% so
 /// many instances do not retry a recovering destination in step. `jitter` is in [0, 1).
@@ -129,19 +130,25 @@ impl Forwarder {
             return Ok(Step::Idle);
         }
         let mut delivered = Vec::with_capacity(batch.len());
-        let mut step = Step::Delivered;
+        let mut step = Ok(Step::Delivered);
         for (seq, bytes) in batch {
             if token.is_cancelled() {
                 break;
             }
-            match self.attempt(seq, bytes, now).await? {
-                None => delivered.push(seq),
-                Some(failed) => {
-                    step = failed;
+            match self.attempt(seq, bytes, now).await {
+                Ok(None) => delivered.push(seq),
+                Ok(Some(failed)) => {
+                    step = Ok(failed);
+                    break;
+                }
+                Err(error) => {
+                    step = Err(error);
                     break;
                 }
             }
         }
+        // What was delivered is removed even when a later record hit a store error, so it is
+        // not sent again.
         if !delivered.is_empty() {
             let count = delivered.len() as u64;
             let freed = self
@@ -150,7 +157,7 @@ impl Forwarder {
             self.queue.removed(count, freed);
             self.queue.delivered.fetch_add(count, Ordering::Relaxed);
         }
-        Ok(step)
+        step
     }
 
     /// Tries one record. `None`: delivered (the caller removes it); otherwise what was done
@@ -222,7 +229,7 @@ impl Forwarder {
             .blocking(move |store, id| store.kill(id, seq, &bytes))
             .await?;
         self.queue.removed(1, old);
-        self.queue.dead.fetch_add(1, Ordering::Relaxed);
+        self.queue.dead.add(1);
         Ok(())
     }
 
@@ -241,6 +248,16 @@ impl Forwarder {
     /// retries. A step under way when cancelled finishes the record it is on; the rest stay on
     /// disk for the next start.
     pub async fn run(self, token: CancellationToken) {
+        // However this ends (cancelled, or a panic in a module), the queue may get a forwarder
+        // again on its next append.
+        struct Running<'a>(&'a Queue);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.running.store(false, Ordering::Release);
+            }
+        }
+        let _running = Running(&self.queue);
+        let mut store_failures = 0;
         loop {
             if token.is_cancelled() {
                 return;
@@ -249,13 +266,19 @@ impl Forwarder {
             let notified = self.queue.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wait = match self.step(SystemTime::now(), &token).await {
+            let step = self.step(SystemTime::now(), &token).await;
+            if step.is_ok() {
+                store_failures = 0;
+            }
+            let wait = match step {
                 Ok(Step::Delivered | Step::DeadLettered) => continue,
                 Ok(Step::Retry(delay)) => Some(delay),
                 Ok(Step::Idle) => None,
                 Err(error) => {
-                    tracing::error!(destination = %self.name(), %error, "Spool read failed.");
-                    Some(MIN_RETRY_DELAY)
+                    // The disk, not the destination: back off the same way.
+                    store_failures += 1;
+                    tracing::error!(destination = %self.name(), %error, "Spool store failed.");
+                    Some(retry_delay(store_failures, fastrand::f64()))
                 }
             };
             tokio::select! {

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use forward::{RetryPolicy, Target};
-pub use queue::{Destination, Queue};
+pub use queue::{Count, Destination, Parts, Queue};
 pub use store::{destination_id, DeadLetter, Store, StoreError};
 
 /// When a webhook's deliveries go through the spool (`"spool"` in its entry).
@@ -67,7 +67,7 @@ struct Shared {
     /// Destinations that have (or had) records, by id.
     queues: DashMap<u64, Arc<Queue>>,
     /// Records queued across every destination: 0 lets the request path skip the lookup.
-    backlog: Arc<std::sync::atomic::AtomicU64>,
+    backlog: Arc<Count>,
     /// Where records go; set by [`Spool::start`] once the config is loaded.
     target: OnceLock<Arc<dyn Target>>,
     tasks: TaskTracker,
@@ -129,21 +129,22 @@ pub struct DeadLetterReport {
 }
 
 impl DeadLetterReport {
-    pub fn from_letter(letter: &DeadLetter) -> Self {
-        let record = record::SpooledDelivery::decode(&letter.record);
-        let (request_id, received_at, attempts, last_error, body_bytes) = match &record {
-            Ok(r) => (
-                r.delivery.request_id.clone(),
-                humantime::format_rfc3339_millis(r.delivery.received_at()).to_string(),
-                r.attempts,
-                r.last_error.clone(),
-                r.delivery.body.len(),
-            ),
-            Err(damaged) => (String::new(), String::new(), 0, damaged.to_string(), 0),
-        };
+    /// From a stored dead letter's record, without copying its body.
+    pub fn from_stored(seq: u64, destination: &str, record: &[u8]) -> Self {
+        let (request_id, received_at, attempts, last_error, body_bytes) =
+            match record::Summary::decode(record) {
+                Ok(r) => (
+                    r.request_id,
+                    humantime::format_rfc3339_millis(r.received_at).to_string(),
+                    r.attempts,
+                    r.last_error,
+                    r.body_bytes,
+                ),
+                Err(damaged) => (String::new(), String::new(), 0, damaged.to_string(), 0),
+            };
         Self {
-            id: letter.seq,
-            destination: letter.destination.clone(),
+            id: seq,
+            destination: destination.to_owned(),
             request_id,
             received_at,
             attempts,
@@ -162,10 +163,9 @@ pub fn now_ms() -> u64 {
 
 /// Age of a queue's oldest record.
 fn oldest_age(store: &Store, id: u64, now: SystemTime) -> Option<f64> {
-    let (_, bytes) = store.oldest(id).ok()??;
-    let record = record::SpooledDelivery::decode(&bytes).ok()?;
+    let received = store.oldest_received_at(id).ok()??;
     Some(
-        now.duration_since(record.delivery.received_at())
+        now.duration_since(received)
             .unwrap_or_default()
             .as_secs_f64(),
     )
@@ -202,7 +202,7 @@ pub fn report_of(store: &Store) -> Result<SpoolReport, StoreError> {
         }
     }
     queues.sort_by(|a, b| a.destination.cmp(&b.destination));
-    let used = store.bytes_used()?;
+    let used = store.used();
     Ok(SpoolReport {
         bytes_used: used,
         bytes_max: store.max_bytes(),
@@ -225,14 +225,14 @@ impl Spool {
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let store = Arc::new(Store::open(&dir.join(store::FILE_NAME), max_bytes)?);
-        let backlog = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let backlog = Arc::new(Count::default());
         let queues = DashMap::new();
         let dead = store.dead_counts()?;
         for stats in store.queues()? {
             let queue = Queue::new(Destination::named(&stats.name), Arc::clone(&backlog));
             queue.added(stats.depth, stats.bytes);
             if let Some(count) = dead.get(&stats.name) {
-                queue.dead.store(*count, Ordering::Relaxed);
+                queue.dead.set(*count);
             }
             queues.insert(queue.destination.id(), Arc::new(queue));
         }
@@ -242,7 +242,7 @@ impl Spool {
                 .entry(destination.id())
                 .or_insert_with(|| Arc::new(Queue::new(destination, Arc::clone(&backlog))))
                 .dead
-                .store(count, Ordering::Relaxed);
+                .set(count);
         }
         let shared = Arc::new(Shared {
             store,
@@ -272,7 +272,7 @@ impl Spool {
 
     /// Whether `destination` has records waiting (new deliveries then queue behind them).
     pub fn has_backlog(&self, destination: &Destination) -> bool {
-        self.shared.backlog.load(Ordering::Relaxed) > 0
+        self.shared.backlog.get() > 0
             && self
                 .shared
                 .queues
@@ -287,52 +287,79 @@ impl Spool {
         destinations: Vec<Destination>,
         record: Vec<u8>,
     ) -> Result<(), SpoolError> {
+        // Counted before the commit, so requests that arrive meanwhile queue behind this one
+        // instead of overtaking it; taken back if the commit does not happen.
+        let size = store::footprint(&record);
+        let queues: Vec<Arc<Queue>> = destinations.iter().map(|d| self.shared.queue(d)).collect();
+        for queue in &queues {
+            queue.added(1, size);
+        }
         let (done, result) = oneshot::channel();
-        self.appends
+        let sent = self
+            .appends
             .send(Append {
                 destinations,
                 record,
                 done,
             })
-            .await
-            .map_err(|_| SpoolError::Stopped)?;
-        Ok(result.await.map_err(|_| SpoolError::Stopped)??)
+            .await;
+        let outcome = match sent {
+            Ok(()) => match result.await {
+                Ok(committed) => committed.map_err(SpoolError::from),
+                Err(_) => Err(SpoolError::Stopped),
+            },
+            Err(_) => Err(SpoolError::Stopped),
+        };
+        for queue in &queues {
+            match outcome {
+                Ok(()) => self.shared.forward(queue),
+                Err(_) => queue.removed(1, size),
+            }
+        }
+        outcome
     }
 
     /// Records waiting across every destination.
     pub fn backlog(&self) -> u64 {
-        self.shared.backlog.load(Ordering::Relaxed)
+        self.shared.backlog.get()
     }
 
+    /// Bytes in the file's records (kept in memory: no read per call).
     pub fn bytes_used(&self) -> u64 {
-        self.shared.store.bytes_used().unwrap_or(0)
+        self.shared.store.used()
     }
 
     pub fn bytes_max(&self) -> u64 {
         self.shared.store.max_bytes()
     }
 
-    /// Every destination that has records or dead letters, or had some since start.
+    /// Every destination that has records or dead letters, or had some since start. Reads the
+    /// file (the age of each oldest record): call it off the async threads.
     pub fn report(&self) -> SpoolReport {
         let now = SystemTime::now();
         let store = &self.shared.store;
-        let mut queues: Vec<QueueReport> = self
+        // Taken out of the map first: no shard lock is held while the file is read.
+        let live: Vec<Arc<Queue>> = self
             .shared
             .queues
+            .iter()
+            .map(|q| Arc::clone(q.value()))
+            .collect();
+        let mut queues: Vec<QueueReport> = live
             .iter()
             .map(|q| {
                 let depth = q.depth();
                 QueueReport {
                     destination: q.destination.name().to_owned(),
                     depth,
-                    bytes: q.bytes.load(Ordering::Relaxed),
+                    bytes: q.bytes.get(),
                     oldest_age_seconds: if depth > 0 {
                         oldest_age(store, q.destination.id(), now)
                     } else {
                         None
                     },
                     retries: q.retries.load(Ordering::Relaxed),
-                    dead_letters: q.dead.load(Ordering::Relaxed),
+                    dead_letters: q.dead.get(),
                     delivered: q.delivered.load(Ordering::Relaxed),
                 }
             })
@@ -349,11 +376,10 @@ impl Spool {
         }
     }
 
-    /// Up to `limit` dead letters, oldest first.
+    /// Up to `limit` dead letters, oldest first (bodies are not read).
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterReport>, StoreError> {
         let store = Arc::clone(&self.shared.store);
-        let letters = blocking(move || store.dead_letters(limit)).await?;
-        Ok(letters.iter().map(DeadLetterReport::from_letter).collect())
+        blocking(move || store.dead_letter_reports(limit)).await
     }
 
     /// Puts dead letters (all, or `ids`) back into their forwarders' queues; returns how many.
@@ -362,7 +388,7 @@ impl Spool {
         let moved = blocking(move || store.replay(ids.as_deref(), now_ms())).await?;
         for (name, bytes) in &moved {
             let queue = self.shared.queue(&Destination::named(name));
-            queue.dead.fetch_sub(1, Ordering::Relaxed);
+            queue.dead.sub(1);
             queue.added(1, *bytes);
             self.shared.forward(&queue);
         }
@@ -375,9 +401,7 @@ impl Spool {
         let purged = blocking(move || store.purge(ids.as_deref())).await?;
         for name in &purged {
             if let Some(queue) = self.shared.queues.get(&Destination::named(name).id()) {
-                let _ = queue
-                    .dead
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                queue.dead.sub(1);
             }
         }
         Ok(purged.len())
@@ -478,15 +502,8 @@ async fn commit(shared: &Arc<Shared>, batch: Vec<Append>) {
     .and_then(|r| r);
     match result {
         Ok(results) => {
-            for (((destinations, record), reply), result) in items.iter().zip(replies).zip(results)
-            {
-                if result.is_ok() {
-                    for destination in destinations {
-                        let queue = shared.queue(destination);
-                        queue.added(1, store::footprint(record));
-                        shared.forward(&queue);
-                    }
-                }
+            // The callers count and wake their queues (`Spool::store`).
+            for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
         }
@@ -513,7 +530,7 @@ mod tests {
         let appends = (0..500).map(|i| {
             let spool = spool.clone();
             tokio::spawn(async move {
-                let destination = Destination::new("acme", "gh", i % 3, "log");
+                let destination = Destination::new("acme", "gh", i % 3, "log", None);
                 spool
                     .store(vec![destination], format!("r{i}").into_bytes())
                     .await
@@ -522,8 +539,8 @@ mod tests {
         let results = futures_util::future::join_all(appends).await;
         assert!(results.iter().all(|r| matches!(r, Ok(Ok(())))));
         assert_eq!(spool.backlog(), 500);
-        assert!(spool.has_backlog(&Destination::new("acme", "gh", 1, "log")));
-        assert!(!spool.has_backlog(&Destination::new("acme", "gh", 9, "log")));
+        assert!(spool.has_backlog(&Destination::new("acme", "gh", 1, "log", None)));
+        assert!(!spool.has_backlog(&Destination::new("acme", "gh", 9, "log", None)));
         drop(spool);
         token.cancel();
         tasks.close();
@@ -548,8 +565,8 @@ mod tests {
         let spool = Spool::open(dir.path(), 1 << 20, &tasks, CancellationToken::new()).unwrap();
         let two = || {
             vec![
-                Destination::new("acme", "gh", 0, "log"),
-                Destination::new("acme", "gh", 1, "log"),
+                Destination::new("acme", "gh", 0, "log", None),
+                Destination::new("acme", "gh", 1, "log", None),
             ]
         };
         spool.store(two(), vec![0; 400 * 1024]).await.unwrap();

@@ -2,7 +2,7 @@
 //! with the file by the only code that changes it (the writer and the forwarder).
 
 use std::sync::{
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     Arc,
 };
 
@@ -10,8 +10,9 @@ use tokio::sync::Notify;
 
 use super::store::destination_id;
 
-/// One destination of one webhook: `<namespace>/<webhook>#<index>:<module>`, and its id in the
-/// file. Computed once when a route is built.
+/// One destination of one webhook: `<namespace>/<webhook>#<index>:<module>[@<connection>]`, and
+/// its id in the file. Computed once when a route is built. The connection is part of the name,
+/// so reordering a chain's destinations never sends a record to another server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     name: Arc<str>,
@@ -19,8 +20,17 @@ pub struct Destination {
 }
 
 impl Destination {
-    pub fn new(namespace: &str, webhook: &str, index: usize, module: &str) -> Self {
-        Self::named(&format!("{namespace}/{webhook}#{index}:{module}"))
+    pub fn new(
+        namespace: &str,
+        webhook: &str,
+        index: usize,
+        module: &str,
+        connection: Option<&str>,
+    ) -> Self {
+        Self::named(&match connection {
+            Some(connection) => format!("{namespace}/{webhook}#{index}:{module}@{connection}"),
+            None => format!("{namespace}/{webhook}#{index}:{module}"),
+        })
     }
 
     /// A destination by its full name (as stored).
@@ -39,12 +49,59 @@ impl Destination {
         self.id
     }
 
-    /// (namespace, webhook, index, module), when the name has that shape.
-    pub fn parts(&self) -> Option<(&str, &str, usize, &str)> {
+    /// The parts of the name, when it has that shape.
+    pub fn parts(&self) -> Option<Parts<'_>> {
         let (namespace, rest) = self.name.split_once('/')?;
         let (webhook, tail) = rest.rsplit_once('#')?;
-        let (index, module) = tail.split_once(':')?;
-        Some((namespace, webhook, index.parse().ok()?, module))
+        let (index, target) = tail.split_once(':')?;
+        let (module, connection) = match target.split_once('@') {
+            Some((module, connection)) => (module, Some(connection)),
+            None => (target, None),
+        };
+        Some(Parts {
+            namespace,
+            webhook,
+            index: index.parse().ok()?,
+            module,
+            connection,
+        })
+    }
+}
+
+/// What a destination name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts<'a> {
+    pub namespace: &'a str,
+    pub webhook: &'a str,
+    pub index: usize,
+    pub module: &'a str,
+    pub connection: Option<&'a str>,
+}
+
+/// A count that several tasks change in any order (an add may land after the matching
+/// subtraction): signed, never clamped, so it always settles on the true value; read as 0 while
+/// it is transiently negative.
+#[derive(Debug, Default)]
+pub struct Count(AtomicI64);
+
+impl Count {
+    pub fn add(&self, n: u64) {
+        self.0
+            .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
+    }
+
+    pub fn sub(&self, n: u64) {
+        self.0
+            .fetch_sub(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
+    }
+
+    pub fn set(&self, n: u64) {
+        self.0
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Release);
+    }
+
+    pub fn get(&self) -> u64 {
+        u64::try_from(self.0.load(Ordering::Acquire)).unwrap_or(0)
     }
 }
 
@@ -52,12 +109,14 @@ impl Destination {
 #[derive(Debug)]
 pub struct Queue {
     pub destination: Destination,
-    depth: AtomicU64,
-    pub bytes: AtomicU64,
+    /// Records waiting, counted from the moment a request decides to spool (before its
+    /// commit), so later requests queue behind it.
+    pub depth: Count,
+    pub bytes: Count,
+    /// Dead letters of this destination in the file.
+    pub dead: Count,
     /// Failed forwarding attempts since start.
     pub retries: AtomicU64,
-    /// Dead letters of this destination in the file.
-    pub dead: AtomicU64,
     /// Records forwarded since start.
     pub delivered: AtomicU64,
     /// Wakes the forwarder when a record is added.
@@ -65,17 +124,17 @@ pub struct Queue {
     /// A forwarder runs for this queue.
     pub running: AtomicBool,
     /// Records queued across every destination (shared with the spool).
-    backlog: Arc<AtomicU64>,
+    backlog: Arc<Count>,
 }
 
 impl Queue {
-    pub fn new(destination: Destination, backlog: Arc<AtomicU64>) -> Self {
+    pub fn new(destination: Destination, backlog: Arc<Count>) -> Self {
         Self {
             destination,
-            depth: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            depth: Count::default(),
+            bytes: Count::default(),
+            dead: Count::default(),
             retries: AtomicU64::new(0),
-            dead: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             appended: Notify::new(),
             running: AtomicBool::new(false),
@@ -84,43 +143,27 @@ impl Queue {
     }
 
     pub fn depth(&self) -> u64 {
-        self.depth.load(Ordering::Acquire)
+        self.depth.get()
     }
 
-    /// `records` were added, taking `bytes`.
+    /// `records` were added (or are about to be), taking `bytes`.
     pub fn added(&self, records: u64, bytes: u64) {
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.backlog.fetch_add(records, Ordering::Relaxed);
-        self.depth.fetch_add(records, Ordering::Release);
+        self.bytes.add(bytes);
+        self.backlog.add(records);
+        self.depth.add(records);
     }
 
-    /// `records` taking `bytes` left the queue (delivered or dead-lettered).
+    /// `records` taking `bytes` left the queue (delivered, dead-lettered, or never committed).
     pub fn removed(&self, records: u64, bytes: u64) {
-        let sub = |n: u64, by: u64| n.checked_sub(by);
-        let _ = self
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(sub(n, bytes).unwrap_or(0))
-            });
-        let _ = self
-            .backlog
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(sub(n, records).unwrap_or(0))
-            });
-        let _ = self
-            .depth
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(sub(n, records).unwrap_or(0))
-            });
+        self.bytes.sub(bytes);
+        self.backlog.sub(records);
+        self.depth.sub(records);
     }
 
     /// A queued record changed size (its retry state was rewritten).
     pub fn resized(&self, old: u64, new: u64) {
-        let _ = self
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(old).saturating_add(new))
-            });
+        self.bytes.sub(old);
+        self.bytes.add(new);
     }
 }
 
@@ -130,23 +173,40 @@ mod tests {
 
     #[test]
     fn a_destination_name_splits_back_into_its_parts() {
-        let d = Destination::new("team-a", "gh#1", 2, "redis_stream");
-        assert_eq!(d.name(), "team-a/gh#1#2:redis_stream");
-        assert_eq!(d.parts(), Some(("team-a", "gh#1", 2, "redis_stream")));
+        let d = Destination::new("team-a", "gh#1", 2, "redis_stream", Some("cache"));
+        assert_eq!(d.name(), "team-a/gh#1#2:redis_stream@cache");
+        assert_eq!(
+            d.parts(),
+            Some(Parts {
+                namespace: "team-a",
+                webhook: "gh#1",
+                index: 2,
+                module: "redis_stream",
+                connection: Some("cache")
+            })
+        );
+        let log = Destination::new("a", "b", 0, "log", None);
+        assert_eq!(
+            log.parts().map(|p| (p.module, p.connection)),
+            Some(("log", None))
+        );
         assert_eq!(Destination::named("nonsense").parts(), None);
         assert_eq!(d.id(), Destination::named(d.name()).id());
     }
 
     #[test]
-    fn counters_follow_adds_and_removals_and_never_wrap() {
-        let backlog = Arc::new(AtomicU64::new(0));
+    fn counters_settle_whatever_order_adds_and_removals_land_in() {
+        let backlog = Arc::new(Count::default());
         let q = Queue::new(Destination::named("a/b#0:log"), Arc::clone(&backlog));
         q.added(2, 100);
         q.removed(1, 40);
-        assert_eq!((q.depth(), q.bytes.load(Ordering::Relaxed)), (1, 60));
-        q.removed(1, 90);
-        q.removed(1, 1);
-        assert_eq!((q.depth(), q.bytes.load(Ordering::Relaxed)), (0, 0));
-        assert_eq!(backlog.load(Ordering::Relaxed), 0);
+        assert_eq!((q.depth(), q.bytes.get()), (1, 60));
+        // A forwarder removed a record before its add landed: reads 0, then settles.
+        q.removed(2, 60 + 30);
+        assert_eq!((q.depth(), q.bytes.get(), backlog.get()), (0, 0, 0));
+        q.added(1, 30);
+        assert_eq!((q.depth(), q.bytes.get(), backlog.get()), (0, 0, 0));
+        q.added(1, 5);
+        assert_eq!((q.depth(), q.bytes.get(), backlog.get()), (1, 5, 1));
     }
 }

@@ -200,6 +200,44 @@ impl SpooledDelivery {
     }
 }
 
+/// What an operator sees of a record: everything but the body, read without copying it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub request_id: String,
+    pub received_at: SystemTime,
+    pub attempts: u32,
+    pub last_error: String,
+    pub body_bytes: usize,
+}
+
+impl Summary {
+    pub fn decode(bytes: &[u8]) -> Result<Self, Damaged> {
+        let mut r = Reader(bytes);
+        if r.take(1, "version")?[0] != VERSION {
+            return Err(Damaged("unknown version"));
+        }
+        r.bytes("namespace")?;
+        r.bytes("webhook")?;
+        let request_id = r.string("request id")?;
+        let received_at_ms = r.u64("received at")?;
+        r.take(1, "json flag")?;
+        for _ in 0..r.u32("header count")? {
+            r.bytes("header name")?;
+            r.bytes("header value")?;
+        }
+        let body_bytes = r.bytes("body")?.len();
+        let attempts = r.u32("attempts")?;
+        let last_error = r.string("last error")?;
+        Ok(Self {
+            request_id,
+            received_at: UNIX_EPOCH + Duration::from_millis(received_at_ms),
+            attempts,
+            last_error,
+            body_bytes,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +268,18 @@ mod tests {
         assert_eq!(again.request_id, original.request_id);
         assert_eq!(again.received_at, original.received_at);
         assert_eq!(again.headers, original.headers);
+    }
+
+    #[test]
+    fn a_summary_reads_everything_but_the_body() {
+        let mut record = SpooledDelivery::new(&sample());
+        record.attempts = 2;
+        record.last_error = "down".into();
+        let summary = Summary::decode(&record.encode()).unwrap();
+        assert_eq!(summary.request_id, "r-1");
+        assert_eq!(summary.received_at, sample().received_at);
+        assert_eq!((summary.attempts, summary.last_error.as_str()), (2, "down"));
+        assert_eq!(summary.body_bytes, sample().body.len());
     }
 
     #[test]

@@ -5,9 +5,16 @@
 //! `meta` holds the next sequence number and the bytes in use. Every commit is
 //! `Durability::Immediate` (fsync): a record is on disk before its request is acknowledged.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
-use super::record::SpooledDelivery;
+use super::{
+    record::{SpooledDelivery, Summary},
+    DeadLetterReport,
+};
 
 use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
@@ -87,18 +94,21 @@ pub struct DeadLetter {
     pub record: Vec<u8>,
 }
 
+/// A stored dead letter: name length (u32 LE), name, record.
+fn split_dead(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = value
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+    Some((value.get(4..4 + len)?, value.get(4 + len..)?))
+}
+
 impl DeadLetter {
-    /// Splits a stored value: name length (u32 LE), name, record.
     fn split(seq: u64, value: &[u8]) -> Option<Self> {
-        let len = value
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
-        let destination = String::from_utf8_lossy(value.get(4..4 + len)?).into_owned();
-        let record = value.get(4 + len..)?.to_vec();
+        let (destination, record) = split_dead(value)?;
         Some(Self {
             seq,
-            destination,
-            record,
+            destination: String::from_utf8_lossy(destination).into_owned(),
+            record: record.to_vec(),
         })
     }
 }
@@ -121,7 +131,12 @@ fn chosen(
 pub struct Store {
     db: Database,
     max_bytes: u64,
+    /// The `bytes` of `meta` as of the last commit (read without a transaction).
+    used: AtomicU64,
 }
+
+/// redb's page cache.
+const CACHE_BYTES: usize = 32 << 20;
 
 /// The file's name inside `SPOOL_DIR`.
 pub const FILE_NAME: &str = "spool.redb";
@@ -134,7 +149,11 @@ pub fn footprint(record: &[u8]) -> u64 {
 impl Store {
     /// Opens (or creates) the spool file; a file left by a crash is repaired by redb here.
     pub fn open(path: &Path, max_bytes: u64) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        // A bounded page cache: memory must not grow with the spool's depth (redb's default
+        // cache is far larger than the router needs).
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(QUEUE)?;
@@ -143,14 +162,26 @@ impl Store {
             txn.open_table(META)?;
         }
         txn.commit()?;
-        Ok(Self { db, max_bytes })
+        let store = Self {
+            db,
+            max_bytes,
+            used: AtomicU64::new(0),
+        };
+        let used = store.bytes_used()?;
+        store.used.store(used, Ordering::Release);
+        Ok(store)
     }
 
-    /// Bytes held by queued records (dead letters included).
+    /// Bytes held by queued records (dead letters included), read from the file.
     pub fn bytes_used(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         Ok(meta.get("bytes")?.map_or(0, |v| v.value()))
+    }
+
+    /// Bytes held as of the last commit (no transaction).
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
     }
 
     pub fn max_bytes(&self) -> u64 {
@@ -164,6 +195,7 @@ impl Store {
         &self,
         groups: &[Vec<(&str, &[u8])>],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let new_used;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let mut results = Vec::with_capacity(groups.len());
@@ -194,9 +226,12 @@ impl Store {
                 results.push(Ok(()));
             }
             meta.insert("next_seq", next)?;
-            meta.insert("bytes", used)?;
+            let value = used;
+            meta.insert("bytes", value)?;
+            new_used = value;
         }
         txn.commit()?;
+        self.used.store(new_used, Ordering::Release);
         Ok(results)
     }
 
@@ -239,6 +274,7 @@ impl Store {
 
     /// Removes delivered records in one transaction; returns the space they took.
     pub fn remove_all(&self, destination: u64, seqs: &[u64]) -> Result<u64, StoreError> {
+        let new_used;
         let txn = self.db.begin_write()?;
         let freed = {
             let mut queue = txn.open_table(QUEUE)?;
@@ -250,34 +286,19 @@ impl Store {
                 }
             }
             let used = meta.get("bytes")?.map_or(0, |v| v.value());
-            meta.insert("bytes", used.saturating_sub(freed))?;
+            let value = used.saturating_sub(freed);
+            meta.insert("bytes", value)?;
+            new_used = value;
             freed
         };
         txn.commit()?;
+        self.used.store(new_used, Ordering::Release);
         Ok(freed)
-    }
-
-    /// Removes a delivered record; returns the space it took (`None`: it was not there).
-    pub fn remove(&self, destination: u64, seq: u64) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_write()?;
-        let removed = {
-            let mut queue = txn.open_table(QUEUE)?;
-            let mut meta = txn.open_table(META)?;
-            let size = queue
-                .remove((destination, seq))?
-                .map(|v| footprint(v.value()));
-            if let Some(size) = size {
-                let used = meta.get("bytes")?.map_or(0, |v| v.value());
-                meta.insert("bytes", used.saturating_sub(size))?;
-            }
-            size
-        };
-        txn.commit()?;
-        Ok(removed)
     }
 
     /// Replaces a queued record (its retry state changed); returns the space it took before.
     pub fn update(&self, destination: u64, seq: u64, record: &[u8]) -> Result<u64, StoreError> {
+        let new_used;
         let txn = self.db.begin_write()?;
         let old = {
             let mut queue = txn.open_table(QUEUE)?;
@@ -287,16 +308,20 @@ impl Store {
                 .map(|v| footprint(v.value()));
             let used = meta.get("bytes")?.map_or(0, |v| v.value());
             let used = used.saturating_sub(old.unwrap_or(0)) + footprint(record);
-            meta.insert("bytes", used)?;
+            let value = used;
+            meta.insert("bytes", value)?;
+            new_used = value;
             old.unwrap_or(0)
         };
         txn.commit()?;
+        self.used.store(new_used, Ordering::Release);
         Ok(old)
     }
 
     /// Moves a record to the dead letters (same transaction: it is never in neither); returns
     /// the space it took in the queue.
     pub fn kill(&self, destination: u64, seq: u64, record: &[u8]) -> Result<u64, StoreError> {
+        let new_used;
         let txn = self.db.begin_write()?;
         let old = {
             let mut queue = txn.open_table(QUEUE)?;
@@ -317,10 +342,13 @@ impl Store {
             dead.insert(seq, value.as_slice())?;
             let used = meta.get("bytes")?.map_or(0, |v| v.value());
             let used = used.saturating_sub(old.unwrap_or(0)) + footprint(&value);
-            meta.insert("bytes", used)?;
+            let value = used;
+            meta.insert("bytes", value)?;
+            new_used = value;
             old.unwrap_or(0)
         };
         txn.commit()?;
+        self.used.store(new_used, Ordering::Release);
         Ok(old)
     }
 
@@ -349,6 +377,7 @@ impl Store {
         seqs: Option<&[u64]>,
         now_ms: u64,
     ) -> Result<Vec<(String, u64)>, StoreError> {
+        let new_used;
         let txn = self.db.begin_write()?;
         let mut moved = Vec::new();
         {
@@ -383,14 +412,18 @@ impl Store {
                 moved.push((letter.destination, footprint(&bytes)));
             }
             meta.insert("next_seq", next)?;
-            meta.insert("bytes", used)?;
+            let value = used;
+            meta.insert("bytes", value)?;
+            new_used = value;
         }
         txn.commit()?;
+        self.used.store(new_used, Ordering::Release);
         Ok(moved)
     }
 
     /// Deletes dead letters (all, or those in `seqs`); returns the destination of each.
     pub fn purge(&self, seqs: Option<&[u64]>) -> Result<Vec<String>, StoreError> {
+        let new_used;
         let txn = self.db.begin_write()?;
         let mut purged = Vec::new();
         {
@@ -406,10 +439,50 @@ impl Store {
                     DeadLetter::split(seq, &value).map_or_else(String::new, |l| l.destination),
                 );
             }
-            meta.insert("bytes", used)?;
+            let value = used;
+            meta.insert("bytes", value)?;
+            new_used = value;
         }
         txn.commit()?;
+        self.used.store(new_used, Ordering::Release);
         Ok(purged)
+    }
+
+    /// When a destination's oldest record was received (its body is not copied).
+    pub fn oldest_received_at(
+        &self,
+        destination: u64,
+    ) -> Result<Option<std::time::SystemTime>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let queue = txn.open_table(QUEUE)?;
+        let mut range = queue.range((destination, 0)..=(destination, u64::MAX))?;
+        match range.next() {
+            Some(entry) => {
+                let (_, value) = entry?;
+                Ok(Summary::decode(value.value()).ok().map(|s| s.received_at))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` dead letters, oldest first, described without copying their bodies.
+    pub fn dead_letter_reports(&self, limit: usize) -> Result<Vec<DeadLetterReport>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let dead = txn.open_table(DEAD)?;
+        let mut out = Vec::new();
+        for entry in dead.iter()?.take(limit) {
+            let (key, value) = entry?;
+            let value = value.value();
+            let Some((destination, record)) = split_dead(value) else {
+                continue;
+            };
+            out.push(DeadLetterReport::from_stored(
+                key.value(),
+                &String::from_utf8_lossy(destination),
+                record,
+            ));
+        }
+        Ok(out)
     }
 
     /// How many dead letters each destination has.
@@ -527,7 +600,7 @@ mod tests {
         let a = destination_id("a");
         let (seq, first) = s.oldest(a).unwrap().unwrap();
         assert_eq!(first, vec![0u8; 20]);
-        assert_eq!(s.remove(a, seq).unwrap(), Some(36));
+        assert_eq!(s.remove_all(a, &[seq]).unwrap(), 36);
         assert_eq!(append(&s, &[one("a", &[3u8; 20])]), [true], "room again");
         assert_eq!(append(&s, &[one("a", &[3u8; 20])]), [false], "full again");
     }

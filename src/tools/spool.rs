@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::{
     http::spool::Selection,
     settings::Settings,
-    spool::{self, store::FILE_NAME, DeadLetterReport, Store, StoreError},
+    spool::{self, store::FILE_NAME, Store, StoreError},
 };
 
 /// What to do.
@@ -52,15 +52,7 @@ fn local(store: &Store, action: Action) -> Result<String, String> {
     let failed = |e: StoreError| e.to_string();
     match action {
         Action::Status => pretty(spool::report_of(store).map_err(failed)?),
-        Action::DeadLetters { limit } => {
-            let letters = store.dead_letters(limit).map_err(failed)?;
-            pretty(
-                letters
-                    .iter()
-                    .map(DeadLetterReport::from_letter)
-                    .collect::<Vec<_>>(),
-            )
-        }
+        Action::DeadLetters { limit } => pretty(store.dead_letter_reports(limit).map_err(failed)?),
         Action::Replay(ids) => {
             let moved = store
                 .replay(ids.as_deref(), spool::now_ms())
@@ -158,12 +150,15 @@ async fn request(
         .map_err(|_| format!("{url} did not answer within 30 s"))?
 }
 
-/// Status code and body of a `Connection: close` response (sized or chunked).
+/// Status code and body of a `Connection: close` response (sized or chunked). Works on bytes:
+/// a chunk may end inside a UTF-8 character.
 fn parse_response(answer: &[u8]) -> Result<(u16, String), String> {
-    let text = String::from_utf8_lossy(answer);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .ok_or("the instance sent an incomplete answer")?;
+    let head = String::from_utf8_lossy(&answer[..split]);
+    let mut body = &answer[split + 4..];
     let status = head
         .split(' ')
         .nth(1)
@@ -173,22 +168,23 @@ fn parse_response(answer: &[u8]) -> Result<(u16, String), String> {
         l.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
     });
-    let body = if chunked {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 || tail.len() < size {
-                break;
-            }
-            out.push_str(&tail[..size]);
-            rest = tail[size..].trim_start_matches("\r\n");
+    if !chunked {
+        return Ok((status, String::from_utf8_lossy(body).into_owned()));
+    }
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line_end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or(0);
+        let data = &body[line_end + 2..];
+        if size == 0 || data.len() < size {
+            break;
         }
-        out
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
+        out.extend_from_slice(&data[..size]);
+        body = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
+    }
+    Ok((status, String::from_utf8_lossy(&out).into_owned()))
 }
 
 #[cfg(test)]
@@ -204,5 +200,10 @@ mod tests {
             parse_response(chunked).unwrap(),
             (403, "{\"a\":1}".to_owned())
         );
+        // A chunk boundary inside a character.
+        let split = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\n\u{e9}";
+        let mut bytes = split.as_bytes()[..split.len() - 1].to_vec();
+        bytes.extend_from_slice(b"\r\n1\r\n\xa9\r\n0\r\n\r\n");
+        assert_eq!(parse_response(&bytes).unwrap(), (200, "\u{e9}".to_owned()));
     }
 }

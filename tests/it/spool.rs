@@ -326,10 +326,12 @@ async fn spool_cli(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, St
         input.write_all(stdin.as_bytes()).await.unwrap();
     }
     let output = child.wait_with_output().await.unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
+    let code = output.status.code().unwrap_or(-1);
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if code != 0 {
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+    }
+    (code, text)
 }
 
 fn spool_dir(dir: &Path) -> String {
@@ -345,8 +347,10 @@ async fn dead_letters_after_max_attempts_are_listed_replayed_and_purged() {
         json!({"module": "redis_stream", "connection": "r", "retry": {"max_attempts": 2},
                "module-config": {"stream": stream}}),
     );
-    let mut router = Router::start(dir.path(), &[]);
+    let admin_port = crate::support::ports::free_port().to_string();
+    let mut router = Router::start(dir.path(), &[("ADMIN_PORT", admin_port.as_str())]);
     router.wait_ready().await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
     redis.kill();
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
@@ -363,25 +367,59 @@ async fn dead_letters_after_max_attempts_are_listed_replayed_and_purged() {
         ids.push(answer["request_id"].as_str().unwrap().to_owned());
     }
     wait_until(Duration::from_secs(30), "3 dead letters", || async {
-        get_json(&router.base(), "/spool").await["dead_letters"] == 3
+        get_json(&admin, "/spool").await["dead_letters"] == 3
     })
     .await;
-    let metrics = reqwest::get(router.url("/metrics"))
+    let metrics = reqwest::get(format!("{admin}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
     assert!(
-        metrics
-            .contains(r#"switchyard_spool_dead_letters{destination="default/s#0:redis_stream"} 3"#),
+        metrics.contains(
+            r#"switchyard_spool_dead_letters{destination="default/s#0:redis_stream@r"} 3"#
+        ),
         "{metrics}"
     );
+
+    // Replay and purge: only on the admin listener, only from this host without a proxy, only
+    // with a JSON body.
+    let purge_all = |base: &str| {
+        client
+            .post(format!("{base}/spool/purge"))
+            .json(&json!({"all": true}))
+    };
+    let public = purge_all(&router.base()).send().await.unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let proxied = purge_all(&admin)
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), StatusCode::FORBIDDEN);
+    let form = client
+        .post(format!("{admin}/spool/purge"))
+        .header("content-type", "text/plain")
+        .body(r#"{"all":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        form.status(),
+        StatusCode::BAD_REQUEST,
+        "no CSRF from a web page"
+    );
+    assert_eq!(get_json(&admin, "/spool").await["dead_letters"], 3);
 
     // The instance holds the directory: the CLI goes through its admin listener.
     let port = router.port.to_string();
     let spool = spool_dir(dir.path());
-    let env = [("SPOOL_DIR", spool.as_str()), ("PORT", port.as_str())];
+    let env = [
+        ("SPOOL_DIR", spool.as_str()),
+        ("PORT", port.as_str()),
+        ("ADMIN_PORT", admin_port.as_str()),
+    ];
     let (code, out) = spool_cli(&["dead-letters"], &env, "").await;
     assert_eq!(code, 0, "{out}");
     let letters: Vec<Value> = serde_json::from_str(&out).unwrap();
@@ -409,7 +447,7 @@ async fn dead_letters_after_max_attempts_are_listed_replayed_and_purged() {
     // Purge asks first; anything but `yes` purges nothing.
     let (code, _) = spool_cli(&["purge", "--all"], &env, "no\n").await;
     assert_eq!(code, 1);
-    assert_eq!(get_json(&router.base(), "/spool").await["dead_letters"], 2);
+    assert_eq!(get_json(&admin, "/spool").await["dead_letters"], 2);
     let (code, out) = spool_cli(&["purge", "--all"], &env, "yes\n").await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["purged"], 2);

@@ -161,7 +161,7 @@ impl Route {
         destinations: Vec<spool::Destination>,
         delivery: &Delivery,
     ) -> Result<Outcome, DispatchError> {
-        let record = SpooledDelivery::new(delivery).encode();
+        let record = SpooledDelivery::encode_new(delivery);
         spool.store(destinations, record).await?;
         Ok(Outcome::Stored)
     }

@@ -96,6 +96,23 @@ pub enum Step {
 const BATCH: usize = 64;
 const BATCH_BYTES: usize = 1 << 20;
 
+/// Why a record was not delivered.
+enum Failure {
+    /// The record no longer makes a delivery (a name that no longer parses).
+    Damaged(super::record::Damaged),
+    /// The destination refused or could not be reached.
+    Refused(String),
+}
+
+impl Failure {
+    fn into_string(self) -> String {
+        match self {
+            Self::Damaged(damaged) => damaged.to_string(),
+            Self::Refused(error) => error,
+        }
+    }
+}
+
 /// One destination's forwarder.
 pub struct Forwarder {
     store: Arc<Store>,
@@ -116,8 +133,12 @@ impl Forwarder {
         self.queue.destination.name()
     }
 
-    /// Forwards the oldest records in order until one fails; stops early when `token` is
-    /// cancelled (the rest stay on disk).
+    /// Forwards the oldest records: the first one alone (a probe: while the destination is
+    /// down, nothing else is tried), then the rest of the batch at once, handed over in order
+    /// (modules queue a send when it is first polled, and Redis and Kafka connections keep that
+    /// order, so a batch costs one round trip, not one per record). Only a failure inside a
+    /// batch can let a later record arrive before an earlier one's retry. Stops early when
+    /// `token` is cancelled (the rest stays on disk).
     pub async fn step(
         &self,
         now: SystemTime,
@@ -126,76 +147,87 @@ impl Forwarder {
         let batch = self
             .blocking(|store, id| store.oldest_n(id, BATCH, BATCH_BYTES))
             .await?;
-        if batch.is_empty() {
+        let mut records = Vec::with_capacity(batch.len());
+        for (seq, bytes) in batch {
+            match SpooledDelivery::decode(&bytes) {
+                Ok(record) => records.push((seq, record)),
+                Err(_) if records.is_empty() => {
+                    // Never delivered, never dropped: kept where an operator can see it.
+                    tracing::error!(
+                        destination = %self.name(),
+                        seq,
+                        "Unreadable spooled record moved to the dead letters."
+                    );
+                    self.dead_letter(seq, bytes).await?;
+                    return Ok(Step::DeadLettered);
+                }
+                // Handled when it is first in line.
+                Err(_) => break,
+            }
+        }
+        let Some(((seq, first), rest)) = records.split_first() else {
+            return Ok(Step::Idle);
+        };
+        if token.is_cancelled() {
             return Ok(Step::Idle);
         }
-        let mut delivered = Vec::with_capacity(batch.len());
+        if let Err(error) = self.deliver(first).await {
+            return self.failed(*seq, first.clone(), error, now).await;
+        }
+        let mut delivered = vec![*seq];
+        let outcomes =
+            futures_util::future::join_all(rest.iter().map(|(_, r)| self.deliver(r))).await;
         let mut step = Ok(Step::Delivered);
-        for (seq, bytes) in batch {
-            if token.is_cancelled() {
-                break;
-            }
-            match self.attempt(seq, bytes, now).await {
-                Ok(None) => delivered.push(seq),
-                Ok(Some(failed)) => {
-                    step = Ok(failed);
-                    break;
+        for ((seq, record), outcome) in rest.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => delivered.push(*seq),
+                Err(error) if matches!(step, Ok(Step::Delivered)) => {
+                    step = self.failed(*seq, record.clone(), error, now).await;
                 }
-                Err(error) => {
-                    step = Err(error);
-                    break;
-                }
+                // Tried again in a later step, with the first failure's delay.
+                Err(_) => {}
             }
         }
-        // What was delivered is removed even when a later record hit a store error, so it is
+        // What was delivered is removed even when another record hit a store error, so it is
         // not sent again.
-        if !delivered.is_empty() {
-            let count = delivered.len() as u64;
-            let freed = self
-                .blocking(move |store, id| store.remove_all(id, &delivered))
-                .await?;
-            self.queue.removed(count, freed);
-            self.queue.delivered.fetch_add(count, Ordering::Relaxed);
-        }
+        let count = delivered.len() as u64;
+        let freed = self
+            .blocking(move |store, id| store.remove_all(id, &delivered))
+            .await?;
+        self.queue.removed(count, freed);
+        self.queue.delivered.fetch_add(count, Ordering::Relaxed);
         step
     }
 
-    /// Tries one record. `None`: delivered (the caller removes it); otherwise what was done
-    /// about the failure (already written: retry state updated, or moved to the dead letters).
-    async fn attempt(
+    /// Hands one record to the destination.
+    async fn deliver(&self, record: &SpooledDelivery) -> Result<(), Failure> {
+        let delivery = record.delivery.to_delivery().map_err(Failure::Damaged)?;
+        self.target
+            .deliver(self.name(), &delivery)
+            .await
+            .map_err(Failure::Refused)
+    }
+
+    /// Records a failed attempt: the retry state is written, or the record moves to the dead
+    /// letters when it is out of attempts or time (or can no longer become a delivery).
+    async fn failed(
         &self,
         seq: u64,
-        bytes: Vec<u8>,
+        mut record: SpooledDelivery,
+        failure: Failure,
         now: SystemTime,
-    ) -> Result<Option<Step>, StoreError> {
-        let Ok(mut record) = SpooledDelivery::decode(&bytes) else {
-            // Never delivered, never dropped: kept where an operator can see it.
-            tracing::error!(
-                destination = %self.name(),
-                seq,
-                "Unreadable spooled record moved to the dead letters."
-            );
-            self.dead_letter(seq, bytes).await?;
-            return Ok(Some(Step::DeadLettered));
-        };
-        let delivery = record.delivery.to_delivery();
-        let outcome = match &delivery {
-            Ok(delivery) => self.target.deliver(self.name(), delivery).await,
-            Err(damaged) => Err(damaged.to_string()),
-        };
-        let Err(error) = outcome else {
-            return Ok(None);
-        };
+    ) -> Result<Step, StoreError> {
         self.queue.retries.fetch_add(1, Ordering::Relaxed);
         record.attempts = record.attempts.saturating_add(1);
-        record.last_error = truncate(error, MAX_ERROR_LEN);
+        let damaged = matches!(failure, Failure::Damaged(_));
+        record.last_error = truncate(failure.into_string(), MAX_ERROR_LEN);
         let policy = self.target.policy(self.name());
         let age = now.duration_since(record.retry_from()).unwrap_or_default();
         let out_of_attempts = policy
             .max_attempts
             .is_some_and(|max| record.attempts >= max);
         let bytes = record.encode();
-        if out_of_attempts || age >= policy.max_age || delivery.is_err() {
+        if out_of_attempts || age >= policy.max_age || damaged {
             self.dead_letter(seq, bytes).await?;
             tracing::warn!(
                 destination = %self.name(),
@@ -204,7 +236,7 @@ impl Forwarder {
                 error = %record.last_error,
                 "Spooled delivery moved to the dead letters."
             );
-            return Ok(Some(Step::DeadLettered));
+            return Ok(Step::DeadLettered);
         }
         let size = footprint(&bytes);
         let old = self
@@ -218,10 +250,7 @@ impl Forwarder {
             error = %record.last_error,
             "Spooled delivery failed; will retry."
         );
-        Ok(Some(Step::Retry(retry_delay(
-            record.attempts,
-            fastrand::f64(),
-        ))))
+        Ok(Step::Retry(retry_delay(record.attempts, fastrand::f64())))
     }
 
     async fn dead_letter(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StoreError> {
@@ -419,7 +448,7 @@ mod tests {
         assert_eq!(got[0].body, delivery(0).body);
         assert_eq!(got[0].received_at, delivery(0).received_at);
         assert_eq!(got[0].headers, delivery(0).headers);
-        assert_eq!(store.bytes_used().unwrap(), 0);
+        assert_eq!(store.used(), 0);
     }
 
     #[tokio::test]

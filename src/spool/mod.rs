@@ -58,7 +58,7 @@ type Request = (Vec<Destination>, Vec<u8>);
 #[derive(Clone)]
 pub struct Spool {
     shared: Arc<Shared>,
-    appends: mpsc::Sender<Append>,
+    appends: mpsc::Sender<Message>,
 }
 
 /// What the writer, the forwarders and the handles share.
@@ -72,6 +72,9 @@ struct Shared {
     target: OnceLock<Arc<dyn Target>>,
     tasks: TaskTracker,
     token: CancellationToken,
+    /// The runtime forwarders run on (the main one: an append may come from an HTTP worker's
+    /// own runtime, which must not carry them).
+    runtime: tokio::runtime::Handle,
 }
 
 /// Why a request could not be spooled.
@@ -215,7 +218,7 @@ pub fn report_of(store: &Store) -> Result<SpoolReport, StoreError> {
 
 impl Spool {
     /// Opens the spool file in `dir` (created if missing; a file left by a crash is repaired by
-    /// redb here) and starts its writer as a tracked task. Forwarding starts with
+    /// redb here) and starts its writer. Must run inside the runtime the forwarders will use. Forwarding starts with
     /// [`Spool::start`].
     pub fn open(
         dir: &Path,
@@ -251,9 +254,28 @@ impl Spool {
             target: OnceLock::new(),
             tasks: tasks.clone(),
             token,
+            runtime: tokio::runtime::Handle::current(),
         });
         let (appends, rx) = mpsc::channel(MAX_BATCH * 4);
-        tasks.spawn(write(Arc::clone(&shared), rx));
+        let writer = Arc::clone(&shared.store);
+        let (ended, writer_ended) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || {
+                write(&writer, rx);
+                // The file is closed once the last handle is gone: this one goes first.
+                drop(writer);
+                let _ = ended.send(());
+            })?;
+        // A stop reaches the writer as a message; the task ends when the writer has committed
+        // what it was handed, so the shutdown waits for it.
+        let stop = appends.clone();
+        let token = shared.token.clone();
+        tasks.spawn(async move {
+            token.cancelled().await;
+            let _ = stop.send(Message::Stop).await;
+            let _ = writer_ended.await;
+        });
         Ok(Self { shared, appends })
     }
 
@@ -297,11 +319,11 @@ impl Spool {
         let (done, result) = oneshot::channel();
         let sent = self
             .appends
-            .send(Append {
+            .send(Message::Append(Append {
                 destinations,
                 record,
                 done,
-            })
+            }))
             .await;
         let outcome = match sent {
             Ok(()) => match result.await {
@@ -445,62 +467,68 @@ impl Shared {
             Arc::clone(queue),
             Arc::clone(target),
         );
-        self.tasks.spawn(forwarder.run(self.token.clone()));
+        self.tasks
+            .spawn_on(forwarder.run(self.token.clone()), &self.runtime);
     }
 }
 
-/// The writer: takes every append that is waiting, commits them in one transaction, answers
-/// each, repeats. Runs until cancelled, then commits what was already handed over.
-async fn write(shared: Arc<Shared>, mut rx: mpsc::Receiver<Append>) {
+/// What the writer thread is sent.
+enum Message {
+    Append(Append),
+    /// Commit what was already handed over, then end.
+    Stop,
+}
+
+/// The writer, on a thread of its own (a commit blocks on fsync): takes every append that is
+/// waiting, commits them in one transaction, answers each, repeats, until told to stop.
+fn write(store: &Store, mut rx: mpsc::Receiver<Message>) {
     loop {
-        let first = tokio::select! {
-            () = shared.token.cancelled() => None,
-            next = rx.recv() => next,
-        };
-        let Some(first) = first else {
-            // Drain what was already handed over: those requests are waiting on their commit.
-            rx.close();
-            let rest: Vec<Append> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
-            if !rest.is_empty() {
-                commit(&shared, rest).await;
-            }
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        let mut batch = Vec::new();
+        let mut stop = false;
+        match rx.blocking_recv() {
+            Some(Message::Append(append)) => batch.push(append),
+            Some(Message::Stop) | None => stop = true,
+        }
+        while !stop && batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(Message::Append(append)) => batch.push(append),
+                Ok(Message::Stop) => stop = true,
                 Err(_) => break,
             }
         }
-        commit(&shared, batch).await;
+        if stop {
+            // Those already handed over are waiting on their commit.
+            rx.close();
+            while let Ok(message) = rx.try_recv() {
+                if let Message::Append(append) = message {
+                    batch.push(append);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            commit(store, batch);
+        }
+        if stop {
+            return;
+        }
     }
 }
 
-async fn commit(shared: &Arc<Shared>, batch: Vec<Append>) {
-    let store = Arc::clone(&shared.store);
+fn commit(store: &Store, batch: Vec<Append>) {
     let (items, replies): (Vec<Request>, Vec<_>) = batch
         .into_iter()
         .map(|a| ((a.destinations, a.record), a.done))
         .unzip();
-    let items = Arc::new(items);
-    let written = Arc::clone(&items);
-    let result = tokio::task::spawn_blocking(move || {
-        let groups: Vec<Vec<(&str, &[u8])>> = written
-            .iter()
-            .map(|(destinations, record)| {
-                destinations
-                    .iter()
-                    .map(|d| (d.name(), record.as_slice()))
-                    .collect()
-            })
-            .collect();
-        store.append(&groups)
-    })
-    .await
-    .map_err(|e| StoreError::Commit(e.to_string()))
-    .and_then(|r| r);
-    match result {
+    let groups: Vec<Vec<(&str, &[u8])>> = items
+        .iter()
+        .map(|(destinations, record)| {
+            destinations
+                .iter()
+                .map(|d| (d.name(), record.as_slice()))
+                .collect()
+        })
+        .collect();
+    match store.append(&groups) {
         Ok(results) => {
             // The callers count and wake their queues (`Spool::store`).
             for (reply, result) in replies.into_iter().zip(results) {

@@ -1,9 +1,10 @@
 //! The spool's file: one redb database (the only file that imports redb).
 //!
 //! Tables: `queue` holds each destination's records in arrival order, keyed by (destination
-//! id, sequence); `destinations` names the ids; `dead_letters` keeps what ran out of retries;
-//! `meta` holds the next sequence number and the bytes in use. Every commit is
-//! `Durability::Immediate` (fsync): a record is on disk before its request is acknowledged.
+//! id, sequence); `destinations` names the ids; `dead_letters` keeps what ran out of retries.
+//! The next sequence number and the bytes in use are counted at open and kept in memory. Every
+//! append is `Durability::Immediate` (fsync): a record is on disk before its request is
+//! acknowledged.
 
 use std::{
     collections::HashMap,
@@ -24,8 +25,6 @@ const QUEUE: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("queu
 const DESTINATIONS: TableDefinition<'_, u64, &str> = TableDefinition::new("destinations");
 /// sequence -> destination name length (u32 LE) + name + encoded record.
 const DEAD: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("dead_letters");
-/// `next_seq`, `bytes`.
-const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 /// A store failure (the disk, or a damaged file).
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +130,43 @@ fn chosen(
 pub struct Store {
     db: Database,
     max_bytes: u64,
-    /// The `bytes` of `meta` as of the last commit (read without a transaction).
+    /// `counters.used` as of the last commit, readable without the lock.
     used: AtomicU64,
+    counters: std::sync::Mutex<Counters>,
+    /// Forwarder commits so far (see [`Store::lazy`]).
+    lazy_commits: AtomicU64,
 }
+
+/// What the store counts in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counters {
+    /// The next sequence number.
+    next: u64,
+    /// Bytes held by queued records and dead letters (their footprints).
+    used: u64,
+}
+
+/// Reads every record once: the highest sequence number and the bytes in use.
+fn scan(db: &Database) -> Result<Counters, StoreError> {
+    let txn = db.begin_read()?;
+    let queue = txn.open_table(QUEUE)?;
+    let dead = txn.open_table(DEAD)?;
+    let mut counters = Counters { next: 1, used: 0 };
+    for entry in queue.iter()? {
+        let (key, value) = entry?;
+        counters.next = counters.next.max(key.value().1 + 1);
+        counters.used += footprint(value.value());
+    }
+    for entry in dead.iter()? {
+        let (key, value) = entry?;
+        counters.next = counters.next.max(key.value() + 1);
+        counters.used += footprint(value.value());
+    }
+    Ok(counters)
+}
+
+/// One forwarder commit in this many is fsynced.
+const LAZY_COMMITS: u64 = 32;
 
 /// redb's page cache.
 const CACHE_BYTES: usize = 32 << 20;
@@ -159,24 +192,38 @@ impl Store {
             txn.open_table(QUEUE)?;
             txn.open_table(DESTINATIONS)?;
             txn.open_table(DEAD)?;
-            txn.open_table(META)?;
         }
         txn.commit()?;
-        let store = Self {
+        // Counted once here rather than written at every commit (one page less per fsync):
+        // the next sequence number follows the highest one stored, so a number is never
+        // reused while its record exists.
+        let counters = scan(&db)?;
+        Ok(Self {
             db,
             max_bytes,
-            used: AtomicU64::new(0),
-        };
-        let used = store.bytes_used()?;
-        store.used.store(used, Ordering::Release);
-        Ok(store)
+            used: AtomicU64::new(counters.used),
+            counters: std::sync::Mutex::new(counters),
+            lazy_commits: AtomicU64::new(0),
+        })
     }
 
-    /// Bytes held by queued records (dead letters included), read from the file.
-    pub fn bytes_used(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta.get("bytes")?.map_or(0, |v| v.value()))
+    /// The counters, held for a whole write: one write at a time, as redb allows anyway.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The durability of a forwarder's bookkeeping (removing delivered records, retry state):
+    /// no fsync of its own, since losing it in a crash only redelivers (a duplicate, never a
+    /// loss) and the next append's fsync persists it anyway; every [`LAZY_COMMITS`]th is
+    /// fsynced, so a long drain with no appends is not all redelivered after a crash.
+    fn lazy(&self) -> Durability {
+        if self.lazy_commits.fetch_add(1, Ordering::AcqRel) % LAZY_COMMITS == LAZY_COMMITS - 1 {
+            Durability::Immediate
+        } else {
+            Durability::None
+        }
     }
 
     /// Bytes held as of the last commit (no transaction).
@@ -195,6 +242,7 @@ impl Store {
         &self,
         groups: &[Vec<(&str, &[u8])>],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut counters = self.lock();
         let new_used;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
@@ -202,9 +250,8 @@ impl Store {
         {
             let mut queue = txn.open_table(QUEUE)?;
             let mut names = txn.open_table(DESTINATIONS)?;
-            let mut meta = txn.open_table(META)?;
-            let mut next = meta.get("next_seq")?.map_or(1, |v| v.value());
-            let mut used = meta.get("bytes")?.map_or(0, |v| v.value());
+            let mut next = counters.next;
+            let mut used = counters.used;
             for group in groups {
                 let size: u64 = group.iter().map(|(_, record)| footprint(record)).sum();
                 if used.saturating_add(size) > self.max_bytes {
@@ -225,12 +272,12 @@ impl Store {
                 used += size;
                 results.push(Ok(()));
             }
-            meta.insert("next_seq", next)?;
+            counters.next = next;
             let value = used;
-            meta.insert("bytes", value)?;
             new_used = value;
         }
         txn.commit()?;
+        counters.used = new_used;
         self.used.store(new_used, Ordering::Release);
         Ok(results)
     }
@@ -274,46 +321,48 @@ impl Store {
 
     /// Removes delivered records in one transaction; returns the space they took.
     pub fn remove_all(&self, destination: u64, seqs: &[u64]) -> Result<u64, StoreError> {
+        let mut counters = self.lock();
         let new_used;
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(self.lazy())?;
         let freed = {
             let mut queue = txn.open_table(QUEUE)?;
-            let mut meta = txn.open_table(META)?;
             let mut freed = 0;
             for seq in seqs {
                 if let Some(v) = queue.remove((destination, *seq))? {
                     freed += footprint(v.value());
                 }
             }
-            let used = meta.get("bytes")?.map_or(0, |v| v.value());
+            let used = counters.used;
             let value = used.saturating_sub(freed);
-            meta.insert("bytes", value)?;
             new_used = value;
             freed
         };
         txn.commit()?;
+        counters.used = new_used;
         self.used.store(new_used, Ordering::Release);
         Ok(freed)
     }
 
     /// Replaces a queued record (its retry state changed); returns the space it took before.
     pub fn update(&self, destination: u64, seq: u64, record: &[u8]) -> Result<u64, StoreError> {
+        let mut counters = self.lock();
         let new_used;
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(self.lazy())?;
         let old = {
             let mut queue = txn.open_table(QUEUE)?;
-            let mut meta = txn.open_table(META)?;
             let old = queue
                 .insert((destination, seq), record)?
                 .map(|v| footprint(v.value()));
-            let used = meta.get("bytes")?.map_or(0, |v| v.value());
+            let used = counters.used;
             let used = used.saturating_sub(old.unwrap_or(0)) + footprint(record);
             let value = used;
-            meta.insert("bytes", value)?;
             new_used = value;
             old.unwrap_or(0)
         };
         txn.commit()?;
+        counters.used = new_used;
         self.used.store(new_used, Ordering::Release);
         Ok(old)
     }
@@ -321,13 +370,13 @@ impl Store {
     /// Moves a record to the dead letters (same transaction: it is never in neither); returns
     /// the space it took in the queue.
     pub fn kill(&self, destination: u64, seq: u64, record: &[u8]) -> Result<u64, StoreError> {
+        let mut counters = self.lock();
         let new_used;
         let txn = self.db.begin_write()?;
         let old = {
             let mut queue = txn.open_table(QUEUE)?;
             let names = txn.open_table(DESTINATIONS)?;
             let mut dead = txn.open_table(DEAD)?;
-            let mut meta = txn.open_table(META)?;
             let old = queue
                 .remove((destination, seq))?
                 .map(|v| footprint(v.value()));
@@ -340,14 +389,14 @@ impl Store {
             value.extend_from_slice(name.as_bytes());
             value.extend_from_slice(record);
             dead.insert(seq, value.as_slice())?;
-            let used = meta.get("bytes")?.map_or(0, |v| v.value());
+            let used = counters.used;
             let used = used.saturating_sub(old.unwrap_or(0)) + footprint(&value);
             let value = used;
-            meta.insert("bytes", value)?;
             new_used = value;
             old.unwrap_or(0)
         };
         txn.commit()?;
+        counters.used = new_used;
         self.used.store(new_used, Ordering::Release);
         Ok(old)
     }
@@ -377,6 +426,7 @@ impl Store {
         seqs: Option<&[u64]>,
         now_ms: u64,
     ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut counters = self.lock();
         let new_used;
         let txn = self.db.begin_write()?;
         let mut moved = Vec::new();
@@ -384,9 +434,8 @@ impl Store {
             let mut queue = txn.open_table(QUEUE)?;
             let mut names = txn.open_table(DESTINATIONS)?;
             let mut dead = txn.open_table(DEAD)?;
-            let mut meta = txn.open_table(META)?;
-            let mut next = meta.get("next_seq")?.map_or(1, |v| v.value());
-            let mut used = meta.get("bytes")?.map_or(0, |v| v.value());
+            let mut next = counters.next;
+            let mut used = counters.used;
             let chosen = chosen(&dead, seqs)?;
             for seq in chosen {
                 let Some(value) = dead.get(seq)?.map(|v| v.value().to_vec()) else {
@@ -411,25 +460,25 @@ impl Store {
                 used = used.saturating_sub(footprint(&value)) + footprint(&bytes);
                 moved.push((letter.destination, footprint(&bytes)));
             }
-            meta.insert("next_seq", next)?;
+            counters.next = next;
             let value = used;
-            meta.insert("bytes", value)?;
             new_used = value;
         }
         txn.commit()?;
+        counters.used = new_used;
         self.used.store(new_used, Ordering::Release);
         Ok(moved)
     }
 
     /// Deletes dead letters (all, or those in `seqs`); returns the destination of each.
     pub fn purge(&self, seqs: Option<&[u64]>) -> Result<Vec<String>, StoreError> {
+        let mut counters = self.lock();
         let new_used;
         let txn = self.db.begin_write()?;
         let mut purged = Vec::new();
         {
             let mut dead = txn.open_table(DEAD)?;
-            let mut meta = txn.open_table(META)?;
-            let mut used = meta.get("bytes")?.map_or(0, |v| v.value());
+            let mut used = counters.used;
             for seq in chosen(&dead, seqs)? {
                 let Some(value) = dead.remove(seq)?.map(|v| v.value().to_vec()) else {
                     continue;
@@ -440,10 +489,10 @@ impl Store {
                 );
             }
             let value = used;
-            meta.insert("bytes", value)?;
             new_used = value;
         }
         txn.commit()?;
+        counters.used = new_used;
         self.used.store(new_used, Ordering::Release);
         Ok(purged)
     }
@@ -574,6 +623,7 @@ mod tests {
             assert!(stored.iter().all(|ok| *ok));
         }
         let s = store(&dir, 1 << 20);
+        assert_eq!(s.used(), 4 * footprint(b"1"), "counted again at open");
         let a = destination_id("a");
         let batch = s.oldest_n(a, 2, 1 << 20).unwrap();
         let records: Vec<&[u8]> = batch.iter().map(|(_, r)| r.as_slice()).collect();
@@ -583,6 +633,10 @@ mod tests {
         assert_eq!(s.oldest(a).unwrap().map(|(_, r)| r), Some(b"3".to_vec()));
         let queues = s.queues().unwrap();
         assert_eq!(queues.len(), 2);
+        // Numbers continue after the highest one stored: never reused while a record exists.
+        append(&s, &[one("a", b"4")]);
+        let newest = s.oldest_n(a, 10, 1 << 20).unwrap();
+        assert_eq!(newest.last().map(|(seq, _)| *seq), Some(5));
     }
 
     #[test]
@@ -596,7 +650,7 @@ mod tests {
             [true, false, true],
             "the second request did not fit whole"
         );
-        assert_eq!(s.bytes_used().unwrap(), 72 + 20);
+        assert_eq!(s.used(), 72 + 20);
         let a = destination_id("a");
         let (seq, first) = s.oldest(a).unwrap().unwrap();
         assert_eq!(first, vec![0u8; 20]);
@@ -650,6 +704,6 @@ mod tests {
         assert_eq!(s.purge(None).unwrap(), vec![name.to_owned()]);
         assert!(s.dead_letters(10).unwrap().is_empty());
         let queued = footprint(&SpooledDelivery::encode(&back));
-        assert_eq!(s.bytes_used().unwrap(), queued, "purged bytes are freed");
+        assert_eq!(s.used(), queued, "purged bytes are freed");
     }
 }

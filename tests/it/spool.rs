@@ -287,6 +287,13 @@ async fn a_full_spool_answers_503_and_delivers_everything_it_acknowledged() {
         "a full spool is not a dead instance"
     );
     assert_eq!(health["components"]["spool"], "full");
+    let report = get_json(&router.base(), "/status").await["spool"].clone();
+    let queue = &report["queues"][0];
+    assert_eq!(queue["destination"], "default/s#0:redis_stream@r");
+    assert_eq!(queue["depth"], acknowledged.len());
+    assert!(queue["bytes"].as_u64().unwrap() > 16 * 1024 * acknowledged.len() as u64);
+    assert!(queue["oldest_age_seconds"].as_f64().is_some(), "{report}");
+    assert!(report["bytes_free"].as_u64().unwrap() < 65536);
 
     redis.restart().await;
     wait_all_delivered(&acknowledged, "full spool", || {
@@ -482,5 +489,51 @@ async fn a_spool_directory_held_by_another_instance_stops_start_up() {
         second.logs().contains("cannot open the spool"),
         "{}",
         second.logs()
+    );
+}
+
+#[tokio::test]
+async fn a_graceful_stop_leaves_the_backlog_on_disk_and_the_next_start_forwards_it() {
+    let mut redis = Redis::start().await;
+    let stream = unique!("resume");
+    let dir = redis_config(
+        &redis,
+        json!({"module": "redis_stream", "connection": "r", "module-config": {"stream": stream}}),
+    );
+    let mut router = Router::start(dir.path(), &[("SHUTDOWN_DRAIN_SECONDS", "0")]);
+    router.wait_ready().await;
+    redis.kill();
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let body = format!(r#"{{"n":{n}}}"#);
+        let answer = client
+            .post(router.url("/webhook/s"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        acknowledged.push(body);
+    }
+    router.terminate();
+    let exit = router
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("stops");
+    assert!(exit.success(), "{exit:?}");
+
+    redis.restart().await;
+    let router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    let duplicates = wait_all_delivered(&acknowledged, "graceful stop", || {
+        redis.stream_payloads(&stream)
+    })
+    .await;
+    assert_eq!(duplicates, 0);
+    assert_eq!(
+        redis.stream_payloads(&stream).await,
+        acknowledged,
+        "forwarded in arrival order"
     );
 }

@@ -6,8 +6,8 @@
 //!
 //! Run with `make bench` (or `cargo bench --bench http_throughput`). Needs wrk, redis-server and
 //! tansu (`make deps`). `BENCH_SECONDS` (default 8) sets each run's length, `BENCH_ROUNDS`
-//! (default 3) the rounds per target, `BENCH_ONLY=<target>` one target, `BENCH_DRAIN` (default
-//! 100000) the drained requests (0 skips the drain).
+//! (default 3) the rounds per target, `BENCH_ONLY=<target>` one target (`drain`: the drain
+//! alone), `BENCH_DRAIN` (default 100000) the drained requests (0 skips the drain).
 
 #[path = "../tests/it/support/mod.rs"]
 #[allow(unused_imports)]
@@ -219,7 +219,7 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
-    if drain > 0 && only.is_none() {
+    if drain > 0 && only.as_deref().is_none_or(|o| o == "drain") {
         drain_after_outage(port, &payload, drain, redis, &spool).await;
     }
 }
@@ -247,12 +247,26 @@ async fn drain_after_outage(
         atomic::{AtomicU64, Ordering},
         Arc,
     };
+    // What the throughput runs spooled is forwarded first, so the backlog is this run's alone.
+    while spool.backlog() > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let rss_before = rss_mib();
     redis.kill();
     let url = format!("http://127.0.0.1:{port}/webhook/drain");
     let next = Arc::new(AtomicU64::new(0));
     let client = reqwest::Client::new();
     let filling = std::time::Instant::now();
+    // RSS at half depth: against the RSS at full depth, it shows whether memory follows depth.
+    let half = {
+        let spool = spool.clone();
+        tokio::spawn(async move {
+            while spool.backlog() < total / 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            rss_mib()
+        })
+    };
     let senders: Vec<_> = (0..32)
         .map(|_| {
             let (next, client, url, body) = (
@@ -284,6 +298,7 @@ async fn drain_after_outage(
     }
     let fill_secs = filling.elapsed().as_secs_f64();
     let rss_full = rss_mib();
+    let rss_half = half.await.unwrap_or(f64::NAN);
     let depth = spool.backlog();
     redis.restart().await;
     let back = std::time::Instant::now();
@@ -317,6 +332,10 @@ async fn drain_after_outage(
         depth as f64 / forwarding.max(0.001)
     );
     println!("| RSS before the outage | {rss_before:.0} MiB |");
+    println!(
+        "| RSS with {} records spooled | {rss_half:.0} MiB |",
+        total / 2
+    );
     println!("| RSS with {depth} records spooled | {rss_full:.0} MiB |");
     println!("| RSS after the drain | {:.0} MiB |", rss_mib());
 }

@@ -93,7 +93,7 @@ pub enum Step {
 
 /// Records taken per step, and at most this many bytes of them: delivered one by one in order,
 /// then removed in one commit (a crash in between redelivers them: duplicates, never a loss).
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 const BATCH_BYTES: usize = 1 << 20;
 
 /// Why a record was not delivered.

@@ -235,6 +235,24 @@ impl Store {
         self.max_bytes
     }
 
+    /// One write transaction with the counters it changes: `work` gets a copy, which becomes
+    /// the counters only if the commit succeeds. One write at a time (redb's rule too).
+    fn write<T>(
+        &self,
+        durability: Durability,
+        work: impl FnOnce(&redb::WriteTransaction, &mut Counters) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut counters = self.lock();
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)?;
+        let mut changed = *counters;
+        let out = work(&txn, &mut changed)?;
+        txn.commit()?;
+        *counters = changed;
+        self.used.store(changed.used, Ordering::Release);
+        Ok(out)
+    }
+
     /// Appends groups of records in one transaction (one fsync). A group is all of one
     /// request's records (one per destination): it is stored whole, or refused whole with
     /// `Full` when it would pass `max_bytes` (nothing already stored is ever dropped for it).
@@ -242,21 +260,15 @@ impl Store {
         &self,
         groups: &[Vec<(&str, &[u8])>],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let mut counters = self.lock();
-        let new_used;
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        let mut results = Vec::with_capacity(groups.len());
-        {
+        self.write(Durability::Immediate, |txn, counters| {
             let mut queue = txn.open_table(QUEUE)?;
             let mut names = txn.open_table(DESTINATIONS)?;
-            let mut next = counters.next;
-            let mut used = counters.used;
+            let mut results = Vec::with_capacity(groups.len());
             for group in groups {
                 let size: u64 = group.iter().map(|(_, record)| footprint(record)).sum();
-                if used.saturating_add(size) > self.max_bytes {
+                if counters.used.saturating_add(size) > self.max_bytes {
                     results.push(Err(StoreError::Full {
-                        used,
+                        used: counters.used,
                         max: self.max_bytes,
                     }));
                     continue;
@@ -266,20 +278,14 @@ impl Store {
                     if names.get(id)?.is_none() {
                         names.insert(id, *destination)?;
                     }
-                    queue.insert((id, next), *record)?;
-                    next += 1;
+                    queue.insert((id, counters.next), *record)?;
+                    counters.next += 1;
                 }
-                used += size;
+                counters.used += size;
                 results.push(Ok(()));
             }
-            counters.next = next;
-            let value = used;
-            new_used = value;
-        }
-        txn.commit()?;
-        counters.used = new_used;
-        self.used.store(new_used, Ordering::Release);
-        Ok(results)
+            Ok(results)
+        })
     }
 
     /// The oldest record of a destination.
@@ -321,11 +327,7 @@ impl Store {
 
     /// Removes delivered records in one transaction; returns the space they took.
     pub fn remove_all(&self, destination: u64, seqs: &[u64]) -> Result<u64, StoreError> {
-        let mut counters = self.lock();
-        let new_used;
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(self.lazy())?;
-        let freed = {
+        self.write(self.lazy(), |txn, counters| {
             let mut queue = txn.open_table(QUEUE)?;
             let mut freed = 0;
             for seq in seqs {
@@ -333,53 +335,33 @@ impl Store {
                     freed += footprint(v.value());
                 }
             }
-            let used = counters.used;
-            let value = used.saturating_sub(freed);
-            new_used = value;
-            freed
-        };
-        txn.commit()?;
-        counters.used = new_used;
-        self.used.store(new_used, Ordering::Release);
-        Ok(freed)
+            counters.used = counters.used.saturating_sub(freed);
+            Ok(freed)
+        })
     }
 
     /// Replaces a queued record (its retry state changed); returns the space it took before.
     pub fn update(&self, destination: u64, seq: u64, record: &[u8]) -> Result<u64, StoreError> {
-        let mut counters = self.lock();
-        let new_used;
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(self.lazy())?;
-        let old = {
+        self.write(self.lazy(), |txn, counters| {
             let mut queue = txn.open_table(QUEUE)?;
             let old = queue
                 .insert((destination, seq), record)?
-                .map(|v| footprint(v.value()));
-            let used = counters.used;
-            let used = used.saturating_sub(old.unwrap_or(0)) + footprint(record);
-            let value = used;
-            new_used = value;
-            old.unwrap_or(0)
-        };
-        txn.commit()?;
-        counters.used = new_used;
-        self.used.store(new_used, Ordering::Release);
-        Ok(old)
+                .map_or(0, |v| footprint(v.value()));
+            counters.used = counters.used.saturating_sub(old) + footprint(record);
+            Ok(old)
+        })
     }
 
     /// Moves a record to the dead letters (same transaction: it is never in neither); returns
     /// the space it took in the queue.
     pub fn kill(&self, destination: u64, seq: u64, record: &[u8]) -> Result<u64, StoreError> {
-        let mut counters = self.lock();
-        let new_used;
-        let txn = self.db.begin_write()?;
-        let old = {
+        self.write(Durability::Immediate, |txn, counters| {
             let mut queue = txn.open_table(QUEUE)?;
             let names = txn.open_table(DESTINATIONS)?;
             let mut dead = txn.open_table(DEAD)?;
             let old = queue
                 .remove((destination, seq))?
-                .map(|v| footprint(v.value()));
+                .map_or(0, |v| footprint(v.value()));
             let name = names
                 .get(destination)?
                 .map(|v| v.value().to_owned())
@@ -389,16 +371,9 @@ impl Store {
             value.extend_from_slice(name.as_bytes());
             value.extend_from_slice(record);
             dead.insert(seq, value.as_slice())?;
-            let used = counters.used;
-            let used = used.saturating_sub(old.unwrap_or(0)) + footprint(&value);
-            let value = used;
-            new_used = value;
-            old.unwrap_or(0)
-        };
-        txn.commit()?;
-        counters.used = new_used;
-        self.used.store(new_used, Ordering::Release);
-        Ok(old)
+            counters.used = counters.used.saturating_sub(old) + footprint(&value);
+            Ok(old)
+        })
     }
 
     /// Dead letters in order, at most `limit`: (sequence, destination name, encoded record).
@@ -426,18 +401,12 @@ impl Store {
         seqs: Option<&[u64]>,
         now_ms: u64,
     ) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut counters = self.lock();
-        let new_used;
-        let txn = self.db.begin_write()?;
-        let mut moved = Vec::new();
-        {
+        self.write(Durability::Immediate, |txn, counters| {
             let mut queue = txn.open_table(QUEUE)?;
             let mut names = txn.open_table(DESTINATIONS)?;
             let mut dead = txn.open_table(DEAD)?;
-            let mut next = counters.next;
-            let mut used = counters.used;
-            let chosen = chosen(&dead, seqs)?;
-            for seq in chosen {
+            let mut moved = Vec::new();
+            for seq in chosen(&dead, seqs)? {
                 let Some(value) = dead.get(seq)?.map(|v| v.value().to_vec()) else {
                     continue;
                 };
@@ -454,47 +423,32 @@ impl Store {
                 if names.get(id)?.is_none() {
                     names.insert(id, letter.destination.as_str())?;
                 }
-                queue.insert((id, next), bytes.as_slice())?;
-                next += 1;
+                queue.insert((id, counters.next), bytes.as_slice())?;
+                counters.next += 1;
                 dead.remove(seq)?;
-                used = used.saturating_sub(footprint(&value)) + footprint(&bytes);
+                counters.used = counters.used.saturating_sub(footprint(&value)) + footprint(&bytes);
                 moved.push((letter.destination, footprint(&bytes)));
             }
-            counters.next = next;
-            let value = used;
-            new_used = value;
-        }
-        txn.commit()?;
-        counters.used = new_used;
-        self.used.store(new_used, Ordering::Release);
-        Ok(moved)
+            Ok(moved)
+        })
     }
 
     /// Deletes dead letters (all, or those in `seqs`); returns the destination of each.
     pub fn purge(&self, seqs: Option<&[u64]>) -> Result<Vec<String>, StoreError> {
-        let mut counters = self.lock();
-        let new_used;
-        let txn = self.db.begin_write()?;
-        let mut purged = Vec::new();
-        {
+        self.write(Durability::Immediate, |txn, counters| {
             let mut dead = txn.open_table(DEAD)?;
-            let mut used = counters.used;
+            let mut purged = Vec::new();
             for seq in chosen(&dead, seqs)? {
                 let Some(value) = dead.remove(seq)?.map(|v| v.value().to_vec()) else {
                     continue;
                 };
-                used = used.saturating_sub(footprint(&value));
+                counters.used = counters.used.saturating_sub(footprint(&value));
                 purged.push(
                     DeadLetter::split(seq, &value).map_or_else(String::new, |l| l.destination),
                 );
             }
-            let value = used;
-            new_used = value;
-        }
-        txn.commit()?;
-        counters.used = new_used;
-        self.used.store(new_used, Ordering::Release);
-        Ok(purged)
+            Ok(purged)
+        })
     }
 
     /// When a destination's oldest record was received (its body is not copied).

@@ -2,20 +2,22 @@
 //! `"spool": "always"`), stored on local disk until they are forwarded (`SPOOL_DIR`, one file
 //! per instance).
 //!
-//! The record format ([`record`]), the file ([`store`]), the group commit ([`Spool::store`]: one
-//! writer task gathers the appends that arrive while a commit is running into the next
-//! transaction, so the spooled path pays one fsync per batch, not one per request), the live
-//! per-destination queues ([`queue`]) and their forwarders ([`forward`]).
+//! [`record`] is the format, [`store`] the file, `writer` the group commit (one thread gathers
+//! the appends that arrive while a commit runs into the next transaction: one fsync per batch),
+//! [`queue`] the live per-destination counters, [`forward`] the forwarders, [`report`] what
+//! operators see. [`Spool`] is the handle that ties them together.
 
 pub mod forward;
 pub mod queue;
 pub mod record;
+pub mod report;
 pub mod store;
+mod writer;
 
 use std::{
     path::Path,
     sync::{atomic::Ordering, Arc, OnceLock},
-    time::{SystemTime, UNIX_EPOCH},
+    time::SystemTime,
 };
 
 use dashmap::DashMap;
@@ -25,7 +27,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use forward::{RetryPolicy, Target};
 pub use queue::{Count, Destination, Parts, Queue};
+use report::oldest_age;
+pub use report::{now_ms, report_of, DeadLetterReport, QueueReport, SpoolReport};
 pub use store::{destination_id, DeadLetter, Store, StoreError};
+use writer::{Append, Message, MAX_BATCH};
 
 /// When a webhook's deliveries go through the spool (`"spool"` in its entry).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -40,19 +45,6 @@ pub enum SpoolMode {
     /// Never spool: a destination that fails answers 503.
     Off,
 }
-
-/// Appends gathered into one transaction at most.
-const MAX_BATCH: usize = 512;
-
-/// One request's records waiting for their commit: the same record for each destination.
-struct Append {
-    destinations: Vec<Destination>,
-    record: Vec<u8>,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// One request's destinations and record, as the writer commits them.
-type Request = (Vec<Destination>, Vec<u8>);
 
 /// Handle to the spool; cloning is cheap.
 #[derive(Clone)]
@@ -90,130 +82,6 @@ impl SpoolError {
     pub fn is_full(&self) -> bool {
         matches!(self, Self::Store(StoreError::Full { .. }))
     }
-}
-
-/// One destination's queue, as `/status`, `/metrics` and `switchyard spool status` show it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct QueueReport {
-    pub destination: String,
-    pub depth: u64,
-    pub bytes: u64,
-    /// Age of the oldest queued record, in seconds.
-    pub oldest_age_seconds: Option<f64>,
-    /// Failed attempts since start.
-    pub retries: u64,
-    pub dead_letters: u64,
-    /// Records forwarded since start.
-    pub delivered: u64,
-}
-
-/// The whole spool, as reported.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SpoolReport {
-    pub bytes_used: u64,
-    pub bytes_max: u64,
-    pub bytes_free: u64,
-    /// Records waiting across every destination.
-    pub backlog: u64,
-    pub dead_letters: u64,
-    pub queues: Vec<QueueReport>,
-}
-
-/// A dead letter, decoded for an operator.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DeadLetterReport {
-    pub id: u64,
-    pub destination: String,
-    pub request_id: String,
-    pub received_at: String,
-    pub attempts: u32,
-    pub last_error: String,
-    pub body_bytes: usize,
-}
-
-impl DeadLetterReport {
-    /// From a stored dead letter's record, without copying its body.
-    pub fn from_stored(seq: u64, destination: &str, record: &[u8]) -> Self {
-        let (request_id, received_at, attempts, last_error, body_bytes) =
-            match record::Summary::decode(record) {
-                Ok(r) => (
-                    r.request_id,
-                    humantime::format_rfc3339_millis(r.received_at).to_string(),
-                    r.attempts,
-                    r.last_error,
-                    r.body_bytes,
-                ),
-                Err(damaged) => (String::new(), String::new(), 0, damaged.to_string(), 0),
-            };
-        Self {
-            id: seq,
-            destination: destination.to_owned(),
-            request_id,
-            received_at,
-            attempts,
-            last_error,
-            body_bytes,
-        }
-    }
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Age of a queue's oldest record.
-fn oldest_age(store: &Store, id: u64, now: SystemTime) -> Option<f64> {
-    let received = store.oldest_received_at(id).ok()??;
-    Some(
-        now.duration_since(received)
-            .unwrap_or_default()
-            .as_secs_f64(),
-    )
-}
-
-/// The spool as its file tells it (no instance running: no live counters since start).
-pub fn report_of(store: &Store) -> Result<SpoolReport, StoreError> {
-    let now = SystemTime::now();
-    let dead = store.dead_counts()?;
-    let mut queues: Vec<QueueReport> = store
-        .queues()?
-        .into_iter()
-        .map(|q| QueueReport {
-            oldest_age_seconds: oldest_age(store, destination_id(&q.name), now),
-            dead_letters: dead.get(&q.name).copied().unwrap_or(0),
-            destination: q.name,
-            depth: q.depth,
-            bytes: q.bytes,
-            retries: 0,
-            delivered: 0,
-        })
-        .collect();
-    for (name, count) in &dead {
-        if !queues.iter().any(|q| &q.destination == name) {
-            queues.push(QueueReport {
-                destination: name.clone(),
-                depth: 0,
-                bytes: 0,
-                oldest_age_seconds: None,
-                retries: 0,
-                dead_letters: *count,
-                delivered: 0,
-            });
-        }
-    }
-    queues.sort_by(|a, b| a.destination.cmp(&b.destination));
-    let used = store.used();
-    Ok(SpoolReport {
-        bytes_used: used,
-        bytes_max: store.max_bytes(),
-        bytes_free: store.max_bytes().saturating_sub(used),
-        backlog: queues.iter().map(|q| q.depth).sum(),
-        dead_letters: dead.values().sum(),
-        queues,
-    })
 }
 
 impl Spool {
@@ -262,7 +130,7 @@ impl Spool {
         std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || {
-                write(&writer, rx);
+                writer::write(&writer, rx);
                 // The file is closed once the last handle is gone: this one goes first.
                 drop(writer);
                 let _ = ended.send(());
@@ -469,79 +337,6 @@ impl Shared {
         );
         self.tasks
             .spawn_on(forwarder.run(self.token.clone()), &self.runtime);
-    }
-}
-
-/// What the writer thread is sent.
-enum Message {
-    Append(Append),
-    /// Commit what was already handed over, then end.
-    Stop,
-}
-
-/// The writer, on a thread of its own (a commit blocks on fsync): takes every append that is
-/// waiting, commits them in one transaction, answers each, repeats, until told to stop.
-fn write(store: &Store, mut rx: mpsc::Receiver<Message>) {
-    loop {
-        let mut batch = Vec::new();
-        let mut stop = false;
-        match rx.blocking_recv() {
-            Some(Message::Append(append)) => batch.push(append),
-            Some(Message::Stop) | None => stop = true,
-        }
-        while !stop && batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Message::Append(append)) => batch.push(append),
-                Ok(Message::Stop) => stop = true,
-                Err(_) => break,
-            }
-        }
-        if stop {
-            // Those already handed over are waiting on their commit.
-            rx.close();
-            while let Ok(message) = rx.try_recv() {
-                if let Message::Append(append) = message {
-                    batch.push(append);
-                }
-            }
-        }
-        if !batch.is_empty() {
-            commit(store, batch);
-        }
-        if stop {
-            return;
-        }
-    }
-}
-
-fn commit(store: &Store, batch: Vec<Append>) {
-    let (items, replies): (Vec<Request>, Vec<_>) = batch
-        .into_iter()
-        .map(|a| ((a.destinations, a.record), a.done))
-        .unzip();
-    let groups: Vec<Vec<(&str, &[u8])>> = items
-        .iter()
-        .map(|(destinations, record)| {
-            destinations
-                .iter()
-                .map(|d| (d.name(), record.as_slice()))
-                .collect()
-        })
-        .collect();
-    match store.append(&groups) {
-        Ok(results) => {
-            // The callers count and wake their queues (`Spool::store`).
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
-        }
-        Err(error) => {
-            tracing::error!(%error, "Spool commit failed; the requests were refused.");
-            let reason = error.to_string();
-            for reply in replies {
-                let _ = reply.send(Err(StoreError::Commit(reason.clone())));
-            }
-        }
     }
 }
 

@@ -192,6 +192,13 @@ pub struct Settings {
     #[arg(long, env = "SPOOL_MAX_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1 << 20..))]
     pub spool_max_bytes: u64,
 
+    /// Percent of SPOOL_MAX_BYTES that the queued requests of one namespace may hold, so one
+    /// tenant whose destination is down (or that spools everything) cannot take the whole spool
+    /// from the others (1-100; 100 for a single-tenant instance). The file backend, with its one
+    /// namespace, always uses the whole spool.
+    #[arg(long, env = "SPOOL_NAMESPACE_SHARE", default_value_t = 25, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub spool_namespace_share: u8,
+
     /// With `"spool": "on_failure"`, how long (ms) the destinations get to acknowledge before the
     /// request is spooled instead (capped by the webhook's `timeout_ms`), so an outage is
     /// answered quickly: senders such as Slack give up after 3 s.

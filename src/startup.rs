@@ -281,7 +281,14 @@ fn open_spool(settings: &Settings, shutdown: &Shutdown) -> Result<Option<Spool>,
     };
     let spool = Spool::open(
         dir,
-        settings.spool_max_bytes,
+        // The file backend has one namespace: it may use the whole spool.
+        crate::spool::Limits::new(
+            settings.spool_max_bytes,
+            match settings.config_backend {
+                crate::settings::Backend::File => 100,
+                crate::settings::Backend::Etcd => settings.spool_namespace_share,
+            },
+        ),
         &shutdown.tasks,
         shutdown.token.child_token(),
     )

@@ -377,6 +377,7 @@ mod tests {
         let queue = Arc::new(Queue::new(
             super::super::Destination::named(NAME),
             Arc::default(),
+            Arc::default(),
         ));
         let forwarder = Forwarder::new(
             Arc::clone(&store),

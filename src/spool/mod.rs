@@ -46,6 +46,39 @@ pub enum SpoolMode {
     Off,
 }
 
+/// How much the spool may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `SPOOL_MAX_BYTES`: the file's records and dead letters.
+    pub max_bytes: u64,
+    /// Queued bytes one namespace may hold (`SPOOL_NAMESPACE_SHARE` of `max_bytes`).
+    pub namespace_max: u64,
+}
+
+impl Limits {
+    /// `share` percent of `max_bytes` for each namespace.
+    pub fn new(max_bytes: u64, share: u8) -> Self {
+        Self {
+            max_bytes,
+            namespace_max: max_bytes / 100 * u64::from(share.min(100)),
+        }
+    }
+}
+
+/// The byte count of `destination`'s namespace.
+fn namespace_of(namespaces: &DashMap<String, Arc<Count>>, destination: &Destination) -> Arc<Count> {
+    let name = destination.parts().map_or("", |p| p.namespace);
+    if let Some(count) = namespaces.get(name) {
+        return Arc::clone(count.value());
+    }
+    Arc::clone(
+        namespaces
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Count::default()))
+            .value(),
+    )
+}
+
 /// Handle to the spool; cloning is cheap.
 #[derive(Clone)]
 pub struct Spool {
@@ -60,6 +93,9 @@ struct Shared {
     queues: DashMap<u64, Arc<Queue>>,
     /// Records queued across every destination: 0 lets the request path skip the lookup.
     backlog: Arc<Count>,
+    /// Bytes queued per namespace, and the most one namespace may queue.
+    namespaces: DashMap<String, Arc<Count>>,
+    namespace_max: u64,
     /// Where records go; set by [`Spool::start`] once the config is loaded.
     target: OnceLock<Arc<dyn Target>>,
     tasks: TaskTracker,
@@ -76,11 +112,17 @@ pub enum SpoolError {
     Store(#[from] StoreError),
     #[error("the spool writer has stopped")]
     Stopped,
+    /// The namespace holds its whole share of the spool (`SPOOL_NAMESPACE_SHARE`).
+    #[error("namespace `{namespace}` holds its share of the spool ({max} bytes)")]
+    NamespaceFull { namespace: String, max: u64 },
 }
 
 impl SpoolError {
     pub fn is_full(&self) -> bool {
-        matches!(self, Self::Store(StoreError::Full { .. }))
+        matches!(
+            self,
+            Self::Store(StoreError::Full { .. }) | Self::NamespaceFull { .. }
+        )
     }
 }
 
@@ -90,17 +132,20 @@ impl Spool {
     /// [`Spool::start`].
     pub fn open(
         dir: &Path,
-        max_bytes: u64,
+        limits: Limits,
         tasks: &TaskTracker,
         token: CancellationToken,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let store = Arc::new(Store::open(&dir.join(store::FILE_NAME), max_bytes)?);
+        let store = Arc::new(Store::open(&dir.join(store::FILE_NAME), limits.max_bytes)?);
         let backlog = Arc::new(Count::default());
+        let namespaces: DashMap<String, Arc<Count>> = DashMap::new();
         let queues = DashMap::new();
         let dead = store.dead_counts()?;
         for stats in store.queues()? {
-            let queue = Queue::new(Destination::named(&stats.name), Arc::clone(&backlog));
+            let destination = Destination::named(&stats.name);
+            let namespace = namespace_of(&namespaces, &destination);
+            let queue = Queue::new(destination, Arc::clone(&backlog), namespace);
             queue.added(stats.depth, stats.bytes);
             if let Some(count) = dead.get(&stats.name) {
                 queue.dead.set(*count);
@@ -111,7 +156,10 @@ impl Spool {
             let destination = Destination::named(&name);
             queues
                 .entry(destination.id())
-                .or_insert_with(|| Arc::new(Queue::new(destination, Arc::clone(&backlog))))
+                .or_insert_with(|| {
+                    let namespace = namespace_of(&namespaces, &destination);
+                    Arc::new(Queue::new(destination, Arc::clone(&backlog), namespace))
+                })
                 .dead
                 .set(count);
         }
@@ -119,6 +167,8 @@ impl Spool {
             store,
             queues,
             backlog,
+            namespaces,
+            namespace_max: limits.namespace_max,
             target: OnceLock::new(),
             tasks: tasks.clone(),
             token,
@@ -183,6 +233,23 @@ impl Spool {
         let queues: Vec<Arc<Queue>> = destinations.iter().map(|d| self.shared.queue(d)).collect();
         for queue in &queues {
             queue.added(1, size);
+        }
+        // One namespace may not take the whole spool from the others.
+        let over = queues
+            .iter()
+            .find(|q| q.namespace.get() > self.shared.namespace_max);
+        if let Some(queue) = over {
+            let namespace = queue
+                .destination
+                .parts()
+                .map_or_else(String::new, |p| p.namespace.to_owned());
+            for queue in &queues {
+                queue.removed(1, size);
+            }
+            return Err(SpoolError::NamespaceFull {
+                namespace,
+                max: self.shared.namespace_max,
+            });
         }
         let (done, result) = oneshot::channel();
         let sent = self
@@ -314,7 +381,11 @@ impl Shared {
             self.queues
                 .entry(destination.id())
                 .or_insert_with(|| {
-                    Arc::new(Queue::new(destination.clone(), Arc::clone(&self.backlog)))
+                    Arc::new(Queue::new(
+                        destination.clone(),
+                        Arc::clone(&self.backlog),
+                        namespace_of(&self.namespaces, destination),
+                    ))
                 })
                 .value(),
         )
@@ -349,7 +420,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tasks = TaskTracker::new();
         let token = CancellationToken::new();
-        let spool = Spool::open(dir.path(), 1 << 30, &tasks, token.clone()).unwrap();
+        let spool =
+            Spool::open(dir.path(), Limits::new(1 << 30, 100), &tasks, token.clone()).unwrap();
         let appends = (0..500).map(|i| {
             let spool = spool.clone();
             tokio::spawn(async move {
@@ -370,7 +442,13 @@ mod tests {
         tasks.wait().await;
 
         let tasks = TaskTracker::new();
-        let spool = Spool::open(dir.path(), 1 << 30, &tasks, CancellationToken::new()).unwrap();
+        let spool = Spool::open(
+            dir.path(),
+            Limits::new(1 << 30, 100),
+            &tasks,
+            CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(
             spool.backlog(),
             500,
@@ -385,7 +463,13 @@ mod tests {
     async fn a_request_for_several_destinations_is_stored_whole_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let tasks = TaskTracker::new();
-        let spool = Spool::open(dir.path(), 1 << 20, &tasks, CancellationToken::new()).unwrap();
+        let spool = Spool::open(
+            dir.path(),
+            Limits::new(1 << 20, 100),
+            &tasks,
+            CancellationToken::new(),
+        )
+        .unwrap();
         let two = || {
             vec![
                 Destination::new("acme", "gh", 0, "log", None),
@@ -398,6 +482,38 @@ mod tests {
         assert_eq!(
             spool.backlog(),
             2,
+            "the refused request left nothing behind"
+        );
+    }
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_namespace_cannot_take_the_others_share_of_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = TaskTracker::new();
+        let limits = Limits::new(1 << 20, 25);
+        let spool = Spool::open(dir.path(), limits, &tasks, CancellationToken::new()).unwrap();
+        let hostile = || vec![Destination::new("hostile", "w", 0, "log", None)];
+        let mut stored = 0;
+        let refusal = loop {
+            match spool.store(hostile(), vec![0; 10_000]).await {
+                Ok(()) => stored += 1,
+                Err(error) => break error,
+            }
+            assert!(stored < 100, "the share must run out");
+        };
+        assert!(refusal.is_full(), "{refusal}");
+        assert!(refusal.to_string().contains("`hostile`"), "{refusal}");
+        assert_eq!(stored, 26, "a quarter of 1 MiB in 10 kB records");
+        let victim = vec![Destination::new("victim", "w", 0, "log", None)];
+        spool.store(victim, vec![0; 10_000]).await.unwrap();
+        assert_eq!(
+            spool.backlog(),
+            27,
             "the refused request left nothing behind"
         );
     }

@@ -90,6 +90,12 @@ impl Count {
             .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
     }
 
+    /// Adds `n`; returns the count after it.
+    pub fn add_get(&self, n: u64) -> u64 {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        u64::try_from(self.0.fetch_add(n, Ordering::AcqRel).saturating_add(n)).unwrap_or(0)
+    }
+
     pub fn sub(&self, n: u64) {
         self.0
             .fetch_sub(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
@@ -125,10 +131,12 @@ pub struct Queue {
     pub running: AtomicBool,
     /// Records queued across every destination (shared with the spool).
     backlog: Arc<Count>,
+    /// Bytes queued by every destination of this one's namespace (its share of the spool).
+    pub namespace: Arc<Count>,
 }
 
 impl Queue {
-    pub fn new(destination: Destination, backlog: Arc<Count>) -> Self {
+    pub fn new(destination: Destination, backlog: Arc<Count>, namespace: Arc<Count>) -> Self {
         Self {
             destination,
             depth: Count::default(),
@@ -139,6 +147,7 @@ impl Queue {
             appended: Notify::new(),
             running: AtomicBool::new(false),
             backlog,
+            namespace,
         }
     }
 
@@ -148,6 +157,7 @@ impl Queue {
 
     /// `records` were added (or are about to be), taking `bytes`.
     pub fn added(&self, records: u64, bytes: u64) {
+        self.namespace.add(bytes);
         self.bytes.add(bytes);
         self.backlog.add(records);
         self.depth.add(records);
@@ -155,6 +165,7 @@ impl Queue {
 
     /// `records` taking `bytes` left the queue (delivered, dead-lettered, or never committed).
     pub fn removed(&self, records: u64, bytes: u64) {
+        self.namespace.sub(bytes);
         self.bytes.sub(bytes);
         self.backlog.sub(records);
         self.depth.sub(records);
@@ -162,6 +173,8 @@ impl Queue {
 
     /// A queued record changed size (its retry state was rewritten).
     pub fn resized(&self, old: u64, new: u64) {
+        self.namespace.sub(old);
+        self.namespace.add(new);
         self.bytes.sub(old);
         self.bytes.add(new);
     }
@@ -197,7 +210,12 @@ mod tests {
     #[test]
     fn counters_settle_whatever_order_adds_and_removals_land_in() {
         let backlog = Arc::new(Count::default());
-        let q = Queue::new(Destination::named("a/b#0:log"), Arc::clone(&backlog));
+        let namespace = Arc::new(Count::default());
+        let q = Queue::new(
+            Destination::named("a/b#0:log"),
+            Arc::clone(&backlog),
+            Arc::clone(&namespace),
+        );
         q.added(2, 100);
         q.removed(1, 40);
         assert_eq!((q.depth(), q.bytes.get()), (1, 60));
@@ -208,5 +226,7 @@ mod tests {
         assert_eq!((q.depth(), q.bytes.get(), backlog.get()), (0, 0, 0));
         q.added(1, 5);
         assert_eq!((q.depth(), q.bytes.get(), backlog.get()), (1, 5, 1));
+        assert_eq!(namespace.get(), 5);
+        assert_eq!(namespace.add_get(10), 15);
     }
 }

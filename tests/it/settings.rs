@@ -43,6 +43,7 @@ const BAD: &[(&str, &str)] = &[
     ("HTTP_WORKERS", "100000"),
     ("SPOOL_DIR", "/etc/hostname"),
     ("SPOOL_MAX_BYTES", "10"),
+    ("SPOOL_NAMESPACE_SHARE", "0"),
     ("SPOOL_HANDOFF_MS", "0"),
     ("SHUTDOWN_DRAIN_SECONDS", "x"),
     ("SHUTDOWN_GRACE_SECONDS", "x"),

@@ -537,3 +537,68 @@ async fn a_graceful_stop_leaves_the_backlog_on_disk_and_the_next_start_forwards_
         "forwarded in arrival order"
     );
 }
+
+#[tokio::test]
+async fn one_namespace_cannot_fill_the_spool_for_the_others() {
+    let etcd = crate::support::Etcd::start().await;
+    let prefix = format!("/{}/", unique!("share"));
+    // A destination that is always down, and two tenants using it.
+    etcd.put(
+        &format!("{prefix}global/connections/down"),
+        r#"{"type": "redis", "host": "127.0.0.1", "port": 1}"#,
+    )
+    .await;
+    for (namespace, spool) in [("hostile", "always"), ("victim", "on_failure")] {
+        etcd.put(
+            &format!("{prefix}{namespace}/webhooks/w"),
+            &json!({"module": "redis_stream", "connection": "down", "spool": spool,
+                    "module-config": {"stream": "s"}})
+            .to_string(),
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = etcd.endpoint();
+    let router = Router::start(
+        dir.path(),
+        &[
+            ("CONFIG_BACKEND", "etcd"),
+            ("ETCD_ENDPOINTS", endpoint.as_str()),
+            ("ETCD_PREFIX", prefix.as_str()),
+            ("SPOOL_MAX_BYTES", "1048576"),
+            ("MAX_BODY_BYTES", "65536"),
+        ],
+    );
+    router.wait_ready().await;
+    let client = reqwest::Client::new();
+    let pad = "z".repeat(16 * 1024);
+    let mut stored = 0;
+    let refused = loop {
+        let answer = client
+            .post(router.url("/webhook/hostile/w"))
+            .body(format!(r#"{{"n":{stored},"pad":"{pad}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        match answer.status() {
+            StatusCode::ACCEPTED => stored += 1,
+            StatusCode::SERVICE_UNAVAILABLE => break answer,
+            other => panic!("unexpected {other}"),
+        }
+        assert!(
+            stored < 64,
+            "the namespace's share (25% of 1 MiB) must run out"
+        );
+    };
+    assert!(stored >= 10, "{stored} stored before the share ran out");
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"], "spool_full");
+    // The other tenant's failed deliveries are still kept.
+    let victim = client
+        .post(router.url("/webhook/victim/w"))
+        .body(format!(r#"{{"pad":"{pad}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(victim.status(), StatusCode::ACCEPTED);
+}

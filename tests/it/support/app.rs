@@ -61,6 +61,7 @@ pub fn settings() -> Settings {
         // Off unless a test gives the app a directory of its own (`spool_settings`).
         spool_dir: Default::default(),
         spool_max_bytes: 1 << 30,
+        spool_namespace_share: 25,
         spool_handoff_ms: 2_000,
     }
 }

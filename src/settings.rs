@@ -192,7 +192,8 @@ pub struct Settings {
     #[arg(long, env = "SPOOL_MAX_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1 << 20..))]
     pub spool_max_bytes: u64,
 
-    /// Percent of SPOOL_MAX_BYTES that the queued requests of one namespace may hold, so one
+    /// Percent of SPOOL_MAX_BYTES that the queued requests and dead letters of one namespace may
+    /// hold, so one
     /// tenant whose destination is down (or that spools everything) cannot take the whole spool
     /// from the others (1-100; 100 for a single-tenant instance). The file backend, with its one
     /// namespace, always uses the whole spool.

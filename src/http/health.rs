@@ -8,11 +8,18 @@ use crate::shutdown::Phase;
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let status = state.status.borrow().clone();
     let draining = *state.phase.borrow() != Phase::Serving;
+    // A spool that can no longer store anything cannot keep what a failed delivery needs kept:
+    // the balancer should send elsewhere (it does not come back until a restart).
+    let spool_failed = state.spool.as_ref().is_some_and(|s| !s.is_writing());
     let (word, mut response) = if draining {
         // Load balancers take the instance out; requests are still served meanwhile.
         let mut r = HttpResponse::ServiceUnavailable();
         r.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         ("draining", r)
+    } else if spool_failed {
+        let mut r = HttpResponse::ServiceUnavailable();
+        r.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+        ("unhealthy", r)
     } else if status.loaded {
         ("healthy", HttpResponse::Ok())
     } else {
@@ -34,7 +41,9 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let spool = state.spool.as_ref().map(|spool| {
         let (used, max) = (spool.bytes_used(), spool.bytes_max());
         // Full: the largest request allowed might no longer fit.
-        let word = if max.saturating_sub(used) < state.max_body_bytes {
+        let word = if !spool.is_writing() {
+            "failed"
+        } else if max.saturating_sub(used) < state.max_body_bytes {
             "full"
         } else if spool.backlog() > 0 {
             "forwarding backlog"

@@ -254,11 +254,13 @@ impl Forwarder {
     }
 
     async fn dead_letter(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let old = self
+        let (queued, dead) = self
             .blocking(move |store, id| store.kill(id, seq, &bytes))
             .await?;
-        self.queue.removed(1, old);
+        self.queue.removed(1, queued);
         self.queue.dead.add(1);
+        // Still held by the namespace (its share of the spool) until replayed or purged.
+        self.queue.namespace.add(dead);
         Ok(())
     }
 

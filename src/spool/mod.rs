@@ -46,6 +46,32 @@ pub enum SpoolMode {
     Off,
 }
 
+/// Clears a flag when dropped.
+struct Alive<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Counts taken for a request not yet handed to the writer; given back when dropped armed.
+struct Reserved {
+    queues: Vec<Arc<Queue>>,
+    size: u64,
+    armed: bool,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if self.armed {
+            for queue in &self.queues {
+                queue.removed(1, self.size);
+            }
+        }
+    }
+}
+
 /// How much the spool may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -100,6 +126,8 @@ struct Shared {
     target: OnceLock<Arc<dyn Target>>,
     tasks: TaskTracker,
     token: CancellationToken,
+    /// The writer thread runs (it ends only on a stop, or a panic inside the store).
+    writer_alive: std::sync::atomic::AtomicBool,
     /// The runtime forwarders run on (the main one: an append may come from an HTTP worker's
     /// own runtime, which must not carry them).
     runtime: tokio::runtime::Handle,
@@ -147,21 +175,22 @@ impl Spool {
             let namespace = namespace_of(&namespaces, &destination);
             let queue = Queue::new(destination, Arc::clone(&backlog), namespace);
             queue.added(stats.depth, stats.bytes);
-            if let Some(count) = dead.get(&stats.name) {
-                queue.dead.set(*count);
-            }
             queues.insert(queue.destination.id(), Arc::new(queue));
         }
-        for (name, count) in dead {
+        // Dead letters count against their namespace's share too (until replayed or purged).
+        for (name, (count, bytes)) in dead {
             let destination = Destination::named(&name);
-            queues
-                .entry(destination.id())
-                .or_insert_with(|| {
-                    let namespace = namespace_of(&namespaces, &destination);
-                    Arc::new(Queue::new(destination, Arc::clone(&backlog), namespace))
-                })
-                .dead
-                .set(count);
+            let queue = Arc::clone(
+                queues
+                    .entry(destination.id())
+                    .or_insert_with(|| {
+                        let namespace = namespace_of(&namespaces, &destination);
+                        Arc::new(Queue::new(destination, Arc::clone(&backlog), namespace))
+                    })
+                    .value(),
+            );
+            queue.dead.set(count);
+            queue.namespace.add(bytes);
         }
         let shared = Arc::new(Shared {
             store,
@@ -173,14 +202,19 @@ impl Spool {
             tasks: tasks.clone(),
             token,
             runtime: tokio::runtime::Handle::current(),
+            writer_alive: std::sync::atomic::AtomicBool::new(true),
         });
         let (appends, rx) = mpsc::channel(MAX_BATCH * 4);
-        let writer = Arc::clone(&shared.store);
+        let writer = Arc::clone(&shared);
         let (ended, writer_ended) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || {
-                writer::write(&writer, rx);
+                {
+                    // Cleared however the writer ends, a panic included: /health says so.
+                    let _alive = Alive(&writer.writer_alive);
+                    writer::write(&writer, rx);
+                }
                 // The file is closed once the last handle is gone: this one goes first.
                 drop(writer);
                 let _ = ended.send(());
@@ -251,29 +285,37 @@ impl Spool {
                 max: self.shared.namespace_max,
             });
         }
+        // Until the writer has the request, dropping this future (the client went away, the
+        // stop deadline) must give the counts back; from then on the writer settles them.
+        let mut reserved = Reserved {
+            queues: queues.clone(),
+            size,
+            armed: true,
+        };
         let (done, result) = oneshot::channel();
         let sent = self
             .appends
             .send(Message::Append(Append {
                 destinations,
                 record,
+                queues,
+                size,
                 done,
             }))
             .await;
-        let outcome = match sent {
-            Ok(()) => match result.await {
-                Ok(committed) => committed.map_err(SpoolError::from),
-                Err(_) => Err(SpoolError::Stopped),
-            },
-            Err(_) => Err(SpoolError::Stopped),
-        };
-        for queue in &queues {
-            match outcome {
-                Ok(()) => self.shared.forward(queue),
-                Err(_) => queue.removed(1, size),
-            }
+        if sent.is_err() {
+            return Err(SpoolError::Stopped);
         }
-        outcome
+        reserved.armed = false;
+        match result.await {
+            Ok(committed) => committed.map_err(SpoolError::from),
+            Err(_) => Err(SpoolError::Stopped),
+        }
+    }
+
+    /// Whether requests can still be stored (the writer runs).
+    pub fn is_writing(&self) -> bool {
+        self.shared.writer_alive.load(Ordering::Acquire)
     }
 
     /// Records waiting across every destination.
@@ -343,9 +385,10 @@ impl Spool {
     pub async fn replay(&self, ids: Option<Vec<u64>>) -> Result<usize, StoreError> {
         let store = Arc::clone(&self.shared.store);
         let moved = blocking(move || store.replay(ids.as_deref(), now_ms())).await?;
-        for (name, bytes) in &moved {
+        for (name, dead_bytes, bytes) in &moved {
             let queue = self.shared.queue(&Destination::named(name));
             queue.dead.sub(1);
+            queue.namespace.sub(*dead_bytes);
             queue.added(1, *bytes);
             self.shared.forward(&queue);
         }
@@ -356,10 +399,10 @@ impl Spool {
     pub async fn purge(&self, ids: Option<Vec<u64>>) -> Result<usize, StoreError> {
         let store = Arc::clone(&self.shared.store);
         let purged = blocking(move || store.purge(ids.as_deref())).await?;
-        for name in &purged {
-            if let Some(queue) = self.shared.queues.get(&Destination::named(name).id()) {
-                queue.dead.sub(1);
-            }
+        for (name, bytes) in &purged {
+            let queue = self.shared.queue(&Destination::named(name));
+            queue.dead.sub(1);
+            queue.namespace.sub(*bytes);
         }
         Ok(purged.len())
     }
@@ -516,5 +559,65 @@ mod share_tests {
             27,
             "the refused request left nothing behind"
         );
+    }
+}
+
+#[cfg(test)]
+mod dead_share_tests {
+    use super::*;
+    use crate::modules::Delivery;
+
+    /// A destination that is always down, with one attempt per record.
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl Target for Down {
+        async fn deliver(&self, _: &str, _: &Delivery) -> Result<(), String> {
+            Err("down".into())
+        }
+
+        fn policy(&self, _: &str) -> RetryPolicy {
+            RetryPolicy {
+                max_attempts: Some(1),
+                ..RetryPolicy::default()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_letters_keep_counting_against_their_namespace_until_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = TaskTracker::new();
+        let limits = Limits::new(1 << 20, 25);
+        let spool = Spool::open(dir.path(), limits, &tasks, CancellationToken::new()).unwrap();
+        spool.start(Arc::new(Down));
+        let hostile = || vec![Destination::new("hostile", "w", 0, "log", None)];
+        let delivery = Delivery {
+            namespace: crate::keys::Namespace::parse("hostile").unwrap(),
+            webhook: crate::keys::WebhookId::parse("w").unwrap(),
+            request_id: "r".into(),
+            received_at: SystemTime::now(),
+            headers: vec![],
+            body: bytes::Bytes::from(vec![b'1'; 10_000]),
+            json: false,
+        };
+        let record = || record::SpooledDelivery::encode_new(&delivery);
+        let mut stored = 0;
+        while spool.store(hostile(), record()).await.is_ok() {
+            stored += 1;
+            assert!(
+                stored < 100,
+                "records turned dead letters must not free the share"
+            );
+            // Let the forwarder fail it into the dead letters.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while spool.report().dead_letters < stored {
+                assert!(tokio::time::Instant::now() < deadline, "not dead-lettered");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        assert!(stored >= 20, "{stored}");
+        assert_eq!(spool.purge(None).await.unwrap(), stored as usize);
+        spool.store(hostile(), record()).await.unwrap();
     }
 }

@@ -146,6 +146,16 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
+    /// A time in ms since the epoch, before the year 10000 (what RFC 3339 can print).
+    fn time_ms(&mut self, what: &'static str) -> Result<u64, Damaged> {
+        const YEAR_10000_MS: u64 = 253_402_300_800_000;
+        let ms = self.u64(what)?;
+        if ms >= YEAR_10000_MS {
+            return Err(Damaged(what));
+        }
+        Ok(ms)
+    }
+
     fn u64(&mut self, what: &'static str) -> Result<u64, Damaged> {
         let mut buf = [0u8; 8];
         buf.copy_from_slice(self.take(8, what)?);
@@ -228,7 +238,7 @@ impl SpooledDelivery {
         let namespace = r.string("namespace")?;
         let webhook = r.string("webhook")?;
         let request_id = r.string("request id")?;
-        let received_at_ms = r.u64("received at")?;
+        let received_at_ms = r.time_ms("received at")?;
         let json = r.take(1, "json flag")?[0] == 1;
         let count = r.u32("header count")? as usize;
         let mut headers = Vec::with_capacity(count.min(256));
@@ -238,7 +248,7 @@ impl SpooledDelivery {
         let body = r.bytes("body")?.to_vec();
         let attempts = r.u32("attempts")?;
         let last_error = r.string("last error")?;
-        let retry_from_ms = r.u64("retry from")?;
+        let retry_from_ms = r.time_ms("retry from")?;
         if !r.0.is_empty() {
             return Err(Damaged("trailing bytes"));
         }
@@ -278,7 +288,7 @@ impl Summary {
         r.bytes("namespace")?;
         r.bytes("webhook")?;
         let request_id = r.string("request id")?;
-        let received_at_ms = r.u64("received at")?;
+        let received_at_ms = r.time_ms("received at")?;
         r.take(1, "json flag")?;
         for _ in 0..r.u32("header count")? {
             r.bytes("header name")?;
@@ -347,6 +357,18 @@ mod tests {
             SpooledDelivery::encode_new(&sample()),
             SpooledDelivery::new(&sample()).encode()
         );
+    }
+
+    #[test]
+    fn a_time_rfc3339_cannot_print_is_damage_not_a_panic_later() {
+        let mut record = SpooledDelivery::new(&sample());
+        record.delivery.received_at_ms = u64::MAX;
+        let bytes = record.encode();
+        assert_eq!(
+            SpooledDelivery::decode(&bytes).unwrap_err(),
+            Damaged("received at")
+        );
+        assert!(Summary::decode(&bytes).is_err());
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub fn report_of(store: &Store) -> Result<SpoolReport, StoreError> {
         .into_iter()
         .map(|q| QueueReport {
             oldest_age_seconds: oldest_age(store, destination_id(&q.name), now),
-            dead_letters: dead.get(&q.name).copied().unwrap_or(0),
+            dead_letters: dead.get(&q.name).map_or(0, |c| c.0),
             destination: q.name,
             depth: q.depth,
             bytes: q.bytes,
@@ -111,7 +111,7 @@ pub fn report_of(store: &Store) -> Result<SpoolReport, StoreError> {
                 bytes: 0,
                 oldest_age_seconds: None,
                 retries: 0,
-                dead_letters: *count,
+                dead_letters: count.0,
                 delivered: 0,
             });
         }
@@ -123,7 +123,7 @@ pub fn report_of(store: &Store) -> Result<SpoolReport, StoreError> {
         bytes_max: store.max_bytes(),
         bytes_free: store.max_bytes().saturating_sub(used),
         backlog: queues.iter().map(|q| q.depth).sum(),
-        dead_letters: dead.values().sum(),
+        dead_letters: dead.values().map(|c| c.0).sum(),
         queues,
     })
 }

@@ -246,8 +246,12 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability)?;
         let mut changed = *counters;
-        let out = work(&txn, &mut changed)?;
-        txn.commit()?;
+        let out = work(&txn, &mut changed);
+        let committed = out.and_then(|out| txn.commit().map(|()| out).map_err(StoreError::from));
+        // Numbers handed out are never handed out again, even by a commit that failed (it may
+        // have reached the disk regardless).
+        counters.next = counters.next.max(changed.next);
+        let out = committed?;
         *counters = changed;
         self.used.store(changed.used, Ordering::Release);
         Ok(out)
@@ -353,8 +357,13 @@ impl Store {
     }
 
     /// Moves a record to the dead letters (same transaction: it is never in neither); returns
-    /// the space it took in the queue.
-    pub fn kill(&self, destination: u64, seq: u64, record: &[u8]) -> Result<u64, StoreError> {
+    /// the space it took in the queue and the space it takes among the dead letters.
+    pub fn kill(
+        &self,
+        destination: u64,
+        seq: u64,
+        record: &[u8],
+    ) -> Result<(u64, u64), StoreError> {
         self.write(Durability::Immediate, |txn, counters| {
             let mut queue = txn.open_table(QUEUE)?;
             let names = txn.open_table(DESTINATIONS)?;
@@ -372,7 +381,7 @@ impl Store {
             value.extend_from_slice(record);
             dead.insert(seq, value.as_slice())?;
             counters.used = counters.used.saturating_sub(old) + footprint(&value);
-            Ok(old)
+            Ok((old, footprint(&value)))
         })
     }
 
@@ -395,12 +404,13 @@ impl Store {
 
     /// Puts dead letters (all, or those in `seqs`) back at the end of their destination's
     /// queue with a fresh retry horizon starting at `now_ms`. Returns what moved: (destination
-    /// name, bytes). A letter whose record cannot be read stays where it is.
+    /// name, bytes it took as a dead letter, bytes it takes queued). A letter whose record
+    /// cannot be read stays where it is.
     pub fn replay(
         &self,
         seqs: Option<&[u64]>,
         now_ms: u64,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
         self.write(Durability::Immediate, |txn, counters| {
             let mut queue = txn.open_table(QUEUE)?;
             let mut names = txn.open_table(DESTINATIONS)?;
@@ -427,14 +437,14 @@ impl Store {
                 counters.next += 1;
                 dead.remove(seq)?;
                 counters.used = counters.used.saturating_sub(footprint(&value)) + footprint(&bytes);
-                moved.push((letter.destination, footprint(&bytes)));
+                moved.push((letter.destination, footprint(&value), footprint(&bytes)));
             }
             Ok(moved)
         })
     }
 
-    /// Deletes dead letters (all, or those in `seqs`); returns the destination of each.
-    pub fn purge(&self, seqs: Option<&[u64]>) -> Result<Vec<String>, StoreError> {
+    /// Deletes dead letters (all, or those in `seqs`); returns the destination and bytes of each.
+    pub fn purge(&self, seqs: Option<&[u64]>) -> Result<Vec<(String, u64)>, StoreError> {
         self.write(Durability::Immediate, |txn, counters| {
             let mut dead = txn.open_table(DEAD)?;
             let mut purged = Vec::new();
@@ -443,9 +453,10 @@ impl Store {
                     continue;
                 };
                 counters.used = counters.used.saturating_sub(footprint(&value));
-                purged.push(
+                purged.push((
                     DeadLetter::split(seq, &value).map_or_else(String::new, |l| l.destination),
-                );
+                    footprint(&value),
+                ));
             }
             Ok(purged)
         })
@@ -488,15 +499,20 @@ impl Store {
         Ok(out)
     }
 
-    /// How many dead letters each destination has.
-    pub fn dead_counts(&self) -> Result<HashMap<String, u64>, StoreError> {
+    /// How many dead letters each destination has, and the bytes they take.
+    pub fn dead_counts(&self) -> Result<HashMap<String, (u64, u64)>, StoreError> {
         let txn = self.db.begin_read()?;
         let dead = txn.open_table(DEAD)?;
-        let mut counts = HashMap::new();
+        let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
         for entry in dead.iter()? {
-            let (key, value) = entry?;
-            if let Some(letter) = DeadLetter::split(key.value(), value.value()) {
-                *counts.entry(letter.destination).or_insert(0) += 1;
+            let (_, value) = entry?;
+            let value = value.value();
+            if let Some((destination, _)) = split_dead(value) {
+                let count = counts
+                    .entry(String::from_utf8_lossy(destination).into_owned())
+                    .or_default();
+                count.0 += 1;
+                count.1 += footprint(value);
             }
         }
         Ok(counts)
@@ -642,7 +658,7 @@ mod tests {
         let dead = s.dead_letters(10).unwrap();
         assert_eq!(dead.len(), 2);
         assert_eq!(dead[0].destination, name);
-        assert_eq!(s.dead_counts().unwrap().get(name), Some(&2));
+        assert_eq!(s.dead_counts().unwrap().get(name).map(|c| c.0), Some(2));
 
         let moved = s.replay(Some(&[dead[0].seq]), 5_000).unwrap();
         assert_eq!(moved.len(), 1);
@@ -655,7 +671,9 @@ mod tests {
             "a fresh horizon"
         );
 
-        assert_eq!(s.purge(None).unwrap(), vec![name.to_owned()]);
+        let purged = s.purge(None).unwrap();
+        assert_eq!(purged.len(), 1);
+        assert_eq!(purged[0].0, name);
         assert!(s.dead_letters(10).unwrap().is_empty());
         let queued = footprint(&SpooledDelivery::encode(&back));
         assert_eq!(s.used(), queued, "purged bytes are freed");

@@ -3,7 +3,9 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Destination, Store, StoreError};
+use std::sync::Arc;
+
+use super::{Destination, Queue, Shared, StoreError};
 
 /// Appends gathered into one transaction at most.
 pub(super) const MAX_BATCH: usize = 512;
@@ -12,11 +14,12 @@ pub(super) const MAX_BATCH: usize = 512;
 pub(super) struct Append {
     pub destinations: Vec<Destination>,
     pub record: Vec<u8>,
+    /// The queues counted for it (see `Spool::store`): woken when committed, given their
+    /// counts back when not.
+    pub queues: Vec<Arc<Queue>>,
+    pub size: u64,
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
-
-/// One request's destinations and record, as the writer commits them.
-type Request = (Vec<Destination>, Vec<u8>);
 
 /// What the writer thread is sent.
 pub(super) enum Message {
@@ -27,7 +30,7 @@ pub(super) enum Message {
 
 /// The writer, on a thread of its own (a commit blocks on fsync): takes every append that is
 /// waiting, commits them in one transaction, answers each, repeats, until told to stop.
-pub(super) fn write(store: &Store, mut rx: mpsc::Receiver<Message>) {
+pub(super) fn write(shared: &Shared, mut rx: mpsc::Receiver<Message>) {
     loop {
         let mut batch = Vec::new();
         let mut stop = false;
@@ -52,7 +55,7 @@ pub(super) fn write(store: &Store, mut rx: mpsc::Receiver<Message>) {
             }
         }
         if !batch.is_empty() {
-            commit(store, batch);
+            commit(shared, batch);
         }
         if stop {
             return;
@@ -60,33 +63,35 @@ pub(super) fn write(store: &Store, mut rx: mpsc::Receiver<Message>) {
     }
 }
 
-fn commit(store: &Store, batch: Vec<Append>) {
-    let (items, replies): (Vec<Request>, Vec<_>) = batch
-        .into_iter()
-        .map(|a| ((a.destinations, a.record), a.done))
-        .unzip();
-    let groups: Vec<Vec<(&str, &[u8])>> = items
+fn commit(shared: &Shared, batch: Vec<Append>) {
+    let groups: Vec<Vec<(&str, &[u8])>> = batch
         .iter()
-        .map(|(destinations, record)| {
-            destinations
+        .map(|a| {
+            a.destinations
                 .iter()
-                .map(|d| (d.name(), record.as_slice()))
+                .map(|d| (d.name(), a.record.as_slice()))
                 .collect()
         })
         .collect();
-    match store.append(&groups) {
-        Ok(results) => {
-            // The callers count and wake their queues (`Spool::store`).
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
-        }
+    let results: Vec<Result<(), StoreError>> = match shared.store.append(&groups) {
+        Ok(results) => results,
         Err(error) => {
             tracing::error!(%error, "Spool commit failed; the requests were refused.");
             let reason = error.to_string();
-            for reply in replies {
-                let _ = reply.send(Err(StoreError::Commit(reason.clone())));
+            batch
+                .iter()
+                .map(|_| Err(StoreError::Commit(reason.clone())))
+                .collect()
+        }
+    };
+    drop(groups);
+    for (append, result) in batch.into_iter().zip(results) {
+        for queue in &append.queues {
+            match result {
+                Ok(()) => shared.forward(queue),
+                Err(_) => queue.removed(1, append.size),
             }
         }
+        let _ = append.done.send(result);
     }
 }

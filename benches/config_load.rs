@@ -2,7 +2,11 @@
 //! latency, and recovery after an etcd restart. Each figure comes with a baseline measured in the
 //! same run (raw etcd reads and acknowledged puts), since machines here are noisy.
 //!
-//! Run with `make bench` (or `cargo bench --bench config_load`).
+//! Then ten times the seed's scale: 250,000 webhooks in 50,000 namespaces, full load against a
+//! one-shot range read of the same keys (what `etcdctl get --prefix` does), with RSS.
+//!
+//! Run with `make bench` (or `cargo bench --bench config_load`; `BENCH_SECTION=scale` runs the
+//! 250k case alone).
 
 #[path = "../tests/it/support/mod.rs"]
 #[allow(unused_imports)]
@@ -115,9 +119,83 @@ async fn raw_read_all(etcd: &Etcd, prefix: &str) -> (Duration, usize) {
     (started.elapsed(), count)
 }
 
+/// A one-shot read of every key under `prefix` (no limit: no per-page count), as etcdctl does.
+async fn one_shot_read(etcd: &Etcd, prefix: &str) -> (Duration, usize) {
+    let mut kv = etcd
+        .client()
+        .await
+        .kv_client()
+        .max_decoding_message_size(1 << 30);
+    let started = Instant::now();
+    let response = kv
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    (started.elapsed(), response.kvs().len())
+}
+
+/// 250,000 webhooks: full load vs. a one-shot read of the same keys, and RSS while loaded.
+async fn ten_times_the_scale(etcd: &Etcd) {
+    const SCALE: usize = 10;
+    const RUNS: usize = 3;
+    let prefix = "/bench250k/";
+    let entries: Vec<_> = (0..NAMESPACES * SCALE)
+        .flat_map(|ns| {
+            (0..PER_NAMESPACE).map(move |id| {
+                (
+                    format!("{prefix}ns{ns}/webhooks/hook{id}"),
+                    r#"{"module":"log","module-config":{"pretty_print":false},"data_type":"json"}"#
+                        .to_owned(),
+                )
+            })
+        })
+        .collect();
+    etcd.put_many(&entries).await;
+    let total = entries.len();
+    drop(entries);
+    let (mut loads, mut raws) = (Vec::new(), Vec::new());
+    let rss_before = rss_kib();
+    let mut rss_loaded = 0;
+    for _ in 0..RUNS {
+        let (raw, count) = one_shot_read(etcd, prefix).await;
+        assert_eq!(count, total);
+        raws.push(raw);
+        let started = Instant::now();
+        let app = start(&etcd.endpoint(), prefix);
+        app.wait(|h| h.provider.status.borrow().loaded).await;
+        loads.push(started.elapsed());
+        assert_eq!(app.handle.cache.webhook_count(), total);
+        rss_loaded = rss_loaded.max(rss_kib());
+        app.stop().await;
+    }
+    loads.sort();
+    raws.sort();
+    let (load, raw) = (percentile(&loads, 0.5), percentile(&raws, 0.5));
+    println!("start-up load at ten times the scale: {total} webhooks in {} namespaces (median of {RUNS}):", NAMESPACES * SCALE);
+    println!("  switchyard ready      {:>8.1} ms", ms(load));
+    println!(
+        "  baseline one-shot read {:>7.1} ms   (one range request, no limit, no parsing)",
+        ms(raw)
+    );
+    println!(
+        "  ratio                 {:>8.2}x",
+        load.as_secs_f64() / raw.as_secs_f64()
+    );
+    println!(
+        "  process RSS with the cache loaded: {:.1} MiB (before: {:.1} MiB)",
+        rss_loaded as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
+    println!();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut etcd = Etcd::start().await;
+    if std::env::var("BENCH_SECTION").as_deref() == Ok("scale") {
+        ten_times_the_scale(&etcd).await;
+        return;
+    }
     let prefix = "/bench/";
     let entries: Vec<_> = (0..NAMESPACES)
         .flat_map(|ns| {
@@ -296,4 +374,5 @@ async fn main() {
         reload.as_secs_f64() / raw.as_secs_f64()
     );
     app.stop().await;
+    ten_times_the_scale(&etcd).await;
 }

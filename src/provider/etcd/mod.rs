@@ -56,6 +56,9 @@ pub enum SessionError {
     Silent(Duration),
     #[error("request timed out after {0:?}")]
     Timeout(Duration),
+    /// Parsing a full load failed (a bug: entries are parsed without panicking).
+    #[error("config load: {0}")]
+    Load(String),
 }
 
 /// Revision bookkeeping that survives reconnects.

@@ -134,12 +134,9 @@ async fn one_shot_read(etcd: &Etcd, prefix: &str) -> (Duration, usize) {
     (started.elapsed(), response.kvs().len())
 }
 
-/// 250,000 webhooks: full load vs. a one-shot read of the same keys, and RSS while loaded.
-async fn ten_times_the_scale(etcd: &Etcd) {
-    const SCALE: usize = 10;
-    const RUNS: usize = 3;
-    let prefix = "/bench250k/";
-    let entries: Vec<_> = (0..NAMESPACES * SCALE)
+/// `count` webhooks in `namespaces` namespaces under `prefix`, all `log` webhooks.
+fn webhooks(prefix: &str, namespaces: usize) -> Vec<(String, String)> {
+    (0..namespaces)
         .flat_map(|ns| {
             (0..PER_NAMESPACE).map(move |id| {
                 (
@@ -149,15 +146,34 @@ async fn ten_times_the_scale(etcd: &Etcd) {
                 )
             })
         })
-        .collect();
-    etcd.put_many(&entries).await;
-    let total = entries.len();
-    drop(entries);
+        .collect()
+}
+
+/// Medians of `runs` start-up loads of `total` webhooks and of the baseline read, and the RSS
+/// before and with the cache loaded (KiB).
+struct Loads {
+    load: Duration,
+    raw: Duration,
+    rss_before: u64,
+    rss_loaded: u64,
+}
+
+async fn measure_loads<F, Fut>(
+    etcd: &Etcd,
+    prefix: &str,
+    total: usize,
+    runs: usize,
+    baseline: F,
+) -> Loads
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (Duration, usize)>,
+{
     let (mut loads, mut raws) = (Vec::new(), Vec::new());
     let rss_before = rss_kib();
     let mut rss_loaded = 0;
-    for _ in 0..RUNS {
-        let (raw, count) = one_shot_read(etcd, prefix).await;
+    for _ in 0..runs {
+        let (raw, count) = baseline().await;
         assert_eq!(count, total);
         raws.push(raw);
         let started = Instant::now();
@@ -170,23 +186,49 @@ async fn ten_times_the_scale(etcd: &Etcd) {
     }
     loads.sort();
     raws.sort();
-    let (load, raw) = (percentile(&loads, 0.5), percentile(&raws, 0.5));
-    println!("start-up load at ten times the scale: {total} webhooks in {} namespaces (median of {RUNS}):", NAMESPACES * SCALE);
-    println!("  switchyard ready      {:>8.1} ms", ms(load));
+    Loads {
+        load: percentile(&loads, 0.5),
+        raw: percentile(&raws, 0.5),
+        rss_before,
+        rss_loaded,
+    }
+}
+
+impl Loads {
+    fn print(&self, baseline: &str) {
+        println!("  switchyard ready      {:>8.1} ms", ms(self.load));
+        println!("  {baseline}");
+        println!(
+            "  ratio                 {:>8.2}x",
+            self.load.as_secs_f64() / self.raw.as_secs_f64()
+        );
+        println!(
+            "  process RSS with the cache loaded: {:.1} MiB (before: {:.1} MiB)",
+            self.rss_loaded as f64 / 1024.0,
+            self.rss_before as f64 / 1024.0
+        );
+        println!();
+    }
+}
+
+/// 250,000 webhooks: full load vs. a one-shot read of the same keys, and RSS while loaded.
+async fn ten_times_the_scale(etcd: &Etcd) {
+    const SCALE: usize = 10;
+    const RUNS: usize = 3;
+    let prefix = "/bench250k/";
+    let entries = webhooks(prefix, NAMESPACES * SCALE);
+    etcd.put_many(&entries).await;
+    let total = entries.len();
+    drop(entries);
+    let loads = measure_loads(etcd, prefix, total, RUNS, || one_shot_read(etcd, prefix)).await;
     println!(
-        "  baseline one-shot read {:>7.1} ms   (one range request, no limit, no parsing)",
-        ms(raw)
+        "start-up load at ten times the scale: {total} webhooks in {} namespaces (median of {RUNS}):",
+        NAMESPACES * SCALE
     );
-    println!(
-        "  ratio                 {:>8.2}x",
-        load.as_secs_f64() / raw.as_secs_f64()
-    );
-    println!(
-        "  process RSS with the cache loaded: {:.1} MiB (before: {:.1} MiB)",
-        rss_loaded as f64 / 1024.0,
-        rss_before as f64 / 1024.0
-    );
-    println!();
+    loads.print(&format!(
+        "baseline one-shot read {:>7.1} ms   (one range request, no limit, no parsing)",
+        ms(loads.raw)
+    ));
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -197,58 +239,22 @@ async fn main() {
         return;
     }
     let prefix = "/bench/";
-    let entries: Vec<_> = (0..NAMESPACES)
-        .flat_map(|ns| {
-            (0..PER_NAMESPACE).map(move |id| {
-                (
-                    format!("{prefix}ns{ns}/webhooks/hook{id}"),
-                    r#"{"module":"log","module-config":{"pretty_print":false},"data_type":"json"}"#
-                        .to_owned(),
-                )
-            })
-        })
-        .collect();
+    let entries = webhooks(prefix, NAMESPACES);
     etcd.put_many(&entries).await;
     let total = entries.len();
     println!("switchyard config benchmarks ({total} webhooks in {NAMESPACES} namespaces)");
     println!();
 
     // 1. Start-up load vs. a raw paginated read of the same keys.
-    let mut loads = Vec::new();
-    let mut raws = Vec::new();
-    let rss_before = rss_kib();
-    let mut rss_loaded = 0;
-    for _ in 0..LOAD_RUNS {
-        let (raw, count) = raw_read_all(&etcd, prefix).await;
-        assert_eq!(count, total);
-        raws.push(raw);
-        let started = Instant::now();
-        let app = start(&etcd.endpoint(), prefix);
-        app.wait(|h| h.provider.status.borrow().loaded).await;
-        loads.push(started.elapsed());
-        assert_eq!(app.handle.cache.webhook_count(), total);
-        rss_loaded = rss_loaded.max(rss_kib());
-        app.stop().await;
-    }
-    loads.sort();
-    raws.sort();
-    let (load, raw) = (percentile(&loads, 0.5), percentile(&raws, 0.5));
+    let loads = measure_loads(&etcd, prefix, total, LOAD_RUNS, || {
+        raw_read_all(&etcd, prefix)
+    })
+    .await;
     println!("start-up load of {total} webhooks (median of {LOAD_RUNS}):");
-    println!("  switchyard ready      {:>8.1} ms", ms(load));
-    println!(
-        "  baseline raw read     {:>8.1} ms   (etcd range pages, no parsing)",
-        ms(raw)
-    );
-    println!(
-        "  ratio                 {:>8.2}x",
-        load.as_secs_f64() / raw.as_secs_f64()
-    );
-    println!(
-        "  process RSS with the cache loaded: {:.1} MiB (before: {:.1} MiB)",
-        rss_loaded as f64 / 1024.0,
-        rss_before as f64 / 1024.0
-    );
-    println!();
+    loads.print(&format!(
+        "baseline raw read     {:>8.1} ms   (etcd range pages, no parsing)",
+        ms(loads.raw)
+    ));
 
     // 2. put -> routable, vs. the put's own acknowledgement.
     let app = start(&etcd.endpoint(), prefix);

@@ -13,13 +13,10 @@ use std::{
 
 use dashmap::DashMap;
 
-use crate::{dispatch::Route, keys::WebhookKey};
-
-/// The hasher of webhook keys: randomly keyed per process (keys come from tenants' config and
-/// lookups from the internet, so hash flooding must not be predictable), and several times
-/// faster than the standard SipHash on these short keys (a 250k-webhook load spent ~15% of its
-/// time hashing; see BENCHMARKS.md).
-pub type KeyHasher = ahash::RandomState;
+use crate::{
+    dispatch::Route,
+    keys::{KeyHasher, WebhookKey},
+};
 
 /// A shared handle to the live webhooks. Cloning is cheap. (Connections live in the
 /// [`ConnectionPool`](crate::connections::ConnectionPool), their one owner.)

@@ -16,7 +16,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::keys::WebhookKey;
+use crate::keys::{KeyHasher, WebhookKey};
 
 /// The label pair used once the budget is spent.
 pub const OTHER: &str = "_other";
@@ -147,7 +147,8 @@ pub struct Metrics {
     /// not interleave, or two scrapes would both add the same difference.
     rendering: std::sync::Mutex<()>,
     label_budget: usize,
-    admitted: DashSet<WebhookKey>,
+    /// Checked on every request: hashed with the cache's hasher, not SipHash.
+    admitted: DashSet<WebhookKey, KeyHasher>,
     admitted_count: AtomicUsize,
     requests: IntCounterVec,
     request_seconds: HistogramVec,
@@ -284,7 +285,7 @@ impl Metrics {
             registry,
             rendering: std::sync::Mutex::new(()),
             label_budget,
-            admitted: DashSet::new(),
+            admitted: DashSet::default(),
             admitted_count: AtomicUsize::new(0),
             requests,
             request_seconds,

@@ -396,6 +396,14 @@ mod tests {
             .unwrap();
     }
 
+    /// One step, not cancelled.
+    async fn step(forwarder: &Forwarder, now: SystemTime) -> Step {
+        forwarder
+            .step(now, &CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
     #[test]
     fn retry_delays_grow_to_the_cap_and_jitter_only_shortens_them() {
         assert_eq!(retry_delay(1, 0.0), Duration::from_secs(1));
@@ -412,35 +420,14 @@ mod tests {
             spool(&store, n);
         }
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
-        assert!(matches!(
-            forwarder
-                .step(now, &CancellationToken::new())
-                .await
-                .unwrap(),
-            Step::Retry(_)
-        ));
-        assert!(matches!(
-            forwarder
-                .step(now, &CancellationToken::new())
-                .await
-                .unwrap(),
-            Step::Retry(_)
-        ));
+        assert!(matches!(step(&forwarder, now).await, Step::Retry(_)));
+        assert!(matches!(step(&forwarder, now).await, Step::Retry(_)));
         assert_eq!(
-            forwarder
-                .step(now, &CancellationToken::new())
-                .await
-                .unwrap(),
+            step(&forwarder, now).await,
             Step::Delivered,
             "all three in one step"
         );
-        assert_eq!(
-            forwarder
-                .step(now, &CancellationToken::new())
-                .await
-                .unwrap(),
-            Step::Idle
-        );
+        assert_eq!(step(&forwarder, now).await, Step::Idle);
         let got = target.got.lock().unwrap();
         let ids: Vec<&str> = got.iter().map(|d| d.request_id.as_str()).collect();
         assert_eq!(
@@ -495,20 +482,8 @@ mod tests {
         let (_dir, store, _target, forwarder) = setup(10, policy);
         spool(&store, 0);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
-        assert!(matches!(
-            forwarder
-                .step(now, &CancellationToken::new())
-                .await
-                .unwrap(),
-            Step::Retry(_)
-        ));
-        assert_eq!(
-            forwarder
-                .step(now, &CancellationToken::new())
-                .await
-                .unwrap(),
-            Step::DeadLettered
-        );
+        assert!(matches!(step(&forwarder, now).await, Step::Retry(_)));
+        assert_eq!(step(&forwarder, now).await, Step::DeadLettered);
         let dead = store.dead_letters(100).unwrap();
         assert_eq!(dead.len(), 1);
         let record = SpooledDelivery::decode(&dead[0].record).unwrap();
@@ -516,14 +491,7 @@ mod tests {
 
         spool(&store, 1);
         let later = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 3600);
-        assert_eq!(
-            forwarder
-                .step(later, &CancellationToken::new())
-                .await
-                .unwrap(),
-            Step::DeadLettered,
-            "too old"
-        );
+        assert_eq!(step(&forwarder, later).await, Step::DeadLettered, "too old");
         assert_eq!(store.dead_letters(100).unwrap().len(), 2);
     }
 }

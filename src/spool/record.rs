@@ -88,7 +88,7 @@ struct Fields<'a> {
     body: &'a [u8],
 }
 
-fn millis_since_epoch(at: SystemTime) -> u64 {
+pub(super) fn millis_since_epoch(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -1,6 +1,6 @@
 //! The spool as operators see it: per-destination queues, the whole spool, dead letters.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::{destination_id, record, Store, StoreError};
 
@@ -50,7 +50,7 @@ impl DeadLetterReport {
             match record::Summary::decode(record) {
                 Ok(r) => (
                     r.request_id,
-                    humantime::format_rfc3339_millis(r.received_at).to_string(),
+                    crate::modules::rfc3339(r.received_at),
                     r.attempts,
                     r.last_error,
                     r.body_bytes,
@@ -71,9 +71,7 @@ impl DeadLetterReport {
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    record::millis_since_epoch(SystemTime::now())
 }
 
 /// Age of a queue's oldest record.

@@ -292,20 +292,6 @@ impl Store {
         })
     }
 
-    /// The oldest record of a destination.
-    pub fn oldest(&self, destination: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let queue = txn.open_table(QUEUE)?;
-        let mut range = queue.range((destination, 0)..=(destination, u64::MAX))?;
-        match range.next() {
-            Some(entry) => {
-                let (key, value) = entry?;
-                Ok(Some((key.value().1, value.value().to_vec())))
-            }
-            None => Ok(None),
-        }
-    }
-
     /// A destination's oldest records, in order: at most `limit` of them, and no more once
     /// `max_bytes` are taken (always at least one).
     pub fn oldest_n(
@@ -385,7 +371,9 @@ impl Store {
         })
     }
 
-    /// Dead letters in order, at most `limit`: (sequence, destination name, encoded record).
+    /// Dead letters in order, at most `limit`, bodies included (tests; operators get
+    /// [`Store::dead_letter_reports`]).
+    #[cfg(test)]
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let txn = self.db.begin_read()?;
         let dead = txn.open_table(DEAD)?;
@@ -552,6 +540,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Store {
+        /// The oldest record of a destination.
+        fn oldest(&self, destination: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+            Ok(self.oldest_n(destination, 1, usize::MAX)?.pop())
+        }
+    }
 
     fn store(dir: &tempfile::TempDir, max: u64) -> Store {
         Store::open(&dir.path().join(FILE_NAME), max).unwrap()

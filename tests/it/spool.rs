@@ -257,23 +257,7 @@ async fn a_full_spool_answers_503_and_delivers_everything_it_acknowledged() {
     router.wait_ready().await;
     redis.kill();
     let client = reqwest::Client::new();
-    let pad = "y".repeat(16 * 1024);
-    let mut acknowledged = Vec::new();
-    let refused = loop {
-        let body = format!(r#"{{"n":{},"pad":"{pad}"}}"#, acknowledged.len());
-        let answer = client
-            .post(router.url("/webhook/s"))
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        match answer.status() {
-            StatusCode::ACCEPTED => acknowledged.push(body),
-            StatusCode::SERVICE_UNAVAILABLE => break answer,
-            other => panic!("unexpected {other}"),
-        }
-        assert!(acknowledged.len() < 200, "1 MiB must fill up");
-    };
+    let (acknowledged, refused) = post_until_refused(&client, &router.url("/webhook/s"), 200).await;
     assert!(refused.headers().contains_key("retry-after"));
     let error: Value = refused.json().await.unwrap();
     assert_eq!(error["error"], "spool_full");
@@ -313,6 +297,28 @@ async fn a_full_spool_answers_503_and_delivers_everything_it_acknowledged() {
         },
     )
     .await;
+}
+
+/// Posts distinct 16 KiB bodies to `url` until one is refused with 503 (the spool or the
+/// namespace's share is full); every other answer must be 202. Returns the stored bodies and
+/// the refusal. Fails after `at_most` stored ones.
+async fn post_until_refused(
+    client: &reqwest::Client,
+    url: &str,
+    at_most: usize,
+) -> (Vec<String>, reqwest::Response) {
+    let pad = "y".repeat(16 * 1024);
+    let mut stored = Vec::new();
+    loop {
+        let body = format!(r#"{{"n":{},"pad":"{pad}"}}"#, stored.len());
+        let answer = client.post(url).body(body.clone()).send().await.unwrap();
+        match answer.status() {
+            StatusCode::ACCEPTED => stored.push(body),
+            StatusCode::SERVICE_UNAVAILABLE => return (stored, answer),
+            other => panic!("unexpected {other}"),
+        }
+        assert!(stored.len() < at_most, "{url}: the spool never filled up");
+    }
 }
 
 /// Runs `switchyard spool <args>` with `env`; returns (exit code, stdout).
@@ -571,32 +577,16 @@ async fn one_namespace_cannot_fill_the_spool_for_the_others() {
     );
     router.wait_ready().await;
     let client = reqwest::Client::new();
-    let pad = "z".repeat(16 * 1024);
-    let mut stored = 0;
-    let refused = loop {
-        let answer = client
-            .post(router.url("/webhook/hostile/w"))
-            .body(format!(r#"{{"n":{stored},"pad":"{pad}"}}"#))
-            .send()
-            .await
-            .unwrap();
-        match answer.status() {
-            StatusCode::ACCEPTED => stored += 1,
-            StatusCode::SERVICE_UNAVAILABLE => break answer,
-            other => panic!("unexpected {other}"),
-        }
-        assert!(
-            stored < 64,
-            "the namespace's share (25% of 1 MiB) must run out"
-        );
-    };
+    let (stored, refused) =
+        post_until_refused(&client, &router.url("/webhook/hostile/w"), 64).await;
+    let stored = stored.len();
     assert!(stored >= 10, "{stored} stored before the share ran out");
     let error: Value = refused.json().await.unwrap();
     assert_eq!(error["error"], "spool_full");
     // The other tenant's failed deliveries are still kept.
     let victim = client
         .post(router.url("/webhook/victim/w"))
-        .body(format!(r#"{{"pad":"{pad}"}}"#))
+        .body(format!(r#"{{"pad":"{}"}}"#, "z".repeat(16 * 1024)))
         .send()
         .await
         .unwrap();

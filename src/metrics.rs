@@ -31,6 +31,10 @@ pub struct ScrapeState {
     pub revision: i64,
     /// 1 connected, 0 not; `None` for the file backend.
     pub etcd_connected: Option<bool>,
+    /// Whether the etcd member in use has a leader.
+    pub etcd_has_leader: bool,
+    /// Newest revision seen from etcd minus the applied one.
+    pub etcd_revision_lag: i64,
     pub events_applied: u64,
     pub invalid_entries: u64,
     pub reconnects: u64,
@@ -159,6 +163,8 @@ pub struct Metrics {
     body_reads: IntGauge,
     revision: IntGauge,
     etcd_connected: IntGauge,
+    etcd_has_leader: IntGauge,
+    etcd_revision_lag: IntGauge,
     events_applied: IntCounter,
     invalid_entries: IntCounter,
     invalid_now: IntGauge,
@@ -231,6 +237,14 @@ impl Metrics {
             "switchyard_etcd_connected",
             "1 while the etcd watch is established, 0 otherwise.",
         );
+        let etcd_has_leader = gauge(
+            "switchyard_etcd_has_leader",
+            "1 while the etcd member in use has a leader, 0 otherwise.",
+        );
+        let etcd_revision_lag = gauge(
+            "switchyard_etcd_revision_lag",
+            "Newest revision seen from etcd minus the applied revision.",
+        );
         let events_applied = counter(
             "switchyard_config_events_applied_total",
             "Config changes applied (watch events, file entries).",
@@ -265,6 +279,8 @@ impl Metrics {
             Box::new(body_reads.clone()),
             Box::new(revision.clone()),
             Box::new(etcd_connected.clone()),
+            Box::new(etcd_has_leader.clone()),
+            Box::new(etcd_revision_lag.clone()),
             Box::new(events_applied.clone()),
             Box::new(invalid_entries.clone()),
             Box::new(invalid_now.clone()),
@@ -296,6 +312,8 @@ impl Metrics {
             body_reads,
             revision,
             etcd_connected,
+            etcd_has_leader,
+            etcd_revision_lag,
             events_applied,
             invalid_entries,
             invalid_now,
@@ -374,6 +392,8 @@ impl Metrics {
         self.revision.set(state.revision);
         self.etcd_connected
             .set(i64::from(state.etcd_connected.unwrap_or(false)));
+        self.etcd_has_leader.set(i64::from(state.etcd_has_leader));
+        self.etcd_revision_lag.set(state.etcd_revision_lag);
         catch_up(&self.events_applied, state.events_applied);
         catch_up(&self.invalid_entries, state.invalid_entries);
         self.invalid_now.set(as_i64_usize(state.skipped_now));

@@ -68,6 +68,15 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "connections": state.pool.len(),
         },
     });
+    if status.etcd.is_some() {
+        let link = &state.stats.etcd;
+        let member = link.member();
+        body["etcd"] = serde_json::json!({
+            "endpoint": member.endpoint,
+            "has_leader": member.has_leader,
+            "revision_lag": link.lag(state.cache.revision()),
+        });
+    }
     if let Some(spool) = spool {
         body["spool"] = spool;
     }

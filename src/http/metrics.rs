@@ -32,6 +32,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         body_reads: state.body_readers.reading(),
         revision: state.cache.revision(),
         etcd_connected: status.etcd.map(|e| e == EtcdState::Connected),
+        etcd_has_leader: stats.etcd.member().has_leader,
+        etcd_revision_lag: stats.etcd.lag(state.cache.revision()),
         events_applied: stats.events_applied.load(Ordering::Relaxed),
         invalid_entries: stats.invalid_entries.load(Ordering::Relaxed),
         reconnects: stats.reconnects.load(Ordering::Relaxed),

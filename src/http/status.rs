@@ -27,6 +27,15 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         .map(|e| serde_json::json!({"key": e.key(), "reason": e.value()}))
         .collect();
     skipped.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+    let etcd_link = status.etcd.map(|_| {
+        let revision = state.cache.revision();
+        serde_json::json!({
+            "member": stats.etcd.member(),
+            "applied_revision": revision,
+            "newest_revision": stats.etcd.newest_revision(),
+            "revision_lag": stats.etcd.lag(revision),
+        })
+    });
     let mut connections = state.pool.describe();
     connections.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     HttpResponse::Ok()
@@ -35,6 +44,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             "backend": status.backend.as_str(),
             "loaded": status.loaded,
             "etcd": status.etcd.map(|e| e.as_str()),
+            "etcd_link": etcd_link,
             "revision": state.cache.revision(),
             "applied_at": rfc3339_ms(stats.applied_at_ms.load(Ordering::Relaxed)),
             "last_heard_from_etcd_at": rfc3339_ms(stats.heard_at_ms.load(Ordering::Relaxed)),

@@ -75,6 +75,8 @@ pub struct ProviderStats {
     pub events_applied: AtomicU64,
     pub invalid_entries: AtomicU64,
     pub reconnects: AtomicU64,
+    /// The etcd member in use and the newest revision seen (etcd backend).
+    pub etcd: etcd::members::LinkState,
     /// Whole loads refused (a file that does not parse); the last good config kept serving.
     pub rejected_loads: AtomicU64,
     /// Config files of the file backend that do not exist (read as empty).

@@ -3,7 +3,7 @@
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
-use super::{client::EtcdLink, watch::read_pages, SessionError};
+use super::{client::EtcdLink, load::read_pages, SessionError};
 
 /// etcd's default `--max-txn-ops`.
 const TXN_OPS: usize = 128;

@@ -4,14 +4,17 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, StatusResponse, TlsOptions};
 
 use crate::{config::secret::Secret, settings::Settings};
 
-/// HTTP/2 pings this often; a peer that does not answer within [`KEEP_ALIVE_TIMEOUT`] is dead.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An HTTP/2 ping goes out after this long without a frame from etcd; a peer that does not answer
+/// it within [`KEEP_ALIVE_TIMEOUT`] is dead: a frozen member or a silently dropped link is noticed
+/// within 8 s. 5 s is the floor etcd accepts (`--grpc-keepalive-min-time`); pinging more often
+/// gets the connection closed with "too many pings".
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest gRPC message accepted (a page of a full load, a burst of watch events).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -67,17 +70,27 @@ impl EtcdLink {
         }
     }
 
+    /// Every request requires a leader: a member cut off from its quorum refuses reads at once
+    /// and cancels its watches (about 4 s after losing the leader) instead of serving a revision
+    /// that no longer moves.
     fn options(&self) -> Result<ConnectOptions, LinkError> {
-        let mut options = ConnectOptions::new()
-            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
-            .with_keep_alive_while_idle(true)
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_tcp_keepalive(KEEP_ALIVE_INTERVAL);
+        let mut options = self.anonymous_options()?.with_require_leader(true);
         if let Some((user, password)) = &self.user {
             options = options
                 .with_user(user.clone(), password.expose().to_owned())
                 .with_auto_token_refresh(true);
         }
+        Ok(options)
+    }
+
+    /// Transport and TLS, no credentials: what a status probe needs (etcd answers `Status`
+    /// without authentication, so a probe costs no password check).
+    fn anonymous_options(&self) -> Result<ConnectOptions, LinkError> {
+        let mut options = ConnectOptions::new()
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(true)
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_tcp_keepalive(KEEP_ALIVE_INTERVAL);
         if let Some(files) = &self.tls {
             let mut tls = TlsOptions::new();
             if let Some(ca) = &files.ca {
@@ -91,9 +104,23 @@ impl EtcdLink {
         Ok(options)
     }
 
-    /// Opens a client (authenticating when a user is set). Fails fast when no endpoint answers.
+    /// Opens a client over every endpoint (authenticating when a user is set), for the one-shot
+    /// config tools.
     pub async fn connect(&self) -> Result<Client, LinkError> {
         let options = self.options()?;
         Ok(Client::connect(&self.endpoints, Some(options)).await?)
+    }
+
+    /// Opens a client to one member (authenticating when a user is set).
+    pub async fn connect_to(&self, endpoint: &str) -> Result<Client, LinkError> {
+        let options = self.options()?;
+        Ok(Client::connect([endpoint], Some(options)).await?)
+    }
+
+    /// One member's status, over a fresh unauthenticated connection.
+    pub async fn probe(&self, endpoint: &str) -> Result<StatusResponse, LinkError> {
+        let options = self.anonymous_options()?;
+        let mut client = Client::connect([endpoint], Some(options)).await?;
+        Ok(client.status().await?)
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod admin;
 mod client;
+mod load;
+pub mod members;
 pub mod watch;
 
 use std::time::Duration;
@@ -14,14 +16,12 @@ use tokio::sync::watch as status_watch;
 use tokio_util::sync::CancellationToken;
 
 pub use client::EtcdLink;
+use members::Members;
 
 use super::{
     backoff::ReconnectBackoff, set_status, Applier, EtcdState, ProviderStats, ProviderStatus,
 };
 use crate::{keys::KeyLayout, settings::Settings};
-
-/// A session that stayed up this long resets the backoff to its first step.
-const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
 /// Where config lives in etcd.
 #[derive(Debug, Clone)]
@@ -68,11 +68,20 @@ pub struct SyncState {
     pub applied: Option<i64>,
     /// The watch was established at least once.
     pub ever_connected: bool,
+    /// The current session's watch was established (only that makes a session healthy).
+    pub watched: bool,
     /// The cluster the applied revision belongs to; another cluster means a full reload.
     pub cluster_id: Option<u64>,
 }
 
 /// Runs until `token` is cancelled.
+///
+/// Each session uses one member. When it ends, the member is remembered as failed and the next
+/// attempt goes to another one. The wait before it follows the 1 s -> 60 s backoff, which only a
+/// session that reached its watch resets; meanwhile a status probe of every member (cheap, no
+/// credentials) ends the wait as soon as one answers with a leader. A probe that led to a failed
+/// attempt is not trusted again until a session reaches its watch, so a member that answers its
+/// status but cannot serve does not turn the backoff into a tight loop.
 pub async fn run(
     source: EtcdSource,
     applier: Applier,
@@ -81,12 +90,18 @@ pub async fn run(
 ) {
     let mut state = SyncState::default();
     let mut backoff = ReconnectBackoff::new();
+    let mut members = Members::new(source.link.endpoints.clone());
+    let mut probed: Option<usize> = None;
+    let mut trust_probe = true;
     tracing::info!(endpoints = ?source.link.endpoints, prefix = source.layout.prefix(), "Connecting to etcd.");
     loop {
-        let started = tokio::time::Instant::now();
+        let from_probe = probed.is_some();
+        let index = members.pick(probed.take());
+        let endpoint = members.url(index).to_owned();
+        state.watched = false;
         let error = tokio::select! {
             () = token.cancelled() => return,
-            error = watch::session(&source, &applier, &status, &mut state) => error,
+            error = watch::session(&source, &endpoint, &applier, &status, &mut state) => error,
         };
         let next = if state.ever_connected {
             EtcdState::Disconnected
@@ -94,19 +109,36 @@ pub async fn run(
             EtcdState::Connecting
         };
         set_status(&status, None, Some(next));
-        if started.elapsed() >= HEALTHY_SESSION {
+        members.failed(index);
+        applier.stats.etcd.failed(&endpoint, &error.to_string());
+        if state.watched {
             backoff = ReconnectBackoff::new();
+            trust_probe = true;
+        } else if from_probe {
+            trust_probe = false;
         }
         let delay = backoff.next().unwrap_or(super::backoff::MAX_DELAY);
         tracing::warn!(
             %error,
+            endpoint,
             retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             applied_revision = state.applied,
             "etcd unavailable; serving from cache and reconnecting."
         );
+        let probe = async {
+            if trust_probe {
+                members::probe_until_leader(&source.link, members.urls(), &applier.stats.etcd).await
+            } else {
+                std::future::pending().await
+            }
+        };
         tokio::select! {
             () = token.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
+            found = probe => {
+                tracing::info!(endpoint = members.url(found), "etcd member with a leader found; reconnecting now.");
+                probed = Some(found);
+            }
         }
         ProviderStats::bump(&applier.stats.reconnects);
     }

@@ -178,8 +178,9 @@ async fn a_silently_dead_etcd_is_noticed_and_recovered_from() {
     // No reset, no FIN: the link just goes quiet.
     proxy.freeze();
     let frozen_at = tokio::time::Instant::now();
-    // Keep-alive (10 s + 5 s) or the 30 s silence limit must notice it.
-    app.wait_etcd_state("disconnected", Duration::from_secs(40))
+    // The 6 s silence limit (progress requests unanswered) or the keep-alive (5 s + 3 s) notices
+    // it within 10 s.
+    app.wait_etcd_state("disconnected", Duration::from_secs(10))
         .await;
     eprintln!("silent etcd noticed after {:?}", frozen_at.elapsed());
     assert_eq!(app.status_of("acme/x").await, StatusCode::OK);
@@ -190,4 +191,29 @@ async fn a_silently_dead_etcd_is_noticed_and_recovered_from() {
     proxy.unblock();
     app.wait_etcd_state("healthy", RECONNECT).await;
     app.wait_status("acme/y", StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn a_quiet_watch_is_kept_up_by_progress_notifications() {
+    let etcd = Etcd::start().await;
+    let p = prefix();
+    etcd.put(&format!("{p}acme/webhooks/x"), LOG).await;
+    let app = TestApp::spawn_ready(etcd_settings(&etcd.endpoint(), &p)).await;
+    app.wait_etcd_state("healthy", RECONNECT).await;
+
+    // Nothing changes for longer than the 6 s silence limit: progress notifications (asked for
+    // after 3 s of quiet) keep the link, so a healthy quiet etcd is never taken for a dead one.
+    let heard = std::sync::Mutex::new(std::collections::HashSet::new());
+    wait_until(
+        Duration::from_secs(30),
+        "four progress notifications",
+        || async {
+            let mut heard = heard.lock().unwrap();
+            heard.insert(app.stats().heard_at_ms.load(Ordering::Relaxed));
+            heard.len() >= 4
+        },
+    )
+    .await;
+    assert_eq!(app.stats().reconnects.load(Ordering::Relaxed), 0);
+    assert_eq!(app.health().await.1["components"]["etcd"], "healthy");
 }

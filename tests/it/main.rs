@@ -4,6 +4,7 @@ mod support;
 
 mod delivery_kafka;
 mod delivery_redis;
+mod etcd_cluster;
 mod etcd_recovery;
 mod etcd_scale;
 mod etcd_security;

@@ -157,7 +157,12 @@ pub async fn read_pages_owned<F: std::future::Future<Output = ()>>(
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let mut response = timed_for(REQUEST_TIMEOUT, kv.get(start.clone(), Some(options))).await?;
+        let mut response = timed_for(
+            "page read",
+            REQUEST_TIMEOUT,
+            kv.get(start.clone(), Some(options)),
+        )
+        .await?;
         if revision == 0 {
             revision = response
                 .header()

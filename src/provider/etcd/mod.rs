@@ -54,8 +54,8 @@ pub enum SessionError {
     Cancelled(String),
     #[error("no message from etcd for {0:?} (dead connection)")]
     Silent(Duration),
-    #[error("request timed out after {0:?}")]
-    Timeout(Duration),
+    #[error("{0} timed out after {1:?}")]
+    Timeout(&'static str, Duration),
     /// Parsing a full load failed (a bug: entries are parsed without panicking).
     #[error("config load: {0}")]
     Load(String),

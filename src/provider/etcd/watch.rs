@@ -17,29 +17,33 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the small requests that open a session (connect, status, count, watch): a member
 /// that takes longer is left for another one.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
-/// While the watch is quiet the session checks it this often...
-const QUIET_CHECK: Duration = Duration::from_secs(2);
-/// ...asks etcd for a progress notification once it has been quiet this long...
-const PROGRESS_AFTER: Duration = Duration::from_secs(4);
-/// ...and treats it as dead once it has been silent this long. With the HTTP/2 keep-alive (a
-/// ping after 5 s without a frame, dead 3 s later) a dead link is left within 8–10 s.
-const SILENT_LIMIT: Duration = Duration::from_secs(8);
+/// The session checks the watch this often...
+const QUIET_CHECK: Duration = Duration::from_secs(1);
+/// ...asks etcd for a progress notification once it has been quiet this long (a live member
+/// answers in milliseconds, from memory: no disk, no raft)...
+const PROGRESS_AFTER: Duration = Duration::from_secs(3);
+/// ...and leaves it as dead once it has been silent this long: a frozen member or a silently
+/// dropped link is left within 6–7 s. The HTTP/2 keep-alive (a ping after 5 s without a frame,
+/// dead 3 s later) covers the requests outside the watch.
+const SILENT_LIMIT: Duration = Duration::from_secs(6);
 
 /// `fut` bounded by `limit`.
 pub async fn timed_for<T, E: Into<SessionError>>(
+    what: &'static str,
     limit: Duration,
     fut: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, SessionError> {
     match tokio::time::timeout(limit, fut).await {
         Ok(result) => result.map_err(Into::into),
-        Err(_) => Err(SessionError::Timeout(limit)),
+        Err(_) => Err(SessionError::Timeout(what, limit)),
     }
 }
 
 async fn opening<T, E: Into<SessionError>>(
+    what: &'static str,
     fut: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, SessionError> {
-    timed_for(OPEN_TIMEOUT, fut).await
+    timed_for(what, OPEN_TIMEOUT, fut).await
 }
 
 /// Runs one connection to `endpoint` until it fails; returns why.
@@ -65,9 +69,9 @@ async fn run_session(
 ) -> Result<std::convert::Infallible, SessionError> {
     let link = &applier.stats.etcd;
     link.using(endpoint);
-    let mut client = opening(source.link.connect_to(endpoint)).await?;
+    let mut client = opening("connect", source.link.connect_to(endpoint)).await?;
     // Which member this is and whom it follows (refused at once by a member without a leader).
-    let member = opening(client.status()).await?;
+    let member = opening("status", client.status()).await?;
     link.status(
         member.header().map_or(0, |h| h.member_id()),
         member.leader(),
@@ -117,7 +121,8 @@ async fn run_session(
             .with_prefix()
             .with_start_revision(from + 1)
             .with_progress_notify();
-        let mut stream = opening(watch_client.watch(layout.prefix(), Some(options))).await?;
+        let mut stream =
+            opening("watch", watch_client.watch(layout.prefix(), Some(options))).await?;
         match follow(&mut stream, endpoint, layout, applier, status, state).await? {
             Compacted(compact_revision) => {
                 tracing::warn!(
@@ -225,7 +230,7 @@ async fn current_revision(
     layout: &KeyLayout,
 ) -> Result<(i64, u64), SessionError> {
     let options = GetOptions::new().with_prefix().with_count_only();
-    let response = opening(kv.get(layout.prefix(), Some(options))).await?;
+    let response = opening("revision read", kv.get(layout.prefix(), Some(options))).await?;
     response
         .header()
         .map(|h| (h.revision(), h.cluster_id()))

@@ -27,8 +27,20 @@ pub struct Etcd {
     peer_port: u16,
     dir: tempfile::TempDir,
     options: EtcdOptions,
+    membership: Membership,
     /// Credentials the test's own client uses once auth is enabled.
     user: Option<(String, String)>,
+}
+
+/// How a member finds its cluster.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub name: String,
+    /// The peer URL the others use to reach this member (a proxy, to partition it).
+    pub advertise_peer: String,
+    /// `name=peer-url,...` of every member.
+    pub initial_cluster: String,
+    pub token: String,
 }
 
 fn binary() -> PathBuf {
@@ -44,31 +56,57 @@ impl Etcd {
     }
 
     pub async fn start_with(options: EtcdOptions) -> Self {
-        let mut etcd = Self {
-            child: None,
-            client_port: free_port(),
-            peer_port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            options,
-            user: None,
+        let peer_port = free_port();
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let membership = Membership {
+            name: "test".into(),
+            advertise_peer: peer.clone(),
+            initial_cluster: format!("test={peer}"),
+            token: "etcd-cluster".into(),
         };
+        let mut etcd = Self::unstarted(peer_port, membership, options);
         etcd.spawn().await;
         etcd
     }
 
+    /// A member listening for peers on `peer_port`, not started yet ([`Etcd::launch`]).
+    pub fn unstarted(peer_port: u16, membership: Membership, options: EtcdOptions) -> Self {
+        Self {
+            child: None,
+            client_port: free_port(),
+            peer_port,
+            dir: tempfile::tempdir().unwrap(),
+            options,
+            membership,
+            user: None,
+        }
+    }
+
     async fn spawn(&mut self) {
+        self.launch();
+        self.wait_answering().await;
+    }
+
+    /// Starts the process without waiting (a cluster member answers only once a quorum runs).
+    pub fn launch(&mut self) {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::File::create(self.dir.path().join("etcd.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .unwrap();
+        let m = &self.membership;
         let child = Command::new(binary())
-            .args(["--name", "test"])
+            .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("test={peer}")])
+            .args(["--initial-advertise-peer-urls", &m.advertise_peer])
+            .args(["--initial-cluster", &m.initial_cluster])
+            .args(["--initial-cluster-token", &m.token])
             .args(["--initial-cluster-state", "new"])
             .args(["--log-level", "warn", "--logger", "zap"])
             .args(self.extra_args())
@@ -82,6 +120,10 @@ impl Etcd {
                 )
             });
         self.child = Some(child);
+    }
+
+    /// Waits until a read (which needs a leader) succeeds.
+    pub async fn wait_answering(&self) {
         wait_until(Duration::from_secs(20), "etcd to answer", || async {
             match self.try_client().await {
                 Ok(mut c) => c.get("health-probe", None).await.is_ok(),
@@ -120,7 +162,7 @@ impl Etcd {
         format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
-    async fn try_client(&self) -> Result<Client, etcd_client::Error> {
+    pub async fn try_client(&self) -> Result<Client, etcd_client::Error> {
         let mut options = ConnectOptions::new();
         if let Some(tls) = &self.options.tls {
             let read = |p: &PathBuf| std::fs::read(p).unwrap();
@@ -150,6 +192,11 @@ impl Etcd {
         client.user_grant_role("root", "root").await.unwrap();
         client.auth_enable().await.unwrap();
         self.user = Some(("root".into(), password.into()));
+    }
+
+    /// The server's log so far (warnings and errors), for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
     /// SIGKILLs the server (data stays for a restart).
@@ -219,6 +266,12 @@ impl Etcd {
             .await
             .unwrap();
         revision
+    }
+}
+
+impl super::Freeze for Etcd {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 }
 

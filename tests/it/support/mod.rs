@@ -3,11 +3,13 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod cluster;
 pub mod etcd;
 pub mod files;
 pub mod inproc;
 pub mod kafka;
 pub mod load;
+pub mod peer_proxy;
 pub mod ports;
 pub mod process;
 pub mod proxy;

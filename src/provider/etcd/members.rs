@@ -19,8 +19,10 @@ use super::client::EtcdLink;
 
 /// One probe (connect + status) waits this long for a member.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Probe rounds while disconnected start this far apart (jittered down by up to half).
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Probe rounds while disconnected start this far apart (jittered down by up to half): a
+/// recovered cluster is found within 2 s, and N disconnected instances send at most
+/// N x endpoints probes per second.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// The endpoints of `ETCD_ENDPOINTS` with what the last attempt on each taught us.
 #[derive(Debug)]

@@ -154,6 +154,9 @@ fn webhooks(prefix: &str, namespaces: usize) -> Vec<(String, String)> {
 struct Loads {
     load: Duration,
     raw: Duration,
+    /// The median of each run's load / read (the pair measured back to back, so a noisy
+    /// machine moves both).
+    paired: f64,
     rss_before: u64,
     rss_loaded: u64,
 }
@@ -169,7 +172,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = (Duration, usize)>,
 {
-    let (mut loads, mut raws) = (Vec::new(), Vec::new());
+    let (mut loads, mut raws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let rss_before = rss_kib();
     let mut rss_loaded = 0;
     for _ in 0..runs {
@@ -180,15 +183,18 @@ where
         let app = start(&etcd.endpoint(), prefix);
         app.wait(|h| h.provider.status.borrow().loaded).await;
         loads.push(started.elapsed());
+        ratios.push(started.elapsed().as_secs_f64() / raw.as_secs_f64());
         assert_eq!(app.handle.cache.webhook_count(), total);
         rss_loaded = rss_loaded.max(rss_kib());
         app.stop().await;
     }
     loads.sort();
     raws.sort();
+    ratios.sort_by(f64::total_cmp);
     Loads {
         load: percentile(&loads, 0.5),
         raw: percentile(&raws, 0.5),
+        paired: ratios[ratios.len() / 2],
         rss_before,
         rss_loaded,
     }
@@ -199,8 +205,9 @@ impl Loads {
         println!("  switchyard ready      {:>8.1} ms", ms(self.load));
         println!("  {baseline}");
         println!(
-            "  ratio                 {:>8.2}x",
-            self.load.as_secs_f64() / self.raw.as_secs_f64()
+            "  ratio                 {:>8.2}x   (median of each run's ratio: {:.2}x)",
+            self.load.as_secs_f64() / self.raw.as_secs_f64(),
+            self.paired
         );
         println!(
             "  process RSS with the cache loaded: {:.1} MiB (before: {:.1} MiB)",
@@ -214,15 +221,18 @@ impl Loads {
 /// 250,000 webhooks: full load vs. a one-shot read of the same keys, and RSS while loaded.
 async fn ten_times_the_scale(etcd: &Etcd) {
     const SCALE: usize = 10;
-    const RUNS: usize = 3;
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let prefix = "/bench250k/";
     let entries = webhooks(prefix, NAMESPACES * SCALE);
     etcd.put_many(&entries).await;
     let total = entries.len();
     drop(entries);
-    let loads = measure_loads(etcd, prefix, total, RUNS, || one_shot_read(etcd, prefix)).await;
+    let loads = measure_loads(etcd, prefix, total, runs, || one_shot_read(etcd, prefix)).await;
     println!(
-        "start-up load at ten times the scale: {total} webhooks in {} namespaces (median of {RUNS}):",
+        "start-up load at ten times the scale: {total} webhooks in {} namespaces (median of {runs}):",
         NAMESPACES * SCALE
     );
     loads.print(&format!(

@@ -94,13 +94,18 @@ impl ConfigCache {
         for (key, route) in snapshot.webhooks {
             self.inner.webhooks.insert(key, route);
         }
-        self.inner.invalid.clear();
-        for key in snapshot.invalid {
-            self.inner.invalid.insert(key, ());
-        }
+        self.replace_invalid(snapshot.invalid);
         ReplaceStats {
             removed: before - kept,
             stored,
+        }
+    }
+
+    /// Makes `invalid` the whole set of keys present with an invalid entry.
+    pub fn replace_invalid(&self, invalid: HashSet<WebhookKey, KeyHasher>) {
+        self.inner.invalid.clear();
+        for key in invalid {
+            self.inner.invalid.insert(key, ());
         }
     }
 

@@ -2,7 +2,7 @@
 //! them, directly or through the spool (its `"spool"` mode).
 
 use std::{
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -23,7 +23,19 @@ use crate::{
 struct Destination {
     module: Arc<dyn Module>,
     connection: Option<ConnectionName>,
-    queue: spool::Destination,
+    /// Its place in the webhook and its module's name: what names its queue.
+    index: usize,
+    name: &'static str,
+    /// Named on first use: a full load builds 250,000 routes at ten times the seed's scale, and
+    /// a queue name (formatted, then hashed) is most of a route's cost.
+    queue: OnceLock<spool::Destination>,
+}
+
+impl Destination {
+    fn queue(&self, key: &WebhookKey) -> &spool::Destination {
+        self.queue
+            .get_or_init(|| queue_of(key, self.index, self.name, self.connection.as_ref()))
+    }
 }
 
 /// How a request was taken.
@@ -87,7 +99,9 @@ impl Route {
             .map(|(index, d)| Destination {
                 module: d.build(pool),
                 connection: d.connection().cloned(),
-                queue: queue_of(&key, index, d.name(), d.connection()),
+                index,
+                name: d.name(),
+                queue: OnceLock::new(),
             })
             .collect();
         Self {
@@ -110,9 +124,11 @@ impl Route {
             .into_iter()
             .enumerate()
             .map(|(index, module)| Destination {
-                queue: queue_of(&key, index, module.name(), None),
+                name: module.name(),
+                index,
                 module,
                 connection: None,
+                queue: OnceLock::new(),
             })
             .collect();
         Self {
@@ -142,7 +158,11 @@ impl Route {
                 Ok(Outcome::Delivered)
             }
             (Some(path), SpoolMode::Always) => {
-                let all = self.modules.iter().map(|d| d.queue.clone()).collect();
+                let all = self
+                    .modules
+                    .iter()
+                    .map(|d| d.queue(&self.key).clone())
+                    .collect();
                 self.store(path.spool, all, delivery).await
             }
             (Some(path), SpoolMode::OnFailure) => {
@@ -190,7 +210,7 @@ impl Route {
                     {
                         return self.modules[index..]
                             .iter()
-                            .map(|d| d.queue.clone())
+                            .map(|d| d.queue(&self.key).clone())
                             .collect();
                     }
                 }
@@ -207,7 +227,7 @@ impl Route {
                     .iter()
                     .zip(acknowledged)
                     .filter(|(_, ok)| !ok)
-                    .map(|(d, _)| d.queue.clone())
+                    .map(|(d, _)| d.queue(&self.key).clone())
                     .collect()
             }
         }
@@ -222,7 +242,7 @@ impl Route {
         path: SpoolPath<'_>,
         deadline: tokio::time::Instant,
     ) -> bool {
-        if path.spool.has_backlog(&destination.queue) {
+        if path.spool.has_backlog(destination.queue(&self.key)) {
             return false;
         }
         let error =
@@ -236,7 +256,7 @@ impl Route {
         tracing::warn!(
             webhook = %self.key,
             request_id = %delivery.request_id,
-            destination = destination.queue.name(),
+            destination = destination.queue(&self.key).name(),
             %error,
             "Delivery failed; the request goes to the spool."
         );

@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{env_subst::FieldPath, parse_entry, secret::Secret, ConfigError, EnvLookup};
+use crate::config::{
+    env_subst::FieldPath, parse_entry_direct, secret::Secret, ConfigError, EnvLookup,
+};
 use crate::{
     keys::ConnectionName,
     modules::ModuleConfig,
@@ -202,13 +204,17 @@ pub const SUBSTITUTED: &[FieldPath] = &[
 impl Webhook {
     /// Parses a webhook entry's raw bytes (JSON, with `{$VAR}` substitution in credentials).
     pub fn from_bytes(bytes: &[u8], env: EnvLookup<'_>) -> Result<Self, ConfigError> {
-        parse_entry(bytes, env, SUBSTITUTED, Self::from_value)
+        parse_entry_direct(bytes, env, SUBSTITUTED, Self::from_raw, Self::from_value)
     }
 
     /// Validates an already-substituted JSON object.
     pub fn from_value(value: Value) -> Result<Self, ConfigError> {
         let raw: RawWebhook =
             serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawWebhook) -> Result<Self, ConfigError> {
         let (destinations, execution) = match (raw.module, raw.chain) {
             (Some(module), None) => {
                 if raw.chain_config.is_some() {
@@ -301,6 +307,31 @@ mod tests {
 
     fn parse(v: Value) -> Result<Webhook, ConfigError> {
         Webhook::from_bytes(v.to_string().as_bytes(), &no_env)
+    }
+
+    #[test]
+    fn the_direct_read_and_the_general_path_agree() {
+        let bytes = |b: &str| Webhook::from_bytes(b.as_bytes(), &no_env);
+        // Same entry, read directly and (with a `\u` escape) through the JSON tree.
+        let direct = bytes(r#"{"module":"log","data_type":"blob","timeout_ms":70}"#).unwrap();
+        let general = bytes(r#"{"module":"log","data_type":"\u0062lob","timeout_ms":70}"#).unwrap();
+        assert_eq!(direct.data_type, DataType::Blob);
+        assert_eq!(direct.data_type, general.data_type);
+        assert_eq!(direct.timeout, general.timeout);
+        // A duplicate field fails the direct read; the general path decides (the last wins), as
+        // before the direct read existed.
+        let duplicate = bytes(r#"{"module":"log","data_type":"json","data_type":"blob"}"#).unwrap();
+        assert_eq!(duplicate.data_type, DataType::Blob);
+        // Refusals read the same either way.
+        let unknown = bytes(r#"{"module":"log","extra":1}"#)
+            .unwrap_err()
+            .to_string();
+        let escaped = bytes(r#"{"module":"log","\u0065xtra":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(unknown, escaped);
+        // An escaped reference is still a reference outside the credential fields.
+        assert!(bytes(r#"{"module":"log","data_type":"\u007b$X}"}"#).is_err());
     }
 
     #[test]

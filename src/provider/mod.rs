@@ -219,6 +219,9 @@ pub struct Applier {
     pub rules: Rules,
 }
 
+/// Bound on a snapshot's size hint (the hint is etcd's count of the keys to read).
+const MAX_EXPECTED: usize = 10_000_000;
+
 /// A parsed entry, ready for the cache.
 enum Entry {
     Webhook(Arc<Route>),
@@ -314,6 +317,19 @@ impl Applier {
             snapshot: Snapshot::default(),
             connections: HashMap::new(),
             skipped: Vec::new(),
+            direct: None,
+        }
+    }
+
+    /// The first load's builder: it writes webhooks straight into the cache, since nothing is
+    /// served before the first load is applied (every request is `503 not_ready` until then).
+    /// That saves a second table and a second pass at 250,000 webhooks. The cache is emptied
+    /// first: a failed earlier attempt may have left part of a load in it.
+    pub fn first_snapshot(&self) -> SnapshotBuilder<'_> {
+        self.cache.replace_all(Snapshot::default());
+        SnapshotBuilder {
+            direct: Some(0),
+            ..self.snapshot()
         }
     }
 }
@@ -325,6 +341,8 @@ pub struct SnapshotBuilder<'a> {
     connections: HashMap<ConnectionName, Arc<Connection>>,
     /// Keys found invalid during this load; they replace the skipped set when it is applied.
     skipped: Vec<(String, String)>,
+    /// First load: webhooks go straight into the cache; how many so far.
+    direct: Option<usize>,
 }
 
 impl SnapshotBuilder<'_> {
@@ -349,9 +367,15 @@ impl SnapshotBuilder<'_> {
             }
         };
         match entry {
-            Entry::Webhook(route) => {
-                self.snapshot.webhooks.insert(route.key.clone(), route);
-            }
+            Entry::Webhook(route) => match &mut self.direct {
+                Some(stored) => {
+                    *stored += 1;
+                    self.applier.cache.upsert_webhook(route);
+                }
+                None => {
+                    self.snapshot.webhooks.insert(route.key.clone(), route);
+                }
+            },
             Entry::Connection(name, connection) => {
                 self.connections.insert(name, connection);
             }
@@ -361,7 +385,13 @@ impl SnapshotBuilder<'_> {
     /// Makes the collected entries the whole configuration, at `revision`.
     pub fn apply(self, revision: i64) -> crate::cache::ReplaceStats {
         let applier = self.applier;
-        let mut stats = applier.cache.replace_all(self.snapshot);
+        let mut stats = match self.direct {
+            Some(stored) => {
+                applier.cache.replace_invalid(self.snapshot.invalid);
+                crate::cache::ReplaceStats { removed: 0, stored }
+            }
+            None => applier.cache.replace_all(self.snapshot),
+        };
         stats.removed += applier.pool.replace_all(self.connections).removed;
         applier.cache.set_revision(revision);
         ProviderStats::bump(&applier.stats.full_loads);
@@ -371,6 +401,14 @@ impl SnapshotBuilder<'_> {
             applier.stats.skipped.insert(key, reason);
         }
         stats
+    }
+
+    /// Makes room for about `entries` more (a hint: a 250,000-entry load then never regrows its
+    /// table).
+    pub fn expect(&mut self, entries: usize) {
+        if self.direct.is_none() {
+            self.snapshot.webhooks.reserve(entries.min(MAX_EXPECTED));
+        }
     }
 
     /// Records a key that could not be read at all (bad name) as skipped in this load.
@@ -392,4 +430,57 @@ fn set_status(tx: &watch::Sender<ProviderStatus>, loaded: Option<bool>, etcd: Op
         }
         *status != before
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Namespace, WebhookId, WebhookKey};
+
+    fn applier() -> Applier {
+        Applier {
+            cache: ConfigCache::new(),
+            pool: ConnectionPool::new(Default::default()),
+            stats: Arc::default(),
+            env: Arc::new(|_| None),
+            rules: Rules {
+                max_body_bytes: 1 << 20,
+            },
+        }
+    }
+
+    fn key(id: &str) -> ConfigKey {
+        ConfigKey::Webhook(WebhookKey::new(
+            Namespace::parse("acme").unwrap(),
+            WebhookId::parse(id).unwrap(),
+        ))
+    }
+
+    fn webhook_key(id: &str) -> WebhookKey {
+        match key(id) {
+            ConfigKey::Webhook(k) => k,
+            ConfigKey::Connection(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_first_load_replaces_what_a_failed_attempt_left() {
+        let applier = applier();
+        // A first attempt stopped half-way: its entries are in the cache, not applied.
+        let mut failed = applier.first_snapshot();
+        failed.add(&key("stale"), "stale", br#"{"module":"log"}"#);
+        drop(failed);
+        assert_eq!(applier.cache.webhook_count(), 1);
+
+        let mut first = applier.first_snapshot();
+        first.add(&key("a"), "a", br#"{"module":"log"}"#);
+        first.add(&key("b"), "b", br#"{"module":"nope"}"#);
+        let stats = first.apply(7);
+        assert_eq!(stats.stored, 1);
+        assert!(applier.cache.webhook(&webhook_key("a")).is_some());
+        assert!(applier.cache.webhook(&webhook_key("stale")).is_none());
+        assert!(applier.cache.is_invalid(&webhook_key("b")));
+        assert_eq!(applier.cache.revision(), 7);
+        assert_eq!(applier.stats.skipped.len(), 1);
+    }
 }

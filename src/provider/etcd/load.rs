@@ -47,15 +47,16 @@ pub async fn full_load(
     let started = Instant::now();
     // At most two pages wait to be parsed: reading stays ahead without holding the whole load.
     let (pages, parsed) = tokio::sync::mpsc::channel::<Page>(2);
+    let first = !status.borrow().loaded;
     let parser = {
         let (applier, layout) = (applier.clone(), layout.clone());
-        tokio::task::spawn_blocking(move || parse_pages(&applier, &layout, parsed))
+        tokio::task::spawn_blocking(move || parse_pages(&applier, &layout, parsed, first))
     };
-    let read = read_pages_owned(kv, layout.prefix().as_bytes(), |page| {
+    let read = read_pages_owned(kv, layout.prefix().as_bytes(), |page, left| {
         let pages = pages.clone();
         async move {
             // The parser only stops early by panicking; the join below reports it.
-            let _ = pages.send(Page::Keys(page)).await;
+            let _ = pages.send(Page::Keys(page, left)).await;
         }
     })
     .await;
@@ -90,23 +91,33 @@ pub async fn full_load(
 
 /// What the reader hands the parser.
 enum Page {
-    Keys(Vec<etcd_client::KeyValue>),
+    /// A page, and how many keys were left to read with it (etcd's count).
+    Keys(Vec<etcd_client::KeyValue>, usize),
     /// Every page was read at this revision: apply.
     Done(i64),
 }
 
 /// Parses pages into a snapshot and applies it once the reader says it read them all; nothing
-/// is applied when the reader stops without saying so (a failed load changes nothing).
+/// is applied when the reader stops without saying so (a failed load changes nothing served:
+/// the `first` load, before anything is served, writes into the cache as it goes).
 fn parse_pages(
     applier: &Applier,
     layout: &KeyLayout,
     mut pages: tokio::sync::mpsc::Receiver<Page>,
+    first: bool,
 ) -> Option<(usize, crate::cache::ReplaceStats)> {
-    let mut snapshot = applier.snapshot();
+    let mut snapshot = if first {
+        applier.first_snapshot()
+    } else {
+        applier.snapshot()
+    };
     let mut keys = 0usize;
     while let Some(page) = pages.blocking_recv() {
         match page {
-            Page::Keys(kvs) => {
+            Page::Keys(kvs, left) => {
+                if keys == 0 {
+                    snapshot.expect(left);
+                }
                 for kv in &kvs {
                     keys += 1;
                     let source = String::from_utf8_lossy(kv.key());
@@ -132,19 +143,20 @@ pub async fn read_pages(
     prefix: &[u8],
     mut visit: impl FnMut(&etcd_client::KeyValue),
 ) -> Result<i64, SessionError> {
-    read_pages_owned(kv, prefix, |page| {
+    read_pages_owned(kv, prefix, |page, _| {
         page.iter().for_each(&mut visit);
         std::future::ready(())
     })
     .await
 }
 
-/// Reads every key under `prefix` at one revision, a page at a time, handing over each page.
+/// Reads every key under `prefix` at one revision, a page at a time, handing over each page with
+/// the number of keys left to read from its start (etcd counts them for every limited request).
 /// Returns the revision read at.
 pub async fn read_pages_owned<F: std::future::Future<Output = ()>>(
     kv: &mut KvClient,
     prefix: &[u8],
-    mut visit: impl FnMut(Vec<etcd_client::KeyValue>) -> F,
+    mut visit: impl FnMut(Vec<etcd_client::KeyValue>, usize) -> F,
 ) -> Result<i64, SessionError> {
     let end = prefix_end(prefix);
     let mut start = prefix.to_vec();
@@ -170,6 +182,7 @@ pub async fn read_pages_owned<F: std::future::Future<Output = ()>>(
                 .ok_or(SessionError::NoHeader)?;
         }
         let more = response.more();
+        let left = usize::try_from(response.count()).unwrap_or(0);
         let page = response.take_kvs();
         keys += page.len();
         bytes += page
@@ -181,7 +194,7 @@ pub async fn read_pages_owned<F: std::future::Future<Output = ()>>(
             next.push(0);
             next
         });
-        visit(page).await;
+        visit(page, left).await;
         match (more, next) {
             (true, Some(next)) => start = next,
             _ => return Ok(revision),

@@ -224,12 +224,13 @@ fn apply(applier: &Applier, layout: &KeyLayout, kind: EventType, key: &[u8], val
     }
 }
 
-/// The cluster's current revision and id (a count-only range read).
+/// The cluster's current revision and id: a read of the prefix key alone (no range: a count
+/// over the prefix would cost etcd a walk over every key).
 async fn current_revision(
     kv: &mut KvClient,
     layout: &KeyLayout,
 ) -> Result<(i64, u64), SessionError> {
-    let options = GetOptions::new().with_prefix().with_count_only();
+    let options = GetOptions::new().with_keys_only();
     let response = opening("revision read", kv.get(layout.prefix(), Some(options))).await?;
     response
         .header()

@@ -4,10 +4,7 @@
 use etcd_client::{GetOptions, KvClient};
 use tokio::{sync::watch as status_watch, time::Instant};
 
-use super::{
-    watch::{timed_for, REQUEST_TIMEOUT},
-    SessionError, SyncState,
-};
+use super::{timed_for, SessionError, SyncState, REQUEST_TIMEOUT};
 use crate::{
     keys::{KeyLayout, KeyMatch},
     provider::{set_status, Applier, ProviderStatus},

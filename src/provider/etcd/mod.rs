@@ -61,6 +61,21 @@ pub enum SessionError {
     Load(String),
 }
 
+/// Bound on a page of a full load.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `fut` bounded by `limit`; `what` names the step in the error.
+async fn timed_for<T, E: Into<SessionError>>(
+    what: &'static str,
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, SessionError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(SessionError::Timeout(what, limit)),
+    }
+}
+
 /// Revision bookkeeping that survives reconnects.
 #[derive(Debug, Default)]
 pub struct SyncState {

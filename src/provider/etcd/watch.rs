@@ -6,14 +6,14 @@ use std::time::Duration;
 use etcd_client::{EventType, GetOptions, KvClient, WatchOptions, WatchStream};
 use tokio::{sync::watch as status_watch, time::Instant};
 
-use super::{client::MAX_MESSAGE_BYTES, load::full_load, EtcdSource, SessionError, SyncState};
+use super::{
+    client::MAX_MESSAGE_BYTES, load::full_load, timed_for, EtcdSource, SessionError, SyncState,
+};
 use crate::{
     keys::{KeyLayout, KeyMatch},
     provider::{set_status, Applier, EtcdState, ProviderStatus},
 };
 
-/// Bound on a page of a full load.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the small requests that open a session (connect, status, count, watch): a member
 /// that takes longer is left for another one.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -26,18 +26,6 @@ const PROGRESS_AFTER: Duration = Duration::from_secs(3);
 /// dropped link is left within 6–7 s. The HTTP/2 keep-alive (a ping after 5 s without a frame,
 /// dead 3 s later) covers the requests outside the watch.
 const SILENT_LIMIT: Duration = Duration::from_secs(6);
-
-/// `fut` bounded by `limit`.
-pub async fn timed_for<T, E: Into<SessionError>>(
-    what: &'static str,
-    limit: Duration,
-    fut: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, SessionError> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(_) => Err(SessionError::Timeout(what, limit)),
-    }
-}
 
 async fn opening<T, E: Into<SessionError>>(
     what: &'static str,

@@ -197,6 +197,7 @@ pub const SUBSTITUTED: &[FieldPath] = &[
     &["basic_auth", "username"],
     &["basic_auth", "password"],
     &["hmac", "secret"],
+    &["hmac", "secret", "*"],
     &["jwt", "secret"],
     &["jwt", "public_key"],
 ];
@@ -527,6 +528,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("must not be empty"), "{err}");
+    }
+
+    #[test]
+    fn a_rotation_list_of_secrets_takes_variables_in_each_entry() {
+        let env = |name: &str| match name {
+            "OLD" => Some("old-secret".to_owned()),
+            "NEW" => Some("new-secret".to_owned()),
+            _ => None,
+        };
+        let listed =
+            br#"{"module":"log","hmac":{"provider":"github","secret":["{$OLD}","{$NEW}"]}}"#;
+        assert!(Webhook::from_bytes(listed, &env).is_ok());
+        let unset =
+            br#"{"module":"log","hmac":{"provider":"github","secret":["{$OLD}","{$GONE}"]}}"#;
+        let err = Webhook::from_bytes(unset, &env).unwrap_err().to_string();
+        assert!(err.contains("GONE"), "{err}");
+        for (list, why) in [
+            (r#"[]"#, "1 to 5"),
+            (r#"["a","b","c","d","e","f"]"#, "1 to 5"),
+            (r#"["a",""]"#, "must not be empty"),
+            (r#"[1]"#, "a secret string or a list"),
+        ] {
+            let entry = format!(r#"{{"module":"log","hmac":{{"secret":{list}}}}}"#);
+            let err = Webhook::from_bytes(entry.as_bytes(), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{list}: {err}");
+        }
     }
 }
 

@@ -48,11 +48,53 @@ pub enum Provider {
     StandardWebhooks,
 }
 
+/// `hmac.secret`: one secret, or several while rotating (any of them verifies).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "a secret string or a list of secret strings")]
+pub enum Secrets {
+    One(Secret),
+    Many(Vec<Secret>),
+}
+
+/// Most secrets one check accepts: every request is tried against each until one matches, so
+/// the list is a rotation window, not a keyring.
+pub const MAX_SECRETS: usize = 5;
+
+impl Secrets {
+    fn into_vec(self) -> Vec<Secret> {
+        match self {
+            Secrets::One(secret) => vec![secret],
+            Secrets::Many(secrets) => secrets,
+        }
+    }
+}
+
+/// The keys a check accepts, as bytes; never shown.
+#[derive(Clone)]
+pub struct Keys(Vec<Vec<u8>>);
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keys({} x ***)", self.0.len())
+    }
+}
+
+impl Keys {
+    /// Whether the MAC `expected(key)` of any key equals one of the `received` values.
+    fn any_matches(&self, received: &[Vec<u8>], expected: impl Fn(&[u8]) -> Vec<u8>) -> bool {
+        !received.is_empty()
+            && self.0.iter().any(|key| {
+                let expected = expected(key);
+                received.iter().any(|r| matches(&expected, r))
+            })
+    }
+}
+
 /// `hmac` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HmacConfig {
-    pub secret: Secret,
+    pub secret: Secrets,
     #[serde(default)]
     pub provider: Option<Provider>,
     #[serde(default)]
@@ -66,31 +108,31 @@ pub struct HmacConfig {
     pub tolerance_seconds: Option<u64>,
 }
 
-/// A validated signature check.
+/// A validated signature check. Every variant holds the keys of its rotation window.
 #[derive(Debug, Clone)]
 pub enum SignatureCheck {
     Generic {
-        key: Secret,
+        keys: Keys,
         header: String,
         algorithm: Algorithm,
         encoding: Encoding,
     },
     Github {
-        key: Secret,
+        keys: Keys,
     },
     Shopify {
-        key: Secret,
+        keys: Keys,
     },
     Stripe {
-        key: Secret,
+        keys: Keys,
         tolerance: Duration,
     },
     Slack {
-        key: Secret,
+        keys: Keys,
         tolerance: Duration,
     },
     StandardWebhooks {
-        key: Vec<u8>,
+        keys: Keys,
         tolerance: Duration,
     },
 }
@@ -117,11 +159,25 @@ fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
 
 impl HmacConfig {
     pub fn compile(self) -> Result<SignatureCheck, ConfigError> {
-        if self.secret.expose().trim().is_empty() {
+        let secrets = self.secret.into_vec();
+        if secrets.is_empty() || secrets.len() > MAX_SECRETS {
+            return Err(ConfigError::Invalid(format!(
+                "`hmac.secret` takes one secret or a list of 1 to {MAX_SECRETS} (a rotation window)"
+            )));
+        }
+        if secrets.iter().any(|s| s.expose().trim().is_empty()) {
             return Err(ConfigError::Invalid(
                 "`hmac.secret` must not be empty (after {$VAR} substitution)".into(),
             ));
         }
+        let raw = || {
+            Keys(
+                secrets
+                    .iter()
+                    .map(|s| s.expose().as_bytes().to_vec())
+                    .collect(),
+            )
+        };
         let tolerance =
             Duration::from_secs(self.tolerance_seconds.unwrap_or(DEFAULT_TOLERANCE_SECS));
         let Some(provider) = self.provider else {
@@ -132,7 +188,7 @@ impl HmacConfig {
                 ));
             }
             return Ok(SignatureCheck::Generic {
-                key: self.secret,
+                keys: raw(),
                 header: self.header.unwrap_or_else(|| "X-HMAC-Signature".into()),
                 algorithm: self.algorithm.unwrap_or_default(),
                 encoding: self.encoding.unwrap_or_default(),
@@ -153,25 +209,37 @@ impl HmacConfig {
                     .into(),
             ));
         }
-        let key = self.secret;
         Ok(match provider {
-            Provider::Github => SignatureCheck::Github { key },
-            Provider::Shopify => SignatureCheck::Shopify { key },
-            Provider::Stripe => SignatureCheck::Stripe { key, tolerance },
-            Provider::Slack => SignatureCheck::Slack { key, tolerance },
+            Provider::Github => SignatureCheck::Github { keys: raw() },
+            Provider::Shopify => SignatureCheck::Shopify { keys: raw() },
+            Provider::Stripe => SignatureCheck::Stripe {
+                keys: raw(),
+                tolerance,
+            },
+            Provider::Slack => SignatureCheck::Slack {
+                keys: raw(),
+                tolerance,
+            },
             Provider::StandardWebhooks => {
-                let key = decode_whsec(key.expose()).ok_or_else(|| {
-                    ConfigError::Invalid(
-                        "`hmac.secret` for standard_webhooks must be `whsec_` + base64".into(),
-                    )
-                })?;
-                if key.len() < MIN_STANDARD_WEBHOOKS_KEY {
-                    return Err(ConfigError::Invalid(format!(
-                        "`hmac.secret` for standard_webhooks decodes to fewer than \
-                         {MIN_STANDARD_WEBHOOKS_KEY} bytes (the spec's minimum)"
-                    )));
+                let mut keys = Vec::new();
+                for secret in &secrets {
+                    let key = decode_whsec(secret.expose()).ok_or_else(|| {
+                        ConfigError::Invalid(
+                            "`hmac.secret` for standard_webhooks must be `whsec_` + base64".into(),
+                        )
+                    })?;
+                    if key.len() < MIN_STANDARD_WEBHOOKS_KEY {
+                        return Err(ConfigError::Invalid(format!(
+                            "`hmac.secret` for standard_webhooks decodes to fewer than \
+                             {MIN_STANDARD_WEBHOOKS_KEY} bytes (the spec's minimum)"
+                        )));
+                    }
+                    keys.push(key);
                 }
-                SignatureCheck::StandardWebhooks { key, tolerance }
+                SignatureCheck::StandardWebhooks {
+                    keys: Keys(keys),
+                    tolerance,
+                }
             }
         })
     }
@@ -273,7 +341,7 @@ impl SignatureCheck {
     fn verify(&self, inbound: &Inbound<'_>, body: &[u8]) -> bool {
         match self {
             SignatureCheck::Generic {
-                key,
+                keys,
                 header,
                 algorithm,
                 encoding,
@@ -293,28 +361,27 @@ impl SignatureCheck {
                     }
                     _ => value,
                 };
-                let expected = mac(*algorithm, key.expose().as_bytes(), &[body]);
-                decode(*encoding, value).is_some_and(|received| matches(&expected, &received))
+                let received: Vec<_> = decode(*encoding, value).into_iter().collect();
+                keys.any_matches(&received, |key| mac(*algorithm, key, &[body]))
             }
-            SignatureCheck::Github { key } => {
+            SignatureCheck::Github { keys } => {
                 let Some(value) = inbound.header("x-hub-signature-256") else {
                     return false;
                 };
                 let Some(hex) = value.strip_prefix("sha256=") else {
                     return false;
                 };
-                let expected = mac(Algorithm::Sha256, key.expose().as_bytes(), &[body]);
-                decode(Encoding::Hex, hex).is_some_and(|received| matches(&expected, &received))
+                let received: Vec<_> = decode(Encoding::Hex, hex).into_iter().collect();
+                keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
             }
-            SignatureCheck::Shopify { key } => {
+            SignatureCheck::Shopify { keys } => {
                 let Some(value) = inbound.header("x-shopify-hmac-sha256") else {
                     return false;
                 };
-                let expected = mac(Algorithm::Sha256, key.expose().as_bytes(), &[body]);
-                decode(Encoding::Base64, value)
-                    .is_some_and(|received| matches(&expected, &received))
+                let received: Vec<_> = decode(Encoding::Base64, value).into_iter().collect();
+                keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
             }
-            SignatureCheck::Stripe { key, tolerance } => {
+            SignatureCheck::Stripe { keys, tolerance } => {
                 let Some((timestamp, signatures)) = inbound
                     .header("stripe-signature")
                     .and_then(parse_stripe_header)
@@ -325,16 +392,15 @@ impl SignatureCheck {
                     return false;
                 }
                 let ts = timestamp.to_string();
-                let expected = mac(
-                    Algorithm::Sha256,
-                    key.expose().as_bytes(),
-                    &[ts.as_bytes(), b".", body],
-                );
-                signatures.iter().any(|sig| {
-                    decode(Encoding::Hex, sig).is_some_and(|received| matches(&expected, &received))
+                let received: Vec<_> = signatures
+                    .iter()
+                    .filter_map(|sig| decode(Encoding::Hex, sig))
+                    .collect();
+                keys.any_matches(&received, |key| {
+                    mac(Algorithm::Sha256, key, &[ts.as_bytes(), b".", body])
                 })
             }
-            SignatureCheck::Slack { key, tolerance } => {
+            SignatureCheck::Slack { keys, tolerance } => {
                 let (Some(ts), Some(value)) = (
                     inbound.header("x-slack-request-timestamp"),
                     inbound.header("x-slack-signature"),
@@ -350,14 +416,16 @@ impl SignatureCheck {
                 let Some(hex) = value.strip_prefix("v0=") else {
                     return false;
                 };
-                let expected = mac(
-                    Algorithm::Sha256,
-                    key.expose().as_bytes(),
-                    &[b"v0:", ts.trim().as_bytes(), b":", body],
-                );
-                decode(Encoding::Hex, hex).is_some_and(|received| matches(&expected, &received))
+                let received: Vec<_> = decode(Encoding::Hex, hex).into_iter().collect();
+                keys.any_matches(&received, |key| {
+                    mac(
+                        Algorithm::Sha256,
+                        key,
+                        &[b"v0:", ts.trim().as_bytes(), b":", body],
+                    )
+                })
             }
-            SignatureCheck::StandardWebhooks { key, tolerance } => {
+            SignatureCheck::StandardWebhooks { keys, tolerance } => {
                 let (Some(id), Some(ts), Some(value)) = (
                     inbound.header("webhook-id"),
                     inbound.header("webhook-timestamp"),
@@ -371,14 +439,16 @@ impl SignatureCheck {
                 if !fresh(timestamp, inbound.now, *tolerance) {
                     return false;
                 }
-                let expected = mac(
-                    Algorithm::Sha256,
-                    key,
-                    &[id.as_bytes(), b".", ts.trim().as_bytes(), b".", body],
-                );
-                parse_standard_signatures(value).iter().any(|sig| {
-                    decode(Encoding::Base64, sig)
-                        .is_some_and(|received| matches(&expected, &received))
+                let received: Vec<_> = parse_standard_signatures(value)
+                    .iter()
+                    .filter_map(|sig| decode(Encoding::Base64, sig))
+                    .collect();
+                keys.any_matches(&received, |key| {
+                    mac(
+                        Algorithm::Sha256,
+                        key,
+                        &[id.as_bytes(), b".", ts.trim().as_bytes(), b".", body],
+                    )
                 })
             }
         }

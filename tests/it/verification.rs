@@ -331,6 +331,114 @@ async fn slack_preset_signs_version_timestamp_and_body() {
     );
 }
 
+/// Rotation: with `secret` a list, a request signed with any of its secrets passes, one signed
+/// with any other is refused; for every preset and the generic check.
+#[actix_web::test]
+async fn every_hmac_check_takes_a_list_of_secrets_while_rotating() {
+    let whsec = |k: &[u8]| format!("whsec_{}", BASE64.encode(k));
+    let (old, new, other) = (
+        b"the old 24-byte key here".as_slice(),
+        b"the new 24-byte key here".as_slice(),
+        b"someone else's 24b key!!".as_slice(),
+    );
+    let body = r#"{"id":"evt_1","type":"x"}"#;
+    let t = now();
+    type Sign = Box<dyn Fn(&[u8]) -> Vec<(&'static str, String)>>;
+    let cases: Vec<(&str, Value, Sign)> = vec![
+        (
+            "generic",
+            json!([String::from_utf8_lossy(old), String::from_utf8_lossy(new)]),
+            Box::new(move |k: &[u8]| {
+                vec![(
+                    "x-hmac-signature",
+                    hex::encode(hmac_sha256(k, &[body.as_bytes()])),
+                )]
+            }),
+        ),
+        (
+            "github",
+            json!([String::from_utf8_lossy(old), String::from_utf8_lossy(new)]),
+            Box::new(move |k: &[u8]| {
+                let sig = hex::encode(hmac_sha256(k, &[body.as_bytes()]));
+                vec![("x-hub-signature-256", format!("sha256={sig}"))]
+            }),
+        ),
+        (
+            "shopify",
+            json!([String::from_utf8_lossy(old), String::from_utf8_lossy(new)]),
+            Box::new(move |k: &[u8]| {
+                vec![(
+                    "x-shopify-hmac-sha256",
+                    BASE64.encode(hmac_sha256(k, &[body.as_bytes()])),
+                )]
+            }),
+        ),
+        (
+            "stripe",
+            json!([String::from_utf8_lossy(old), String::from_utf8_lossy(new)]),
+            Box::new(move |k: &[u8]| {
+                let ts = t.to_string();
+                let sig = hex::encode(hmac_sha256(k, &[ts.as_bytes(), b".", body.as_bytes()]));
+                vec![("stripe-signature", format!("t={t},v1={sig}"))]
+            }),
+        ),
+        (
+            "slack",
+            json!([String::from_utf8_lossy(old), String::from_utf8_lossy(new)]),
+            Box::new(move |k: &[u8]| {
+                let ts = t.to_string();
+                let sig = hex::encode(hmac_sha256(
+                    k,
+                    &[b"v0:", ts.as_bytes(), b":", body.as_bytes()],
+                ));
+                vec![
+                    ("x-slack-request-timestamp", ts),
+                    ("x-slack-signature", format!("v0={sig}")),
+                ]
+            }),
+        ),
+        (
+            "standard_webhooks",
+            json!([whsec(old), whsec(new)]),
+            Box::new(move |k: &[u8]| {
+                let ts = t.to_string();
+                let sig = BASE64.encode(hmac_sha256(
+                    k,
+                    &[b"msg_1", b".", ts.as_bytes(), b".", body.as_bytes()],
+                ));
+                vec![
+                    ("webhook-id", "msg_1".to_owned()),
+                    ("webhook-timestamp", ts),
+                    ("webhook-signature", format!("v1,{sig}")),
+                ]
+            }),
+        ),
+    ];
+    for (provider, secrets, sign) in cases {
+        let mut hmac = json!({"secret": secrets});
+        if provider != "generic" {
+            hmac["provider"] = json!(provider);
+        }
+        let (h, module) = webhook(json!({"module": "log", "hmac": hmac}));
+        for (key, expected) in [
+            (old, StatusCode::OK),
+            (new, StatusCode::OK),
+            (other, StatusCode::UNAUTHORIZED),
+        ] {
+            let mut request = req(body);
+            for header in sign(key) {
+                request = request.insert_header(header);
+            }
+            assert_eq!(status(&h, request).await, expected, "{provider}");
+        }
+        assert_eq!(
+            module.taken().len(),
+            2,
+            "{provider}: both secrets delivered"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn standard_webhooks_preset_with_whsec_secret_and_several_signatures() {
     let key = b"a 24 byte key for tests!";

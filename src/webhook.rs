@@ -15,7 +15,7 @@ use crate::{
     keys::ConnectionName,
     modules::ModuleConfig,
     spool::{forward::RetryPolicy, SpoolMode},
-    verify::{auth, cleanup, jwt, limit, signature, Checks, RawChecks},
+    verify::{auth, cleanup, handshake, jwt, limit, signature, Checks, RawChecks},
 };
 
 /// How the request body is checked before it is handed on.
@@ -89,6 +89,9 @@ struct RawWebhook {
     max_body_bytes: Option<u64>,
     #[serde(default)]
     credential_cleanup: Option<cleanup::CleanupConfig>,
+    /// A provider handshake not implied by the `hmac` preset (`meta`, `x`, `msgraph`, ...).
+    #[serde(default)]
+    handshake: Option<handshake::HandshakeConfig>,
     /// When the spool takes a delivery: `on_failure` (default), `always`, `off`.
     #[serde(default)]
     spool: SpoolMode,
@@ -200,6 +203,8 @@ pub const SUBSTITUTED: &[FieldPath] = &[
     &["hmac", "secret", "*"],
     &["jwt", "secret"],
     &["jwt", "public_key"],
+    &["handshake", "verify_token"],
+    &["handshake", "consumer_secret"],
 ];
 
 impl Webhook {
@@ -276,6 +281,7 @@ impl Webhook {
             json_schema: raw.json_schema,
             max_body_bytes: raw.max_body_bytes,
             credential_cleanup: raw.credential_cleanup,
+            handshake: raw.handshake,
         }
         .compile()?;
         if checks.needs_payload() && raw.data_type == DataType::Blob {

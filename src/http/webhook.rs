@@ -2,6 +2,8 @@
 //!
 //! The handler reads in the order of the README's "Order" line: route, head checks, body (its
 //! own reader slot and deadline), signature, rate limit, body stage, delivery slot, delivery.
+//! Provider handshakes are answered on the way, never handed on: `GET` ones (a webhook without
+//! one answers `GET` with 405), Microsoft Graph's from the query, signed ones after the signature.
 
 use std::{
     net::IpAddr,
@@ -42,13 +44,11 @@ pub async fn post(
         payload,
         complete: false,
     };
-    let result = if req.method() != actix_web::http::Method::POST {
-        Err(ApiError::MethodNotAllowed { allowed: "POST" })
-    } else {
-        match target(&state, &req) {
-            Ok(key) => receive(&state, &req, key, &mut body).await,
-            Err(error) => Err(error),
-        }
+    let result = match (req.method().clone(), target(&state, &req)) {
+        (actix_web::http::Method::POST, Ok(key)) => receive(&state, &req, key, &mut body).await,
+        (actix_web::http::Method::GET, Ok(key)) => handshake_get(&state, &req, &key),
+        (actix_web::http::Method::POST | actix_web::http::Method::GET, Err(error)) => Err(error),
+        _ => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
     };
     body.close_if_unread(answered(&state, &req, started, result))
 }
@@ -122,6 +122,63 @@ fn answered(
     result.unwrap_or_else(|error| error.error_response())
 }
 
+/// What a request tells the checks, built from its head.
+fn inbound<'a>(
+    state: &AppState,
+    req: &'a HttpRequest,
+    headers: &'a dyn Fn(&str) -> Option<&'a str>,
+) -> Inbound<'a> {
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |a| a.ip());
+    Inbound {
+        headers,
+        query: Some(req.query_string()),
+        client_ip: resolve_client(state, req, peer),
+        now: SystemTime::now(),
+    }
+}
+
+/// A provider's `GET` handshake (Meta, X, Okta, Dropbox); 405 for a webhook without one.
+fn handshake_get(
+    state: &AppState,
+    req: &HttpRequest,
+    key: &WebhookKey,
+) -> Result<HttpResponse, ApiError> {
+    let route = lookup(state, req, key)?;
+    let checks = &route.webhook.checks;
+    let Some(handshake) = checks.get_handshake() else {
+        return Err(ApiError::MethodNotAllowed { allowed: "POST" });
+    };
+    let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let inbound = inbound(state, req, &headers);
+    // Okta's challenge carries the webhook's own credentials (its `authorization` header).
+    if matches!(handshake, crate::verify::handshake::Handshake::Okta) {
+        checks
+            .check_head(&inbound)
+            .map_err(|e| refused(&route, e))?;
+    }
+    let answered = handshake
+        .answer_get(&inbound)
+        .map_err(|e| refused(&route, e))?;
+    Ok(handshake_answer(&route, answered))
+}
+
+/// The answer to a handshake: `text/plain` (or JSON where the provider asks for it), never
+/// sniffed as anything else.
+fn handshake_answer(route: &Route, answered: crate::verify::handshake::Answered) -> HttpResponse {
+    use crate::verify::handshake::Answer;
+    tracing::info!(webhook = %route.key, provider = answered.provider, "Handshake answered.");
+    let (content_type, body) = match answered.answer {
+        Answer::Text(text) => ("text/plain; charset=utf-8", text),
+        Answer::Json(json) => ("application/json", json),
+    };
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
+}
+
 /// The pipeline, in the order of the README's "Order" line.
 async fn receive(
     state: &AppState,
@@ -132,23 +189,22 @@ async fn receive(
     let route = lookup(state, req, &key)?;
     let checks = &route.webhook.checks;
     let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let peer = req
-        .peer_addr()
-        .map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |a| a.ip());
-    let client = resolve_client(state, req, peer);
-    let inbound = Inbound {
-        headers: &headers,
-        query: Some(req.query_string()),
-        client_ip: client,
-        now: SystemTime::now(),
-    };
+    let inbound = inbound(state, req, &headers);
+    let client = inbound.client_ip;
     let refused = |e| refused(&route, e);
+    // Microsoft Graph validates a subscription with an unsigned, bodiless POST.
+    if let Some(answered) = checks.query_handshake(&inbound) {
+        return Ok(handshake_answer(&route, answered.map_err(refused)?));
+    }
     checks.check_head(&inbound).map_err(refused)?;
     let limit = checks.max_body_bytes.unwrap_or(state.max_body_bytes);
     // An unknown client shares one budget with the other unknown ones, never the proxy's.
     let share = client.unwrap_or(UNKNOWN_CLIENT);
     let body = read_body(state, req, share, body, limit).await?;
     checks.check_signature(&inbound, &body).map_err(refused)?;
+    if let Some(answered) = checks.body_handshake(&inbound, &body) {
+        return Ok(handshake_answer(&route, answered.map_err(refused)?));
+    }
     checks.charge_rate_limit().map_err(refused)?;
     let body = match route.data_type() {
         DataType::Json => checks.check_json_body(body).map_err(refused)?,

@@ -5,11 +5,13 @@
 //! its signature (`hmac`: 401), then `rate_limit` (429: only requests that passed every
 //! credential check spend the budget), then the body stage: strict JSON (400), `json_schema`
 //! (400) and `credential_cleanup`. Errors never say which part of a credential was wrong, and a
-//! schema refusal names the path and the rule, never the value.
+//! schema refusal names the path and the rule, never the value. Provider handshakes
+//! ([`handshake`]) are answered on the way: signed ones right after the signature.
 
 pub mod auth;
 pub mod cleanup;
 mod ct;
+pub mod handshake;
 pub mod ip;
 pub mod json;
 pub mod jwt;
@@ -78,6 +80,7 @@ pub struct RawChecks {
     pub json_schema: Option<Value>,
     pub max_body_bytes: Option<u64>,
     pub credential_cleanup: Option<cleanup::CleanupConfig>,
+    pub handshake: Option<handshake::HandshakeConfig>,
 }
 
 /// A head check (needs no body).
@@ -103,6 +106,8 @@ pub struct Checks {
     cleanup: Option<cleanup::Cleanup>,
     /// Lower-case names of the headers these checks read credentials from: never handed on.
     credential_headers: Vec<String>,
+    /// The provider handshake this webhook answers (chosen, or implied by its preset).
+    handshake: Option<handshake::Handshake>,
 }
 
 impl RawChecks {
@@ -155,6 +160,18 @@ impl RawChecks {
         if let Some(signature) = &signature {
             credential_headers.extend(signature.headers().iter().map(|h| h.to_ascii_lowercase()));
         }
+        let implied = signature
+            .as_ref()
+            .and_then(signature::SignatureCheck::implied_handshake);
+        let handshake =
+            match (self.handshake, implied) {
+                (Some(_), Some(_)) => return Err(ConfigError::Invalid(
+                    "the `hmac` preset answers its provider's handshake itself; remove `handshake`"
+                        .into(),
+                )),
+                (Some(chosen), None) => Some(chosen.compile()?),
+                (None, implied) => implied,
+            };
         Ok(Checks {
             ip_whitelist: self
                 .ip_whitelist
@@ -178,6 +195,7 @@ impl RawChecks {
                 .credential_cleanup
                 .and_then(cleanup::CleanupConfig::compile),
             credential_headers,
+            handshake,
         })
     }
 }
@@ -246,6 +264,28 @@ impl Checks {
             },
             None => Ok(body),
         }
+    }
+
+    /// The handshake this webhook answers on `GET`, if any (without one, `GET` is 405).
+    pub fn get_handshake(&self) -> Option<&handshake::Handshake> {
+        self.handshake.as_ref().filter(|h| h.on_get())
+    }
+
+    /// A validation `POST` answered from its query, before the body (Microsoft Graph).
+    pub fn query_handshake(
+        &self,
+        inbound: &Inbound<'_>,
+    ) -> Option<Result<handshake::Answered, VerifyError>> {
+        self.handshake.as_ref()?.answer_query(inbound)
+    }
+
+    /// A signed handshake in the body (Slack, Zoom, Twitch); call after the signature passed.
+    pub fn body_handshake(
+        &self,
+        inbound: &Inbound<'_>,
+        body: &[u8],
+    ) -> Option<Result<handshake::Answered, VerifyError>> {
+        self.handshake.as_ref()?.answer_body(inbound, body)
     }
 
     /// Whether a request header (lower-case name) carries one of this webhook's credentials.

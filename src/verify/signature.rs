@@ -1,5 +1,5 @@
 //! `hmac`: payload signatures, generic or in a provider's exact scheme (GitHub, Stripe, Shopify,
-//! Slack, Standard Webhooks).
+//! Slack, Standard Webhooks, Twitch, Zoom, Meta), each with a rotation window of secrets.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,7 +46,19 @@ pub enum Provider {
     Slack,
     /// `webhook-signature: v1,<base64> ...` over `<id>.<ts>.<body>`, `whsec_` base64 secret.
     StandardWebhooks,
+    /// `Twitch-Eventsub-Message-Signature: sha256=<hex>` over `<message id><timestamp><body>`.
+    Twitch,
+    /// `x-zm-signature: v0=<hex>` over `v0:<x-zm-request-timestamp>:<body>`.
+    Zoom,
+    /// Meta (Facebook, Instagram, WhatsApp): GitHub's scheme with the app secret.
+    Meta,
 }
+
+const TOLERANCE_ONLY: &str =
+    "`hmac.tolerance_seconds` only applies to stripe, slack, standard_webhooks, twitch and zoom";
+
+/// Twitch's replay window: "reject any message older than 10 minutes".
+const TWITCH_TOLERANCE_SECS: u64 = 600;
 
 /// `hmac.secret`: one secret, or several while rotating (any of them verifies).
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +147,14 @@ pub enum SignatureCheck {
         keys: Keys,
         tolerance: Duration,
     },
+    Twitch {
+        keys: Keys,
+        tolerance: Duration,
+    },
+    Zoom {
+        keys: Keys,
+        tolerance: Duration,
+    },
 }
 
 /// Standard Webhooks: "secrets SHOULD be between 24 bytes (192 bits) and 64 bytes".
@@ -178,14 +198,14 @@ impl HmacConfig {
                     .collect(),
             )
         };
-        let tolerance =
-            Duration::from_secs(self.tolerance_seconds.unwrap_or(DEFAULT_TOLERANCE_SECS));
+        let default_tolerance = match self.provider {
+            Some(Provider::Twitch) => TWITCH_TOLERANCE_SECS,
+            _ => DEFAULT_TOLERANCE_SECS,
+        };
+        let tolerance = Duration::from_secs(self.tolerance_seconds.unwrap_or(default_tolerance));
         let Some(provider) = self.provider else {
             if self.tolerance_seconds.is_some() {
-                return Err(ConfigError::Invalid(
-                    "`hmac.tolerance_seconds` only applies to stripe, slack and standard_webhooks"
-                        .into(),
-                ));
+                return Err(ConfigError::Invalid(TOLERANCE_ONLY.into()));
             }
             return Ok(SignatureCheck::Generic {
                 keys: raw(),
@@ -201,16 +221,25 @@ impl HmacConfig {
         }
         let timestamped = matches!(
             provider,
-            Provider::Stripe | Provider::Slack | Provider::StandardWebhooks
+            Provider::Stripe
+                | Provider::Slack
+                | Provider::StandardWebhooks
+                | Provider::Twitch
+                | Provider::Zoom
         );
         if self.tolerance_seconds.is_some() && !timestamped {
-            return Err(ConfigError::Invalid(
-                "`hmac.tolerance_seconds` only applies to stripe, slack and standard_webhooks"
-                    .into(),
-            ));
+            return Err(ConfigError::Invalid(TOLERANCE_ONLY.into()));
         }
         Ok(match provider {
-            Provider::Github => SignatureCheck::Github { keys: raw() },
+            Provider::Github | Provider::Meta => SignatureCheck::Github { keys: raw() },
+            Provider::Twitch => SignatureCheck::Twitch {
+                keys: raw(),
+                tolerance,
+            },
+            Provider::Zoom => SignatureCheck::Zoom {
+                keys: raw(),
+                tolerance,
+            },
             Provider::Shopify => SignatureCheck::Shopify { keys: raw() },
             Provider::Stripe => SignatureCheck::Stripe {
                 keys: raw(),
@@ -315,7 +344,56 @@ pub fn fresh(timestamp: i64, now: SystemTime, tolerance: Duration) -> bool {
     now.abs_diff(timestamp) <= tolerance.as_secs()
 }
 
+/// Slack's and Zoom's scheme: `<signature header>: v0=<hex>` over `v0:<timestamp>:<body>`,
+/// the timestamp (Unix seconds, in its own header) within `tolerance`.
+fn v0_signature(
+    inbound: &Inbound<'_>,
+    (timestamp_header, signature_header): (&str, &str),
+    keys: &Keys,
+    tolerance: Duration,
+    body: &[u8],
+) -> bool {
+    let (Some(ts), Some(value)) = (
+        inbound.header(timestamp_header),
+        inbound.header(signature_header),
+    ) else {
+        return false;
+    };
+    let Ok(timestamp) = ts.trim().parse::<i64>() else {
+        return false;
+    };
+    if !fresh(timestamp, inbound.now, tolerance) {
+        return false;
+    }
+    let Some(hex) = value.strip_prefix("v0=") else {
+        return false;
+    };
+    let received: Vec<_> = decode(Encoding::Hex, hex).into_iter().collect();
+    keys.any_matches(&received, |key| {
+        mac(
+            Algorithm::Sha256,
+            key,
+            &[b"v0:", ts.trim().as_bytes(), b":", body],
+        )
+    })
+}
+
 impl SignatureCheck {
+    /// The handshake a preset implies (Slack, Zoom and Twitch verify a URL in the body).
+    pub fn implied_handshake(&self) -> Option<super::handshake::Handshake> {
+        use super::handshake::Handshake;
+        match self {
+            SignatureCheck::Slack { .. } => Some(Handshake::Slack),
+            // Zoom's challenge is answered with the current (first) secret.
+            SignatureCheck::Zoom { keys, .. } => keys
+                .0
+                .first()
+                .map(|key| Handshake::Zoom { key: key.clone() }),
+            SignatureCheck::Twitch { .. } => Some(Handshake::Twitch),
+            _ => None,
+        }
+    }
+
     /// The request headers this check reads its signature from (compile time only).
     pub fn headers(&self) -> Vec<String> {
         let fixed: &[&str] = match self {
@@ -325,6 +403,8 @@ impl SignatureCheck {
             SignatureCheck::Stripe { .. } => &["stripe-signature"],
             SignatureCheck::Slack { .. } => &["x-slack-signature"],
             SignatureCheck::StandardWebhooks { .. } => &["webhook-signature"],
+            SignatureCheck::Twitch { .. } => &["twitch-eventsub-message-signature"],
+            SignatureCheck::Zoom { .. } => &["x-zm-signature"],
         };
         fixed.iter().map(|h| (*h).to_owned()).collect()
     }
@@ -400,20 +480,38 @@ impl SignatureCheck {
                     mac(Algorithm::Sha256, key, &[ts.as_bytes(), b".", body])
                 })
             }
-            SignatureCheck::Slack { keys, tolerance } => {
-                let (Some(ts), Some(value)) = (
-                    inbound.header("x-slack-request-timestamp"),
-                    inbound.header("x-slack-signature"),
+            SignatureCheck::Slack { keys, tolerance } => v0_signature(
+                inbound,
+                ("x-slack-request-timestamp", "x-slack-signature"),
+                keys,
+                *tolerance,
+                body,
+            ),
+            SignatureCheck::Zoom { keys, tolerance } => v0_signature(
+                inbound,
+                ("x-zm-request-timestamp", "x-zm-signature"),
+                keys,
+                *tolerance,
+                body,
+            ),
+            SignatureCheck::Twitch { keys, tolerance } => {
+                let (Some(id), Some(ts), Some(value)) = (
+                    inbound.header("twitch-eventsub-message-id"),
+                    inbound.header("twitch-eventsub-message-timestamp"),
+                    inbound.header("twitch-eventsub-message-signature"),
                 ) else {
                     return false;
                 };
-                let Ok(timestamp) = ts.trim().parse::<i64>() else {
+                let Ok(at) = humantime::parse_rfc3339_weak(ts.trim()) else {
                     return false;
                 };
-                if !fresh(timestamp, inbound.now, *tolerance) {
+                let secs = at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(i64::MIN, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                if !fresh(secs, inbound.now, *tolerance) {
                     return false;
                 }
-                let Some(hex) = value.strip_prefix("v0=") else {
+                let Some(hex) = value.strip_prefix("sha256=") else {
                     return false;
                 };
                 let received: Vec<_> = decode(Encoding::Hex, hex).into_iter().collect();
@@ -421,7 +519,7 @@ impl SignatureCheck {
                     mac(
                         Algorithm::Sha256,
                         key,
-                        &[b"v0:", ts.trim().as_bytes(), b":", body],
+                        &[id.as_bytes(), ts.as_bytes(), body],
                     )
                 })
             }
@@ -603,7 +701,7 @@ mod tests {
             ),
             (
                 serde_json::json!({"provider": "github", "secret": "s", "tolerance_seconds": 5}),
-                "only applies to stripe, slack and standard_webhooks",
+                "only applies to stripe, slack, standard_webhooks, twitch and zoom",
             ),
             (serde_json::json!({"secret": ""}), "must not be empty"),
         ] {

@@ -163,6 +163,14 @@ async fn body_over_the_limit_is_413_and_never_delivered() {
 #[actix_web::test]
 async fn wrong_method_is_405_with_allow_header() {
     let h = harness(true);
+    // A webhook without a GET handshake answers GET with 405.
+    add(
+        &h.cache,
+        "acme",
+        "gh",
+        json!({"module": "log"}),
+        &RecordingModule::new(),
+    );
     let (status, headers, body) = call(&h, test::TestRequest::get().uri("/webhook/acme/gh")).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers.get(header::ALLOW).unwrap(), "POST");

@@ -10,6 +10,7 @@ mod etcd_scale;
 mod etcd_security;
 mod etcd_watch;
 mod file_backend;
+mod handshakes;
 mod hardening;
 mod http_api;
 mod instances;

@@ -82,13 +82,22 @@ pub fn add(cache: &ConfigCache, ns: &str, id: &str, entry: Value, module: &Arc<R
 }
 
 pub async fn call(h: &Harness, req: test::TestRequest) -> (StatusCode, header::HeaderMap, Value) {
+    let (status, headers, body) = call_text(h, req).await;
+    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+    (status, headers, json)
+}
+
+/// As [`call`], with the body as text.
+pub async fn call_text(
+    h: &Harness,
+    req: test::TestRequest,
+) -> (StatusCode, header::HeaderMap, String) {
     let service = test::init_service(app(h.state.clone(), Surface::All)).await;
     let response = test::call_service(&service, req.to_request()).await;
     let status = response.status();
     let headers = response.headers().clone();
     let body = test::read_body(response).await;
-    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    (status, headers, json)
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 pub fn post(path: &str, body: &'static str) -> test::TestRequest {

@@ -1,0 +1,324 @@
+//! Handshakes: a provider proving that a URL is willing to receive its events, answered before
+//! any destination is touched and never handed to modules.
+//!
+//! Three are implied by a signature preset and come signed, in the body: Slack
+//! `url_verification`, Zoom `endpoint.url_validation`, Twitch `webhook_callback_verification`.
+//! The others are chosen with `"handshake": {"provider": ...}`: Meta, X (`crc_token`), Microsoft
+//! Graph (`validationToken`), Okta and Dropbox.
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use super::{Inbound, VerifyError};
+use crate::config::secret::Secret;
+
+/// Longest challenge echoed back; a longer one is refused (an echo is not a free reflector).
+const MAX_CHALLENGE: usize = 2048;
+/// Longest X `crc_token` answered (X sends about 48 characters).
+const MAX_CRC_TOKEN: usize = 256;
+
+/// `handshake` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HandshakeConfig {
+    /// `GET ?hub.mode=subscribe&hub.challenge=..&hub.verify_token=..` -> the challenge.
+    Meta { verify_token: Secret },
+    /// `GET ?crc_token=..` -> `{"response_token": "sha256=" + base64(HMAC-SHA256)}`.
+    X { consumer_secret: Secret },
+    /// `POST ?validationToken=..` -> the decoded token.
+    Msgraph,
+    /// `GET` with `X-Okta-Verification-Challenge` -> `{"verification": ..}`.
+    Okta,
+    /// `GET ?challenge=..` -> the challenge.
+    Dropbox,
+}
+
+/// A handshake this webhook answers.
+#[derive(Debug, Clone)]
+pub enum Handshake {
+    Meta {
+        verify_token: Secret,
+    },
+    X {
+        consumer_secret: Secret,
+    },
+    Msgraph,
+    Okta,
+    Dropbox,
+    /// Implied by the `slack` preset.
+    Slack,
+    /// Implied by the `zoom` preset; the key answers the challenge.
+    Zoom {
+        key: Vec<u8>,
+    },
+    /// Implied by the `twitch` preset.
+    Twitch,
+}
+
+/// What the handshake answers with (200).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// `text/plain`.
+    Text(String),
+    /// `application/json`.
+    Json(String),
+}
+
+/// A handshake answered: the provider (for the log) and the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub provider: &'static str,
+    pub answer: Answer,
+}
+
+impl HandshakeConfig {
+    pub fn compile(self) -> Result<Handshake, crate::config::ConfigError> {
+        let empty = |field: &str| {
+            crate::config::ConfigError::Invalid(format!(
+                "`handshake.{field}` must not be empty (after {{$VAR}} substitution)"
+            ))
+        };
+        Ok(match self {
+            HandshakeConfig::Meta { verify_token } => {
+                if verify_token.expose().trim().is_empty() {
+                    return Err(empty("verify_token"));
+                }
+                Handshake::Meta { verify_token }
+            }
+            HandshakeConfig::X { consumer_secret } => {
+                if consumer_secret.expose().trim().is_empty() {
+                    return Err(empty("consumer_secret"));
+                }
+                Handshake::X { consumer_secret }
+            }
+            HandshakeConfig::Msgraph => Handshake::Msgraph,
+            HandshakeConfig::Okta => Handshake::Okta,
+            HandshakeConfig::Dropbox => Handshake::Dropbox,
+        })
+    }
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(message);
+            mac.finalize().into_bytes().to_vec()
+        }
+        // HMAC takes keys of any length.
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A challenge as sent, if it is short enough to echo.
+fn echoable(challenge: String) -> Result<String, VerifyError> {
+    if challenge.is_empty() || challenge.len() > MAX_CHALLENGE {
+        return Err(VerifyError::Unauthorized);
+    }
+    Ok(challenge)
+}
+
+fn json(value: serde_json::Value) -> Answer {
+    Answer::Json(value.to_string())
+}
+
+impl Handshake {
+    /// Whether this handshake comes as a `GET` (the webhook then answers `GET`; otherwise 405).
+    pub fn on_get(&self) -> bool {
+        matches!(
+            self,
+            Handshake::Meta { .. } | Handshake::X { .. } | Handshake::Okta | Handshake::Dropbox
+        )
+    }
+
+    /// Answers a `GET` handshake (call only when [`Handshake::on_get`]).
+    pub fn answer_get(&self, inbound: &Inbound<'_>) -> Result<Answered, VerifyError> {
+        let param = |name| query_param(inbound.query, name);
+        let (provider, answer) = match self {
+            Handshake::Meta { verify_token } => {
+                let token = param("hub.verify_token").unwrap_or_default();
+                let right = super::ct::eq(token.as_bytes(), verify_token.expose().as_bytes());
+                if param("hub.mode").as_deref() != Some("subscribe") || !right {
+                    return Err(VerifyError::Unauthorized);
+                }
+                let challenge = echoable(param("hub.challenge").unwrap_or_default())?;
+                ("meta", Answer::Text(challenge))
+            }
+            Handshake::X { consumer_secret } => {
+                use base64::Engine as _;
+                // The CRC is unauthenticated and keyed like X's own payload signatures: only a
+                // short token of token characters is answered, so the answer can never be a
+                // signature over an event body (JSON has braces and quotes).
+                let token = param("crc_token").unwrap_or_default();
+                let token_like = |c: char| c.is_ascii_alphanumeric() || "+/=_-".contains(c);
+                if token.len() > MAX_CRC_TOKEN || !token.chars().all(token_like) {
+                    return Err(VerifyError::Unauthorized);
+                }
+                let token = echoable(token)?;
+                let mac = hmac_sha256(consumer_secret.expose().as_bytes(), token.as_bytes());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(mac);
+                (
+                    "x",
+                    json(serde_json::json!({"response_token": format!("sha256={encoded}")})),
+                )
+            }
+            Handshake::Okta => {
+                let challenge = inbound
+                    .header("x-okta-verification-challenge")
+                    .map(str::to_owned)
+                    .unwrap_or_default();
+                let challenge = echoable(challenge)?;
+                ("okta", json(serde_json::json!({"verification": challenge})))
+            }
+            Handshake::Dropbox => {
+                let challenge = echoable(param("challenge").unwrap_or_default())?;
+                ("dropbox", Answer::Text(challenge))
+            }
+            Handshake::Msgraph | Handshake::Slack | Handshake::Zoom { .. } | Handshake::Twitch => {
+                return Err(VerifyError::Unauthorized)
+            }
+        };
+        Ok(Answered { provider, answer })
+    }
+
+    /// Microsoft Graph's validation `POST` (`?validationToken=..`), answered before the body.
+    pub fn answer_query(&self, inbound: &Inbound<'_>) -> Option<Result<Answered, VerifyError>> {
+        if !matches!(self, Handshake::Msgraph) {
+            return None;
+        }
+        let token = query_param(inbound.query, "validationToken")?;
+        Some(echoable(token).map(|token| Answered {
+            provider: "msgraph",
+            answer: Answer::Text(token),
+        }))
+    }
+
+    /// A signed handshake in the body (Slack, Zoom, Twitch); call after the signature passed.
+    /// `None`: the request is an ordinary delivery.
+    pub fn answer_body(
+        &self,
+        inbound: &Inbound<'_>,
+        body: &[u8],
+    ) -> Option<Result<Answered, VerifyError>> {
+        // Cheap test first: ordinary deliveries are not parsed twice.
+        let (provider, marker): (&'static str, &[u8]) = match self {
+            Handshake::Slack => ("slack", b"url_verification"),
+            Handshake::Zoom { .. } => ("zoom", b"endpoint.url_validation"),
+            Handshake::Twitch => {
+                let kind = inbound.header("twitch-eventsub-message-type")?;
+                if kind.trim() != "webhook_callback_verification" {
+                    return None;
+                }
+                ("twitch", b"challenge")
+            }
+            _ => return None,
+        };
+        memchr::memmem::find(body, marker)?;
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
+        let answer = match self {
+            Handshake::Slack => {
+                if value["type"] != "url_verification" {
+                    return None;
+                }
+                echoable(text(&value["challenge"])).map(Answer::Text)
+            }
+            Handshake::Zoom { key } => {
+                if value["event"] != "endpoint.url_validation" {
+                    return None;
+                }
+                echoable(text(&value["payload"]["plainToken"])).map(|plain| {
+                    let encrypted = hex::encode(hmac_sha256(key, plain.as_bytes()));
+                    json(serde_json::json!({"plainToken": plain, "encryptedToken": encrypted}))
+                })
+            }
+            _ => echoable(text(&value["challenge"])).map(Answer::Text),
+        };
+        Some(answer.map(|answer| Answered { provider, answer }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbound<'a>(
+        headers: &'a dyn Fn(&str) -> Option<&'a str>,
+        query: Option<&'a str>,
+    ) -> Inbound<'a> {
+        Inbound {
+            headers,
+            query,
+            client_ip: None,
+            now: std::time::SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn meta_needs_the_mode_and_the_token() {
+        let h = Handshake::Meta {
+            verify_token: Secret::new("tok"),
+        };
+        let none = |_: &str| None;
+        let ok = h.answer_get(&inbound(
+            &none,
+            Some("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=tok"),
+        ));
+        assert_eq!(ok.unwrap().answer, Answer::Text("1158201444".into()));
+        for query in [
+            "hub.mode=subscribe&hub.challenge=1&hub.verify_token=bad",
+            "hub.mode=other&hub.challenge=1&hub.verify_token=tok",
+            "hub.mode=subscribe&hub.verify_token=tok",
+        ] {
+            assert!(
+                h.answer_get(&inbound(&none, Some(query))).is_err(),
+                "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_x_crc_is_no_signing_oracle_for_event_bodies() {
+        let h = Handshake::X {
+            consumer_secret: Secret::new("cs"),
+        };
+        let none = |_: &str| None;
+        assert!(h
+            .answer_get(&inbound(&none, Some("crc_token=abcDEF123%2B%2F%3D")))
+            .is_ok());
+        for query in [
+            "crc_token=%7B%22event%22%3A1%7D",
+            "crc_token=a%20b",
+            &format!("crc_token={}", "a".repeat(MAX_CRC_TOKEN + 1)),
+        ] {
+            assert!(
+                h.answer_get(&inbound(&none, Some(query))).is_err(),
+                "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn challenges_too_long_to_echo_are_refused() {
+        let none = |_: &str| None;
+        let long = format!("challenge={}", "a".repeat(MAX_CHALLENGE + 1));
+        assert!(Handshake::Dropbox
+            .answer_get(&inbound(&none, Some(&long)))
+            .is_err());
+    }
+
+    #[test]
+    fn ordinary_deliveries_are_not_handshakes() {
+        let none = |_: &str| None;
+        let body = br#"{"type":"event_callback","event":{"text":"url_verification"}}"#;
+        assert!(Handshake::Slack
+            .answer_body(&inbound(&none, None), body)
+            .is_none());
+    }
+}

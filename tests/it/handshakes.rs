@@ -1,0 +1,306 @@
+//! Provider handshakes through the real HTTP stack: answered before any destination is touched
+//! (the module sees nothing), `text/plain` with `nosniff` (JSON where the provider asks), and
+//! refused when the provider's proof is wrong. Also the presets they come with (Zoom, Twitch,
+//! Meta) on ordinary deliveries.
+
+use actix_web::{
+    http::{header, StatusCode},
+    test,
+};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::support::{
+    inproc::{add, call_text, harness, post_bytes, Harness},
+    recording::RecordingModule,
+};
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// One webhook `a/w` with `entry` (and room for the providers' example bodies: the harness's
+/// global limit is tiny).
+fn webhook(mut entry: Value) -> (Harness, std::sync::Arc<RecordingModule>) {
+    entry["max_body_bytes"] = json!(4096);
+    let h = harness(true);
+    let module = RecordingModule::new();
+    add(&h.cache, "a", "w", entry, &module);
+    (h, module)
+}
+
+/// Asserts a 200 handshake answer of `content_type` and returns its body.
+async fn answered(h: &Harness, req: test::TestRequest, content_type: &str) -> String {
+    let (status, headers, body) = call_text(h, req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        headers
+            .get(header::CONTENT_TYPE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(content_type),
+        "{headers:?}"
+    );
+    assert_eq!(
+        headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+        "nosniff"
+    );
+    body
+}
+
+fn get(query: &str) -> test::TestRequest {
+    test::TestRequest::get().uri(&format!("/webhook/a/w?{query}"))
+}
+
+fn slack_signed(secret: &str, body: &str, t: i64) -> test::TestRequest {
+    let sig = hex::encode(hmac_sha256(
+        secret.as_bytes(),
+        &[b"v0:", t.to_string().as_bytes(), b":", body.as_bytes()],
+    ));
+    post_bytes("/webhook/a/w", body.to_owned())
+        .insert_header(("x-slack-request-timestamp", t.to_string()))
+        .insert_header(("x-slack-signature", format!("v0={sig}")))
+}
+
+#[actix_web::test]
+async fn slack_url_verification_is_answered_with_the_challenge_once_signed() {
+    let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+    let (h, module) =
+        webhook(json!({"module": "log", "hmac": {"provider": "slack", "secret": secret}}));
+    // Slack's documented example request.
+    let body = r#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let challenge = answered(&h, slack_signed(secret, body, now()), "text/plain").await;
+    assert_eq!(
+        challenge,
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    // Unsigned (or signed with another secret): no echo.
+    let (status, _, _) = call_text(&h, slack_signed("wrong", body, now())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // An event still goes to the module.
+    let event = r#"{"type":"event_callback","event":{"type":"message"}}"#;
+    let (status, _, _) = call_text(&h, slack_signed(secret, event, now())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(module.taken().len(), 1, "only the event was delivered");
+}
+
+fn zoom_signed(secret: &str, body: &str, t: i64) -> test::TestRequest {
+    let sig = hex::encode(hmac_sha256(
+        secret.as_bytes(),
+        &[b"v0:", t.to_string().as_bytes(), b":", body.as_bytes()],
+    ));
+    post_bytes("/webhook/a/w", body.to_owned())
+        .insert_header(("x-zm-request-timestamp", t.to_string()))
+        .insert_header(("x-zm-signature", format!("v0={sig}")))
+}
+
+#[actix_web::test]
+async fn zoom_preset_verifies_events_and_answers_url_validation() {
+    let secret = "zoom-webhook-secret-token";
+    let (h, module) =
+        webhook(json!({"module": "log", "hmac": {"provider": "zoom", "secret": secret}}));
+    let validation = r#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let body = answered(
+        &h,
+        zoom_signed(secret, validation, now()),
+        "application/json",
+    )
+    .await;
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["plainToken"], "qgg8vlvZRS6UYooatFL8Aw");
+    assert_eq!(
+        answer["encryptedToken"],
+        hex::encode(hmac_sha256(secret.as_bytes(), &[b"qgg8vlvZRS6UYooatFL8Aw"]))
+    );
+    let event = r#"{"event":"meeting.started","payload":{}}"#;
+    let (status, _, _) = call_text(&h, zoom_signed(secret, event, now())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call_text(&h, zoom_signed(secret, event, now() - 301)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "replayed");
+    let (status, _, _) = call_text(&h, zoom_signed("other", validation, now())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(module.taken().len(), 1);
+}
+
+fn twitch_signed(
+    secret: &str,
+    kind: &str,
+    body: &str,
+    at: std::time::SystemTime,
+) -> test::TestRequest {
+    let id = "e76c6bd4-55c9-4987-8304-da1588d8988b";
+    let ts = humantime::format_rfc3339_nanos(at).to_string();
+    let sig = hex::encode(hmac_sha256(
+        secret.as_bytes(),
+        &[id.as_bytes(), ts.as_bytes(), body.as_bytes()],
+    ));
+    post_bytes("/webhook/a/w", body.to_owned())
+        .insert_header(("twitch-eventsub-message-id", id))
+        .insert_header(("twitch-eventsub-message-timestamp", ts))
+        .insert_header(("twitch-eventsub-message-type", kind))
+        .insert_header(("twitch-eventsub-message-signature", format!("sha256={sig}")))
+}
+
+#[actix_web::test]
+async fn twitch_preset_verifies_notifications_and_answers_the_callback_challenge() {
+    let secret = "twitch-secret-of-ten+";
+    let (h, module) =
+        webhook(json!({"module": "log", "hmac": {"provider": "twitch", "secret": secret}}));
+    let now = std::time::SystemTime::now();
+    let verification = r#"{"challenge":"pogchamp-kappa-360noscope-vohiyo","subscription":{"type":"channel.follow"}}"#;
+    let challenge = answered(
+        &h,
+        twitch_signed(secret, "webhook_callback_verification", verification, now),
+        "text/plain",
+    )
+    .await;
+    assert_eq!(challenge, "pogchamp-kappa-360noscope-vohiyo");
+    let event = r#"{"subscription":{"type":"channel.follow"},"event":{"user_id":"1"}}"#;
+    let (status, _, _) = call_text(&h, twitch_signed(secret, "notification", event, now)).await;
+    assert_eq!(status, StatusCode::OK);
+    // Ten minutes is Twitch's window.
+    let old = now - std::time::Duration::from_secs(660);
+    let (status, _, _) = call_text(&h, twitch_signed(secret, "notification", event, old)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = call_text(
+        &h,
+        twitch_signed("not-it", "webhook_callback_verification", verification, now),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(module.taken().len(), 1);
+}
+
+#[actix_web::test]
+async fn meta_verify_token_handshake_and_app_secret_signatures() {
+    let (h, module) = webhook(json!({"module": "log",
+        "hmac": {"provider": "meta", "secret": "app-secret"},
+        "handshake": {"provider": "meta", "verify_token": "my-verify-token"}}));
+    let challenge = answered(
+        &h,
+        get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=my-verify-token"),
+        "text/plain",
+    )
+    .await;
+    assert_eq!(challenge, "1158201444");
+    let (status, _, _) = call_text(
+        &h,
+        get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let body = r#"{"object":"page","entry":[]}"#;
+    let sig = hex::encode(hmac_sha256(b"app-secret", &[body.as_bytes()]));
+    let (status, _, _) = call_text(
+        &h,
+        post_bytes("/webhook/a/w", body)
+            .insert_header(("x-hub-signature-256", format!("sha256={sig}"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(module.taken().len(), 1);
+}
+
+#[actix_web::test]
+async fn x_crc_is_answered_with_the_keyed_response_token() {
+    let (h, module) =
+        webhook(json!({"module": "log", "handshake": {"provider": "x", "consumer_secret": "cs"}}));
+    let body = answered(&h, get("crc_token=abc%2B123"), "application/json").await;
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(hmac_sha256(b"cs", &[b"abc+123"]));
+    assert_eq!(answer["response_token"], format!("sha256={expected}"));
+    let (status, _, _) = call_text(&h, get("other=1")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(module.taken().is_empty());
+}
+
+#[actix_web::test]
+async fn msgraph_validation_token_is_echoed_decoded_before_the_body() {
+    let (h, module) = webhook(json!({"module": "log", "handshake": {"provider": "msgraph"}}));
+    let token = answered(
+        &h,
+        post_bytes(
+            "/webhook/a/w?validationToken=Validation%3A%20Testing%20client%20application",
+            "",
+        ),
+        "text/plain",
+    )
+    .await;
+    assert_eq!(token, "Validation: Testing client application");
+    // Notifications are ordinary deliveries.
+    let (status, _, _) = call_text(&h, post_bytes("/webhook/a/w", r#"{"value":[]}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(module.taken().len(), 1);
+}
+
+#[actix_web::test]
+async fn okta_verification_applies_the_webhooks_own_head_checks() {
+    let (h, module) = webhook(json!({"module": "log", "authorization": "Bearer okta-hook",
+        "handshake": {"provider": "okta"}}));
+    let challenge = || {
+        test::TestRequest::get()
+            .uri("/webhook/a/w")
+            .insert_header(("x-okta-verification-challenge", "2WdCDmJAp-nbp6VpZ9Tx"))
+    };
+    let body = answered(
+        &h,
+        challenge().insert_header(("authorization", "Bearer okta-hook")),
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"verification": "2WdCDmJAp-nbp6VpZ9Tx"})
+    );
+    let (status, _, _) = call_text(&h, challenge()).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "without the webhook's credentials"
+    );
+    assert!(module.taken().is_empty());
+}
+
+#[actix_web::test]
+async fn dropbox_challenge_is_echoed_and_get_without_a_handshake_stays_405() {
+    let (h, module) = webhook(json!({"module": "log", "handshake": {"provider": "dropbox"}}));
+    assert_eq!(
+        answered(&h, get("challenge=xyz-123"), "text/plain").await,
+        "xyz-123"
+    );
+    let (status, _, _) = call_text(&h, get(&format!("challenge={}", "a".repeat(3000)))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "too long to echo");
+    assert!(module.taken().is_empty());
+
+    let (h, _) = webhook(json!({"module": "log", "hmac": {"provider": "slack", "secret": "s"}}));
+    let (status, headers, _) = call_text(&h, get("challenge=1")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers.get(header::ALLOW).unwrap(), "POST");
+}
+
+#[actix_web::test]
+async fn a_preset_with_its_own_handshake_refuses_a_second_one() {
+    let entry = json!({"module": "log", "hmac": {"provider": "slack", "secret": "s"},
+        "handshake": {"provider": "dropbox"}});
+    let err = switchyard::webhook::Webhook::from_value(entry).unwrap_err();
+    assert!(err.to_string().contains("remove `handshake`"), "{err}");
+    let empty = json!({"module": "log", "handshake": {"provider": "meta", "verify_token": ""}});
+    assert!(switchyard::webhook::Webhook::from_value(empty).is_err());
+    let unknown = json!({"module": "log", "handshake": {"provider": "myspace"}});
+    assert!(switchyard::webhook::Webhook::from_value(unknown).is_err());
+}

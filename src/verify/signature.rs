@@ -309,19 +309,55 @@ fn decode(encoding: Encoding, text: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// `t=...,v1=...,v1=...` as in `Stripe-Signature`: the timestamp and every `v1` value.
+/// `Stripe-Signature`, read exactly as Stripe's own libraries read it (`stripe-python`'s
+/// `WebhookSignature`, checked against it in a table test): elements split on `,`, each on its
+/// first two `=` (a value ends at a second `=`); the first `t` counts, read like Python's `int()`
+/// (surrounding whitespace, a sign, `_` between digits); every `v1` is a candidate; other
+/// elements are ignored, but a `t` or `v1` without `=` spoils the header, and names are not
+/// trimmed (` v1=..` is not `v1`).
 pub fn parse_stripe_header(header: &str) -> Option<(i64, Vec<&str>)> {
     let mut timestamp = None;
     let mut signatures = Vec::new();
-    for part in header.split(',') {
-        let (key, value) = part.trim().split_once('=')?;
-        match key {
-            "t" => timestamp = Some(value.parse::<i64>().ok()?),
-            "v1" => signatures.push(value),
+    for item in header.split(',') {
+        let mut parts = item.splitn(3, '=');
+        match (parts.next().unwrap_or_default(), parts.next()) {
+            ("t" | "v1", None) => return None,
+            ("t", Some(value)) => {
+                timestamp.get_or_insert(value);
+            }
+            ("v1", Some(value)) => signatures.push(value),
             _ => {}
         }
     }
-    Some((timestamp?, signatures))
+    Some((python_int(timestamp?)?, signatures))
+}
+
+/// An integer as Python's `int(str)` reads it, within `i64` (ASCII digits only).
+fn python_int(text: &str) -> Option<i64> {
+    let text = text.trim_matches(char::is_whitespace);
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let well_formed = !digits.is_empty()
+        && !digits.starts_with('_')
+        && !digits.ends_with('_')
+        && !digits.contains("__")
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_');
+    if !well_formed {
+        return None;
+    }
+    let value: i64 = digits.replace('_', "").parse().ok()?;
+    Some(if negative { -value } else { value })
+}
+
+/// A `v1` value as Stripe compares it: its own lower-case hex, as a string.
+fn stripe_hex(signature: &str) -> Option<Vec<u8>> {
+    signature
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        .then(|| hex::decode(signature).ok())
+        .flatten()
 }
 
 /// `v1,<base64> v1,<base64>` as in `webhook-signature`: every `v1` signature.
@@ -402,7 +438,7 @@ impl SignatureCheck {
             SignatureCheck::Shopify { .. } => &["x-shopify-hmac-sha256"],
             SignatureCheck::Stripe { .. } => &["stripe-signature"],
             SignatureCheck::Slack { .. } => &["x-slack-signature"],
-            SignatureCheck::StandardWebhooks { .. } => &["webhook-signature"],
+            SignatureCheck::StandardWebhooks { .. } => &["webhook-signature", "svix-signature"],
             SignatureCheck::Twitch { .. } => &["twitch-eventsub-message-signature"],
             SignatureCheck::Zoom { .. } => &["x-zm-signature"],
         };
@@ -474,7 +510,7 @@ impl SignatureCheck {
                 let ts = timestamp.to_string();
                 let received: Vec<_> = signatures
                     .iter()
-                    .filter_map(|sig| decode(Encoding::Hex, sig))
+                    .filter_map(|sig| stripe_hex(sig))
                     .collect();
                 keys.any_matches(&received, |key| {
                     mac(Algorithm::Sha256, key, &[ts.as_bytes(), b".", body])
@@ -524,10 +560,17 @@ impl SignatureCheck {
                 })
             }
             SignatureCheck::StandardWebhooks { keys, tolerance } => {
+                // Svix's libraries send (and accept) the same scheme under `svix-*` names; one
+                // request uses one brand.
+                let brand = if inbound.header("webhook-id").is_some() {
+                    ["webhook-id", "webhook-timestamp", "webhook-signature"]
+                } else {
+                    ["svix-id", "svix-timestamp", "svix-signature"]
+                };
                 let (Some(id), Some(ts), Some(value)) = (
-                    inbound.header("webhook-id"),
-                    inbound.header("webhook-timestamp"),
-                    inbound.header("webhook-signature"),
+                    inbound.header(brand[0]),
+                    inbound.header(brand[1]),
+                    inbound.header(brand[2]),
                 ) else {
                     return false;
                 };
@@ -679,7 +722,13 @@ mod tests {
         );
         assert_eq!(parse_stripe_header("v1=ab"), None);
         assert_eq!(parse_stripe_header("t=x,v1=ab"), None);
-        assert_eq!(parse_stripe_header("t=1,junk"), None);
+        assert_eq!(parse_stripe_header("t=1,junk"), Some((1, vec![])));
+        assert_eq!(parse_stripe_header("t,t=1"), None);
+        assert_eq!(parse_stripe_header("t=1,v1"), None);
+        assert_eq!(parse_stripe_header("t=1,t=2,v1=a=b"), Some((1, vec!["a"])));
+        assert_eq!(parse_stripe_header(" t=1"), None);
+        assert_eq!(parse_stripe_header("t= +1_000 "), Some((1000, vec![])));
+        assert_eq!(parse_stripe_header("t=1__0"), None);
         assert_eq!(parse_stripe_header("t=1"), Some((1, vec![])));
     }
 

@@ -15,6 +15,7 @@ mod hardening;
 mod http_api;
 mod instances;
 mod observability;
+mod providers;
 mod settings;
 mod shutdown;
 mod spool;

@@ -15,6 +15,7 @@ pub mod process;
 pub mod proxy;
 pub mod recording;
 pub mod redis;
+pub mod sdk;
 pub mod tls;
 pub mod wait;
 

@@ -1,0 +1,197 @@
+//! Real providers' libraries against the real HTTP stack: requests signed by the providers' own
+//! SDKs verify, and where a provider's library decides what a header means, Switchyard decides
+//! the same (table tests against the library itself, installed from the package index).
+
+use actix_web::http::StatusCode;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::support::{
+    inproc::{add, call_text, harness, post_bytes, Harness},
+    recording::RecordingModule,
+    sdk::{python_with, run_python},
+};
+
+fn webhook(mut entry: Value) -> (Harness, std::sync::Arc<RecordingModule>) {
+    entry["max_body_bytes"] = json!(4096);
+    let h = harness(true);
+    let module = RecordingModule::new();
+    add(&h.cache, "a", "w", entry, &module);
+    (h, module)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+const STRIPE_VERIFY: &str = r#"
+import json, sys, stripe
+cases = json.load(sys.stdin)
+out = []
+for c in cases:
+    try:
+        stripe.WebhookSignature.verify_header(c["payload"], c["header"], c["secret"], tolerance=300)
+        out.append(True)
+    except Exception:
+        out.append(False)
+print(json.dumps(out))
+"#;
+
+/// `Stripe-Signature` edge cases: Switchyard accepts exactly the headers `stripe-python`'s
+/// `WebhookSignature.verify_header` accepts (the check `construct_event` makes).
+#[actix_web::test]
+async fn stripe_header_edge_cases_are_read_as_stripes_library_reads_them() {
+    let secret = "whsec_edge_cases";
+    let payload = r#"{"id":"evt_1","object":"event","type":"charge.succeeded"}"#;
+    let t = now();
+    let sign = |ts: &str| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(payload.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let sig = sign(&t.to_string());
+    let old = t - 1000;
+    let headers = vec![
+        format!("t={t},v1={sig}"),
+        format!("v1={sig},t={t}"),
+        format!("t={t},v1={}", sig.to_uppercase()),
+        format!("t={t}, v1={sig}"),
+        format!(" t={t},v1={sig}"),
+        format!("t={t},t={old},v1={sig}"),
+        format!("t={old},t={t},v1={sig}"),
+        format!("t={t},garbage,v1={sig}"),
+        format!("t,t={t},v1={sig}"),
+        format!("t={t},v1,v1={sig}"),
+        format!("t={t},v0=abc,v1={},v1={sig},x=y", "0".repeat(64)),
+        format!("t={t},v1={sig}=extra"),
+        format!("t= {t} ,v1={sig}"),
+        format!("t=+{t},v1={sig}"),
+        format!("t=0{t},v1={sig}"),
+        format!("t=,v1={sig}"),
+        format!("t={t}"),
+        format!("v1={sig}"),
+        format!("t={t},v1={}", sign(&(t - 1).to_string())),
+        format!("t={old},v1={}", sign(&old.to_string())),
+        format!("t={t},V1={sig}"),
+        format!("t={t},v1= {sig}"),
+        String::new(),
+    ];
+    let cases: Vec<Value> = headers
+        .iter()
+        .map(|h| json!({"payload": payload, "header": h, "secret": secret}))
+        .collect();
+    let python = python_with(&["stripe"]);
+    let expected: Vec<bool> = serde_json::from_str(&run_python(
+        &python,
+        STRIPE_VERIFY,
+        &json!(cases).to_string(),
+    ))
+    .unwrap();
+    assert!(expected.iter().any(|ok| *ok) && expected.iter().any(|ok| !*ok));
+
+    let (h, _) = webhook(json!({"module": "log",
+        "hmac": {"provider": "stripe", "secret": secret}}));
+    for (header, stripe_accepts) in headers.iter().zip(expected) {
+        let request = post_bytes("/webhook/a/w", payload)
+            .insert_header(("stripe-signature", header.as_str()));
+        let (status, _, body) = call_text(&h, request).await;
+        assert_eq!(
+            status == StatusCode::OK,
+            stripe_accepts,
+            "{header:?}: stripe-python says {stripe_accepts}, Switchyard answered {status} {body}"
+        );
+    }
+}
+
+const SLACK_SIGN: &str = r#"
+import json, sys, time
+from slack_sdk.signature import SignatureVerifier
+c = json.load(sys.stdin)
+ts = str(int(time.time()))
+v = SignatureVerifier(c["secret"])
+print(json.dumps({"ts": ts, "sig": v.generate_signature(timestamp=ts, body=c["body"])}))
+"#;
+
+/// A Slack Events API URL verification signed by `slack_sdk`, then an event: the first is
+/// answered with its challenge, the second delivered.
+#[actix_web::test]
+async fn slack_sdk_signed_requests_verify_and_the_url_verification_is_answered() {
+    let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+    let python = python_with(&["slack_sdk"]);
+    let (h, module) = webhook(json!({"module": "log",
+        "hmac": {"provider": "slack", "secret": [secret, "the-next-secret"]}}));
+    let signed = |body: &str| {
+        let out: Value = serde_json::from_str(&run_python(
+            &python,
+            SLACK_SIGN,
+            &json!({"secret": secret, "body": body}).to_string(),
+        ))
+        .unwrap();
+        post_bytes("/webhook/a/w", body.to_owned())
+            .insert_header((
+                "x-slack-request-timestamp",
+                out["ts"].as_str().unwrap().to_owned(),
+            ))
+            .insert_header(("x-slack-signature", out["sig"].as_str().unwrap().to_owned()))
+    };
+    let verification =
+        r#"{"token":"x","challenge":"slack-challenge-42","type":"url_verification"}"#;
+    let (status, _, body) = call_text(&h, signed(verification)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "slack-challenge-42")
+    );
+    let event = r#"{"type":"event_callback","event":{"type":"app_mention"}}"#;
+    assert_eq!(call_text(&h, signed(event)).await.0, StatusCode::OK);
+    assert_eq!(module.taken().len(), 1);
+}
+
+const STANDARD_SIGN: &str = r#"
+import json, sys, datetime
+from standardwebhooks.webhooks import Webhook
+c = json.load(sys.stdin)
+wh = Webhook(c["secret"])
+now = datetime.datetime.now(tz=datetime.timezone.utc)
+sig = wh.sign(c["id"], now, c["body"])
+print(json.dumps({"ts": str(int(now.timestamp())), "sig": sig}))
+"#;
+
+/// Standard Webhooks signed by the `standardwebhooks` library, with the standard headers and
+/// with Svix's branded ones (`svix-id`, `svix-timestamp`, `svix-signature`), which Svix's own
+/// libraries send and accept.
+#[actix_web::test]
+async fn standard_webhooks_signed_by_the_library_verify_under_either_header_brand() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let python = python_with(&["standardwebhooks"]);
+    let (h, module) = webhook(json!({"module": "log",
+        "hmac": {"provider": "standard_webhooks", "secret": secret}}));
+    let body = r#"{"type":"invoice.paid","data":{"id":"in_1"}}"#;
+    let out: Value = serde_json::from_str(&run_python(
+        &python,
+        STANDARD_SIGN,
+        &json!({"secret": secret, "id": "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", "body": body})
+            .to_string(),
+    ))
+    .unwrap();
+    let (ts, sig) = (out["ts"].as_str().unwrap(), out["sig"].as_str().unwrap());
+    for brand in ["webhook", "svix"] {
+        let request = post_bytes("/webhook/a/w", body)
+            .insert_header((format!("{brand}-id"), "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"))
+            .insert_header((format!("{brand}-timestamp"), ts.to_owned()))
+            .insert_header((format!("{brand}-signature"), sig.to_owned()));
+        assert_eq!(call_text(&h, request).await.0, StatusCode::OK, "{brand}-*");
+    }
+    assert_eq!(module.taken().len(), 2);
+    // Mixed brands are not one request.
+    let mixed = post_bytes("/webhook/a/w", body)
+        .insert_header(("webhook-id", "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"))
+        .insert_header(("svix-timestamp", ts.to_owned()))
+        .insert_header(("webhook-signature", sig.to_owned()));
+    assert_eq!(call_text(&h, mixed).await.0, StatusCode::UNAUTHORIZED);
+}

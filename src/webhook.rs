@@ -27,6 +27,9 @@ pub enum DataType {
     Json,
     /// Any bytes.
     Blob,
+    /// `application/x-www-form-urlencoded` (Slack slash commands and interactivity, Twilio,
+    /// GitHub's form content type): checked to be form encoding, handed on as it came.
+    Form,
 }
 
 /// How the destinations of a chain run.
@@ -284,9 +287,14 @@ impl Webhook {
             handshake: raw.handshake,
         }
         .compile()?;
+        if checks.has_schema() && raw.data_type != DataType::Json {
+            return Err(ConfigError::Invalid(
+                "`json_schema` needs `data_type: json`".into(),
+            ));
+        }
         if checks.needs_payload() && raw.data_type == DataType::Blob {
             return Err(ConfigError::Invalid(
-                "`json_schema` and `credential_cleanup` need `data_type: json`".into(),
+                "`credential_cleanup` needs `data_type: json` or `form`".into(),
             ));
         }
         Ok(Self {

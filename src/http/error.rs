@@ -94,6 +94,9 @@ impl ApiError {
             ApiError::Refused(VerifyError::InvalidJson(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_json")
             }
+            ApiError::Refused(VerifyError::InvalidForm(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_form")
+            }
             // Never a 4xx: the sender did nothing wrong; the body stays opaque.
             ApiError::Refused(VerifyError::CleanupFailed) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")

@@ -208,6 +208,7 @@ async fn receive(
     checks.charge_rate_limit().map_err(refused)?;
     let body = match route.data_type() {
         DataType::Json => checks.check_json_body(body).map_err(refused)?,
+        DataType::Form => checks.check_form_body(body).map_err(refused)?,
         DataType::Blob => body,
     };
     // Held until the destinations answered: bounds memory and work, never queues.

@@ -1,5 +1,5 @@
-//! `credential_cleanup`: masks or removes credential fields of a JSON payload, at any depth,
-//! before any module sees it.
+//! `credential_cleanup`: masks or removes credential fields of a JSON payload (at any depth) or
+//! of a form-encoded one, before any module sees it.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -107,6 +107,34 @@ impl Cleanup {
         Ok(Some(out))
     }
 
+    /// Cleans a form-encoded body (`a=1&token=x`): a listed field's value becomes `***` (or the
+    /// field is dropped); every other byte is copied as it came. `None` when nothing is listed.
+    pub fn apply_form(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(body.len());
+        let mut changed = false;
+        let mut first = true;
+        for pair in body.split(|b| *b == b'&') {
+            let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+            let decoded = form_urlencoded::parse(name)
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            let listed = !pair.is_empty() && self.listed(&decoded);
+            changed |= listed;
+            let piece = match (listed, self.mode) {
+                (false, _) => pair.to_vec(),
+                (true, Mode::Mask) => [name, b"=", MASK.as_bytes()].concat(),
+                (true, Mode::Remove) => continue,
+            };
+            if !first {
+                out.push(b'&');
+            }
+            first = false;
+            out.extend_from_slice(&piece);
+        }
+        changed.then_some(out)
+    }
+
     /// Cleans a parsed value in place; returns whether anything changed. (The reference the
     /// byte-level cleaner is tested against.)
     pub fn apply_value(&self, value: &mut Value) -> bool {
@@ -135,6 +163,26 @@ impl Cleanup {
             _ => false,
         }
     }
+}
+
+/// Checks that a body is form encoding: printable ASCII (form encoding escapes everything
+/// else) and every `%` followed by two hex digits.
+pub fn validate_form(body: &[u8]) -> Result<(), String> {
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'%' => {
+                let hex = body.get(i + 1..i + 3).unwrap_or_default();
+                if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(format!("bad percent escape at byte {i}"));
+                }
+                i += 3;
+            }
+            0x21..=0x7e => i += 1,
+            other => return Err(format!("byte 0x{other:02x} at {i} is not form encoding")),
+        }
+    }
+    Ok(())
 }
 
 /// The body could not be walked as JSON (it is validated first, so this means a bug).
@@ -278,6 +326,44 @@ impl Scan<'_> {
             }
         }
         Some(())
+    }
+}
+
+#[cfg(test)]
+mod form_tests {
+    use super::*;
+
+    fn cleanup(mode: Mode) -> Cleanup {
+        CleanupConfig {
+            enabled: true,
+            mode,
+            fields: None,
+        }
+        .compile()
+        .unwrap()
+    }
+
+    #[test]
+    fn form_fields_are_masked_or_removed_and_the_rest_is_kept() {
+        let body = b"token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T0001&text=94070%20hi&tok%65n=x";
+        assert_eq!(
+            cleanup(Mode::Mask).apply_form(body).unwrap(),
+            b"token=***&team_id=T0001&text=94070%20hi&tok%65n=***".to_vec()
+        );
+        assert_eq!(
+            cleanup(Mode::Remove).apply_form(body).unwrap(),
+            b"team_id=T0001&text=94070%20hi".to_vec()
+        );
+        assert_eq!(cleanup(Mode::Mask).apply_form(b"a=1&&b=2"), None);
+    }
+
+    #[test]
+    fn form_encoding_is_printable_ascii_with_well_formed_escapes() {
+        assert!(validate_form(b"a=1&b=%20x+y&c=").is_ok());
+        assert!(validate_form(b"").is_ok());
+        for bad in [&b"a=%2"[..], b"a=%zz", b"a=1 b", b"a=\xc3\xa9", b"a=\n"] {
+            assert!(validate_form(bad).is_err(), "{bad:?}");
+        }
     }
 }
 

@@ -61,6 +61,8 @@ pub enum VerifyError {
     SchemaViolation { path: String, rule: String },
     #[error("request body is not valid JSON: {0}")]
     InvalidJson(String),
+    #[error("request body is not form encoded (application/x-www-form-urlencoded): {0}")]
+    InvalidForm(String),
     /// The cleanup could not walk a body that passed validation: a fault of this server.
     #[error("credential cleanup failed on a validated body")]
     CleanupFailed,
@@ -242,6 +244,19 @@ impl Checks {
     /// Whether the payload must be parsed (schema or cleanup).
     pub fn needs_payload(&self) -> bool {
         self.schema.is_some() || self.cleanup.is_some()
+    }
+
+    pub fn has_schema(&self) -> bool {
+        self.schema.is_some()
+    }
+
+    /// The body stage for `data_type: form`: form encoding, then the cleanup of form fields.
+    pub fn check_form_body(&self, body: Bytes) -> Result<Bytes, VerifyError> {
+        cleanup::validate_form(&body).map_err(VerifyError::InvalidForm)?;
+        match &self.cleanup {
+            Some(cleanup) => Ok(cleanup.apply_form(&body).map_or(body, Bytes::from)),
+            None => Ok(body),
+        }
     }
 
     /// The body stage for `data_type: json`: strict JSON (valid UTF-8, no lone surrogates),

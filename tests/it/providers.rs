@@ -195,3 +195,53 @@ async fn standard_webhooks_signed_by_the_library_verify_under_either_header_bran
         .insert_header(("webhook-signature", sig.to_owned()));
     assert_eq!(call_text(&h, mixed).await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// A Slack slash command: a form body signed by `slack_sdk` over its raw bytes, handed on as it
+/// came but for Slack's legacy verification `token`, masked by `credential_cleanup`.
+#[actix_web::test]
+async fn a_slack_slash_command_form_is_verified_raw_and_its_legacy_token_masked() {
+    let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+    let python = python_with(&["slack_sdk"]);
+    let (h, module) = webhook(json!({"module": "log", "data_type": "form",
+        "hmac": {"provider": "slack", "secret": secret}, "credential_cleanup": {}}));
+    // Slack's documented example body.
+    let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+    let out: Value = serde_json::from_str(&run_python(
+        &python,
+        SLACK_SIGN,
+        &json!({"secret": secret, "body": body}).to_string(),
+    ))
+    .unwrap();
+    let request = post_bytes("/webhook/a/w", body)
+        .insert_header(("content-type", "application/x-www-form-urlencoded"))
+        .insert_header((
+            "x-slack-request-timestamp",
+            out["ts"].as_str().unwrap().to_owned(),
+        ))
+        .insert_header(("x-slack-signature", out["sig"].as_str().unwrap().to_owned()));
+    assert_eq!(call_text(&h, request).await.0, StatusCode::OK);
+    let delivered = module.taken();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&delivered[0].body),
+        body.replace("token=xyzz0WbapA4vBCDEFasx0q6G", "token=***")
+    );
+    // Not form encoding: 400, nothing delivered.
+    let raw = "team=caf\u{e9}";
+    let out: Value = serde_json::from_str(&run_python(
+        &python,
+        SLACK_SIGN,
+        &json!({"secret": secret, "body": raw}).to_string(),
+    ))
+    .unwrap();
+    let request = post_bytes("/webhook/a/w", raw)
+        .insert_header((
+            "x-slack-request-timestamp",
+            out["ts"].as_str().unwrap().to_owned(),
+        ))
+        .insert_header(("x-slack-signature", out["sig"].as_str().unwrap().to_owned()));
+    let (status, _, answer) = call_text(&h, request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer.contains("invalid_form"), "{answer}");
+    assert_eq!(module.taken().len(), 1);
+}

@@ -11,6 +11,34 @@ pub struct LogConfig {
     /// Pretty-print JSON bodies over several lines (default false: one line per webhook).
     #[serde(default)]
     pub pretty_print: bool,
+    /// Request headers to log with the payload (`["X-GitHub-Event"]`: for GitHub the event
+    /// type is only in a header). Credential headers are never handed to modules, so never
+    /// logged.
+    #[serde(default)]
+    pub headers: Vec<String>,
+}
+
+/// Most headers one `log` module logs.
+pub const MAX_LOGGED_HEADERS: usize = 20;
+
+impl LogConfig {
+    /// Checks the header names (valid names, at most [`MAX_LOGGED_HEADERS`]).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.headers.len() > MAX_LOGGED_HEADERS {
+            return Err(format!(
+                "`headers` lists at most {MAX_LOGGED_HEADERS} header names"
+            ));
+        }
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        match self
+            .headers
+            .iter()
+            .find(|h| h.is_empty() || !h.chars().all(token))
+        {
+            Some(bad) => Err(format!("`headers`: {bad:?} is not a header name")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Logs every delivery at INFO under the target `switchyard::payload`.
@@ -22,6 +50,25 @@ pub struct LogModule {
 impl LogModule {
     pub fn new(config: LogConfig) -> Self {
         Self { config }
+    }
+
+    /// The configured headers present on the request, as one JSON object (`None`: none
+    /// configured).
+    fn render_headers(&self, delivery: &Delivery) -> Option<String> {
+        if self.config.headers.is_empty() {
+            return None;
+        }
+        let found: serde_json::Map<String, serde_json::Value> = self
+            .config
+            .headers
+            .iter()
+            .filter_map(|name| {
+                delivery
+                    .header(name)
+                    .map(|v| (name.to_ascii_lowercase(), v.into()))
+            })
+            .collect();
+        Some(serde_json::Value::Object(found).to_string())
     }
 
     fn render_body<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, str> {
@@ -60,6 +107,7 @@ impl Module for LogModule {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let headers = self.render_headers(delivery);
         // A one-line JSON body is logged as JSON (`body_json`): structured for log processors,
         // and no escaping on the hot path. Anything else is an escaped string (`body`). Raw CR
         // is JSON whitespace too, and would let a body redraw a terminal line: not one line.
@@ -72,6 +120,7 @@ impl Module for LogModule {
                     request_id = delivery.request_id.as_str(),
                     size = delivery.body.len(),
                     content_type = delivery.header("content-type").unwrap_or(""),
+                    headers = headers.as_deref(),
                     body_json = body,
                     "Webhook received."
                 );
@@ -85,6 +134,7 @@ impl Module for LogModule {
             request_id = delivery.request_id.as_str(),
             size = delivery.body.len(),
             content_type = delivery.header("content-type").unwrap_or(""),
+            headers = headers.as_deref(),
             body = %self.render_body(&delivery.body),
             "Webhook received."
         );
@@ -95,6 +145,36 @@ impl Module for LogModule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chosen_headers_are_rendered_and_names_checked() {
+        let module = LogModule::new(LogConfig {
+            headers: vec!["X-GitHub-Event".into(), "X-Missing".into()],
+            ..LogConfig::default()
+        });
+        let delivery = Delivery {
+            namespace: crate::keys::Namespace::parse("a").unwrap(),
+            webhook: crate::keys::WebhookId::parse("w").unwrap(),
+            request_id: "r".into(),
+            received_at: std::time::SystemTime::now(),
+            headers: vec![("x-github-event".into(), "push".into())],
+            body: bytes::Bytes::from_static(b"{}"),
+            json: true,
+        };
+        assert_eq!(
+            module.render_headers(&delivery).as_deref(),
+            Some(r#"{"x-github-event":"push"}"#)
+        );
+        assert_eq!(
+            LogModule::new(LogConfig::default()).render_headers(&delivery),
+            None
+        );
+        let bad = LogConfig {
+            headers: vec!["X Event".into()],
+            ..LogConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
 
     #[test]
     fn only_bodies_without_line_breaks_or_controls_are_logged_raw() {
@@ -114,7 +194,10 @@ mod tests {
 
     #[test]
     fn pretty_print_formats_json_and_keeps_other_bodies() {
-        let pretty = LogModule::new(LogConfig { pretty_print: true });
+        let pretty = LogModule::new(LogConfig {
+            pretty_print: true,
+            ..LogConfig::default()
+        });
         assert_eq!(pretty.render_body(br#"{"a":1}"#), "{\n  \"a\": 1\n}");
         assert_eq!(pretty.render_body(b"not json"), "not json");
         let plain = LogModule::new(LogConfig::default());

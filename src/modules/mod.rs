@@ -110,7 +110,13 @@ const REGISTRY: &[Entry] = &[
     Entry {
         name: "log",
         // A `connection` is accepted and unused, as before: existing entries name one.
-        parse: |name, config, _| Ok(Kind::Log(from_config(name, config)?)),
+        parse: |name, config, _| {
+            let c: log::LogConfig = from_config(name, config)?;
+            c.validate().map_err(|e| {
+                ConfigError::Invalid(format!("`module-config` of module `{name}`: {e}"))
+            })?;
+            Ok(Kind::Log(c))
+        },
     },
     Entry {
         name: "kafka",

@@ -107,3 +107,49 @@ async fn metrics_count_requests_and_expose_config_and_etcd_state() {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
 }
+
+/// The `log` module logs the request headers it is told to (GitHub's event type lives only in
+/// `X-GitHub-Event`), never a credential header, as one JSON field in both log formats.
+#[tokio::test]
+async fn the_log_module_logs_chosen_headers_but_never_credentials() {
+    use crate::support::{files::write_json, process::Router};
+    let dir = tempfile::tempdir().unwrap();
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &serde_json::json!({"gh": {"module": "log", "module-config":
+            {"headers": ["X-GitHub-Event", "X-GitHub-Delivery", "X-Hub-Signature-256"]}}}),
+    );
+    write_json(dir.path(), "connections.json", &serde_json::json!({}));
+    for format in ["text", "json"] {
+        let router = Router::start(dir.path(), &[("LOG_FORMAT", format)]);
+        router.wait_ready().await;
+        let response = reqwest::Client::new()
+            .post(router.url("/webhook/gh"))
+            .header("X-GitHub-Event", "pull_request")
+            .header("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+            .header("X-Hub-Signature-256", "sha256=not-for-logs")
+            .body(r#"{"action":"opened"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        wait_until(
+            std::time::Duration::from_secs(10),
+            "the payload line",
+            || async { router.logs().contains("Webhook received.") },
+        )
+        .await;
+        let logs = router.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("Webhook received."))
+            .unwrap();
+        assert!(line.contains("pull_request"), "{format}: {line}");
+        assert!(
+            line.contains("72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+            "{format}: {line}"
+        );
+        assert!(!logs.contains("not-for-logs"), "{format}: {line}");
+    }
+}

@@ -13,12 +13,14 @@
 //!   hands them to the live routes.
 //! - [`tools`]: the `check`, `migrate` and `export` subcommands.
 //! - [`admission`]: how many request bodies may be read at once, overall and per client.
+//! - [`dedup`]: delivery ids seen within a webhook's window, answered as duplicates.
 //! - [`http`]: the HTTP surface; [`startup`] wires everything into an `Application`.
 
 pub mod admission;
 pub mod cache;
 pub mod config;
 pub mod connections;
+pub mod dedup;
 pub mod dispatch;
 pub mod http;
 pub mod keys;

@@ -206,6 +206,11 @@ pub struct Settings {
     #[arg(long, env = "SPOOL_HANDOFF_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub spool_handoff_ms: u64,
 
+    /// Most delivery ids the in-process deduplication store keeps (all webhooks with `dedup`
+    /// together); when full, the oldest go first (the window shortens, memory does not grow).
+    #[arg(long, env = "DEDUP_MAX_KEYS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub dedup_max_keys: u64,
+
     /// Seconds `/health` answers 503 `draining` after SIGTERM/SIGINT while requests are still
     /// served, so load balancers stop sending before the listener closes.
     #[arg(long, env = "SHUTDOWN_DRAIN_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]

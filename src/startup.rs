@@ -153,6 +153,9 @@ impl Application {
             phase: shutdown.phase.subscribe(),
             spool,
             spool_handoff: settings.spool_handoff(),
+            dedup: crate::dedup::DedupStore::new(
+                usize::try_from(settings.dedup_max_keys).unwrap_or(usize::MAX),
+            ),
         });
         let grace = settings.shutdown_grace();
         let drain = Duration::from_secs(settings.shutdown_drain_seconds);

@@ -95,6 +95,9 @@ struct RawWebhook {
     /// A provider handshake not implied by the `hmac` preset (`meta`, `x`, `msgraph`, ...).
     #[serde(default)]
     handshake: Option<handshake::HandshakeConfig>,
+    /// `true` (the preset's delivery id) or `{"key": .., "ttl_seconds": ..}`.
+    #[serde(default)]
+    dedup: Option<crate::dedup::RawDedup>,
     /// When the spool takes a delivery: `on_failure` (default), `always`, `off`.
     #[serde(default)]
     spool: SpoolMode,
@@ -181,6 +184,8 @@ pub struct Webhook {
     pub spool: SpoolMode,
     /// Retries of spooled deliveries.
     pub retry: RetryPolicy,
+    /// Repeats of a delivery id within a window are answered as duplicates.
+    pub dedup: Option<crate::dedup::Dedup>,
 }
 
 fn destination(
@@ -272,6 +277,22 @@ impl Webhook {
                 raw.timeout_ms
             )));
         }
+        let preset_id = raw
+            .hmac
+            .as_ref()
+            .and_then(signature::HmacConfig::delivery_id);
+        let dedup = raw
+            .dedup
+            .map(|d| d.compile(preset_id))
+            .transpose()?
+            .flatten();
+        if matches!(&dedup, Some(d) if matches!(d.key, crate::dedup::KeySource::JsonPointer(_)))
+            && raw.data_type != DataType::Json
+        {
+            return Err(ConfigError::Invalid(
+                "a `dedup` key read from the body (`json_pointer`) needs `data_type: json`".into(),
+            ));
+        }
         let checks = RawChecks {
             authorization: raw.authorization,
             header_auth: raw.header_auth,
@@ -307,6 +328,7 @@ impl Webhook {
             retry: raw
                 .retry
                 .map_or_else(|| Ok(RetryPolicy::default()), RawRetry::policy)?,
+            dedup,
         })
     }
 }

@@ -54,6 +54,8 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("the spool is off (SPOOL_DIR is empty)")]
     SpoolOff,
+    #[error("a copy of this delivery (same delivery id) is still being delivered; retry shortly")]
+    CopyInFlight,
 }
 
 impl ApiError {
@@ -108,6 +110,7 @@ impl ApiError {
             ApiError::LocalOnly => (StatusCode::FORBIDDEN, "local_only"),
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::SpoolOff => (StatusCode::NOT_FOUND, "spool_off"),
+            ApiError::CopyInFlight => (StatusCode::SERVICE_UNAVAILABLE, "copy_in_flight"),
         }
     }
 
@@ -157,6 +160,7 @@ mod tests {
     fn every_503_and_429_carries_retry_after_and_nothing_else_does() {
         let errors = [
             ApiError::NotReady,
+            ApiError::CopyInFlight,
             ApiError::Overloaded,
             ApiError::ShuttingDown,
             ApiError::WebhookInvalid,

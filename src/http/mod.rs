@@ -52,6 +52,8 @@ pub struct AppState {
     pub spool: Option<crate::spool::Spool>,
     /// `SPOOL_HANDOFF_MS`.
     pub spool_handoff: std::time::Duration,
+    /// Delivery ids seen (webhooks with `dedup`).
+    pub dedup: Arc<crate::dedup::DedupStore>,
 }
 
 /// Which routes a listener serves.

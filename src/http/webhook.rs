@@ -211,6 +211,10 @@ async fn receive(
         DataType::Form => checks.check_form_body(body).map_err(refused)?,
         DataType::Blob => body,
     };
+    let claim = match claim_delivery_id(state, &route, &headers, &body).await? {
+        Ok(claim) => claim,
+        Err(duplicate) => return Ok(duplicate),
+    };
     // Held until the destinations answered: bounds memory and work, never queues.
     let _permit = state
         .in_flight
@@ -229,11 +233,48 @@ async fn receive(
         Outcome::Delivered => (HttpResponse::Ok(), "accepted"),
         Outcome::Stored => (HttpResponse::Accepted(), "stored"),
     };
+    // Delivered or stored: from now on a copy is a duplicate (a failure above dropped the claim
+    // unrecorded, so the sender's retry goes through).
+    if let Some(claim) = claim {
+        claim.delivered();
+    }
     // The request id is `[A-Za-z0-9._:-]` (see `request_id`): nothing to escape.
     Ok(response.content_type("application/json").body(format!(
         r#"{{"status":"{word}","request_id":"{}"}}"#,
         delivery.request_id
     )))
+}
+
+/// With `dedup`, claims the request's delivery id: `Err(answer)` for a duplicate (200
+/// `{"status":"duplicate"}`), `Ok(None)` when the webhook or the request has no id.
+async fn claim_delivery_id<'a>(
+    state: &AppState,
+    route: &Route,
+    headers: &dyn Fn(&str) -> Option<&'a str>,
+    body: &[u8],
+) -> Result<Result<Option<crate::dedup::Claimed>, HttpResponse>, ApiError> {
+    use crate::dedup::Claim;
+    let Some(dedup) = &route.webhook.dedup else {
+        return Ok(Ok(None));
+    };
+    let Some(id) = dedup.key_of(headers, body) else {
+        return Ok(Ok(None));
+    };
+    // A copy in flight is waited for as long as a delivery may take.
+    match state
+        .dedup
+        .claim(&route.key, &id, dedup.ttl, route.webhook.timeout)
+        .await
+    {
+        Claim::Claimed(claim) => Ok(Ok(Some(claim))),
+        Claim::Busy => Err(ApiError::CopyInFlight),
+        Claim::Duplicate => {
+            tracing::info!(webhook = %route.key, "Delivery id seen within the window; not delivered again.");
+            Ok(Err(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(r#"{"status":"duplicate"}"#)))
+        }
+    }
 }
 
 /// The webhook's live route; records the target for the access log and metrics.

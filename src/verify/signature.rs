@@ -178,6 +178,21 @@ fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
 }
 
 impl HmacConfig {
+    /// Where the preset's provider puts its delivery id (`"dedup": true` uses it).
+    pub fn delivery_id(&self) -> Option<crate::dedup::KeySource> {
+        use crate::dedup::KeySource::{Headers, JsonPointer};
+        let headers = |names: &[&str]| Headers(names.iter().map(|n| (*n).to_owned()).collect());
+        Some(match self.provider? {
+            Provider::Github => headers(&["x-github-delivery"]),
+            Provider::Stripe => JsonPointer("/id".into()),
+            Provider::Shopify => headers(&["x-shopify-event-id"]),
+            Provider::Slack => JsonPointer("/event_id".into()),
+            Provider::StandardWebhooks => headers(&["webhook-id", "svix-id"]),
+            Provider::Twitch => headers(&["twitch-eventsub-message-id"]),
+            Provider::Zoom | Provider::Meta => return None,
+        })
+    }
+
     pub fn compile(self) -> Result<SignatureCheck, ConfigError> {
         let secrets = self.secret.into_vec();
         if secrets.is_empty() || secrets.len() > MAX_SECRETS {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod dedup;
 mod delivery_kafka;
 mod delivery_redis;
 mod etcd_cluster;

@@ -45,6 +45,7 @@ const BAD: &[(&str, &str)] = &[
     ("SPOOL_MAX_BYTES", "10"),
     ("SPOOL_NAMESPACE_SHARE", "0"),
     ("SPOOL_HANDOFF_MS", "0"),
+    ("DEDUP_MAX_KEYS", "0"),
     ("SHUTDOWN_DRAIN_SECONDS", "x"),
     ("SHUTDOWN_GRACE_SECONDS", "x"),
 ];

@@ -63,6 +63,7 @@ pub fn settings() -> Settings {
         spool_max_bytes: 1 << 30,
         spool_namespace_share: 25,
         spool_handoff_ms: 2_000,
+        dedup_max_keys: 1_000_000,
     }
 }
 

@@ -66,6 +66,7 @@ pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
         phase: tokio::sync::watch::channel(switchyard::shutdown::Phase::Serving).1,
         spool: None,
         spool_handoff: std::time::Duration::from_secs(2),
+        dedup: switchyard::dedup::DedupStore::new(1000),
     });
     Harness {
         cache,

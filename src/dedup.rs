@@ -1,0 +1,400 @@
+//! Deduplication: a provider's delivery id seen again within the webhook's window is answered
+//! `200 {"status":"duplicate"}` and not delivered again.
+//!
+//! A key is recorded only once its request was delivered (or stored in the spool), so a failed
+//! first attempt never blocks the sender's retry; while a request with a key is being delivered,
+//! a concurrent copy waits for its outcome instead of being delivered too. The store is this
+//! process's memory, bounded (`DEDUP_MAX_KEYS`): with several instances, each keeps its own
+//! window (a copy that reaches another instance is delivered there).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tokio::{sync::Notify, time::Instant};
+
+use crate::{config::ConfigError, keys::WebhookKey};
+
+/// Default window: a day (providers retry for hours; GitHub's manual redelivery comes later).
+pub const DEFAULT_TTL_SECS: u64 = 86_400;
+/// Longest window accepted: a week.
+pub const MAX_TTL_SECS: u64 = 7 * 86_400;
+/// Longest key value read (a provider id is short; longer values are hashed all the same).
+const MAX_KEY_BYTES: usize = 1024;
+
+/// Where a request's delivery id is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The first of these headers present.
+    Headers(Vec<String>),
+    /// A JSON pointer into the body (`/id`).
+    JsonPointer(String),
+}
+
+/// `dedup` as written: `true` (the preset's delivery id) or the key and window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDedup {
+    Preset(bool),
+    Explicit(RawDedupConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDedupConfig {
+    #[serde(default)]
+    pub key: Option<RawKey>,
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RawKey {
+    Header(String),
+    JsonPointer(String),
+}
+
+/// A webhook's deduplication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedup {
+    pub key: KeySource,
+    pub ttl: Duration,
+}
+
+impl RawDedup {
+    /// `preset_key`: the delivery id of the webhook's `hmac` preset, if it has one.
+    pub fn compile(self, preset_key: Option<KeySource>) -> Result<Option<Dedup>, ConfigError> {
+        let (key, ttl) = match self {
+            RawDedup::Preset(false) => return Ok(None),
+            RawDedup::Preset(true) => (None, None),
+            RawDedup::Explicit(config) => (config.key, config.ttl_seconds),
+        };
+        let key = match key {
+            Some(RawKey::Header(name)) if !name.trim().is_empty() => {
+                KeySource::Headers(vec![name.trim().to_ascii_lowercase()])
+            }
+            Some(RawKey::JsonPointer(pointer)) if pointer.starts_with('/') => {
+                KeySource::JsonPointer(pointer)
+            }
+            Some(_) => {
+                return Err(ConfigError::Invalid(
+                    "`dedup.key` is {\"header\": \"<name>\"} or {\"json_pointer\": \"/...\"}"
+                        .into(),
+                ))
+            }
+            None => preset_key.ok_or_else(|| {
+                ConfigError::Invalid(
+                    "`dedup` without a `key` needs an `hmac` preset whose provider sends a \
+                     delivery id (github, stripe, shopify, slack, standard_webhooks, twitch)"
+                        .into(),
+                )
+            })?,
+        };
+        let ttl = ttl.unwrap_or(DEFAULT_TTL_SECS);
+        if !(1..=MAX_TTL_SECS).contains(&ttl) {
+            return Err(ConfigError::Invalid(format!(
+                "`dedup.ttl_seconds` is {ttl}; it must be between 1 and {MAX_TTL_SECS}"
+            )));
+        }
+        Ok(Some(Dedup {
+            key,
+            ttl: Duration::from_secs(ttl),
+        }))
+    }
+}
+
+impl Dedup {
+    /// The request's delivery id, if it carries one (a request without one is not deduplicated).
+    pub fn key_of<'a>(
+        &self,
+        header: impl Fn(&str) -> Option<&'a str>,
+        body: &[u8],
+    ) -> Option<Vec<u8>> {
+        let value = match &self.key {
+            KeySource::Headers(names) => names.iter().find_map(|n| header(n))?.as_bytes().to_vec(),
+            KeySource::JsonPointer(pointer) => {
+                let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+                match value.pointer(pointer)? {
+                    serde_json::Value::String(s) => s.as_bytes().to_vec(),
+                    serde_json::Value::Null => return None,
+                    other => other.to_string().into_bytes(),
+                }
+            }
+        };
+        (!value.is_empty()).then(|| value.into_iter().take(MAX_KEY_BYTES).collect())
+    }
+}
+
+/// A key in the store: the webhook and a digest of its delivery id (fixed size whatever the
+/// sender wrote).
+type StoreKey = [u8; 32];
+
+fn store_key(webhook: &WebhookKey, id: &[u8]) -> StoreKey {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(webhook.namespace.as_str().as_bytes());
+    hash.update([0]);
+    hash.update(webhook.id.as_str().as_bytes());
+    hash.update([0]);
+    hash.update(id);
+    hash.finalize().into()
+}
+
+enum Slot {
+    /// Being delivered; copies wait on this.
+    InFlight(Arc<Notify>),
+    /// Delivered; a copy before this instant is a duplicate.
+    Done(Instant),
+}
+
+#[derive(Default)]
+struct Inner {
+    slots: HashMap<StoreKey, Slot>,
+    /// Recorded keys in the order they were recorded, with their expiry (for pruning).
+    order: VecDeque<(Instant, StoreKey)>,
+}
+
+/// The process's deduplication store, bounded to `max_keys` recorded keys (the oldest go first
+/// when it is full: the window then shortens rather than memory growing).
+pub struct DedupStore {
+    inner: Mutex<Inner>,
+    max_keys: usize,
+}
+
+/// What a request's key found.
+pub enum Claim {
+    /// Seen and delivered within the window.
+    Duplicate,
+    /// This request delivers; record the outcome with [`Claimed::delivered`] (dropping it
+    /// unrecorded lets copies through).
+    Claimed(Claimed),
+    /// A copy is still being delivered after the wait: the sender should retry.
+    Busy,
+}
+
+/// A key this request is delivering.
+pub struct Claimed {
+    store: Arc<DedupStore>,
+    key: StoreKey,
+    ttl: Duration,
+    notify: Arc<Notify>,
+    recorded: bool,
+}
+
+impl Claimed {
+    /// The request was delivered (or stored): copies within the window are duplicates.
+    pub fn delivered(mut self) {
+        self.recorded = true;
+        self.store.record(self.key, self.ttl);
+        self.notify.notify_waiters();
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if !self.recorded {
+            if let Ok(mut inner) = self.store.inner.lock() {
+                if matches!(inner.slots.get(&self.key), Some(Slot::InFlight(_))) {
+                    inner.slots.remove(&self.key);
+                }
+            }
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+impl DedupStore {
+    pub fn new(max_keys: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::default(),
+            max_keys: max_keys.max(1),
+        })
+    }
+
+    /// Claims `id` of `webhook` for delivery, waiting up to `wait` for a copy in flight.
+    pub async fn claim(
+        self: &Arc<Self>,
+        webhook: &WebhookKey,
+        id: &[u8],
+        ttl: Duration,
+        wait: Duration,
+    ) -> Claim {
+        let key = store_key(webhook, id);
+        let deadline = Instant::now() + wait;
+        loop {
+            let waiting = {
+                let Ok(mut inner) = self.inner.lock() else {
+                    return Claim::Busy;
+                };
+                let now = Instant::now();
+                match inner.slots.get(&key) {
+                    Some(Slot::Done(until)) if *until > now => return Claim::Duplicate,
+                    Some(Slot::InFlight(notify)) => {
+                        let notify = Arc::clone(notify);
+                        // Registered before the lock is released: no wake-up is missed.
+                        let mut notified = Box::pin(notify.notified_owned());
+                        notified.as_mut().enable();
+                        notified
+                    }
+                    _ => {
+                        let notify = Arc::new(Notify::new());
+                        inner.slots.insert(key, Slot::InFlight(Arc::clone(&notify)));
+                        return Claim::Claimed(Claimed {
+                            store: Arc::clone(self),
+                            key,
+                            ttl,
+                            notify,
+                            recorded: false,
+                        });
+                    }
+                }
+            };
+            if tokio::time::timeout_at(deadline, waiting).await.is_err() {
+                return Claim::Busy;
+            }
+        }
+    }
+
+    fn record(&self, key: StoreKey, ttl: Duration) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let until = now + ttl;
+        inner.slots.insert(key, Slot::Done(until));
+        inner.order.push_back((until, key));
+        // Expired keys go first, then the oldest while over the bound.
+        while let Some(&(expiry, oldest)) = inner.order.front() {
+            let over = inner.order.len() > self.max_keys;
+            if expiry > now && !over {
+                break;
+            }
+            inner.order.pop_front();
+            if matches!(inner.slots.get(&oldest), Some(Slot::Done(u)) if *u <= now || over) {
+                inner.slots.remove(&oldest);
+            }
+        }
+    }
+
+    /// Keys recorded now (for tests and `/status`).
+    pub fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |inner| inner.order.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Namespace, WebhookId};
+
+    fn webhook() -> WebhookKey {
+        WebhookKey::new(
+            Namespace::parse("a").unwrap(),
+            WebhookId::parse("w").unwrap(),
+        )
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
+    const WAIT: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn a_key_counts_once_delivered_and_a_failed_attempt_lets_the_retry_through() {
+        let store = DedupStore::new(100);
+        let Claim::Claimed(first) = store.claim(&webhook(), b"id-1", TTL, WAIT).await else {
+            panic!("first claim");
+        };
+        drop(first); // failed: not recorded
+        let Claim::Claimed(retry) = store.claim(&webhook(), b"id-1", TTL, WAIT).await else {
+            panic!("the retry is not blocked");
+        };
+        retry.delivered();
+        assert!(matches!(
+            store.claim(&webhook(), b"id-1", TTL, WAIT).await,
+            Claim::Duplicate
+        ));
+        assert!(matches!(
+            store.claim(&webhook(), b"id-2", TTL, WAIT).await,
+            Claim::Claimed(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_copy_waits_for_the_first_and_is_then_a_duplicate() {
+        let store = DedupStore::new(100);
+        let Claim::Claimed(first) = store.claim(&webhook(), b"id", TTL, WAIT).await else {
+            panic!("first claim");
+        };
+        let copy = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                matches!(
+                    store
+                        .claim(&webhook(), b"id", TTL, Duration::from_secs(5))
+                        .await,
+                    Claim::Duplicate
+                )
+            })
+        };
+        tokio::task::yield_now().await;
+        first.delivered();
+        assert!(copy.await.unwrap());
+        // Still in flight after the wait: busy.
+        let Claim::Claimed(_held) = store.claim(&webhook(), b"other", TTL, WAIT).await else {
+            panic!("claim");
+        };
+        assert!(matches!(
+            store.claim(&webhook(), b"other", TTL, WAIT).await,
+            Claim::Busy
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_store_stays_within_its_bound() {
+        let store = DedupStore::new(3);
+        for i in 0..10u8 {
+            let Claim::Claimed(c) = store.claim(&webhook(), &[i], TTL, WAIT).await else {
+                panic!("claim {i}");
+            };
+            c.delivered();
+        }
+        assert_eq!(store.len(), 3);
+        assert!(matches!(
+            store.claim(&webhook(), &[9], TTL, WAIT).await,
+            Claim::Duplicate
+        ));
+        assert!(matches!(
+            store.claim(&webhook(), &[0], TTL, WAIT).await,
+            Claim::Claimed(_)
+        ));
+    }
+
+    #[test]
+    fn keys_come_from_headers_or_the_body() {
+        let by_header = Dedup {
+            key: KeySource::Headers(vec!["webhook-id".into(), "svix-id".into()]),
+            ttl: TTL,
+        };
+        let headers = |n: &str| (n == "svix-id").then_some("msg_1");
+        assert_eq!(by_header.key_of(headers, b""), Some(b"msg_1".to_vec()));
+        let by_body = Dedup {
+            key: KeySource::JsonPointer("/id".into()),
+            ttl: TTL,
+        };
+        let none = |_: &str| None;
+        assert_eq!(
+            by_body.key_of(none, br#"{"id":"evt_1"}"#),
+            Some(b"evt_1".to_vec())
+        );
+        assert_eq!(by_body.key_of(none, br#"{"id":7}"#), Some(b"7".to_vec()));
+        assert_eq!(by_body.key_of(none, br#"{"other":1}"#), None);
+        assert_eq!(by_body.key_of(none, b"not json"), None);
+    }
+}

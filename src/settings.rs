@@ -184,7 +184,9 @@ pub struct Settings {
     /// Directory of the spool (deliveries a destination could not take yet, kept on local disk
     /// and forwarded when it is back). Empty turns the spool off: every webhook then behaves as
     /// `"spool": "off"`. One directory per instance.
-    #[arg(long, env = "SPOOL_DIR", default_value = "data/spool")]
+    // Any path, the empty one included (clap's path parser refuses an empty value, which is how
+    // the spool is turned off).
+    #[arg(long, env = "SPOOL_DIR", default_value = "data/spool", value_parser = any_path)]
     pub spool_dir: PathBuf,
 
     /// Bytes the spool may hold; when full, requests that need it get 503 + `Retry-After` and
@@ -349,6 +351,11 @@ pub enum SettingsError {
     Info(String),
     /// An invalid setting: print and exit 64.
     Invalid(String),
+}
+
+/// A path as given, empty included.
+fn any_path(value: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(value))
 }
 
 impl Settings {

@@ -40,5 +40,58 @@ pub async fn run(settings: &Settings, source: Source) -> Result<Report, String> 
         }
     };
     validate(&entries, Rules::from_settings(settings), &mut report);
+    warn_slow_answers(settings, &entries, &mut report);
     Ok(report)
+}
+
+/// Warns about webhooks that may answer after their provider gives up (Slack, Zoom and Okta
+/// after 3 s, Shopify after 5 s, GitHub after 10 s): the provider then counts a delivery that
+/// arrives as failed, retries it or disables the endpoint.
+fn warn_slow_answers(settings: &Settings, entries: &[super::Entry], report: &mut Report) {
+    use crate::{keys::ConfigKey, spool::SpoolMode};
+    let spool_on = settings.spool_dir().is_some();
+    for entry in entries {
+        if !matches!(entry.key, ConfigKey::Webhook(_)) {
+            continue;
+        }
+        let Ok(webhook) = crate::provider::parse_webhook(
+            entry.raw.as_bytes(),
+            &crate::config::env_subst::process_env,
+            Rules::from_settings(settings),
+        ) else {
+            continue;
+        };
+        let Some((provider, limit)) = webhook.checks.answer_limit else {
+            continue;
+        };
+        // The longest a request waits for its destinations before it is answered.
+        let (worst, why, fix) = match (spool_on, webhook.spool) {
+            (true, SpoolMode::Always) => continue,
+            (true, SpoolMode::OnFailure) => (
+                webhook.timeout.min(settings.spool_handoff()),
+                "SPOOL_HANDOFF_MS, capped by timeout_ms",
+                "lower SPOOL_HANDOFF_MS or timeout_ms, or use \"spool\": \"always\"",
+            ),
+            (true, SpoolMode::Off) => (
+                webhook.timeout,
+                "timeout_ms",
+                "lower timeout_ms or let the spool take failed deliveries",
+            ),
+            (false, _) => (
+                webhook.timeout,
+                "timeout_ms; the spool is off",
+                "lower timeout_ms",
+            ),
+        };
+        if worst > limit {
+            report.warning(
+                &entry.source,
+                format!(
+                    "may answer after {} ms ({why}), but {provider} gives up after {} ms: {fix}",
+                    worst.as_millis(),
+                    limit.as_millis()
+                ),
+            );
+        }
+    }
 }

@@ -32,6 +32,8 @@ pub struct Entry {
 #[derive(Default)]
 pub struct Report {
     pub problems: Vec<String>,
+    /// Valid entries that will probably misbehave (they do not fail the check).
+    pub warnings: Vec<String>,
     pub ok: usize,
 }
 
@@ -40,10 +42,17 @@ impl Report {
         self.problems.push(format!("{source}: {reason}"));
     }
 
+    pub fn warning(&mut self, source: &str, reason: impl std::fmt::Display) {
+        self.warnings.push(format!("{source}: {reason}"));
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         for p in &self.problems {
             let _ = writeln!(out, "invalid  {p}");
+        }
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning  {w}");
         }
         let _ = writeln!(out, "{} valid, {} invalid", self.ok, self.problems.len());
         out

@@ -110,6 +110,9 @@ pub struct Checks {
     credential_headers: Vec<String>,
     /// The provider handshake this webhook answers (chosen, or implied by its preset).
     handshake: Option<handshake::Handshake>,
+    /// The provider whose sender gives up after this long, if known: `switchyard check` warns
+    /// when the webhook may answer later.
+    pub answer_limit: Option<(&'static str, std::time::Duration)>,
 }
 
 impl RawChecks {
@@ -158,6 +161,10 @@ impl RawChecks {
                 "`max_body_bytes` must be 1 or more".into(),
             ));
         }
+        let answer_limit = answer_limit(
+            self.hmac.as_ref().and_then(|h| h.provider),
+            self.handshake.as_ref(),
+        );
         let signature = self.hmac.map(signature::HmacConfig::compile).transpose()?;
         if let Some(signature) = &signature {
             credential_headers.extend(signature.headers().iter().map(|h| h.to_ascii_lowercase()));
@@ -198,7 +205,26 @@ impl RawChecks {
                 .and_then(cleanup::CleanupConfig::compile),
             credential_headers,
             handshake,
+            answer_limit,
         })
+    }
+}
+
+/// How long a provider waits for the answer before it counts the delivery as failed (and, for
+/// some, retries or disables the endpoint).
+fn answer_limit(
+    preset: Option<signature::Provider>,
+    handshake: Option<&handshake::HandshakeConfig>,
+) -> Option<(&'static str, std::time::Duration)> {
+    use signature::Provider;
+    let secs = |name, s| Some((name, std::time::Duration::from_secs(s)));
+    match (preset, handshake) {
+        (Some(Provider::Slack), _) => secs("Slack", 3),
+        (Some(Provider::Zoom), _) => secs("Zoom", 3),
+        (_, Some(handshake::HandshakeConfig::Okta)) => secs("Okta", 3),
+        (Some(Provider::Shopify), _) => secs("Shopify", 5),
+        (Some(Provider::Github), _) => secs("GitHub", 10),
+        _ => None,
     }
 }
 

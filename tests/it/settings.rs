@@ -92,3 +92,22 @@ fn every_bad_setting_exits_64_with_one_line_naming_it() {
         assert!(stderr.contains(name), "{name}={value:?}: {stderr}");
     }
 }
+
+/// `SPOOL_DIR=` (empty) turns the spool off, as documented: the server starts (it once refused
+/// the empty value, exit 64) and runs without a spool.
+#[tokio::test]
+async fn an_empty_spool_dir_turns_the_spool_off() {
+    use crate::support::{files::write_json, process::Router};
+    let dir = tempfile::tempdir().unwrap();
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &serde_json::json!({"w": {"module": "log"}}),
+    );
+    write_json(dir.path(), "connections.json", &serde_json::json!({}));
+    let router = Router::start(dir.path(), &[("SPOOL_DIR", "")]);
+    router.wait_ready().await;
+    let health = crate::support::get_json(&router.url(""), "/health").await;
+    assert!(health["components"].get("spool").is_none(), "{health}");
+    assert!(!dir.path().join("spool").exists());
+}

@@ -368,3 +368,54 @@ fn check_reports_a_name_written_twice_in_a_file() {
     );
     assert!(out.contains("2 valid, 1 invalid"), "{out}");
 }
+
+#[test]
+fn check_warns_when_a_webhook_may_answer_after_its_provider_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, c) = write_pair(
+        dir.path(),
+        r#"{
+            "slack": {"module": "log", "hmac": {"provider": "slack", "secret": "s"}},
+            "slow-github": {"module": "log", "timeout_ms": 15000,
+                "hmac": {"provider": "github", "secret": "s"}},
+            "quick-slack": {"module": "log", "timeout_ms": 2500,
+                "hmac": {"provider": "slack", "secret": "s"}},
+            "okta": {"module": "log", "handshake": {"provider": "okta"}, "spool": "always"}
+        }"#,
+        "{}",
+    );
+    let run = |spool_dir: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["check", "--webhooks", &w, "--connections", &c])
+            .env_remove("CONFIG_BACKEND")
+            .env("SPOOL_DIR", spool_dir)
+            .output()
+            .expect("the switchyard binary runs");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "warnings do not fail the check"
+        );
+        text(&output.stdout)
+    };
+    // Spool off: a webhook answers when its destinations did, within `timeout_ms` (5 s default).
+    let off = run("");
+    assert!(
+        off.contains("webhooks.json#slack: may answer after 5000 ms (timeout_ms; the spool is off), but Slack gives up after 3000 ms"),
+        "{off}"
+    );
+    assert!(
+        off.contains("json#slow-github: may answer after 15000 ms"),
+        "{off}"
+    );
+    assert!(!off.contains("#quick-slack"), "{off}");
+    assert_eq!(off.matches("warning  ").count(), 3, "{off}");
+    assert!(off.contains("json#okta: may answer after 5000 ms"), "{off}");
+    // Spool on: failed deliveries are stored after SPOOL_HANDOFF_MS (2 s), `always` at once.
+    let spool = dir.path().join("spool");
+    let on = run(spool.to_str().unwrap());
+    assert!(!on.contains("json#slack"), "{on}");
+    assert!(!on.contains("json#okta"), "{on}");
+    assert!(!on.contains("warning"), "{on}");
+    assert!(on.contains("4 valid, 0 invalid"), "{on}");
+}

@@ -145,6 +145,8 @@ pub enum SignatureCheck {
     },
     StandardWebhooks {
         keys: Keys,
+        /// `whpk_` keys: Ed25519 (`v1a`) signatures.
+        public_keys: Vec<ed25519_dalek::VerifyingKey>,
         tolerance: Duration,
     },
     Twitch {
@@ -265,28 +267,52 @@ impl HmacConfig {
                 tolerance,
             },
             Provider::StandardWebhooks => {
-                let mut keys = Vec::new();
+                let (mut keys, mut public_keys) = (Vec::new(), Vec::new());
                 for secret in &secrets {
-                    let key = decode_whsec(secret.expose()).ok_or_else(|| {
-                        ConfigError::Invalid(
-                            "`hmac.secret` for standard_webhooks must be `whsec_` + base64".into(),
-                        )
-                    })?;
-                    if key.len() < MIN_STANDARD_WEBHOOKS_KEY {
-                        return Err(ConfigError::Invalid(format!(
-                            "`hmac.secret` for standard_webhooks decodes to fewer than \
-                             {MIN_STANDARD_WEBHOOKS_KEY} bytes (the spec's minimum)"
-                        )));
+                    match secret.expose().trim().strip_prefix("whpk_") {
+                        Some(public) => public_keys.push(decode_whpk(public)?),
+                        None => keys.push(decode_standard_secret(secret.expose())?),
                     }
-                    keys.push(key);
                 }
                 SignatureCheck::StandardWebhooks {
                     keys: Keys(keys),
+                    public_keys,
                     tolerance,
                 }
             }
         })
     }
+}
+
+/// A `whsec_` secret: base64 of at least 24 bytes.
+fn decode_standard_secret(secret: &str) -> Result<Vec<u8>, ConfigError> {
+    let key = decode_whsec(secret).ok_or_else(|| {
+        ConfigError::Invalid(
+            "`hmac.secret` for standard_webhooks must be `whsec_` + base64 (or `whpk_` + base64 \
+             of an Ed25519 public key)"
+                .into(),
+        )
+    })?;
+    if key.len() < MIN_STANDARD_WEBHOOKS_KEY {
+        return Err(ConfigError::Invalid(format!(
+            "`hmac.secret` for standard_webhooks decodes to fewer than \
+             {MIN_STANDARD_WEBHOOKS_KEY} bytes (the spec's minimum)"
+        )));
+    }
+    Ok(key)
+}
+
+/// A `whpk_` public key: base64 of the 32 bytes of an Ed25519 public key.
+fn decode_whpk(encoded: &str) -> Result<ed25519_dalek::VerifyingKey, ConfigError> {
+    let invalid = || {
+        ConfigError::Invalid(
+            "`hmac.secret` `whpk_` must be base64 of a 32-byte Ed25519 public key".into(),
+        )
+    };
+    let bytes: [u8; 32] = decode_whsec(encoded)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(invalid)?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| invalid())
 }
 
 fn mac(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
@@ -377,10 +403,15 @@ fn stripe_hex(signature: &str) -> Option<Vec<u8>> {
 
 /// `v1,<base64> v1,<base64>` as in `webhook-signature`: every `v1` signature.
 pub fn parse_standard_signatures(header: &str) -> Vec<&str> {
+    standard_signatures(header, "v1")
+}
+
+/// Every signature of `version` (`v1`: HMAC, `v1a`: Ed25519) in a `webhook-signature` value.
+fn standard_signatures<'a>(header: &'a str, version: &str) -> Vec<&'a str> {
     header
         .split_whitespace()
         .filter_map(|entry| entry.split_once(','))
-        .filter(|(version, _)| *version == "v1")
+        .filter(|(v, _)| *v == version)
         .map(|(_, sig)| sig)
         .collect()
 }
@@ -574,7 +605,11 @@ impl SignatureCheck {
                     )
                 })
             }
-            SignatureCheck::StandardWebhooks { keys, tolerance } => {
+            SignatureCheck::StandardWebhooks {
+                keys,
+                public_keys,
+                tolerance,
+            } => {
                 // Svix's libraries send (and accept) the same scheme under `svix-*` names; one
                 // request uses one brand.
                 let brand = if inbound.header("webhook-id").is_some() {
@@ -595,17 +630,27 @@ impl SignatureCheck {
                 if !fresh(timestamp, inbound.now, *tolerance) {
                     return false;
                 }
-                let received: Vec<_> = parse_standard_signatures(value)
+                let signed = [id.as_bytes(), b".", ts.trim().as_bytes(), b".", body];
+                let received: Vec<_> = standard_signatures(value, "v1")
                     .iter()
                     .filter_map(|sig| decode(Encoding::Base64, sig))
                     .collect();
-                keys.any_matches(&received, |key| {
-                    mac(
-                        Algorithm::Sha256,
-                        key,
-                        &[id.as_bytes(), b".", ts.trim().as_bytes(), b".", body],
-                    )
-                })
+                if keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &signed)) {
+                    return true;
+                }
+                if public_keys.is_empty() {
+                    return false;
+                }
+                let message = signed.concat();
+                standard_signatures(value, "v1a")
+                    .iter()
+                    .filter_map(|sig| decode(Encoding::Base64, sig))
+                    .filter_map(|sig| ed25519_dalek::Signature::from_slice(&sig).ok())
+                    .any(|sig| {
+                        public_keys
+                            .iter()
+                            .any(|key| key.verify_strict(&message, &sig).is_ok())
+                    })
             }
         }
     }

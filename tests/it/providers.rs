@@ -245,3 +245,67 @@ async fn a_slack_slash_command_form_is_verified_raw_and_its_legacy_token_masked(
     assert!(answer.contains("invalid_form"), "{answer}");
     assert_eq!(module.taken().len(), 1);
 }
+
+const ED25519_SIGN: &str = r#"
+import json, sys, base64, time
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import serialization
+c = json.load(sys.stdin)
+k = Ed25519PrivateKey.generate()
+raw = serialization.Encoding.Raw
+pub = k.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
+ts = str(int(time.time()))
+sig = base64.b64encode(k.sign(f'{c["id"]}.{ts}.{c["body"]}'.encode())).decode()
+print(json.dumps({"public": "whpk_" + base64.b64encode(pub).decode(), "ts": ts, "sig": "v1a," + sig}))
+"#;
+
+/// Standard Webhooks' asymmetric signatures: `v1a,<base64 Ed25519>` checked with a `whpk_`
+/// public key (signed here by the `cryptography` package's Ed25519), alone or in a rotation list
+/// beside a `whsec_` secret.
+#[actix_web::test]
+async fn standard_webhooks_v1a_ed25519_signatures_verify_with_a_whpk_key() {
+    let python = python_with(&["cryptography"]);
+    let body = r#"{"type":"invoice.paid"}"#;
+    let out: Value = serde_json::from_str(&run_python(
+        &python,
+        ED25519_SIGN,
+        &json!({"id": "msg_1", "body": body}).to_string(),
+    ))
+    .unwrap();
+    let public = out["public"].as_str().unwrap();
+    let request = |body: &str, sig: &str| {
+        post_bytes("/webhook/a/w", body.to_owned())
+            .insert_header(("webhook-id", "msg_1"))
+            .insert_header(("webhook-timestamp", out["ts"].as_str().unwrap().to_owned()))
+            .insert_header(("webhook-signature", sig.to_owned()))
+    };
+    let sig = out["sig"].as_str().unwrap();
+    for secrets in [
+        json!(public),
+        json!(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", public]),
+    ] {
+        let (h, module) = webhook(json!({"module": "log",
+            "hmac": {"provider": "standard_webhooks", "secret": secrets}}));
+        assert_eq!(call_text(&h, request(body, sig)).await.0, StatusCode::OK);
+        let with_v1 = format!("v1,AAAA {sig}");
+        assert_eq!(
+            call_text(&h, request(body, &with_v1)).await.0,
+            StatusCode::OK
+        );
+        let tampered = r#"{"type":"invoice.void"}"#;
+        assert_eq!(
+            call_text(&h, request(tampered, sig)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        // The same bytes as a `v1` (HMAC) signature are not an Ed25519 one.
+        let relabelled = sig.replacen("v1a,", "v1,", 1);
+        assert_eq!(
+            call_text(&h, request(body, &relabelled)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(module.taken().len(), 2);
+    }
+    let bad =
+        json!({"module": "log", "hmac": {"provider": "standard_webhooks", "secret": "whpk_AAAA"}});
+    assert!(switchyard::webhook::Webhook::from_value(bad).is_err());
+}

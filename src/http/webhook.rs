@@ -136,7 +136,29 @@ fn inbound<'a>(
         query: Some(req.query_string()),
         client_ip: resolve_client(state, req, peer),
         now: SystemTime::now(),
+        url: called_url(state, req, peer),
     }
+}
+
+/// The URL the sender called: `https` only when a trusted proxy says so (`X-Forwarded-Proto`;
+/// this server itself speaks plain HTTP), the `Host` header, the path and query as received.
+fn called_url(state: &AppState, req: &HttpRequest, peer: IpAddr) -> Option<String> {
+    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    let from_proxy = !state.trusted_proxies.is_empty() && state.trusted_proxies.contains(peer);
+    let scheme = req
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| from_proxy)
+        .map_or("http", |proto| {
+            if proto.trim().eq_ignore_ascii_case("https") {
+                "https"
+            } else {
+                "http"
+            }
+        });
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    Some(format!("{scheme}://{host}{path}"))
 }
 
 /// A provider's `GET` handshake (Meta, X, Okta, Dropbox); 405 for a webhook without one.

@@ -36,6 +36,9 @@ pub struct Inbound<'a> {
     /// not be read, so the client is unknown (`ip_whitelist` then refuses).
     pub client_ip: Option<IpAddr>,
     pub now: SystemTime,
+    /// The URL the sender called, as far as this server can tell (scheme from a trusted
+    /// proxy's `X-Forwarded-Proto`, `Host`, path and query); Twilio signs it.
+    pub url: Option<String>,
 }
 
 impl Inbound<'_> {

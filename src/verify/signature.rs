@@ -52,6 +52,9 @@ pub enum Provider {
     Zoom,
     /// Meta (Facebook, Instagram, WhatsApp): GitHub's scheme with the app secret.
     Meta,
+    /// `X-Twilio-Signature: <base64>`: HMAC-SHA1 over the URL Twilio called and the sorted form
+    /// parameters (or, for JSON, over the URL carrying `bodySHA256`).
+    Twilio,
 }
 
 const TOLERANCE_ONLY: &str =
@@ -118,6 +121,10 @@ pub struct HmacConfig {
     /// Accepted clock difference for timestamped schemes (default 300 s).
     #[serde(default)]
     pub tolerance_seconds: Option<u64>,
+    /// `twilio`: the URL configured in Twilio, when the one this server sees differs (a proxy
+    /// rewrote the path); the request's query is appended.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// A validated signature check. Every variant holds the keys of its rotation window.
@@ -157,6 +164,10 @@ pub enum SignatureCheck {
         keys: Keys,
         tolerance: Duration,
     },
+    Twilio {
+        keys: Keys,
+        url: Option<String>,
+    },
 }
 
 /// Standard Webhooks: "secrets SHOULD be between 24 bytes (192 bits) and 64 bytes".
@@ -191,7 +202,7 @@ impl HmacConfig {
             Provider::Slack => JsonPointer("/event_id".into()),
             Provider::StandardWebhooks => headers(&["webhook-id", "svix-id"]),
             Provider::Twitch => headers(&["twitch-eventsub-message-id"]),
-            Provider::Zoom | Provider::Meta => return None,
+            Provider::Zoom | Provider::Meta | Provider::Twilio => return None,
         })
     }
 
@@ -231,6 +242,11 @@ impl HmacConfig {
                 encoding: self.encoding.unwrap_or_default(),
             });
         };
+        if self.url.is_some() && provider != Provider::Twilio {
+            return Err(ConfigError::Invalid(
+                "`hmac.url` only applies to twilio".into(),
+            ));
+        }
         if self.header.is_some() || self.algorithm.is_some() || self.encoding.is_some() {
             return Err(ConfigError::Invalid(
                 "`hmac.provider` fixes header, algorithm and encoding; remove them".into(),
@@ -257,6 +273,10 @@ impl HmacConfig {
                 keys: raw(),
                 tolerance,
             },
+            Provider::Twilio => SignatureCheck::Twilio {
+                keys: raw(),
+                url: self.url,
+            },
             Provider::Shopify => SignatureCheck::Shopify { keys: raw() },
             Provider::Stripe => SignatureCheck::Stripe {
                 keys: raw(),
@@ -282,6 +302,74 @@ impl HmacConfig {
             }
         })
     }
+}
+
+/// The URL Twilio signed: the configured one (with the request's query) or the one called.
+fn twilio_url(configured: Option<&str>, called: Option<&str>) -> Option<String> {
+    let called = called?;
+    match configured {
+        None => Some(called.to_owned()),
+        Some(base) => {
+            let query = called.split_once('?').map(|(_, q)| q);
+            Some(match query {
+                Some(q) if !base.contains('?') => format!("{base}?{q}"),
+                _ => base.to_owned(),
+            })
+        }
+    }
+}
+
+/// What Twilio appends to the URL before signing: the form parameters, names sorted, each
+/// name's distinct values sorted, as `name` + `value` (its `RequestValidator`). A JSON request
+/// carries `bodySHA256` in the URL instead: the body must hash to it, and nothing is appended.
+/// `None`: the body does not match its hash.
+fn twilio_params(url: &str, body: &[u8]) -> Option<String> {
+    use sha2::Digest as _;
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    if let Some((_, hash)) =
+        form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "bodySHA256")
+    {
+        let actual = hex::encode(Sha256::digest(body));
+        return super::ct::eq(actual.as_bytes(), hash.as_bytes()).then(String::new);
+    }
+    let mut params: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        params
+            .entry(name.into_owned())
+            .or_default()
+            .insert(value.into_owned());
+    }
+    Some(
+        params
+            .iter()
+            .flat_map(|(name, values)| values.iter().map(move |v| format!("{name}{v}")))
+            .collect(),
+    )
+}
+
+/// A URL without and with its scheme's default port: Twilio's back ends sign either way.
+fn url_port_variants(url: &str) -> Vec<String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return vec![url.to_owned()];
+    };
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    // The port follows the last `:` outside an IPv6 literal's brackets.
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        "443"
+    } else {
+        "80"
+    };
+    let without = format!("{scheme}://{host}{path}");
+    let with = format!("{scheme}://{host}:{}{path}", port.unwrap_or(default));
+    if port.is_some_and(|p| p != default) {
+        return vec![url.to_owned()];
+    }
+    vec![without, with]
 }
 
 /// A `whsec_` secret: base64 of at least 24 bytes.
@@ -487,6 +575,7 @@ impl SignatureCheck {
             SignatureCheck::StandardWebhooks { .. } => &["webhook-signature", "svix-signature"],
             SignatureCheck::Twitch { .. } => &["twitch-eventsub-message-signature"],
             SignatureCheck::Zoom { .. } => &["x-zm-signature"],
+            SignatureCheck::Twilio { .. } => &["x-twilio-signature"],
         };
         fixed.iter().map(|h| (*h).to_owned()).collect()
     }
@@ -605,6 +694,27 @@ impl SignatureCheck {
                     )
                 })
             }
+            SignatureCheck::Twilio { keys, url } => {
+                let Some(value) = inbound.header("x-twilio-signature") else {
+                    return false;
+                };
+                let Some(called) = twilio_url(url.as_deref(), inbound.url.as_deref()) else {
+                    return false;
+                };
+                let received: Vec<_> = decode(Encoding::Base64, value).into_iter().collect();
+                let Some(params) = twilio_params(&called, body) else {
+                    return false;
+                };
+                url_port_variants(&called).iter().any(|candidate| {
+                    keys.any_matches(&received, |key| {
+                        mac(
+                            Algorithm::Sha1,
+                            key,
+                            &[candidate.as_bytes(), params.as_bytes()],
+                        )
+                    })
+                })
+            }
             SignatureCheck::StandardWebhooks {
                 keys,
                 public_keys,
@@ -667,6 +777,7 @@ mod tests {
             query: None,
             client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
             now,
+            url: None,
         }
     }
 
@@ -799,6 +910,27 @@ mod tests {
             vec!["abc=", "def"]
         );
         assert!(parse_standard_signatures("").is_empty());
+    }
+
+    #[test]
+    fn twilio_urls_are_tried_with_and_without_the_default_port() {
+        assert_eq!(
+            url_port_variants("https://a.example/x?y=1"),
+            ["https://a.example/x?y=1", "https://a.example:443/x?y=1"]
+        );
+        assert_eq!(
+            url_port_variants("https://a.example:443/x"),
+            ["https://a.example/x", "https://a.example:443/x"]
+        );
+        assert_eq!(url_port_variants("http://a:8080/x"), ["http://a:8080/x"]);
+        assert_eq!(
+            url_port_variants("http://[2001:db8::1]/x"),
+            ["http://[2001:db8::1]/x", "http://[2001:db8::1]:80/x"]
+        );
+        assert_eq!(
+            twilio_url(Some("https://api.example/t"), Some("http://h/w?a=1")).as_deref(),
+            Some("https://api.example/t?a=1")
+        );
     }
 
     #[test]

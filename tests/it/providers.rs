@@ -309,3 +309,116 @@ async fn standard_webhooks_v1a_ed25519_signatures_verify_with_a_whpk_key() {
         json!({"module": "log", "hmac": {"provider": "standard_webhooks", "secret": "whpk_AAAA"}});
     assert!(switchyard::webhook::Webhook::from_value(bad).is_err());
 }
+
+const TWILIO_SIGN: &str = r#"
+import json, sys
+from twilio.request_validator import RequestValidator
+c = json.load(sys.stdin)
+v = RequestValidator(c["token"])
+url = c["url"]
+if c.get("json"):
+    url = url + ("&" if "?" in url else "?") + "bodySHA256=" + v.compute_hash(c["body"])
+    print(json.dumps({"url": url, "sig": v.compute_signature(url, {})}))
+else:
+    print(json.dumps({"url": url, "sig": v.compute_signature(url, c["params"])}))
+"#;
+
+/// Twilio signs the URL it called plus the sorted form parameters (or, for JSON, the URL with a
+/// `bodySHA256` of the body), with HMAC-SHA1; signatures here come from the `twilio` library's
+/// own `RequestValidator`. The URL is rebuilt from `Host` and a trusted proxy's
+/// `X-Forwarded-Proto`, or set with `"url"` when a proxy rewrites the path.
+#[actix_web::test]
+async fn twilio_signatures_from_the_twilio_library_verify_over_the_called_url() {
+    let token = "12345";
+    let python = python_with(&["twilio"]);
+    let sign = |input: Value| -> Value {
+        serde_json::from_str(&run_python(&python, TWILIO_SIGN, &input.to_string())).unwrap()
+    };
+    let h = crate::support::inproc::harness_trusting("10.0.0.0/8");
+    let module = RecordingModule::new();
+    add(
+        &h.cache,
+        "a",
+        "w",
+        json!({"module": "log", "data_type": "form", "max_body_bytes": 4096,
+            "hmac": {"provider": "twilio", "secret": token}}),
+        &module,
+    );
+    let params = json!({"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030",
+        "Digits": "1234", "From": "+12349013030", "To": "+18005551212"});
+    let body = "CallSid=CA1234567890ABCDE&Caller=%2B12349013030&Digits=1234&From=%2B12349013030&To=%2B18005551212";
+    let signed = sign(json!({"token": token,
+        "url": "https://mycompany.example/webhook/a/w?foo=1", "params": params}));
+    let request = |sig: &str, proto: &str, peer: &str| {
+        post_bytes("/webhook/a/w?foo=1", body)
+            .insert_header(("host", "mycompany.example"))
+            .insert_header(("x-forwarded-proto", proto.to_owned()))
+            .insert_header(("x-twilio-signature", sig.to_owned()))
+            .peer_addr(peer.parse().unwrap())
+    };
+    let sig = signed["sig"].as_str().unwrap();
+    assert_eq!(
+        call_text(&h, request(sig, "https", "10.0.0.1:5000"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // The scheme comes only from a trusted proxy: from anyone else the URL is http://, and
+    // Twilio did not sign that.
+    assert_eq!(
+        call_text(&h, request(sig, "https", "192.0.2.7:5000"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call_text(&h, request("AAAA", "https", "10.0.0.1:5000"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(module.taken().len(), 1);
+
+    // A proxy rewrote the path: the URL configured in Twilio is given.
+    let h = harness(true);
+    let module = RecordingModule::new();
+    add(
+        &h.cache,
+        "a",
+        "w",
+        json!({"module": "log", "max_body_bytes": 4096,
+            "hmac": {"provider": "twilio", "secret": token, "url": "https://api.example/twilio"}}),
+        &module,
+    );
+    // JSON: Twilio signs the URL with the body's hash in `bodySHA256`.
+    let json_body = r#"{"event":"message.added"}"#;
+    let signed = sign(json!({"token": token, "url": "https://api.example/twilio",
+        "json": true, "body": json_body}));
+    let query = signed["url"]
+        .as_str()
+        .unwrap()
+        .split_once('?')
+        .unwrap()
+        .1
+        .to_owned();
+    let json_request = |body: &str| {
+        post_bytes(&format!("/webhook/a/w?{query}"), body.to_owned())
+            .insert_header(("host", "internal:8080"))
+            .insert_header((
+                "x-twilio-signature",
+                signed["sig"].as_str().unwrap().to_owned(),
+            ))
+    };
+    assert_eq!(
+        call_text(&h, json_request(json_body)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call_text(&h, json_request(r#"{"event":"message.removed"}"#))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED,
+        "the body no longer matches bodySHA256"
+    );
+    assert_eq!(module.taken().len(), 1);
+}

@@ -7,7 +7,11 @@
 //! Run with `make bench` (or `cargo bench --bench http_throughput`). Needs wrk, redis-server and
 //! tansu (`make deps`). `BENCH_SECONDS` (default 8) sets each run's length, `BENCH_ROUNDS`
 //! (default 3) the rounds per target, `BENCH_ONLY=<target>` one target (`drain`: the drain
-//! alone), `BENCH_DRAIN` (default 100000) the drained requests (0 skips the drain).
+//! alone, `verify`: the verification table alone), `BENCH_DRAIN` (default 100000) the drained
+//! requests (0 skips the drain).
+//!
+//! Verification: every scheme on a `log` webhook against the unverified `log` webhook, paired
+//! runs in the same process (target: each at least 0.8x of the unverified path).
 
 #[path = "../tests/it/support/mod.rs"]
 #[allow(unused_imports)]
@@ -133,6 +137,16 @@ async fn main() {
         .to_string(),
     )
     .unwrap();
+    let verified = verify::schemes();
+    {
+        let mut webhooks: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("webhooks.json")).unwrap())
+                .unwrap();
+        for scheme in &verified {
+            webhooks[scheme.name.as_str()] = scheme.entry.clone();
+        }
+        std::fs::write(dir.path().join("webhooks.json"), webhooks.to_string()).unwrap();
+    }
     let mut settings = file_settings(dir.path());
     settings.http_workers = 1;
     settings.max_in_flight = 4096;
@@ -213,6 +227,48 @@ async fn main() {
             median(runs.iter().map(|(b, _)| b.rps).collect()),
             median(runs.iter().map(|(b, t)| t.rps / b.rps).collect()),
         );
+    }
+
+    if only.as_deref().is_none_or(|o| o == "verify") {
+        println!();
+        println!(
+            "Verification: each scheme's webhook against the unverified `log` webhook, {rounds} \
+             paired rounds, medians"
+        );
+        println!();
+        println!("| scheme | req/s | p99 ms | non-2xx | unverified req/s | vs unverified |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        let log_url = format!("http://127.0.0.1:{port}/webhook/log");
+        for scheme in &verified {
+            let script = dir.path().join(format!("{}.lua", scheme.name));
+            std::fs::write(&script, scheme.script(&payload)).unwrap();
+            let url = format!("http://127.0.0.1:{port}/webhook/{}", scheme.name);
+            let warm = wrk(&url, &script, 1);
+            assert!(
+                warm.rps > 0.0 && warm.non_2xx == 0,
+                "{} is not accepted",
+                scheme.name
+            );
+            let mut runs = Vec::new();
+            for _ in 0..rounds {
+                let plain = wrk(&log_url, &script, seconds);
+                let target = wrk(&url, &script, seconds);
+                runs.push((plain, target));
+            }
+            let median = |mut values: Vec<f64>| {
+                values.sort_by(f64::total_cmp);
+                values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+            };
+            println!(
+                "| {} | {:.0} | {:.2} | {} | {:.0} | {:.2} |",
+                scheme.name,
+                median(runs.iter().map(|(_, t)| t.rps).collect()),
+                median(runs.iter().map(|(_, t)| t.p99_ms).collect()),
+                runs.iter().map(|(_, t)| t.non_2xx).sum::<u64>(),
+                median(runs.iter().map(|(p, _)| p.rps).collect()),
+                median(runs.iter().map(|(p, t)| t.rps / p.rps).collect()),
+            );
+        }
     }
 
     let drain: u64 = std::env::var("BENCH_DRAIN")
@@ -338,4 +394,206 @@ async fn drain_after_outage(
     );
     println!("| RSS with {depth} records spooled | {rss_full:.0} MiB |");
     println!("| RSS after the drain | {:.0} MiB |", rss_mib());
+}
+
+/// The verification schemes measured, each a `log` webhook whose requests carry valid
+/// credentials for the benchmark's body (timestamps are taken at start: well within every
+/// tolerance for a benchmark's length).
+mod verify {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    use serde_json::{json, Value};
+    use sha2::Sha256;
+
+    pub struct Scheme {
+        pub name: String,
+        pub entry: Value,
+        /// Request headers, given the body.
+        headers: Box<dyn Fn(&str) -> Vec<(String, String)>>,
+    }
+
+    impl Scheme {
+        /// A wrk script posting `body` with this scheme's headers.
+        pub fn script(&self, body: &str) -> String {
+            let mut lua = format!(
+                "wrk.method = \"POST\"\nwrk.body = {}\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+                serde_json::to_string(body).unwrap()
+            );
+            for (name, value) in (self.headers)(body) {
+                lua.push_str(&format!(
+                    "wrk.headers[{}] = {}\n",
+                    serde_json::to_string(&name).unwrap(),
+                    serde_json::to_string(&value).unwrap()
+                ));
+            }
+            lua
+        }
+    }
+
+    fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().to_vec()
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    /// A PEM key pair made by `openssl` (`genpkey` arguments), as (private, public).
+    fn keypair(args: &[&str]) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("key.pem");
+        let ok = std::process::Command::new("openssl")
+            .arg("genpkey")
+            .args(args)
+            .arg("-out")
+            .arg(&private)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl genpkey");
+        let public = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .output()
+            .unwrap()
+            .stdout;
+        (
+            std::fs::read_to_string(&private).unwrap(),
+            String::from_utf8(public).unwrap(),
+        )
+    }
+
+    fn scheme(
+        name: &str,
+        entry: Value,
+        headers: impl Fn(&str) -> Vec<(String, String)> + 'static,
+    ) -> Scheme {
+        Scheme {
+            name: name.into(),
+            entry,
+            headers: Box::new(headers),
+        }
+    }
+
+    fn h(name: &str, value: String) -> (String, String) {
+        (name.to_owned(), value)
+    }
+
+    fn jwt(algorithm: jsonwebtoken::Algorithm, key: &jsonwebtoken::EncodingKey) -> String {
+        let claims = json!({"sub": "bench", "exp": now() + 3600, "iat": now()});
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, key).unwrap()
+    }
+
+    pub fn schemes() -> Vec<Scheme> {
+        let t = now();
+        const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+        let whsec_key = b"a 24 byte key for tests!".to_vec();
+        let whsec = format!("whsec_{}", B64.encode(&whsec_key));
+        let (rsa_private, rsa_public) =
+            keypair(&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+        let (ec_private, ec_public) =
+            keypair(&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+        let hs = jwt(
+            jsonwebtoken::Algorithm::HS256,
+            &jsonwebtoken::EncodingKey::from_secret(b"jwt-secret"),
+        );
+        let rs = jwt(
+            jsonwebtoken::Algorithm::RS256,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(rsa_private.as_bytes()).unwrap(),
+        );
+        let es = jwt(
+            jsonwebtoken::Algorithm::ES256,
+            &jsonwebtoken::EncodingKey::from_ec_pem(ec_private.as_bytes()).unwrap(),
+        );
+        vec![
+            scheme(
+                "v-authorization",
+                json!({"module": "log", "authorization": "Bearer t0k"}),
+                |_| vec![h("Authorization", "Bearer t0k".into())],
+            ),
+            scheme(
+                "v-basic",
+                json!({"module": "log", "basic_auth": {"username": "u", "password": "p"}}),
+                move |_| vec![h("Authorization", format!("Basic {}", B64.encode("u:p")))],
+            ),
+            scheme(
+                "v-hmac",
+                json!({"module": "log", "hmac": {"secret": "s"}}),
+                |body| {
+                    vec![h(
+                        "X-HMAC-Signature",
+                        hex::encode(mac(b"s", &[body.as_bytes()])),
+                    )]
+                },
+            ),
+            scheme(
+                "v-github",
+                json!({"module": "log", "hmac": {"provider": "github", "secret": "s"}}),
+                |body| {
+                    let sig = hex::encode(mac(b"s", &[body.as_bytes()]));
+                    vec![h("X-Hub-Signature-256", format!("sha256={sig}"))]
+                },
+            ),
+            scheme(
+                "v-stripe",
+                json!({"module": "log", "hmac": {"provider": "stripe", "secret": "s"}}),
+                move |body| {
+                    let ts = t.to_string();
+                    let sig = hex::encode(mac(b"s", &[ts.as_bytes(), b".", body.as_bytes()]));
+                    vec![h("Stripe-Signature", format!("t={t},v1={sig}"))]
+                },
+            ),
+            scheme(
+                "v-slack",
+                json!({"module": "log", "hmac": {"provider": "slack", "secret": "s"}}),
+                move |body| {
+                    let ts = t.to_string();
+                    let sig =
+                        hex::encode(mac(b"s", &[b"v0:", ts.as_bytes(), b":", body.as_bytes()]));
+                    vec![
+                        h("X-Slack-Request-Timestamp", ts),
+                        h("X-Slack-Signature", format!("v0={sig}")),
+                    ]
+                },
+            ),
+            scheme(
+                "v-standard",
+                json!({"module": "log", "hmac": {"provider": "standard_webhooks", "secret": whsec}}),
+                move |body| {
+                    let ts = t.to_string();
+                    let sig = B64.encode(mac(
+                        &whsec_key,
+                        &[b"msg_1.", ts.as_bytes(), b".", body.as_bytes()],
+                    ));
+                    vec![
+                        h("webhook-id", "msg_1".into()),
+                        h("webhook-timestamp", ts),
+                        h("webhook-signature", format!("v1,{sig}")),
+                    ]
+                },
+            ),
+            scheme(
+                "v-jwt-hs256",
+                json!({"module": "log", "jwt": {"secret": "jwt-secret"}}),
+                move |_| vec![h("Authorization", format!("Bearer {hs}"))],
+            ),
+            scheme(
+                "v-jwt-rs256",
+                json!({"module": "log", "jwt": {"algorithm": "RS256", "public_key": rsa_public}}),
+                move |_| vec![h("Authorization", format!("Bearer {rs}"))],
+            ),
+            scheme(
+                "v-jwt-es256",
+                json!({"module": "log", "jwt": {"algorithm": "ES256", "public_key": ec_public}}),
+                move |_| vec![h("Authorization", format!("Bearer {es}"))],
+            ),
+        ]
+    }
 }

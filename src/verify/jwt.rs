@@ -49,13 +49,33 @@ fn yes() -> bool {
 pub struct JwtCheck {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens whose signature and static claims (`iss`, `aud`) verified, by SHA-256 digest,
+    /// with their time claims: a sender reuses its token for many requests, and an RS256 or
+    /// ES256 signature costs 20 times an unverified request. Only the time claims are checked
+    /// again. Bounded: emptied when full.
+    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Times>>>,
 }
 
-/// The time claims checked here (`exp` and `nbf` are checked by jsonwebtoken).
+/// Most tokens remembered per check.
+const VERIFIED_TOKENS: usize = 4096;
+
+/// The time claims (checked by jsonwebtoken on first sight, then here on every request).
 #[derive(serde::Deserialize)]
 struct TimeClaims {
     #[serde(default)]
     iat: Option<serde_json::Value>,
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
+    #[serde(default)]
+    nbf: Option<serde_json::Value>,
+}
+
+/// A verified token's time claims (Unix seconds).
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    iat: Option<f64>,
 }
 
 impl std::fmt::Debug for JwtCheck {
@@ -122,11 +142,28 @@ impl JwtConfig {
             }
             None => validation.validate_aud = false,
         }
-        Ok(JwtCheck { key, validation })
+        Ok(JwtCheck {
+            key,
+            validation,
+            verified: std::sync::Arc::default(),
+        })
     }
 }
 
 impl JwtCheck {
+    /// `exp`, `nbf` and `iat` against `now`, with the leeway (as `jsonwebtoken` checks them).
+    fn check_times(&self, times: Times, now: f64) -> Result<(), VerifyError> {
+        let leeway = self.validation.leeway as f64;
+        let expired =
+            self.validation.validate_exp && times.exp.is_some_and(|exp| exp < now - leeway);
+        let early = times.nbf.is_some_and(|nbf| nbf > now + leeway);
+        let future = times.iat.is_some_and(|iat| iat > now + leeway);
+        if expired || early || future {
+            return Err(VerifyError::Unauthorized);
+        }
+        Ok(())
+    }
+
     /// Verifies `Authorization: Bearer <token>`.
     pub fn check(&self, inbound: &Inbound<'_>) -> Result<(), VerifyError> {
         let token = inbound
@@ -138,20 +175,104 @@ impl JwtCheck {
                     .then_some(token.trim())
             })
             .ok_or(VerifyError::Unauthorized)?;
-        let claims = jsonwebtoken::decode::<TimeClaims>(token, &self.key, &self.validation)
-            .map_err(|_| VerifyError::Unauthorized)?
-            .claims;
-        // `iat` in the future (beyond the leeway) means a wrong clock or a forged token.
-        if let Some(iat) = claims.iat {
-            let now = inbound
-                .now
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let issued = iat.as_f64().ok_or(VerifyError::Unauthorized)?;
-            if issued > now.saturating_add(self.validation.leeway) as f64 {
-                return Err(VerifyError::Unauthorized);
+        let digest: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(token.as_bytes()).into()
+        };
+        let now = inbound
+            .now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64().floor());
+        let remembered = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|v| v.get(&digest).copied());
+        let times = match remembered {
+            Some(times) => times,
+            None => {
+                let claims = jsonwebtoken::decode::<TimeClaims>(token, &self.key, &self.validation)
+                    .map_err(|_| VerifyError::Unauthorized)?
+                    .claims;
+                let number = |v: Option<serde_json::Value>| match v {
+                    None => Ok(None),
+                    Some(v) => v.as_f64().map(Some).ok_or(VerifyError::Unauthorized),
+                };
+                let times = Times {
+                    exp: number(claims.exp)?,
+                    nbf: number(claims.nbf)?,
+                    iat: number(claims.iat)?,
+                };
+                if let Ok(mut verified) = self.verified.lock() {
+                    if verified.len() >= VERIFIED_TOKENS {
+                        verified.clear();
+                    }
+                    verified.insert(digest, times);
+                }
+                times
             }
-        }
+        };
+        self.check_times(times, now)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn token(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"k"),
+        )
+        .unwrap()
+    }
+
+    fn check_at(check: &JwtCheck, token: &str, at: std::time::SystemTime) -> bool {
+        let header = format!("Bearer {token}");
+        let headers = |name: &str| (name == "authorization").then_some(header.as_str());
+        check
+            .check(&Inbound {
+                headers: &headers,
+                query: None,
+                client_ip: None,
+                now: at,
+                url: None,
+            })
+            .is_ok()
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_forged_one_is_never_remembered() {
+        let check = serde_json::from_value::<JwtConfig>(
+            serde_json::json!({"secret": "k", "leeway_seconds": 0}),
+        )
+        .unwrap()
+        .compile()
+        .unwrap();
+        let now = std::time::SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let valid = token(serde_json::json!({"exp": secs + 60}));
+        assert!(check_at(&check, &valid, now));
+        assert!(check_at(&check, &valid, now), "remembered");
+        assert!(
+            !check_at(&check, &valid, now + Duration::from_secs(120)),
+            "expired although remembered"
+        );
+        // A token signed with another key is refused, every time.
+        let forged = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &serde_json::json!({"exp": secs + 60}),
+            &jsonwebtoken::EncodingKey::from_secret(b"not-k"),
+        )
+        .unwrap();
+        assert!(!check_at(&check, &forged, now));
+        assert!(!check_at(&check, &forged, now));
+        let early = token(serde_json::json!({"exp": secs + 600, "nbf": secs + 300}));
+        assert!(!check_at(&check, &early, now));
+        assert!(!check_at(&check, &early, now), "a refused token is not remembered");
     }
 }

@@ -405,11 +405,13 @@ mod verify {
     use serde_json::{json, Value};
     use sha2::Sha256;
 
+    /// Request headers, given the body.
+    type Headers = Box<dyn Fn(&str) -> Vec<(String, String)>>;
+
     pub struct Scheme {
         pub name: String,
         pub entry: Value,
-        /// Request headers, given the body.
-        headers: Box<dyn Fn(&str) -> Vec<(String, String)>>,
+        headers: Headers,
     }
 
     impl Scheme {

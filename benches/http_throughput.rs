@@ -453,6 +453,7 @@ mod verify {
         let private = dir.path().join("key.pem");
         let ok = std::process::Command::new("openssl")
             .arg("genpkey")
+            .stderr(std::process::Stdio::null())
             .args(args)
             .arg("-out")
             .arg(&private)

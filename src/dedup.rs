@@ -5,7 +5,9 @@
 //! first attempt never blocks the sender's retry; while a request with a key is being delivered,
 //! a concurrent copy waits for its outcome instead of being delivered too. The store is this
 //! process's memory, bounded (`DEDUP_MAX_KEYS`): with several instances, each keeps its own
-//! window (a copy that reaches another instance is delivered there).
+//! window (a copy that reaches another instance is delivered there). With `"store":
+//! {"connection": "<redis>"}` the window is shared through Redis (`SET NX PX`); if Redis cannot
+//! be reached, requests are delivered without deduplication rather than refused.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -16,7 +18,11 @@ use std::{
 use serde::Deserialize;
 use tokio::{sync::Notify, time::Instant};
 
-use crate::{config::ConfigError, keys::WebhookKey};
+use crate::{
+    config::ConfigError,
+    connections::ConnectionPool,
+    keys::{ConnectionName, WebhookKey},
+};
 
 /// Default window: a day (providers retry for hours; GitHub's manual redelivery comes later).
 pub const DEFAULT_TTL_SECS: u64 = 86_400;
@@ -49,6 +55,15 @@ pub struct RawDedupConfig {
     pub key: Option<RawKey>,
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// `{"connection": "<redis connection>"}`: a window shared by every instance.
+    #[serde(default)]
+    pub store: Option<RawStore>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub connection: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,16 +78,24 @@ pub enum RawKey {
 pub struct Dedup {
     pub key: KeySource,
     pub ttl: Duration,
+    /// The Redis connection of a shared window; `None`: this process's memory.
+    pub store: Option<ConnectionName>,
 }
 
 impl RawDedup {
     /// `preset_key`: the delivery id of the webhook's `hmac` preset, if it has one.
     pub fn compile(self, preset_key: Option<KeySource>) -> Result<Option<Dedup>, ConfigError> {
-        let (key, ttl) = match self {
+        let (key, ttl, store) = match self {
             RawDedup::Preset(false) => return Ok(None),
-            RawDedup::Preset(true) => (None, None),
-            RawDedup::Explicit(config) => (config.key, config.ttl_seconds),
+            RawDedup::Preset(true) => (None, None, None),
+            RawDedup::Explicit(config) => (config.key, config.ttl_seconds, config.store),
         };
+        let store = store
+            .map(|s| {
+                ConnectionName::parse(&s.connection)
+                    .map_err(|e| ConfigError::Invalid(format!("`dedup.store.connection`: {e}")))
+            })
+            .transpose()?;
         let key = match key {
             Some(RawKey::Header(name)) if !name.trim().is_empty() => {
                 KeySource::Headers(vec![name.trim().to_ascii_lowercase()])
@@ -103,6 +126,7 @@ impl RawDedup {
         Ok(Some(Dedup {
             key,
             ttl: Duration::from_secs(ttl),
+            store,
         }))
     }
 }
@@ -177,7 +201,128 @@ pub enum Claim {
 }
 
 /// A key this request is delivering.
-pub struct Claimed {
+pub enum Claimed {
+    Memory(MemoryClaim),
+    Redis(RedisClaim),
+    /// The shared store could not be reached: delivered without deduplication.
+    Unchecked,
+}
+
+impl Claimed {
+    /// The request was delivered (or stored): copies within the window are duplicates.
+    pub async fn delivered(self) {
+        match self {
+            Claimed::Memory(claim) => claim.delivered(),
+            Claimed::Redis(claim) => claim.delivered().await,
+            Claimed::Unchecked => {}
+        }
+    }
+}
+
+/// Claims `id` for a delivery to `webhook` in the store `dedup` names, waiting up to `wait` for
+/// a copy in flight.
+pub async fn claim(
+    memory: &Arc<DedupStore>,
+    pool: &ConnectionPool,
+    webhook: &WebhookKey,
+    dedup: &Dedup,
+    id: &[u8],
+    wait: Duration,
+) -> Claim {
+    match &dedup.store {
+        None => memory.claim(webhook, id, dedup.ttl, wait).await,
+        Some(connection) => claim_in_redis(pool, connection, webhook, dedup.ttl, id, wait).await,
+    }
+}
+
+/// How often a copy polls Redis while the first is being delivered.
+const POLL: Duration = Duration::from_millis(50);
+/// A claim outlives the wait by this much, so an instance that died while delivering does not
+/// hold the key for long.
+const CLAIM_MARGIN: Duration = Duration::from_secs(10);
+
+async fn claim_in_redis(
+    pool: &ConnectionPool,
+    connection: &ConnectionName,
+    webhook: &WebhookKey,
+    ttl: Duration,
+    id: &[u8],
+    wait: Duration,
+) -> Claim {
+    let unchecked = |error: &dyn std::fmt::Display| {
+        tracing::warn!(webhook = %webhook, %error, "Deduplication store unreachable; delivering without it.");
+        Claim::Claimed(Claimed::Unchecked)
+    };
+    let client = match pool.redis(connection, "dedup") {
+        Ok(client) => client,
+        Err(error) => return unchecked(&error),
+    };
+    let key = format!("switchyard:dedup:{}", hex::encode(store_key(webhook, id)));
+    let token = format!("inflight:{}", uuid::Uuid::new_v4().simple());
+    let deadline = Instant::now() + wait;
+    loop {
+        match client.set_new(&key, &token, wait + CLAIM_MARGIN).await {
+            Ok(true) => {
+                return Claim::Claimed(Claimed::Redis(RedisClaim {
+                    client,
+                    key,
+                    token,
+                    ttl,
+                    recorded: false,
+                }))
+            }
+            Ok(false) => {}
+            Err(error) => return unchecked(&error),
+        }
+        match client.get(&key).await {
+            Ok(Some(value)) if value == "done" => return Claim::Duplicate,
+            // Gone meanwhile (the first attempt failed): claim again at once.
+            Ok(None) => continue,
+            Ok(Some(_)) => {}
+            Err(error) => return unchecked(&error),
+        }
+        if Instant::now() + POLL > deadline {
+            return Claim::Busy;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A key this request claimed in Redis.
+pub struct RedisClaim {
+    client: crate::connections::redis::RedisClient,
+    key: String,
+    token: String,
+    ttl: Duration,
+    recorded: bool,
+}
+
+impl RedisClaim {
+    async fn delivered(mut self) {
+        self.recorded = true;
+        if let Err(error) = self.client.set_for(&self.key, "done", self.ttl).await {
+            tracing::warn!(%error, "Could not record a delivery id in the deduplication store.");
+        }
+    }
+}
+
+impl Drop for RedisClaim {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        // Not delivered: free the key for the sender's retry (only while it is still ours).
+        let (client, key, token) = (self.client.clone(), self.key.clone(), self.token.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = client.delete_if(&key, &token).await;
+            });
+        }
+    }
+}
+
+/// A key this request claimed in this process's memory.
+pub struct MemoryClaim {
     store: Arc<DedupStore>,
     key: StoreKey,
     ttl: Duration,
@@ -185,16 +330,15 @@ pub struct Claimed {
     recorded: bool,
 }
 
-impl Claimed {
-    /// The request was delivered (or stored): copies within the window are duplicates.
-    pub fn delivered(mut self) {
+impl MemoryClaim {
+    fn delivered(mut self) {
         self.recorded = true;
         self.store.record(self.key, self.ttl);
         self.notify.notify_waiters();
     }
 }
 
-impl Drop for Claimed {
+impl Drop for MemoryClaim {
     fn drop(&mut self) {
         if !self.recorded {
             if let Ok(mut inner) = self.store.inner.lock() {
@@ -243,13 +387,13 @@ impl DedupStore {
                     _ => {
                         let notify = Arc::new(Notify::new());
                         inner.slots.insert(key, Slot::InFlight(Arc::clone(&notify)));
-                        return Claim::Claimed(Claimed {
+                        return Claim::Claimed(Claimed::Memory(MemoryClaim {
                             store: Arc::clone(self),
                             key,
                             ttl,
                             notify,
                             recorded: false,
-                        });
+                        }));
                     }
                 }
             };
@@ -315,7 +459,7 @@ mod tests {
         let Claim::Claimed(retry) = store.claim(&webhook(), b"id-1", TTL, WAIT).await else {
             panic!("the retry is not blocked");
         };
-        retry.delivered();
+        retry.delivered().await;
         assert!(matches!(
             store.claim(&webhook(), b"id-1", TTL, WAIT).await,
             Claim::Duplicate
@@ -344,7 +488,7 @@ mod tests {
             })
         };
         tokio::task::yield_now().await;
-        first.delivered();
+        first.delivered().await;
         assert!(copy.await.unwrap());
         // Still in flight after the wait: busy.
         let Claim::Claimed(_held) = store.claim(&webhook(), b"other", TTL, WAIT).await else {
@@ -363,7 +507,7 @@ mod tests {
             let Claim::Claimed(c) = store.claim(&webhook(), &[i], TTL, WAIT).await else {
                 panic!("claim {i}");
             };
-            c.delivered();
+            c.delivered().await;
         }
         assert_eq!(store.len(), 3);
         assert!(matches!(
@@ -381,12 +525,14 @@ mod tests {
         let by_header = Dedup {
             key: KeySource::Headers(vec!["webhook-id".into(), "svix-id".into()]),
             ttl: TTL,
+            store: None,
         };
         let headers = |n: &str| (n == "svix-id").then_some("msg_1");
         assert_eq!(by_header.key_of(headers, b""), Some(b"msg_1".to_vec()));
         let by_body = Dedup {
             key: KeySource::JsonPointer("/id".into()),
             ttl: TTL,
+            store: None,
         };
         let none = |_: &str| None;
         assert_eq!(

@@ -140,4 +140,57 @@ impl RedisClient {
             .map_err(|e| e.to_string())?;
         Ok(())
     }
+
+    /// `SET key value NX PX ms`: whether the key was set (it did not exist).
+    pub async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, String> {
+        let mut conn = self.0.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(set.is_some())
+    }
+
+    /// `SET key value PX ms`.
+    pub async fn set_for(&self, key: &str, value: &str, ttl: Duration) -> Result<(), String> {
+        let mut conn = self.0.clone();
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// `GET key`.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, String> {
+        let mut conn = self.0.clone();
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Deletes `key` only while it still holds `value` (atomically, one script).
+    pub async fn delete_if(&self, key: &str, value: &str) -> Result<(), String> {
+        const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                              return redis.call('DEL', KEYS[1]) else return 0 end";
+        let mut conn = self.0.clone();
+        let _deleted: i64 = redis::Script::new(SCRIPT)
+            .key(key)
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
 }

@@ -258,7 +258,7 @@ async fn receive(
     // Delivered or stored: from now on a copy is a duplicate (a failure above dropped the claim
     // unrecorded, so the sender's retry goes through).
     if let Some(claim) = claim {
-        claim.delivered();
+        claim.delivered().await;
     }
     // The request id is `[A-Za-z0-9._:-]` (see `request_id`): nothing to escape.
     Ok(response.content_type("application/json").body(format!(
@@ -283,10 +283,15 @@ async fn claim_delivery_id<'a>(
         return Ok(Ok(None));
     };
     // A copy in flight is waited for as long as a delivery may take.
-    match state
-        .dedup
-        .claim(&route.key, &id, dedup.ttl, route.webhook.timeout)
-        .await
+    match crate::dedup::claim(
+        &state.dedup,
+        &state.pool,
+        &route.key,
+        dedup,
+        &id,
+        route.webhook.timeout,
+    )
+    .await
     {
         Claim::Claimed(claim) => Ok(Ok(Some(claim))),
         Claim::Busy => Err(ApiError::CopyInFlight),

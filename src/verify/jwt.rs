@@ -273,6 +273,9 @@ mod tests {
         assert!(!check_at(&check, &forged, now));
         let early = token(serde_json::json!({"exp": secs + 600, "nbf": secs + 300}));
         assert!(!check_at(&check, &early, now));
-        assert!(!check_at(&check, &early, now), "a refused token is not remembered");
+        assert!(
+            !check_at(&check, &early, now),
+            "a refused token is not remembered"
+        );
     }
 }

@@ -137,3 +137,61 @@ async fn explicit_keys_from_a_header_or_the_body_and_entries_that_cannot_dedup()
         assert!(err.to_string().contains(why), "{entry}: {err}");
     }
 }
+
+/// `"store": {"connection": "<redis>"}`: two instances share one window through a real Redis;
+/// with Redis gone, requests are delivered without deduplication (never refused).
+#[actix_web::test]
+async fn a_redis_store_shares_the_window_between_instances() {
+    let mut redis = crate::support::Redis::start().await;
+    let connection =
+        switchyard::provider::parse_connection(redis.connection().as_bytes(), &|_: &str| None)
+            .unwrap();
+    let entry = json!({"module": "log", "hmac": {"provider": "github", "secret": "s"},
+        "dedup": {"key": {"header": "X-GitHub-Delivery"}, "store": {"connection": "shared"}}});
+    let instances: Vec<_> = (0..2)
+        .map(|_| {
+            let h = harness(true);
+            h.state.pool.upsert(
+                switchyard::keys::ConnectionName::parse("shared").unwrap(),
+                std::sync::Arc::new(connection.clone()),
+            );
+            let module = RecordingModule::new();
+            add(&h.cache, "a", "gh", entry.clone(), &module);
+            (h, module)
+        })
+        .collect();
+    let (a, b) = (&instances[0], &instances[1]);
+    assert_eq!(
+        answer(&a.0, github_delivery("shared-1")).await.1["status"],
+        "accepted"
+    );
+    assert_eq!(
+        answer(&b.0, github_delivery("shared-1")).await.1["status"],
+        "duplicate"
+    );
+    assert_eq!(
+        answer(&b.0, github_delivery("shared-2")).await.1["status"],
+        "accepted"
+    );
+    assert_eq!(a.1.taken().len() + b.1.taken().len(), 2);
+
+    // A failed attempt on one instance frees the key for the retry on the other.
+    a.1.fail.store(true, Ordering::SeqCst);
+    assert_eq!(
+        answer(&a.0, github_delivery("shared-3")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    crate::support::wait_until(Duration::from_secs(5), "the failed claim freed", || async {
+        answer(&b.0, github_delivery("shared-3")).await.1["status"] == "accepted"
+    })
+    .await;
+
+    redis.kill();
+    a.1.fail.store(false, Ordering::SeqCst);
+    let (status, body) = answer(&a.0, github_delivery("shared-1")).await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        (StatusCode::OK, json!("accepted")),
+        "Redis down: delivered"
+    );
+}

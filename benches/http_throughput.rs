@@ -81,6 +81,24 @@ fn wrk(url: &str, script: &std::path::Path, seconds: u64) -> Figures {
     figures
 }
 
+/// `rounds` pairs of (baseline, target) runs, alternating, so a noisy machine moves both.
+fn paired(
+    baseline: &str,
+    target: &str,
+    script: &std::path::Path,
+    seconds: u64,
+    rounds: usize,
+) -> Vec<(Figures, Figures)> {
+    (0..rounds)
+        .map(|_| (wrk(baseline, script, seconds), wrk(target, script, seconds)))
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn bare_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -208,16 +226,8 @@ async fn main() {
             continue;
         }
         let url = format!("http://127.0.0.1:{port}/webhook/{path}");
-        let mut runs = Vec::new();
-        for _ in 0..rounds {
-            let bare_run = wrk(&format!("http://127.0.0.1:{bare}/"), &script, seconds);
-            let target = wrk(&url, &script, seconds);
-            runs.push((bare_run, target));
-        }
-        let median = |mut values: Vec<f64>| {
-            values.sort_by(f64::total_cmp);
-            values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-        };
+        let bare_url = format!("http://127.0.0.1:{bare}/");
+        let runs = paired(&bare_url, &url, &script, seconds, rounds);
         println!(
             "| switchyard {path} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.2} |",
             median(runs.iter().map(|(_, t)| t.rps).collect()),
@@ -249,16 +259,7 @@ async fn main() {
                 "{} is not accepted",
                 scheme.name
             );
-            let mut runs = Vec::new();
-            for _ in 0..rounds {
-                let plain = wrk(&log_url, &script, seconds);
-                let target = wrk(&url, &script, seconds);
-                runs.push((plain, target));
-            }
-            let median = |mut values: Vec<f64>| {
-                values.sort_by(f64::total_cmp);
-                values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-            };
+            let runs = paired(&log_url, &url, &script, seconds, rounds);
             println!(
                 "| {} | {:.0} | {:.2} | {} | {:.0} | {:.2} |",
                 scheme.name,

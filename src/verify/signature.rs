@@ -514,6 +514,15 @@ pub fn fresh(timestamp: i64, now: SystemTime, tolerance: Duration) -> bool {
     now.abs_diff(timestamp) <= tolerance.as_secs()
 }
 
+/// `<prefix><hex>` checked against the HMAC-SHA256 of `parts` under any of `keys`.
+fn hex_signature(keys: &Keys, value: &str, prefix: &str, parts: &[&[u8]]) -> bool {
+    let Some(hex) = value.strip_prefix(prefix) else {
+        return false;
+    };
+    let received: Vec<_> = decode(Encoding::Hex, hex).into_iter().collect();
+    keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, parts))
+}
+
 /// Slack's and Zoom's scheme: `<signature header>: v0=<hex>` over `v0:<timestamp>:<body>`,
 /// the timestamp (Unix seconds, in its own header) within `tolerance`.
 fn v0_signature(
@@ -535,17 +544,12 @@ fn v0_signature(
     if !fresh(timestamp, inbound.now, tolerance) {
         return false;
     }
-    let Some(hex) = value.strip_prefix("v0=") else {
-        return false;
-    };
-    let received: Vec<_> = decode(Encoding::Hex, hex).into_iter().collect();
-    keys.any_matches(&received, |key| {
-        mac(
-            Algorithm::Sha256,
-            key,
-            &[b"v0:", ts.trim().as_bytes(), b":", body],
-        )
-    })
+    hex_signature(
+        keys,
+        value,
+        "v0=",
+        &[b"v0:", ts.trim().as_bytes(), b":", body],
+    )
 }
 
 impl SignatureCheck {
@@ -615,16 +619,9 @@ impl SignatureCheck {
                 let received: Vec<_> = decode(*encoding, value).into_iter().collect();
                 keys.any_matches(&received, |key| mac(*algorithm, key, &[body]))
             }
-            SignatureCheck::Github { keys } => {
-                let Some(value) = inbound.header("x-hub-signature-256") else {
-                    return false;
-                };
-                let Some(hex) = value.strip_prefix("sha256=") else {
-                    return false;
-                };
-                let received: Vec<_> = decode(Encoding::Hex, hex).into_iter().collect();
-                keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
-            }
+            SignatureCheck::Github { keys } => inbound
+                .header("x-hub-signature-256")
+                .is_some_and(|value| hex_signature(keys, value, "sha256=", &[body])),
             SignatureCheck::Shopify { keys } => {
                 let Some(value) = inbound.header("x-shopify-hmac-sha256") else {
                     return false;
@@ -682,17 +679,12 @@ impl SignatureCheck {
                 if !fresh(secs, inbound.now, *tolerance) {
                     return false;
                 }
-                let Some(hex) = value.strip_prefix("sha256=") else {
-                    return false;
-                };
-                let received: Vec<_> = decode(Encoding::Hex, hex).into_iter().collect();
-                keys.any_matches(&received, |key| {
-                    mac(
-                        Algorithm::Sha256,
-                        key,
-                        &[id.as_bytes(), ts.as_bytes(), body],
-                    )
-                })
+                hex_signature(
+                    keys,
+                    value,
+                    "sha256=",
+                    &[id.as_bytes(), ts.as_bytes(), body],
+                )
             }
             SignatureCheck::Twilio { keys, url } => {
                 let Some(value) = inbound.header("x-twilio-signature") else {

@@ -99,14 +99,8 @@ async fn two_concurrent_copies_are_delivered_once() {
 
 #[actix_web::test]
 async fn explicit_keys_from_a_header_or_the_body_and_entries_that_cannot_dedup() {
-    let h = harness(true);
-    let module = RecordingModule::new();
-    add(
-        &h.cache,
-        "a",
-        "w",
+    let (h, module) = crate::support::inproc::one_webhook(
         json!({"module": "log", "dedup": {"key": {"json_pointer": "/id"}, "ttl_seconds": 60}}),
-        &module,
     );
     let event = |id: &str| post_bytes("/webhook/a/w", format!(r#"{{"id":"{id}"}}"#));
     assert_eq!(answer(&h, event("evt_1")).await.1["status"], "accepted");

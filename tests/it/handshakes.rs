@@ -8,39 +8,13 @@ use actix_web::{
     test,
 };
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::support::{
-    inproc::{add, call_text, harness, post_bytes, Harness},
-    recording::RecordingModule,
+    hmac_sha256,
+    inproc::{call_text, one_webhook, post_bytes, Harness},
+    unix_now,
 };
-
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// One webhook `a/w` with `entry` (and room for the providers' example bodies: the harness's
-/// global limit is tiny).
-fn webhook(mut entry: Value) -> (Harness, std::sync::Arc<RecordingModule>) {
-    entry["max_body_bytes"] = json!(4096);
-    let h = harness(true);
-    let module = RecordingModule::new();
-    add(&h.cache, "a", "w", entry, &module);
-    (h, module)
-}
 
 /// Asserts a 200 handshake answer of `content_type` and returns its body.
 async fn answered(h: &Harness, req: test::TestRequest, content_type: &str) -> String {
@@ -80,20 +54,20 @@ fn slack_signed(secret: &str, body: &str, t: i64) -> test::TestRequest {
 async fn slack_url_verification_is_answered_with_the_challenge_once_signed() {
     let secret = "8f742231b10e8888abcd99yyyzzz85a5";
     let (h, module) =
-        webhook(json!({"module": "log", "hmac": {"provider": "slack", "secret": secret}}));
+        one_webhook(json!({"module": "log", "hmac": {"provider": "slack", "secret": secret}}));
     // Slack's documented example request.
     let body = r#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
-    let challenge = answered(&h, slack_signed(secret, body, now()), "text/plain").await;
+    let challenge = answered(&h, slack_signed(secret, body, unix_now()), "text/plain").await;
     assert_eq!(
         challenge,
         "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
     );
     // Unsigned (or signed with another secret): no echo.
-    let (status, _, _) = call_text(&h, slack_signed("wrong", body, now())).await;
+    let (status, _, _) = call_text(&h, slack_signed("wrong", body, unix_now())).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // An event still goes to the module.
     let event = r#"{"type":"event_callback","event":{"type":"message"}}"#;
-    let (status, _, _) = call_text(&h, slack_signed(secret, event, now())).await;
+    let (status, _, _) = call_text(&h, slack_signed(secret, event, unix_now())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(module.taken().len(), 1, "only the event was delivered");
 }
@@ -112,11 +86,11 @@ fn zoom_signed(secret: &str, body: &str, t: i64) -> test::TestRequest {
 async fn zoom_preset_verifies_events_and_answers_url_validation() {
     let secret = "zoom-webhook-secret-token";
     let (h, module) =
-        webhook(json!({"module": "log", "hmac": {"provider": "zoom", "secret": secret}}));
+        one_webhook(json!({"module": "log", "hmac": {"provider": "zoom", "secret": secret}}));
     let validation = r#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
     let body = answered(
         &h,
-        zoom_signed(secret, validation, now()),
+        zoom_signed(secret, validation, unix_now()),
         "application/json",
     )
     .await;
@@ -127,11 +101,11 @@ async fn zoom_preset_verifies_events_and_answers_url_validation() {
         hex::encode(hmac_sha256(secret.as_bytes(), &[b"qgg8vlvZRS6UYooatFL8Aw"]))
     );
     let event = r#"{"event":"meeting.started","payload":{}}"#;
-    let (status, _, _) = call_text(&h, zoom_signed(secret, event, now())).await;
+    let (status, _, _) = call_text(&h, zoom_signed(secret, event, unix_now())).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _, _) = call_text(&h, zoom_signed(secret, event, now() - 301)).await;
+    let (status, _, _) = call_text(&h, zoom_signed(secret, event, unix_now() - 301)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "replayed");
-    let (status, _, _) = call_text(&h, zoom_signed("other", validation, now())).await;
+    let (status, _, _) = call_text(&h, zoom_signed("other", validation, unix_now())).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(module.taken().len(), 1);
 }
@@ -159,7 +133,7 @@ fn twitch_signed(
 async fn twitch_preset_verifies_notifications_and_answers_the_callback_challenge() {
     let secret = "twitch-secret-of-ten+";
     let (h, module) =
-        webhook(json!({"module": "log", "hmac": {"provider": "twitch", "secret": secret}}));
+        one_webhook(json!({"module": "log", "hmac": {"provider": "twitch", "secret": secret}}));
     let now = std::time::SystemTime::now();
     let verification = r#"{"challenge":"pogchamp-kappa-360noscope-vohiyo","subscription":{"type":"channel.follow"}}"#;
     let challenge = answered(
@@ -187,7 +161,7 @@ async fn twitch_preset_verifies_notifications_and_answers_the_callback_challenge
 
 #[actix_web::test]
 async fn meta_verify_token_handshake_and_app_secret_signatures() {
-    let (h, module) = webhook(json!({"module": "log",
+    let (h, module) = one_webhook(json!({"module": "log",
         "hmac": {"provider": "meta", "secret": "app-secret"},
         "handshake": {"provider": "meta", "verify_token": "my-verify-token"}}));
     let challenge = answered(
@@ -217,8 +191,9 @@ async fn meta_verify_token_handshake_and_app_secret_signatures() {
 
 #[actix_web::test]
 async fn x_crc_is_answered_with_the_keyed_response_token() {
-    let (h, module) =
-        webhook(json!({"module": "log", "handshake": {"provider": "x", "consumer_secret": "cs"}}));
+    let (h, module) = one_webhook(
+        json!({"module": "log", "handshake": {"provider": "x", "consumer_secret": "cs"}}),
+    );
     let body = answered(&h, get("crc_token=abc%2B123"), "application/json").await;
     let answer: Value = serde_json::from_str(&body).unwrap();
     let expected =
@@ -231,7 +206,7 @@ async fn x_crc_is_answered_with_the_keyed_response_token() {
 
 #[actix_web::test]
 async fn msgraph_validation_token_is_echoed_decoded_before_the_body() {
-    let (h, module) = webhook(json!({"module": "log", "handshake": {"provider": "msgraph"}}));
+    let (h, module) = one_webhook(json!({"module": "log", "handshake": {"provider": "msgraph"}}));
     let token = answered(
         &h,
         post_bytes(
@@ -250,7 +225,7 @@ async fn msgraph_validation_token_is_echoed_decoded_before_the_body() {
 
 #[actix_web::test]
 async fn okta_verification_applies_the_webhooks_own_head_checks() {
-    let (h, module) = webhook(json!({"module": "log", "authorization": "Bearer okta-hook",
+    let (h, module) = one_webhook(json!({"module": "log", "authorization": "Bearer okta-hook",
         "handshake": {"provider": "okta"}}));
     let challenge = || {
         test::TestRequest::get()
@@ -278,7 +253,7 @@ async fn okta_verification_applies_the_webhooks_own_head_checks() {
 
 #[actix_web::test]
 async fn dropbox_challenge_is_echoed_and_get_without_a_handshake_stays_405() {
-    let (h, module) = webhook(json!({"module": "log", "handshake": {"provider": "dropbox"}}));
+    let (h, module) = one_webhook(json!({"module": "log", "handshake": {"provider": "dropbox"}}));
     assert_eq!(
         answered(&h, get("challenge=xyz-123"), "text/plain").await,
         "xyz-123"
@@ -287,7 +262,8 @@ async fn dropbox_challenge_is_echoed_and_get_without_a_handshake_stays_405() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "too long to echo");
     assert!(module.taken().is_empty());
 
-    let (h, _) = webhook(json!({"module": "log", "hmac": {"provider": "slack", "secret": "s"}}));
+    let (h, _) =
+        one_webhook(json!({"module": "log", "hmac": {"provider": "slack", "secret": "s"}}));
     let (status, headers, _) = call_text(&h, get("challenge=1")).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers.get(header::ALLOW).unwrap(), "POST");

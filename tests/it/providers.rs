@@ -3,30 +3,15 @@
 //! the same (table tests against the library itself, installed from the package index).
 
 use actix_web::http::StatusCode;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::support::{
-    inproc::{add, call_text, harness, post_bytes, Harness},
+    hmac_sha256,
+    inproc::{add, call_text, one_webhook, post_bytes},
     recording::RecordingModule,
     sdk::{python_with, run_python},
+    unix_now,
 };
-
-fn webhook(mut entry: Value) -> (Harness, std::sync::Arc<RecordingModule>) {
-    entry["max_body_bytes"] = json!(4096);
-    let h = harness(true);
-    let module = RecordingModule::new();
-    add(&h.cache, "a", "w", entry, &module);
-    (h, module)
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 const STRIPE_VERIFY: &str = r#"
 import json, sys, stripe
@@ -47,13 +32,12 @@ print(json.dumps(out))
 async fn stripe_header_edge_cases_are_read_as_stripes_library_reads_them() {
     let secret = "whsec_edge_cases";
     let payload = r#"{"id":"evt_1","object":"event","type":"charge.succeeded"}"#;
-    let t = now();
+    let t = unix_now();
     let sign = |ts: &str| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(ts.as_bytes());
-        mac.update(b".");
-        mac.update(payload.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        hex::encode(hmac_sha256(
+            secret.as_bytes(),
+            &[ts.as_bytes(), b".", payload.as_bytes()],
+        ))
     };
     let sig = sign(&t.to_string());
     let old = t - 1000;
@@ -95,7 +79,7 @@ async fn stripe_header_edge_cases_are_read_as_stripes_library_reads_them() {
     .unwrap();
     assert!(expected.iter().any(|ok| *ok) && expected.iter().any(|ok| !*ok));
 
-    let (h, _) = webhook(json!({"module": "log",
+    let (h, _) = one_webhook(json!({"module": "log",
         "hmac": {"provider": "stripe", "secret": secret}}));
     for (header, stripe_accepts) in headers.iter().zip(expected) {
         let request = post_bytes("/webhook/a/w", payload)
@@ -124,7 +108,7 @@ print(json.dumps({"ts": ts, "sig": v.generate_signature(timestamp=ts, body=c["bo
 async fn slack_sdk_signed_requests_verify_and_the_url_verification_is_answered() {
     let secret = "8f742231b10e8888abcd99yyyzzz85a5";
     let python = python_with(&["slack_sdk"]);
-    let (h, module) = webhook(json!({"module": "log",
+    let (h, module) = one_webhook(json!({"module": "log",
         "hmac": {"provider": "slack", "secret": [secret, "the-next-secret"]}}));
     let signed = |body: &str| {
         let out: Value = serde_json::from_str(&run_python(
@@ -169,7 +153,7 @@ print(json.dumps({"ts": str(int(now.timestamp())), "sig": sig}))
 async fn standard_webhooks_signed_by_the_library_verify_under_either_header_brand() {
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let python = python_with(&["standardwebhooks"]);
-    let (h, module) = webhook(json!({"module": "log",
+    let (h, module) = one_webhook(json!({"module": "log",
         "hmac": {"provider": "standard_webhooks", "secret": secret}}));
     let body = r#"{"type":"invoice.paid","data":{"id":"in_1"}}"#;
     let out: Value = serde_json::from_str(&run_python(
@@ -202,7 +186,7 @@ async fn standard_webhooks_signed_by_the_library_verify_under_either_header_bran
 async fn a_slack_slash_command_form_is_verified_raw_and_its_legacy_token_masked() {
     let secret = "8f742231b10e8888abcd99yyyzzz85a5";
     let python = python_with(&["slack_sdk"]);
-    let (h, module) = webhook(json!({"module": "log", "data_type": "form",
+    let (h, module) = one_webhook(json!({"module": "log", "data_type": "form",
         "hmac": {"provider": "slack", "secret": secret}, "credential_cleanup": {}}));
     // Slack's documented example body.
     let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
@@ -284,7 +268,7 @@ async fn standard_webhooks_v1a_ed25519_signatures_verify_with_a_whpk_key() {
         json!(public),
         json!(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", public]),
     ] {
-        let (h, module) = webhook(json!({"module": "log",
+        let (h, module) = one_webhook(json!({"module": "log",
             "hmac": {"provider": "standard_webhooks", "secret": secrets}}));
         assert_eq!(call_text(&h, request(body, sig)).await.0, StatusCode::OK);
         let with_v1 = format!("v1,AAAA {sig}");
@@ -380,16 +364,8 @@ async fn twilio_signatures_from_the_twilio_library_verify_over_the_called_url() 
     assert_eq!(module.taken().len(), 1);
 
     // A proxy rewrote the path: the URL configured in Twilio is given.
-    let h = harness(true);
-    let module = RecordingModule::new();
-    add(
-        &h.cache,
-        "a",
-        "w",
-        json!({"module": "log", "max_body_bytes": 4096,
-            "hmac": {"provider": "twilio", "secret": token, "url": "https://api.example/twilio"}}),
-        &module,
-    );
+    let (h, module) = one_webhook(json!({"module": "log",
+        "hmac": {"provider": "twilio", "secret": token, "url": "https://api.example/twilio"}}));
     // JSON: Twilio signs the URL with the body's hash in `bodySHA256`.
     let json_body = r#"{"event":"message.added"}"#;
     let signed = sign(json!({"token": token, "url": "https://api.example/twilio",

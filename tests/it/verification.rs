@@ -1,41 +1,23 @@
 //! Per-webhook verification through the real HTTP stack: each check accepts the right request
 //! and refuses every wrong one, before any module is touched.
 
-use std::{
-    net::SocketAddr,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::net::SocketAddr;
 
 use actix_web::{
     http::{header, StatusCode},
     test,
 };
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::support::{
+    hmac_sha256,
     inproc::{add, call, harness, harness_trusting, post_bytes, Harness},
     recording::RecordingModule,
+    unix_now,
 };
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// One webhook `a/w` with `entry`; returns the harness and the module it delivers to.
 fn webhook(entry: Value) -> (Harness, std::sync::Arc<RecordingModule>) {
@@ -189,7 +171,8 @@ async fn generic_hmac_accepts_raw_and_prefixed_digests() {
         json!({"module": "log", "hmac": {"secret": "k", "algorithm": "sha512",
         "encoding": "base64", "header": "X-Sig"}}),
     );
-    let mut mac = Hmac::<sha2::Sha512>::new_from_slice(b"k").unwrap();
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(b"k").unwrap();
     mac.update(body.as_bytes());
     let sig = BASE64.encode(mac.finalize().into_bytes());
     assert_eq!(
@@ -224,7 +207,7 @@ async fn stripe_preset_checks_timestamp_tolerance_and_any_v1() {
             &[t.to_string().as_bytes(), b".", body.as_bytes()],
         ))
     };
-    let t = now();
+    let t = unix_now();
     let header = |value: String| req(body).insert_header(("stripe-signature", value));
     assert_eq!(
         status(&h, header(format!("t={t},v1={}", sign(t)))).await,
@@ -300,7 +283,7 @@ async fn slack_preset_signs_version_timestamp_and_body() {
     let (h, _) = webhook(json!({"module": "log", "data_type": "blob",
         "hmac": {"provider": "slack", "secret": secret}}));
     let body = "token=abc&team_id=T1";
-    let t = now();
+    let t = unix_now();
     let sign = |t: i64| {
         format!(
             "v0={}",
@@ -342,7 +325,7 @@ async fn every_hmac_check_takes_a_list_of_secrets_while_rotating() {
         b"someone else's 24b key!!".as_slice(),
     );
     let body = r#"{"id":"evt_1","type":"x"}"#;
-    let t = now();
+    let t = unix_now();
     type Sign = Box<dyn Fn(&[u8]) -> Vec<(&'static str, String)>>;
     let cases: Vec<(&str, Value, Sign)> = vec![
         (
@@ -447,7 +430,7 @@ async fn standard_webhooks_preset_with_whsec_secret_and_several_signatures() {
         json!({"module": "log", "hmac": {"provider": "standard_webhooks", "secret": secret}}),
     );
     let body = r#"{"type":"user.created"}"#;
-    let t = now();
+    let t = unix_now();
     let sign = |id: &str, t: i64| {
         BASE64.encode(hmac_sha256(
             key,
@@ -514,7 +497,7 @@ async fn jwt_hs256_checks_signature_issuer_audience_and_expiry() {
         )
         .unwrap()
     };
-    let good = json!({"iss": "billing", "aud": "switchyard", "exp": now() + 60});
+    let good = json!({"iss": "billing", "aud": "switchyard", "exp": unix_now() + 60});
     let bearer = |t: String| req("{}").insert_header(("authorization", format!("Bearer {t}")));
     assert_eq!(
         status(&h, bearer(token(good.clone(), "jwt-secret"))).await,
@@ -523,15 +506,15 @@ async fn jwt_hs256_checks_signature_issuer_audience_and_expiry() {
     for (claims, secret) in [
         (good.clone(), "other"),
         (
-            json!({"iss": "other", "aud": "switchyard", "exp": now() + 60}),
+            json!({"iss": "other", "aud": "switchyard", "exp": unix_now() + 60}),
             "jwt-secret",
         ),
         (
-            json!({"iss": "billing", "aud": "other", "exp": now() + 60}),
+            json!({"iss": "billing", "aud": "other", "exp": unix_now() + 60}),
             "jwt-secret",
         ),
         (
-            json!({"iss": "billing", "aud": "switchyard", "exp": now() - 120}),
+            json!({"iss": "billing", "aud": "switchyard", "exp": unix_now() - 120}),
             "jwt-secret",
         ),
         (json!({"iss": "billing", "aud": "switchyard"}), "jwt-secret"),

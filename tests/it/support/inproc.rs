@@ -82,6 +82,18 @@ pub fn add(cache: &ConfigCache, ns: &str, id: &str, entry: Value, module: &Arc<R
     cache.upsert_webhook(Arc::new(Route::with_modules(key, webhook, vec![module])));
 }
 
+/// One webhook `a/w` with `entry` and its recording module; room for providers' example bodies
+/// (the harness's global body limit is tiny) unless the entry sets its own.
+pub fn one_webhook(mut entry: Value) -> (Harness, Arc<RecordingModule>) {
+    if entry.get("max_body_bytes").is_none() {
+        entry["max_body_bytes"] = serde_json::json!(4096);
+    }
+    let h = harness(true);
+    let module = RecordingModule::new();
+    add(&h.cache, "a", "w", entry, &module);
+    (h, module)
+}
+
 pub async fn call(h: &Harness, req: test::TestRequest) -> (StatusCode, header::HeaderMap, Value) {
     let (status, headers, body) = call_text(h, req).await;
     let json = serde_json::from_str(&body).unwrap_or(Value::Null);

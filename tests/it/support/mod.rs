@@ -64,6 +64,23 @@ pub trait Freeze {
     }
 }
 
+/// HMAC-SHA256 of the concatenated `parts` (how providers sign).
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// `GET base + path` as JSON.
 pub async fn get_json(base: &str, path: &str) -> serde_json::Value {
     reqwest::get(format!("{base}{path}"))

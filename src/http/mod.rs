@@ -1,6 +1,7 @@
 //! The HTTP surface (the only folder that imports actix-web): routes, state and error bodies.
 
-pub mod error;
+mod body;
+mod error;
 pub mod health;
 pub mod metrics;
 pub mod request_id;

@@ -1,13 +1,20 @@
 //! `hmac`: payload signatures, generic or in a provider's exact scheme (GitHub, Stripe, Shopify,
 //! Slack, Standard Webhooks, Twitch, Zoom, Meta), each with a rotation window of secrets.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha1::Sha1;
 use sha2::{Sha256, Sha512};
+
+mod header;
+mod twilio;
+
+pub use header::{fresh, parse_standard_signatures, parse_stripe_header};
+use header::{standard_signatures, stripe_hex};
+use twilio::{twilio_params, twilio_url, url_port_variants};
 
 use super::{Inbound, VerifyError};
 use crate::config::{secret::Secret, ConfigError};
@@ -304,74 +311,6 @@ impl HmacConfig {
     }
 }
 
-/// The URL Twilio signed: the configured one (with the request's query) or the one called.
-fn twilio_url(configured: Option<&str>, called: Option<&str>) -> Option<String> {
-    let called = called?;
-    match configured {
-        None => Some(called.to_owned()),
-        Some(base) => {
-            let query = called.split_once('?').map(|(_, q)| q);
-            Some(match query {
-                Some(q) if !base.contains('?') => format!("{base}?{q}"),
-                _ => base.to_owned(),
-            })
-        }
-    }
-}
-
-/// What Twilio appends to the URL before signing: the form parameters, names sorted, each
-/// name's distinct values sorted, as `name` + `value` (its `RequestValidator`). A JSON request
-/// carries `bodySHA256` in the URL instead: the body must hash to it, and nothing is appended.
-/// `None`: the body does not match its hash.
-fn twilio_params(url: &str, body: &[u8]) -> Option<String> {
-    use sha2::Digest as _;
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    if let Some((_, hash)) =
-        form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "bodySHA256")
-    {
-        let actual = hex::encode(Sha256::digest(body));
-        return super::ct::eq(actual.as_bytes(), hash.as_bytes()).then(String::new);
-    }
-    let mut params: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-        std::collections::BTreeMap::new();
-    for (name, value) in form_urlencoded::parse(body) {
-        params
-            .entry(name.into_owned())
-            .or_default()
-            .insert(value.into_owned());
-    }
-    Some(
-        params
-            .iter()
-            .flat_map(|(name, values)| values.iter().map(move |v| format!("{name}{v}")))
-            .collect(),
-    )
-}
-
-/// A URL without and with its scheme's default port: Twilio's back ends sign either way.
-fn url_port_variants(url: &str) -> Vec<String> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return vec![url.to_owned()];
-    };
-    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-    // The port follows the last `:` outside an IPv6 literal's brackets.
-    let (host, port) = match authority.rfind(':') {
-        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
-        _ => (authority, None),
-    };
-    let default = if scheme.eq_ignore_ascii_case("https") {
-        "443"
-    } else {
-        "80"
-    };
-    let without = format!("{scheme}://{host}{path}");
-    let with = format!("{scheme}://{host}:{}{path}", port.unwrap_or(default));
-    if port.is_some_and(|p| p != default) {
-        return vec![url.to_owned()];
-    }
-    vec![without, with]
-}
-
 /// A `whsec_` secret: base64 of at least 24 bytes.
 fn decode_standard_secret(secret: &str) -> Result<Vec<u8>, ConfigError> {
     let key = decode_whsec(secret).ok_or_else(|| {
@@ -436,82 +375,6 @@ fn decode(encoding: Encoding, text: &str) -> Option<Vec<u8>> {
         Encoding::Hex => hex::decode(text.trim()).ok(),
         Encoding::Base64 => BASE64.decode(text.trim()).ok(),
     }
-}
-
-/// `Stripe-Signature`, read exactly as Stripe's own libraries read it (`stripe-python`'s
-/// `WebhookSignature`, checked against it in a table test): elements split on `,`, each on its
-/// first two `=` (a value ends at a second `=`); the first `t` counts, read like Python's `int()`
-/// (surrounding whitespace, a sign, `_` between digits); every `v1` is a candidate; other
-/// elements are ignored, but a `t` or `v1` without `=` spoils the header, and names are not
-/// trimmed (` v1=..` is not `v1`).
-pub fn parse_stripe_header(header: &str) -> Option<(i64, Vec<&str>)> {
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for item in header.split(',') {
-        let mut parts = item.splitn(3, '=');
-        match (parts.next().unwrap_or_default(), parts.next()) {
-            ("t" | "v1", None) => return None,
-            ("t", Some(value)) => {
-                timestamp.get_or_insert(value);
-            }
-            ("v1", Some(value)) => signatures.push(value),
-            _ => {}
-        }
-    }
-    Some((python_int(timestamp?)?, signatures))
-}
-
-/// An integer as Python's `int(str)` reads it, within `i64` (ASCII digits only).
-fn python_int(text: &str) -> Option<i64> {
-    let text = text.trim_matches(char::is_whitespace);
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(digits) => (true, digits),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    let well_formed = !digits.is_empty()
-        && !digits.starts_with('_')
-        && !digits.ends_with('_')
-        && !digits.contains("__")
-        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_');
-    if !well_formed {
-        return None;
-    }
-    let value: i64 = digits.replace('_', "").parse().ok()?;
-    Some(if negative { -value } else { value })
-}
-
-/// A `v1` value as Stripe compares it: its own lower-case hex, as a string.
-fn stripe_hex(signature: &str) -> Option<Vec<u8>> {
-    signature
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        .then(|| hex::decode(signature).ok())
-        .flatten()
-}
-
-/// `v1,<base64> v1,<base64>` as in `webhook-signature`: every `v1` signature.
-pub fn parse_standard_signatures(header: &str) -> Vec<&str> {
-    standard_signatures(header, "v1")
-}
-
-/// Every signature of `version` (`v1`: HMAC, `v1a`: Ed25519) in a `webhook-signature` value.
-fn standard_signatures<'a>(header: &'a str, version: &str) -> Vec<&'a str> {
-    header
-        .split_whitespace()
-        .filter_map(|entry| entry.split_once(','))
-        .filter(|(v, _)| *v == version)
-        .map(|(_, sig)| sig)
-        .collect()
-}
-
-/// Whether `timestamp` (Unix seconds, as sent) is within `tolerance` of `now`. `abs_diff`
-/// cannot overflow, whatever the sender wrote (`t=-9223372036854775808`).
-pub fn fresh(timestamp: i64, now: SystemTime, tolerance: Duration) -> bool {
-    let now = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    now.abs_diff(timestamp) <= tolerance.as_secs()
 }
 
 /// `<prefix><hex>` checked against the HMAC-SHA256 of `parts` under any of `keys`.
@@ -762,6 +625,7 @@ impl SignatureCheck {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::time::SystemTime;
 
     fn inbound<'a>(headers: &'a dyn Fn(&str) -> Option<&'a str>, now: SystemTime) -> Inbound<'a> {
         Inbound {

@@ -67,6 +67,12 @@ impl ConfigCache {
         self.inner.webhooks.insert(route.key.clone(), route);
     }
 
+    /// Stores a route of a load that sets the invalid keys itself afterwards
+    /// ([`ConfigCache::replace_invalid`]): nothing else to update per entry.
+    pub fn store_loaded(&self, route: Arc<Route>) {
+        self.inner.webhooks.insert(route.key.clone(), route);
+    }
+
     /// Returns whether the key was present.
     pub fn remove_webhook(&self, key: &WebhookKey) -> bool {
         self.inner.invalid.remove(key);

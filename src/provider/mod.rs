@@ -229,14 +229,15 @@ enum Entry {
 }
 
 impl Applier {
-    fn parse(&self, key: &ConfigKey, value: &[u8]) -> Result<Entry, ConfigError> {
+    /// Parses one entry. `keep_live`: a webhook whose bytes equal its live route's keeps that
+    /// route (and its rate-limit budget); the first load has no live routes to look up.
+    fn parse(&self, key: &ConfigKey, value: &[u8], keep_live: bool) -> Result<Entry, ConfigError> {
         let env = &*self.env;
         match key {
             ConfigKey::Webhook(key) => {
                 use sha2::Digest as _;
                 let digest: [u8; 32] = sha2::Sha256::digest(value).into();
-                // Same bytes as the live route: keep it (and its rate-limit budget).
-                if let Some(live) = self.cache.webhook(key) {
+                if let Some(live) = keep_live.then(|| self.cache.webhook(key)).flatten() {
                     if live.source == Some(digest) {
                         return Ok(Entry::Webhook(live));
                     }
@@ -269,7 +270,7 @@ impl Applier {
     pub fn put(&self, key: &ConfigKey, source: &str, value: &[u8]) {
         ProviderStats::bump(&self.stats.events_applied);
         ProviderStats::stamp(&self.stats.applied_at_ms);
-        let parsed = self.parse(key, value);
+        let parsed = self.parse(key, value, true);
         if parsed.is_ok() {
             self.stats.skipped.remove(source);
         }
@@ -347,7 +348,7 @@ pub struct SnapshotBuilder<'a> {
 
 impl SnapshotBuilder<'_> {
     pub fn add(&mut self, key: &ConfigKey, source: &str, value: &[u8]) {
-        let entry = match self.applier.parse(key, value) {
+        let entry = match self.applier.parse(key, value, self.direct.is_none()) {
             Ok(entry) => entry,
             Err(reason) => {
                 let kept = match key {
@@ -370,7 +371,7 @@ impl SnapshotBuilder<'_> {
             Entry::Webhook(route) => match &mut self.direct {
                 Some(stored) => {
                     *stored += 1;
-                    self.applier.cache.upsert_webhook(route);
+                    self.applier.cache.store_loaded(route);
                 }
                 None => {
                     self.snapshot.webhooks.insert(route.key.clone(), route);

@@ -424,7 +424,7 @@ impl DedupStore {
         }
     }
 
-    /// Keys recorded now (for tests and `/status`).
+    /// Keys recorded now.
     pub fn len(&self) -> usize {
         self.inner.lock().map_or(0, |inner| inner.order.len())
     }

@@ -111,24 +111,27 @@ fn inbound<'a>(
     state: &AppState,
     req: &'a HttpRequest,
     headers: &'a dyn Fn(&str) -> Option<&'a str>,
+    url: &'a dyn Fn() -> Option<String>,
 ) -> Inbound<'a> {
-    let peer = req
-        .peer_addr()
-        .map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |a| a.ip());
     Inbound {
         headers,
         query: Some(req.query_string()),
-        client_ip: resolve_client(state, req, peer),
+        client_ip: resolve_client(state, req, peer(req)),
         now: SystemTime::now(),
-        url: called_url(state, req, peer),
+        url,
     }
+}
+
+fn peer(req: &HttpRequest) -> IpAddr {
+    req.peer_addr()
+        .map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |a| a.ip())
 }
 
 /// The URL the sender called: `https` only when a trusted proxy says so (`X-Forwarded-Proto`;
 /// this server itself speaks plain HTTP), the `Host` header, the path and query as received.
-fn called_url(state: &AppState, req: &HttpRequest, peer: IpAddr) -> Option<String> {
+fn called_url(state: &AppState, req: &HttpRequest) -> Option<String> {
     let host = req.headers().get(header::HOST)?.to_str().ok()?;
-    let from_proxy = !state.trusted_proxies.is_empty() && state.trusted_proxies.contains(peer);
+    let from_proxy = !state.trusted_proxies.is_empty() && state.trusted_proxies.contains(peer(req));
     let scheme = req
         .headers()
         .get("x-forwarded-proto")
@@ -157,7 +160,8 @@ fn handshake_get(
         return Err(ApiError::MethodNotAllowed { allowed: "POST" });
     };
     let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let inbound = inbound(state, req, &headers);
+    let url = || called_url(state, req);
+    let inbound = inbound(state, req, &headers, &url);
     // Okta's challenge carries the webhook's own credentials (its `authorization` header).
     if matches!(handshake, crate::verify::handshake::Handshake::Okta) {
         checks
@@ -195,7 +199,8 @@ async fn receive(
     let route = lookup(state, req, &key)?;
     let checks = &route.webhook.checks;
     let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let inbound = inbound(state, req, &headers);
+    let url = || called_url(state, req);
+    let inbound = inbound(state, req, &headers, &url);
     let client = inbound.client_ip;
     let refused = |e| refused(&route, e);
     // Microsoft Graph validates a subscription with an unsigned, bodiless POST.
@@ -218,8 +223,13 @@ async fn receive(
         DataType::Blob => body,
     };
     let claim = match claim_delivery_id(state, &route, &headers, &body).await? {
-        Ok(claim) => claim,
-        Err(duplicate) => return Ok(duplicate),
+        DeliveryId::Fresh(claim) => claim,
+        DeliveryId::Duplicate => {
+            tracing::info!(webhook = %route.key, "Delivery id seen within the window; not delivered again.");
+            return Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(r#"{"status":"duplicate"}"#));
+        }
     };
     // Held until the destinations answered: bounds memory and work, never queues.
     let _permit = state
@@ -251,40 +261,37 @@ async fn receive(
     )))
 }
 
-/// With `dedup`, claims the request's delivery id: `Err(answer)` for a duplicate (200
-/// `{"status":"duplicate"}`), `Ok(None)` when the webhook or the request has no id.
+/// What `dedup` made of a request's delivery id.
+enum DeliveryId {
+    /// Deliver it; record the claim (if the webhook and request have an id) once delivered.
+    Fresh(Option<crate::dedup::Claimed>),
+    /// Seen and delivered within the window.
+    Duplicate,
+}
+
+/// With `dedup`, claims the request's delivery id; a copy still in flight after the wait is
+/// 503 `copy_in_flight`.
 async fn claim_delivery_id<'a>(
     state: &AppState,
     route: &Route,
     headers: &dyn Fn(&str) -> Option<&'a str>,
     body: &[u8],
-) -> Result<Result<Option<crate::dedup::Claimed>, HttpResponse>, ApiError> {
+) -> Result<DeliveryId, ApiError> {
     use crate::dedup::Claim;
-    let Some(dedup) = &route.webhook.dedup else {
-        return Ok(Ok(None));
-    };
-    let Some(id) = dedup.key_of(headers, body) else {
-        return Ok(Ok(None));
+    let Some((dedup, id)) = route
+        .webhook
+        .dedup
+        .as_ref()
+        .and_then(|d| Some((d, d.key_of(headers, body)?)))
+    else {
+        return Ok(DeliveryId::Fresh(None));
     };
     // A copy in flight is waited for as long as a delivery may take.
-    match crate::dedup::claim(
-        &state.dedup,
-        &state.pool,
-        &route.key,
-        dedup,
-        &id,
-        route.webhook.timeout,
-    )
-    .await
-    {
-        Claim::Claimed(claim) => Ok(Ok(Some(claim))),
+    let wait = route.webhook.timeout;
+    match crate::dedup::claim(&state.dedup, &state.pool, &route.key, dedup, &id, wait).await {
+        Claim::Claimed(claim) => Ok(DeliveryId::Fresh(Some(claim))),
+        Claim::Duplicate => Ok(DeliveryId::Duplicate),
         Claim::Busy => Err(ApiError::CopyInFlight),
-        Claim::Duplicate => {
-            tracing::info!(webhook = %route.key, "Delivery id seen within the window; not delivered again.");
-            Ok(Err(HttpResponse::Ok()
-                .content_type("application/json")
-                .body(r#"{"status":"duplicate"}"#)))
-        }
     }
 }
 

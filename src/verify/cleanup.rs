@@ -121,16 +121,20 @@ impl Cleanup {
                 .unwrap_or_default();
             let listed = !pair.is_empty() && self.listed(&decoded);
             changed |= listed;
-            let piece = match (listed, self.mode) {
-                (false, _) => pair.to_vec(),
-                (true, Mode::Mask) => [name, b"=", MASK.as_bytes()].concat(),
-                (true, Mode::Remove) => continue,
-            };
+            if listed && self.mode == Mode::Remove {
+                continue;
+            }
             if !first {
                 out.push(b'&');
             }
             first = false;
-            out.extend_from_slice(&piece);
+            if listed {
+                out.extend_from_slice(name);
+                out.push(b'=');
+                out.extend_from_slice(MASK.as_bytes());
+            } else {
+                out.extend_from_slice(pair);
+            }
         }
         changed.then_some(out)
     }

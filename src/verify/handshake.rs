@@ -257,7 +257,7 @@ mod tests {
             query,
             client_ip: None,
             now: std::time::SystemTime::now(),
-            url: None,
+            url: &|| None,
         }
     }
 

@@ -240,7 +240,7 @@ mod tests {
                 query: None,
                 client_ip: None,
                 now: at,
-                url: None,
+                url: &|| None,
             })
             .is_ok()
     }

@@ -37,8 +37,9 @@ pub struct Inbound<'a> {
     pub client_ip: Option<IpAddr>,
     pub now: SystemTime,
     /// The URL the sender called, as far as this server can tell (scheme from a trusted
-    /// proxy's `X-Forwarded-Proto`, `Host`, path and query); Twilio signs it.
-    pub url: Option<String>,
+    /// proxy's `X-Forwarded-Proto`, `Host`, path and query); Twilio signs it. Built only by the
+    /// check that needs it.
+    pub url: &'a dyn Fn() -> Option<String>,
 }
 
 impl Inbound<'_> {

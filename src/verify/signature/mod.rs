@@ -238,6 +238,11 @@ impl HmacConfig {
             _ => DEFAULT_TOLERANCE_SECS,
         };
         let tolerance = Duration::from_secs(self.tolerance_seconds.unwrap_or(default_tolerance));
+        if self.url.is_some() && self.provider != Some(Provider::Twilio) {
+            return Err(ConfigError::Invalid(
+                "`hmac.url` only applies to twilio".into(),
+            ));
+        }
         let Some(provider) = self.provider else {
             if self.tolerance_seconds.is_some() {
                 return Err(ConfigError::Invalid(TOLERANCE_ONLY.into()));
@@ -249,11 +254,6 @@ impl HmacConfig {
                 encoding: self.encoding.unwrap_or_default(),
             });
         };
-        if self.url.is_some() && provider != Provider::Twilio {
-            return Err(ConfigError::Invalid(
-                "`hmac.url` only applies to twilio".into(),
-            ));
-        }
         if self.header.is_some() || self.algorithm.is_some() || self.encoding.is_some() {
             return Err(ConfigError::Invalid(
                 "`hmac.provider` fixes header, algorithm and encoding; remove them".into(),
@@ -553,7 +553,7 @@ impl SignatureCheck {
                 let Some(value) = inbound.header("x-twilio-signature") else {
                     return false;
                 };
-                let Some(called) = twilio_url(url.as_deref(), inbound.url.as_deref()) else {
+                let Some(called) = twilio_url(url.as_deref(), (inbound.url)().as_deref()) else {
                     return false;
                 };
                 let received: Vec<_> = decode(Encoding::Base64, value).into_iter().collect();
@@ -633,7 +633,7 @@ mod tests {
             query: None,
             client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
             now,
-            url: None,
+            url: &|| None,
         }
     }
 
@@ -801,6 +801,14 @@ mod tests {
                 "only applies to stripe, slack, standard_webhooks, twitch and zoom",
             ),
             (serde_json::json!({"secret": ""}), "must not be empty"),
+            (
+                serde_json::json!({"secret": "s", "url": "https://example.com/t"}),
+                "only applies to twilio",
+            ),
+            (
+                serde_json::json!({"provider": "github", "secret": "s", "url": "https://x/t"}),
+                "only applies to twilio",
+            ),
         ] {
             let err = serde_json::from_value::<HmacConfig>(bad.clone())
                 .unwrap()

@@ -1,13 +1,14 @@
 //! HTTP throughput: keep-alive load from `wrk` against the log, Redis and Kafka webhooks, the
-//! spooled path (`"spool": "always"`, fsync on every commit), and a bare actix-web handler
-//! returning 200, all measured in the same run. Then the spool's drain: 100k requests spooled
-//! while Redis is down, and how long they take to reach Redis once it is back, with the
-//! process's RSS before, at full depth and after.
+//! spooled path (`"spool": "always"`, journaled with one fsync per batch, forwarded to Redis
+//! concurrently), and a bare actix-web handler returning 200, all measured in the same run. Then
+//! the spool's drain: 100k requests spooled while Redis is down, and how long they take to
+//! reach Redis once it is back, with the process's RSS before, at full depth and after; then
+//! the spool's intake alone (Redis down, every request journaled and answered 202).
 //!
 //! Run with `make bench` (or `cargo bench --bench http_throughput`). Needs wrk, redis-server and
 //! tansu (`make deps`). `BENCH_SECONDS` (default 8) sets each run's length, `BENCH_ROUNDS`
 //! (default 3) the rounds per target, `BENCH_ONLY=<target>` one target (`drain`: the drain
-//! alone, `verify`: the verification table alone), `BENCH_DRAIN` (default 100000) the drained
+//! alone, `intake`: the intake alone, `verify`: the verification table alone), `BENCH_DRAIN` (default 100000) the drained
 //! requests (0 skips the drain).
 //!
 //! Verification: every scheme on a `log` webhook against the unverified `log` webhook, paired
@@ -128,7 +129,7 @@ async fn main() {
     let filter = std::env::var("BENCH_LOG").unwrap_or_else(|_| "info".into());
     telemetry::init(LogFormat::Json, &filter, std::io::sink).unwrap();
 
-    let redis = Redis::start().await;
+    let mut redis = Redis::start().await;
     let kafka = Kafka::start().await;
     kafka.create_topic("bench", 1).await;
 
@@ -277,7 +278,53 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     if drain > 0 && only.as_deref().is_none_or(|o| o == "drain") {
-        drain_after_outage(port, &payload, drain, redis, &spool).await;
+        drain_after_outage(port, &payload, drain, &mut redis, &spool).await;
+    }
+    if only.as_deref().is_none_or(|o| o == "intake") {
+        let bare_url = format!("http://127.0.0.1:{bare}/");
+        intake_while_down(
+            port, &bare_url, &script, seconds, rounds, &mut redis, &spool,
+        )
+        .await;
+    }
+}
+
+/// The spool's intake alone: the `drain` webhook (`on_failure`) while Redis is down, so every
+/// request is journaled and answered 202 while the forwarder only waits out its retry delay.
+/// Paired with the bare handler like the table above; Redis is restarted and the backlog
+/// drained afterwards.
+async fn intake_while_down(
+    port: u16,
+    bare_url: &str,
+    script: &std::path::Path,
+    seconds: u64,
+    rounds: usize,
+    redis: &mut Redis,
+    spool: &switchyard::spool::Spool,
+) {
+    redis.kill();
+    let url = format!("http://127.0.0.1:{port}/webhook/drain");
+    let runs = paired(bare_url, &url, script, seconds, rounds);
+    println!();
+    println!(
+        "Spool intake while the destination is down (`on_failure`, every request journaled, \
+         202), {rounds} rounds of (bare, target); medians"
+    );
+    println!();
+    println!("| target | req/s | p50 ms | p99 ms | non-2xx | bare req/s | vs bare |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| switchyard spool intake | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.2} |",
+        median(runs.iter().map(|(_, t)| t.rps).collect()),
+        median(runs.iter().map(|(_, t)| t.p50_ms).collect()),
+        median(runs.iter().map(|(_, t)| t.p99_ms).collect()),
+        runs.iter().map(|(_, t)| t.non_2xx).sum::<u64>(),
+        median(runs.iter().map(|(b, _)| b.rps).collect()),
+        median(runs.iter().map(|(b, t)| t.rps / b.rps).collect()),
+    );
+    redis.restart().await;
+    while spool.backlog() > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -297,7 +344,7 @@ async fn drain_after_outage(
     port: u16,
     payload: &str,
     total: u64,
-    mut redis: Redis,
+    redis: &mut Redis,
     spool: &switchyard::spool::Spool,
 ) {
     use std::sync::{

@@ -2,12 +2,14 @@
 //! `"spool": "always"`), stored on local disk until they are forwarded (`SPOOL_DIR`, one file
 //! per instance).
 //!
-//! [`record`] is the format, [`store`] the file, `writer` the group commit (one thread gathers
-//! the appends that arrive while a commit runs into the next transaction: one fsync per batch),
+//! [`record`] is the format, [`store`] the file, [`journal`] where an append becomes durable,
+//! `writer` the group commit (one thread gathers the appends that arrive while a commit runs
+//! into the next journal write: one fsync per batch),
 //! [`queue`] the live per-destination counters, [`forward`] the forwarders, [`report`] what
 //! operators see. [`Spool`] is the handle that ties them together.
 
 pub mod forward;
+pub mod journal;
 pub mod queue;
 pub mod record;
 pub mod report;
@@ -30,7 +32,7 @@ pub use queue::{Count, Destination, Parts, Queue};
 use report::oldest_age;
 pub use report::{now_ms, report_of, DeadLetterReport, QueueReport, SpoolReport};
 pub use store::{destination_id, DeadLetter, Store, StoreError};
-use writer::{Append, Message, MAX_BATCH};
+use writer::{Append, Message, MAX_BATCH, SYNC_EVERY};
 
 /// When a webhook's deliveries go through the spool (`"spool"` in its entry).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -166,6 +168,8 @@ impl Spool {
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let store = Arc::new(Store::open(&dir.join(store::FILE_NAME), limits.max_bytes)?);
+        // After the store, which applied what the journal held.
+        let journal = journal::Journal::open(dir)?;
         let backlog = Arc::new(Count::default());
         let namespaces: DashMap<String, Arc<Count>> = DashMap::new();
         let queues = DashMap::new();
@@ -213,7 +217,7 @@ impl Spool {
                 {
                     // Cleared however the writer ends, a panic included: /health says so.
                     let _alive = Alive(&writer.writer_alive);
-                    writer::write(&writer, rx);
+                    writer::write(&writer, journal, rx);
                 }
                 // The file is closed once the last handle is gone: this one goes first.
                 drop(writer);
@@ -224,7 +228,17 @@ impl Spool {
         let stop = appends.clone();
         let token = shared.token.clone();
         tasks.spawn(async move {
-            token.cancelled().await;
+            let mut ticks = tokio::time::interval(SYNC_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = ticks.tick() => {
+                        // A full channel means the writer is busy and syncs by itself.
+                        let _ = stop.try_send(Message::Tick);
+                    }
+                }
+            }
             let _ = stop.send(Message::Stop).await;
             let _ = writer_ended.await;
         });

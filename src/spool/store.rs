@@ -2,9 +2,11 @@
 //!
 //! Tables: `queue` holds each destination's records in arrival order, keyed by (destination
 //! id, sequence); `destinations` names the ids; `dead_letters` keeps what ran out of retries.
-//! The next sequence number and the bytes in use are counted at open and kept in memory. Every
-//! append is `Durability::Immediate` (fsync): a record is on disk before its request is
-//! acknowledged.
+//! `meta` keeps the highest sequence number applied from the journal. The next sequence number
+//! and the bytes in use are counted at open and kept in memory. An append is made durable by the
+//! journal (`super::journal`) and applied here without an fsync of its own; the file is made
+//! durable before the journal starts over, and what the journal holds beyond it is applied again
+//! at open.
 
 use std::{
     collections::HashMap,
@@ -13,6 +15,7 @@ use std::{
 };
 
 use super::{
+    journal,
     record::{SpooledDelivery, Summary},
     DeadLetterReport,
 };
@@ -25,6 +28,9 @@ const QUEUE: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("queu
 const DESTINATIONS: TableDefinition<'_, u64, &str> = TableDefinition::new("destinations");
 /// sequence -> destination name length (u32 LE) + name + encoded record.
 const DEAD: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("dead_letters");
+/// [`APPLIED`] -> the highest sequence number applied from the journal.
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const APPLIED: &str = "applied";
 
 /// A store failure (the disk, or a damaged file).
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +141,8 @@ pub struct Store {
     counters: std::sync::Mutex<Counters>,
     /// Forwarder commits so far (see [`Store::lazy`]).
     lazy_commits: AtomicU64,
+    /// The highest sequence number applied from the journal (written again by each sync).
+    applied: AtomicU64,
 }
 
 /// What the store counts in memory.
@@ -180,30 +188,59 @@ pub fn footprint(record: &[u8]) -> u64 {
 }
 
 impl Store {
-    /// Opens (or creates) the spool file; a file left by a crash is repaired by redb here.
+    /// Opens (or creates) the spool file; a file left by a crash is repaired by redb here, and
+    /// the journal beside it (`journal::FILE_NAMES`) applied: its frames past the file's last
+    /// durable commit go back in (under their own numbers, so applying one twice changes
+    /// nothing).
     pub fn open(path: &Path, max_bytes: u64) -> Result<Self, StoreError> {
         // A bounded page cache: memory must not grow with the spool's depth (redb's default
         // cache is far larger than the router needs).
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
+        let frames = match path.parent() {
+            Some(dir) => journal::read_all(dir)?,
+            None => Vec::new(),
+        };
         let txn = db.begin_write()?;
-        {
-            txn.open_table(QUEUE)?;
-            txn.open_table(DESTINATIONS)?;
+        let applied = {
+            let mut queue = txn.open_table(QUEUE)?;
+            let mut names = txn.open_table(DESTINATIONS)?;
             txn.open_table(DEAD)?;
-        }
+            let mut meta = txn.open_table(META)?;
+            let applied = meta.get(APPLIED)?.map_or(0, |v| v.value());
+            let mut last = applied;
+            for frame in frames.iter().filter(|f| f.seq > applied) {
+                let id = destination_id(&frame.destination);
+                if names.get(id)?.is_none() {
+                    names.insert(id, frame.destination.as_str())?;
+                }
+                queue.insert((id, frame.seq), frame.record.as_slice())?;
+                last = last.max(frame.seq);
+            }
+            if last > applied {
+                tracing::info!(
+                    records = frames.iter().filter(|f| f.seq > applied).count(),
+                    "Spool journal applied after an unclean stop."
+                );
+                meta.insert(APPLIED, last)?;
+            }
+            last
+        };
         txn.commit()?;
         // Counted once here rather than written at every commit (one page less per fsync):
-        // the next sequence number follows the highest one stored, so a number is never
-        // reused while its record exists.
-        let counters = scan(&db)?;
+        // the next sequence number follows the highest one stored and the highest one ever
+        // journaled, so a number is never reused while its record exists, and a new frame is
+        // never taken for one already applied.
+        let mut counters = scan(&db)?;
+        counters.next = counters.next.max(applied + 1);
         Ok(Self {
             db,
             max_bytes,
             used: AtomicU64::new(counters.used),
             counters: std::sync::Mutex::new(counters),
             lazy_commits: AtomicU64::new(0),
+            applied: AtomicU64::new(applied),
         })
     }
 
@@ -257,39 +294,91 @@ impl Store {
         Ok(out)
     }
 
-    /// Appends groups of records in one transaction (one fsync). A group is all of one
-    /// request's records (one per destination): it is stored whole, or refused whole with
-    /// `Full` when it would pass `max_bytes` (nothing already stored is ever dropped for it).
+    /// Takes room and sequence numbers for groups of records, before they are journaled. A group
+    /// is all of one request's records (`(bytes, records)`): it gets room whole, or is refused
+    /// whole with `Full` when it would pass `max_bytes` (nothing already stored is ever dropped
+    /// for it). Returns each group's first sequence number.
+    pub fn admit(&self, groups: &[(u64, u64)]) -> Vec<Result<u64, StoreError>> {
+        let mut counters = self.lock();
+        let results = groups
+            .iter()
+            .map(|&(size, records)| {
+                if counters.used.saturating_add(size) > self.max_bytes {
+                    return Err(StoreError::Full {
+                        used: counters.used,
+                        max: self.max_bytes,
+                    });
+                }
+                let first = counters.next;
+                counters.next += records;
+                counters.used += size;
+                Ok(first)
+            })
+            .collect();
+        self.used.store(counters.used, Ordering::Release);
+        results
+    }
+
+    /// Gives back room taken by [`Store::admit`] for records that were not journaled.
+    pub fn release(&self, bytes: u64) {
+        let mut counters = self.lock();
+        counters.used = counters.used.saturating_sub(bytes);
+        self.used.store(counters.used, Ordering::Release);
+    }
+
+    /// Puts journaled records (sequence number, destination, record) into their queues, without
+    /// an fsync: the journal holds them until [`Store::sync`].
+    pub fn apply(&self, records: &[(u64, &str, &[u8])]) -> Result<(), StoreError> {
+        let last = self.write(Durability::None, |txn, _| {
+            let mut queue = txn.open_table(QUEUE)?;
+            let mut names = txn.open_table(DESTINATIONS)?;
+            let mut last = self.applied.load(Ordering::Acquire);
+            for &(seq, destination, record) in records {
+                let id = destination_id(destination);
+                if names.get(id)?.is_none() {
+                    names.insert(id, destination)?;
+                }
+                queue.insert((id, seq), record)?;
+                last = last.max(seq);
+            }
+            txn.open_table(META)?.insert(APPLIED, last)?;
+            Ok(last)
+        })?;
+        self.applied.store(last, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable (one fsync): the journal may start over.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.write(Durability::Immediate, |txn, _| {
+            txn.open_table(META)?
+                .insert(APPLIED, self.applied.load(Ordering::Acquire))?;
+            Ok(())
+        })
+    }
+
+    /// Admits, applies and syncs groups of records at once (tests: the writer journals them).
+    #[cfg(test)]
     pub fn append(
         &self,
         groups: &[Vec<(&str, &[u8])>],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.write(Durability::Immediate, |txn, counters| {
-            let mut queue = txn.open_table(QUEUE)?;
-            let mut names = txn.open_table(DESTINATIONS)?;
-            let mut results = Vec::with_capacity(groups.len());
-            for group in groups {
-                let size: u64 = group.iter().map(|(_, record)| footprint(record)).sum();
-                if counters.used.saturating_add(size) > self.max_bytes {
-                    results.push(Err(StoreError::Full {
-                        used: counters.used,
-                        max: self.max_bytes,
-                    }));
-                    continue;
+        let sizes: Vec<(u64, u64)> = groups
+            .iter()
+            .map(|g| (g.iter().map(|(_, r)| footprint(r)).sum(), g.len() as u64))
+            .collect();
+        let admitted = self.admit(&sizes);
+        let mut records = Vec::new();
+        for (group, first) in groups.iter().zip(&admitted) {
+            if let Ok(first) = first {
+                for (i, (destination, record)) in group.iter().enumerate() {
+                    records.push((first + i as u64, *destination, *record));
                 }
-                for (destination, record) in group {
-                    let id = destination_id(destination);
-                    if names.get(id)?.is_none() {
-                        names.insert(id, *destination)?;
-                    }
-                    queue.insert((id, counters.next), *record)?;
-                    counters.next += 1;
-                }
-                counters.used += size;
-                results.push(Ok(()));
             }
-            Ok(results)
-        })
+        }
+        self.apply(&records)?;
+        self.sync()?;
+        Ok(admitted.into_iter().map(|r| r.map(|_| ())).collect())
     }
 
     /// A destination's oldest records, in order: at most `limit` of them, and no more once

@@ -95,6 +95,19 @@ fn paired(
         .collect()
 }
 
+/// One table row: the target's medians and its median ratio to the bare run paired with it.
+fn print_row(name: &str, runs: &[(Figures, Figures)]) {
+    println!(
+        "| {name} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.2} |",
+        median(runs.iter().map(|(_, t)| t.rps).collect()),
+        median(runs.iter().map(|(_, t)| t.p50_ms).collect()),
+        median(runs.iter().map(|(_, t)| t.p99_ms).collect()),
+        runs.iter().map(|(_, t)| t.non_2xx).sum::<u64>(),
+        median(runs.iter().map(|(b, _)| b.rps).collect()),
+        median(runs.iter().map(|(b, t)| t.rps / b.rps).collect()),
+    );
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -229,15 +242,7 @@ async fn main() {
         let url = format!("http://127.0.0.1:{port}/webhook/{path}");
         let bare_url = format!("http://127.0.0.1:{bare}/");
         let runs = paired(&bare_url, &url, &script, seconds, rounds);
-        println!(
-            "| switchyard {path} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.2} |",
-            median(runs.iter().map(|(_, t)| t.rps).collect()),
-            median(runs.iter().map(|(_, t)| t.p50_ms).collect()),
-            median(runs.iter().map(|(_, t)| t.p99_ms).collect()),
-            runs.iter().map(|(_, t)| t.non_2xx).sum::<u64>(),
-            median(runs.iter().map(|(b, _)| b.rps).collect()),
-            median(runs.iter().map(|(b, t)| t.rps / b.rps).collect()),
-        );
+        print_row(&format!("switchyard {path}"), &runs);
     }
 
     if only.as_deref().is_none_or(|o| o == "verify") {
@@ -313,15 +318,7 @@ async fn intake_while_down(
     println!();
     println!("| target | req/s | p50 ms | p99 ms | non-2xx | bare req/s | vs bare |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| switchyard spool intake | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.2} |",
-        median(runs.iter().map(|(_, t)| t.rps).collect()),
-        median(runs.iter().map(|(_, t)| t.p50_ms).collect()),
-        median(runs.iter().map(|(_, t)| t.p99_ms).collect()),
-        runs.iter().map(|(_, t)| t.non_2xx).sum::<u64>(),
-        median(runs.iter().map(|(b, _)| b.rps).collect()),
-        median(runs.iter().map(|(b, t)| t.rps / b.rps).collect()),
-    );
+    print_row("switchyard spool intake", &runs);
     redis.restart().await;
     while spool.backlog() > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -660,6 +660,66 @@ mod tests {
             .collect()
     }
 
+    /// Writes frames to the journal in `dir` as the writer would, without applying them.
+    fn journal_only(dir: &tempfile::TempDir, frames: &[(u64, &str, &[u8])]) {
+        let mut journal = journal::Journal::open(dir.path()).unwrap();
+        let mut bytes = Vec::new();
+        for (seq, destination, record) in frames {
+            journal::encode(&mut bytes, *seq, destination, record);
+        }
+        journal.write(&bytes).unwrap();
+    }
+
+    #[test]
+    fn journaled_records_the_file_lacks_are_applied_at_open_and_delivered_ones_stay_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = destination_id("a");
+        {
+            let s = store(&dir, 1 << 20);
+            // 1 and 2 applied (durably), then 1 delivered and removed.
+            append(&s, &[one("a", b"1"), one("a", b"2")]);
+            s.remove_all(a, &[1]).unwrap();
+            s.sync().unwrap();
+        }
+        // The journal still holds 1 and 2, and 3 and 4, which were answered but never
+        // applied (a crash right after their fsync).
+        journal_only(
+            &dir,
+            &[
+                (1, "a", b"1"),
+                (2, "a", b"2"),
+                (3, "a", b"3"),
+                (4, "b", b"4"),
+            ],
+        );
+        let s = store(&dir, 1 << 20);
+        let records: Vec<Vec<u8>> = s
+            .oldest_n(a, 10, 1 << 20)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(records, [b"2".to_vec(), b"3".to_vec()], "1 stays delivered");
+        assert_eq!(
+            s.oldest(destination_id("b")).unwrap().map(|(_, r)| r),
+            Some(b"4".to_vec())
+        );
+        assert_eq!(s.used(), 3 * footprint(b"1"));
+        // New numbers follow the highest journaled one, never one the journal still holds.
+        append(&s, &[one("a", b"5")]);
+        assert_eq!(
+            s.oldest_n(a, 10, 1 << 20)
+                .unwrap()
+                .last()
+                .map(|(seq, _)| *seq),
+            Some(5)
+        );
+        drop(s);
+        // Applying again changes nothing.
+        let s = store(&dir, 1 << 20);
+        assert_eq!(s.oldest_n(a, 10, 1 << 20).unwrap().len(), 3);
+    }
+
     #[test]
     fn records_come_back_per_destination_in_arrival_order_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();

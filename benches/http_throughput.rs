@@ -415,7 +415,7 @@ async fn drain_after_outage(
     let forwarding = drained.saturating_sub(first).as_secs_f64();
     println!();
     println!(
-        "Spool drain: {stored} of {total} requests answered 202 while Redis was down          ({:.0} req/s into the spool, {} bytes each)",
+        "Spool drain: {stored} of {total} requests answered 202 while Redis was down ({:.0} req/s into the spool, {} bytes each)",
         stored as f64 / fill_secs,
         payload.len()
     );

@@ -103,20 +103,49 @@ impl Redis {
         }
     }
 
-    /// The `payload` field of every entry of `stream`, in order.
+    /// The `payload` field of every entry of `stream`, in order. Read in pages (a stream of
+    /// tens of thousands of entries in one reply can outlast the client's response timeout on
+    /// a loaded machine), each page tried again after a timeout.
     pub async fn stream_payloads(&self, stream: &str) -> Vec<String> {
-        use redis::AsyncCommands as _;
+        const PAGE: usize = 2000;
         let mut conn = self.conn().await;
-        let entries: redis::streams::StreamRangeReply = conn.xrange_all(stream).await.unwrap();
-        entries
-            .ids
-            .iter()
-            .filter_map(|e| e.map.get("payload"))
-            .map(|v| {
-                let bytes: Vec<u8> = redis::from_redis_value_ref(v).unwrap();
-                String::from_utf8(bytes).unwrap()
-            })
-            .collect()
+        let mut payloads = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let mut tries = 0;
+            let page: redis::streams::StreamRangeReply = loop {
+                let reply = redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async(&mut conn)
+                    .await;
+                match reply {
+                    Ok(page) => break page,
+                    Err(error) if tries < 5 => {
+                        tries += 1;
+                        eprintln!("XRANGE {stream} from {start}: {error}; trying again");
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    Err(error) => panic!("XRANGE {stream}: {error}"),
+                }
+            };
+            payloads.extend(
+                page.ids
+                    .iter()
+                    .filter_map(|e| e.map.get("payload"))
+                    .map(|v| {
+                        let bytes: Vec<u8> = redis::from_redis_value_ref(v).unwrap();
+                        String::from_utf8(bytes).unwrap()
+                    }),
+            );
+            match page.ids.last() {
+                Some(last) if page.ids.len() == PAGE => start = format!("({}", last.id),
+                _ => return payloads,
+            }
+        }
     }
 
     /// Starts the server again on the same port and data.

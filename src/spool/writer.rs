@@ -65,6 +65,7 @@ pub(super) fn write(shared: &Shared, mut journal: Journal, mut rx: mpsc::Receive
             other_free: true,
             pending: None,
             synced: Instant::now(),
+            applier_gone: false,
         };
         loop {
             let mut batch = Vec::new();
@@ -104,6 +105,13 @@ pub(super) fn write(shared: &Shared, mut journal: Journal, mut rx: mpsc::Receive
                 // Dropping the writer ends the applier once it applied what it was sent.
                 return;
             }
+            if writer.applier_gone {
+                // Only a panic inside the store ends the applier early. What was answered is
+                // in the journal (the next start applies it); the writer stops too, so /health
+                // reports it and requests are refused instead of journaled unforwarded.
+                tracing::error!("Spool applier stopped; the spool writer stops too.");
+                return;
+            }
         }
     });
 }
@@ -137,6 +145,8 @@ struct Writer<'a> {
     pending: Option<std::sync::mpsc::Receiver<bool>>,
     /// When the last sync was asked for.
     synced: Instant,
+    /// The applier ended (a panic inside the store).
+    applier_gone: bool,
 }
 
 impl Writer<'_> {
@@ -212,9 +222,8 @@ impl Writer<'_> {
                 }
             }
         }
-        if !journaled.is_empty() {
-            // The applier ends only after the writer: this cannot fail while it runs.
-            let _ = self.work.send(Work::Apply(journaled));
+        if !journaled.is_empty() && self.work.send(Work::Apply(journaled)).is_err() {
+            self.applier_gone = true;
         }
     }
 
@@ -259,8 +268,9 @@ impl Writer<'_> {
 
     fn ask_sync(&mut self) {
         let (reply, answer) = std::sync::mpsc::channel();
-        // The applier ends only after the writer: this cannot fail while it runs.
-        let _ = self.work.send(Work::Sync(reply));
+        if self.work.send(Work::Sync(reply)).is_err() {
+            self.applier_gone = true;
+        }
         self.pending = Some(answer);
         self.synced = Instant::now();
     }

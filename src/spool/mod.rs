@@ -1,6 +1,6 @@
 //! The spool: deliveries a destination could not take yet (or every delivery of a webhook with
-//! `"spool": "always"`), stored on local disk until they are forwarded (`SPOOL_DIR`, one file
-//! per instance).
+//! `"spool": "always"`), stored on local disk until they are forwarded (`SPOOL_DIR`: a journal
+//! and a redb file, one directory per instance).
 //!
 //! [`record`] is the format, [`store`] the file, [`journal`] where an append becomes durable,
 //! `writer` the group commit (one thread gathers the appends that arrive while a commit runs

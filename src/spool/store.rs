@@ -136,8 +136,10 @@ fn chosen(
 pub struct Store {
     db: Database,
     max_bytes: u64,
-    /// `counters.used` as of the last commit, readable without the lock.
+    /// `counters.used`, readable without the lock.
     used: AtomicU64,
+    /// Held only while the counters change, never across a transaction: the writer's admit
+    /// must not wait for a forwarder's or the applier's commit.
     counters: std::sync::Mutex<Counters>,
     /// Forwarder commits so far (see [`Store::lazy`]).
     lazy_commits: AtomicU64,
@@ -152,6 +154,36 @@ struct Counters {
     next: u64,
     /// Bytes held by queued records and dead letters (their footprints).
     used: u64,
+}
+
+/// The bytes one write transaction takes and gives back; added to the counters once it
+/// committed.
+#[derive(Debug, Default)]
+struct Usage {
+    added: u64,
+    freed: u64,
+}
+
+/// Inserts journaled records (sequence number, destination, record) under their own numbers
+/// and records the highest number applied (at least `applied`); returns it.
+fn insert_journaled(
+    txn: &redb::WriteTransaction,
+    records: &[(u64, &str, &[u8])],
+    applied: u64,
+) -> Result<u64, StoreError> {
+    let mut queue = txn.open_table(QUEUE)?;
+    let mut names = txn.open_table(DESTINATIONS)?;
+    let mut last = applied;
+    for &(seq, destination, record) in records {
+        let id = destination_id(destination);
+        if names.get(id)?.is_none() {
+            names.insert(id, destination)?;
+        }
+        queue.insert((id, seq), record)?;
+        last = last.max(seq);
+    }
+    txn.open_table(META)?.insert(APPLIED, last)?;
+    Ok(last)
 }
 
 /// Reads every record once: the highest sequence number and the bytes in use.
@@ -203,30 +235,21 @@ impl Store {
             None => Vec::new(),
         };
         let txn = db.begin_write()?;
-        let applied = {
-            let mut queue = txn.open_table(QUEUE)?;
-            let mut names = txn.open_table(DESTINATIONS)?;
-            txn.open_table(DEAD)?;
-            let mut meta = txn.open_table(META)?;
-            let applied = meta.get(APPLIED)?.map_or(0, |v| v.value());
-            let mut last = applied;
-            for frame in frames.iter().filter(|f| f.seq > applied) {
-                let id = destination_id(&frame.destination);
-                if names.get(id)?.is_none() {
-                    names.insert(id, frame.destination.as_str())?;
-                }
-                queue.insert((id, frame.seq), frame.record.as_slice())?;
-                last = last.max(frame.seq);
-            }
-            if last > applied {
-                tracing::info!(
-                    records = frames.iter().filter(|f| f.seq > applied).count(),
-                    "Spool journal applied after an unclean stop."
-                );
-                meta.insert(APPLIED, last)?;
-            }
-            last
-        };
+        txn.open_table(DEAD)?;
+        let applied = txn.open_table(META)?.get(APPLIED)?.map_or(0, |v| v.value());
+        let missing: Vec<(u64, &str, &[u8])> = frames
+            .iter()
+            .filter(|f| f.seq > applied)
+            .map(|f| (f.seq, f.destination.as_str(), f.record.as_slice()))
+            .collect();
+        // Also creates the tables on a new file.
+        let applied = insert_journaled(&txn, &missing, applied)?;
+        if !missing.is_empty() {
+            tracing::info!(
+                records = missing.len(),
+                "Spool journal applied after an unclean stop."
+            );
+        }
         txn.commit()?;
         // Counted once here rather than written at every commit (one page less per fsync):
         // the next sequence number follows the highest one stored and the highest one ever
@@ -244,7 +267,7 @@ impl Store {
         })
     }
 
-    /// The counters, held for a whole write: one write at a time, as redb allows anyway.
+    /// The counters (briefly: see the field).
     fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
         self.counters
             .lock()
@@ -272,26 +295,33 @@ impl Store {
         self.max_bytes
     }
 
-    /// One write transaction with the counters it changes: `work` gets a copy, which becomes
-    /// the counters only if the commit succeeds. One write at a time (redb's rule too).
+    /// One write transaction; the bytes `work` records in its [`Usage`] count only if the
+    /// commit succeeds. redb runs one write transaction at a time (`begin_write` waits for the
+    /// one before); the counters are not locked meanwhile.
     fn write<T>(
         &self,
         durability: Durability,
-        work: impl FnOnce(&redb::WriteTransaction, &mut Counters) -> Result<T, StoreError>,
+        work: impl FnOnce(&redb::WriteTransaction, &mut Usage) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut counters = self.lock();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability)?;
-        let mut changed = *counters;
-        let out = work(&txn, &mut changed);
-        let committed = out.and_then(|out| txn.commit().map(|()| out).map_err(StoreError::from));
-        // Numbers handed out are never handed out again, even by a commit that failed (it may
-        // have reached the disk regardless).
-        counters.next = counters.next.max(changed.next);
-        let out = committed?;
-        *counters = changed;
-        self.used.store(changed.used, Ordering::Release);
+        let mut usage = Usage::default();
+        let out = work(&txn, &mut usage)?;
+        txn.commit()?;
+        if usage.added > 0 || usage.freed > 0 {
+            let mut counters = self.lock();
+            counters.used = (counters.used + usage.added).saturating_sub(usage.freed);
+            self.used.store(counters.used, Ordering::Release);
+        }
         Ok(out)
+    }
+
+    /// A sequence number for a record written outside the journal (a replayed dead letter).
+    /// Never handed out again, even if its transaction fails (it may reach the disk anyway).
+    fn take_seq(&self) -> u64 {
+        let mut counters = self.lock();
+        counters.next += 1;
+        counters.next - 1
     }
 
     /// Takes room and sequence numbers for groups of records, before they are journaled. A group
@@ -330,19 +360,7 @@ impl Store {
     /// an fsync: the journal holds them until [`Store::sync`].
     pub fn apply(&self, records: &[(u64, &str, &[u8])]) -> Result<(), StoreError> {
         let last = self.write(Durability::None, |txn, _| {
-            let mut queue = txn.open_table(QUEUE)?;
-            let mut names = txn.open_table(DESTINATIONS)?;
-            let mut last = self.applied.load(Ordering::Acquire);
-            for &(seq, destination, record) in records {
-                let id = destination_id(destination);
-                if names.get(id)?.is_none() {
-                    names.insert(id, destination)?;
-                }
-                queue.insert((id, seq), record)?;
-                last = last.max(seq);
-            }
-            txn.open_table(META)?.insert(APPLIED, last)?;
-            Ok(last)
+            insert_journaled(txn, records, self.applied.load(Ordering::Acquire))
         })?;
         self.applied.store(last, Ordering::Release);
         Ok(())
@@ -411,7 +429,7 @@ impl Store {
         let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
             return Ok(0);
         };
-        self.write(self.lazy(), |txn, counters| {
+        self.write(self.lazy(), |txn, usage| {
             let mut queue = txn.open_table(QUEUE)?;
             let mut freed = 0;
             // One scan over the batch's range (a batch is usually contiguous), not one descent
@@ -423,19 +441,20 @@ impl Store {
                 }
                 !delivered
             })?;
-            counters.used = counters.used.saturating_sub(freed);
+            usage.freed = freed;
             Ok(freed)
         })
     }
 
     /// Replaces a queued record (its retry state changed); returns the space it took before.
     pub fn update(&self, destination: u64, seq: u64, record: &[u8]) -> Result<u64, StoreError> {
-        self.write(self.lazy(), |txn, counters| {
+        self.write(self.lazy(), |txn, usage| {
             let mut queue = txn.open_table(QUEUE)?;
             let old = queue
                 .insert((destination, seq), record)?
                 .map_or(0, |v| footprint(v.value()));
-            counters.used = counters.used.saturating_sub(old) + footprint(record);
+            usage.freed = old;
+            usage.added = footprint(record);
             Ok(old)
         })
     }
@@ -448,7 +467,7 @@ impl Store {
         seq: u64,
         record: &[u8],
     ) -> Result<(u64, u64), StoreError> {
-        self.write(Durability::Immediate, |txn, counters| {
+        self.write(Durability::Immediate, |txn, usage| {
             let mut queue = txn.open_table(QUEUE)?;
             let names = txn.open_table(DESTINATIONS)?;
             let mut dead = txn.open_table(DEAD)?;
@@ -464,7 +483,8 @@ impl Store {
             value.extend_from_slice(name.as_bytes());
             value.extend_from_slice(record);
             dead.insert(seq, value.as_slice())?;
-            counters.used = counters.used.saturating_sub(old) + footprint(&value);
+            usage.freed = old;
+            usage.added = footprint(&value);
             Ok((old, footprint(&value)))
         })
     }
@@ -497,7 +517,7 @@ impl Store {
         seqs: Option<&[u64]>,
         now_ms: u64,
     ) -> Result<Vec<(String, u64, u64)>, StoreError> {
-        self.write(Durability::Immediate, |txn, counters| {
+        self.write(Durability::Immediate, |txn, usage| {
             let mut queue = txn.open_table(QUEUE)?;
             let mut names = txn.open_table(DESTINATIONS)?;
             let mut dead = txn.open_table(DEAD)?;
@@ -519,10 +539,10 @@ impl Store {
                 if names.get(id)?.is_none() {
                     names.insert(id, letter.destination.as_str())?;
                 }
-                queue.insert((id, counters.next), bytes.as_slice())?;
-                counters.next += 1;
+                queue.insert((id, self.take_seq()), bytes.as_slice())?;
                 dead.remove(seq)?;
-                counters.used = counters.used.saturating_sub(footprint(&value)) + footprint(&bytes);
+                usage.freed += footprint(&value);
+                usage.added += footprint(&bytes);
                 moved.push((letter.destination, footprint(&value), footprint(&bytes)));
             }
             Ok(moved)
@@ -531,14 +551,14 @@ impl Store {
 
     /// Deletes dead letters (all, or those in `seqs`); returns the destination and bytes of each.
     pub fn purge(&self, seqs: Option<&[u64]>) -> Result<Vec<(String, u64)>, StoreError> {
-        self.write(Durability::Immediate, |txn, counters| {
+        self.write(Durability::Immediate, |txn, usage| {
             let mut dead = txn.open_table(DEAD)?;
             let mut purged = Vec::new();
             for seq in chosen(&dead, seqs)? {
                 let Some(value) = dead.remove(seq)?.map(|v| v.value().to_vec()) else {
                     continue;
                 };
-                counters.used = counters.used.saturating_sub(footprint(&value));
+                usage.freed += footprint(&value);
                 purged.push((
                     DeadLetter::split(seq, &value).map_or_else(String::new, |l| l.destination),
                     footprint(&value),

@@ -16,7 +16,7 @@ use super::{
     Destination, Queue, Shared, StoreError,
 };
 
-/// Appends gathered into one transaction at most.
+/// Appends gathered into one journal write at most.
 pub(super) const MAX_BATCH: usize = 512;
 
 /// A journal that was written to is made durable in the redb file at least this often, so an
@@ -214,12 +214,7 @@ impl Writer<'_> {
                         queues,
                     });
                 }
-                Err(error) => {
-                    for queue in &append.queues {
-                        queue.removed(1, append.size);
-                    }
-                    let _ = append.done.send(Err(error));
-                }
+                Err(error) => append.refuse(error),
             }
         }
         if !journaled.is_empty() && self.work.send(Work::Apply(journaled)).is_err() {
@@ -348,12 +343,19 @@ fn apply_all(shared: &Shared, failing: &AtomicBool, rx: std::sync::mpsc::Receive
     }
 }
 
+impl Append {
+    /// Answers with `error` and gives the queues their counts back.
+    fn refuse(self, error: StoreError) {
+        for queue in &self.queues {
+            queue.removed(1, self.size);
+        }
+        let _ = self.done.send(Err(error));
+    }
+}
+
 /// Answers every append of `batch` with an error.
 fn refuse(batch: Vec<Append>, reason: &str) {
     for append in batch {
-        for queue in &append.queues {
-            queue.removed(1, append.size);
-        }
-        let _ = append.done.send(Err(StoreError::Commit(reason.to_owned())));
+        append.refuse(StoreError::Commit(reason.to_owned()));
     }
 }

@@ -25,6 +25,10 @@ use serde_json::json;
 use support::{app::file_settings, Kafka, Redis};
 use switchyard::{settings::LogFormat, startup::Application, telemetry};
 
+/// The allocator the shipped binary uses (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONNECTIONS: &str = "32";
 const TARGETS: [&str; 4] = ["log", "redis", "kafka", "spooled"];
 

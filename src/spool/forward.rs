@@ -14,7 +14,10 @@ use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
+use bytes::Bytes;
+
 use super::{
+    fresh::{self, Next},
     queue::Queue,
     record::SpooledDelivery,
     store::{footprint, Store, StoreError},
@@ -133,24 +136,28 @@ impl Forwarder {
         self.queue.destination.name()
     }
 
-    /// Forwards the oldest records: the first one alone (a probe: while the destination is
-    /// down, nothing else is tried), then the rest of the batch at once, handed over in order
-    /// (modules queue a send when it is first polled, and Redis and Kafka connections keep that
-    /// order, so a batch costs one round trip, not one per record). Only a failure inside a
-    /// batch can let a later record arrive before an earlier one's retry. Stops early when
-    /// `token` is cancelled (the rest stays on disk).
+    /// Forwards the oldest records (the file's first, then memory's: see `super::fresh`): the
+    /// first one alone (a probe: while the destination is down, nothing else is tried), then
+    /// the rest of the batch at once, handed over in order (modules queue a send when it is
+    /// first polled, and Redis and Kafka connections keep that order, so a batch costs one
+    /// round trip, not one per record). Only a failure inside a batch can let a later record
+    /// arrive before an earlier one's retry. Stops early when `token` is cancelled (the rest
+    /// stays on disk).
     pub async fn step(
         &self,
         now: SystemTime,
         token: &CancellationToken,
     ) -> Result<Step, StoreError> {
-        let batch = self
-            .blocking(|store, id| store.oldest_n(id, BATCH, BATCH_BYTES))
-            .await?;
+        let (batch, from_file) = self.take().await?;
         let mut records = Vec::with_capacity(batch.len());
         for (seq, bytes) in batch {
             match SpooledDelivery::decode(&bytes) {
                 Ok(record) => records.push((seq, record)),
+                // Dealt with from the file (next step).
+                Err(_) if records.is_empty() && !from_file => {
+                    self.spill().await?;
+                    return Ok(Step::Delivered);
+                }
                 Err(_) if records.is_empty() => {
                     // Never delivered, never dropped: kept where an operator can see it.
                     tracing::error!(
@@ -158,7 +165,7 @@ impl Forwarder {
                         seq,
                         "Unreadable spooled record moved to the dead letters."
                     );
-                    self.dead_letter(seq, bytes).await?;
+                    self.dead_letter(seq, bytes.to_vec()).await?;
                     return Ok(Step::DeadLettered);
                 }
                 // Handled when it is first in line.
@@ -172,7 +179,9 @@ impl Forwarder {
             return Ok(Step::Idle);
         }
         if let Err(error) = self.deliver(first).await {
-            return self.failed(*seq, first.clone(), error, now).await;
+            return self
+                .failed(from_file, *seq, first.clone(), error, now)
+                .await;
         }
         let mut delivered = vec![*seq];
         let outcomes =
@@ -182,7 +191,9 @@ impl Forwarder {
             match outcome {
                 Ok(()) => delivered.push(*seq),
                 Err(error) if matches!(step, Ok(Step::Delivered)) => {
-                    step = self.failed(*seq, record.clone(), error, now).await;
+                    step = self
+                        .failed(from_file, *seq, record.clone(), error, now)
+                        .await;
                 }
                 // Tried again in a later step, with the first failure's delay.
                 Err(_) => {}
@@ -190,13 +201,54 @@ impl Forwarder {
         }
         // What was delivered is removed even when another record hit a store error, so it is
         // not sent again.
-        let count = delivered.len() as u64;
-        let freed = self
-            .blocking(move |store, id| store.remove_all(id, &delivered))
-            .await?;
-        self.queue.removed(count, freed);
-        self.queue.delivered.fetch_add(count, Ordering::Relaxed);
+        let sent = delivered.len() as u64;
+        let (mut removed, mut freed) = (0, 0);
+        let mut in_file = delivered;
+        if !from_file {
+            let settled = self.queue.fresh.settle(&in_file);
+            self.store.release(settled.bytes);
+            (removed, freed) = (settled.records, settled.bytes);
+            in_file = settled.in_file;
+        }
+        if !in_file.is_empty() {
+            let (count, bytes) = self
+                .blocking(move |store, id| store.remove_all(id, &in_file))
+                .await?;
+            removed += count;
+            freed += bytes;
+        }
+        self.queue.removed(removed, freed);
+        self.queue.delivered.fetch_add(sent, Ordering::Relaxed);
         step
+    }
+
+    /// The oldest records: the file's while it holds any, else those in memory; and whether
+    /// they came from the file.
+    async fn take(&self) -> Result<(Vec<(u64, Bytes)>, bool), StoreError> {
+        loop {
+            match self.queue.fresh.next(BATCH, BATCH_BYTES) {
+                Next::Memory(records) => return Ok((records, false)),
+                Next::File { spills } => {
+                    let batch = self
+                        .blocking(|store, id| store.oldest_n(id, BATCH, BATCH_BYTES))
+                        .await?;
+                    if !batch.is_empty() {
+                        let batch = batch.into_iter().map(|(seq, r)| (seq, Bytes::from(r)));
+                        return Ok((batch.collect(), true));
+                    }
+                    self.queue.fresh.file_empty(spills);
+                }
+            }
+        }
+    }
+
+    /// Moves this queue's records in memory to the file (before a failure is recorded there).
+    async fn spill(&self) -> Result<(), StoreError> {
+        let (store, queue) = (Arc::clone(&self.store), Arc::clone(&self.queue));
+        tokio::task::spawn_blocking(move || fresh::spill(&store, [queue.as_ref()], None))
+            .await
+            .map_err(|e| StoreError::Commit(e.to_string()))??;
+        Ok(())
     }
 
     /// Hands one record to the destination.
@@ -209,14 +261,19 @@ impl Forwarder {
     }
 
     /// Records a failed attempt: the retry state is written, or the record moves to the dead
-    /// letters when it is out of attempts or time (or can no longer become a delivery).
+    /// letters when it is out of attempts or time (or can no longer become a delivery). A
+    /// record in memory goes to the file first, with every newer one (order is kept).
     async fn failed(
         &self,
+        from_file: bool,
         seq: u64,
         mut record: SpooledDelivery,
         failure: Failure,
         now: SystemTime,
     ) -> Result<Step, StoreError> {
+        if !from_file {
+            self.spill().await?;
+        }
         self.queue.retries.fetch_add(1, Ordering::Relaxed);
         record.attempts = record.attempts.saturating_add(1);
         let damaged = matches!(failure, Failure::Damaged(_));
@@ -389,11 +446,74 @@ mod tests {
         (dir, store, target, forwarder)
     }
 
-    fn spool(store: &Store, n: u32) {
+    /// Puts record `n` in the file (as a spill or a restart would).
+    fn spool(store: &Store, queue: &Queue, n: u32) {
         let record = SpooledDelivery::new(&delivery(n)).encode();
         store.append(&[vec![(NAME, record.as_slice())]]).unwrap()[0]
             .as_ref()
             .unwrap();
+        queue.added(1, footprint(&record));
+        queue.fresh.mark_in_file();
+    }
+
+    /// Journals record `n` and hands it to memory, as the writer does.
+    fn fresh(store: &Store, queue: &Queue, n: u32) {
+        let record = SpooledDelivery::new(&delivery(n)).encode();
+        let seq = *store.admit(&[(footprint(&record), 1)])[0].as_ref().unwrap();
+        queue.added(1, footprint(&record));
+        queue.fresh.push(seq, Bytes::from(record));
+    }
+
+    fn ids(target: &Flaky) -> Vec<String> {
+        let got = target.got.lock().unwrap();
+        got.iter().map(|d| d.request_id.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn records_in_memory_go_after_the_file_s_and_never_touch_the_file() {
+        let (_dir, store, target, forwarder) = setup(1, RetryPolicy::default());
+        spool(&store, &forwarder.queue, 1);
+        for n in 2..=4 {
+            fresh(&store, &forwarder.queue, n);
+        }
+        assert_eq!(
+            store.queues().unwrap()[0].depth,
+            1,
+            "only r1 is in the file"
+        );
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        assert!(matches!(step(&forwarder, now).await, Step::Retry(_)));
+        assert_eq!(step(&forwarder, now).await, Step::Delivered);
+        assert_eq!(step(&forwarder, now).await, Step::Delivered);
+        assert_eq!(step(&forwarder, now).await, Step::Idle);
+        assert_eq!(ids(&target), ["r1", "r2", "r3", "r4"]);
+        assert!(store.queues().unwrap().is_empty());
+        assert_eq!(store.used(), 0, "memory's records gave their room back");
+        assert_eq!(forwarder.queue.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failure_in_memory_moves_the_queue_to_the_file_in_order() {
+        let (_dir, store, target, forwarder) = setup(1, RetryPolicy::default());
+        for n in 1..=3 {
+            fresh(&store, &forwarder.queue, n);
+        }
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        assert!(matches!(step(&forwarder, now).await, Step::Retry(_)));
+        let in_file = store.queues().unwrap();
+        assert_eq!(
+            in_file[0].depth, 3,
+            "all three spilled, with r1's retry state"
+        );
+        let id = forwarder.queue.destination.id();
+        let first = SpooledDelivery::decode(&store.oldest_n(id, 1, 1 << 20).unwrap()[0].1);
+        assert_eq!(first.unwrap().attempts, 1);
+        fresh(&store, &forwarder.queue, 4);
+        assert_eq!(step(&forwarder, now).await, Step::Delivered);
+        assert_eq!(step(&forwarder, now).await, Step::Delivered);
+        assert_eq!(step(&forwarder, now).await, Step::Idle);
+        assert_eq!(ids(&target), ["r1", "r2", "r3", "r4"]);
+        assert_eq!((store.used(), forwarder.queue.depth()), (0, 0));
     }
 
     /// One step, not cancelled.
@@ -417,7 +537,7 @@ mod tests {
     async fn records_are_redelivered_in_order_byte_identical_after_failures() {
         let (_dir, store, target, forwarder) = setup(2, RetryPolicy::default());
         for n in 0..3 {
-            spool(&store, n);
+            spool(&store, &forwarder.queue, n);
         }
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
         assert!(matches!(step(&forwarder, now).await, Step::Retry(_)));
@@ -428,13 +548,12 @@ mod tests {
             "all three in one step"
         );
         assert_eq!(step(&forwarder, now).await, Step::Idle);
-        let got = target.got.lock().unwrap();
-        let ids: Vec<&str> = got.iter().map(|d| d.request_id.as_str()).collect();
         assert_eq!(
-            ids,
+            ids(&target),
             ["r0", "r1", "r2"],
             "arrival order, original request ids"
         );
+        let got = target.got.lock().unwrap();
         assert_eq!(got[0].body, delivery(0).body);
         assert_eq!(got[0].received_at, delivery(0).received_at);
         assert_eq!(got[0].headers, delivery(0).headers);
@@ -445,7 +564,7 @@ mod tests {
     async fn a_cancelled_forwarder_stops_even_with_a_backlog_and_leaves_it_on_disk() {
         let (_dir, store, target, forwarder) = setup(0, RetryPolicy::default());
         for n in 0..5 {
-            spool(&store, n);
+            spool(&store, &forwarder.queue, n);
         }
         let token = CancellationToken::new();
         token.cancel();
@@ -462,7 +581,7 @@ mod tests {
         let queue = Arc::clone(&forwarder.queue);
         let token = CancellationToken::new();
         let running = tokio::spawn(forwarder.run(token.clone()));
-        spool(&store, 7);
+        spool(&store, &queue, 7);
         queue.appended.notify_one();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while target.got.lock().unwrap().is_empty() {
@@ -480,7 +599,7 @@ mod tests {
             max_attempts: Some(2),
         };
         let (_dir, store, _target, forwarder) = setup(10, policy);
-        spool(&store, 0);
+        spool(&store, &forwarder.queue, 0);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
         assert!(matches!(step(&forwarder, now).await, Step::Retry(_)));
         assert_eq!(step(&forwarder, now).await, Step::DeadLettered);
@@ -489,7 +608,7 @@ mod tests {
         let record = SpooledDelivery::decode(&dead[0].record).unwrap();
         assert_eq!((record.attempts, record.last_error.as_str()), (2, "down"));
 
-        spool(&store, 1);
+        spool(&store, &forwarder.queue, 1);
         let later = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 3600);
         assert_eq!(step(&forwarder, later).await, Step::DeadLettered, "too old");
         assert_eq!(store.dead_letters(100).unwrap().len(), 2);

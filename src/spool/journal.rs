@@ -1,10 +1,10 @@
 //! The spool's journal: where an append becomes durable. The writer writes each batch as frames
 //! after the last ones in one of two preallocated files and fsyncs once; the same records then
-//! go into the redb file without an fsync of their own (see `Store::apply`). When a file is full
-//! enough, the writer goes on in the other one while the redb file is made durable
-//! (`Store::sync`); once it is, the first file may be written again from its beginning. So the
-//! writer never waits for the redb file's fsync. At open, the frames the redb file does not
-//! durably hold are put back into it (`Store::open`).
+//! wait in memory for their forwarders (`super::fresh`). When a file is full enough, the writer
+//! goes on in the other one while what memory still holds is moved to the redb file and made
+//! durable (`Store::spill`); once it is, the first file may be written again from its
+//! beginning. So the writer never waits for the redb file's fsync. At open, the frames the redb
+//! file does not durably account for are put back into it (`Store::open`).
 //!
 //! Why not an fsync of the redb file per batch: a redb commit writes a dozen pages for a batch
 //! of small records and fsyncs them (0.35-0.47 ms here); one contiguous overwrite of a

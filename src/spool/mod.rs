@@ -9,6 +9,7 @@
 //! operators see. [`Spool`] is the handle that ties them together.
 
 pub mod forward;
+pub mod fresh;
 pub mod journal;
 pub mod queue;
 pub mod record;
@@ -179,6 +180,7 @@ impl Spool {
             let namespace = namespace_of(&namespaces, &destination);
             let queue = Queue::new(destination, Arc::clone(&backlog), namespace);
             queue.added(stats.depth, stats.bytes);
+            queue.fresh.mark_in_file();
             queues.insert(queue.destination.id(), Arc::new(queue));
         }
         // Dead letters count against their namespace's share too (until replayed or purged).
@@ -367,7 +369,7 @@ impl Spool {
                     depth,
                     bytes: q.bytes.get(),
                     oldest_age_seconds: if depth > 0 {
-                        oldest_age(store, q.destination.id(), now)
+                        oldest_age(store, q.destination.id(), Some(&q.fresh), now)
                     } else {
                         None
                     },
@@ -404,6 +406,7 @@ impl Spool {
             queue.dead.sub(1);
             queue.namespace.sub(*dead_bytes);
             queue.added(1, *bytes);
+            queue.fresh.mark_in_file();
             self.shared.forward(&queue);
         }
         Ok(moved.len())

@@ -8,7 +8,7 @@ use std::sync::{
 
 use tokio::sync::Notify;
 
-use super::store::destination_id;
+use super::{fresh::FreshQueue, store::destination_id};
 
 /// One destination of one webhook: `<namespace>/<webhook>#<index>:<module>[@<connection>]`, and
 /// its id in the file. Computed once when a route is built. The connection is part of the name,
@@ -129,6 +129,8 @@ pub struct Queue {
     pub appended: Notify,
     /// A forwarder runs for this queue.
     pub running: AtomicBool,
+    /// Its records not in the file (journaled, waiting in memory).
+    pub fresh: FreshQueue,
     /// Records queued across every destination (shared with the spool).
     backlog: Arc<Count>,
     /// Bytes queued by every destination of this one's namespace (its share of the spool).
@@ -146,6 +148,7 @@ impl Queue {
             delivered: AtomicU64::new(0),
             appended: Notify::new(),
             running: AtomicBool::new(false),
+            fresh: FreshQueue::default(),
             backlog,
             namespace,
         }

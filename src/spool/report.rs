@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use super::{destination_id, record, Store, StoreError};
+use super::{destination_id, fresh::FreshQueue, record, Store, StoreError};
 
 /// One destination's queue, as `/status`, `/metrics` and `switchyard spool status` show it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -74,9 +74,18 @@ pub fn now_ms() -> u64 {
     record::millis_since_epoch(SystemTime::now())
 }
 
-/// Age of a queue's oldest record.
-pub(super) fn oldest_age(store: &Store, id: u64, now: SystemTime) -> Option<f64> {
-    let received = store.oldest_received_at(id).ok()??;
+/// Age of a queue's oldest record: the file's, else (a running instance) the oldest in
+/// memory.
+pub(super) fn oldest_age(
+    store: &Store,
+    id: u64,
+    fresh: Option<&FreshQueue>,
+    now: SystemTime,
+) -> Option<f64> {
+    let received = match store.oldest_received_at(id).ok().flatten() {
+        Some(received) => received,
+        None => record::Summary::decode(&fresh?.oldest()?).ok()?.received_at,
+    };
     Some(
         now.duration_since(received)
             .unwrap_or_default()
@@ -92,7 +101,7 @@ pub fn report_of(store: &Store) -> Result<SpoolReport, StoreError> {
         .queues()?
         .into_iter()
         .map(|q| QueueReport {
-            oldest_age_seconds: oldest_age(store, destination_id(&q.name), now),
+            oldest_age_seconds: oldest_age(store, destination_id(&q.name), None, now),
             dead_letters: dead.get(&q.name).map_or(0, |c| c.0),
             destination: q.name,
             depth: q.depth,

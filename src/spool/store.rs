@@ -2,11 +2,12 @@
 //!
 //! Tables: `queue` holds each destination's records in arrival order, keyed by (destination
 //! id, sequence); `destinations` names the ids; `dead_letters` keeps what ran out of retries.
-//! `meta` keeps the highest sequence number applied from the journal. The next sequence number
-//! and the bytes in use are counted at open and kept in memory. An append is made durable by the
-//! journal (`super::journal`) and applied here without an fsync of its own; the file is made
-//! durable before the journal starts over, and what the journal holds beyond it is applied again
-//! at open.
+//! `meta` keeps the highest sequence number of the journal the file accounts for (each record up
+//! to it is here or was delivered). The next sequence number and the bytes in use are counted at
+//! open and kept in memory. An append is made durable by the journal (`super::journal`); only
+//! records not delivered from memory in time come here (`super::fresh`), without an fsync of
+//! their own; the file is made durable before the journal starts over, and what the journal
+//! holds beyond it is applied again at open.
 
 use std::{
     collections::HashMap,
@@ -139,11 +140,11 @@ pub struct Store {
     /// `counters.used`, readable without the lock.
     used: AtomicU64,
     /// Held only while the counters change, never across a transaction: the writer's admit
-    /// must not wait for a forwarder's or the applier's commit.
+    /// must not wait for a forwarder's or the syncer's commit.
     counters: std::sync::Mutex<Counters>,
     /// Forwarder commits so far (see [`Store::lazy`]).
     lazy_commits: AtomicU64,
-    /// The highest sequence number applied from the journal (written again by each sync).
+    /// The highest sequence number the file durably accounts for (see [`Store::spill`]).
     applied: AtomicU64,
 }
 
@@ -164,16 +165,16 @@ struct Usage {
     freed: u64,
 }
 
-/// Inserts journaled records (sequence number, destination, record) under their own numbers
-/// and records the highest number applied (at least `applied`); returns it.
+/// Inserts journaled records (sequence number, destination, record) under their own numbers;
+/// returns the highest number among them (or `at_least`).
 fn insert_journaled(
     txn: &redb::WriteTransaction,
     records: &[(u64, &str, &[u8])],
-    applied: u64,
+    at_least: u64,
 ) -> Result<u64, StoreError> {
     let mut queue = txn.open_table(QUEUE)?;
     let mut names = txn.open_table(DESTINATIONS)?;
-    let mut last = applied;
+    let mut last = at_least;
     for &(seq, destination, record) in records {
         let id = destination_id(destination);
         if names.get(id)?.is_none() {
@@ -182,7 +183,6 @@ fn insert_journaled(
         queue.insert((id, seq), record)?;
         last = last.max(seq);
     }
-    txn.open_table(META)?.insert(APPLIED, last)?;
     Ok(last)
 }
 
@@ -244,6 +244,7 @@ impl Store {
             .collect();
         // Also creates the tables on a new file.
         let applied = insert_journaled(&txn, &missing, applied)?;
+        txn.open_table(META)?.insert(APPLIED, applied)?;
         if !missing.is_empty() {
             tracing::info!(
                 records = missing.len(),
@@ -356,23 +357,32 @@ impl Store {
         self.used.store(counters.used, Ordering::Release);
     }
 
-    /// Puts journaled records (sequence number, destination, record) into their queues, without
-    /// an fsync: the journal holds them until [`Store::sync`].
-    pub fn apply(&self, records: &[(u64, &str, &[u8])]) -> Result<(), StoreError> {
-        let last = self.write(Durability::None, |txn, _| {
-            insert_journaled(txn, records, self.applied.load(Ordering::Acquire))
-        })?;
-        self.applied.store(last, Ordering::Release);
-        Ok(())
-    }
-
-    /// Makes everything applied so far durable (one fsync): the journal may start over.
-    pub fn sync(&self) -> Result<(), StoreError> {
-        self.write(Durability::Immediate, |txn, _| {
-            txn.open_table(META)?
-                .insert(APPLIED, self.applied.load(Ordering::Acquire))?;
+    /// Puts journaled records (sequence number, destination, record) into their queues: the
+    /// ones not delivered from memory in time (see `super::fresh`). Without `synced_to`, no
+    /// fsync (the journal still holds them). With it, the file is made durable and says that
+    /// every journaled record up to that number is in it or delivered: the journal may then
+    /// start over.
+    pub fn spill(
+        &self,
+        records: &[(u64, &str, &[u8])],
+        synced_to: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let durability = match synced_to {
+            Some(_) => Durability::Immediate,
+            None => Durability::None,
+        };
+        let applied = synced_to.map(|n| n.max(self.applied.load(Ordering::Acquire)));
+        self.write(durability, |txn, _| {
+            insert_journaled(txn, records, 0)?;
+            if let Some(applied) = applied {
+                txn.open_table(META)?.insert(APPLIED, applied)?;
+            }
             Ok(())
-        })
+        })?;
+        if let Some(applied) = applied {
+            self.applied.fetch_max(applied, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     /// Admits, applies and syncs groups of records at once (tests: the writer journals them).
@@ -394,8 +404,8 @@ impl Store {
                 }
             }
         }
-        self.apply(&records)?;
-        self.sync()?;
+        let last = records.iter().map(|r| r.0).max().unwrap_or(0);
+        self.spill(&records, Some(last))?;
         Ok(admitted.into_iter().map(|r| r.map(|_| ())).collect())
     }
 
@@ -422,27 +432,29 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes delivered records in one transaction; returns the space they took.
-    pub fn remove_all(&self, destination: u64, seqs: &[u64]) -> Result<u64, StoreError> {
+    /// Removes delivered records in one transaction; returns how many were there and the
+    /// space they took.
+    pub fn remove_all(&self, destination: u64, seqs: &[u64]) -> Result<(u64, u64), StoreError> {
         let mut seqs = seqs.to_vec();
         seqs.sort_unstable();
         let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         self.write(self.lazy(), |txn, usage| {
             let mut queue = txn.open_table(QUEUE)?;
-            let mut freed = 0;
+            let (mut removed, mut freed) = (0, 0);
             // One scan over the batch's range (a batch is usually contiguous), not one descent
             // from the root per record: removal was the forwarder's largest cost in the drain.
             queue.retain_in((destination, first)..=(destination, last), |key, value| {
                 let delivered = seqs.binary_search(&key.1).is_ok();
                 if delivered {
+                    removed += 1;
                     freed += footprint(value);
                 }
                 !delivered
             })?;
             usage.freed = freed;
-            Ok(freed)
+            Ok((removed, freed))
         })
     }
 
@@ -708,7 +720,7 @@ mod tests {
             // 1 and 2 applied (durably), then 1 delivered and removed.
             append(&s, &[one("a", b"1"), one("a", b"2")]);
             s.remove_all(a, &[1]).unwrap();
-            s.sync().unwrap();
+            s.spill(&[], Some(0)).unwrap();
         }
         // The journal still holds 1 and 2, and 3 and 4, which were answered but never
         // applied (a crash right after their fsync).
@@ -759,7 +771,10 @@ mod tests {
         append(&s, &groups);
         let a = destination_id("a");
         // 1, 2, 4, 5, 6 are a's; 3 is b's and inside the range.
-        assert_eq!(s.remove_all(a, &[5, 1, 3, 2]).unwrap(), 3 * footprint(b"1"));
+        assert_eq!(
+            s.remove_all(a, &[5, 1, 3, 2]).unwrap(),
+            (3, 3 * footprint(b"1"))
+        );
         let left: Vec<u64> = s
             .oldest_n(a, 10, 1 << 20)
             .unwrap()
@@ -772,7 +787,7 @@ mod tests {
             Some(3)
         );
         assert_eq!(s.used(), 3 * footprint(b"1"));
-        assert_eq!(s.remove_all(a, &[]).unwrap(), 0);
+        assert_eq!(s.remove_all(a, &[]).unwrap(), (0, 0));
     }
 
     #[test]
@@ -798,7 +813,7 @@ mod tests {
         let records: Vec<&[u8]> = batch.iter().map(|(_, r)| r.as_slice()).collect();
         assert_eq!(records, [b"1", b"2"]);
         let seqs: Vec<u64> = batch.iter().map(|(seq, _)| *seq).collect();
-        assert_eq!(s.remove_all(a, &seqs).unwrap(), 2 * footprint(b"1"));
+        assert_eq!(s.remove_all(a, &seqs).unwrap(), (2, 2 * footprint(b"1")));
         assert_eq!(s.oldest(a).unwrap().map(|(_, r)| r), Some(b"3".to_vec()));
         let queues = s.queues().unwrap();
         assert_eq!(queues.len(), 2);
@@ -823,7 +838,7 @@ mod tests {
         let a = destination_id("a");
         let (seq, first) = s.oldest(a).unwrap().unwrap();
         assert_eq!(first, vec![0u8; 20]);
-        assert_eq!(s.remove_all(a, &[seq]).unwrap(), 36);
+        assert_eq!(s.remove_all(a, &[seq]).unwrap(), (1, 36));
         assert_eq!(append(&s, &[one("a", &[3u8; 20])]), [true], "room again");
         assert_eq!(append(&s, &[one("a", &[3u8; 20])]), [false], "full again");
     }

@@ -1,9 +1,12 @@
 //! The group commit: one thread takes every append that is waiting, journals them with one
-//! fsync (not one per request), answers them, then applies them to the redb file.
+//! fsync (not one per request), answers them, then hands them to their queues in memory (see
+//! `super::fresh`); a second thread makes the redb file hold what memory still has whenever
+//! the journal switches files.
 
 use tokio::sync::{mpsc, oneshot};
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -11,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
+
 use super::{
+    fresh,
     journal::{self, Journal},
     Destination, Queue, Shared, StoreError,
 };
@@ -44,28 +50,31 @@ pub(super) enum Message {
 }
 
 /// The writer, on a thread of its own (a commit blocks on fsync): takes every append that is
-/// waiting, journals them together, answers each, hands them to the applier (a second thread,
-/// so applying one batch overlaps journaling the next), repeats, until told to stop.
+/// waiting, journals them together, answers each, puts them in memory for the forwarders,
+/// repeats, until told to stop. The syncer (a second thread) makes the redb file durable
+/// meanwhile, so the writer never waits for that fsync.
 pub(super) fn write(shared: &Shared, mut journal: Journal, mut rx: mpsc::Receiver<Message>) {
     let failing = AtomicBool::new(false);
-    let (work, applier_rx) = std::sync::mpsc::channel();
+    let (work, syncer_rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
-        let applying = std::thread::Builder::new()
-            .name("spool-applier".into())
-            .spawn_scoped(scope, || apply_all(shared, &failing, applier_rx));
-        if let Err(error) = applying {
-            tracing::error!(%error, "Spool applier thread could not start.");
+        let syncing = std::thread::Builder::new()
+            .name("spool-syncer".into())
+            .spawn_scoped(scope, || syncer(shared, &failing, syncer_rx));
+        if let Err(error) = syncing {
+            tracing::error!(%error, "Spool syncer thread could not start.");
             return;
         }
         let mut writer = Writer {
             shared,
             journal: &mut journal,
             work,
+            touched: HashMap::new(),
+            journaled: 0,
             failing: &failing,
             other_free: true,
             pending: None,
             synced: Instant::now(),
-            applier_gone: false,
+            syncer_gone: false,
         };
         loop {
             let mut batch = Vec::new();
@@ -102,42 +111,38 @@ pub(super) fn write(shared: &Shared, mut journal: Journal, mut rx: mpsc::Receive
                 writer.rotate(tick);
             }
             if stop {
-                // Dropping the writer ends the applier once it applied what it was sent.
+                // Dropping the writer ends the syncer once it answered what it was sent.
                 return;
             }
-            if writer.applier_gone {
-                // Only a panic inside the store ends the applier early. What was answered is
+            if writer.syncer_gone {
+                // Only a panic inside the store ends the syncer early. What was answered is
                 // in the journal (the next start applies it); the writer stops too, so /health
                 // reports it and requests are refused instead of journaled unforwarded.
-                tracing::error!("Spool applier stopped; the spool writer stops too.");
+                tracing::error!("Spool syncer stopped; the spool writer stops too.");
                 return;
             }
         }
     });
 }
 
-/// One request's records, journaled and answered, not yet in the redb file: numbered from
-/// `first`, one per destination.
-struct Journaled {
-    first: u64,
-    destinations: Vec<Destination>,
-    record: Vec<u8>,
+/// What the syncer is sent: make the redb file hold every record journaled so far that is
+/// not delivered, durably; answers whether it does (the journal may then start over).
+struct SyncRequest {
+    reply: std::sync::mpsc::Sender<bool>,
+    /// The queues given records since the last sync.
     queues: Vec<Arc<Queue>>,
-}
-
-/// What the applier is sent, in journal order.
-enum Work {
-    Apply(Vec<Journaled>),
-    /// Make everything sent before durable in the redb file; answers whether it is (the
-    /// journal may then start over).
-    Sync(std::sync::mpsc::Sender<bool>),
+    /// The highest sequence number journaled.
+    journaled: u64,
 }
 
 struct Writer<'a> {
     shared: &'a Shared,
     journal: &'a mut Journal,
-    work: std::sync::mpsc::Sender<Work>,
-    /// The applier cannot write the redb file: appends are refused until it can.
+    work: std::sync::mpsc::Sender<SyncRequest>,
+    /// The queues given records since the last sync was asked for, and the highest number.
+    touched: HashMap<u64, Arc<Queue>>,
+    journaled: u64,
+    /// The syncer cannot write the redb file: appends are refused until it can.
     failing: &'a AtomicBool,
     /// The journal file not being written holds only frames durably in the redb file.
     other_free: bool,
@@ -145,13 +150,13 @@ struct Writer<'a> {
     pending: Option<std::sync::mpsc::Receiver<bool>>,
     /// When the last sync was asked for.
     synced: Instant,
-    /// The applier ended (a panic inside the store).
-    applier_gone: bool,
+    /// The syncer ended (a panic inside the store).
+    syncer_gone: bool,
 }
 
 impl Writer<'_> {
-    /// Journals `batch` (one write, one fsync), answers each append, then hands what was
-    /// journaled to the applier.
+    /// Journals `batch` (one write, one fsync), answers each append, then puts what was
+    /// journaled in its queues' memory and wakes their forwarders.
     fn commit(&mut self, batch: Vec<Append>) {
         let store = &self.shared.store;
         if self.failing.load(Ordering::Acquire) {
@@ -190,7 +195,6 @@ impl Writer<'_> {
                 .sum();
             store.release(taken);
         }
-        let mut journaled = Vec::with_capacity(batch.len());
         for (append, admitted) in batch.into_iter().zip(admitted) {
             let result = match (admitted, &written) {
                 (Ok(first), Ok(())) => Ok(first),
@@ -200,30 +204,28 @@ impl Writer<'_> {
             match result {
                 Ok(first) => {
                     let Append {
-                        destinations,
                         record,
                         queues,
                         done,
                         ..
                     } = append;
                     let _ = done.send(Ok(()));
-                    journaled.push(Journaled {
-                        first,
-                        destinations,
-                        record,
-                        queues,
-                    });
+                    // Answered first; then into memory, where the forwarders take them.
+                    let record = Bytes::from(record);
+                    for (seq, queue) in (first..).zip(queues) {
+                        queue.fresh.push(seq, record.clone());
+                        self.journaled = seq;
+                        self.shared.forward(&queue);
+                        self.touched.insert(queue.destination.id(), queue);
+                    }
                 }
                 Err(error) => append.refuse(error),
             }
         }
-        if !journaled.is_empty() && self.work.send(Work::Apply(journaled)).is_err() {
-            self.applier_gone = true;
-        }
     }
 
     /// Moves the journal to its other file when the current one is full enough, or (`tick`)
-    /// holds records and [`SYNC_EVERY`] has passed, asking the applier to make the redb file
+    /// holds records and [`SYNC_EVERY`] has passed, asking the syncer to make the redb file
     /// durable meanwhile. Waits only when the other file's sync has not finished yet.
     fn rotate(&mut self, tick: bool) {
         self.settle(false);
@@ -244,7 +246,7 @@ impl Writer<'_> {
                 return;
             }
         }
-        // Everything journaled was sent to the applier before this: the sync covers it.
+        // Everything journaled is in memory or delivered: the sync covers it.
         self.ask_sync();
         self.other_free = false;
         if let Err(error) = self.journal.switch() {
@@ -263,8 +265,13 @@ impl Writer<'_> {
 
     fn ask_sync(&mut self) {
         let (reply, answer) = std::sync::mpsc::channel();
-        if self.work.send(Work::Sync(reply)).is_err() {
-            self.applier_gone = true;
+        let sync = SyncRequest {
+            reply,
+            queues: self.touched.drain().map(|(_, q)| q).collect(),
+            journaled: self.journaled,
+        };
+        if self.work.send(sync).is_err() {
+            self.syncer_gone = true;
         }
         self.pending = Some(answer);
         self.synced = Instant::now();
@@ -290,54 +297,37 @@ impl Writer<'_> {
     }
 }
 
-/// The applier: puts journaled records into the redb file (no fsync: the journal holds them)
-/// and wakes their forwarders; makes the file durable when the writer asks. What the file
-/// refuses is kept and tried again with the next work, and `failing` is set meanwhile.
-fn apply_all(shared: &Shared, failing: &AtomicBool, rx: std::sync::mpsc::Receiver<Work>) {
-    let mut unapplied: Vec<Journaled> = Vec::new();
+/// The syncer: when the writer asks for a sync, moves what memory still holds to the redb
+/// file and makes it durable (on its own thread, so the writer never waits for that fsync). A
+/// failed sync sets `failing` (appends are refused: the journal cannot start over) until one
+/// succeeds; its queues are tried again with the next.
+fn syncer(shared: &Shared, failing: &AtomicBool, rx: std::sync::mpsc::Receiver<SyncRequest>) {
+    let mut queues: HashMap<u64, Arc<Queue>> = HashMap::new();
+    let mut journaled = 0;
     while let Ok(first) = rx.recv() {
-        let mut syncs = Vec::new();
-        for work in std::iter::once(first).chain(rx.try_iter()) {
-            match work {
-                Work::Apply(journaled) => unapplied.extend(journaled),
-                // Answered after what came with it is applied: a sync may cover more than
-                // was asked, never less.
-                Work::Sync(reply) => syncs.push(reply),
-            }
+        let mut replies = Vec::new();
+        for sync in std::iter::once(first).chain(rx.try_iter()) {
+            queues.extend(sync.queues.into_iter().map(|q| (q.destination.id(), q)));
+            journaled = journaled.max(sync.journaled);
+            replies.push(sync.reply);
         }
-        if !unapplied.is_empty() {
-            let records: Vec<(u64, &str, &[u8])> = unapplied
-                .iter()
-                .flat_map(|j| {
-                    (j.first..)
-                        .zip(&j.destinations)
-                        .map(|(seq, d)| (seq, d.name(), j.record.as_slice()))
-                })
-                .collect();
-            let applied = shared.store.apply(&records);
-            drop(records);
-            match applied {
-                Ok(()) => {
-                    failing.store(false, Ordering::Release);
-                    for queue in unapplied.drain(..).flat_map(|j| j.queues) {
-                        shared.forward(&queue);
-                    }
-                }
-                Err(error) => {
-                    failing.store(true, Ordering::Release);
-                    tracing::error!(%error, "Spool file write failed; the journal keeps the records.");
-                }
+        let synced = match fresh::spill(
+            &shared.store,
+            queues.values().map(AsRef::as_ref),
+            Some(journaled),
+        ) {
+            Ok(_) => {
+                queues.clear();
+                failing.store(false, Ordering::Release);
+                true
             }
-        }
-        for reply in syncs {
-            let synced = unapplied.is_empty()
-                && shared.store.sync().map_or_else(
-                    |error| {
-                        tracing::error!(%error, "Spool file sync failed; the journal keeps the records.");
-                        false
-                    },
-                    |()| true,
-                );
+            Err(error) => {
+                failing.store(true, Ordering::Release);
+                tracing::error!(%error, "Spool file sync failed; the journal keeps the records.");
+                false
+            }
+        };
+        for reply in replies {
             let _ = reply.send(synced);
         }
     }

@@ -1,0 +1,279 @@
+//! Fresh records: journaled (so durable), held in memory by their queue, and delivered from
+//! there while the destination keeps up, so most records never touch the redb file (no insert,
+//! no read, no removal). A record goes to the file ("spills") when its delivery fails, and
+//! every record still in memory goes there when the journal switches files (`super::writer`):
+//! that sync is what lets a journal file be written again, so memory holds at most what one
+//! journal file holds, and a crash loses nothing (what the file lacks, the journal replays).
+//!
+//! Order: a queue's records in memory are always newer than its records in the file (a spill
+//! moves all of them at once, and new records get higher numbers), and the forwarder takes
+//! the file's first. Only a dead letter replayed while records are in memory goes behind them.
+
+use std::{
+    collections::VecDeque,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
+
+use bytes::Bytes;
+
+use super::{
+    queue::Queue,
+    store::{footprint, Store, StoreError},
+};
+
+/// One queue's records in memory, and whether its file part may hold any.
+#[derive(Debug, Default)]
+pub struct Fresh {
+    /// (sequence number, encoded record), oldest first. A forwarder delivering some of them
+    /// leaves them here until they are acknowledged.
+    records: VecDeque<(u64, Bytes)>,
+    /// The file may hold records of this queue: they are older, so they go first.
+    in_file: bool,
+    /// Counts the times records entered the file, so a forwarder that found none there can
+    /// tell whether more came since.
+    spills: u64,
+}
+
+/// A queue's [`Fresh`] records behind their lock.
+#[derive(Debug, Default)]
+pub struct FreshQueue(Mutex<Fresh>);
+
+/// What a forwarder may take next.
+pub enum Next {
+    /// The file may hold records (taken from there first); `spills` as of this check.
+    File { spills: u64 },
+    /// The oldest records in memory (none when the queue is empty).
+    Memory(Vec<(u64, Bytes)>),
+}
+
+/// What became of delivered records.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Taken out of memory: (records, bytes).
+    pub records: u64,
+    pub bytes: u64,
+    /// Spilled meanwhile: they are to be removed from the file.
+    pub in_file: Vec<u64>,
+}
+
+impl FreshQueue {
+    fn lock(&self) -> MutexGuard<'_, Fresh> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a journaled record (numbers only grow).
+    pub fn push(&self, seq: u64, record: Bytes) {
+        self.lock().records.push_back((seq, record));
+    }
+
+    /// Records may be in the file (at open, or a dead letter was replayed).
+    pub fn mark_in_file(&self) {
+        let mut fresh = self.lock();
+        fresh.in_file = true;
+        fresh.spills += 1;
+    }
+
+    /// The file held none of this queue's records when `spills` was read: unless records were
+    /// spilled since, memory is where the next ones are.
+    pub fn file_empty(&self, spills: u64) {
+        let mut fresh = self.lock();
+        if fresh.spills == spills {
+            fresh.in_file = false;
+        }
+    }
+
+    /// Where the next records are: the file, or up to `limit` records (and `max_bytes`, always
+    /// at least one) from memory, left there until [`FreshQueue::settle`].
+    pub fn next(&self, limit: usize, max_bytes: usize) -> Next {
+        let fresh = self.lock();
+        if fresh.in_file {
+            return Next::File {
+                spills: fresh.spills,
+            };
+        }
+        let mut taken = 0;
+        let mut out = Vec::new();
+        for (seq, record) in &fresh.records {
+            if out.len() >= limit || (taken >= max_bytes && !out.is_empty()) {
+                break;
+            }
+            taken += record.len();
+            out.push((*seq, record.clone()));
+        }
+        Next::Memory(out)
+    }
+
+    /// Delivered records (ascending numbers, taken by [`FreshQueue::next`]) leave memory; those
+    /// spilled meanwhile are named for removal from the file.
+    pub fn settle(&self, delivered: &[u64]) -> Settled {
+        let mut fresh = self.lock();
+        let mut settled = Settled::default();
+        for &seq in delivered {
+            match fresh.records.front() {
+                Some((front, _)) if *front == seq => {
+                    if let Some((_, record)) = fresh.records.pop_front() {
+                        settled.records += 1;
+                        settled.bytes += footprint(&record);
+                    }
+                }
+                // The forwarder took the oldest records, and only a spill removes others: a
+                // record not in front was spilled.
+                _ => settled.in_file.push(seq),
+            }
+        }
+        settled
+    }
+
+    /// The oldest record in memory, encoded.
+    pub fn oldest(&self) -> Option<Bytes> {
+        self.lock().records.front().map(|(_, r)| r.clone())
+    }
+}
+
+/// Moves every record in memory of `queues` to the file in one transaction, without an fsync;
+/// memory is cleared only once the file has them. Each queue stays locked meanwhile, so its
+/// forwarder cannot take records from memory that are about to be in the file (it takes the
+/// file's first once it can look again). With `synced_to`, the file is then made durable (see
+/// [`Store::spill`]) with no queue locked: the writer, which adds to them, never waits for that
+/// fsync. Returns how many records moved.
+pub fn spill<'a>(
+    store: &Store,
+    queues: impl IntoIterator<Item = &'a Queue>,
+    synced_to: Option<u64>,
+) -> Result<usize, StoreError> {
+    let moved = {
+        let mut locked: Vec<(&Queue, MutexGuard<'_, Fresh>)> = queues
+            .into_iter()
+            .map(|q| (q, q.fresh.lock()))
+            .filter(|(_, fresh)| !fresh.records.is_empty())
+            .collect();
+        let records: Vec<(u64, &str, &[u8])> = locked
+            .iter()
+            .flat_map(|(queue, fresh)| {
+                fresh
+                    .records
+                    .iter()
+                    .map(|(seq, record)| (*seq, queue.destination.name(), record.as_ref()))
+            })
+            .collect();
+        let moved = records.len();
+        if moved > 0 {
+            store.spill(&records, None)?;
+        }
+        drop(records);
+        for (_, fresh) in &mut locked {
+            fresh.records.clear();
+            fresh.in_file = true;
+            fresh.spills += 1;
+        }
+        moved
+    };
+    if let Some(journaled) = synced_to {
+        store.spill(&[], Some(journaled))?;
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Destination;
+    use std::sync::Arc;
+
+    fn queue(name: &str) -> Queue {
+        Queue::new(Destination::named(name), Arc::default(), Arc::default())
+    }
+
+    fn memory(next: Next) -> Vec<u64> {
+        match next {
+            Next::Memory(records) => records.into_iter().map(|(seq, _)| seq).collect(),
+            Next::File { .. } => panic!("expected memory"),
+        }
+    }
+
+    #[test]
+    fn delivered_records_leave_memory_and_spilled_ones_are_named_for_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
+        let q = queue("a/b#0:log");
+        for seq in 1..=4 {
+            q.fresh.push(seq, Bytes::from(vec![b'x'; 10]));
+        }
+        assert_eq!(memory(q.fresh.next(2, 1 << 20)), [1, 2]);
+        let settled = q.fresh.settle(&[1, 2]);
+        assert_eq!(
+            (settled.records, settled.bytes),
+            (2, 2 * footprint(&[0; 10]))
+        );
+        assert!(settled.in_file.is_empty());
+
+        // 3 and 4 taken, then spilled while being delivered; 5 arrives after the spill.
+        assert_eq!(memory(q.fresh.next(10, 1 << 20)), [3, 4]);
+        assert_eq!(spill(&store, [&q], None).unwrap(), 2);
+        q.fresh.push(5, Bytes::from_static(b"5"));
+        let Next::File { spills } = q.fresh.next(10, 1 << 20) else {
+            panic!("the spilled records go first");
+        };
+        assert_eq!(
+            q.fresh.settle(&[3, 4]).in_file,
+            [3, 4],
+            "to be removed from the file"
+        );
+        let id = q.destination.id();
+        let in_file: Vec<u64> = store
+            .oldest_n(id, 10, 1 << 20)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(in_file, [3, 4]);
+        store.remove_all(id, &[3, 4]).unwrap();
+        q.fresh.file_empty(spills);
+        assert_eq!(memory(q.fresh.next(10, 1 << 20)), [5]);
+    }
+
+    #[test]
+    fn a_spill_after_the_file_was_found_empty_keeps_the_file_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
+        let q = queue("a/b#0:log");
+        q.fresh.mark_in_file();
+        let Next::File { spills } = q.fresh.next(10, 1 << 20) else {
+            panic!("marked");
+        };
+        // The forwarder found the file empty, but a record spilled before it said so.
+        q.fresh.push(1, Bytes::from_static(b"1"));
+        spill(&store, [&q], None).unwrap();
+        q.fresh.file_empty(spills);
+        assert!(matches!(q.fresh.next(10, 1 << 20), Next::File { .. }));
+    }
+
+    #[test]
+    fn a_sync_spill_records_the_journal_as_applied_even_with_nothing_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
+            let q = queue("a/b#0:log");
+            assert_eq!(spill(&store, [&q], Some(7)).unwrap(), 0);
+        }
+        // Frames 1..=7 were delivered from memory: a restart must not bring them back.
+        let mut journal = crate::spool::journal::Journal::open(dir.path()).unwrap();
+        let mut bytes = Vec::new();
+        crate::spool::journal::encode(&mut bytes, 7, "a/b#0:log", b"7");
+        crate::spool::journal::encode(&mut bytes, 8, "a/b#0:log", b"8");
+        journal.write(&bytes).unwrap();
+        drop(journal);
+        let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
+        let kept: Vec<u64> = store
+            .oldest_n(destination("a/b#0:log"), 10, 1 << 20)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(kept, [8]);
+    }
+
+    fn destination(name: &str) -> u64 {
+        crate::spool::store::destination_id(name)
+    }
+}

@@ -76,6 +76,22 @@ impl Destination {
         );
         result
     }
+
+    /// Several deliveries at once (the spool's forwarder), each counted with the batch's time.
+    async fn deliver_all(
+        &self,
+        deliveries: &[Delivery],
+        metrics: &Metrics,
+    ) -> Vec<Result<(), DeliveryError>> {
+        let started = Instant::now();
+        let results = self.module.deliver_all(deliveries).await;
+        let elapsed = started.elapsed();
+        let connection = self.connection.as_ref().map(ConnectionName::as_str);
+        for result in &results {
+            metrics.delivery(self.module.name(), connection, result.is_ok(), elapsed);
+        }
+        results
+    }
 }
 
 /// What the cache serves for one webhook key.
@@ -263,42 +279,47 @@ impl Route {
         false
     }
 
-    /// Hands a spooled delivery to the destination its queue name describes (same position,
-    /// module and connection), within the webhook's timeout: the forwarder's way in.
+    /// Hands spooled deliveries to the destination `parts` names, in order, within the
+    /// webhook's timeout; one result each. Fails them all when the webhook no longer has that
+    /// destination (the forwarder retries until the record's horizon ends).
     pub async fn redeliver(
         &self,
         parts: spool::Parts<'_>,
-        delivery: &Delivery,
+        deliveries: &[Delivery],
         metrics: &Metrics,
-    ) -> Result<(), String> {
-        let destination = self
-            .modules
-            .get(parts.index)
-            .filter(|d| {
-                d.module.name() == parts.module
-                    && d.connection.as_ref().map(ConnectionName::as_str) == parts.connection
-            })
-            .ok_or_else(|| {
-                format!(
-                    "webhook `{}` no longer has destination {} `{}`{}",
-                    self.key,
-                    parts.index,
-                    parts.module,
-                    parts
-                        .connection
-                        .map(|c| format!(" on connection `{c}`"))
-                        .unwrap_or_default()
-                )
-            })?;
-        tokio::time::timeout(self.webhook.timeout, destination.deliver(delivery, metrics))
-            .await
-            .map_err(|_| {
-                DeliveryError::Timeout {
-                    timeout_ms: millis(self.webhook.timeout),
-                }
-                .to_string()
-            })?
-            .map_err(|e| e.to_string())
+    ) -> Vec<Result<(), String>> {
+        let all = |error: String| deliveries.iter().map(|_| Err(error.clone())).collect();
+        let destination = self.modules.get(parts.index).filter(|d| {
+            d.module.name() == parts.module
+                && d.connection.as_ref().map(ConnectionName::as_str) == parts.connection
+        });
+        let Some(destination) = destination else {
+            return all(format!(
+                "webhook `{}` no longer has destination {} `{}`{}",
+                self.key,
+                parts.index,
+                parts.module,
+                parts
+                    .connection
+                    .map(|c| format!(" on connection `{c}`"))
+                    .unwrap_or_default()
+            ));
+        };
+        match tokio::time::timeout(
+            self.webhook.timeout,
+            destination.deliver_all(deliveries, metrics),
+        )
+        .await
+        {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect(),
+            Err(_) => all(DeliveryError::Timeout {
+                timeout_ms: millis(self.webhook.timeout),
+            }
+            .to_string()),
+        }
     }
 
     /// Hands the delivery to every module (in order, or all at once for a parallel chain) within

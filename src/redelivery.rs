@@ -37,11 +37,16 @@ impl Routes {
 
 #[async_trait::async_trait]
 impl Target for Routes {
-    async fn deliver(&self, destination: &str, delivery: &Delivery) -> Result<(), String> {
+    async fn deliver(&self, destination: &str, deliveries: &[Delivery]) -> Vec<Result<(), String>> {
         let destination = Destination::named(destination);
-        let route = self.route(&destination)?;
-        let parts = destination.parts().ok_or("not a destination name")?;
-        route.redeliver(parts, delivery, &self.metrics).await
+        let route = self.route(&destination).and_then(|route| {
+            let parts = destination.parts().ok_or("not a destination name")?;
+            Ok((route, parts))
+        });
+        match route {
+            Ok((route, parts)) => route.redeliver(parts, deliveries, &self.metrics).await,
+            Err(error) => deliveries.iter().map(|_| Err(error.clone())).collect(),
+        }
     }
 
     fn policy(&self, destination: &str) -> RetryPolicy {

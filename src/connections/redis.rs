@@ -113,6 +113,35 @@ impl RedisClient {
         Ok(())
     }
 
+    /// `XADD`s of several entries to one stream in one pipeline (one round trip, in order). An
+    /// error fails the whole batch (entries before it may have been added: a retry duplicates
+    /// them, it never loses one).
+    pub async fn xadd_all(
+        &self,
+        stream: &str,
+        maxlen: Option<u64>,
+        entries: &[Vec<(&str, &[u8])>],
+    ) -> Result<(), String> {
+        let mut conn = self.0.clone();
+        let mut pipe = redis::pipe();
+        for fields in entries {
+            let cmd = pipe.cmd("XADD").arg(stream);
+            if let Some(maxlen) = maxlen {
+                cmd.arg("MAXLEN").arg("~").arg(maxlen);
+            }
+            cmd.arg("*");
+            for (field, value) in fields {
+                cmd.arg(*field).arg(*value);
+            }
+            cmd.ignore();
+        }
+        let () = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
     /// `LPUSH` (`left`) or `RPUSH` the payload, then trim the list to `max_length` from the
     /// pushed end, atomically.
     pub async fn push(

@@ -26,6 +26,12 @@ pub trait Module: Send + Sync + std::fmt::Debug {
     /// Returns once the destination has acknowledged the payload (Kafka delivery report,
     /// Redis reply). `Err` makes the sender retry (503); it never means "dropped".
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError>;
+    /// Hands several deliveries over at once, in order (the spool's forwarder); one result
+    /// each. By default one `deliver` each, all started together; a module with a cheaper
+    /// batch (one Redis pipeline) overrides it.
+    async fn deliver_all(&self, deliveries: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        futures_util::future::join_all(deliveries.iter().map(|d| self.deliver(d))).await
+    }
 }
 
 /// One accepted request, built once and borrowed by every destination of the webhook.

@@ -27,8 +27,9 @@ use crate::modules::Delivery;
 /// Where a destination's records go.
 #[async_trait::async_trait]
 pub trait Target: Send + Sync {
-    /// Hands one delivery to `destination`; `Ok` once it acknowledged.
-    async fn deliver(&self, destination: &str, delivery: &Delivery) -> Result<(), String>;
+    /// Hands deliveries to `destination` in order, all at once; one result each, `Ok` once it
+    /// acknowledged.
+    async fn deliver(&self, destination: &str, deliveries: &[Delivery]) -> Vec<Result<(), String>>;
     /// The retry horizon of `destination`'s webhook (as configured now).
     fn policy(&self, destination: &str) -> RetryPolicy;
 }
@@ -178,14 +179,14 @@ impl Forwarder {
         if token.is_cancelled() {
             return Ok(Step::Idle);
         }
-        if let Err(error) = self.deliver(first).await {
+        let probe = self.deliver(&records[..1]).await.pop();
+        if let Some(Err(error)) = probe {
             return self
                 .failed(from_file, *seq, first.clone(), error, now)
                 .await;
         }
         let mut delivered = vec![*seq];
-        let outcomes =
-            futures_util::future::join_all(rest.iter().map(|(_, r)| self.deliver(r))).await;
+        let outcomes = self.deliver(rest).await;
         let mut step = Ok(Step::Delivered);
         for ((seq, record), outcome) in rest.iter().zip(outcomes) {
             match outcome {
@@ -251,13 +252,36 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Hands one record to the destination.
-    async fn deliver(&self, record: &SpooledDelivery) -> Result<(), Failure> {
-        let delivery = record.delivery.to_delivery().map_err(Failure::Damaged)?;
-        self.target
-            .deliver(self.name(), &delivery)
-            .await
-            .map_err(Failure::Refused)
+    /// Hands records to the destination at once, in order; one outcome each.
+    async fn deliver(&self, records: &[(u64, SpooledDelivery)]) -> Vec<Result<(), Failure>> {
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (_, record) in records {
+            match record.delivery.to_delivery() {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    outcomes.push(None);
+                }
+                Err(damaged) => outcomes.push(Some(Err(Failure::Damaged(damaged)))),
+            }
+        }
+        let mut answers = if deliveries.is_empty() {
+            Vec::new()
+        } else {
+            self.target.deliver(self.name(), &deliveries).await
+        }
+        .into_iter();
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    answers
+                        .next()
+                        .unwrap_or_else(|| Err("the destination gave no answer".into()))
+                        .map_err(Failure::Refused)
+                })
+            })
+            .collect()
     }
 
     /// Records a failed attempt: the retry state is written, or the record moves to the dead
@@ -393,14 +417,19 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Target for Flaky {
-        async fn deliver(&self, _: &str, delivery: &Delivery) -> Result<(), String> {
+        async fn deliver(&self, _: &str, deliveries: &[Delivery]) -> Vec<Result<(), String>> {
             let mut left = self.failures.lock().unwrap();
-            if *left > 0 {
-                *left -= 1;
-                return Err("down".into());
-            }
-            self.got.lock().unwrap().push(delivery.clone());
-            Ok(())
+            deliveries
+                .iter()
+                .map(|delivery| {
+                    if *left > 0 {
+                        *left -= 1;
+                        return Err("down".into());
+                    }
+                    self.got.lock().unwrap().push(delivery.clone());
+                    Ok(())
+                })
+                .collect()
         }
 
         fn policy(&self, _: &str) -> RetryPolicy {

@@ -589,8 +589,8 @@ mod dead_share_tests {
 
     #[async_trait::async_trait]
     impl Target for Down {
-        async fn deliver(&self, _: &str, _: &Delivery) -> Result<(), String> {
-            Err("down".into())
+        async fn deliver(&self, _: &str, deliveries: &[Delivery]) -> Vec<Result<(), String>> {
+            deliveries.iter().map(|_| Err("down".into())).collect()
         }
 
         fn policy(&self, _: &str) -> RetryPolicy {

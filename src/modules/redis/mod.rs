@@ -78,6 +78,33 @@ pub fn envelope(delivery: &Delivery) -> Vec<u8> {
     serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
+/// The stream entry's fields that are written out as text.
+struct StreamTexts {
+    received_at: String,
+    headers: String,
+}
+
+impl StreamTexts {
+    fn of(delivery: &Delivery) -> Self {
+        Self {
+            received_at: rfc3339(delivery.received_at),
+            headers: serde_json::Value::Object(headers_object(delivery)).to_string(),
+        }
+    }
+
+    /// One stream entry: the same fields whether added alone or in a batch.
+    fn fields<'a>(&'a self, delivery: &'a Delivery) -> Vec<(&'static str, &'a [u8])> {
+        vec![
+            ("namespace", delivery.namespace.as_str().as_bytes()),
+            ("webhook", delivery.webhook.as_str().as_bytes()),
+            ("request_id", delivery.request_id.as_bytes()),
+            ("received_at", self.received_at.as_bytes()),
+            ("headers", self.headers.as_bytes()),
+            ("payload", delivery.body.as_ref()),
+        ]
+    }
+}
+
 impl RedisModule {
     pub fn new(command: Command, connection: ConnectionName, pool: ConnectionPool) -> Self {
         Self {
@@ -91,17 +118,10 @@ impl RedisModule {
         match &self.command {
             Command::Publish(c) => client.publish(&c.channel, envelope(delivery)).await,
             Command::Stream(c) => {
-                let headers = serde_json::Value::Object(headers_object(delivery)).to_string();
-                let received_at = rfc3339(delivery.received_at);
-                let fields: [(&str, &[u8]); 6] = [
-                    ("namespace", delivery.namespace.as_str().as_bytes()),
-                    ("webhook", delivery.webhook.as_str().as_bytes()),
-                    ("request_id", delivery.request_id.as_bytes()),
-                    ("received_at", received_at.as_bytes()),
-                    ("headers", headers.as_bytes()),
-                    ("payload", delivery.body.as_ref()),
-                ];
-                client.xadd(&c.stream, c.maxlen, &fields).await
+                let texts = StreamTexts::of(delivery);
+                client
+                    .xadd(&c.stream, c.maxlen, &texts.fields(delivery))
+                    .await
             }
             Command::List(c) => {
                 let left = c.direction == Direction::Lpush;
@@ -127,10 +147,40 @@ impl Module for RedisModule {
         let client = self.pool.redis(&self.connection, self.name())?;
         self.run(&client, delivery)
             .await
-            .map_err(|reason| DeliveryError::Unavailable {
-                module: self.name(),
-                reason,
-            })
+            .map_err(|reason| self.unavailable(reason))
+    }
+
+    /// A stream batch is one pipeline; the other commands go one by one.
+    async fn deliver_all(&self, deliveries: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        let Command::Stream(c) = &self.command else {
+            return futures_util::future::join_all(deliveries.iter().map(|d| self.deliver(d)))
+                .await;
+        };
+        let result = match self.pool.redis(&self.connection, self.name()) {
+            Ok(client) => {
+                let texts: Vec<StreamTexts> = deliveries.iter().map(StreamTexts::of).collect();
+                let entries: Vec<_> = texts
+                    .iter()
+                    .zip(deliveries)
+                    .map(|(t, d)| t.fields(d))
+                    .collect();
+                client.xadd_all(&c.stream, c.maxlen, &entries).await
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        deliveries
+            .iter()
+            .map(|_| result.clone().map_err(|reason| self.unavailable(reason)))
+            .collect()
+    }
+}
+
+impl RedisModule {
+    fn unavailable(&self, reason: String) -> DeliveryError {
+        DeliveryError::Unavailable {
+            module: self.name(),
+            reason,
+        }
     }
 }
 

@@ -34,9 +34,15 @@ pub struct Fresh {
     spills: u64,
 }
 
-/// A queue's [`Fresh`] records behind their lock.
+/// A queue's [`Fresh`] records behind their lock, which is only ever held briefly (the writer
+/// adds to it after each journal write). `turn` is held by a spill across its redb transaction
+/// and by the forwarder while it settles what it delivered, so the two never cross (the writer
+/// never takes it).
 #[derive(Debug, Default)]
-pub struct FreshQueue(Mutex<Fresh>);
+pub struct FreshQueue {
+    fresh: Mutex<Fresh>,
+    turn: Mutex<()>,
+}
 
 /// What a forwarder may take next.
 pub enum Next {
@@ -58,7 +64,11 @@ pub struct Settled {
 
 impl FreshQueue {
     fn lock(&self) -> MutexGuard<'_, Fresh> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.fresh.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn turn(&self) -> MutexGuard<'_, ()> {
+        self.turn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Adds a journaled record (numbers only grow).
@@ -104,8 +114,10 @@ impl FreshQueue {
     }
 
     /// Delivered records (ascending numbers, taken by [`FreshQueue::next`]) leave memory; those
-    /// spilled meanwhile are named for removal from the file.
+    /// spilled meanwhile are named for removal from the file (waits for a spill under way, so
+    /// they are in the file by then).
     pub fn settle(&self, delivered: &[u64]) -> Settled {
+        let _turn = self.turn();
         let mut fresh = self.lock();
         let mut settled = Settled::default();
         for &seq in delivered {
@@ -130,28 +142,35 @@ impl FreshQueue {
     }
 }
 
-/// Moves every record in memory of `queues` to the file in one transaction, without an fsync;
-/// memory is cleared only once the file has them. Each queue stays locked meanwhile, so its
-/// forwarder cannot take records from memory that are about to be in the file (it takes the
-/// file's first once it can look again). With `synced_to`, the file is then made durable (see
-/// [`Store::spill`]) with no queue locked: the writer, which adds to them, never waits for that
-/// fsync. Returns how many records moved.
+/// Moves the records in memory of `queues` numbered up to `up_to` (the oldest: memory keeps
+/// only records newer than the file's) to the file in one transaction, without an fsync. The
+/// queues' `turn` is held throughout, their records' lock only to copy them out and, once the
+/// file has them, to take them out of memory: the writer adding records never waits for the
+/// transaction, and a forwarder that took some of them meanwhile finds them in the file when it
+/// settles. With `synced_to`, the file is then made durable (see [`Store::spill`]). Returns how
+/// many records moved.
 pub fn spill<'a>(
     store: &Store,
     queues: impl IntoIterator<Item = &'a Queue>,
+    up_to: u64,
     synced_to: Option<u64>,
 ) -> Result<usize, StoreError> {
     let moved = {
-        let mut locked: Vec<(&Queue, MutexGuard<'_, Fresh>)> = queues
-            .into_iter()
-            .map(|q| (q, q.fresh.lock()))
-            .filter(|(_, fresh)| !fresh.records.is_empty())
-            .collect();
-        let records: Vec<(u64, &str, &[u8])> = locked
+        let turns: Vec<(&Queue, MutexGuard<'_, ()>)> =
+            queues.into_iter().map(|q| (q, q.fresh.turn())).collect();
+        let copied: Vec<(&Queue, Vec<(u64, Bytes)>)> = turns
             .iter()
-            .flat_map(|(queue, fresh)| {
-                fresh
-                    .records
+            .map(|(queue, _)| {
+                let fresh = queue.fresh.lock();
+                let oldest = fresh.records.iter().take_while(|(seq, _)| *seq <= up_to);
+                (*queue, oldest.cloned().collect::<Vec<_>>())
+            })
+            .filter(|(_, records)| !records.is_empty())
+            .collect();
+        let records: Vec<(u64, &str, &[u8])> = copied
+            .iter()
+            .flat_map(|(queue, records)| {
+                records
                     .iter()
                     .map(|(seq, record)| (*seq, queue.destination.name(), record.as_ref()))
             })
@@ -160,9 +179,10 @@ pub fn spill<'a>(
         if moved > 0 {
             store.spill(&records, None)?;
         }
-        drop(records);
-        for (_, fresh) in &mut locked {
-            fresh.records.clear();
+        for (queue, records) in &copied {
+            // Still the oldest in memory: only `settle` (held off by the turn) removes records.
+            let mut fresh = queue.fresh.lock();
+            fresh.records.drain(..records.len());
             fresh.in_file = true;
             fresh.spills += 1;
         }
@@ -209,7 +229,7 @@ mod tests {
 
         // 3 and 4 taken, then spilled while being delivered; 5 arrives after the spill.
         assert_eq!(memory(q.fresh.next(10, 1 << 20)), [3, 4]);
-        assert_eq!(spill(&store, [&q], None).unwrap(), 2);
+        assert_eq!(spill(&store, [&q], u64::MAX, None).unwrap(), 2);
         q.fresh.push(5, Bytes::from_static(b"5"));
         let Next::File { spills } = q.fresh.next(10, 1 << 20) else {
             panic!("the spilled records go first");
@@ -243,7 +263,7 @@ mod tests {
         };
         // The forwarder found the file empty, but a record spilled before it said so.
         q.fresh.push(1, Bytes::from_static(b"1"));
-        spill(&store, [&q], None).unwrap();
+        spill(&store, [&q], u64::MAX, None).unwrap();
         q.fresh.file_empty(spills);
         assert!(matches!(q.fresh.next(10, 1 << 20), Next::File { .. }));
     }
@@ -254,7 +274,7 @@ mod tests {
         {
             let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
             let q = queue("a/b#0:log");
-            assert_eq!(spill(&store, [&q], Some(7)).unwrap(), 0);
+            assert_eq!(spill(&store, [&q], u64::MAX, Some(7)).unwrap(), 0);
         }
         // Frames 1..=7 were delivered from memory: a restart must not bring them back.
         let mut journal = crate::spool::journal::Journal::open(dir.path()).unwrap();

@@ -314,6 +314,7 @@ fn syncer(shared: &Shared, failing: &AtomicBool, rx: std::sync::mpsc::Receiver<S
         let synced = match fresh::spill(
             &shared.store,
             queues.values().map(AsRef::as_ref),
+            journaled,
             Some(journaled),
         ) {
             Ok(_) => {

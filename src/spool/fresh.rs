@@ -7,7 +7,8 @@
 //!
 //! Order: a queue's records in memory are always newer than its records in the file (a spill
 //! moves all of them at once, and new records get higher numbers), and the forwarder takes
-//! the file's first. Only a dead letter replayed while records are in memory goes behind them.
+//! the file's first. Only a dead letter replayed while records are in memory goes ahead of them
+//! (it is in the file).
 
 use std::{
     collections::VecDeque,

@@ -246,9 +246,16 @@ impl Forwarder {
     /// Moves this queue's records in memory to the file (before a failure is recorded there).
     async fn spill(&self) -> Result<(), StoreError> {
         let (store, queue) = (Arc::clone(&self.store), Arc::clone(&self.queue));
-        tokio::task::spawn_blocking(move || fresh::spill(&store, [queue.as_ref()], u64::MAX, None))
-            .await
-            .map_err(|e| StoreError::Commit(e.to_string()))??;
+        tokio::task::spawn_blocking(move || {
+            fresh::spill(
+                &store,
+                [(queue.destination.name(), &queue.fresh)],
+                u64::MAX,
+                None,
+            )
+        })
+        .await
+        .map_err(|e| StoreError::Commit(e.to_string()))??;
         Ok(())
     }
 

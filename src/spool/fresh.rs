@@ -17,10 +17,7 @@ use std::{
 
 use bytes::Bytes;
 
-use super::{
-    queue::Queue,
-    store::{footprint, Store, StoreError},
-};
+use super::store::{footprint, Store, StoreError};
 
 /// One queue's records in memory, and whether its file part may hold any.
 #[derive(Debug, Default)]
@@ -143,7 +140,10 @@ impl FreshQueue {
     }
 }
 
-/// Moves the records in memory of `queues` numbered up to `up_to` (the oldest: memory keeps
+/// A queue's records being spilled: its destination name, the queue, copies of the records.
+type Copied<'a> = (&'a str, &'a FreshQueue, Vec<(u64, Bytes)>);
+
+/// Moves the records in memory of `queues` (destination name, records) numbered up to `up_to` (the oldest: memory keeps
 /// only records newer than the file's) to the file in one transaction, without an fsync. The
 /// queues' `turn` is held throughout, their records' lock only to copy them out and, once the
 /// file has them, to take them out of memory: the writer adding records never waits for the
@@ -152,37 +152,39 @@ impl FreshQueue {
 /// many records moved.
 pub fn spill<'a>(
     store: &Store,
-    queues: impl IntoIterator<Item = &'a Queue>,
+    queues: impl IntoIterator<Item = (&'a str, &'a FreshQueue)>,
     up_to: u64,
     synced_to: Option<u64>,
 ) -> Result<usize, StoreError> {
     let moved = {
-        let turns: Vec<(&Queue, MutexGuard<'_, ()>)> =
-            queues.into_iter().map(|q| (q, q.fresh.turn())).collect();
-        let copied: Vec<(&Queue, Vec<(u64, Bytes)>)> = turns
+        let turns: Vec<(&str, &FreshQueue, MutexGuard<'_, ()>)> = queues
+            .into_iter()
+            .map(|(name, queue)| (name, queue, queue.turn()))
+            .collect();
+        let copied: Vec<Copied<'_>> = turns
             .iter()
-            .map(|(queue, _)| {
-                let fresh = queue.fresh.lock();
+            .map(|(name, queue, _)| {
+                let fresh = queue.lock();
                 let oldest = fresh.records.iter().take_while(|(seq, _)| *seq <= up_to);
-                (*queue, oldest.cloned().collect::<Vec<_>>())
+                (*name, *queue, oldest.cloned().collect::<Vec<_>>())
             })
-            .filter(|(_, records)| !records.is_empty())
+            .filter(|(_, _, records)| !records.is_empty())
             .collect();
         let records: Vec<(u64, &str, &[u8])> = copied
             .iter()
-            .flat_map(|(queue, records)| {
+            .flat_map(|(name, _, records)| {
                 records
                     .iter()
-                    .map(|(seq, record)| (*seq, queue.destination.name(), record.as_ref()))
+                    .map(|(seq, record)| (*seq, *name, record.as_ref()))
             })
             .collect();
         let moved = records.len();
         if moved > 0 {
             store.spill(&records, None)?;
         }
-        for (queue, records) in &copied {
+        for (_, queue, records) in &copied {
             // Still the oldest in memory: only `settle` (held off by the turn) removes records.
-            let mut fresh = queue.fresh.lock();
+            let mut fresh = queue.lock();
             fresh.records.drain(..records.len());
             fresh.in_file = true;
             fresh.spills += 1;
@@ -198,12 +200,9 @@ pub fn spill<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::Destination;
-    use std::sync::Arc;
+    use crate::spool::store::destination_id;
 
-    fn queue(name: &str) -> Queue {
-        Queue::new(Destination::named(name), Arc::default(), Arc::default())
-    }
+    const NAME: &str = "a/b#0:log";
 
     fn memory(next: Next) -> Vec<u64> {
         match next {
@@ -216,12 +215,12 @@ mod tests {
     fn delivered_records_leave_memory_and_spilled_ones_are_named_for_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
-        let q = queue("a/b#0:log");
+        let q = FreshQueue::default();
         for seq in 1..=4 {
-            q.fresh.push(seq, Bytes::from(vec![b'x'; 10]));
+            q.push(seq, Bytes::from(vec![b'x'; 10]));
         }
-        assert_eq!(memory(q.fresh.next(2, 1 << 20)), [1, 2]);
-        let settled = q.fresh.settle(&[1, 2]);
+        assert_eq!(memory(q.next(2, 1 << 20)), [1, 2]);
+        let settled = q.settle(&[1, 2]);
         assert_eq!(
             (settled.records, settled.bytes),
             (2, 2 * footprint(&[0; 10]))
@@ -229,18 +228,18 @@ mod tests {
         assert!(settled.in_file.is_empty());
 
         // 3 and 4 taken, then spilled while being delivered; 5 arrives after the spill.
-        assert_eq!(memory(q.fresh.next(10, 1 << 20)), [3, 4]);
-        assert_eq!(spill(&store, [&q], u64::MAX, None).unwrap(), 2);
-        q.fresh.push(5, Bytes::from_static(b"5"));
-        let Next::File { spills } = q.fresh.next(10, 1 << 20) else {
+        assert_eq!(memory(q.next(10, 1 << 20)), [3, 4]);
+        assert_eq!(spill(&store, [(NAME, &q)], u64::MAX, None).unwrap(), 2);
+        q.push(5, Bytes::from_static(b"5"));
+        let Next::File { spills } = q.next(10, 1 << 20) else {
             panic!("the spilled records go first");
         };
         assert_eq!(
-            q.fresh.settle(&[3, 4]).in_file,
+            q.settle(&[3, 4]).in_file,
             [3, 4],
             "to be removed from the file"
         );
-        let id = q.destination.id();
+        let id = destination_id(NAME);
         let in_file: Vec<u64> = store
             .oldest_n(id, 10, 1 << 20)
             .unwrap()
@@ -249,24 +248,24 @@ mod tests {
             .collect();
         assert_eq!(in_file, [3, 4]);
         store.remove_all(id, &[3, 4]).unwrap();
-        q.fresh.file_empty(spills);
-        assert_eq!(memory(q.fresh.next(10, 1 << 20)), [5]);
+        q.file_empty(spills);
+        assert_eq!(memory(q.next(10, 1 << 20)), [5]);
     }
 
     #[test]
     fn a_spill_after_the_file_was_found_empty_keeps_the_file_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
-        let q = queue("a/b#0:log");
-        q.fresh.mark_in_file();
-        let Next::File { spills } = q.fresh.next(10, 1 << 20) else {
+        let q = FreshQueue::default();
+        q.mark_in_file();
+        let Next::File { spills } = q.next(10, 1 << 20) else {
             panic!("marked");
         };
         // The forwarder found the file empty, but a record spilled before it said so.
-        q.fresh.push(1, Bytes::from_static(b"1"));
-        spill(&store, [&q], u64::MAX, None).unwrap();
-        q.fresh.file_empty(spills);
-        assert!(matches!(q.fresh.next(10, 1 << 20), Next::File { .. }));
+        q.push(1, Bytes::from_static(b"1"));
+        spill(&store, [(NAME, &q)], u64::MAX, None).unwrap();
+        q.file_empty(spills);
+        assert!(matches!(q.next(10, 1 << 20), Next::File { .. }));
     }
 
     #[test]
@@ -274,8 +273,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
-            let q = queue("a/b#0:log");
-            assert_eq!(spill(&store, [&q], u64::MAX, Some(7)).unwrap(), 0);
+            let q = FreshQueue::default();
+            assert_eq!(spill(&store, [(NAME, &q)], u64::MAX, Some(7)).unwrap(), 0);
         }
         // Frames 1..=7 were delivered from memory: a restart must not bring them back.
         let mut journal = crate::spool::journal::Journal::open(dir.path()).unwrap();
@@ -286,15 +285,11 @@ mod tests {
         drop(journal);
         let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
         let kept: Vec<u64> = store
-            .oldest_n(destination("a/b#0:log"), 10, 1 << 20)
+            .oldest_n(destination_id(NAME), 10, 1 << 20)
             .unwrap()
             .into_iter()
             .map(|(seq, _)| seq)
             .collect();
         assert_eq!(kept, [8]);
-    }
-
-    fn destination(name: &str) -> u64 {
-        crate::spool::store::destination_id(name)
     }
 }

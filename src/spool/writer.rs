@@ -313,7 +313,7 @@ fn syncer(shared: &Shared, failing: &AtomicBool, rx: std::sync::mpsc::Receiver<S
         }
         let synced = match fresh::spill(
             &shared.store,
-            queues.values().map(AsRef::as_ref),
+            queues.values().map(|q| (q.destination.name(), &q.fresh)),
             journaled,
             Some(journaled),
         ) {

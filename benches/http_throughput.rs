@@ -8,8 +8,8 @@
 //! Run with `make bench` (or `cargo bench --bench http_throughput`). Needs wrk, redis-server and
 //! tansu (`make deps`). `BENCH_SECONDS` (default 8) sets each run's length, `BENCH_ROUNDS`
 //! (default 3) the rounds per target, `BENCH_ONLY=<target>` one target (`drain`: the drain
-//! alone, `intake`: the intake alone, `verify`: the verification table alone), `BENCH_DRAIN` (default 100000) the drained
-//! requests (0 skips the drain).
+//! alone, `intake`: the intake alone, `verify`: the verification table alone), `BENCH_DRAIN`
+//! (default 100000) the drained requests (0 skips the drain).
 //!
 //! Verification: every scheme on a `log` webhook against the unverified `log` webhook, paired
 //! runs in the same process (target: each at least 0.8x of the unverified path).

@@ -20,6 +20,20 @@ impl std::fmt::Debug for RedisClient {
     }
 }
 
+/// `XADD stream [MAXLEN ~ n] * field value ...`: the same command alone or in a pipeline.
+fn xadd_command(stream: &str, maxlen: Option<u64>, fields: &[(&str, &[u8])]) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream);
+    if let Some(maxlen) = maxlen {
+        cmd.arg("MAXLEN").arg("~").arg(maxlen);
+    }
+    cmd.arg("*");
+    for (field, value) in fields {
+        cmd.arg(*field).arg(*value);
+    }
+    cmd
+}
+
 impl RedisClient {
     /// The client settings of a connection. No I/O: `redis::Client::open` only checks them.
     fn client(connection: &RedisConnection) -> Result<redis::Client, String> {
@@ -97,16 +111,7 @@ impl RedisClient {
         fields: &[(&str, &[u8])],
     ) -> Result<(), String> {
         let mut conn = self.0.clone();
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(stream);
-        if let Some(maxlen) = maxlen {
-            cmd.arg("MAXLEN").arg("~").arg(maxlen);
-        }
-        cmd.arg("*");
-        for (field, value) in fields {
-            cmd.arg(*field).arg(*value);
-        }
-        let _id: String = cmd
+        let _id: String = xadd_command(stream, maxlen, fields)
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
@@ -125,15 +130,8 @@ impl RedisClient {
         let mut conn = self.0.clone();
         let mut pipe = redis::pipe();
         for fields in entries {
-            let cmd = pipe.cmd("XADD").arg(stream);
-            if let Some(maxlen) = maxlen {
-                cmd.arg("MAXLEN").arg("~").arg(maxlen);
-            }
-            cmd.arg("*");
-            for (field, value) in fields {
-                cmd.arg(*field).arg(*value);
-            }
-            cmd.ignore();
+            pipe.add_command(xadd_command(stream, maxlen, fields))
+                .ignore();
         }
         let () = pipe
             .query_async(&mut conn)

@@ -30,8 +30,16 @@ pub trait Module: Send + Sync + std::fmt::Debug {
     /// each. By default one `deliver` each, all started together; a module with a cheaper
     /// batch (one Redis pipeline) overrides it.
     async fn deliver_all(&self, deliveries: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
-        futures_util::future::join_all(deliveries.iter().map(|d| self.deliver(d))).await
+        deliver_each(self, deliveries).await
     }
+}
+
+/// One `deliver` per delivery, all started together (the default batch).
+pub async fn deliver_each<M: Module + ?Sized>(
+    module: &M,
+    deliveries: &[Delivery],
+) -> Vec<Result<(), DeliveryError>> {
+    futures_util::future::join_all(deliveries.iter().map(|d| module.deliver(d))).await
 }
 
 /// One accepted request, built once and borrowed by every destination of the webhook.

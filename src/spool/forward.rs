@@ -139,11 +139,10 @@ impl Forwarder {
 
     /// Forwards the oldest records (the file's first, then memory's: see `super::fresh`): the
     /// first one alone (a probe: while the destination is down, nothing else is tried), then
-    /// the rest of the batch at once, handed over in order (modules queue a send when it is
-    /// first polled, and Redis and Kafka connections keep that order, so a batch costs one
-    /// round trip, not one per record). Only a failure inside a batch can let a later record
-    /// arrive before an earlier one's retry. Stops early when `token` is cancelled (the rest
-    /// stays on disk).
+    /// the rest of the batch at once, handed over in order (`Module::deliver_all`: one Redis
+    /// pipeline, or sends queued in order on one connection, so a batch costs one round trip,
+    /// not one per record). Only a failure inside a batch can let a later record arrive before
+    /// an earlier one's retry. Stops early when `token` is cancelled (the rest stays on disk).
     pub async fn step(
         &self,
         now: SystemTime,
@@ -245,17 +244,16 @@ impl Forwarder {
 
     /// Moves this queue's records in memory to the file (before a failure is recorded there).
     async fn spill(&self) -> Result<(), StoreError> {
-        let (store, queue) = (Arc::clone(&self.store), Arc::clone(&self.queue));
-        tokio::task::spawn_blocking(move || {
+        let queue = Arc::clone(&self.queue);
+        self.blocking(move |store, _| {
             fresh::spill(
-                &store,
+                store,
                 [(queue.destination.name(), &queue.fresh)],
                 u64::MAX,
                 None,
             )
         })
-        .await
-        .map_err(|e| StoreError::Commit(e.to_string()))??;
+        .await?;
         Ok(())
     }
 

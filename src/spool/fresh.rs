@@ -1,13 +1,14 @@
 //! Fresh records: journaled (so durable), held in memory by their queue, and delivered from
 //! there while the destination keeps up, so most records never touch the redb file (no insert,
-//! no read, no removal). A record goes to the file ("spills") when its delivery fails, and
-//! every record still in memory goes there when the journal switches files (`super::writer`):
-//! that sync is what lets a journal file be written again, so memory holds at most what one
-//! journal file holds, and a crash loses nothing (what the file lacks, the journal replays).
+//! no read, no removal). A record goes to the file ("spills") when its delivery fails (with every
+//! newer one of its queue), and the records a journal file holds that are still in memory go
+//! there when the journal switches files (`super::writer`): that sync is what lets a journal
+//! file be written again, so memory holds at most what one journal file holds, and a crash
+//! loses nothing (what the file lacks, the journal replays).
 //!
 //! Order: a queue's records in memory are always newer than its records in the file (a spill
-//! moves all of them at once, and new records get higher numbers), and the forwarder takes
-//! the file's first. Only a dead letter replayed while records are in memory goes ahead of them
+//! moves the oldest ones, and new records get higher numbers), and the forwarder takes the
+//! file's first. Only a dead letter replayed while records are in memory goes ahead of them
 //! (it is in the file).
 
 use std::{
@@ -143,13 +144,13 @@ impl FreshQueue {
 /// A queue's records being spilled: its destination name, the queue, copies of the records.
 type Copied<'a> = (&'a str, &'a FreshQueue, Vec<(u64, Bytes)>);
 
-/// Moves the records in memory of `queues` (destination name, records) numbered up to `up_to` (the oldest: memory keeps
-/// only records newer than the file's) to the file in one transaction, without an fsync. The
-/// queues' `turn` is held throughout, their records' lock only to copy them out and, once the
-/// file has them, to take them out of memory: the writer adding records never waits for the
-/// transaction, and a forwarder that took some of them meanwhile finds them in the file when it
-/// settles. With `synced_to`, the file is then made durable (see [`Store::spill`]). Returns how
-/// many records moved.
+/// Moves the records in memory of `queues` (destination name, records) numbered up to `up_to`
+/// (the oldest: memory keeps only records newer than the file's) to the file in one
+/// transaction, without an fsync. The queues' `turn` is held throughout, their records' lock
+/// only to copy them out and, once the file has them, to take them out of memory: the writer
+/// adding records never waits for the transaction, and a forwarder that took some of them
+/// meanwhile finds them in the file when it settles. With `synced_to`, the file is then made
+/// durable (see [`Store::spill`]). Returns how many records moved.
 pub fn spill<'a>(
     store: &Store,
     queues: impl IntoIterator<Item = (&'a str, &'a FreshQueue)>,

@@ -29,7 +29,8 @@ const QUEUE: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("queu
 const DESTINATIONS: TableDefinition<'_, u64, &str> = TableDefinition::new("destinations");
 /// sequence -> destination name length (u32 LE) + name + encoded record.
 const DEAD: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("dead_letters");
-/// [`APPLIED`] -> the highest sequence number applied from the journal.
+/// [`APPLIED`] -> the highest journal sequence number the file accounts for (each record up to
+/// it is in the file or was delivered).
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const APPLIED: &str = "applied";
 
@@ -165,25 +166,21 @@ struct Usage {
     freed: u64,
 }
 
-/// Inserts journaled records (sequence number, destination, record) under their own numbers;
-/// returns the highest number among them (or `at_least`).
+/// Inserts journaled records (sequence number, destination, record) under their own numbers.
 fn insert_journaled(
     txn: &redb::WriteTransaction,
     records: &[(u64, &str, &[u8])],
-    at_least: u64,
-) -> Result<u64, StoreError> {
+) -> Result<(), StoreError> {
     let mut queue = txn.open_table(QUEUE)?;
     let mut names = txn.open_table(DESTINATIONS)?;
-    let mut last = at_least;
     for &(seq, destination, record) in records {
         let id = destination_id(destination);
         if names.get(id)?.is_none() {
             names.insert(id, destination)?;
         }
         queue.insert((id, seq), record)?;
-        last = last.max(seq);
     }
-    Ok(last)
+    Ok(())
 }
 
 /// Reads every record once: the highest sequence number and the bytes in use.
@@ -243,7 +240,8 @@ impl Store {
             .map(|f| (f.seq, f.destination.as_str(), f.record.as_slice()))
             .collect();
         // Also creates the tables on a new file.
-        let applied = insert_journaled(&txn, &missing, applied)?;
+        insert_journaled(&txn, &missing)?;
+        let applied = missing.iter().map(|r| r.0).fold(applied, u64::max);
         txn.open_table(META)?.insert(APPLIED, applied)?;
         if !missing.is_empty() {
             tracing::info!(
@@ -373,7 +371,7 @@ impl Store {
         };
         let applied = synced_to.map(|n| n.max(self.applied.load(Ordering::Acquire)));
         self.write(durability, |txn, _| {
-            insert_journaled(txn, records, 0)?;
+            insert_journaled(txn, records)?;
             if let Some(applied) = applied {
                 txn.open_table(META)?.insert(APPLIED, applied)?;
             }

@@ -195,6 +195,8 @@ impl Writer<'_> {
                 .sum();
             store.release(taken);
         }
+        // Each queue given records is woken once, after the whole batch is in memory.
+        let mut woken: HashMap<u64, Arc<Queue>> = HashMap::new();
         for (append, admitted) in batch.into_iter().zip(admitted) {
             let result = match (admitted, &written) {
                 (Ok(first), Ok(())) => Ok(first),
@@ -215,12 +217,15 @@ impl Writer<'_> {
                     for (seq, queue) in (first..).zip(queues) {
                         queue.fresh.push(seq, record.clone());
                         self.journaled = seq;
-                        self.shared.forward(&queue);
-                        self.touched.insert(queue.destination.id(), queue);
+                        woken.entry(queue.destination.id()).or_insert(queue);
                     }
                 }
                 Err(error) => append.refuse(error),
             }
+        }
+        for (id, queue) in woken {
+            self.shared.forward(&queue);
+            self.touched.insert(id, queue);
         }
     }
 

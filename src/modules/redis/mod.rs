@@ -153,8 +153,7 @@ impl Module for RedisModule {
     /// A stream batch is one pipeline; the other commands go one by one.
     async fn deliver_all(&self, deliveries: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
         let Command::Stream(c) = &self.command else {
-            return futures_util::future::join_all(deliveries.iter().map(|d| self.deliver(d)))
-                .await;
+            return super::deliver_each(self, deliveries).await;
         };
         let result = match self.pool.redis(&self.connection, self.name()) {
             Ok(client) => {

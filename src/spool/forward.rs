@@ -10,7 +10,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -122,6 +122,8 @@ pub struct Forwarder {
     store: Arc<Store>,
     queue: Arc<Queue>,
     target: Arc<dyn Target>,
+    /// Whether the next step sends its first record alone: at start and after a failure.
+    probing: AtomicBool,
 }
 
 impl Forwarder {
@@ -130,6 +132,7 @@ impl Forwarder {
             store,
             queue,
             target,
+            probing: AtomicBool::new(true),
         }
     }
 
@@ -137,11 +140,11 @@ impl Forwarder {
         self.queue.destination.name()
     }
 
-    /// Forwards the oldest records (the file's first, then memory's: see `super::fresh`): the
-    /// first one alone (a probe: while the destination is down, nothing else is tried), then
-    /// the rest of the batch at once, handed over in order (`Module::deliver_all`: one Redis
-    /// pipeline, or sends queued in order on one connection, so a batch costs one round trip,
-    /// not one per record). Only a failure inside a batch can let a later record arrive before
+    /// Forwards the oldest records (the file's first, then memory's: see `super::fresh`) at
+    /// once, handed over in order (`Module::deliver_all`: one Redis transaction, or sends
+    /// queued in order on one connection, so a batch costs one round trip, not one per record).
+    /// At start and after a failure the first one goes alone (a probe: while the destination is
+    /// down, nothing else is tried), then the rest. Only a failure inside a batch can let a later record arrive before
     /// an earlier one's retry. Stops early when `token` is cancelled (the rest stays on disk).
     pub async fn step(
         &self,
@@ -172,33 +175,38 @@ impl Forwarder {
                 Err(_) => break,
             }
         }
-        let Some(((seq, first), rest)) = records.split_first() else {
+        if records.is_empty() || token.is_cancelled() {
             return Ok(Step::Idle);
+        }
+        // After a failure (or at start) the first record goes alone: while the destination is
+        // down, nothing else is tried. Once it took one, whole batches go at once.
+        let parts = if self.probing.load(Ordering::Relaxed) {
+            records.split_at(1)
+        } else {
+            (&records[..], &[][..])
         };
-        if token.is_cancelled() {
-            return Ok(Step::Idle);
-        }
-        let probe = self.deliver(&records[..1]).await.pop();
-        if let Some(Err(error)) = probe {
-            return self
-                .failed(from_file, *seq, first.clone(), error, now)
-                .await;
-        }
-        let mut delivered = vec![*seq];
-        let outcomes = self.deliver(rest).await;
+        let mut delivered = Vec::with_capacity(records.len());
         let mut step = Ok(Step::Delivered);
-        for ((seq, record), outcome) in rest.iter().zip(outcomes) {
-            match outcome {
-                Ok(()) => delivered.push(*seq),
-                Err(error) if matches!(step, Ok(Step::Delivered)) => {
-                    step = self
-                        .failed(from_file, *seq, record.clone(), error, now)
-                        .await;
+        for part in [parts.0, parts.1] {
+            if part.is_empty() || !matches!(step, Ok(Step::Delivered)) {
+                break;
+            }
+            let outcomes = self.deliver(part).await;
+            for ((seq, record), outcome) in part.iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => delivered.push(*seq),
+                    Err(error) if matches!(step, Ok(Step::Delivered)) => {
+                        step = self
+                            .failed(from_file, *seq, record.clone(), error, now)
+                            .await;
+                    }
+                    // Tried again in a later step, with the first failure's delay.
+                    Err(_) => {}
                 }
-                // Tried again in a later step, with the first failure's delay.
-                Err(_) => {}
             }
         }
+        self.probing
+            .store(!matches!(step, Ok(Step::Delivered)), Ordering::Relaxed);
         // What was delivered is removed even when another record hit a store error, so it is
         // not sent again.
         let sent = delivered.len() as u64;
@@ -417,12 +425,15 @@ mod tests {
     struct Flaky {
         failures: Mutex<u32>,
         got: Mutex<Vec<Delivery>>,
+        /// How many records each call was given.
+        calls: Mutex<Vec<usize>>,
         policy: RetryPolicy,
     }
 
     #[async_trait::async_trait]
     impl Target for Flaky {
         async fn deliver(&self, _: &str, deliveries: &[Delivery]) -> Vec<Result<(), String>> {
+            self.calls.lock().unwrap().push(deliveries.len());
             let mut left = self.failures.lock().unwrap();
             deliveries
                 .iter()
@@ -465,6 +476,7 @@ mod tests {
         let target = Arc::new(Flaky {
             failures: Mutex::new(failures),
             got: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
             policy,
         });
         let queue = Arc::new(Queue::new(
@@ -547,6 +559,38 @@ mod tests {
         assert_eq!(step(&forwarder, now).await, Step::Delivered);
         assert_eq!(step(&forwarder, now).await, Step::Idle);
         assert_eq!(ids(&target), ["r1", "r2", "r3", "r4"]);
+        assert_eq!((store.used(), forwarder.queue.depth()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn one_record_probes_after_a_failure_then_whole_batches_go_in_one_call() {
+        let (_dir, store, target, forwarder) = setup(1, RetryPolicy::default());
+        for n in 1..=3 {
+            fresh(&store, &forwarder.queue, n);
+        }
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        assert!(matches!(step(&forwarder, now).await, Step::Retry(_)));
+        assert_eq!(
+            *target.calls.lock().unwrap(),
+            [1],
+            "at start one record goes alone"
+        );
+        assert_eq!(step(&forwarder, now).await, Step::Delivered);
+        assert_eq!(
+            *target.calls.lock().unwrap(),
+            [1, 1, 2],
+            "after the failure: the probe, then the rest"
+        );
+        for n in 4..=6 {
+            fresh(&store, &forwarder.queue, n);
+        }
+        assert_eq!(step(&forwarder, now).await, Step::Delivered);
+        assert_eq!(
+            *target.calls.lock().unwrap(),
+            [1, 1, 2, 3],
+            "once the destination took records, no probe"
+        );
+        assert_eq!(ids(&target), ["r1", "r2", "r3", "r4", "r5", "r6"]);
         assert_eq!((store.used(), forwarder.queue.depth()), (0, 0));
     }
 

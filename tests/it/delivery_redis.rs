@@ -332,3 +332,38 @@ async fn redis_outage_loses_nothing_that_was_acknowledged() {
     // Sending resumed after the restart.
     assert!(stored.len() > 100 && accepted.len() > 100);
 }
+
+/// The forwarder's batch of stream entries goes as one `MULTI`/`EXEC`. Redis queues every
+/// command and reports a refusal only inside `EXEC`'s reply: that must fail the batch (a batch
+/// reported as delivered would be dropped from the spool), and after it the connection works.
+#[tokio::test]
+async fn a_stream_batch_refused_inside_its_transaction_is_an_error() {
+    let redis = Redis::start().await;
+    let key = unique!("wrongtype");
+    let mut conn = redis.conn().await;
+    let () = conn.set(&key, "not a stream").await.unwrap();
+    let client = switchyard::connections::redis::RedisClient::build(
+        &switchyard::config::connection::RedisConnection {
+            host: Some("127.0.0.1".into()),
+            port: Some(redis.port),
+            db: None,
+            username: None,
+            password: None,
+            tls: false,
+            url: None,
+        },
+    )
+    .unwrap();
+    let entry: Vec<(&str, &[u8])> = vec![("payload", b"{}".as_slice())];
+    let batch = vec![entry.clone(), entry.clone(), entry];
+    let refused = client.xadd_all(&key, None, &batch).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("WRONGTYPE")),
+        "{refused:?}"
+    );
+
+    let stream = unique!("stream");
+    client.xadd_all(&stream, None, &batch).await.unwrap();
+    let length: usize = conn.xlen(&stream).await.unwrap();
+    assert_eq!(length, 3, "the batch, in one transaction");
+}

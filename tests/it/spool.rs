@@ -351,6 +351,78 @@ fn spool_dir(dir: &Path) -> String {
     dir.join("spool").display().to_string()
 }
 
+/// The forwarder sends `redis_stream` batches as one `MULTI`/`EXEC`, whole once the destination
+/// took a record. A command Redis refuses inside the transaction (the key now holds a string)
+/// fails the batch, so nothing is counted as delivered: the records stay spooled and arrive,
+/// once each, when the key can take them.
+#[tokio::test]
+async fn a_batch_redis_refuses_inside_its_transaction_stays_spooled_until_taken() {
+    let redis = Redis::start().await;
+    let stream = unique!("wrongtype");
+    let dir = redis_config(
+        &redis,
+        json!({"module": "redis_stream", "connection": "r", "spool": "always",
+               "module-config": {"stream": stream}}),
+    );
+    let admin_port = crate::support::ports::free_port().to_string();
+    let router = Router::start(dir.path(), &[("ADMIN_PORT", admin_port.as_str())]);
+    router.wait_ready().await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let client = reqwest::Client::new();
+    let post = |body: String| {
+        let request = client.post(router.url("/webhook/s")).body(body);
+        async move { request.send().await.unwrap().status() }
+    };
+    // Taken: the forwarder stops probing and sends whole batches.
+    assert_eq!(post(body(100)).await, StatusCode::ACCEPTED);
+    wait_all_delivered(&[body(100)], "first record", || {
+        redis.stream_payloads(&stream)
+    })
+    .await;
+
+    let mut conn = redis.conn().await;
+    let () = redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg(&stream)
+        .ignore()
+        .cmd("SET")
+        .arg(&stream)
+        .arg("not a stream")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let bodies: Vec<String> = (0..8).map(body).collect();
+    let answers = futures_util::future::join_all(bodies.iter().cloned().map(post)).await;
+    assert!(
+        answers.iter().all(|s| *s == StatusCode::ACCEPTED),
+        "{answers:?}"
+    );
+    wait_until(Duration::from_secs(30), "refused attempts", || async {
+        let queue = get_json(&admin, "/spool").await["queues"][0].clone();
+        queue["retries"].as_u64().is_some_and(|r| r >= 2)
+    })
+    .await;
+    let queue = get_json(&admin, "/spool").await["queues"][0].clone();
+    assert_eq!(queue["depth"], 8, "nothing counted as delivered: {queue}");
+
+    let () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let duplicates = wait_all_delivered(&bodies, "refused inside MULTI", || {
+        redis.stream_payloads(&stream)
+    })
+    .await;
+    assert_eq!(duplicates, 0);
+    wait_until(Duration::from_secs(10), "the queue empty", || async {
+        get_json(&admin, "/spool").await["queues"][0]["depth"] == 0
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn dead_letters_after_max_attempts_are_listed_replayed_and_purged() {
     let mut redis = Redis::start().await;

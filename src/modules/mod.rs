@@ -28,7 +28,7 @@ pub trait Module: Send + Sync + std::fmt::Debug {
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError>;
     /// Hands several deliveries over at once, in order (the spool's forwarder); one result
     /// each. By default one `deliver` each, all started together; a module with a cheaper
-    /// batch (one Redis pipeline) overrides it.
+    /// batch (one Redis transaction) overrides it.
     async fn deliver_all(&self, deliveries: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
         deliver_each(self, deliveries).await
     }

@@ -150,7 +150,7 @@ impl Module for RedisModule {
             .map_err(|reason| self.unavailable(reason))
     }
 
-    /// A stream batch is one pipeline; the other commands go one by one.
+    /// A stream batch is one `MULTI`/`EXEC` transaction; the other commands go one by one.
     async fn deliver_all(&self, deliveries: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
         let Command::Stream(c) = &self.command else {
             return super::deliver_each(self, deliveries).await;

@@ -144,8 +144,9 @@ impl Forwarder {
     /// once, handed over in order (`Module::deliver_all`: one Redis transaction, or sends
     /// queued in order on one connection, so a batch costs one round trip, not one per record).
     /// At start and after a failure the first one goes alone (a probe: while the destination is
-    /// down, nothing else is tried), then the rest. Only a failure inside a batch can let a later record arrive before
-    /// an earlier one's retry. Stops early when `token` is cancelled (the rest stays on disk).
+    /// down, nothing else is tried), then the rest. Only a failure inside a batch can let a
+    /// later record arrive before an earlier one's retry. Stops early when `token` is cancelled
+    /// (the rest stays on disk).
     pub async fn step(
         &self,
         now: SystemTime,
@@ -180,14 +181,15 @@ impl Forwarder {
         }
         // After a failure (or at start) the first record goes alone: while the destination is
         // down, nothing else is tried. Once it took one, whole batches go at once.
-        let parts = if self.probing.load(Ordering::Relaxed) {
-            records.split_at(1)
+        let alone = if self.probing.load(Ordering::Relaxed) {
+            1
         } else {
-            (&records[..], &[][..])
+            records.len()
         };
+        let (head, rest) = records.split_at(alone);
         let mut delivered = Vec::with_capacity(records.len());
         let mut step = Ok(Step::Delivered);
-        for part in [parts.0, parts.1] {
+        for part in [head, rest] {
             if part.is_empty() || !matches!(step, Ok(Step::Delivered)) {
                 break;
             }

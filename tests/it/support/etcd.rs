@@ -10,7 +10,7 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
 };
 
-use super::{ports::free_port, tls::TlsFiles, wait_until};
+use super::{ports::free_port, tls::TlsFiles, wait::poll_until};
 
 /// How to run the server.
 #[derive(Debug, Clone, Default)]
@@ -122,15 +122,25 @@ impl Etcd {
         self.child = Some(child);
     }
 
-    /// Waits until a read (which needs a leader) succeeds.
+    /// Waits until a read (which needs a leader) succeeds; when none does, panics with the
+    /// member's log (it lives in a temporary directory that is gone after the test).
     pub async fn wait_answering(&self) {
-        wait_until(Duration::from_secs(20), "etcd to answer", || async {
+        let answered = poll_until(Duration::from_secs(20), || async {
             match self.try_client().await {
                 Ok(mut c) => c.get("health-probe", None).await.is_ok(),
                 Err(_) => false,
             }
         })
         .await;
+        if !answered {
+            let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "timed out after 20s waiting for etcd on port {} to answer; its log ends:\n{}",
+                self.client_port,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 
     fn extra_args(&self) -> Vec<String> {

@@ -5,7 +5,18 @@ use std::{future::Future, time::Duration};
 use tokio::time::Instant;
 
 /// Polls `condition` every 20 ms until it is true; panics with `what` after `deadline`.
-pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut condition: F)
+pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    if !poll_until(deadline, condition).await {
+        panic!("timed out after {deadline:?} waiting for: {what}");
+    }
+}
+
+/// Polls `condition` every 20 ms until it is true (`true`) or `deadline` passed (`false`).
+pub async fn poll_until<F, Fut>(deadline: Duration, mut condition: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -13,10 +24,10 @@ where
     let end = Instant::now() + deadline;
     loop {
         if condition().await {
-            return;
+            return true;
         }
         if Instant::now() >= end {
-            panic!("timed out after {deadline:?} waiting for: {what}");
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -3,8 +3,8 @@
 //! and a redb file, one directory per instance).
 //!
 //! [`record`] is the format, [`store`] the file, [`journal`] where an append becomes durable,
-//! `writer` the group commit (one thread gathers the appends that arrive while a commit runs
-//! into the next journal write: one fsync per batch),
+//! `writer` the group commit (the appends that arrive together share one journal write and
+//! one fsync, made in place by the HTTP worker whose turn gathered them),
 //! [`queue`] the live per-destination counters, [`forward`] the forwarders, [`report`] what
 //! operators see. [`Spool`] is the handle that ties them together.
 
@@ -25,7 +25,7 @@ use std::{
 
 use dashmap::DashMap;
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use forward::{RetryPolicy, Target};
@@ -33,7 +33,7 @@ pub use queue::{Count, Destination, Parts, Queue};
 use report::oldest_age;
 pub use report::{now_ms, report_of, DeadLetterReport, QueueReport, SpoolReport};
 pub use store::{destination_id, DeadLetter, Store, StoreError};
-use writer::{Append, Message, MAX_BATCH, SYNC_EVERY};
+use writer::{Append, Committer, Message, Pushed, SYNC_EVERY};
 
 /// When a webhook's deliveries go through the spool (`"spool"` in its entry).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -112,7 +112,7 @@ fn namespace_of(namespaces: &DashMap<String, Arc<Count>>, destination: &Destinat
 #[derive(Clone)]
 pub struct Spool {
     shared: Arc<Shared>,
-    appends: mpsc::Sender<Message>,
+    committer: Arc<Committer>,
 }
 
 /// What the writer, the forwarders and the handles share.
@@ -129,7 +129,8 @@ struct Shared {
     target: OnceLock<Arc<dyn Target>>,
     tasks: TaskTracker,
     token: CancellationToken,
-    /// The writer thread runs (it ends only on a stop, or a panic inside the store).
+    /// Requests can be journaled (cleared on a stop, or by a panic inside the store or a
+    /// commit).
     writer_alive: std::sync::atomic::AtomicBool,
     /// The runtime forwarders run on (the main one: an append may come from an HTTP worker's
     /// own runtime, which must not carry them).
@@ -210,24 +211,25 @@ impl Spool {
             runtime: tokio::runtime::Handle::current(),
             writer_alive: std::sync::atomic::AtomicBool::new(true),
         });
-        let (appends, rx) = mpsc::channel(MAX_BATCH * 4);
-        let writer = Arc::clone(&shared);
+        let (committer, rx) = Committer::start(Arc::clone(&shared), journal)?;
+        let committer = Arc::new(committer);
+        let serving = Arc::clone(&committer);
         let (ended, writer_ended) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || {
                 {
                     // Cleared however the writer ends, a panic included: /health says so.
-                    let _alive = Alive(&writer.writer_alive);
-                    writer::write(&writer, journal, rx);
+                    let _alive = Alive(&serving.shared().writer_alive);
+                    writer::serve(&serving, rx);
                 }
                 // The file is closed once the last handle is gone: this one goes first.
-                drop(writer);
+                drop(serving);
                 let _ = ended.send(());
             })?;
         // A stop reaches the writer as a message; the task ends when the writer has committed
         // what it was handed, so the shutdown waits for it.
-        let stop = appends.clone();
+        let stop = committer.handoff();
         let token = shared.token.clone();
         tasks.spawn(async move {
             let mut ticks = tokio::time::interval(SYNC_EVERY);
@@ -244,7 +246,7 @@ impl Spool {
             let _ = stop.send(Message::Stop).await;
             let _ = writer_ended.await;
         });
-        Ok(Self { shared, appends })
+        Ok(Self { shared, committer })
     }
 
     /// Starts forwarding to `target`: a forwarder for every destination with records now, and
@@ -309,20 +311,27 @@ impl Spool {
             armed: true,
         };
         let (done, result) = oneshot::channel();
-        let sent = self
-            .appends
-            .send(Message::Append(Append {
-                destinations,
-                record,
-                queues,
-                size,
-                done,
-            }))
-            .await;
-        if sent.is_err() {
-            return Err(SpoolError::Stopped);
+        let append = Append {
+            destinations,
+            record,
+            queues,
+            size,
+            done,
+        };
+        match self.committer.push(append) {
+            Pushed::Batched { leader } => {
+                reserved.armed = false;
+                if leader {
+                    self.committer.lead().await;
+                }
+            }
+            Pushed::Elsewhere(append) => {
+                if self.committer.hand_off(append).await.is_err() {
+                    return Err(SpoolError::Stopped);
+                }
+                reserved.armed = false;
+            }
         }
-        reserved.armed = false;
         match result.await {
             Ok(committed) => committed.map_err(SpoolError::from),
             Err(_) => Err(SpoolError::Stopped),
@@ -474,9 +483,54 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
+    /// On an HTTP worker's runtime (single-threaded) each turn's appends are committed in
+    /// place by the first of them.
     #[tokio::test]
     async fn concurrent_appends_are_all_stored_and_survive_a_reopen() {
+        appends_are_all_stored_and_survive_a_reopen().await;
+    }
+
+    /// On a multi-threaded runtime they go through the writer thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_from_a_multi_threaded_runtime_are_all_stored_and_survive_a_reopen() {
+        appends_are_all_stored_and_survive_a_reopen().await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_first_request_went_away_is_still_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = TaskTracker::new();
+        let spool = Spool::open(
+            dir.path(),
+            Limits::new(1 << 20, 100),
+            &tasks,
+            CancellationToken::new(),
+        )
+        .unwrap();
+        let one = || vec![Destination::new("acme", "gh", 0, "log", None)];
+        let mut leader = Box::pin(spool.store(one(), b"first".to_vec()));
+        assert!(futures_util::poll!(leader.as_mut()).is_pending());
+        let mut follower = Box::pin(spool.store(one(), b"second".to_vec()));
+        assert!(futures_util::poll!(follower.as_mut()).is_pending());
+        // The client of the first request disconnects before its batch was committed.
+        drop(leader);
+        let answered = tokio::time::timeout(Duration::from_secs(5), follower).await;
+        assert!(
+            matches!(answered, Ok(Ok(()))),
+            "the second request is committed: {answered:?}"
+        );
+        assert_eq!(
+            spool.backlog(),
+            2,
+            "the first request's record was in the batch too and stays counted"
+        );
+        let report = spool.report();
+        assert_eq!(report.queues.iter().map(|q| q.depth).sum::<u64>(), 2);
+    }
+
+    async fn appends_are_all_stored_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let tasks = TaskTracker::new();
         let token = CancellationToken::new();

@@ -1,7 +1,13 @@
-//! The group commit: one thread takes every append that is waiting, journals them with one
-//! fsync (not one per request), answers them, then hands them to their queues in memory (see
+//! The group commit: the appends that arrive while a commit runs are journaled together with
+//! one fsync (not one per request), answered, then handed to their queues in memory (see
 //! `super::fresh`); a second thread makes the redb file hold what memory still has whenever
 //! the journal switches files.
+//!
+//! Whoever holds the writer's lock commits. An HTTP worker (a single-threaded runtime) commits
+//! its own batch in place at the end of its turn, like Redis's event loop with `appendfsync
+//! always`: no thread hop on the way in or out, which on a busy machine costs more than the
+//! fsync. Appends from a multi-threaded runtime, the periodic sync and the stop go through the
+//! writer thread instead.
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -9,8 +15,9 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex, MutexGuard,
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -22,7 +29,7 @@ use super::{
     Destination, Queue, Shared, StoreError,
 };
 
-/// Appends gathered into one journal write at most.
+/// Appends gathered into one journal write at most by the writer thread.
 pub(super) const MAX_BATCH: usize = 512;
 
 /// A journal that was written to is made durable in the redb file at least this often, so an
@@ -49,80 +56,195 @@ pub(super) enum Message {
     Stop,
 }
 
-/// The writer, on a thread of its own (a commit blocks on fsync): takes every append that is
-/// waiting, journals them together, answers each, puts them in memory for the forwarders,
-/// repeats, until told to stop. The syncer (a second thread) makes the redb file durable
-/// meanwhile, so the writer never waits for that fsync.
-pub(super) fn write(shared: &Shared, mut journal: Journal, mut rx: mpsc::Receiver<Message>) {
-    let failing = AtomicBool::new(false);
-    let (work, syncer_rx) = std::sync::mpsc::channel();
-    std::thread::scope(|scope| {
-        let syncing = std::thread::Builder::new()
-            .name("spool-syncer".into())
-            .spawn_scoped(scope, || syncer(shared, &failing, syncer_rx));
-        if let Err(error) = syncing {
-            tracing::error!(%error, "Spool syncer thread could not start.");
+/// Where an append went (see [`Committer::push`]).
+pub(super) enum Pushed {
+    /// Into the batch the current HTTP worker commits; `leader`: this append started it, so
+    /// its caller runs [`Committer::lead`].
+    Batched { leader: bool },
+    /// Not on a single-threaded runtime: hand it to the writer thread.
+    Elsewhere(Append),
+}
+
+/// The writer behind its lock, the batch being gathered, and the way to the writer thread.
+pub(super) struct Committer {
+    /// `None` once stopped (or after a failure that ends writing).
+    writer: Mutex<Option<Writer>>,
+    /// Appends waiting for the leader of their batch.
+    pending: Mutex<Vec<Append>>,
+    handoff: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+}
+
+impl Committer {
+    /// Starts the syncer for `journal`; the writer thread is started by the caller with the
+    /// returned receiver (see [`serve`]).
+    pub fn start(
+        shared: Arc<Shared>,
+        journal: Journal,
+    ) -> std::io::Result<(Self, mpsc::Receiver<Message>)> {
+        let writer = Writer::start(Arc::clone(&shared), journal)?;
+        let (handoff, rx) = mpsc::channel(MAX_BATCH * 4);
+        let committer = Self {
+            writer: Mutex::new(Some(writer)),
+            pending: Mutex::new(Vec::new()),
+            handoff,
+            shared,
+        };
+        Ok((committer, rx))
+    }
+
+    /// What the writer and the handles share.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The sender the periodic sync and the stop use.
+    pub fn handoff(&self) -> mpsc::Sender<Message> {
+        self.handoff.clone()
+    }
+
+    /// Adds `append` to the batch of this thread's turn when it runs on a single-threaded
+    /// runtime (an HTTP worker), where the batch's leader commits it in place.
+    pub fn push(&self, append: Append) -> Pushed {
+        let single = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !single {
+            return Pushed::Elsewhere(append);
+        }
+        let mut pending = lock(&self.pending);
+        pending.push(append);
+        Pushed::Batched {
+            leader: pending.len() == 1,
+        }
+    }
+
+    /// Hands `append` to the writer thread; gives it back when the writer has stopped.
+    pub async fn hand_off(&self, append: Append) -> Result<(), Append> {
+        self.handoff
+            .send(Message::Append(append))
+            .await
+            .map_err(|e| match e.0 {
+                Message::Append(append) => append,
+                Message::Tick | Message::Stop => unreachable!("an append was sent"),
+            })
+    }
+
+    /// Lets every other task of this turn add its append (a yield runs after the runtime
+    /// polled its sockets, so the requests that arrived meanwhile join too), then commits the
+    /// batch in place. Dropped before that (the request went away), it commits when dropped:
+    /// the batch holds other requests.
+    pub async fn lead(&self) {
+        let lead = Lead(self);
+        tokio::task::yield_now().await;
+        drop(lead);
+    }
+
+    /// Commits what is pending, blocking this thread for the fsync (waiting first if another
+    /// commit holds the writer: another HTTP worker's, or the writer thread's).
+    fn commit_pending(&self) {
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        if batch.is_empty() {
             return;
         }
-        let mut writer = Writer {
-            shared,
-            journal: &mut journal,
-            work,
-            touched: HashMap::new(),
-            journaled: 0,
-            failing: &failing,
-            other_free: true,
-            pending: None,
-            synced: Instant::now(),
-            syncer_gone: false,
+        let Ok(mut guard) = self.writer.lock() else {
+            // A commit panicked: the writer's state is unknown; nothing more is written.
+            self.shared.writer_alive.store(false, Ordering::Release);
+            abandon(batch);
+            return;
         };
-        loop {
-            let mut batch = Vec::new();
-            let mut stop = false;
-            let mut tick = false;
-            match rx.blocking_recv() {
-                Some(Message::Append(append)) => batch.push(append),
-                Some(Message::Tick) => tick = true,
-                Some(Message::Stop) | None => stop = true,
-            }
-            while !stop && batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(Message::Append(append)) => batch.push(append),
-                    Ok(Message::Tick) => tick = true,
-                    Ok(Message::Stop) => stop = true,
-                    Err(_) => break,
-                }
-            }
-            if stop {
-                // Those already handed over are waiting on their commit.
-                rx.close();
-                while let Ok(message) = rx.try_recv() {
-                    if let Message::Append(append) = message {
-                        batch.push(append);
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                writer.commit(batch);
-            }
-            if stop {
-                writer.sync_all();
-            } else {
-                writer.rotate(tick);
-            }
-            if stop {
-                // Dropping the writer ends the syncer once it answered what it was sent.
-                return;
-            }
-            if writer.syncer_gone {
-                // Only a panic inside the store ends the syncer early. What was answered is
-                // in the journal (the next start applies it); the writer stops too, so /health
-                // reports it and requests are refused instead of journaled unforwarded.
-                tracing::error!("Spool syncer stopped; the spool writer stops too.");
-                return;
+        let Some(writer) = guard.as_mut() else {
+            abandon(batch);
+            return;
+        };
+        writer.commit(batch);
+        writer.rotate(false);
+        if writer.syncer_gone {
+            end_early(&mut guard, &self.shared);
+        }
+    }
+}
+
+/// The leader of a batch: commits it when dropped.
+struct Lead<'a>(&'a Committer);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.0.commit_pending();
+    }
+}
+
+/// Locks the pending batch (a panic while it was held left a whole `Vec`).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Only a panic inside the store ends the syncer early. What was answered is in the journal
+/// (the next start applies it); writing stops too, so /health reports it and requests are
+/// refused instead of journaled unforwarded.
+fn end_early(guard: &mut MutexGuard<'_, Option<Writer>>, shared: &Shared) {
+    tracing::error!("Spool syncer stopped; the spool writer stops too.");
+    guard.take();
+    shared.writer_alive.store(false, Ordering::Release);
+}
+
+/// The writer thread: takes every append handed to it that is waiting, commits them together,
+/// syncs when told, until told to stop.
+pub(super) fn serve(committer: &Committer, mut rx: mpsc::Receiver<Message>) {
+    loop {
+        let mut batch = Vec::new();
+        let mut stop = false;
+        let mut tick = false;
+        match rx.blocking_recv() {
+            Some(Message::Append(append)) => batch.push(append),
+            Some(Message::Tick) => tick = true,
+            Some(Message::Stop) | None => stop = true,
+        }
+        while !stop && batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Message::Append(append)) => batch.push(append),
+                Ok(Message::Tick) => tick = true,
+                Ok(Message::Stop) => stop = true,
+                Err(_) => break,
             }
         }
-    });
+        if stop {
+            // Those already handed over are waiting on their commit.
+            rx.close();
+            while let Ok(message) = rx.try_recv() {
+                if let Message::Append(append) = message {
+                    batch.push(append);
+                }
+            }
+        }
+        let mut guard = match committer.writer.lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // A commit panicked: the writer's state is unknown; nothing more is written.
+                abandon(batch);
+                return;
+            }
+        };
+        let Some(writer) = guard.as_mut() else {
+            abandon(batch);
+            return;
+        };
+        if !batch.is_empty() {
+            writer.commit(batch);
+        }
+        if stop {
+            if let Some(writer) = guard.take() {
+                writer.finish();
+            }
+            return;
+        }
+        writer.rotate(tick);
+        if writer.syncer_gone {
+            end_early(&mut guard, &committer.shared);
+            return;
+        }
+    }
 }
 
 /// What the syncer is sent: make the redb file hold every record journaled so far that is
@@ -135,15 +257,17 @@ struct SyncRequest {
     journaled: u64,
 }
 
-struct Writer<'a> {
-    shared: &'a Shared,
-    journal: &'a mut Journal,
-    work: std::sync::mpsc::Sender<SyncRequest>,
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    journal: Journal,
+    /// To the syncer thread (`None` once finishing, which ends it).
+    work: Option<std::sync::mpsc::Sender<SyncRequest>>,
+    syncer: Option<JoinHandle<()>>,
     /// The queues given records since the last sync was asked for, and the highest number.
     touched: HashMap<u64, Arc<Queue>>,
     journaled: u64,
     /// The syncer cannot write the redb file: appends are refused until it can.
-    failing: &'a AtomicBool,
+    failing: Arc<AtomicBool>,
     /// The journal file not being written holds only frames durably in the redb file.
     other_free: bool,
     /// The answer to the last sync asked for, until it comes.
@@ -154,7 +278,44 @@ struct Writer<'a> {
     syncer_gone: bool,
 }
 
-impl Writer<'_> {
+impl Writer {
+    /// A writer for `journal`, with its syncer thread running.
+    fn start(shared: Arc<Shared>, journal: Journal) -> std::io::Result<Self> {
+        let failing = Arc::new(AtomicBool::new(false));
+        let (work, syncer_rx) = std::sync::mpsc::channel();
+        let syncer = {
+            let shared = Arc::clone(&shared);
+            let failing = Arc::clone(&failing);
+            std::thread::Builder::new()
+                .name("spool-syncer".into())
+                .spawn(move || syncer(&shared, &failing, syncer_rx))?
+        };
+        Ok(Self {
+            shared,
+            journal,
+            work: Some(work),
+            syncer: Some(syncer),
+            touched: HashMap::new(),
+            journaled: 0,
+            failing,
+            other_free: true,
+            pending: None,
+            synced: Instant::now(),
+            syncer_gone: false,
+        })
+    }
+
+    /// At a stop: the redb file made durable with everything journaled, then the syncer ended.
+    fn finish(mut self) {
+        self.sync_all();
+        self.work = None;
+        if let Some(syncer) = self.syncer.take() {
+            if syncer.join().is_err() {
+                tracing::error!("Spool syncer panicked at the stop.");
+            }
+        }
+    }
+
     /// Journals `batch` (one write, one fsync), answers each append, then puts what was
     /// journaled in its queues' memory and wakes their forwarders.
     fn commit(&mut self, batch: Vec<Append>) {
@@ -275,7 +436,7 @@ impl Writer<'_> {
             queues: self.touched.drain().map(|(_, q)| q).collect(),
             journaled: self.journaled,
         };
-        if self.work.send(sync).is_err() {
+        if self.work.as_ref().is_none_or(|w| w.send(sync).is_err()) {
             self.syncer_gone = true;
         }
         self.pending = Some(answer);
@@ -346,6 +507,15 @@ impl Append {
             queue.removed(1, self.size);
         }
         let _ = self.done.send(Err(error));
+    }
+}
+
+/// Gives every append of `batch` its counts back and drops its answer (the writer stopped).
+fn abandon(batch: Vec<Append>) {
+    for append in batch {
+        for queue in &append.queues {
+            queue.removed(1, append.size);
+        }
     }
 }
 

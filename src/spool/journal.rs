@@ -1,5 +1,10 @@
-//! The spool's journal: where an append becomes durable. The writer writes each batch as frames
-//! after the last ones in one of two preallocated files and fsyncs once; the same records then
+//! The spool's journal: where an append becomes durable. Each batch is written as frames after
+//! the last ones in one of two preallocated files, durably in one step: a direct write
+//! (`O_DIRECT | O_DSYNC`, whole 4 KiB blocks, the last partly written block written again with
+//! the next frames), or where the file system refuses that (tmpfs) a write and an fsync. Direct
+//! writes skip the page cache: about 20% less time and a third less CPU per commit here (see
+//! BENCHMARKS.md). A block written again holds the same bytes for the frames already in it, so
+//! a torn write cannot damage them. The same records then
 //! wait in memory for their forwarders (`super::fresh`). When a file is full enough, the writer
 //! goes on in the other one while what memory still holds is moved to the redb file and made
 //! durable (`Store::spill`); once it is, the first file may be written again from its
@@ -19,7 +24,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, Read as _},
-    os::unix::fs::FileExt as _,
+    os::unix::fs::{FileExt as _, OpenOptionsExt as _},
     path::Path,
 };
 
@@ -118,15 +123,29 @@ fn read(path: &Path) -> io::Result<Vec<Frame>> {
     Ok(decode_all(&bytes))
 }
 
+/// What direct writes are aligned to: the file system's block (a multiple of every device's
+/// logical block).
+const BLOCK: usize = 4096;
+
 /// One journal file.
 struct Half {
     file: File,
     /// Where the next frame goes.
     position: u64,
+    /// Opened `O_DIRECT | O_DSYNC`: each write goes to the device and is durable when it
+    /// returns (no page cache, no separate fsync). Otherwise writes are followed by an fsync.
+    direct: bool,
+    /// With `direct`: the frames of the last, partly written block (they are written again
+    /// with the next frames, as direct writes cover whole blocks).
+    tail: Vec<u8>,
+    /// With `direct`: the blocks of the last write, kept for the next.
+    buffer: Vec<u8>,
 }
 
 impl Half {
-    fn open(path: &Path) -> io::Result<Self> {
+    /// Opens (or creates and preallocates) the file at `path`, for direct writes when
+    /// `try_direct` and the file system allows them (tmpfs does not).
+    fn open(path: &Path, try_direct: bool) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -148,13 +167,59 @@ impl Half {
                 File::open(dir)?.sync_all()?;
             }
         }
-        Ok(Self { file, position: 0 })
+        let direct = if try_direct {
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+                .open(path)
+                .ok()
+        } else {
+            None
+        };
+        let (file, direct) = match direct {
+            Some(direct) => (direct, true),
+            None => (file, false),
+        };
+        Ok(Self {
+            file,
+            position: 0,
+            direct,
+            tail: Vec::new(),
+            buffer: Vec::new(),
+        })
+    }
+
+    /// Writes `frames` at `position` and makes them durable.
+    fn write(&mut self, frames: &[u8]) -> io::Result<()> {
+        if !self.direct {
+            self.file.write_all_at(frames, self.position)?;
+            return self.file.sync_data();
+        }
+        // Whole blocks from the start of the partly written one: its frames again, the new
+        // ones, zeros to the end of the last block (where the next frames go).
+        let start = self.position - self.tail.len() as u64;
+        let len = self.tail.len() + frames.len();
+        let padded = len.div_ceil(BLOCK) * BLOCK;
+        if self.buffer.len() < padded + BLOCK {
+            self.buffer.resize(padded + BLOCK, 0);
+        }
+        // A block-aligned window of the buffer (its start moves only when it grows).
+        let offset = self.buffer.as_ptr().align_offset(BLOCK).min(BLOCK);
+        let block = &mut self.buffer[offset..offset + padded];
+        block[..self.tail.len()].copy_from_slice(&self.tail);
+        block[self.tail.len()..len].copy_from_slice(frames);
+        block[len..].fill(0);
+        self.file.write_all_at(block, start)?;
+        let whole = len / BLOCK * BLOCK;
+        self.tail = block[whole..len].to_vec();
+        Ok(())
     }
 
     /// Starts over at the beginning. A file that grew past its preallocation (one very large
     /// batch) is cut back.
     fn restart(&mut self) -> io::Result<()> {
         self.position = 0;
+        self.tail.clear();
         if self.file.metadata()?.len() > 2 * PREALLOCATED {
             self.file.set_len(PREALLOCATED)?;
         }
@@ -162,7 +227,7 @@ impl Half {
     }
 }
 
-/// The journal, written by the writer thread only.
+/// The journal, written by whoever holds the writer (see `super::writer`).
 pub struct Journal {
     halves: [Half; 2],
     /// The file being written.
@@ -174,10 +239,14 @@ impl Journal {
     /// of the first, so the frames they held must be in the redb file already (`Store::open`
     /// put them there).
     pub fn open(dir: &Path) -> io::Result<Self> {
+        Self::open_with(dir, true)
+    }
+
+    fn open_with(dir: &Path, try_direct: bool) -> io::Result<Self> {
         Ok(Self {
             halves: [
-                Half::open(&dir.join(FILE_NAMES[0]))?,
-                Half::open(&dir.join(FILE_NAMES[1]))?,
+                Half::open(&dir.join(FILE_NAMES[0]), try_direct)?,
+                Half::open(&dir.join(FILE_NAMES[1]), try_direct)?,
             ],
             current: 0,
         })
@@ -187,8 +256,7 @@ impl Journal {
     /// (the next write goes to the same place).
     pub fn write(&mut self, frames: &[u8]) -> io::Result<()> {
         let half = &mut self.halves[self.current];
-        half.file.write_all_at(frames, half.position)?;
-        half.file.sync_data()?;
+        half.write(frames)?;
         half.position += frames.len() as u64;
         Ok(())
     }
@@ -287,6 +355,34 @@ mod tests {
                 std::fs::metadata(dir.path().join(name)).unwrap().len(),
                 PREALLOCATED
             );
+        }
+    }
+
+    #[test]
+    fn small_and_large_writes_read_back_whole_with_direct_writes_or_without() {
+        for direct in [true, false] {
+            // On the project's disk: tmpfs (often /tmp) refuses direct writes.
+            let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).unwrap();
+            let mut journal = Journal::open_with(dir.path(), direct).unwrap();
+            assert_eq!(
+                journal.halves[0].direct, direct,
+                "direct writes are used here"
+            );
+            // Small frames: most writes end inside a block, which the next one writes again.
+            for seq in 1..400 {
+                journal.write(&frames(seq..seq + 1)).unwrap();
+            }
+            let mut large = Vec::new();
+            for seq in 400..403 {
+                encode(&mut large, seq, "acme/gh#0:log", &vec![b'x'; 10_000]);
+            }
+            journal.write(&large).unwrap();
+            journal.write(&frames(403..405)).unwrap();
+            let read = read_all(dir.path()).unwrap();
+            let seqs: Vec<u64> = read.iter().map(|f| f.seq).collect();
+            assert_eq!(seqs, (1..405).collect::<Vec<_>>(), "direct: {direct}");
+            assert_eq!(read[399].record.len(), 10_000);
+            assert_eq!(read[0].record, b"record 1");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The group commit: the appends that arrive while a commit runs are journaled together with
-//! one fsync (not one per request), answered, then handed to their queues in memory (see
-//! `super::fresh`); a second thread makes the redb file hold what memory still has whenever
-//! the journal switches files.
+//! one durable journal write (not one per request), answered, then handed to their queues in
+//! memory (see `super::fresh`); a second thread makes the redb file hold what memory still has
+//! whenever the journal switches files.
 //!
 //! Whoever holds the writer's lock commits. An HTTP worker (a single-threaded runtime) commits
 //! its own batch in place at the end of its turn, like Redis's event loop with `appendfsync
@@ -139,7 +139,7 @@ impl Committer {
         drop(lead);
     }
 
-    /// Commits what is pending, blocking this thread for the fsync (waiting first if another
+    /// Commits what is pending, blocking this thread for the journal write (waiting first if another
     /// commit holds the writer: another HTTP worker's, or the writer thread's).
     fn commit_pending(&self) {
         let batch = std::mem::take(&mut *lock(&self.pending));
@@ -316,7 +316,7 @@ impl Writer {
         }
     }
 
-    /// Journals `batch` (one write, one fsync), answers each append, then puts what was
+    /// Journals `batch` (one durable write), answers each append, then puts what was
     /// journaled in its queues' memory and wakes their forwarders.
     fn commit(&mut self, batch: Vec<Append>) {
         let store = &self.shared.store;

@@ -160,8 +160,8 @@ impl SpoolError {
 
 impl Spool {
     /// Opens the spool file in `dir` (created if missing; a file left by a crash is repaired by
-    /// redb here) and starts its writer. Must run inside the runtime the forwarders will use. Forwarding starts with
-    /// [`Spool::start`].
+    /// redb here) and starts its writer. Must run inside the runtime the forwarders will use.
+    /// Forwarding starts with [`Spool::start`].
     pub fn open(
         dir: &Path,
         limits: Limits,

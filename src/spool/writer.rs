@@ -139,8 +139,8 @@ impl Committer {
         drop(lead);
     }
 
-    /// Commits what is pending, blocking this thread for the journal write (waiting first if another
-    /// commit holds the writer: another HTTP worker's, or the writer thread's).
+    /// Commits what is pending, blocking this thread for the journal write (waiting first if
+    /// another commit holds the writer: another HTTP worker's, or the writer thread's).
     fn commit_pending(&self) {
         let batch = std::mem::take(&mut *lock(&self.pending));
         if batch.is_empty() {

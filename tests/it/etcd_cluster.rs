@@ -64,7 +64,19 @@ impl Fixture {
         cluster
             .put(leader, &format!("{prefix}acme/webhooks/doomed"), LOG)
             .await;
-        // The router tries its endpoints in order: `used` first.
+        // The router tries its endpoints in order: `used` first, which must answer at once (a
+        // member that has just joined may not have caught up yet).
+        wait_until(
+            CONVERGE_WITHIN,
+            "the first member to list the keys",
+            || async {
+                cluster
+                    .try_keys(used, &prefix)
+                    .await
+                    .is_ok_and(|(keys, _)| keys.len() == KNOWN + 1)
+            },
+        )
+        .await;
         let order: Vec<usize> = (0..3).map(|k| (used + k) % 3).collect();
         let app = TestApp::spawn_ready(etcd_settings(&cluster.endpoints(&order), &prefix)).await;
         app.wait_etcd_state("healthy", CONVERGE_WITHIN).await;
@@ -75,7 +87,13 @@ impl Fixture {
             prefix,
             used,
         };
-        assert_eq!(fixture.member_in_use().await, Some(used));
+        if fixture.member_in_use().await != Some(used) {
+            let status = crate::support::get_json(&fixture.app.base(), "/status").await;
+            panic!(
+                "the router left member {used} at once: {}",
+                status["etcd_link"]
+            );
+        }
         fixture
     }
 

@@ -197,6 +197,14 @@ impl EtcdCluster {
 
     /// The keys under `prefix` and the revision they were read at, from member `via`.
     pub async fn keys(&self, via: usize, prefix: &str) -> (Vec<String>, i64) {
+        match self.try_keys(via, prefix).await {
+            Ok(keys) => keys,
+            Err(error) => panic!("member {via} could not list {prefix}: {error}"),
+        }
+    }
+
+    /// [`Self::keys`], or why member `via` could not answer.
+    pub async fn try_keys(&self, via: usize, prefix: &str) -> Result<(Vec<String>, i64), String> {
         let response = self
             .client(via)
             .await
@@ -205,12 +213,13 @@ impl EtcdCluster {
                 Some(GetOptions::new().with_prefix().with_keys_only()),
             )
             .await
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         let keys = response
             .kvs()
             .iter()
             .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
             .collect();
-        (keys, response.header().unwrap().revision())
+        let revision = response.header().map_or(0, |h| h.revision());
+        Ok((keys, revision))
     }
 }

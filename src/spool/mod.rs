@@ -501,14 +501,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_whose_first_request_went_away_is_still_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let tasks = TaskTracker::new();
-        let spool = Spool::open(
-            dir.path(),
-            Limits::new(1 << 20, 100),
-            &tasks,
-            CancellationToken::new(),
-        )
-        .unwrap();
+        let spool = open_small(dir.path());
         let one = || vec![Destination::new("acme", "gh", 0, "log", None)];
         let mut leader = Box::pin(spool.store(one(), b"first".to_vec()));
         assert!(futures_util::poll!(leader.as_mut()).is_pending());
@@ -528,6 +521,18 @@ mod tests {
         );
         let report = spool.report();
         assert_eq!(report.queues.iter().map(|q| q.depth).sum::<u64>(), 2);
+    }
+
+    /// A spool of 1 MiB in `dir`, never stopped.
+    fn open_small(dir: &Path) -> Spool {
+        let tasks = TaskTracker::new();
+        Spool::open(
+            dir,
+            Limits::new(1 << 20, 100),
+            &tasks,
+            CancellationToken::new(),
+        )
+        .unwrap()
     }
 
     async fn appends_are_all_stored_and_survive_a_reopen() {
@@ -576,14 +581,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_for_several_destinations_is_stored_whole_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
-        let tasks = TaskTracker::new();
-        let spool = Spool::open(
-            dir.path(),
-            Limits::new(1 << 20, 100),
-            &tasks,
-            CancellationToken::new(),
-        )
-        .unwrap();
+        let spool = open_small(dir.path());
         let two = || {
             vec![
                 Destination::new("acme", "gh", 0, "log", None),

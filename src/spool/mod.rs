@@ -3,8 +3,8 @@
 //! and a redb file, one directory per instance).
 //!
 //! [`record`] is the format, [`store`] the file, [`journal`] where an append becomes durable,
-//! `writer` the group commit (the appends that arrive together share one journal write and
-//! one fsync, made in place by the HTTP worker whose turn gathered them),
+//! `writer` the group commit (the appends that arrive together share one durable journal
+//! write, made in place by the HTTP worker whose turn gathered them),
 //! [`queue`] the live per-destination counters, [`forward`] the forwarders, [`report`] what
 //! operators see. [`Spool`] is the handle that ties them together.
 

@@ -100,6 +100,12 @@ pub enum Step {
 const BATCH: usize = 256;
 const BATCH_BYTES: usize = 1 << 20;
 
+/// While records keep coming, a forwarder that emptied its queue waits until this long after
+/// its last delivery before the next, so the records of those milliseconds go in one batch:
+/// one round trip and, for Redis, one AOF fsync for all of them (measured: +8% spooled
+/// throughput, see BENCHMARKS.md). After a quiet spell the first record goes at once.
+const GATHER: Duration = Duration::from_millis(2);
+
 /// Why a record was not delivered.
 enum Failure {
     /// The record no longer makes a delivery (a name that no longer parses).
@@ -385,6 +391,7 @@ impl Forwarder {
         }
         let _running = Running(&self.queue);
         let mut store_failures = 0;
+        let mut delivered_at: Option<tokio::time::Instant> = None;
         loop {
             if token.is_cancelled() {
                 return;
@@ -398,7 +405,11 @@ impl Forwarder {
                 store_failures = 0;
             }
             let wait = match step {
-                Ok(Step::Delivered | Step::DeadLettered) => continue,
+                Ok(Step::Delivered) => {
+                    delivered_at = Some(tokio::time::Instant::now());
+                    continue;
+                }
+                Ok(Step::DeadLettered) => continue,
                 Ok(Step::Retry(delay)) => Some(delay),
                 Ok(Step::Idle) => None,
                 Err(error) => {
@@ -412,6 +423,14 @@ impl Forwarder {
                 () = token.cancelled() => return,
                 () = &mut notified, if wait.is_none() => {}
                 () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            }
+            let gather =
+                delivered_at.map_or(Duration::ZERO, |at| GATHER.saturating_sub(at.elapsed()));
+            if wait.is_none() && !gather.is_zero() {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(gather) => {}
+                }
             }
         }
     }
@@ -668,6 +687,48 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "not delivered");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        token.cancel();
+        running.await.unwrap();
+    }
+
+    /// In a steady stream the records that come within [`GATHER`] of a delivery go in one
+    /// batch; after a quiet spell a record goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn records_arriving_right_after_a_delivery_are_gathered_into_one_batch() {
+        let (_dir, store, target, forwarder) = setup(0, RetryPolicy::default());
+        let queue = Arc::clone(&forwarder.queue);
+        let token = CancellationToken::new();
+        let running = tokio::spawn(forwarder.run(token.clone()));
+        let delivered = |n: usize| {
+            let target = &target;
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while target.got.lock().unwrap().len() < n {
+                    assert!(tokio::time::Instant::now() < deadline, "not delivered");
+                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_micros(100)).await;
+                }
+            }
+        };
+        fresh(&store, &queue, 1);
+        queue.appended.notify_one();
+        delivered(1).await;
+        fresh(&store, &queue, 2);
+        fresh(&store, &queue, 3);
+        queue.appended.notify_one();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        fresh(&store, &queue, 4);
+        queue.appended.notify_one();
+        delivered(4).await;
+        assert_eq!(*target.calls.lock().unwrap(), [1, 3], "2, 3 and 4 together");
+
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let quiet = tokio::time::Instant::now();
+        fresh(&store, &queue, 5);
+        queue.appended.notify_one();
+        delivered(5).await;
+        assert!(quiet.elapsed() < GATHER, "{:?}", quiet.elapsed());
+        assert_eq!(*target.calls.lock().unwrap(), [1, 3, 1]);
         token.cancel();
         running.await.unwrap();
     }

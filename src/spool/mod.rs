@@ -303,8 +303,9 @@ impl Spool {
                 max: self.shared.namespace_max,
             });
         }
-        // Until the writer has the request, dropping this future (the client went away, the
-        // stop deadline) must give the counts back; from then on the writer settles them.
+        // Until the request is in a batch or with the writer thread, dropping this future (the
+        // client went away, the stop deadline) must give the counts back; from then on the
+        // commit settles them.
         let mut reserved = Reserved {
             queues: queues.clone(),
             size,
@@ -326,7 +327,7 @@ impl Spool {
                 }
             }
             Pushed::Elsewhere(append) => {
-                if self.committer.hand_off(append).await.is_err() {
+                if !self.committer.hand_off(append).await {
                     return Err(SpoolError::Stopped);
                 }
                 reserved.armed = false;

@@ -118,15 +118,10 @@ impl Committer {
         }
     }
 
-    /// Hands `append` to the writer thread; gives it back when the writer has stopped.
-    pub async fn hand_off(&self, append: Append) -> Result<(), Append> {
-        self.handoff
-            .send(Message::Append(append))
-            .await
-            .map_err(|e| match e.0 {
-                Message::Append(append) => append,
-                Message::Tick | Message::Stop => unreachable!("an append was sent"),
-            })
+    /// Hands `append` to the writer thread; false when the writer has stopped (the append is
+    /// dropped: the caller still holds its counts).
+    pub async fn hand_off(&self, append: Append) -> bool {
+        self.handoff.send(Message::Append(append)).await.is_ok()
     }
 
     /// Lets every other task of this turn add its append (a yield runs after the runtime

@@ -28,7 +28,7 @@ use crate::{
 pub const DEFAULT_TTL_SECS: u64 = 86_400;
 /// Longest window accepted: a week.
 pub const MAX_TTL_SECS: u64 = 7 * 86_400;
-/// Longest key value read (a provider id is short; longer values are hashed all the same).
+/// Longest delivery id kept as written; a longer one is replaced by a digest of all of it.
 const MAX_KEY_BYTES: usize = 1024;
 
 /// Where a request's delivery id is.
@@ -149,7 +149,16 @@ impl Dedup {
                 }
             }
         };
-        (!value.is_empty()).then(|| value.into_iter().take(MAX_KEY_BYTES).collect())
+        if value.is_empty() {
+            return None;
+        }
+        if value.len() > MAX_KEY_BYTES {
+            // A digest of the whole id: two long ids that share a prefix stay two ids.
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(&value);
+            return Some(format!("sha256:{}", hex::encode(digest)).into_bytes());
+        }
+        Some(value)
     }
 }
 
@@ -253,7 +262,11 @@ async fn claim_in_redis(
         tracing::warn!(webhook = %webhook, %error, "Deduplication store unreachable; delivering without it.");
         Claim::Claimed(Claimed::Unchecked)
     };
-    let client = match pool.redis(connection, "dedup") {
+    let user = crate::connections::Use {
+        namespace: webhook.namespace.as_str(),
+        target: None,
+    };
+    let client = match pool.redis(connection, "dedup", user) {
         Ok(client) => client,
         Err(error) => return unchecked(&error),
     };
@@ -542,5 +555,14 @@ mod tests {
         assert_eq!(by_body.key_of(none, br#"{"id":7}"#), Some(b"7".to_vec()));
         assert_eq!(by_body.key_of(none, br#"{"other":1}"#), None);
         assert_eq!(by_body.key_of(none, b"not json"), None);
+        // Two long ids that differ only after the first KiB stay different, and short.
+        let long = |tail: &str| format!(r#"{{"id":"{}{tail}"}}"#, "x".repeat(2000));
+        let (a, b) = (
+            by_body.key_of(none, long("a").as_bytes()).unwrap(),
+            by_body.key_of(none, long("b").as_bytes()).unwrap(),
+        );
+        assert_ne!(a, b);
+        assert!(a.starts_with(b"sha256:") && a.len() == 71, "{a:?}");
+        assert_eq!(a, by_body.key_of(none, long("a").as_bytes()).unwrap());
     }
 }

@@ -109,6 +109,11 @@ pub struct Settings {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_body_bytes: u64,
 
+    /// Destinations one webhook may have (its `chain`, or 1 for `module`); a longer chain makes
+    /// the entry invalid. Each destination costs work, memory and, spooled, a queue per request.
+    #[arg(long, env = "MAX_CHAIN_LENGTH", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256).map(usize::from))]
+    pub max_chain_length: usize,
+
     /// Deliveries in flight at most (each holds its body); past it requests get 503 at once.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
@@ -149,6 +154,12 @@ pub struct Settings {
     /// Address of the admin listener (with ADMIN_PORT).
     #[arg(long, env = "ADMIN_HOST", default_value = "127.0.0.1")]
     pub admin_host: String,
+
+    /// Comma-separated host names the admin listener answers to, besides IP addresses
+    /// (default `localhost`). A request with any other `Host`, or with an `Origin` header, is
+    /// refused 403: a web page cannot reach the admin endpoints through DNS rebinding.
+    #[arg(long, env = "ADMIN_HOSTS", default_value = "localhost", value_parser = host_list)]
+    pub admin_hosts: HostList,
 
     /// Port of the admin listener: when set, `/metrics` and `/status` are served only there
     /// (404 on the public port); `/health` is served on both.
@@ -354,6 +365,27 @@ pub enum SettingsError {
 }
 
 /// A path as given, empty included.
+/// A comma-separated list of host names (`ADMIN_HOSTS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostList(pub Vec<String>);
+
+fn host_list(value: &str) -> Result<HostList, String> {
+    let names: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let name = |n: &String| {
+        n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    match names.iter().find(|n| !name(n)) {
+        Some(bad) => Err(format!("{bad:?} is not a host name (no port, no scheme)")),
+        None => Ok(HostList(names)),
+    }
+}
+
 fn any_path(value: &str) -> Result<PathBuf, std::convert::Infallible> {
     Ok(PathBuf::from(value))
 }

@@ -156,6 +156,7 @@ impl Application {
             dedup: crate::dedup::DedupStore::new(
                 usize::try_from(settings.dedup_max_keys).unwrap_or(usize::MAX),
             ),
+            admin_hosts: std::sync::Arc::new(settings.admin_hosts.0.clone()),
         });
         let grace = settings.shutdown_grace();
         let drain = Duration::from_secs(settings.shutdown_drain_seconds);

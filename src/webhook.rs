@@ -293,6 +293,17 @@ impl Webhook {
                 "a `dedup` key read from the body (`json_pointer`) needs `data_type: json`".into(),
             ));
         }
+        // Slack's verification `token` (top level in the Events API, inside the `payload=` JSON
+        // of interactivity) is a credential: the preset masks it unless the entry says how to
+        // clean the body itself. A `blob` body is handed on untouched.
+        let slack = raw.hmac.as_ref().and_then(|h| h.provider) == Some(signature::Provider::Slack);
+        let credential_cleanup = raw.credential_cleanup.or_else(|| {
+            (slack && raw.data_type != DataType::Blob).then(|| cleanup::CleanupConfig {
+                enabled: true,
+                mode: cleanup::Mode::Mask,
+                fields: Some(vec!["token".into()]),
+            })
+        });
         let checks = RawChecks {
             authorization: raw.authorization,
             header_auth: raw.header_auth,
@@ -304,7 +315,7 @@ impl Webhook {
             rate_limit: raw.rate_limit,
             json_schema: raw.json_schema,
             max_body_bytes: raw.max_body_bytes,
-            credential_cleanup: raw.credential_cleanup,
+            credential_cleanup,
             handshake: raw.handshake,
         }
         .compile()?;

@@ -38,6 +38,18 @@ impl Connection {
             Connection::Redis(_) => "redis",
         }
     }
+
+    /// Who may use this connection and what they may name on it.
+    pub fn access(&self) -> Access<'_> {
+        let (namespaces, target_prefix) = match self {
+            Connection::Kafka(k) => (&k.namespaces, &k.target_prefix),
+            Connection::Redis(r) => (&r.namespaces, &r.target_prefix),
+        };
+        Access {
+            namespaces: namespaces.as_deref(),
+            target_prefix: target_prefix.as_deref(),
+        }
+    }
 }
 
 /// `type: "kafka"`.
@@ -55,6 +67,72 @@ pub struct KafkaConnection {
     /// Idempotent producer (default on): retries never duplicate or reorder within a partition.
     #[serde(default = "default_true")]
     pub idempotence: bool,
+    // Not `#[serde(flatten)]`: serde's flatten does not work with `deny_unknown_fields`.
+    /// The namespaces whose webhooks may use this connection (absent: all).
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+    /// Every topic, stream, list key or channel a webhook names on this connection must start
+    /// with this, `{namespace}` replaced by the webhook's namespace (e.g. `"{namespace}."`).
+    #[serde(default)]
+    pub target_prefix: Option<String>,
+}
+
+/// Who may use a connection (`namespaces`) and what they may name on it (`target_prefix`):
+/// without them every namespace may use it and name anything, as a single-tenant instance
+/// wants. Connections are global, so on a shared instance these keep one tenant from writing
+/// into another's topics, streams, keys or channels.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Access<'a> {
+    pub namespaces: Option<&'a [String]>,
+    pub target_prefix: Option<&'a str>,
+}
+
+/// The placeholder `target_prefix` replaces with the webhook's namespace.
+pub const NAMESPACE_PLACEHOLDER: &str = "{namespace}";
+
+impl Access<'_> {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(namespaces) = self.namespaces {
+            if let Some(bad) = namespaces
+                .iter()
+                .find(|n| crate::keys::Namespace::parse(n).is_err())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "`namespaces`: {bad:?} is not a namespace name"
+                )));
+            }
+        }
+        if self.target_prefix == Some("") {
+            return Err(ConfigError::Invalid(
+                "`target_prefix` must not be empty (leave it out to allow any name)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `namespace` may use the connection and name `target` (what a destination
+    /// writes to: a topic, stream, key or channel) on it. The error names the rule broken.
+    pub fn permits(&self, namespace: &str, target: Option<&str>) -> Result<(), String> {
+        if let Some(namespaces) = self.namespaces {
+            if !namespaces.iter().any(|n| n == namespace) {
+                return Err(format!(
+                    "namespace `{namespace}` may not use this connection (its `namespaces` \
+                     lists {})",
+                    namespaces.join(", ")
+                ));
+            }
+        }
+        if let (Some(prefix), Some(target)) = (self.target_prefix, target) {
+            let prefix = prefix.replace(NAMESPACE_PLACEHOLDER, namespace);
+            if !target.starts_with(&prefix) {
+                return Err(format!(
+                    "{target:?} is outside what namespace `{namespace}` may name on this \
+                     connection (names starting with {prefix:?})"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A librdkafka property value: written as a string, number or boolean, always passed as a string.
@@ -83,6 +161,9 @@ impl TryFrom<Value> for ConfigScalar {
     }
 }
 
+/// The highest Redis database number accepted (Redis's own `databases` setting caps it lower).
+pub const MAX_REDIS_DB: i64 = 1_000_000;
+
 /// `type: "redis"` (alias `redis-rq`): either `url`, or `host`/`port`/`db`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +184,13 @@ pub struct RedisConnection {
     pub tls: bool,
     /// A single `redis://` or `rediss://` URL instead of the fields above.
     pub url: Option<Secret>,
+    /// The namespaces whose webhooks may use this connection (absent: all).
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+    /// Every topic, stream, list key or channel a webhook names on this connection must start
+    /// with this, `{namespace}` replaced by the webhook's namespace (e.g. `"{namespace}."`).
+    #[serde(default)]
+    pub target_prefix: Option<String>,
 }
 
 /// A port written as a number or as a string of digits. The message never repeats the value
@@ -158,6 +246,7 @@ impl Connection {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.access().validate()?;
         match self {
             Connection::Kafka(k) => {
                 if k.bootstrap_servers.trim().is_empty() {
@@ -198,9 +287,9 @@ impl Connection {
                     }
                 }
                 if let Some(db) = r.db {
-                    if db < 0 {
+                    if !(0..=MAX_REDIS_DB).contains(&db) {
                         return Err(ConfigError::Invalid(format!(
-                            "`db` is {db}; it must be 0 or more"
+                            "`db` is {db}; it must be between 0 and {MAX_REDIS_DB}"
                         )));
                     }
                 }

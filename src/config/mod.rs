@@ -23,6 +23,24 @@ pub enum ConfigError {
     NotSubstitutable(#[from] env_subst::NotSubstitutable),
     #[error("{0}")]
     Invalid(String),
+    /// Parsing or building the entry panicked (a library met a value nobody bounded yet): the
+    /// entry is refused and everything else is applied. The panic itself is in the log.
+    #[error("internal error while building this entry (see the log); the entry is skipped")]
+    Internal,
+}
+
+/// Runs one entry's parse or build so that a panic inside makes that entry invalid
+/// ([`ConfigError::Internal`]) instead of ending the task that applies every other entry.
+pub fn contained<T>(work: impl FnOnce() -> Result<T, ConfigError>) -> Result<T, ConfigError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "Building a config entry panicked; the entry is skipped.");
+        Err(ConfigError::Internal)
+    })
 }
 
 /// Variable lookup used for `{$VAR}` substitution.

@@ -36,12 +36,26 @@ pub enum PoolError {
         expected: &'static str,
         found: &'static str,
     },
+    /// The connection's `namespaces` or `target_prefix` does not allow this use.
+    #[error("connection `{name}`: {reason}")]
+    NotAllowed {
+        name: ConnectionName,
+        reason: String,
+    },
     /// The client could not be built from the connection's config.
     #[error("connection `{name}`: {reason}")]
     Unavailable {
         name: ConnectionName,
         reason: String,
     },
+}
+
+/// Who asks for a client, and what it will write to: what a connection's access rules judge.
+#[derive(Debug, Clone, Copy)]
+pub struct Use<'a> {
+    pub namespace: &'a str,
+    /// The topic, stream, key or channel (`None`: no name of the webhook's, e.g. dedup keys).
+    pub target: Option<&'a str>,
 }
 
 /// A built client.
@@ -194,15 +208,27 @@ impl ConnectionPool {
         }
     }
 
-    /// The client of `name`, built from its config on first use.
+    /// The client of `name`, built from its config on first use, for a use the connection's
+    /// access rules allow (checked on every call: a rule tightened in etcd applies at once).
     fn client(
         &self,
         name: &ConnectionName,
         module: &'static str,
         expected: &'static str,
+        user: Use<'_>,
     ) -> Result<Client, PoolError> {
+        let allowed = |config: &Connection| {
+            config
+                .access()
+                .permits(user.namespace, user.target)
+                .map_err(|reason| PoolError::NotAllowed {
+                    name: name.clone(),
+                    reason,
+                })
+        };
         if let Some(slot) = self.inner.slots.get(name) {
             if let Some(client) = &slot.client {
+                allowed(&slot.config)?;
                 return Ok(client.clone());
             }
         }
@@ -211,6 +237,7 @@ impl ConnectionPool {
             .slots
             .get_mut(name)
             .ok_or_else(|| PoolError::Missing { name: name.clone() })?;
+        allowed(&slot.config)?;
         if slot.config.kind() != expected {
             return Err(PoolError::Mismatch {
                 name: name.clone(),
@@ -235,25 +262,27 @@ impl ConnectionPool {
         Ok(built)
     }
 
-    /// The producer of a `kafka` connection, for `module`.
+    /// The producer of a `kafka` connection, for `module` used by `user`.
     pub fn kafka(
         &self,
         name: &ConnectionName,
         module: &'static str,
+        user: Use<'_>,
     ) -> Result<Producer, PoolError> {
-        match self.client(name, module, "kafka")? {
+        match self.client(name, module, "kafka", user)? {
             Client::Kafka(producer) => Ok(producer),
             Client::Redis(_) => Err(self.mismatch(name, module, "kafka")),
         }
     }
 
-    /// The client of a `redis` connection, for `module`.
+    /// The client of a `redis` connection, for `module` used by `user`.
     pub fn redis(
         &self,
         name: &ConnectionName,
         module: &'static str,
+        user: Use<'_>,
     ) -> Result<RedisClient, PoolError> {
-        match self.client(name, module, "redis")? {
+        match self.client(name, module, "redis", user)? {
             Client::Redis(client) => Ok(client),
             Client::Kafka(_) => Err(self.mismatch(name, module, "redis")),
         }
@@ -321,6 +350,8 @@ mod tests {
             password: None,
             tls: false,
             url: None,
+            namespaces: None,
+            target_prefix: None,
         }))
     }
 
@@ -328,11 +359,69 @@ mod tests {
         ConnectionName::parse(s).unwrap()
     }
 
+    const ANYONE: Use<'static> = Use {
+        namespace: "acme",
+        target: None,
+    };
+
+    #[tokio::test]
+    async fn a_client_is_handed_out_only_for_uses_its_rules_allow() {
+        let pool = ConnectionPool::new(TaskTracker::new());
+        let shared = |namespaces: Option<Vec<String>>, prefix: Option<&str>| {
+            let Connection::Redis(mut r) = (*redis("a")).clone() else {
+                unreachable!()
+            };
+            r.namespaces = namespaces;
+            r.target_prefix = prefix.map(Into::into);
+            Arc::new(Connection::Redis(r))
+        };
+        let good = |target| Use {
+            namespace: "good",
+            target: Some(target),
+        };
+        let evil = |target| Use {
+            namespace: "evil",
+            target: Some(target),
+        };
+        pool.upsert(name("r"), shared(Some(vec!["good".into()]), None));
+        assert!(pool
+            .redis(&name("r"), "redis_stream", good("orders"))
+            .is_ok());
+        // Refused with the client already built, too.
+        let refused = pool
+            .redis(&name("r"), "redis_stream", evil("orders"))
+            .unwrap_err();
+        assert!(
+            matches!(&refused, PoolError::NotAllowed { reason, .. } if reason.contains("`evil` may not use")),
+            "{refused}"
+        );
+        pool.upsert(name("r"), shared(None, Some("{namespace}-")));
+        assert!(pool
+            .redis(&name("r"), "redis_stream", evil("evil-orders"))
+            .is_ok());
+        let refused = pool
+            .redis(&name("r"), "redis_stream", evil("good-orders"))
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("starting with \"evil-\""), "{refused}");
+        // Names that are not the webhook's own (dedup keys) meet the namespace rule only.
+        assert!(pool
+            .redis(
+                &name("r"),
+                "dedup",
+                Use {
+                    namespace: "evil",
+                    target: None
+                }
+            )
+            .is_ok());
+    }
+
     #[tokio::test]
     async fn the_same_config_keeps_the_client_and_a_new_one_retires_it() {
         let pool = ConnectionPool::new(TaskTracker::new());
         assert!(pool.upsert(name("r"), redis("a")));
-        pool.redis(&name("r"), "redis_stream").unwrap();
+        pool.redis(&name("r"), "redis_stream", ANYONE).unwrap();
         assert_eq!(pool.describe()[0]["client"], "ready");
         assert!(
             !pool.upsert(name("r"), redis("a")),
@@ -347,12 +436,12 @@ mod tests {
     async fn missing_and_mismatched_connections_are_named() {
         let pool = ConnectionPool::new(TaskTracker::new());
         assert_eq!(
-            pool.kafka(&name("r"), "kafka").unwrap_err(),
+            pool.kafka(&name("r"), "kafka", ANYONE).unwrap_err(),
             PoolError::Missing { name: name("r") }
         );
         pool.upsert(name("r"), redis("a"));
         assert_eq!(
-            pool.kafka(&name("r"), "kafka").unwrap_err(),
+            pool.kafka(&name("r"), "kafka", ANYONE).unwrap_err(),
             PoolError::Mismatch {
                 name: name("r"),
                 module: "kafka",

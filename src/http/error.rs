@@ -56,6 +56,12 @@ pub enum ApiError {
     SpoolOff,
     #[error("a copy of this delivery (same delivery id) is still being delivered; retry shortly")]
     CopyInFlight,
+    #[error("the Host header is not `host[:port]`")]
+    InvalidHost,
+    #[error("the admin listener does not answer this Host; list the name in ADMIN_HOSTS")]
+    HostNotAllowed,
+    #[error("the admin listener does not answer requests made by a web page (Origin header)")]
+    CrossOrigin,
 }
 
 impl ApiError {
@@ -111,6 +117,9 @@ impl ApiError {
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::SpoolOff => (StatusCode::NOT_FOUND, "spool_off"),
             ApiError::CopyInFlight => (StatusCode::SERVICE_UNAVAILABLE, "copy_in_flight"),
+            ApiError::InvalidHost => (StatusCode::BAD_REQUEST, "invalid_host"),
+            ApiError::HostNotAllowed => (StatusCode::FORBIDDEN, "host_not_allowed"),
+            ApiError::CrossOrigin => (StatusCode::FORBIDDEN, "origin_not_allowed"),
         }
     }
 

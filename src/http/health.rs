@@ -20,6 +20,10 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         let mut r = HttpResponse::ServiceUnavailable();
         r.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         ("unhealthy", r)
+    } else if status.loaded && status.restarting {
+        // Serving the last applied config while the provider comes back: taking every instance
+        // out of the balancer for it would turn one bad config entry into an outage.
+        ("degraded", HttpResponse::Ok())
     } else if status.loaded {
         ("healthy", HttpResponse::Ok())
     } else {
@@ -29,6 +33,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     };
     let mut components = serde_json::Map::new();
     let config_word = match (status.loaded, state.stats.missing_files().is_empty()) {
+        _ if status.restarting => "restarting",
         (false, _) => "starting",
         (true, true) => "healthy",
         (true, false) => "no config file",

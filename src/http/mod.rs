@@ -2,6 +2,7 @@
 
 mod body;
 mod error;
+pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod request_id;
@@ -10,7 +11,10 @@ pub mod status;
 pub mod unread;
 pub mod webhook;
 
-use actix_web::{middleware::from_fn, web, HttpResponse};
+use actix_web::{
+    middleware::{from_fn, Condition},
+    web, HttpResponse,
+};
 use std::sync::Arc;
 
 use tokio::sync::{watch, Semaphore};
@@ -55,12 +59,14 @@ pub struct AppState {
     pub spool_handoff: std::time::Duration,
     /// Delivery ids seen (webhooks with `dedup`).
     pub dedup: Arc<crate::dedup::DedupStore>,
+    /// Names the admin listener answers to besides IP addresses (`ADMIN_HOSTS`).
+    pub admin_hosts: Arc<Vec<String>>,
 }
 
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
-    /// Everything on one port (no `ADMIN_PORT`).
+    /// Everything on one port (no `ADMIN_PORT`); `/spool*` answers local peers only.
     All,
     /// Webhooks and `/health`; `/metrics` and `/status` answer 404 (they are on the admin port).
     Public,
@@ -79,6 +85,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, surfa
         // A static prefix and a hand-split path: no regex on the hot path (see BENCHMARKS.md).
         cfg.service(web::scope("/webhook").default_service(web::to(webhook::post)));
     }
+    // Sharing the public port, the spool's endpoints answer only this host's own clients.
+    let local = || Condition::new(surface == Surface::All, from_fn(guard::local_only));
     if surface != Surface::Public {
         cfg.service(
             web::resource("/metrics")
@@ -95,18 +103,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, surfa
         .service(
             web::resource("/spool")
                 .wrap(from_fn(unread::hold_body))
+                .wrap(local())
                 .route(web::get().to(spool::status))
                 .default_service(web::to(get_only)),
         )
         .service(
             web::resource("/spool/dead-letters")
                 .wrap(from_fn(unread::hold_body))
+                .wrap(local())
                 .route(web::get().to(spool::dead_letters))
                 .default_service(web::to(get_only)),
         );
-    }
-    if surface == Surface::Admin {
-        // Changes what will be delivered: only on the admin listener (see `spool`).
+        // Changes what will be delivered: local, unproxied clients only (see `spool`).
         cfg.service(
             // These read (or hold) their own bodies.
             web::resource("/spool/replay")
@@ -143,6 +151,10 @@ pub fn app(
     >,
 > {
     actix_web::App::new()
+        .wrap(Condition::new(
+            surface == Surface::Admin,
+            from_fn(guard::admin),
+        ))
         .wrap(from_fn(request_id::middleware))
         .configure(|cfg| configure(cfg, state, surface))
 }

@@ -25,10 +25,13 @@ fn acceptable(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// The one middleware every request passes: gives it an id (echoed on the response) and refuses
+/// a `Host` outside the `host[:port]` grammar (400 `invalid_host`) before any route sees it.
 pub async fn middleware(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use actix_web::ResponseError as _;
     let id = req
         .headers()
         .get(&HEADER)
@@ -37,7 +40,16 @@ pub async fn middleware(
         .map(ToOwned::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.call(req).await?;
+    let bad_host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .is_some_and(|v| v.to_str().map_or(true, |v| !super::guard::host_is_valid(v)));
+    let mut response = if bad_host {
+        req.into_response(super::error::ApiError::InvalidHost.error_response())
+            .map_into_right_body()
+    } else {
+        next.call(req).await?.map_into_left_body()
+    };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }

@@ -1,8 +1,9 @@
 //! `/spool`: the spool for operators (and `switchyard spool`): its state, its dead letters,
 //! replay and purge. The state is served where `/status` is. Replay and purge change what will
-//! be delivered, so they are served only on the admin listener (`ADMIN_PORT`), answer only
-//! clients on the same host that did not come through a proxy, and only take a JSON body (a
-//! web page cannot send one without a preflight).
+//! be delivered, so they answer only clients on the same host that did not come through a proxy
+//! (on the admin listener, `ADMIN_PORT`, or without one on the public port, where every
+//! `/spool*` endpoint is local-only), and only take a JSON body (a web page cannot send one
+//! without a preflight; the admin listener also refuses any `Origin`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -84,13 +85,7 @@ async fn local_selection(
     payload: &mut web::Payload,
 ) -> Result<Option<Vec<u64>>, ApiError> {
     use futures_util::StreamExt as _;
-    let local = req
-        .peer_addr()
-        .is_some_and(|peer| peer.ip().to_canonical().is_loopback());
-    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
-        .iter()
-        .any(|h| req.headers().contains_key(*h));
-    if !local || proxied {
+    if !super::guard::is_local(req) {
         return Err(ApiError::LocalOnly);
     }
     let json = req

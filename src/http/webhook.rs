@@ -162,12 +162,11 @@ fn handshake_get(
     let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let url = || called_url(state, req);
     let inbound = inbound(state, req, &headers, &url);
-    // Okta's challenge carries the webhook's own credentials (its `authorization` header).
-    if matches!(handshake, crate::verify::handshake::Handshake::Okta) {
-        checks
-            .check_head(&inbound)
-            .map_err(|e| refused(&route, e))?;
-    }
+    // Every check a GET can carry runs first: the address list and the head credentials (Okta's
+    // challenge carries the webhook's `authorization`; others may use `query_auth`).
+    checks
+        .check_head(&inbound)
+        .map_err(|e| refused(&route, e))?;
     let answered = handshake
         .answer_get(&inbound)
         .map_err(|e| refused(&route, e))?;
@@ -203,11 +202,12 @@ async fn receive(
     let inbound = inbound(state, req, &headers, &url);
     let client = inbound.client_ip;
     let refused = |e| refused(&route, e);
-    // Microsoft Graph validates a subscription with an unsigned, bodiless POST.
+    checks.check_head(&inbound).map_err(refused)?;
+    // Microsoft Graph validates a subscription with an unsigned, bodiless POST (after the head
+    // checks, like every handshake).
     if let Some(answered) = checks.query_handshake(&inbound) {
         return Ok(handshake_answer(&route, answered.map_err(refused)?));
     }
-    checks.check_head(&inbound).map_err(refused)?;
     let limit = checks.max_body_bytes.unwrap_or(state.max_body_bytes);
     // An unknown client shares one budget with the other unknown ones, never the proxy's.
     let share = client.unwrap_or(UNKNOWN_CLIENT);
@@ -222,6 +222,13 @@ async fn receive(
         DataType::Form => checks.check_form_body(body).map_err(refused)?,
         DataType::Blob => body,
     };
+    // Held until the destinations answered: bounds memory and work, never queues. Taken before
+    // a duplicate's wait, so requests waiting on another copy's outcome (each holding its body)
+    // count against the same bound.
+    let _permit = state
+        .in_flight
+        .try_acquire()
+        .map_err(|_| ApiError::Overloaded)?;
     let claim = match claim_delivery_id(state, &route, &headers, &body).await? {
         DeliveryId::Fresh(claim) => claim,
         DeliveryId::Duplicate => {
@@ -231,11 +238,6 @@ async fn receive(
                 .body(r#"{"status":"duplicate"}"#));
         }
     };
-    // Held until the destinations answered: bounds memory and work, never queues.
-    let _permit = state
-        .in_flight
-        .try_acquire()
-        .map_err(|_| ApiError::Overloaded)?;
     let delivery = Delivery {
         namespace: key.namespace.clone(),
         webhook: key.id.clone(),

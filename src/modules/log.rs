@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{Delivery, DeliveryError, Module};
 
 /// `module-config` of the `log` module.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Pretty-print JSON bodies over several lines (default false: one line per webhook).
@@ -16,7 +16,28 @@ pub struct LogConfig {
     /// logged.
     #[serde(default)]
     pub headers: Vec<String>,
+    /// Bytes of a body written per log line at most (default 64 KiB, at most 16 MiB); the rest
+    /// is replaced by a marker with the body's full length (`size` has it too).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            pretty_print: false,
+            headers: Vec::new(),
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+/// The largest `max_body_bytes` accepted.
+pub const MAX_LOGGED_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Most headers one `log` module logs.
 pub const MAX_LOGGED_HEADERS: usize = 20;
@@ -24,6 +45,12 @@ pub const MAX_LOGGED_HEADERS: usize = 20;
 impl LogConfig {
     /// Checks the header names (valid names, at most [`MAX_LOGGED_HEADERS`]).
     pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_LOGGED_BODY_BYTES).contains(&self.max_body_bytes) {
+            return Err(format!(
+                "`max_body_bytes` is {}; it must be between 1 and {MAX_LOGGED_BODY_BYTES}",
+                self.max_body_bytes
+            ));
+        }
         if self.headers.len() > MAX_LOGGED_HEADERS {
             return Err(format!(
                 "`headers` lists at most {MAX_LOGGED_HEADERS} header names"
@@ -72,6 +99,17 @@ impl LogModule {
     }
 
     fn render_body<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, str> {
+        if body.len() > self.config.max_body_bytes {
+            // Cut on a character boundary where the cut falls inside one (lossy decoding would
+            // turn the split character into U+FFFD, which is harmless either way).
+            let shown = String::from_utf8_lossy(&body[..self.config.max_body_bytes]);
+            return format!(
+                "{}…[truncated: {} bytes in all]",
+                shown.trim_end_matches('\u{fffd}'),
+                body.len()
+            )
+            .into();
+        }
         if self.config.pretty_print {
             if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
                 if let Ok(pretty) = serde_json::to_string_pretty(&value) {
@@ -84,20 +122,22 @@ impl LogModule {
 }
 
 /// Whether a one-line JSON body may be written raw into a log line: no CR or LF, no C1 control
-/// (an 8-bit CSI repaints some terminals) and no U+2028/U+2029 (line breaks to some viewers).
+/// (an 8-bit CSI repaints some terminals), no separator or bidirectional control (see
+/// [`crate::telemetry::is_deceptive`]). Anything else is logged escaped.
 fn logs_as_is(body: &[u8]) -> bool {
-    if memchr::memchr3(b'\n', b'\r', 0xc2, body).is_some() {
+    if memchr::memchr3(b'\n', b'\r', 0xc2, body).is_some() || body.contains(&0x7f) {
         return false;
     }
-    match memchr::memchr2(0x7f, 0xe2, body) {
-        None => true,
-        Some(_) if body.contains(&0x7f) => false,
-        // 0xE2 leads many ordinary characters (dashes, quotes): only the separators matter.
-        Some(_) => {
-            memchr::memmem::find(body, "\u{2028}".as_bytes()).is_none()
-                && memchr::memmem::find(body, "\u{2029}".as_bytes()).is_none()
-        }
+    // 0xE2 and 0xD8 lead many ordinary characters (dashes, quotes, Arabic letters): only a few
+    // of them matter, so look closer only when one of those bytes occurs.
+    if memchr::memchr2(0xe2, 0xd8, body).is_none() {
+        return true;
     }
+    std::str::from_utf8(body).is_ok_and(|text| {
+        !text
+            .chars()
+            .any(|c| c != '\t' && crate::telemetry::is_deceptive(c))
+    })
 }
 
 #[async_trait::async_trait]
@@ -111,7 +151,11 @@ impl Module for LogModule {
         // A one-line JSON body is logged as JSON (`body_json`): structured for log processors,
         // and no escaping on the hot path. Anything else is an escaped string (`body`). Raw CR
         // is JSON whitespace too, and would let a body redraw a terminal line: not one line.
-        if delivery.json && !self.config.pretty_print && logs_as_is(&delivery.body) {
+        if delivery.json
+            && !self.config.pretty_print
+            && delivery.body.len() <= self.config.max_body_bytes
+            && logs_as_is(&delivery.body)
+        {
             if let Ok(body) = std::str::from_utf8(&delivery.body) {
                 tracing::info!(
                     target: "switchyard::payload",
@@ -186,9 +230,38 @@ mod tests {
             b"{\"a\":\r1}",
             "{\"a\":\"\u{9b}31m\"}".as_bytes(),
             "{\"a\":\"\u{2028}\"}".as_bytes(),
+            "{\"a\":\"invoice\u{202e}fdp.exe\"}".as_bytes(),
+            "{\"a\":\"\u{2066}\"}".as_bytes(),
+            "{\"a\":\"\u{61c}\"}".as_bytes(),
             "{\"a\":\"\u{7f}\"}".as_bytes(),
         ] {
             assert!(!logs_as_is(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_cut_with_a_marker_holding_its_length() {
+        let module = LogModule::new(LogConfig {
+            max_body_bytes: 5,
+            ..LogConfig::default()
+        });
+        assert_eq!(module.render_body(b"12345"), "12345");
+        assert_eq!(
+            module.render_body(b"1234567890"),
+            "12345…[truncated: 10 bytes in all]"
+        );
+        // "é" is two bytes: a cut inside it drops the half character.
+        assert_eq!(
+            module.render_body("1234é".as_bytes()),
+            "1234…[truncated: 6 bytes in all]"
+        );
+        assert_eq!(LogConfig::default().max_body_bytes, 65_536);
+        for bad in [0, MAX_LOGGED_BODY_BYTES + 1] {
+            let config = LogConfig {
+                max_body_bytes: bad,
+                ..LogConfig::default()
+            };
+            assert!(config.validate().unwrap_err().contains("max_body_bytes"));
         }
     }
 

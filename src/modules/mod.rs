@@ -216,6 +216,24 @@ impl ModuleConfig {
         }
     }
 
+    /// The connection `type` this destination needs (`kafka`, `redis`), if it uses one.
+    pub fn connection_kind(&self) -> Option<&'static str> {
+        match &self.kind {
+            Kind::Log(_) => None,
+            Kind::Kafka(..) => Some("kafka"),
+            Kind::Redis(..) => Some("redis"),
+        }
+    }
+
+    /// What this destination writes to on its connection (topic, stream, key or channel).
+    pub fn target(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Log(_) => None,
+            Kind::Kafka(config, _) => Some(&config.topic),
+            Kind::Redis(command, _) => Some(command.target()),
+        }
+    }
+
     /// Builds the live module. Does no I/O: clients come from the pool on first delivery.
     pub fn build(&self, pool: &ConnectionPool) -> Arc<dyn Module> {
         match &self.kind {

@@ -58,6 +58,9 @@ pub struct ProviderStatus {
     pub loaded: bool,
     /// `None` for the file backend.
     pub etcd: Option<EtcdState>,
+    /// The provider task ended (a panic, a bug) and is being restarted: config changes wait
+    /// until it has loaded again; the cache keeps serving meanwhile.
+    pub restarting: bool,
 }
 
 /// Counters and per-key state kept by providers (read by `/metrics`, `/status` and tests).
@@ -75,6 +78,8 @@ pub struct ProviderStats {
     pub events_applied: AtomicU64,
     pub invalid_entries: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Times the provider task ended unexpectedly and was started again.
+    pub provider_restarts: AtomicU64,
     /// The etcd member in use and the newest revision seen (etcd backend).
     pub etcd: etcd::members::LinkState,
     /// Whole loads refused (a file that does not parse); the last good config kept serving.
@@ -135,6 +140,7 @@ pub fn spawn(
         backend,
         loaded: false,
         etcd: (backend == Backend::Etcd).then_some(EtcdState::Connecting),
+        restarting: false,
     });
     let stats = Arc::new(ProviderStats::default());
     let applier = Applier {
@@ -145,17 +151,80 @@ pub fn spawn(
         rules: Rules::from_settings(settings),
     };
     let token = shutdown.token.child_token();
+    let tasks = shutdown.tasks.clone();
     match backend {
         Backend::File => {
             let files = file::Files::from_settings(settings);
-            shutdown.tasks.spawn(file::run(files, applier, tx, token));
+            let start = {
+                let (tx, token) = (tx.clone(), token.clone());
+                move || file::run(files.clone(), applier.clone(), tx.clone(), token.clone())
+            };
+            shutdown
+                .tasks
+                .spawn(supervise(start, tasks, tx, Arc::clone(&stats), token));
         }
         Backend::Etcd => {
             let source = etcd::EtcdSource::from_settings(settings);
-            shutdown.tasks.spawn(etcd::run(source, applier, tx, token));
+            let start = {
+                let (tx, token) = (tx.clone(), token.clone());
+                move || etcd::run(source.clone(), applier.clone(), tx.clone(), token.clone())
+            };
+            shutdown
+                .tasks
+                .spawn(supervise(start, tasks, tx, Arc::clone(&stats), token));
         }
     }
     ProviderHandle { status: rx, stats }
+}
+
+/// Runs the provider task that `start` makes, and starts a new one whenever it ends before
+/// `token` is cancelled (a panic, or a bug that returns): config changes must never stop for
+/// good while the process keeps serving. Meanwhile `/health` shows the provider restarting; the
+/// new task clears that once it has loaded (a provider that restarts finds the cache loaded, so
+/// it reloads in place and never empties it). Restarts wait out the reconnect backoff.
+pub async fn supervise<F, Fut>(
+    start: F,
+    tasks: tokio_util::task::TaskTracker,
+    status: watch::Sender<ProviderStatus>,
+    stats: Arc<ProviderStats>,
+    token: tokio_util::sync::CancellationToken,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = backoff::ReconnectBackoff::new();
+    loop {
+        let ended = tasks.spawn(start()).await;
+        if token.is_cancelled() {
+            return;
+        }
+        let reason = match ended {
+            Ok(()) => "it returned".to_owned(),
+            Err(error) if error.is_panic() => {
+                let payload = error.into_panic();
+                let text = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("it panicked: {text}")
+            }
+            Err(error) => error.to_string(),
+        };
+        ProviderStats::bump(&stats.provider_restarts);
+        status.send_if_modified(|s| !std::mem::replace(&mut s.restarting, true));
+        let delay = backoff.next().unwrap_or(backoff::MAX_DELAY);
+        tracing::error!(
+            %reason,
+            restart_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "The config provider stopped; restarting it. Config changes wait until it is back; \
+             the last applied config keeps serving."
+        );
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
 }
 
 /// The `{$VAR}` lookup, shared across threads.
@@ -166,12 +235,15 @@ pub type SharedEnv = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub struct Rules {
     /// `MAX_BODY_BYTES`: a ceiling for every webhook's `max_body_bytes`.
     pub max_body_bytes: u64,
+    /// `MAX_CHAIN_LENGTH`: the most destinations one webhook may have.
+    pub max_chain_length: usize,
 }
 
 impl Rules {
     pub fn from_settings(settings: &Settings) -> Self {
         Self {
             max_body_bytes: settings.max_body_bytes,
+            max_chain_length: settings.max_chain_length,
         }
     }
 }
@@ -183,7 +255,24 @@ pub fn parse_webhook(
     env: crate::config::EnvLookup<'_>,
     rules: Rules,
 ) -> Result<Webhook, ConfigError> {
+    crate::config::contained(|| parse_webhook_unguarded(value, env, rules))
+}
+
+/// [`parse_webhook`] without the panic guard: what the fuzz test drives, so that a panic is
+/// found rather than contained.
+fn parse_webhook_unguarded(
+    value: &[u8],
+    env: crate::config::EnvLookup<'_>,
+    rules: Rules,
+) -> Result<Webhook, ConfigError> {
     let webhook = Webhook::from_bytes(value, env)?;
+    if webhook.destinations.len() > rules.max_chain_length {
+        return Err(ConfigError::Invalid(format!(
+            "`chain` has {} destinations; this instance's MAX_CHAIN_LENGTH is {}",
+            webhook.destinations.len(),
+            rules.max_chain_length
+        )));
+    }
     match webhook.checks.max_body_bytes {
         Some(max) if max > rules.max_body_bytes => Err(ConfigError::Invalid(format!(
             "`max_body_bytes` is {max}, above this instance's MAX_BODY_BYTES ({}); the global \
@@ -194,9 +283,66 @@ pub fn parse_webhook(
     }
 }
 
+/// Whether a valid webhook of `namespace` fits the connections it names that exist: of the
+/// type its modules need, and open to its namespace and targets (`namespaces`,
+/// `target_prefix`). A connection that does not exist yet is no refusal here (it may arrive
+/// later; requests meanwhile get 503 `connection_missing`). The server applies this when an
+/// entry arrives, `switchyard check` to the whole config, and the pool again on every delivery.
+pub fn fits_connections(
+    webhook: &Webhook,
+    namespace: &str,
+    lookup: impl Fn(&ConnectionName) -> Option<Arc<Connection>>,
+) -> Result<(), ConfigError> {
+    for (index, destination) in webhook.destinations.iter().enumerate() {
+        let (Some(name), Some(expected)) =
+            (destination.connection(), destination.connection_kind())
+        else {
+            continue;
+        };
+        let Some(connection) = lookup(name) else {
+            continue;
+        };
+        let at = if webhook.destinations.len() > 1 {
+            format!("chain[{index}]: ")
+        } else {
+            String::new()
+        };
+        if connection.kind() != expected {
+            return Err(ConfigError::Invalid(format!(
+                "{at}connection `{name}` is of type {}; module `{}` needs {expected}",
+                connection.kind(),
+                destination.name()
+            )));
+        }
+        connection
+            .access()
+            .permits(namespace, destination.target())
+            .map_err(|reason| ConfigError::Invalid(format!("{at}connection `{name}`: {reason}")))?;
+    }
+    if let Some(name) = webhook.dedup.as_ref().and_then(|d| d.store.as_ref()) {
+        if let Some(connection) = lookup(name) {
+            connection
+                .access()
+                .permits(namespace, None)
+                .map_err(|reason| {
+                    ConfigError::Invalid(format!("`dedup.store` connection `{name}`: {reason}"))
+                })?;
+        }
+    }
+    Ok(())
+}
+
 /// A connection entry exactly as the server accepts it, including what only the client library
 /// can tell (librdkafka's properties). No I/O.
 pub fn parse_connection(
+    value: &[u8],
+    env: crate::config::EnvLookup<'_>,
+) -> Result<Connection, ConfigError> {
+    crate::config::contained(|| parse_connection_unguarded(value, env))
+}
+
+/// [`parse_connection`] without the panic guard (the fuzz test's entry point).
+fn parse_connection_unguarded(
     value: &[u8],
     env: crate::config::EnvLookup<'_>,
 ) -> Result<Connection, ConfigError> {
@@ -243,7 +389,12 @@ impl Applier {
                     }
                 }
                 let webhook = parse_webhook(value, env, self.rules)?;
-                let route = Route::build(key.clone(), webhook, &self.pool).from_source(digest);
+                fits_connections(&webhook, key.namespace.as_str(), |name| {
+                    self.pool.config(name)
+                })?;
+                let route = crate::config::contained(|| {
+                    Ok(Route::build(key.clone(), webhook, &self.pool).from_source(digest))
+                })?;
                 Ok(Entry::Webhook(Arc::new(route)))
             }
             ConfigKey::Connection(name) => {
@@ -425,6 +576,8 @@ fn set_status(tx: &watch::Sender<ProviderStatus>, loaded: Option<bool>, etcd: Op
         let before = status.clone();
         if let Some(loaded) = loaded {
             status.loaded = loaded;
+            // A load applied: a restarted provider is back.
+            status.restarting &= !loaded;
         }
         if etcd.is_some() {
             status.etcd = etcd;
@@ -446,6 +599,7 @@ mod tests {
             env: Arc::new(|_| None),
             rules: Rules {
                 max_body_bytes: 1 << 20,
+                max_chain_length: 16,
             },
         }
     }

@@ -21,7 +21,8 @@ use tracing_subscriber::{
 pub struct JsonLines;
 
 /// Bytes that may need an escape: controls, `"`, `\\`, DEL, and the lead bytes of C1 controls
-/// (0xC2) and of U+2028/U+2029 (0xE2). Everything else is copied without a second look.
+/// (0xC2), of U+061C (0xD8) and of the separators and bidirectional controls (0xE2). Everything
+/// else is copied without a second look.
 const ATTENTION: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
@@ -33,6 +34,7 @@ const ATTENTION: [bool; 256] = {
     table[b'\\' as usize] = true;
     table[0x7f] = true;
     table[0xc2] = true;
+    table[0xd8] = true;
     table[0xe2] = true;
     table
 };
@@ -62,9 +64,13 @@ impl fmt::Write for Escape<'_, '_> {
                 0..=0x1f | 0x7f => (None, 1),
                 // C1 controls are U+0080-U+009F: 0xC2 then 0x80-0x9F.
                 0xc2 if matches!(bytes.get(i + 1), Some(0x80..=0x9f)) => (None, 2),
-                // U+2028, U+2029: 0xE2 0x80 0xA8/0xA9.
-                0xe2 if bytes.get(i + 1) == Some(&0x80)
-                    && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
+                // U+061C (Arabic letter mark): 0xD8 0x9C.
+                0xd8 if bytes.get(i + 1) == Some(&0x9c) => (None, 2),
+                // U+200E/F, U+2028/9, U+202A-E: 0xE2 0x80 ..; U+2066-9: 0xE2 0x81 0xA6-0xA9.
+                0xe2 if matches!(
+                    (bytes.get(i + 1), bytes.get(i + 2)),
+                    (Some(0x80), Some(0x8e | 0x8f | 0xa8..=0xae)) | (Some(0x81), Some(0xa6..=0xa9))
+                ) =>
                 {
                     (None, 3)
                 }
@@ -224,7 +230,7 @@ mod tests {
             .with_writer(capture.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let body = "{\"a\":\"line\nbreak\\ \u{1}\u{7f}\u{9b}\u{2028}\u{e9}\"}";
+            let body = "{\"a\":\"line\nbreak\\ \u{1}\u{7f}\u{9b}\u{2028}\u{202e}\u{2067}\u{61c}\u{e9}\u{600}\"}";
             tracing::info!(
                 target: "switchyard::payload",
                 namespace = "acme",
@@ -251,13 +257,15 @@ mod tests {
         assert!(v["nan"].is_null());
         assert_eq!(
             v["body"],
-            "{\"a\":\"line\nbreak\\ \u{1}\u{7f}\u{9b}\u{2028}\u{e9}\"}"
+            "{\"a\":\"line\nbreak\\ \u{1}\u{7f}\u{9b}\u{2028}\u{202e}\u{2067}\u{61c}\u{e9}\u{600}\"}"
         );
         // What a terminal or viewer acts on is escaped; other text stays as it is.
-        for raw in ['\u{7f}', '\u{9b}', '\u{2028}', '\n'] {
+        for raw in [
+            '\u{7f}', '\u{9b}', '\u{2028}', '\u{202e}', '\u{2067}', '\u{61c}', '\n',
+        ] {
             assert!(!text.trim_end().contains(raw), "{raw:?} in {text:?}");
         }
-        assert!(text.contains('\u{e9}'));
+        assert!(text.contains('\u{e9}') && text.contains('\u{600}'));
         assert_eq!(v["message"], "Webhook \"received\".");
         assert_eq!(v["body_json"], serde_json::json!({"nested": [1, "x"]}));
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));

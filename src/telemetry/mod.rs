@@ -7,6 +7,24 @@ use tracing_subscriber::{fmt::MakeWriter, EnvFilter};
 
 use crate::settings::LogFormat;
 
+/// Characters that change how a log line reads without being visible text, besides the C0
+/// and C1 controls: the line and paragraph separators (a line break to some viewers) and the
+/// bidirectional controls (U+202E turns `txt.exe` around). Both formats escape them, and the
+/// `log` module never writes a body holding one raw.
+pub fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {

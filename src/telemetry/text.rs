@@ -3,7 +3,8 @@
 //! Field values carry text from outside (a `blob` body, a header): a raw newline in one would
 //! start a convincing forged log line, and an ANSI escape would repaint the operator's
 //! terminal. Every control character is written as an escape (`\n`, `\r`, `\t`, `\u{1b}`), so
-//! one event is always exactly one line.
+//! one event is always exactly one line; so are the separators and bidirectional controls
+//! ([`super::is_deceptive`]).
 
 use std::fmt::{self, Write as _};
 
@@ -23,7 +24,7 @@ impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut start = 0;
         for (i, c) in s.char_indices() {
-            if !c.is_control() {
+            if !super::is_deceptive(c) {
                 continue;
             }
             self.0.write_str(&s[start..i])?;
@@ -68,6 +69,10 @@ mod tests {
             "ok\\nINFO forged\\r\\u{1b}[31mred\\u{1b}[0m\\ttab\\u{85}é"
         );
         assert_eq!(escaped("plain text"), "plain text");
+        assert_eq!(
+            escaped("invoice\u{202e}fdp.exe\u{2028}x\u{2066}\u{61c}"),
+            "invoice\\u{202e}fdp.exe\\u{2028}x\\u{2066}\\u{61c}"
+        );
         assert_eq!(escaped(""), "");
     }
 }

@@ -12,11 +12,11 @@ pub mod spool;
 use std::{fmt::Write as _, path::Path};
 
 use crate::{
-    config::{env_subst::process_env, ConfigError},
+    config::{env_subst::process_env, ConfigError, Connection},
     keys::{ConfigKey, ConnectionName, KeyLayout, KeyMatch, Namespace},
     provider::{
         file::{self, Files, Missing},
-        parse_connection, parse_webhook, Rules,
+        fits_connections, parse_connection, parse_webhook, Rules,
     },
 };
 
@@ -124,39 +124,53 @@ pub fn etcd_entries(
 pub fn validate(entries: &[Entry], rules: Rules, report: &mut Report) {
     let env = &process_env;
     // Each entry is parsed once; connections first, so webhooks can be checked against them.
-    let connections: Vec<(&Entry, Result<(), ConfigError>)> = entries
+    let connections: Vec<(&Entry, Result<std::sync::Arc<Connection>, ConfigError>)> = entries
         .iter()
         .filter(|e| matches!(e.key, ConfigKey::Connection(_)))
-        .map(|e| (e, parse_connection(e.raw.as_bytes(), env).map(|_| ())))
-        .collect();
-    let defined: std::collections::HashSet<&ConnectionName> = connections
-        .iter()
-        .filter_map(|(e, result)| match (&e.key, result) {
-            (ConfigKey::Connection(name), Ok(())) => Some(name),
-            _ => None,
+        .map(|e| {
+            (
+                e,
+                parse_connection(e.raw.as_bytes(), env).map(std::sync::Arc::new),
+            )
         })
         .collect();
+    let defined: std::collections::HashMap<&ConnectionName, &std::sync::Arc<Connection>> =
+        connections
+            .iter()
+            .filter_map(|(e, result)| match (&e.key, result) {
+                (ConfigKey::Connection(name), Ok(connection)) => Some((name, connection)),
+                _ => None,
+            })
+            .collect();
     let webhooks = entries
         .iter()
-        .filter(|e| matches!(e.key, ConfigKey::Webhook(_)))
-        .map(|e| {
+        .filter_map(|e| match &e.key {
+            ConfigKey::Webhook(key) => Some((e, key)),
+            ConfigKey::Connection(_) => None,
+        })
+        .map(|(e, key)| {
             let result = parse_webhook(e.raw.as_bytes(), env, rules).and_then(|w| {
-                match w
+                if let Some(missing) = w
                     .destinations
                     .iter()
                     .filter_map(|d| d.connection())
-                    .find(|c| !defined.contains(c))
+                    .find(|c| !defined.contains_key(c))
                 {
-                    Some(missing) => Err(ConfigError::Invalid(format!(
+                    return Err(ConfigError::Invalid(format!(
                         "connection `{missing}` is not defined (requests would get 503 connection_missing)"
-                    ))),
-                    None => Ok(()),
+                    )));
                 }
+                fits_connections(&w, key.namespace.as_str(), |name| {
+                    defined.get(name).map(|c| std::sync::Arc::clone(c))
+                })
             });
             (e, result)
         })
         .collect::<Vec<_>>();
-    for (entry, result) in connections.into_iter().chain(webhooks) {
+    let connections = connections
+        .into_iter()
+        .map(|(e, result)| (e, result.map(|_| ())));
+    for (entry, result) in connections.chain(webhooks) {
         match result {
             Ok(()) => report.ok += 1,
             Err(reason) => report.problem(&entry.source, reason),

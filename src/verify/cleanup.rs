@@ -132,11 +132,38 @@ impl Cleanup {
                 out.extend_from_slice(name);
                 out.push(b'=');
                 out.extend_from_slice(MASK.as_bytes());
+            } else if let Some(cleaned) = self.json_field(pair) {
+                // A field holding JSON (Slack's `payload=`) is cleaned inside.
+                changed = true;
+                out.extend_from_slice(name);
+                out.push(b'=');
+                out.extend(form_urlencoded::byte_serialize(&cleaned).flat_map(str::bytes));
             } else {
                 out.extend_from_slice(pair);
             }
         }
         changed.then_some(out)
+    }
+
+    /// A form field whose value is a JSON object or array, cleaned: `None` when the value is
+    /// not JSON or holds nothing listed.
+    fn json_field(&self, pair: &[u8]) -> Option<Vec<u8>> {
+        let value = pair.splitn(2, |b| *b == b'=').nth(1)?;
+        // `{` or `[`, raw or percent-encoded: anything else cannot be JSON worth a look.
+        let opens = |v: &[u8]| {
+            matches!(v.first(), Some(b'{' | b'['))
+                || v.get(..3).is_some_and(|p| {
+                    p.eq_ignore_ascii_case(b"%7B") || p.eq_ignore_ascii_case(b"%5B")
+                })
+        };
+        if !opens(value) {
+            return None;
+        }
+        let decoded: Vec<u8> = form_urlencoded::parse(pair)
+            .next()
+            .map(|(_, v)| v.into_owned().into_bytes())?;
+        super::json::validate(&decoded).ok()?;
+        self.apply(&decoded).ok().flatten()
     }
 
     /// Cleans a parsed value in place; returns whether anything changed. (The reference the
@@ -359,6 +386,34 @@ mod form_tests {
             b"team_id=T0001&text=94070%20hi".to_vec()
         );
         assert_eq!(cleanup(Mode::Mask).apply_form(b"a=1&&b=2"), None);
+    }
+
+    #[test]
+    fn json_inside_a_form_field_is_cleaned_and_encoded_again() {
+        // Slack interactivity: the whole event is JSON in `payload=`, its `token` inside.
+        let payload =
+            r#"{"type":"block_actions","token":"gIkuvaNzQIHg97ATvDxqgjtO","user":{"id":"U1"}}"#;
+        let encoded: String = form_urlencoded::byte_serialize(payload.as_bytes()).collect();
+        let body = format!("payload={encoded}&x=1");
+        let cleaned = cleanup(Mode::Mask).apply_form(body.as_bytes()).unwrap();
+        let fields: Vec<(String, String)> = form_urlencoded::parse(&cleaned)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(fields[0].0, "payload");
+        assert_eq!(
+            fields[0].1,
+            r#"{"type":"block_actions","token":"***","user":{"id":"U1"}}"#
+        );
+        assert_eq!(fields[1], ("x".into(), "1".into()));
+        assert!(validate_form(&cleaned).is_ok());
+        // JSON with nothing listed, and text that only looks like JSON, are left alone.
+        for untouched in ["payload=%7B%22a%22%3A1%7D", "q=%7Bnot+json", "q={x"] {
+            assert_eq!(
+                cleanup(Mode::Mask).apply_form(untouched.as_bytes()),
+                None,
+                "{untouched}"
+            );
+        }
     }
 
     #[test]

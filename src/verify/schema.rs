@@ -6,6 +6,9 @@ use serde_json::Value;
 
 use crate::config::ConfigError;
 
+/// Bytes one compiled pattern (and its lazy DFA cache) may take.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
 /// A compiled schema. Remote `$ref`s are not fetched (no network from config).
 #[derive(Clone)]
 pub struct Schema(Arc<jsonschema::Validator>);
@@ -17,8 +20,18 @@ impl std::fmt::Debug for Schema {
 }
 
 impl Schema {
+    /// Patterns (`pattern`, `patternProperties`) run on the `regex` crate's engine, which
+    /// matches in time linear in the text: a pattern it cannot compile (backreferences,
+    /// look-around) makes the entry invalid instead of running a backtracking engine on an HTTP
+    /// worker. The compiled size is bounded too, so one entry cannot take much memory.
     pub fn compile(schema: &Value) -> Result<Self, ConfigError> {
-        jsonschema::validator_for(schema)
+        jsonschema::options()
+            .with_pattern_options(
+                jsonschema::PatternOptions::regex()
+                    .size_limit(PATTERN_SIZE_LIMIT)
+                    .dfa_size_limit(PATTERN_SIZE_LIMIT),
+            )
+            .build(schema)
             .map(|v| Self(Arc::new(v)))
             .map_err(|e| ConfigError::Invalid(format!("`json_schema` is not a valid schema: {e}")))
     }
@@ -91,6 +104,39 @@ mod tests {
             err.starts_with("`json_schema` is not a valid schema"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_pattern_that_needs_backtracking_makes_the_entry_invalid() {
+        // Once 7 s per request on an HTTP worker (a backreference under a star).
+        for pattern in [r"^(?:(a|a)*\1c|.*)$", r"^(?=a)a$", r"(a)\1"] {
+            let err = Schema::compile(&json!({"pattern": pattern}))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("`json_schema` is not a valid schema"),
+                "{pattern}: {err}"
+            );
+        }
+        let err = Schema::compile(&json!({"patternProperties": {"(a)\\1": {}}}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("`json_schema` is not a valid schema"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn linear_patterns_still_validate() {
+        let s =
+            Schema::compile(&json!({"properties": {"ref": {"pattern": "^refs/heads/[a-z]+$"}}}))
+                .unwrap();
+        assert!(s
+            .first_violation(&json!({"ref": "refs/heads/main"}))
+            .is_none());
+        let (path, rule) = s.first_violation(&json!({"ref": "refs/tags/v1"})).unwrap();
+        assert_eq!((path.as_str(), rule.as_str()), ("/ref", "pattern"));
     }
 
     #[test]

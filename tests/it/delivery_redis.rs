@@ -351,6 +351,8 @@ async fn a_stream_batch_refused_inside_its_transaction_is_an_error() {
             password: None,
             tls: false,
             url: None,
+            namespaces: None,
+            target_prefix: None,
         },
     )
     .unwrap();

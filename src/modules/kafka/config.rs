@@ -31,6 +31,9 @@ pub struct KafkaConfig {
     pub forward_headers: Vec<String>,
 }
 
+/// The highest fixed partition accepted (far above any real topic's count).
+pub const MAX_PARTITION: i32 = 1_000_000;
+
 impl KafkaConfig {
     /// Checks what serde cannot: the topic grammar, the pointer syntax, the partition.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
@@ -49,8 +52,10 @@ impl KafkaConfig {
                 ));
             }
         }
-        if self.partition.is_some_and(|p| p < 0) {
-            return Err(ConfigError::Invalid("`partition` must be 0 or more".into()));
+        if let Some(p) = self.partition.filter(|p| !(0..=MAX_PARTITION).contains(p)) {
+            return Err(ConfigError::Invalid(format!(
+                "`partition` is {p}; it must be between 0 and {MAX_PARTITION}"
+            )));
         }
         for h in &mut self.forward_headers {
             *h = h.to_ascii_lowercase();
@@ -119,6 +124,6 @@ mod tests {
         assert!(err.contains("must be empty or start with `/`"), "{err}");
         let c: KafkaConfig = serde_json::from_str(r#"{"topic":"t","partition":-1}"#).unwrap();
         let err = c.validate().unwrap_err().to_string();
-        assert_eq!(err, "`partition` must be 0 or more");
+        assert_eq!(err, "`partition` is -1; it must be between 0 and 1000000");
     }
 }

@@ -77,7 +77,11 @@ impl Module for KafkaModule {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
-        let producer = self.pool.kafka(&self.connection, "kafka")?;
+        let user = crate::connections::Use {
+            namespace: delivery.namespace.as_str(),
+            target: Some(&self.config.topic),
+        };
+        let producer = self.pool.kafka(&self.connection, "kafka", user)?;
         let key = self.key(delivery);
         let received_at = rfc3339(delivery.received_at);
         let record = Record {

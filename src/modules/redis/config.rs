@@ -51,11 +51,15 @@ fn non_empty(field: &str, value: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// The longest stream or list a destination may keep (`maxlen`, `max_length`).
+pub const MAX_LENGTH: u64 = 1_000_000_000;
+
 fn positive(field: &str, value: Option<u64>) -> Result<(), ConfigError> {
-    if value == Some(0) {
-        Err(ConfigError::Invalid(format!("`{field}` must be 1 or more")))
-    } else {
-        Ok(())
+    match value {
+        Some(n) if !(1..=MAX_LENGTH).contains(&n) => Err(ConfigError::Invalid(format!(
+            "`{field}` is {n}; it must be between 1 and {MAX_LENGTH}"
+        ))),
+        _ => Ok(()),
     }
 }
 

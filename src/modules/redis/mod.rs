@@ -23,6 +23,17 @@ pub enum Command {
     List(ListConfig),
 }
 
+impl Command {
+    /// The channel, stream or list key written to.
+    pub fn target(&self) -> &str {
+        match self {
+            Command::Publish(c) => &c.channel,
+            Command::Stream(c) => &c.stream,
+            Command::List(c) => &c.key,
+        }
+    }
+}
+
 /// One Redis destination through the named connection's shared client.
 #[derive(Debug)]
 pub struct RedisModule {
@@ -144,7 +155,9 @@ impl Module for RedisModule {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
-        let client = self.pool.redis(&self.connection, self.name())?;
+        let client = self
+            .pool
+            .redis(&self.connection, self.name(), self.user(delivery))?;
         self.run(&client, delivery)
             .await
             .map_err(|reason| self.unavailable(reason))
@@ -155,7 +168,14 @@ impl Module for RedisModule {
         let Command::Stream(c) = &self.command else {
             return super::deliver_each(self, deliveries).await;
         };
-        let result = match self.pool.redis(&self.connection, self.name()) {
+        // A batch is one destination's queue: one webhook, one namespace.
+        let Some(first) = deliveries.first() else {
+            return Vec::new();
+        };
+        let result = match self
+            .pool
+            .redis(&self.connection, self.name(), self.user(first))
+        {
             Ok(client) => {
                 let texts: Vec<StreamTexts> = deliveries.iter().map(StreamTexts::of).collect();
                 let entries: Vec<_> = texts
@@ -175,6 +195,14 @@ impl Module for RedisModule {
 }
 
 impl RedisModule {
+    /// What the connection's access rules judge: the namespace and the name written to.
+    fn user<'a>(&'a self, delivery: &'a Delivery) -> crate::connections::Use<'a> {
+        crate::connections::Use {
+            namespace: delivery.namespace.as_str(),
+            target: Some(self.command.target()),
+        }
+    }
+
     fn unavailable(&self, reason: String) -> DeliveryError {
         DeliveryError::Unavailable {
             module: self.name(),

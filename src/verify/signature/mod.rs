@@ -69,6 +69,8 @@ const TOLERANCE_ONLY: &str =
 
 /// Twitch's replay window: "reject any message older than 10 minutes".
 const TWITCH_TOLERANCE_SECS: u64 = 600;
+/// The widest `tolerance_seconds` accepted (a day): wider is no replay window at all.
+const MAX_TOLERANCE_SECS: u64 = 86_400;
 
 /// `hmac.secret`: one secret, or several while rotating (any of them verifies).
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +239,14 @@ impl HmacConfig {
             Some(Provider::Twitch) => TWITCH_TOLERANCE_SECS,
             _ => DEFAULT_TOLERANCE_SECS,
         };
+        if let Some(secs) = self.tolerance_seconds {
+            if !(1..=MAX_TOLERANCE_SECS).contains(&secs) {
+                return Err(ConfigError::Invalid(format!(
+                    "`hmac.tolerance_seconds` is {secs}; it must be between 1 and \
+                     {MAX_TOLERANCE_SECS}"
+                )));
+            }
+        }
         let tolerance = Duration::from_secs(self.tolerance_seconds.unwrap_or(default_tolerance));
         if self.url.is_some() && self.provider != Some(Provider::Twilio) {
             return Err(ConfigError::Invalid(

@@ -41,6 +41,7 @@ pub fn settings() -> Settings {
         etcd_cert_file: None,
         etcd_key_file: None,
         max_body_bytes: 1024 * 1024,
+        max_chain_length: 16,
         log_format: LogFormat::Text,
         log_filter: "info".into(),
         http_workers: 1,
@@ -56,6 +57,7 @@ pub fn settings() -> Settings {
         client_disconnect_timeout_ms: 1_000,
         max_connections: 25_000,
         admin_host: "127.0.0.1".into(),
+        admin_hosts: switchyard::settings::HostList(vec!["localhost".into()]),
         admin_port: None,
         shutdown_drain_seconds: 0,
         // Off unless a test gives the app a directory of its own (`spool_settings`).

@@ -48,6 +48,7 @@ pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
         backend: Backend::File,
         loaded,
         etcd: None,
+        restarting: false,
     });
     let cache = ConfigCache::new();
     let state = web::Data::new(AppState {
@@ -67,6 +68,7 @@ pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
         spool: None,
         spool_handoff: std::time::Duration::from_secs(2),
         dedup: switchyard::dedup::DedupStore::new(1000),
+        admin_hosts: Arc::new(vec!["localhost".into()]),
     });
     Harness {
         cache,

@@ -129,8 +129,9 @@ pub struct Settings {
     pub max_body_readers: u32,
 
     /// Bodies one client (address, or /64 for IPv6; after TRUSTED_PROXIES) may be sending at
-    /// once; past it its requests get 429 `too_many_uploads`.
-    #[arg(long, env = "MAX_BODY_READERS_PER_CLIENT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    /// once; past it its requests get 429 `too_many_uploads`. With the defaults, 100 addresses
+    /// stalling every upload they can hold take 800 of the 1,024 reader slots.
+    #[arg(long, env = "MAX_BODY_READERS_PER_CLIENT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_body_readers_per_client: u32,
 
     /// Seconds an idle keep-alive connection stays open (0 turns keep-alive off). Keep it above
@@ -212,6 +213,12 @@ pub struct Settings {
     /// namespace, always uses the whole spool.
     #[arg(long, env = "SPOOL_NAMESPACE_SHARE", default_value_t = 25, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub spool_namespace_share: u8,
+
+    /// Spooled destinations forwarded at once (1-1024). Any number of destinations may have a
+    /// backlog; this many take a step at a time, so threads and memory stay flat however many
+    /// are down.
+    #[arg(long, env = "SPOOL_MAX_FORWARDS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
+    pub spool_max_forwards: usize,
 
     /// With `"spool": "on_failure"`, how long (ms) the destinations get to acknowledge before the
     /// request is spooled instead (capped by the webhook's `timeout_ms`), so an outage is

@@ -292,7 +292,8 @@ fn open_spool(settings: &Settings, shutdown: &Shutdown) -> Result<Option<Spool>,
                 crate::settings::Backend::File => 100,
                 crate::settings::Backend::Etcd => settings.spool_namespace_share,
             },
-        ),
+        )
+        .with_forwards(settings.spool_max_forwards),
         &shutdown.tasks,
         shutdown.token.child_token(),
     )

@@ -7,7 +7,7 @@ use actix_web::{
     dev::{ServiceRequest, ServiceResponse},
     http::header,
     middleware::Next,
-    web, ResponseError,
+    web, HttpMessage as _, ResponseError,
 };
 
 use super::{error::ApiError, AppState};
@@ -72,6 +72,13 @@ fn admin_host_allowed(value: Option<&str>, allowed: &[String]) -> bool {
     name.parse::<std::net::IpAddr>().is_ok() || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
+/// Answers `req` with `error` before any route saw it, holding its unread body so that the
+/// connection is closed rather than drained (see `unread`).
+pub fn refuse(mut req: ServiceRequest, error: &ApiError) -> ServiceResponse {
+    let payload = req.take_payload();
+    req.into_response(super::unread::hold(error.error_response(), payload))
+}
+
 /// The admin listener's gate: no browser-made request (any `Origin`), no foreign `Host`.
 pub async fn admin(
     req: ServiceRequest,
@@ -91,9 +98,7 @@ pub async fn admin(
         (!admin_host_allowed(host, &allowed)).then_some(ApiError::HostNotAllowed)
     };
     match refusal {
-        Some(error) => Ok(req
-            .into_response(error.error_response())
-            .map_into_right_body()),
+        Some(error) => Ok(refuse(req, &error).map_into_right_body()),
         None => Ok(next.call(req).await?.map_into_left_body()),
     }
 }
@@ -117,9 +122,7 @@ pub async fn local_only(
     if is_local(req.request()) {
         Ok(next.call(req).await?.map_into_left_body())
     } else {
-        Ok(req
-            .into_response(ApiError::LocalOnly.error_response())
-            .map_into_right_body())
+        Ok(refuse(req, &ApiError::LocalOnly).map_into_right_body())
     }
 }
 

@@ -31,7 +31,6 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    use actix_web::ResponseError as _;
     let id = req
         .headers()
         .get(&HEADER)
@@ -45,8 +44,7 @@ pub async fn middleware(
         .get(actix_web::http::header::HOST)
         .is_some_and(|v| v.to_str().map_or(true, |v| !super::guard::host_is_valid(v)));
     let mut response = if bad_host {
-        req.into_response(super::error::ApiError::InvalidHost.error_response())
-            .map_into_right_body()
+        super::guard::refuse(req, &super::error::ApiError::InvalidHost).map_into_right_body()
     } else {
         next.call(req).await?.map_into_left_body()
     };

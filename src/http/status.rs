@@ -58,6 +58,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
                 "invalid_entries": stats.invalid_entries.load(Ordering::Relaxed),
                 "full_loads": stats.full_loads.load(Ordering::Relaxed),
                 "reconnects": stats.reconnects.load(Ordering::Relaxed),
+                "provider_restarts": stats.provider_restarts.load(Ordering::Relaxed),
                 "last_full_load_ms": stats.last_full_load_us.load(Ordering::Relaxed) as f64 / 1_000.0,
             },
         }))

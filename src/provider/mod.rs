@@ -6,6 +6,8 @@
 pub mod backoff;
 pub mod etcd;
 pub mod file;
+#[cfg(test)]
+mod fuzz;
 
 use std::{
     collections::HashMap,
@@ -23,7 +25,7 @@ use crate::{
     config::{env_subst, ConfigError, Connection},
     connections::ConnectionPool,
     dispatch::Route,
-    keys::{ConfigKey, ConnectionName},
+    keys::{ConfigKey, ConnectionName, WebhookKey},
     settings::{Backend, Settings},
     shutdown::Shutdown,
     webhook::Webhook,
@@ -368,10 +370,33 @@ pub struct Applier {
 /// Bound on a snapshot's size hint (the hint is etcd's count of the keys to read).
 const MAX_EXPECTED: usize = 10_000_000;
 
-/// A parsed entry, ready for the cache.
-enum Entry {
+/// An entry ready for the cache or the pool.
+enum Applied {
     Webhook(Arc<Route>),
     Connection(ConnectionName, Arc<Connection>),
+}
+
+/// A parsed entry: a connection, or a webhook not yet checked against its connections.
+enum Entry {
+    Webhook(ParsedWebhook),
+    Connection(ConnectionName, Arc<Connection>),
+}
+
+/// A valid webhook entry, before the check against the connections it names and the build.
+struct ParsedWebhook {
+    /// The live route, when the entry's bytes are those it was built from.
+    live: Option<Arc<Route>>,
+    webhook: Option<Box<Webhook>>,
+    digest: [u8; 32],
+}
+
+impl ParsedWebhook {
+    fn webhook(&self) -> Option<&Webhook> {
+        self.live
+            .as_ref()
+            .map(|r| &r.webhook)
+            .or(self.webhook.as_deref())
+    }
 }
 
 impl Applier {
@@ -385,22 +410,43 @@ impl Applier {
                 let digest: [u8; 32] = sha2::Sha256::digest(value).into();
                 if let Some(live) = keep_live.then(|| self.cache.webhook(key)).flatten() {
                     if live.source == Some(digest) {
-                        return Ok(Entry::Webhook(live));
+                        return Ok(Entry::Webhook(ParsedWebhook {
+                            live: Some(live),
+                            webhook: None,
+                            digest,
+                        }));
                     }
                 }
-                let webhook = parse_webhook(value, env, self.rules)?;
-                fits_connections(&webhook, key.namespace.as_str(), |name| {
-                    self.pool.config(name)
-                })?;
-                let route = crate::config::contained(|| {
-                    Ok(Route::build(key.clone(), webhook, &self.pool).from_source(digest))
-                })?;
-                Ok(Entry::Webhook(Arc::new(route)))
+                Ok(Entry::Webhook(ParsedWebhook {
+                    live: None,
+                    webhook: Some(Box::new(parse_webhook(value, env, self.rules)?)),
+                    digest,
+                }))
             }
             ConfigKey::Connection(name) => {
                 let connection = parse_connection(value, env)?;
                 Ok(Entry::Connection(name.clone(), Arc::new(connection)))
             }
+        }
+    }
+
+    /// Checks a parsed webhook against the connections `lookup` finds, then builds its route.
+    fn finish(
+        &self,
+        key: &WebhookKey,
+        parsed: ParsedWebhook,
+        lookup: impl Fn(&ConnectionName) -> Option<Arc<Connection>>,
+    ) -> Result<Arc<Route>, ConfigError> {
+        if let Some(webhook) = parsed.webhook() {
+            fits_connections(webhook, key.namespace.as_str(), lookup)?;
+        }
+        match (parsed.live, parsed.webhook) {
+            (Some(live), _) => Ok(live),
+            (None, Some(webhook)) => crate::config::contained(|| {
+                Ok(Route::build(key.clone(), *webhook, &self.pool).from_source(parsed.digest))
+            })
+            .map(Arc::new),
+            (None, None) => Err(ConfigError::Internal),
         }
     }
 
@@ -421,16 +467,26 @@ impl Applier {
     pub fn put(&self, key: &ConfigKey, source: &str, value: &[u8]) {
         ProviderStats::bump(&self.stats.events_applied);
         ProviderStats::stamp(&self.stats.applied_at_ms);
-        let parsed = self.parse(key, value, true);
+        let parsed = self
+            .parse(key, value, true)
+            .and_then(|entry| match (key, entry) {
+                (ConfigKey::Webhook(key), Entry::Webhook(parsed)) => self
+                    .finish(key, parsed, |name| self.pool.config(name))
+                    .map(Applied::Webhook),
+                (_, Entry::Connection(name, connection)) => {
+                    Ok(Applied::Connection(name, connection))
+                }
+                (ConfigKey::Connection(_), Entry::Webhook(_)) => Err(ConfigError::Internal),
+            });
         if parsed.is_ok() {
             self.stats.skipped.remove(source);
         }
         match parsed {
-            Ok(Entry::Webhook(route)) => {
+            Ok(Applied::Webhook(route)) => {
                 tracing::debug!(key = source, "Webhook updated.");
                 self.cache.upsert_webhook(route);
             }
-            Ok(Entry::Connection(name, connection)) => {
+            Ok(Applied::Connection(name, connection)) => {
                 let changed = self.pool.upsert(name, connection);
                 tracing::debug!(key = source, changed, "Connection updated.");
             }
@@ -470,6 +526,7 @@ impl Applier {
             connections: HashMap::new(),
             skipped: Vec::new(),
             direct: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -495,31 +552,49 @@ pub struct SnapshotBuilder<'a> {
     skipped: Vec<(String, String)>,
     /// First load: webhooks go straight into the cache; how many so far.
     direct: Option<usize>,
+    /// Webhooks naming a connection this load has not read yet (keys arrive in order, and
+    /// `global/` sorts between namespaces): checked against it once every entry is read.
+    deferred: Vec<(WebhookKey, String, ParsedWebhook)>,
 }
 
 impl SnapshotBuilder<'_> {
     pub fn add(&mut self, key: &ConfigKey, source: &str, value: &[u8]) {
         let entry = match self.applier.parse(key, value, self.direct.is_none()) {
             Ok(entry) => entry,
-            Err(reason) => {
-                let kept = match key {
-                    ConfigKey::Webhook(key) => {
-                        self.snapshot.invalid.insert(key.clone());
-                        self.applier.cache.webhook(key).map(|old| {
-                            self.snapshot.webhooks.insert(key.clone(), old);
-                        })
-                    }
-                    ConfigKey::Connection(name) => self.applier.pool.config(name).map(|old| {
-                        self.connections.insert(name.clone(), old);
-                    }),
-                };
-                self.applier.skipped(source, &reason, kept.is_some());
-                self.skipped.push((source.to_owned(), reason.to_string()));
-                return;
-            }
+            Err(reason) => return self.refuse(key, source, &reason),
         };
-        match entry {
-            Entry::Webhook(route) => match &mut self.direct {
+        match (key, entry) {
+            (ConfigKey::Webhook(key), Entry::Webhook(parsed)) => {
+                let unread = parsed.webhook().is_some_and(|w| {
+                    w.destinations
+                        .iter()
+                        .filter_map(|d| d.connection())
+                        .chain(w.dedup.as_ref().and_then(|d| d.store.as_ref()))
+                        .any(|name| !self.connections.contains_key(name))
+                });
+                if unread {
+                    self.deferred.push((key.clone(), source.to_owned(), parsed));
+                } else {
+                    self.finish(key, source, parsed);
+                }
+            }
+            (_, Entry::Connection(name, connection)) => {
+                self.connections.insert(name, connection);
+            }
+            (ConfigKey::Connection(_), Entry::Webhook(_)) => {
+                self.refuse(key, source, &ConfigError::Internal);
+            }
+        }
+    }
+
+    /// Checks a webhook against this load's connections, then stores its route.
+    fn finish(&mut self, key: &WebhookKey, source: &str, parsed: ParsedWebhook) {
+        let connections = &self.connections;
+        let route = self
+            .applier
+            .finish(key, parsed, |name| connections.get(name).map(Arc::clone));
+        match route {
+            Ok(route) => match &mut self.direct {
                 Some(stored) => {
                     *stored += 1;
                     self.applier.cache.store_loaded(route);
@@ -528,14 +603,32 @@ impl SnapshotBuilder<'_> {
                     self.snapshot.webhooks.insert(route.key.clone(), route);
                 }
             },
-            Entry::Connection(name, connection) => {
-                self.connections.insert(name, connection);
-            }
+            Err(reason) => self.refuse(&ConfigKey::Webhook(key.clone()), source, &reason),
         }
     }
 
+    /// Records an invalid entry; its last good value (if any) stays in this load.
+    fn refuse(&mut self, key: &ConfigKey, source: &str, reason: &ConfigError) {
+        let kept = match key {
+            ConfigKey::Webhook(key) => {
+                self.snapshot.invalid.insert(key.clone());
+                self.applier.cache.webhook(key).map(|old| {
+                    self.snapshot.webhooks.insert(key.clone(), old);
+                })
+            }
+            ConfigKey::Connection(name) => self.applier.pool.config(name).map(|old| {
+                self.connections.insert(name.clone(), old);
+            }),
+        };
+        self.applier.skipped(source, reason, kept.is_some());
+        self.skipped.push((source.to_owned(), reason.to_string()));
+    }
+
     /// Makes the collected entries the whole configuration, at `revision`.
-    pub fn apply(self, revision: i64) -> crate::cache::ReplaceStats {
+    pub fn apply(mut self, revision: i64) -> crate::cache::ReplaceStats {
+        for (key, source, parsed) in std::mem::take(&mut self.deferred) {
+            self.finish(&key, &source, parsed);
+        }
         let applier = self.applier;
         let mut stats = match self.direct {
             Some(stored) => {
@@ -616,6 +709,56 @@ mod tests {
             ConfigKey::Webhook(k) => k,
             ConfigKey::Connection(_) => unreachable!(),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_task_that_ends_is_restarted_and_reported_until_it_loads_again() {
+        let (tx, mut rx) = watch::channel(ProviderStatus {
+            backend: Backend::File,
+            loaded: true,
+            etcd: None,
+            restarting: false,
+        });
+        let stats = Arc::new(ProviderStats::default());
+        let token = tokio_util::sync::CancellationToken::new();
+        let runs = Arc::new(AtomicU64::new(0));
+        let start = {
+            let (tx, token, runs) = (tx.clone(), token.clone(), Arc::clone(&runs));
+            move || {
+                let (tx, token) = (tx.clone(), token.clone());
+                let run = runs.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match run {
+                        0 => panic!("a bug in the provider"),
+                        // A provider that returns is restarted too.
+                        1 => {}
+                        _ => {
+                            set_status(&tx, Some(true), None);
+                            token.cancelled().await;
+                        }
+                    }
+                }
+            }
+        };
+        let supervisor = tokio::spawn(supervise(
+            start,
+            tokio_util::task::TaskTracker::new(),
+            tx,
+            Arc::clone(&stats),
+            token.clone(),
+        ));
+        rx.wait_for(|s| s.restarting).await.unwrap();
+        rx.wait_for(|s| !s.restarting).await.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(ProviderStats::get(&stats.provider_restarts), 2);
+        assert!(rx.borrow().loaded, "the cache stayed loaded throughout");
+        token.cancel();
+        supervisor.await.unwrap();
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "a stop is no reason to restart"
+        );
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub struct Forwarder {
     target: Arc<dyn Target>,
     /// Whether the next step sends its first record alone: at start and after a failure.
     probing: AtomicBool,
+    /// Held for each step: bounds the steps running at once across every forwarder.
+    steps: Arc<tokio::sync::Semaphore>,
 }
 
 impl Forwarder {
@@ -139,7 +141,13 @@ impl Forwarder {
             queue,
             target,
             probing: AtomicBool::new(true),
+            steps: Arc::new(tokio::sync::Semaphore::new(1)),
         }
+    }
+
+    /// The same forwarder taking its step permits from `steps`, shared with the others.
+    pub fn sharing(self, steps: Arc<tokio::sync::Semaphore>) -> Self {
+        Self { steps, ..self }
     }
 
     fn name(&self) -> &str {
@@ -400,7 +408,17 @@ impl Forwarder {
             let notified = self.queue.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // A step holds a permit; waiting for an append or a retry holds none.
+            let permit = tokio::select! {
+                () = token.cancelled() => return,
+                permit = Arc::clone(&self.steps).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    // Never closed; were it, forwarding would stop until the next append.
+                    Err(_) => return,
+                },
+            };
             let step = self.step(SystemTime::now(), &token).await;
+            drop(permit);
             if step.is_ok() {
                 store_failures = 0;
             }

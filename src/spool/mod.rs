@@ -82,7 +82,14 @@ pub struct Limits {
     pub max_bytes: u64,
     /// Queued bytes one namespace may hold (`SPOOL_NAMESPACE_SHARE` of `max_bytes`).
     pub namespace_max: u64,
+    /// `SPOOL_MAX_FORWARDS`: forwarding steps running at once, whatever the number of
+    /// destinations with a backlog (each step may hold a blocking thread and a batch).
+    pub forwards: usize,
 }
+
+/// Forwarding steps at once by default: a handful of destinations keep a blocking thread each
+/// at most, so threads and memory do not grow with the destinations that have a backlog.
+pub const DEFAULT_FORWARDS: usize = 16;
 
 impl Limits {
     /// `share` percent of `max_bytes` for each namespace.
@@ -90,6 +97,15 @@ impl Limits {
         Self {
             max_bytes,
             namespace_max: max_bytes / 100 * u64::from(share.min(100)),
+            forwards: DEFAULT_FORWARDS,
+        }
+    }
+
+    /// The same limits with `forwards` steps at once (at least 1).
+    pub fn with_forwards(self, forwards: usize) -> Self {
+        Self {
+            forwards: forwards.max(1),
+            ..self
         }
     }
 }
@@ -135,6 +151,8 @@ struct Shared {
     /// The runtime forwarders run on (the main one: an append may come from an HTTP worker's
     /// own runtime, which must not carry them).
     runtime: tokio::runtime::Handle,
+    /// One permit per forwarding step running (`Limits::forwards`).
+    forwards: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a request could not be spooled.
@@ -210,6 +228,7 @@ impl Spool {
             token,
             runtime: tokio::runtime::Handle::current(),
             writer_alive: std::sync::atomic::AtomicBool::new(true),
+            forwards: Arc::new(tokio::sync::Semaphore::new(limits.forwards)),
         });
         let (committer, rx) = Committer::start(Arc::clone(&shared), journal)?;
         let committer = Arc::new(committer);
@@ -475,7 +494,8 @@ impl Shared {
             Arc::clone(&self.store),
             Arc::clone(queue),
             Arc::clone(target),
-        );
+        )
+        .sharing(Arc::clone(&self.forwards));
         self.tasks
             .spawn_on(forwarder.run(self.token.clone()), &self.runtime);
     }

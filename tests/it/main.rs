@@ -20,5 +20,6 @@ mod providers;
 mod settings;
 mod shutdown;
 mod spool;
+mod tenant_attacks;
 mod tools;
 mod verification;

@@ -51,7 +51,7 @@ pub fn settings() -> Settings {
         metrics_max_webhooks: 1000,
         body_read_timeout_ms: 10_000,
         max_body_readers: 1024,
-        max_body_readers_per_client: 64,
+        max_body_readers_per_client: 8,
         keep_alive_seconds: 75,
         client_request_timeout_ms: 5_000,
         client_disconnect_timeout_ms: 1_000,
@@ -65,6 +65,7 @@ pub fn settings() -> Settings {
         spool_max_bytes: 1 << 30,
         spool_namespace_share: 25,
         spool_handoff_ms: 2_000,
+        spool_max_forwards: 16,
         dedup_max_keys: 1_000_000,
     }
 }

@@ -33,14 +33,21 @@ pub enum ConfigError {
 /// ([`ConfigError::Internal`]) instead of ending the task that applies every other entry.
 pub fn contained<T>(work: impl FnOnce() -> Result<T, ConfigError>) -> Result<T, ConfigError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::error!(panic = %what, "Building a config entry panicked; the entry is skipped.");
+        tracing::error!(
+            panic = %panic_text(&*payload),
+            "Building a config entry panicked; the entry is skipped."
+        );
         Err(ConfigError::Internal)
     })
+}
+
+/// The message a panic carried (empty when it was not text).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// Variable lookup used for `{$VAR}` substitution.

@@ -153,29 +153,39 @@ pub fn spawn(
         rules: Rules::from_settings(settings),
     };
     let token = shutdown.token.child_token();
+    // What starts the backend's task, once and again after every unexpected end.
+    type Run = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+    let start: Box<dyn Fn() -> Run + Send> = {
+        let (tx, token) = (tx.clone(), token.clone());
+        match backend {
+            Backend::File => {
+                let files = file::Files::from_settings(settings);
+                Box::new(move || {
+                    Box::pin(file::run(
+                        files.clone(),
+                        applier.clone(),
+                        tx.clone(),
+                        token.clone(),
+                    ))
+                })
+            }
+            Backend::Etcd => {
+                let source = etcd::EtcdSource::from_settings(settings);
+                Box::new(move || {
+                    Box::pin(etcd::run(
+                        source.clone(),
+                        applier.clone(),
+                        tx.clone(),
+                        token.clone(),
+                    ))
+                })
+            }
+        }
+    };
     let tasks = shutdown.tasks.clone();
-    match backend {
-        Backend::File => {
-            let files = file::Files::from_settings(settings);
-            let start = {
-                let (tx, token) = (tx.clone(), token.clone());
-                move || file::run(files.clone(), applier.clone(), tx.clone(), token.clone())
-            };
-            shutdown
-                .tasks
-                .spawn(supervise(start, tasks, tx, Arc::clone(&stats), token));
-        }
-        Backend::Etcd => {
-            let source = etcd::EtcdSource::from_settings(settings);
-            let start = {
-                let (tx, token) = (tx.clone(), token.clone());
-                move || etcd::run(source.clone(), applier.clone(), tx.clone(), token.clone())
-            };
-            shutdown
-                .tasks
-                .spawn(supervise(start, tasks, tx, Arc::clone(&stats), token));
-        }
-    }
+    shutdown
+        .tasks
+        .spawn(supervise(start, tasks, tx, Arc::clone(&stats), token));
     ProviderHandle { status: rx, stats }
 }
 
@@ -191,7 +201,7 @@ pub async fn supervise<F, Fut>(
     stats: Arc<ProviderStats>,
     token: tokio_util::sync::CancellationToken,
 ) where
-    F: Fn() -> Fut,
+    F: Fn() -> Fut + Send,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut backoff = backoff::ReconnectBackoff::new();
@@ -202,15 +212,10 @@ pub async fn supervise<F, Fut>(
         }
         let reason = match ended {
             Ok(()) => "it returned".to_owned(),
-            Err(error) if error.is_panic() => {
-                let payload = error.into_panic();
-                let text = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                format!("it panicked: {text}")
-            }
+            Err(error) if error.is_panic() => format!(
+                "it panicked: {}",
+                crate::config::panic_text(&*error.into_panic())
+            ),
             Err(error) => error.to_string(),
         };
         ProviderStats::bump(&stats.provider_restarts);

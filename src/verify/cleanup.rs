@@ -80,8 +80,19 @@ impl CleanupConfig {
 }
 
 impl Cleanup {
+    /// Whether `name` is a listed field: compared case-insensitively, `-` as `_` (the fields
+    /// are stored that way), without allocating: it runs for every key of every body.
     fn listed(&self, name: &str) -> bool {
-        self.fields.contains(&normalise(name))
+        let fold = |b: u8| {
+            if b == b'-' {
+                b'_'
+            } else {
+                b.to_ascii_lowercase()
+            }
+        };
+        self.fields.iter().any(|field| {
+            field.len() == name.len() && field.bytes().zip(name.bytes()).all(|(f, n)| f == fold(n))
+        })
     }
 
     /// Cleans a JSON body (already checked to be strict JSON). Returns the new bytes, or
@@ -315,12 +326,18 @@ impl Scan<'_> {
         }
         loop {
             let (key_start, key_end) = self.string()?;
-            let name: String = serde_json::from_slice(self.b.get(key_start..key_end)?).ok()?;
+            let raw = self.b.get(key_start + 1..key_end - 1)?;
+            // Most keys hold no escape: read in place; an escaped one is decoded first.
+            let listed = if raw.contains(&b'\\') {
+                let name: String = serde_json::from_slice(self.b.get(key_start..key_end)?).ok()?;
+                cleanup.listed(&name)
+            } else {
+                cleanup.listed(std::str::from_utf8(raw).ok()?)
+            };
             self.skip_ws();
             self.expect(b':')?;
             self.skip_ws();
             let value_start = self.i;
-            let listed = cleanup.listed(&name);
             if listed {
                 // Skip the value without recording edits inside it: it goes as a whole.
                 self.value(cleanup, &mut Vec::new())?;
@@ -330,7 +347,10 @@ impl Scan<'_> {
             } else {
                 self.value(cleanup, edits)?;
             }
-            members.push((key_start, self.i, listed && cleanup.mode == Mode::Remove));
+            // Only removals need the members' spans.
+            if cleanup.mode == Mode::Remove {
+                members.push((key_start, self.i, listed));
+            }
             if self.separator(b'}')? {
                 break;
             }

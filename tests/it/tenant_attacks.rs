@@ -245,6 +245,7 @@ async fn spooled_destinations_that_are_down_keep_memory_and_threads_flat() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let (rss, threads) = worst;
+    eprintln!("fan-out: RSS {rss_before} -> at most {rss} MiB, at most {threads} threads");
     assert!(rss < 200, "RSS {rss} MiB (was {rss_before} MiB before)");
     assert!(threads < 64, "{threads} threads");
     let status = get_json(&router.base(), "/status").await;

@@ -220,6 +220,11 @@ pub struct Settings {
     #[arg(long, env = "SPOOL_MAX_FORWARDS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
     pub spool_max_forwards: usize,
 
+    /// Milliseconds a request waits for its spool write to be durable; past it the request
+    /// gets 503 `spool_unavailable` (never 202) and `/health` shows the spool `degraded`.
+    #[arg(long, env = "SPOOL_WRITE_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub spool_write_timeout_ms: u64,
+
     /// With `"spool": "on_failure"`, how long (ms) the destinations get to acknowledge before the
     /// request is spooled instead (capped by the webhook's `timeout_ms`), so an outage is
     /// answered quickly: senders such as Slack give up after 3 s.

@@ -293,7 +293,8 @@ fn open_spool(settings: &Settings, shutdown: &Shutdown) -> Result<Option<Spool>,
                 crate::settings::Backend::Etcd => settings.spool_namespace_share,
             },
         )
-        .with_forwards(settings.spool_max_forwards),
+        .with_forwards(settings.spool_max_forwards)
+        .with_write_timeout(Duration::from_millis(settings.spool_write_timeout_ms)),
         &shutdown.tasks,
         shutdown.token.child_token(),
     )

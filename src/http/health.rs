@@ -20,9 +20,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         let mut r = HttpResponse::ServiceUnavailable();
         r.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         ("unhealthy", r)
-    } else if status.loaded && status.restarting {
-        // Serving the last applied config while the provider comes back: taking every instance
-        // out of the balancer for it would turn one bad config entry into an outage.
+    } else if status.loaded
+        && (status.restarting || state.spool.as_ref().is_some_and(|s| s.degraded().is_some()))
+    {
+        // Serving the last applied config while the provider comes back, or with a slow spool
+        // disk: taking every instance out of the balancer for either would turn one bad config
+        // entry or one slow volume type into an outage.
         ("degraded", HttpResponse::Ok())
     } else if status.loaded {
         ("healthy", HttpResponse::Ok())
@@ -46,8 +49,13 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let spool = state.spool.as_ref().map(|spool| {
         let (used, max) = (spool.bytes_used(), spool.bytes_max());
         // Full: the largest request allowed might no longer fit.
+        let degraded = spool.degraded();
         let word = if !spool.is_writing() {
             "failed"
+        } else if degraded.is_some() {
+            // A slow disk: requests that need the spool may get 503, every other one is served,
+            // so the instance stays in the balancer (every instance may share that disk type).
+            "degraded"
         } else if max.saturating_sub(used) < state.max_body_bytes {
             "full"
         } else if spool.backlog() > 0 {
@@ -56,11 +64,15 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "healthy"
         };
         components.insert("spool".into(), word.into());
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "backlog": spool.backlog(),
             "bytes_used": used,
             "bytes_free": max.saturating_sub(used),
-        })
+        });
+        if let Some(reason) = degraded {
+            body["degraded"] = reason.into();
+        }
+        body
     });
     response.insert_header((header::CACHE_CONTROL, "no-store"));
     let mut body = serde_json::json!({

@@ -4,7 +4,7 @@
 //!
 //! [`record`] is the format, [`store`] the file, [`journal`] where an append becomes durable,
 //! `writer` the group commit (the appends that arrive together share one durable journal
-//! write, made in place by the HTTP worker whose turn gathered them),
+//! write, made by the spool's writer thread: no HTTP worker waits on the disk),
 //! [`queue`] the live per-destination counters, [`forward`] the forwarders, [`report`] what
 //! operators see. [`Spool`] is the handle that ties them together.
 
@@ -33,7 +33,7 @@ pub use queue::{Count, Destination, Parts, Queue};
 use report::oldest_age;
 pub use report::{now_ms, report_of, DeadLetterReport, QueueReport, SpoolReport};
 pub use store::{destination_id, DeadLetter, Store, StoreError};
-use writer::{Append, Committer, Message, Pushed, SYNC_EVERY};
+use writer::{Append, Committer, Message, SYNC_EVERY};
 
 /// When a webhook's deliveries go through the spool (`"spool"` in its entry).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -85,7 +85,13 @@ pub struct Limits {
     /// `SPOOL_MAX_FORWARDS`: forwarding steps running at once, whatever the number of
     /// destinations with a backlog (each step may hold a blocking thread and a batch).
     pub forwards: usize,
+    /// `SPOOL_WRITE_TIMEOUT_MS`: a request whose commit takes longer is answered 503, never
+    /// 202.
+    pub write_timeout: std::time::Duration,
 }
+
+/// How long a request waits for its commit by default.
+pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Forwarding steps at once by default: a handful of destinations keep a blocking thread each
 /// at most, so threads and memory do not grow with the destinations that have a backlog.
@@ -98,6 +104,15 @@ impl Limits {
             max_bytes,
             namespace_max: max_bytes / 100 * u64::from(share.min(100)),
             forwards: DEFAULT_FORWARDS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        }
+    }
+
+    /// The same limits with requests waiting at most `timeout` for their commit.
+    pub fn with_write_timeout(self, timeout: std::time::Duration) -> Self {
+        Self {
+            write_timeout: timeout,
+            ..self
         }
     }
 
@@ -153,6 +168,8 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     /// One permit per forwarding step running (`Limits::forwards`).
     forwards: Arc<tokio::sync::Semaphore>,
+    /// How long the writer's commits take (`/health`), and how long a request waits for one.
+    writes: writer::WriteTiming,
 }
 
 /// Why a request could not be spooled.
@@ -162,6 +179,9 @@ pub enum SpoolError {
     Store(#[from] StoreError),
     #[error("the spool writer has stopped")]
     Stopped,
+    /// The commit did not finish within `SPOOL_WRITE_TIMEOUT_MS` (a slow or stuck disk).
+    #[error("the spool's disk did not finish the write within {} ms", timeout.as_millis())]
+    SlowDisk { timeout: std::time::Duration },
     /// The namespace holds its whole share of the spool (`SPOOL_NAMESPACE_SHARE`).
     #[error("namespace `{namespace}` holds its share of the spool ({max} bytes)")]
     NamespaceFull { namespace: String, max: u64 },
@@ -229,6 +249,7 @@ impl Spool {
             runtime: tokio::runtime::Handle::current(),
             writer_alive: std::sync::atomic::AtomicBool::new(true),
             forwards: Arc::new(tokio::sync::Semaphore::new(limits.forwards)),
+            writes: writer::WriteTiming::new(limits.write_timeout),
         });
         let (committer, rx) = Committer::start(Arc::clone(&shared), journal)?;
         let committer = Arc::new(committer);
@@ -338,24 +359,28 @@ impl Spool {
             size,
             done,
         };
-        match self.committer.push(append) {
-            Pushed::Batched { leader } => {
-                reserved.armed = false;
-                if leader {
-                    self.committer.lead().await;
-                }
+        // The writer thread commits; this request waits for its batch, at most the write
+        // timeout (a full hand-over queue means a stuck disk too). Past it the answer is 503:
+        // the record may still be committed and delivered later (a duplicate for a sender that
+        // retries, never a loss), but no request is told 202 before its record is durable.
+        let timeout = self.shared.writes.timeout();
+        let committed = tokio::time::timeout(timeout, async {
+            if !self.committer.hand_off(append).await {
+                return Err(SpoolError::Stopped);
             }
-            Pushed::Elsewhere(append) => {
-                if !self.committer.hand_off(append).await {
-                    return Err(SpoolError::Stopped);
-                }
-                reserved.armed = false;
+            reserved.armed = false;
+            match result.await {
+                Ok(committed) => committed.map_err(SpoolError::from),
+                Err(_) => Err(SpoolError::Stopped),
             }
-        }
-        match result.await {
-            Ok(committed) => committed.map_err(SpoolError::from),
-            Err(_) => Err(SpoolError::Stopped),
-        }
+        })
+        .await;
+        committed.unwrap_or(Err(SpoolError::SlowDisk { timeout }))
+    }
+
+    /// Why the spool's disk counts as slow now (`/health` shows the spool `degraded`).
+    pub fn degraded(&self) -> Option<String> {
+        self.shared.writes.degraded()
     }
 
     /// Whether requests can still be stored (the writer runs).
@@ -506,21 +531,20 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// On an HTTP worker's runtime (single-threaded) each turn's appends are committed in
-    /// place by the first of them.
+    /// On an HTTP worker's runtime (single-threaded) and on a multi-threaded one alike, appends
+    /// go to the writer thread and are committed in batches.
     #[tokio::test]
     async fn concurrent_appends_are_all_stored_and_survive_a_reopen() {
         appends_are_all_stored_and_survive_a_reopen().await;
     }
 
-    /// On a multi-threaded runtime they go through the writer thread.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appends_from_a_multi_threaded_runtime_are_all_stored_and_survive_a_reopen() {
         appends_are_all_stored_and_survive_a_reopen().await;
     }
 
     #[tokio::test]
-    async fn a_batch_whose_first_request_went_away_is_still_committed() {
+    async fn a_request_whose_client_went_away_after_the_hand_over_is_still_committed() {
         let dir = tempfile::tempdir().unwrap();
         let spool = open_small(dir.path());
         let one = || vec![Destination::new("acme", "gh", 0, "log", None)];
@@ -528,7 +552,8 @@ mod tests {
         assert!(futures_util::poll!(leader.as_mut()).is_pending());
         let mut follower = Box::pin(spool.store(one(), b"second".to_vec()));
         assert!(futures_util::poll!(follower.as_mut()).is_pending());
-        // The client of the first request disconnects before its batch was committed.
+        // The client of the first request disconnects once its record was handed over, before
+        // it was answered: the record is committed and counted all the same.
         drop(leader);
         let answered = tokio::time::timeout(Duration::from_secs(5), follower).await;
         assert!(
@@ -538,7 +563,7 @@ mod tests {
         assert_eq!(
             spool.backlog(),
             2,
-            "the first request's record was in the batch too and stays counted"
+            "the first request's record was handed over and stays counted"
         );
         let report = spool.report();
         assert_eq!(report.queues.iter().map(|q| q.depth).sum::<u64>(), 2);

@@ -3,18 +3,17 @@
 //! memory (see `super::fresh`); a second thread makes the redb file hold what memory still has
 //! whenever the journal switches files.
 //!
-//! Whoever holds the writer's lock commits. An HTTP worker (a single-threaded runtime) commits
-//! its own batch in place at the end of its turn, like Redis's event loop with `appendfsync
-//! always`: no thread hop on the way in or out, which on a busy machine costs more than the
-//! fsync. Appends from a multi-threaded runtime, the periodic sync and the stop go through the
-//! writer thread instead.
+//! Every durable write happens on the writer thread: requests hand their appends over and await
+//! their batch's commit, so an HTTP worker never waits on the disk (a slow or stuck disk slows
+//! the requests that need the spool, never the others, `/health` or the admin endpoints). The
+//! periodic sync and the stop go the same way.
 
 use tokio::sync::{mpsc, oneshot};
 
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
     },
     thread::JoinHandle,
@@ -56,21 +55,10 @@ pub(super) enum Message {
     Stop,
 }
 
-/// Where an append went (see [`Committer::push`]).
-pub(super) enum Pushed {
-    /// Into the batch the current HTTP worker commits; `leader`: this append started it, so
-    /// its caller runs [`Committer::lead`].
-    Batched { leader: bool },
-    /// Not on a single-threaded runtime: hand it to the writer thread.
-    Elsewhere(Append),
-}
-
-/// The writer behind its lock, the batch being gathered, and the way to the writer thread.
+/// The writer (used by the writer thread alone) and the way to it.
 pub(super) struct Committer {
     /// `None` once stopped (or after a failure that ends writing).
     writer: Mutex<Option<Writer>>,
-    /// Appends waiting for the leader of their batch.
-    pending: Mutex<Vec<Append>>,
     handoff: mpsc::Sender<Message>,
     shared: Arc<Shared>,
 }
@@ -86,7 +74,6 @@ impl Committer {
         let (handoff, rx) = mpsc::channel(MAX_BATCH * 4);
         let committer = Self {
             writer: Mutex::new(Some(writer)),
-            pending: Mutex::new(Vec::new()),
             handoff,
             shared,
         };
@@ -103,76 +90,90 @@ impl Committer {
         self.handoff.clone()
     }
 
-    /// Adds `append` to the batch of this thread's turn when it runs on a single-threaded
-    /// runtime (an HTTP worker), where the batch's leader commits it in place.
-    pub fn push(&self, append: Append) -> Pushed {
-        let single = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-        if !single {
-            return Pushed::Elsewhere(append);
-        }
-        let mut pending = lock(&self.pending);
-        pending.push(append);
-        Pushed::Batched {
-            leader: pending.len() == 1,
-        }
-    }
-
     /// Hands `append` to the writer thread; false when the writer has stopped (the append is
     /// dropped: the caller still holds its counts).
     pub async fn hand_off(&self, append: Append) -> bool {
         self.handoff.send(Message::Append(append)).await.is_ok()
     }
-
-    /// Lets every other task of this turn add its append (a yield runs after the runtime
-    /// polled its sockets, so the requests that arrived meanwhile join too), then commits the
-    /// batch in place. Dropped before that (the request went away), it commits when dropped:
-    /// the batch holds other requests.
-    pub async fn lead(&self) {
-        let lead = Lead(self);
-        tokio::task::yield_now().await;
-        drop(lead);
-    }
-
-    /// Commits what is pending, blocking this thread for the journal write (waiting first if
-    /// another commit holds the writer: another HTTP worker's, or the writer thread's).
-    fn commit_pending(&self) {
-        let batch = std::mem::take(&mut *lock(&self.pending));
-        if batch.is_empty() {
-            return;
-        }
-        let Ok(mut guard) = self.writer.lock() else {
-            // A commit panicked: the writer's state is unknown; nothing more is written.
-            self.shared.writer_alive.store(false, Ordering::Release);
-            abandon(batch);
-            return;
-        };
-        let Some(writer) = guard.as_mut() else {
-            abandon(batch);
-            return;
-        };
-        writer.commit(batch);
-        writer.rotate(false);
-        if writer.syncer_gone {
-            end_early(&mut guard, &self.shared);
-        }
-    }
 }
 
-/// The leader of a batch: commits it when dropped.
-struct Lead<'a>(&'a Committer);
-
-impl Drop for Lead<'_> {
-    fn drop(&mut self) {
-        self.0.commit_pending();
-    }
+/// How long the writer's commits take, for `/health`: a commit in progress for longer than the
+/// write timeout, or one that took longer than it within the last [`SLOW_MEMORY`], makes the
+/// spool `degraded` (the disk is slow: requests that need the spool may get 503, the others are
+/// not affected).
+#[derive(Debug)]
+pub(super) struct WriteTiming {
+    /// `SPOOL_WRITE_TIMEOUT_MS`.
+    timeout: Duration,
+    /// Unix milliseconds the commit in progress started at; 0 when none runs.
+    since: AtomicU64,
+    /// How long the last slow commit took, and when it ended (unix milliseconds).
+    slow_ms: AtomicU64,
+    slow_at: AtomicU64,
 }
 
-/// Locks the pending batch (a panic while it was held left a whole `Vec`).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// How long a slow commit keeps the spool `degraded` after it ended.
+const SLOW_MEMORY: Duration = Duration::from_secs(30);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl WriteTiming {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            since: AtomicU64::new(0),
+            slow_ms: AtomicU64::new(0),
+            slow_at: AtomicU64::new(0),
+        }
+    }
+
+    /// The write timeout requests wait for their commit.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn start(&self) -> Instant {
+        self.since.store(unix_ms().max(1), Ordering::Release);
+        Instant::now()
+    }
+
+    fn end(&self, started: Instant) {
+        self.since.store(0, Ordering::Release);
+        let took = started.elapsed();
+        if took >= self.timeout {
+            self.slow_ms.store(millis(took), Ordering::Relaxed);
+            self.slow_at.store(unix_ms(), Ordering::Release);
+        }
+    }
+
+    /// Why the disk counts as slow now, if it does.
+    pub fn degraded(&self) -> Option<String> {
+        let now = unix_ms();
+        let timeout = millis(self.timeout);
+        let since = self.since.load(Ordering::Acquire);
+        if since != 0 && now.saturating_sub(since) > timeout {
+            return Some(format!(
+                "a spool write has been running for {} ms (SPOOL_WRITE_TIMEOUT_MS is {timeout})",
+                now.saturating_sub(since)
+            ));
+        }
+        let at = self.slow_at.load(Ordering::Acquire);
+        (at != 0 && now.saturating_sub(at) < millis(SLOW_MEMORY)).then(|| {
+            format!(
+                "a spool write took {} ms within the last {} s (SPOOL_WRITE_TIMEOUT_MS is {timeout})",
+                self.slow_ms.load(Ordering::Relaxed),
+                SLOW_MEMORY.as_secs()
+            )
+        })
+    }
 }
 
 /// Only a panic inside the store ends the syncer early. What was answered is in the journal
@@ -226,7 +227,9 @@ pub(super) fn serve(committer: &Committer, mut rx: mpsc::Receiver<Message>) {
             return;
         };
         if !batch.is_empty() {
+            let timing = committer.shared.writes.start();
             writer.commit(batch);
+            committer.shared.writes.end(timing);
         }
         if stop {
             if let Some(writer) = guard.take() {

@@ -66,6 +66,7 @@ pub fn settings() -> Settings {
         spool_namespace_share: 25,
         spool_handoff_ms: 2_000,
         spool_max_forwards: 16,
+        spool_write_timeout_ms: 5_000,
         dedup_max_keys: 1_000_000,
     }
 }

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
 use crate::{
     http::spool::Selection,
     settings::Settings,
@@ -113,97 +111,51 @@ fn selection(ids: &Option<Vec<u64>>) -> Result<String, String> {
     .map_err(|e| e.to_string())
 }
 
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`): the status and body.
+/// One HTTP/1.1 request on a fresh connection (hyper's client): the status and body.
 async fn request(
     url: &str,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt as _;
     let authority = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// admin URLs are supported"))?
         .trim_end_matches('/');
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(authority)
+        let stream = tokio::net::TcpStream::connect(authority)
             .await
             .map_err(|e| format!("cannot reach the instance at {url}: {e}"))?;
-        let body = body.unwrap_or("");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        stream
-            .write_all(format!("{head}{body}").as_bytes())
-            .await
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+        // Drives the connection until the answer is read (it ends with the exchange).
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.unwrap_or("").to_owned(),
+            )))
             .map_err(|e| e.to_string())?;
-        let mut answer = Vec::new();
-        stream
-            .read_to_end(&mut answer)
+        let response = sender
+            .send_request(request)
             .await
-            .map_err(|e| e.to_string())?;
-        parse_response(&answer)
+            .map_err(|e| format!("{url}{path}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{url}{path}: {e}"))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
         .map_err(|_| format!("{url} did not answer within 30 s"))?
-}
-
-/// Status code and body of a `Connection: close` response (sized or chunked). Works on bytes:
-/// a chunk may end inside a UTF-8 character.
-fn parse_response(answer: &[u8]) -> Result<(u16, String), String> {
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the instance sent an incomplete answer")?;
-    let head = String::from_utf8_lossy(&answer[..split]);
-    let mut body = &answer[split + 4..];
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("the instance sent no status")?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    if !chunked {
-        return Ok((status, String::from_utf8_lossy(body).into_owned()));
-    }
-    let mut out = Vec::new();
-    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&body[..line_end])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-            .unwrap_or(0);
-        let data = &body[line_end + 2..];
-        if size == 0 || data.len() < size {
-            break;
-        }
-        out.extend_from_slice(&data[..size]);
-        body = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
-    }
-    Ok((status, String::from_utf8_lossy(&out).into_owned()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sized_and_chunked_answers_are_read() {
-        let sized = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(sized).unwrap(), (200, "{}".to_owned()));
-        let chunked = b"HTTP/1.1 403 Forbidden\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"a\r\n3\r\n\":1\r\n1\r\n}\r\n0\r\n\r\n";
-        assert_eq!(
-            parse_response(chunked).unwrap(),
-            (403, "{\"a\":1}".to_owned())
-        );
-        // A chunk boundary inside a character.
-        let split = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\n\u{e9}";
-        let mut bytes = split.as_bytes()[..split.len() - 1].to_vec();
-        bytes.extend_from_slice(b"\r\n1\r\n\xa9\r\n0\r\n\r\n");
-        assert_eq!(parse_response(&bytes).unwrap(), (200, "\u{e9}".to_owned()));
-    }
 }

@@ -287,14 +287,14 @@ impl Route {
         parts: spool::Parts<'_>,
         deliveries: &[Delivery],
         metrics: &Metrics,
-    ) -> Vec<Result<(), String>> {
-        let all = |error: String| deliveries.iter().map(|_| Err(error.clone())).collect();
+    ) -> Vec<Result<(), DeliveryError>> {
+        let all = |error: DeliveryError| deliveries.iter().map(|_| Err(error.clone())).collect();
         let destination = self.modules.get(parts.index).filter(|d| {
             d.module.name() == parts.module
                 && d.connection.as_ref().map(ConnectionName::as_str) == parts.connection
         });
         let Some(destination) = destination else {
-            return all(format!(
+            return all(DeliveryError::NoRoute(format!(
                 "webhook `{}` no longer has destination {} `{}`{}",
                 self.key,
                 parts.index,
@@ -303,7 +303,7 @@ impl Route {
                     .connection
                     .map(|c| format!(" on connection `{c}`"))
                     .unwrap_or_default()
-            ));
+            )));
         };
         match tokio::time::timeout(
             self.webhook.timeout,
@@ -311,14 +311,10 @@ impl Route {
         )
         .await
         {
-            Ok(results) => results
-                .into_iter()
-                .map(|r| r.map_err(|e| e.to_string()))
-                .collect(),
+            Ok(results) => results,
             Err(_) => all(DeliveryError::Timeout {
                 timeout_ms: millis(self.webhook.timeout),
-            }
-            .to_string()),
+            }),
         }
     }
 

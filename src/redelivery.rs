@@ -9,7 +9,7 @@ use crate::{
     dispatch::Route,
     keys::{Namespace, WebhookId, WebhookKey},
     metrics::Metrics,
-    modules::Delivery,
+    modules::{Delivery, DeliveryError},
     spool::{Destination, RetryPolicy, Target},
 };
 
@@ -37,7 +37,11 @@ impl Routes {
 
 #[async_trait::async_trait]
 impl Target for Routes {
-    async fn deliver(&self, destination: &str, deliveries: &[Delivery]) -> Vec<Result<(), String>> {
+    async fn deliver(
+        &self,
+        destination: &str,
+        deliveries: &[Delivery],
+    ) -> Vec<Result<(), DeliveryError>> {
         let destination = Destination::named(destination);
         let route = self.route(&destination).and_then(|route| {
             let parts = destination.parts().ok_or("not a destination name")?;
@@ -45,7 +49,10 @@ impl Target for Routes {
         });
         match route {
             Ok((route, parts)) => route.redeliver(parts, deliveries, &self.metrics).await,
-            Err(error) => deliveries.iter().map(|_| Err(error.clone())).collect(),
+            Err(error) => deliveries
+                .iter()
+                .map(|_| Err(DeliveryError::NoRoute(error.clone())))
+                .collect(),
         }
     }
 

@@ -62,6 +62,37 @@ pub fn validate(connection: &KafkaConnection) -> Result<(), String> {
         .map_err(|e| format!("librdkafka refuses `client_config`: {e}"))
 }
 
+/// Why the broker did not take a record, and whether retrying can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    /// The broker refused this record for good: larger than the broker or topic allows, or the
+    /// producer may not write to the topic. A missing topic is not permanent (it may be created),
+    /// nor is anything about reaching the brokers.
+    pub permanent: bool,
+    pub message: String,
+}
+
+impl From<rdkafka::error::KafkaError> for SendError {
+    fn from(error: rdkafka::error::KafkaError) -> Self {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let permanent = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                Code::MessageSizeTooLarge
+                    | Code::InvalidMessageSize
+                    | Code::TopicAuthorizationFailed
+                    | Code::ClusterAuthorizationFailed
+                    | Code::InvalidRecord
+            )
+        );
+        Self {
+            permanent,
+            message: error.to_string(),
+        }
+    }
+}
+
 impl Producer {
     /// Builds the producer (no I/O here; librdkafka connects in its own threads).
     pub fn build(connection: &KafkaConnection) -> Result<Self, String> {
@@ -72,7 +103,7 @@ impl Producer {
     }
 
     /// Produces one record; returns once the broker acknowledged it (the delivery report).
-    pub async fn send(&self, record: Record<'_>) -> Result<(), String> {
+    pub async fn send(&self, record: Record<'_>) -> Result<(), SendError> {
         let headers = record
             .headers
             .iter()
@@ -95,7 +126,7 @@ impl Producer {
             .send(future, Timeout::After(Duration::ZERO))
             .await
             .map(|_| ())
-            .map_err(|(error, _)| error.to_string())
+            .map_err(|(error, _)| SendError::from(error))
     }
 
     /// Delivers what is queued, up to `grace`.
@@ -105,6 +136,33 @@ impl Producer {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "Kafka producer did not flush in time."),
             Err(error) => tracing::warn!(%error, "Kafka producer flush task failed."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::{error::KafkaError, types::RDKafkaErrorCode as Code};
+
+    #[test]
+    fn only_refusals_of_the_record_itself_are_permanent() {
+        for code in [Code::MessageSizeTooLarge, Code::TopicAuthorizationFailed] {
+            assert!(
+                SendError::from(KafkaError::MessageProduction(code)).permanent,
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::MessageTimedOut,
+            Code::UnknownTopicOrPartition,
+            Code::AllBrokersDown,
+            Code::NotLeaderForPartition,
+        ] {
+            assert!(
+                !SendError::from(KafkaError::MessageProduction(code)).permanent,
+                "{code:?}"
+            );
         }
     }
 }

@@ -34,6 +34,36 @@ fn xadd_command(stream: &str, maxlen: Option<u64>, fields: &[(&str, &[u8])]) -> 
     cmd
 }
 
+/// Why Redis did not take a write, and whether retrying can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    /// Redis refused the command itself (`WRONGTYPE`: the key holds another type; `NOPERM`: the
+    /// user may not run it; `NOSCRIPT`): the same command fails the same way until someone
+    /// changes Redis or the config. Connection errors, timeouts and everything else are not.
+    pub permanent: bool,
+    pub message: String,
+}
+
+/// Reply codes that mean the command itself is refused, not that Redis is unavailable.
+const PERMANENT_CODES: &[&str] = &["WRONGTYPE", "NOPERM", "NOSCRIPT"];
+
+impl From<redis::RedisError> for CommandError {
+    fn from(error: redis::RedisError) -> Self {
+        // Inside MULTI/EXEC the refusals come as a list of pipeline failures, each with the
+        // refused command's code in quotes (`"WRONGTYPE": Operation against ...`).
+        let text = error.to_string();
+        let permanent = error.code().is_some_and(|c| PERMANENT_CODES.contains(&c))
+            || PERMANENT_CODES
+                .iter()
+                .any(|code| text.contains(&format!("\"{code}\"")));
+        Self {
+            permanent: permanent && !error.is_io_error() && !error.is_timeout(),
+            message: text,
+        }
+    }
+}
+
 impl RedisClient {
     /// The client settings of a connection. No I/O: `redis::Client::open` only checks them.
     fn client(connection: &RedisConnection) -> Result<redis::Client, String> {
@@ -92,14 +122,13 @@ impl RedisClient {
     }
 
     /// `PUBLISH channel payload`.
-    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), String> {
+    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), CommandError> {
         let mut conn = self.0.clone();
         let _receivers: i64 = redis::cmd("PUBLISH")
             .arg(channel)
             .arg(payload)
             .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(())
     }
 
@@ -109,12 +138,11 @@ impl RedisClient {
         stream: &str,
         maxlen: Option<u64>,
         fields: &[(&str, &[u8])],
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandError> {
         let mut conn = self.0.clone();
         let _id: String = xadd_command(stream, maxlen, fields)
             .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(())
     }
 
@@ -128,7 +156,7 @@ impl RedisClient {
         stream: &str,
         maxlen: Option<u64>,
         entries: &[Vec<(&str, &[u8])>],
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandError> {
         let mut conn = self.0.clone();
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -136,10 +164,7 @@ impl RedisClient {
             pipe.add_command(xadd_command(stream, maxlen, fields))
                 .ignore();
         }
-        let () = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+        let () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -151,7 +176,7 @@ impl RedisClient {
         left: bool,
         payload: Vec<u8>,
         max_length: Option<u64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandError> {
         let mut conn = self.0.clone();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -164,10 +189,7 @@ impl RedisClient {
             let (start, stop) = if left { (0, max - 1) } else { (-max, -1) };
             pipe.cmd("LTRIM").arg(key).arg(start).arg(stop).ignore();
         }
-        let () = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+        let () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 

@@ -32,6 +32,9 @@ pub enum ApiError {
     TooManyUploads,
     #[error("a destination could not take the payload; retry later")]
     DestinationUnavailable(#[source] DeliveryError),
+    /// The destination refused the payload for good (see [`DeliveryError::is_permanent`]).
+    #[error("a destination refused the payload; its operator can see why in the log")]
+    DestinationRejected(#[source] DeliveryError),
     #[error("a destination could not take the payload and the spool is full; retry later")]
     SpoolFull,
     #[error(
@@ -82,6 +85,8 @@ impl ApiError {
             ApiError::DestinationUnavailable(DeliveryError::Connection(
                 PoolError::Missing { .. } | PoolError::Mismatch { .. },
             )) => (StatusCode::SERVICE_UNAVAILABLE, "connection_missing"),
+            // Refused for good: retrying cannot help, so no 503 (which asks for a retry).
+            ApiError::DestinationRejected(_) => (StatusCode::BAD_GATEWAY, "destination_rejected"),
             ApiError::DestinationUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "destination_unavailable")
             }
@@ -193,6 +198,19 @@ mod tests {
                 || response.status() == StatusCode::TOO_MANY_REQUESTS;
             assert_eq!(has, retryable, "{e:?}");
         }
+    }
+
+    #[test]
+    fn a_destination_that_refuses_for_good_is_a_502_without_retry_after() {
+        let e = ApiError::DestinationRejected(DeliveryError::Rejected {
+            module: "redis_stream",
+            reason: "WRONGTYPE".into(),
+        });
+        assert_eq!(e.parts(), (StatusCode::BAD_GATEWAY, "destination_rejected"));
+        assert!(!e
+            .error_response()
+            .headers()
+            .contains_key(header::RETRY_AFTER));
     }
 
     #[test]

@@ -371,6 +371,9 @@ async fn deliver(
                 "Request not taken; the sender was asked to retry."
             );
             match error {
+                DispatchError::Delivery(error) if error.is_permanent() => {
+                    ApiError::DestinationRejected(error)
+                }
                 DispatchError::Delivery(error) => ApiError::DestinationUnavailable(error),
                 DispatchError::Spool(error) if error.is_full() => ApiError::SpoolFull,
                 DispatchError::Spool(error) => ApiError::SpoolUnavailable(error),

@@ -71,21 +71,42 @@ pub fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-/// Why a destination did not take a payload. Every variant makes the sender retry.
-#[derive(Debug, thiserror::Error)]
+/// Why a destination did not take a payload, and whether retrying can help
+/// ([`DeliveryError::is_permanent`]).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DeliveryError {
-    /// The destination refused or could not be reached.
+    /// The destination could not be reached or could not take it now: retrying can help.
     #[error("module `{module}` could not deliver: {reason}")]
     Unavailable {
         module: &'static str,
         reason: String,
     },
+    /// The destination refused this payload for good (Redis `WRONGTYPE`, a Kafka message over
+    /// the broker's limit, no permission): the same attempt fails the same way until someone
+    /// changes the destination or the config. Spooled, it goes to the dead letters at once;
+    /// without the spool the sender gets `502 destination_rejected`.
+    #[error("module `{module}` refused the payload: {reason}")]
+    Rejected {
+        module: &'static str,
+        reason: String,
+    },
+    /// A spooled record's webhook or destination is not configured now (retried until its
+    /// horizon: the entry may come back).
+    #[error("{0}")]
+    NoRoute(String),
     /// No acknowledgement within the webhook's timeout.
     #[error("no acknowledgement within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
     /// No client for the webhook's connection: missing, of another type, or unusable.
     #[error(transparent)]
     Connection(#[from] PoolError),
+}
+
+impl DeliveryError {
+    /// Whether retrying the same delivery cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Rejected { .. })
+    }
 }
 
 /// The validated `module` + `module-config` (+ `connection`) of one destination.

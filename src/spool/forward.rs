@@ -22,14 +22,18 @@ use super::{
     record::SpooledDelivery,
     store::{footprint, Store, StoreError},
 };
-use crate::modules::Delivery;
+use crate::modules::{Delivery, DeliveryError};
 
 /// Where a destination's records go.
 #[async_trait::async_trait]
 pub trait Target: Send + Sync {
     /// Hands deliveries to `destination` in order, all at once; one result each, `Ok` once it
-    /// acknowledged.
-    async fn deliver(&self, destination: &str, deliveries: &[Delivery]) -> Vec<Result<(), String>>;
+    /// acknowledged. A permanent error sends the record to the dead letters at once.
+    async fn deliver(
+        &self,
+        destination: &str,
+        deliveries: &[Delivery],
+    ) -> Vec<Result<(), DeliveryError>>;
     /// The retry horizon of `destination`'s webhook (as configured now).
     fn policy(&self, destination: &str) -> RetryPolicy;
 }
@@ -111,14 +115,22 @@ enum Failure {
     /// The record no longer makes a delivery (a name that no longer parses).
     Damaged(super::record::Damaged),
     /// The destination refused or could not be reached.
-    Refused(String),
+    Refused(DeliveryError),
 }
 
 impl Failure {
+    /// Whether another attempt cannot help: the record goes to the dead letters now.
+    fn is_final(&self) -> bool {
+        match self {
+            Self::Damaged(_) => true,
+            Self::Refused(error) => error.is_permanent(),
+        }
+    }
+
     fn into_string(self) -> String {
         match self {
             Self::Damaged(damaged) => damaged.to_string(),
-            Self::Refused(error) => error,
+            Self::Refused(error) => error.to_string(),
         }
     }
 }
@@ -306,7 +318,11 @@ impl Forwarder {
                 outcome.unwrap_or_else(|| {
                     answers
                         .next()
-                        .unwrap_or_else(|| Err("the destination gave no answer".into()))
+                        .unwrap_or_else(|| {
+                            Err(DeliveryError::NoRoute(
+                                "the destination gave no answer".into(),
+                            ))
+                        })
                         .map_err(Failure::Refused)
                 })
             })
@@ -329,7 +345,7 @@ impl Forwarder {
         }
         self.queue.retries.fetch_add(1, Ordering::Relaxed);
         record.attempts = record.attempts.saturating_add(1);
-        let damaged = matches!(failure, Failure::Damaged(_));
+        let last = failure.is_final();
         record.last_error = truncate(failure.into_string(), MAX_ERROR_LEN);
         let policy = self.target.policy(self.name());
         let age = now.duration_since(record.retry_from()).unwrap_or_default();
@@ -337,7 +353,7 @@ impl Forwarder {
             .max_attempts
             .is_some_and(|max| record.attempts >= max);
         let bytes = record.encode();
-        if out_of_attempts || age >= policy.max_age || damaged {
+        if out_of_attempts || age >= policy.max_age || last {
             self.dead_letter(seq, bytes).await?;
             tracing::warn!(
                 destination = %self.name(),
@@ -471,7 +487,11 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Target for Flaky {
-        async fn deliver(&self, _: &str, deliveries: &[Delivery]) -> Vec<Result<(), String>> {
+        async fn deliver(
+            &self,
+            _: &str,
+            deliveries: &[Delivery],
+        ) -> Vec<Result<(), DeliveryError>> {
             self.calls.lock().unwrap().push(deliveries.len());
             let mut left = self.failures.lock().unwrap();
             deliveries
@@ -479,7 +499,10 @@ mod tests {
                 .map(|delivery| {
                     if *left > 0 {
                         *left -= 1;
-                        return Err("down".into());
+                        return Err(DeliveryError::Unavailable {
+                            module: "test",
+                            reason: "down".into(),
+                        });
                     }
                     self.got.lock().unwrap().push(delivery.clone());
                     Ok(())
@@ -765,7 +788,10 @@ mod tests {
         let dead = store.dead_letters(100).unwrap();
         assert_eq!(dead.len(), 1);
         let record = SpooledDelivery::decode(&dead[0].record).unwrap();
-        assert_eq!((record.attempts, record.last_error.as_str()), (2, "down"));
+        assert_eq!(
+            (record.attempts, record.last_error.as_str()),
+            (2, "module `test` could not deliver: down")
+        );
 
         spool(&store, &forwarder.queue, 1);
         let later = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 3600);

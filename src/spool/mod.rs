@@ -687,8 +687,20 @@ mod dead_share_tests {
 
     #[async_trait::async_trait]
     impl Target for Down {
-        async fn deliver(&self, _: &str, deliveries: &[Delivery]) -> Vec<Result<(), String>> {
-            deliveries.iter().map(|_| Err("down".into())).collect()
+        async fn deliver(
+            &self,
+            _: &str,
+            deliveries: &[Delivery],
+        ) -> Vec<Result<(), crate::modules::DeliveryError>> {
+            deliveries
+                .iter()
+                .map(|_| {
+                    Err(crate::modules::DeliveryError::Unavailable {
+                        module: "test",
+                        reason: "down".into(),
+                    })
+                })
+                .collect()
         }
 
         fn policy(&self, _: &str) -> RetryPolicy {

@@ -360,8 +360,10 @@ async fn a_stream_batch_refused_inside_its_transaction_is_an_error() {
     let batch = vec![entry.clone(), entry.clone(), entry];
     let refused = client.xadd_all(&key, None, &batch).await;
     assert!(
-        refused.as_ref().is_err_and(|e| e.contains("WRONGTYPE")),
-        "{refused:?}"
+        refused
+            .as_ref()
+            .is_err_and(|e| e.message.contains("WRONGTYPE") && e.permanent),
+        "a refused command is permanent: {refused:?}"
     );
 
     let stream = unique!("stream");

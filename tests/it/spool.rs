@@ -356,7 +356,7 @@ fn spool_dir(dir: &Path) -> String {
 /// fails the batch, so nothing is counted as delivered: the records stay spooled and arrive,
 /// once each, when the key can take them.
 #[tokio::test]
-async fn a_batch_redis_refuses_inside_its_transaction_stays_spooled_until_taken() {
+async fn a_batch_redis_refuses_for_good_is_dead_lettered_at_once_and_replayed_once_fixed() {
     let redis = Redis::start().await;
     let stream = unique!("wrongtype");
     let dir = redis_config(
@@ -380,6 +380,8 @@ async fn a_batch_redis_refuses_inside_its_transaction_stays_spooled_until_taken(
     })
     .await;
 
+    // The key now holds a string: every XADD (inside MULTI/EXEC) is refused with WRONGTYPE,
+    // which no retry can change.
     let mut conn = redis.conn().await;
     let () = redis::pipe()
         .atomic()
@@ -399,28 +401,90 @@ async fn a_batch_redis_refuses_inside_its_transaction_stays_spooled_until_taken(
         answers.iter().all(|s| *s == StatusCode::ACCEPTED),
         "{answers:?}"
     );
-    wait_until(Duration::from_secs(30), "refused attempts", || async {
-        let queue = get_json(&admin, "/spool").await["queues"][0].clone();
-        queue["retries"].as_u64().is_some_and(|r| r >= 2)
+    wait_until(Duration::from_secs(30), "8 dead letters", || async {
+        get_json(&admin, "/spool").await["dead_letters"] == 8
     })
     .await;
-    let queue = get_json(&admin, "/spool").await["queues"][0].clone();
-    assert_eq!(queue["depth"], 8, "nothing counted as delivered: {queue}");
+    let spool = get_json(&admin, "/spool").await;
+    let queue = &spool["queues"][0];
+    assert_eq!(queue["depth"], 0, "none left to retry: {spool}");
+    assert!(
+        queue["retries"].as_u64().is_some_and(|r| r <= 8),
+        "each refused once, never retried: {spool}"
+    );
+    let letters = get_json(&admin, "/spool/dead-letters").await;
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 8);
+    assert!(
+        letters.iter().all(|l| l["attempts"] == 1
+            && l["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("refused the payload") && e.contains("WRONGTYPE"))),
+        "{letters:?}"
+    );
 
+    // Fixed, then replayed: each arrives once.
     let () = redis::cmd("DEL")
         .arg(&stream)
         .query_async(&mut conn)
         .await
         .unwrap();
-    let duplicates = wait_all_delivered(&bodies, "refused inside MULTI", || {
+    let replayed: Value = client
+        .post(format!("{admin}/spool/replay"))
+        .json(&json!({"all": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replayed["replayed"], 8);
+    let duplicates = wait_all_delivered(&bodies, "replayed after the fix", || {
         redis.stream_payloads(&stream)
     })
     .await;
     assert_eq!(duplicates, 0);
-    wait_until(Duration::from_secs(10), "the queue empty", || async {
-        get_json(&admin, "/spool").await["queues"][0]["depth"] == 0
-    })
-    .await;
+}
+
+#[tokio::test]
+async fn without_the_spool_a_refusal_for_good_is_a_502_and_an_outage_a_503() {
+    let mut redis = Redis::start().await;
+    let key = unique!("wrongtype");
+    let dir = redis_config(
+        &redis,
+        json!({"module": "redis_stream", "connection": "r", "spool": "off",
+               "module-config": {"stream": key}}),
+    );
+    let router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    let mut conn = redis.conn().await;
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let post = || async {
+        let answer = client
+            .post(router.url("/webhook/s"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let retry_after = answer.headers().contains_key("retry-after");
+        let error = answer.json::<Value>().await.unwrap()["error"].clone();
+        (status, retry_after, error)
+    };
+    let (status, retry_after, error) = post().await;
+    assert_eq!((status, retry_after), (502, false), "{error}");
+    assert_eq!(error, "destination_rejected");
+    // Redis gone is no refusal: the sender is asked to retry.
+    redis.kill();
+    let (status, retry_after, error) = post().await;
+    assert_eq!((status, retry_after), (503, true), "{error}");
+    assert_eq!(error, "destination_unavailable");
 }
 
 #[tokio::test]

@@ -91,12 +91,13 @@ impl Module for KafkaModule {
             headers: self.headers(delivery, &received_at),
             payload: delivery.body.as_ref(),
         };
-        producer
-            .send(record)
-            .await
-            .map_err(|reason| DeliveryError::Unavailable {
-                module: "kafka",
-                reason,
-            })
+        producer.send(record).await.map_err(|error| {
+            let (module, reason) = ("kafka", error.message);
+            if error.permanent {
+                DeliveryError::Rejected { module, reason }
+            } else {
+                DeliveryError::Unavailable { module, reason }
+            }
+        })
     }
 }

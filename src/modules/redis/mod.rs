@@ -11,7 +11,7 @@ pub use config::{Direction, ListConfig, PublishConfig, StreamConfig};
 
 use super::{rfc3339, Delivery, DeliveryError, Module};
 use crate::{
-    connections::{ConnectionPool, RedisClient},
+    connections::{redis::CommandError, ConnectionPool, RedisClient},
     keys::ConnectionName,
 };
 
@@ -125,7 +125,7 @@ impl RedisModule {
         }
     }
 
-    async fn run(&self, client: &RedisClient, delivery: &Delivery) -> Result<(), String> {
+    async fn run(&self, client: &RedisClient, delivery: &Delivery) -> Result<(), CommandError> {
         match &self.command {
             Command::Publish(c) => client.publish(&c.channel, envelope(delivery)).await,
             Command::Stream(c) => {
@@ -160,7 +160,7 @@ impl Module for RedisModule {
             .redis(&self.connection, self.name(), self.user(delivery))?;
         self.run(&client, delivery)
             .await
-            .map_err(|reason| self.unavailable(reason))
+            .map_err(|error| self.failed(error))
     }
 
     /// A stream batch is one `MULTI`/`EXEC` transaction; the other commands go one by one.
@@ -183,14 +183,14 @@ impl Module for RedisModule {
                     .zip(deliveries)
                     .map(|(t, d)| t.fields(d))
                     .collect();
-                client.xadd_all(&c.stream, c.maxlen, &entries).await
+                client
+                    .xadd_all(&c.stream, c.maxlen, &entries)
+                    .await
+                    .map_err(|error| self.failed(error))
             }
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(error.into()),
         };
-        deliveries
-            .iter()
-            .map(|_| result.clone().map_err(|reason| self.unavailable(reason)))
-            .collect()
+        deliveries.iter().map(|_| result.clone()).collect()
     }
 }
 
@@ -203,10 +203,13 @@ impl RedisModule {
         }
     }
 
-    fn unavailable(&self, reason: String) -> DeliveryError {
-        DeliveryError::Unavailable {
-            module: self.name(),
-            reason,
+    /// A refused command is permanent (see [`CommandError`]); anything else can be retried.
+    fn failed(&self, error: CommandError) -> DeliveryError {
+        let (module, reason) = (self.name(), error.message);
+        if error.permanent {
+            DeliveryError::Rejected { module, reason }
+        } else {
+            DeliveryError::Unavailable { module, reason }
         }
     }
 }

@@ -95,8 +95,8 @@ pub struct SyncState {
 /// attempt goes to another one. The wait before it follows the 1 s -> 60 s backoff, which only a
 /// session that reached its watch resets; meanwhile a status probe of every member (cheap, no
 /// credentials) ends the wait as soon as one answers with a leader. A probe that led to a failed
-/// attempt is not trusted again until a session reaches its watch, so a member that answers its
-/// status but cannot serve does not turn the backoff into a tight loop.
+/// attempt sits out the next wait, so a member that answers its status but cannot serve does
+/// not turn the backoff into a tight loop.
 pub async fn run(
     source: EtcdSource,
     applier: Applier,
@@ -107,7 +107,6 @@ pub async fn run(
     let mut backoff = ReconnectBackoff::new();
     let mut members = Members::new(source.link.endpoints.clone());
     let mut probed: Option<usize> = None;
-    let mut trust_probe = true;
     tracing::info!(endpoints = ?source.link.endpoints, prefix = source.layout.prefix(), "Connecting to etcd.");
     loop {
         let from_probe = probed.is_some();
@@ -128,10 +127,13 @@ pub async fn run(
         applier.stats.etcd.failed(&endpoint, &error.to_string());
         if state.watched {
             backoff = ReconnectBackoff::new();
-            trust_probe = true;
-        } else if from_probe {
-            trust_probe = false;
         }
+        // A probe that led to a failed attempt sits out one wait (a member that answers its
+        // status but cannot serve costs one attempt per backoff step, never a tight loop);
+        // after an attempt of the backoff's own fails, the probe is trusted again, so one
+        // unlucky probe early in an outage (a member still up when probed, killed before the
+        // attempt) does not leave the whole outage to the growing backoff.
+        let trust_probe = state.watched || !from_probe;
         let delay = backoff.next().unwrap_or(super::backoff::MAX_DELAY);
         tracing::warn!(
             %error,

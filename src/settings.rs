@@ -376,7 +376,6 @@ pub enum SettingsError {
     Invalid(String),
 }
 
-/// A path as given, empty included.
 /// A comma-separated list of host names (`ADMIN_HOSTS`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostList(pub Vec<String>);
@@ -398,6 +397,7 @@ fn host_list(value: &str) -> Result<HostList, String> {
     }
 }
 
+/// A path as given, empty included.
 fn any_path(value: &str) -> Result<PathBuf, std::convert::Infallible> {
     Ok(PathBuf::from(value))
 }

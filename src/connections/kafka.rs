@@ -62,18 +62,10 @@ pub fn validate(connection: &KafkaConnection) -> Result<(), String> {
         .map_err(|e| format!("librdkafka refuses `client_config`: {e}"))
 }
 
-/// Why the broker did not take a record, and whether retrying can help.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct SendError {
-    /// The broker refused this record for good: larger than the broker or topic allows, or the
-    /// producer may not write to the topic. A missing topic is not permanent (it may be created),
-    /// nor is anything about reaching the brokers.
-    pub permanent: bool,
-    pub message: String,
-}
-
-impl From<rdkafka::error::KafkaError> for SendError {
+/// The broker refused a record for good when it is larger than the broker or topic allows, or
+/// the producer may not write to the topic. A missing topic is not permanent (it may be
+/// created), nor is anything about reaching the brokers.
+impl From<rdkafka::error::KafkaError> for super::WriteError {
     fn from(error: rdkafka::error::KafkaError) -> Self {
         use rdkafka::types::RDKafkaErrorCode as Code;
         let permanent = matches!(
@@ -103,7 +95,7 @@ impl Producer {
     }
 
     /// Produces one record; returns once the broker acknowledged it (the delivery report).
-    pub async fn send(&self, record: Record<'_>) -> Result<(), SendError> {
+    pub async fn send(&self, record: Record<'_>) -> Result<(), super::WriteError> {
         let headers = record
             .headers
             .iter()
@@ -126,7 +118,7 @@ impl Producer {
             .send(future, Timeout::After(Duration::ZERO))
             .await
             .map(|_| ())
-            .map_err(|(error, _)| SendError::from(error))
+            .map_err(|(error, _)| super::WriteError::from(error))
     }
 
     /// Delivers what is queued, up to `grace`.
@@ -142,14 +134,14 @@ impl Producer {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::connections::WriteError;
     use rdkafka::{error::KafkaError, types::RDKafkaErrorCode as Code};
 
     #[test]
     fn only_refusals_of_the_record_itself_are_permanent() {
         for code in [Code::MessageSizeTooLarge, Code::TopicAuthorizationFailed] {
             assert!(
-                SendError::from(KafkaError::MessageProduction(code)).permanent,
+                WriteError::from(KafkaError::MessageProduction(code)).permanent,
                 "{code:?}"
             );
         }
@@ -160,7 +152,7 @@ mod tests {
             Code::NotLeaderForPartition,
         ] {
             assert!(
-                !SendError::from(KafkaError::MessageProduction(code)).permanent,
+                !WriteError::from(KafkaError::MessageProduction(code)).permanent,
                 "{code:?}"
             );
         }

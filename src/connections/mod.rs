@@ -50,6 +50,17 @@ pub enum PoolError {
     },
 }
 
+/// Why a client did not get a write through (Redis's reply, Kafka's delivery report), and
+/// whether retrying can help. Each client file classifies its library's errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WriteError {
+    /// The destination refused this write for good: the same write fails the same way until
+    /// someone changes the destination or the config.
+    pub permanent: bool,
+    pub message: String,
+}
+
 /// Who asks for a client, and what it will write to: what a connection's access rules judge.
 #[derive(Debug, Clone, Copy)]
 pub struct Use<'a> {

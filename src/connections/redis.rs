@@ -34,21 +34,12 @@ fn xadd_command(stream: &str, maxlen: Option<u64>, fields: &[(&str, &[u8])]) -> 
     cmd
 }
 
-/// Why Redis did not take a write, and whether retrying can help.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct CommandError {
-    /// Redis refused the command itself (`WRONGTYPE`: the key holds another type; `NOPERM`: the
-    /// user may not run it; `NOSCRIPT`): the same command fails the same way until someone
-    /// changes Redis or the config. Connection errors, timeouts and everything else are not.
-    pub permanent: bool,
-    pub message: String,
-}
-
-/// Reply codes that mean the command itself is refused, not that Redis is unavailable.
+/// Reply codes that mean the command itself is refused (`WRONGTYPE`: the key holds another
+/// type; `NOPERM`: the user may not run it; `NOSCRIPT`), not that Redis is unavailable.
+/// Connection errors, timeouts and every other reply are not permanent.
 const PERMANENT_CODES: &[&str] = &["WRONGTYPE", "NOPERM", "NOSCRIPT"];
 
-impl From<redis::RedisError> for CommandError {
+impl From<redis::RedisError> for super::WriteError {
     fn from(error: redis::RedisError) -> Self {
         // Inside MULTI/EXEC the refusals come as a list of pipeline failures, each with the
         // refused command's code in quotes (`"WRONGTYPE": Operation against ...`).
@@ -122,7 +113,7 @@ impl RedisClient {
     }
 
     /// `PUBLISH channel payload`.
-    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), CommandError> {
+    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), super::WriteError> {
         let mut conn = self.0.clone();
         let _receivers: i64 = redis::cmd("PUBLISH")
             .arg(channel)
@@ -138,7 +129,7 @@ impl RedisClient {
         stream: &str,
         maxlen: Option<u64>,
         fields: &[(&str, &[u8])],
-    ) -> Result<(), CommandError> {
+    ) -> Result<(), super::WriteError> {
         let mut conn = self.0.clone();
         let _id: String = xadd_command(stream, maxlen, fields)
             .query_async(&mut conn)
@@ -156,7 +147,7 @@ impl RedisClient {
         stream: &str,
         maxlen: Option<u64>,
         entries: &[Vec<(&str, &[u8])>],
-    ) -> Result<(), CommandError> {
+    ) -> Result<(), super::WriteError> {
         let mut conn = self.0.clone();
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -176,7 +167,7 @@ impl RedisClient {
         left: bool,
         payload: Vec<u8>,
         max_length: Option<u64>,
-    ) -> Result<(), CommandError> {
+    ) -> Result<(), super::WriteError> {
         let mut conn = self.0.clone();
         let mut pipe = redis::pipe();
         pipe.atomic()

@@ -8,6 +8,8 @@ use crate::shutdown::Phase;
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let status = state.status.borrow().clone();
     let draining = *state.phase.borrow() != Phase::Serving;
+    // Why the spool's disk is slow, if it is: the instance then says `degraded`.
+    let spool_degraded = state.spool.as_ref().and_then(crate::spool::Spool::degraded);
     // A spool that can no longer store anything cannot keep what a failed delivery needs kept:
     // the balancer should send elsewhere (it does not come back until a restart).
     let spool_failed = state.spool.as_ref().is_some_and(|s| !s.is_writing());
@@ -20,9 +22,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         let mut r = HttpResponse::ServiceUnavailable();
         r.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         ("unhealthy", r)
-    } else if status.loaded
-        && (status.restarting || state.spool.as_ref().is_some_and(|s| s.degraded().is_some()))
-    {
+    } else if status.loaded && (status.restarting || spool_degraded.is_some()) {
         // Serving the last applied config while the provider comes back, or with a slow spool
         // disk: taking every instance out of the balancer for either would turn one bad config
         // entry or one slow volume type into an outage.
@@ -49,7 +49,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let spool = state.spool.as_ref().map(|spool| {
         let (used, max) = (spool.bytes_used(), spool.bytes_max());
         // Full: the largest request allowed might no longer fit.
-        let degraded = spool.degraded();
+        let degraded = spool_degraded.as_deref();
         let word = if !spool.is_writing() {
             "failed"
         } else if degraded.is_some() {

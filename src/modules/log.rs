@@ -125,12 +125,12 @@ impl LogModule {
 /// (an 8-bit CSI repaints some terminals), no separator or bidirectional control (see
 /// [`crate::telemetry::is_deceptive`]). Anything else is logged escaped.
 fn logs_as_is(body: &[u8]) -> bool {
-    if memchr::memchr3(b'\n', b'\r', 0xc2, body).is_some() || body.contains(&0x7f) {
+    if memchr::memchr3(b'\n', b'\r', 0xc2, body).is_some() {
         return false;
     }
-    // 0xE2 and 0xD8 lead many ordinary characters (dashes, quotes, Arabic letters): only a few
-    // of them matter, so look closer only when one of those bytes occurs.
-    if memchr::memchr2(0xe2, 0xd8, body).is_none() {
+    // DEL, and the lead bytes 0xE2 and 0xD8 of many ordinary characters (dashes, quotes,
+    // Arabic letters) of which only a few matter: look closer only when one occurs.
+    if memchr::memchr3(0x7f, 0xe2, 0xd8, body).is_none() {
         return true;
     }
     std::str::from_utf8(body).is_ok_and(|text| {

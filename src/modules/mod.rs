@@ -103,6 +103,16 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
+    /// `module`'s client did not get the write through: refused for good, or unavailable.
+    pub fn from_write(module: &'static str, error: crate::connections::WriteError) -> Self {
+        let reason = error.message;
+        if error.permanent {
+            Self::Rejected { module, reason }
+        } else {
+            Self::Unavailable { module, reason }
+        }
+    }
+
     /// Whether retrying the same delivery cannot help.
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::Rejected { .. })

@@ -375,64 +375,41 @@ pub struct Applier {
 /// Bound on a snapshot's size hint (the hint is etcd's count of the keys to read).
 const MAX_EXPECTED: usize = 10_000_000;
 
-/// An entry ready for the cache or the pool.
-enum Applied {
-    Webhook(Arc<Route>),
-    Connection(ConnectionName, Arc<Connection>),
-}
-
-/// A parsed entry: a connection, or a webhook not yet checked against its connections.
-enum Entry {
-    Webhook(ParsedWebhook),
-    Connection(ConnectionName, Arc<Connection>),
-}
-
-/// A valid webhook entry, before the check against the connections it names and the build.
-struct ParsedWebhook {
-    /// The live route, when the entry's bytes are those it was built from.
-    live: Option<Arc<Route>>,
-    webhook: Option<Box<Webhook>>,
-    digest: [u8; 32],
+/// A valid webhook entry, before its check against the connections it names and its build.
+enum ParsedWebhook {
+    /// The live route: the entry's bytes are those it was built from.
+    Live(Arc<Route>),
+    /// A new version, and the digest of the bytes it came from.
+    New(Box<Webhook>, [u8; 32]),
 }
 
 impl ParsedWebhook {
-    fn webhook(&self) -> Option<&Webhook> {
-        self.live
-            .as_ref()
-            .map(|r| &r.webhook)
-            .or(self.webhook.as_deref())
+    fn webhook(&self) -> &Webhook {
+        match self {
+            Self::Live(route) => &route.webhook,
+            Self::New(webhook, _) => webhook,
+        }
     }
 }
 
 impl Applier {
-    /// Parses one entry. `keep_live`: a webhook whose bytes equal its live route's keeps that
-    /// route (and its rate-limit budget); the first load has no live routes to look up.
-    fn parse(&self, key: &ConfigKey, value: &[u8], keep_live: bool) -> Result<Entry, ConfigError> {
-        let env = &*self.env;
-        match key {
-            ConfigKey::Webhook(key) => {
-                use sha2::Digest as _;
-                let digest: [u8; 32] = sha2::Sha256::digest(value).into();
-                if let Some(live) = keep_live.then(|| self.cache.webhook(key)).flatten() {
-                    if live.source == Some(digest) {
-                        return Ok(Entry::Webhook(ParsedWebhook {
-                            live: Some(live),
-                            webhook: None,
-                            digest,
-                        }));
-                    }
-                }
-                Ok(Entry::Webhook(ParsedWebhook {
-                    live: None,
-                    webhook: Some(Box::new(parse_webhook(value, env, self.rules)?)),
-                    digest,
-                }))
-            }
-            ConfigKey::Connection(name) => {
-                let connection = parse_connection(value, env)?;
-                Ok(Entry::Connection(name.clone(), Arc::new(connection)))
+    /// Parses one webhook entry. `keep_live`: an entry whose bytes equal its live route's keeps
+    /// that route (and its rate-limit budget); the first load has no live routes to look up.
+    fn parse_webhook_entry(
+        &self,
+        key: &WebhookKey,
+        value: &[u8],
+        keep_live: bool,
+    ) -> Result<ParsedWebhook, ConfigError> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(value).into();
+        if let Some(live) = keep_live.then(|| self.cache.webhook(key)).flatten() {
+            if live.source == Some(digest) {
+                return Ok(ParsedWebhook::Live(live));
             }
         }
+        let webhook = parse_webhook(value, &*self.env, self.rules)?;
+        Ok(ParsedWebhook::New(Box::new(webhook), digest))
     }
 
     /// Checks a parsed webhook against the connections `lookup` finds, then builds its route.
@@ -442,16 +419,13 @@ impl Applier {
         parsed: ParsedWebhook,
         lookup: impl Fn(&ConnectionName) -> Option<Arc<Connection>>,
     ) -> Result<Arc<Route>, ConfigError> {
-        if let Some(webhook) = parsed.webhook() {
-            fits_connections(webhook, key.namespace.as_str(), lookup)?;
-        }
-        match (parsed.live, parsed.webhook) {
-            (Some(live), _) => Ok(live),
-            (None, Some(webhook)) => crate::config::contained(|| {
-                Ok(Route::build(key.clone(), *webhook, &self.pool).from_source(parsed.digest))
+        fits_connections(parsed.webhook(), key.namespace.as_str(), lookup)?;
+        match parsed {
+            ParsedWebhook::Live(live) => Ok(live),
+            ParsedWebhook::New(webhook, digest) => crate::config::contained(|| {
+                Ok(Route::build(key.clone(), *webhook, &self.pool).from_source(digest))
             })
             .map(Arc::new),
-            (None, None) => Err(ConfigError::Internal),
         }
     }
 
@@ -472,28 +446,22 @@ impl Applier {
     pub fn put(&self, key: &ConfigKey, source: &str, value: &[u8]) {
         ProviderStats::bump(&self.stats.events_applied);
         ProviderStats::stamp(&self.stats.applied_at_ms);
-        let parsed = self
-            .parse(key, value, true)
-            .and_then(|entry| match (key, entry) {
-                (ConfigKey::Webhook(key), Entry::Webhook(parsed)) => self
-                    .finish(key, parsed, |name| self.pool.config(name))
-                    .map(Applied::Webhook),
-                (_, Entry::Connection(name, connection)) => {
-                    Ok(Applied::Connection(name, connection))
-                }
-                (ConfigKey::Connection(_), Entry::Webhook(_)) => Err(ConfigError::Internal),
-            });
-        if parsed.is_ok() {
-            self.stats.skipped.remove(source);
-        }
-        match parsed {
-            Ok(Applied::Webhook(route)) => {
-                tracing::debug!(key = source, "Webhook updated.");
-                self.cache.upsert_webhook(route);
-            }
-            Ok(Applied::Connection(name, connection)) => {
-                let changed = self.pool.upsert(name, connection);
+        let applied = match key {
+            ConfigKey::Webhook(key) => self
+                .parse_webhook_entry(key, value, true)
+                .and_then(|parsed| self.finish(key, parsed, |name| self.pool.config(name)))
+                .map(|route| {
+                    tracing::debug!(key = source, "Webhook updated.");
+                    self.cache.upsert_webhook(route);
+                }),
+            ConfigKey::Connection(name) => parse_connection(value, &*self.env).map(|connection| {
+                let changed = self.pool.upsert(name.clone(), Arc::new(connection));
                 tracing::debug!(key = source, changed, "Connection updated.");
+            }),
+        };
+        match applied {
+            Ok(()) => {
+                self.stats.skipped.remove(source);
             }
             Err(reason) => {
                 if let ConfigKey::Webhook(key) = key {
@@ -564,31 +532,37 @@ pub struct SnapshotBuilder<'a> {
 
 impl SnapshotBuilder<'_> {
     pub fn add(&mut self, key: &ConfigKey, source: &str, value: &[u8]) {
-        let entry = match self.applier.parse(key, value, self.direct.is_none()) {
-            Ok(entry) => entry,
-            Err(reason) => return self.refuse(key, source, &reason),
-        };
-        match (key, entry) {
-            (ConfigKey::Webhook(key), Entry::Webhook(parsed)) => {
-                let unread = parsed.webhook().is_some_and(|w| {
-                    w.destinations
-                        .iter()
-                        .filter_map(|d| d.connection())
-                        .chain(w.dedup.as_ref().and_then(|d| d.store.as_ref()))
-                        .any(|name| !self.connections.contains_key(name))
-                });
-                if unread {
-                    self.deferred.push((key.clone(), source.to_owned(), parsed));
-                } else {
-                    self.finish(key, source, parsed);
+        match key {
+            ConfigKey::Webhook(webhook_key) => {
+                let keep_live = self.direct.is_none();
+                match self
+                    .applier
+                    .parse_webhook_entry(webhook_key, value, keep_live)
+                {
+                    Ok(parsed) => {
+                        let w = parsed.webhook();
+                        let unread = w
+                            .destinations
+                            .iter()
+                            .filter_map(|d| d.connection())
+                            .chain(w.dedup.as_ref().and_then(|d| d.store.as_ref()))
+                            .any(|name| !self.connections.contains_key(name));
+                        if unread {
+                            self.deferred
+                                .push((webhook_key.clone(), source.to_owned(), parsed));
+                        } else {
+                            self.finish(webhook_key, source, parsed);
+                        }
+                    }
+                    Err(reason) => self.refuse(key, source, &reason),
                 }
             }
-            (_, Entry::Connection(name, connection)) => {
-                self.connections.insert(name, connection);
-            }
-            (ConfigKey::Connection(_), Entry::Webhook(_)) => {
-                self.refuse(key, source, &ConfigError::Internal);
-            }
+            ConfigKey::Connection(name) => match parse_connection(value, &*self.applier.env) {
+                Ok(connection) => {
+                    self.connections.insert(name.clone(), Arc::new(connection));
+                }
+                Err(reason) => self.refuse(key, source, &reason),
+            },
         }
     }
 

@@ -147,19 +147,20 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(store: Arc<Store>, queue: Arc<Queue>, target: Arc<dyn Target>) -> Self {
+    /// A forwarder whose steps each take a permit of `steps`, shared by every forwarder.
+    pub fn new(
+        store: Arc<Store>,
+        queue: Arc<Queue>,
+        target: Arc<dyn Target>,
+        steps: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         Self {
             store,
             queue,
             target,
             probing: AtomicBool::new(true),
-            steps: Arc::new(tokio::sync::Semaphore::new(1)),
+            steps,
         }
-    }
-
-    /// The same forwarder taking its step permits from `steps`, shared with the others.
-    pub fn sharing(self, steps: Arc<tokio::sync::Semaphore>) -> Self {
-        Self { steps, ..self }
     }
 
     fn name(&self) -> &str {
@@ -550,6 +551,7 @@ mod tests {
             Arc::clone(&store),
             queue,
             Arc::clone(&target) as Arc<dyn Target>,
+            Arc::new(tokio::sync::Semaphore::new(1)),
         );
         (dir, store, target, forwarder)
     }

@@ -33,7 +33,7 @@ pub use queue::{Count, Destination, Parts, Queue};
 use report::oldest_age;
 pub use report::{now_ms, report_of, DeadLetterReport, QueueReport, SpoolReport};
 pub use store::{destination_id, DeadLetter, Store, StoreError};
-use writer::{Append, Committer, Message, SYNC_EVERY};
+use writer::{Append, Message, SYNC_EVERY};
 
 /// When a webhook's deliveries go through the spool (`"spool"` in its entry).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -143,7 +143,8 @@ fn namespace_of(namespaces: &DashMap<String, Arc<Count>>, destination: &Destinat
 #[derive(Clone)]
 pub struct Spool {
     shared: Arc<Shared>,
-    committer: Arc<Committer>,
+    /// To the writer thread.
+    handoff: tokio::sync::mpsc::Sender<Message>,
 }
 
 /// What the writer, the forwarders and the handles share.
@@ -251,25 +252,25 @@ impl Spool {
             forwards: Arc::new(tokio::sync::Semaphore::new(limits.forwards)),
             writes: writer::WriteTiming::new(limits.write_timeout),
         });
-        let (committer, rx) = Committer::start(Arc::clone(&shared), journal)?;
-        let committer = Arc::new(committer);
-        let serving = Arc::clone(&committer);
+        let (writer, handoff, rx) = writer::start(Arc::clone(&shared), journal)?;
         let (ended, writer_ended) = oneshot::channel::<()>();
+        let serving = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || {
                 {
                     // Cleared however the writer ends, a panic included: /health says so.
-                    let _alive = Alive(&serving.shared().writer_alive);
-                    writer::serve(&serving, rx);
+                    let _alive = Alive(&serving.writer_alive);
+                    writer::serve(writer, rx);
                 }
-                // The file is closed once the last handle is gone: this one goes first.
+                // The files are closed once the last handle is gone: the writer's went with
+                // it, this one goes before the stop task hears that the writer ended.
                 drop(serving);
                 let _ = ended.send(());
             })?;
         // A stop reaches the writer as a message; the task ends when the writer has committed
         // what it was handed, so the shutdown waits for it.
-        let stop = committer.handoff();
+        let stop = handoff.clone();
         let token = shared.token.clone();
         tasks.spawn(async move {
             let mut ticks = tokio::time::interval(SYNC_EVERY);
@@ -286,7 +287,7 @@ impl Spool {
             let _ = stop.send(Message::Stop).await;
             let _ = writer_ended.await;
         });
-        Ok(Self { shared, committer })
+        Ok(Self { shared, handoff })
     }
 
     /// Starts forwarding to `target`: a forwarder for every destination with records now, and
@@ -365,7 +366,8 @@ impl Spool {
         // retries, never a loss), but no request is told 202 before its record is durable.
         let timeout = self.shared.writes.timeout();
         let committed = tokio::time::timeout(timeout, async {
-            if !self.committer.hand_off(append).await {
+            // A closed channel: the writer has stopped (the caller still holds its counts).
+            if self.handoff.send(Message::Append(append)).await.is_err() {
                 return Err(SpoolError::Stopped);
             }
             reserved.armed = false;
@@ -519,8 +521,8 @@ impl Shared {
             Arc::clone(&self.store),
             Arc::clone(queue),
             Arc::clone(target),
-        )
-        .sharing(Arc::clone(&self.forwards));
+            Arc::clone(&self.forwards),
+        );
         self.tasks
             .spawn_on(forwarder.run(self.token.clone()), &self.runtime);
     }

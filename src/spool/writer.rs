@@ -14,7 +14,7 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -55,46 +55,15 @@ pub(super) enum Message {
     Stop,
 }
 
-/// The writer (used by the writer thread alone) and the way to it.
-pub(super) struct Committer {
-    /// `None` once stopped (or after a failure that ends writing).
-    writer: Mutex<Option<Writer>>,
-    handoff: mpsc::Sender<Message>,
+/// Starts the syncer for `journal`. The writer goes to the writer thread ([`serve`]) with the
+/// receiver; requests, the periodic sync and the stop reach it through the sender.
+pub(super) fn start(
     shared: Arc<Shared>,
-}
-
-impl Committer {
-    /// Starts the syncer for `journal`; the writer thread is started by the caller with the
-    /// returned receiver (see [`serve`]).
-    pub fn start(
-        shared: Arc<Shared>,
-        journal: Journal,
-    ) -> std::io::Result<(Self, mpsc::Receiver<Message>)> {
-        let writer = Writer::start(Arc::clone(&shared), journal)?;
-        let (handoff, rx) = mpsc::channel(MAX_BATCH * 4);
-        let committer = Self {
-            writer: Mutex::new(Some(writer)),
-            handoff,
-            shared,
-        };
-        Ok((committer, rx))
-    }
-
-    /// What the writer and the handles share.
-    pub fn shared(&self) -> &Shared {
-        &self.shared
-    }
-
-    /// The sender the periodic sync and the stop use.
-    pub fn handoff(&self) -> mpsc::Sender<Message> {
-        self.handoff.clone()
-    }
-
-    /// Hands `append` to the writer thread; false when the writer has stopped (the append is
-    /// dropped: the caller still holds its counts).
-    pub async fn hand_off(&self, append: Append) -> bool {
-        self.handoff.send(Message::Append(append)).await.is_ok()
-    }
+    journal: Journal,
+) -> std::io::Result<(Writer, mpsc::Sender<Message>, mpsc::Receiver<Message>)> {
+    let writer = Writer::start(shared, journal)?;
+    let (handoff, rx) = mpsc::channel(MAX_BATCH * 4);
+    Ok((writer, handoff, rx))
 }
 
 /// How long the writer's commits take, for `/health`: a commit in progress for longer than the
@@ -114,12 +83,6 @@ pub(super) struct WriteTiming {
 
 /// How long a slow commit keeps the spool `degraded` after it ended.
 const SLOW_MEMORY: Duration = Duration::from_secs(30);
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -141,7 +104,7 @@ impl WriteTiming {
     }
 
     fn start(&self) -> Instant {
-        self.since.store(unix_ms().max(1), Ordering::Release);
+        self.since.store(super::now_ms().max(1), Ordering::Release);
         Instant::now()
     }
 
@@ -150,13 +113,13 @@ impl WriteTiming {
         let took = started.elapsed();
         if took >= self.timeout {
             self.slow_ms.store(millis(took), Ordering::Relaxed);
-            self.slow_at.store(unix_ms(), Ordering::Release);
+            self.slow_at.store(super::now_ms(), Ordering::Release);
         }
     }
 
     /// Why the disk counts as slow now, if it does.
     pub fn degraded(&self) -> Option<String> {
-        let now = unix_ms();
+        let now = super::now_ms();
         let timeout = millis(self.timeout);
         let since = self.since.load(Ordering::Acquire);
         if since != 0 && now.saturating_sub(since) > timeout {
@@ -176,18 +139,10 @@ impl WriteTiming {
     }
 }
 
-/// Only a panic inside the store ends the syncer early. What was answered is in the journal
-/// (the next start applies it); writing stops too, so /health reports it and requests are
-/// refused instead of journaled unforwarded.
-fn end_early(guard: &mut MutexGuard<'_, Option<Writer>>, shared: &Shared) {
-    tracing::error!("Spool syncer stopped; the spool writer stops too.");
-    guard.take();
-    shared.writer_alive.store(false, Ordering::Release);
-}
-
 /// The writer thread: takes every append handed to it that is waiting, commits them together,
-/// syncs when told, until told to stop.
-pub(super) fn serve(committer: &Committer, mut rx: mpsc::Receiver<Message>) {
+/// syncs when told, until told to stop. The writer is this thread's alone: no request ever
+/// waits on its disk writes, only on the answer.
+pub(super) fn serve(mut writer: Writer, mut rx: mpsc::Receiver<Message>) {
     loop {
         let mut batch = Vec::new();
         let mut stop = false;
@@ -214,32 +169,28 @@ pub(super) fn serve(committer: &Committer, mut rx: mpsc::Receiver<Message>) {
                 }
             }
         }
-        let mut guard = match committer.writer.lock() {
-            Ok(guard) => guard,
-            Err(_) => {
-                // A commit panicked: the writer's state is unknown; nothing more is written.
-                abandon(batch);
-                return;
-            }
-        };
-        let Some(writer) = guard.as_mut() else {
-            abandon(batch);
-            return;
-        };
         if !batch.is_empty() {
-            let timing = committer.shared.writes.start();
+            let timing = writer.shared.writes.start();
             writer.commit(batch);
-            committer.shared.writes.end(timing);
+            writer.shared.writes.end(timing);
         }
         if stop {
-            if let Some(writer) = guard.take() {
-                writer.finish();
-            }
+            writer.finish();
             return;
         }
         writer.rotate(tick);
         if writer.syncer_gone {
-            end_early(&mut guard, &committer.shared);
+            // Only a panic inside the store ends the syncer early. What was answered is in the
+            // journal (the next start applies it); writing stops too, so /health reports it
+            // and requests are refused instead of journaled unforwarded.
+            tracing::error!("Spool syncer stopped; the spool writer stops too.");
+            writer.shared.writer_alive.store(false, Ordering::Release);
+            rx.close();
+            while let Ok(message) = rx.try_recv() {
+                if let Message::Append(append) = message {
+                    abandon(vec![append]);
+                }
+            }
             return;
         }
     }

@@ -740,10 +740,11 @@ async fn a_hundred_attacking_addresses_leave_reader_slots_for_everyone_else() {
     )
     .await;
     let mut held = Vec::new();
-    // Each address tries more than its share; the share (8 by default) is all it gets.
+    // Each address tries 11 uploads: 1,100 in all, more than the 1,024 slots (the old share of
+    // 64 per client let them take every slot); the share (8 by default) is all each gets.
     for host in 10..110u8 {
         let from: IpAddr = format!("127.0.1.{host}").parse().unwrap();
-        for _ in 0..10 {
+        for _ in 0..11 {
             held.push(stalled_head(router.port, from).await);
         }
     }
@@ -756,6 +757,8 @@ async fn a_hundred_attacking_addresses_leave_reader_slots_for_everyone_else() {
         },
     )
     .await;
+    let reading = crate::support::metric(&router.base(), "switchyard_body_reads_in_progress").await;
+    assert_eq!(reading, 800.0, "8 per address, no more");
     // A sender whose body arrives a little after its head is still served.
     let mut late = stalled_head(router.port, "127.0.2.1".parse().unwrap()).await;
     tokio::time::sleep(Duration::from_millis(50)).await;

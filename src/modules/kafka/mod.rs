@@ -91,13 +91,9 @@ impl Module for KafkaModule {
             headers: self.headers(delivery, &received_at),
             payload: delivery.body.as_ref(),
         };
-        producer.send(record).await.map_err(|error| {
-            let (module, reason) = ("kafka", error.message);
-            if error.permanent {
-                DeliveryError::Rejected { module, reason }
-            } else {
-                DeliveryError::Unavailable { module, reason }
-            }
-        })
+        producer
+            .send(record)
+            .await
+            .map_err(|error| DeliveryError::from_write("kafka", error))
     }
 }

@@ -11,7 +11,7 @@ pub use config::{Direction, ListConfig, PublishConfig, StreamConfig};
 
 use super::{rfc3339, Delivery, DeliveryError, Module};
 use crate::{
-    connections::{redis::CommandError, ConnectionPool, RedisClient},
+    connections::{ConnectionPool, RedisClient, WriteError},
     keys::ConnectionName,
 };
 
@@ -125,7 +125,7 @@ impl RedisModule {
         }
     }
 
-    async fn run(&self, client: &RedisClient, delivery: &Delivery) -> Result<(), CommandError> {
+    async fn run(&self, client: &RedisClient, delivery: &Delivery) -> Result<(), WriteError> {
         match &self.command {
             Command::Publish(c) => client.publish(&c.channel, envelope(delivery)).await,
             Command::Stream(c) => {
@@ -160,7 +160,7 @@ impl Module for RedisModule {
             .redis(&self.connection, self.name(), self.user(delivery))?;
         self.run(&client, delivery)
             .await
-            .map_err(|error| self.failed(error))
+            .map_err(|error| DeliveryError::from_write(self.name(), error))
     }
 
     /// A stream batch is one `MULTI`/`EXEC` transaction; the other commands go one by one.
@@ -186,7 +186,7 @@ impl Module for RedisModule {
                 client
                     .xadd_all(&c.stream, c.maxlen, &entries)
                     .await
-                    .map_err(|error| self.failed(error))
+                    .map_err(|error| DeliveryError::from_write(self.name(), error))
             }
             Err(error) => Err(error.into()),
         };
@@ -200,16 +200,6 @@ impl RedisModule {
         crate::connections::Use {
             namespace: delivery.namespace.as_str(),
             target: Some(self.command.target()),
-        }
-    }
-
-    /// A refused command is permanent (see [`CommandError`]); anything else can be retried.
-    fn failed(&self, error: CommandError) -> DeliveryError {
-        let (module, reason) = (self.name(), error.message);
-        if error.permanent {
-            DeliveryError::Rejected { module, reason }
-        } else {
-            DeliveryError::Unavailable { module, reason }
         }
     }
 }

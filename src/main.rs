@@ -153,6 +153,11 @@ fn run_tool(settings: &Settings, command: Command) -> ExitCode {
             }
             Command::Spool { action, url } => {
                 let action = match action {
+                    SpoolCommand::Recover { dir } => {
+                        // Offline: on the directory, never through a running instance.
+                        println!("{}", tools::spool::recover(settings, dir.as_deref())?);
+                        return Ok(true);
+                    }
                     SpoolCommand::Status => tools::spool::Action::Status,
                     SpoolCommand::DeadLetters { limit } => {
                         tools::spool::Action::DeadLetters { limit }

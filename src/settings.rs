@@ -24,6 +24,15 @@ impl Backend {
     }
 }
 
+/// What the router does when the spool's files are damaged at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnDamage {
+    /// Refuse to start (exit 1) and say what is damaged.
+    Refuse,
+    /// Keep every readable record, log what was lost, and serve.
+    Salvage,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -225,6 +234,12 @@ pub struct Settings {
     #[arg(long, env = "SPOOL_WRITE_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub spool_write_timeout_ms: u64,
 
+    /// When the spool's files are damaged at start (a damaged journal frame, a missing or cut
+    /// file): `refuse` exits 1 naming the file; `salvage` keeps every readable record, logs
+    /// what was lost and serves (as `switchyard spool recover` does).
+    #[arg(long, env = "SPOOL_ON_DAMAGE", value_enum, default_value_t = OnDamage::Refuse)]
+    pub spool_on_damage: OnDamage,
+
     /// With `"spool": "on_failure"`, how long (ms) the destinations get to acknowledge before the
     /// request is spooled instead (capped by the webhook's `timeout_ms`), so an outage is
     /// answered quickly: senders such as Slack give up after 3 s.
@@ -333,6 +348,13 @@ pub enum SpoolCommand {
         ids: Vec<u64>,
         #[arg(long)]
         all: bool,
+    },
+    /// With the instance stopped: keep every readable record of damaged spool files, start the
+    /// journal afresh, and print what was lost (JSON). Exit 0, also when nothing was damaged.
+    Recover {
+        /// The spool directory (default: SPOOL_DIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Delete dead letters for good; asks for confirmation unless --yes.
     Purge {

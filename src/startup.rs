@@ -294,7 +294,11 @@ fn open_spool(settings: &Settings, shutdown: &Shutdown) -> Result<Option<Spool>,
             },
         )
         .with_forwards(settings.spool_max_forwards)
-        .with_write_timeout(Duration::from_millis(settings.spool_write_timeout_ms)),
+        .with_write_timeout(Duration::from_millis(settings.spool_write_timeout_ms))
+        .with_on_damage(match settings.spool_on_damage {
+            crate::settings::OnDamage::Refuse => crate::spool::damage::OnDamage::Refuse,
+            crate::settings::OnDamage::Salvage => crate::spool::damage::OnDamage::Salvage,
+        }),
         &shutdown.tasks,
         shutdown.token.child_token(),
     )

@@ -10,6 +10,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let draining = *state.phase.borrow() != Phase::Serving;
     // Why the spool's disk is slow, if it is: the instance then says `degraded`.
     let spool_degraded = state.spool.as_ref().and_then(crate::spool::Spool::degraded);
+    // Why the spool's disk fails writes, if it does: requests that need the spool get 503
+    // until a probe succeeds; the others are served, so the instance says `degraded`.
+    let spool_unavailable = state
+        .spool
+        .as_ref()
+        .and_then(crate::spool::Spool::unavailable);
     // A spool that can no longer store anything cannot keep what a failed delivery needs kept:
     // the balancer should send elsewhere (it does not come back until a restart).
     let spool_failed = state.spool.as_ref().is_some_and(|s| !s.is_writing());
@@ -22,7 +28,9 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         let mut r = HttpResponse::ServiceUnavailable();
         r.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         ("unhealthy", r)
-    } else if status.loaded && (status.restarting || spool_degraded.is_some()) {
+    } else if status.loaded
+        && (status.restarting || spool_degraded.is_some() || spool_unavailable.is_some())
+    {
         // Serving the last applied config while the provider comes back, or with a slow spool
         // disk: taking every instance out of the balancer for either would turn one bad config
         // entry or one slow volume type into an outage.
@@ -52,6 +60,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         let degraded = spool_degraded.as_deref();
         let word = if !spool.is_writing() {
             "failed"
+        } else if spool_unavailable.is_some() {
+            "unavailable"
         } else if degraded.is_some() {
             // A slow disk: requests that need the spool may get 503, every other one is served,
             // so the instance stays in the balancer (every instance may share that disk type).
@@ -71,6 +81,9 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         });
         if let Some(reason) = degraded {
             body["degraded"] = reason.into();
+        }
+        if let Some(reason) = &spool_unavailable {
+            body["unavailable"] = reason.as_str().into();
         }
         body
     });

@@ -82,6 +82,16 @@ impl FreshQueue {
         fresh.spills += 1;
     }
 
+    /// Every record is in the file now (it was reopened and the journal applied to it again):
+    /// memory lets go of them, as after a spill.
+    pub fn all_in_file(&self) {
+        let _turn = self.turn();
+        let mut fresh = self.lock();
+        fresh.records.clear();
+        fresh.in_file = true;
+        fresh.spills += 1;
+    }
+
     /// The file held none of this queue's records when `spills` was read: unless records were
     /// spilled since, memory is where the next ones are.
     pub fn file_empty(&self, spills: u64) {
@@ -280,8 +290,8 @@ mod tests {
         // Frames 1..=7 were delivered from memory: a restart must not bring them back.
         let mut journal = crate::spool::journal::Journal::open(dir.path()).unwrap();
         let mut bytes = Vec::new();
-        crate::spool::journal::encode(&mut bytes, 7, "a/b#0:log", b"7");
-        crate::spool::journal::encode(&mut bytes, 8, "a/b#0:log", b"8");
+        crate::spool::journal::encode(&mut bytes, 7, 6, "a/b#0:log", b"7");
+        crate::spool::journal::encode(&mut bytes, 8, 7, "a/b#0:log", b"8");
         journal.write(&bytes).unwrap();
         drop(journal);
         let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();

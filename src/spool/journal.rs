@@ -15,11 +15,14 @@
 //! of small records and fsyncs them (0.35-0.47 ms here); one contiguous overwrite of a
 //! preallocated file costs about 0.1 ms (see BENCHMARKS.md).
 //!
-//! A frame: body length (u32 LE), xxh3-64 of the body (u64 LE), body = sequence number (u64 LE),
-//! destination name length (u16 LE), destination name, record. Reading stops at the first frame
-//! that is not whole (a torn write, or the zeros of the preallocation) or whose sequence number
-//! does not follow the one before (frames left from before the last restart: their numbers are
-//! lower).
+//! A frame: [`MAGIC`], body length (u32 LE), xxh3-64 of the body (u64 LE); body = sequence
+//! number (u64 LE), the number of the acknowledged frame written before it (`prev`, u64 LE),
+//! destination key length (u16 LE), destination key, record. Reading a file keeps every whole
+//! frame and, after one that is not whole, looks for the next magic number: one damaged frame
+//! loses that frame, never the ones after it. Which frames count is decided at open
+//! (`super::damage`): the chain of `prev` numbers from the newest frame back to what the redb
+//! file already holds; a missing link is damage, a frame off the chain was never acknowledged (a
+//! write that failed).
 
 use std::{
     fs::{File, OpenOptions},
@@ -40,87 +43,152 @@ const PREALLOCATED: u64 = 4 << 20;
 /// Once this much is written to a file, the writer moves to the other one.
 pub const SWITCH_AT: u64 = 3 << 20;
 
-/// Length and hash.
-const HEADER: usize = 4 + 8;
+/// What every frame starts with: where a reader looks for the next frame after a damaged one.
+pub const MAGIC: [u8; 4] = *b"SWJ2";
+
+/// Magic, length and hash.
+const HEADER: usize = 4 + 4 + 8;
+
+/// Sequence number, `prev` and the key's length.
+const FIXED: usize = 8 + 8 + 2;
 
 /// One record as journaled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub seq: u64,
+    /// The acknowledged frame written just before this one (0 for none).
+    pub prev: u64,
     pub destination: String,
     pub record: Vec<u8>,
 }
 
-/// Appends one frame to `out`. A destination name longer than `u16::MAX` bytes cannot be
-/// journaled (names are `namespace/webhook#index:module@connection`, all short by validation).
-pub fn encode(out: &mut Vec<u8>, seq: u64, destination: &str, record: &[u8]) {
+/// Appends one frame to `out`. A destination key longer than `u16::MAX` bytes cannot be
+/// journaled (keys are built from names that validation keeps short).
+pub fn encode(out: &mut Vec<u8>, seq: u64, prev: u64, destination: &str, record: &[u8]) {
     let name_len = u16::try_from(destination.len()).unwrap_or(u16::MAX);
     let name = &destination.as_bytes()[..usize::from(name_len)];
-    let body_len = 8 + 2 + name.len() + record.len();
+    let body_len = FIXED + name.len() + record.len();
     let start = out.len();
     out.reserve(HEADER + body_len);
+    out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&[0; 8]);
     let body = out.len();
     out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&prev.to_le_bytes());
     out.extend_from_slice(&name_len.to_le_bytes());
     out.extend_from_slice(name);
     out.extend_from_slice(record);
     let hash = xxh3_64(&out[body..]);
-    out[start + 4..start + HEADER].copy_from_slice(&hash.to_le_bytes());
+    out[start + 8..start + HEADER].copy_from_slice(&hash.to_le_bytes());
 }
 
-/// The whole frames at the start of `bytes`, in order (see the module doc for where it stops).
-pub fn decode_all(bytes: &[u8]) -> Vec<Frame> {
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut rest = bytes;
-    while let Some(frame) = decode_one(&mut rest) {
-        if frames.last().is_some_and(|last| frame.seq <= last.seq) {
-            break;
+/// A frame whose magic number was found but which is not whole: what could still be read of it
+/// (for the report of what damage lost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// Where it starts in its file.
+    pub offset: u64,
+    pub seq: Option<u64>,
+    pub destination: Option<String>,
+    /// As much of the record as the file holds (it may be cut or damaged).
+    pub record: Vec<u8>,
+}
+
+/// What one journal file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Every whole frame, in file order (frames left from before the file was last started
+    /// over come after the newer ones, with lower numbers).
+    pub frames: Vec<Frame>,
+    pub broken: Vec<Broken>,
+}
+
+/// Every whole frame of `bytes`, and what can be read of the broken ones.
+pub fn scan(bytes: &[u8]) -> Scan {
+    let mut out = Scan::default();
+    let mut at = 0;
+    while let Some(found) = memchr::memmem::find(&bytes[at..], &MAGIC) {
+        at += found;
+        match decode(&bytes[at..]) {
+            Ok((frame, len)) => {
+                out.frames.push(frame);
+                at += len;
+            }
+            Err(broken) => {
+                out.broken.push(Broken {
+                    offset: at as u64,
+                    ..broken
+                });
+                at += MAGIC.len();
+            }
         }
-        frames.push(frame);
     }
-    frames
+    out
 }
 
-fn decode_one(rest: &mut &[u8]) -> Option<Frame> {
-    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let hash = u64::from_le_bytes(rest.get(4..HEADER)?.try_into().ok()?);
-    let body = rest.get(HEADER..HEADER.checked_add(len)?)?;
-    if len < 10 || xxh3_64(body) != hash {
-        return None;
-    }
-    let seq = u64::from_le_bytes(body[..8].try_into().ok()?);
-    let name_len = usize::from(u16::from_le_bytes(body[8..10].try_into().ok()?));
-    let name = body.get(10..10 + name_len)?;
+/// The frame at the start of `bytes` and its length, or what can be read of it.
+fn decode(bytes: &[u8]) -> Result<(Frame, usize), Broken> {
+    let field = |range: std::ops::Range<usize>| bytes.get(range);
+    let u64_at = |at: usize| {
+        field(at..at + 8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    };
+    let body = HEADER;
+    let seq = u64_at(body);
+    let name_len =
+        field(body + 16..body + FIXED).map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])));
+    let name_end = name_len.map(|n| body + FIXED + n);
+    let destination = name_end
+        .and_then(|end| field(body + FIXED..end))
+        .and_then(|name| std::str::from_utf8(name).ok())
+        .map(str::to_owned);
+    let len = field(4..8).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let whole = len
+        .filter(|&len| len >= FIXED)
+        .and_then(|len| Some((len, field(body..body.checked_add(len)?)?)))
+        .filter(|(_, body)| u64_at(8) == Some(xxh3_64(body)));
+    let (Some((len, _)), Some(seq), Some(end), Some(destination)) =
+        (whole, seq, name_end, &destination)
+    else {
+        let end = len
+            .and_then(|len| body.checked_add(len))
+            .map_or(bytes.len(), |end| end.min(bytes.len()));
+        let record = name_end
+            .and_then(|start| bytes.get(start..end))
+            .unwrap_or_default()
+            .to_vec();
+        return Err(Broken {
+            offset: 0,
+            seq,
+            destination,
+            record,
+        });
+    };
     let frame = Frame {
         seq,
-        destination: String::from_utf8(name.to_vec()).ok()?,
-        record: body[10 + name_len..].to_vec(),
+        prev: u64_at(body + 8).unwrap_or_default(),
+        destination: destination.clone(),
+        record: bytes[end..body + len].to_vec(),
     };
-    *rest = &rest[HEADER + len..];
-    Some(frame)
+    Ok((frame, body + len))
 }
 
-/// The frames of both files of the journal in `dir`.
-pub fn read_all(dir: &Path) -> io::Result<Vec<Frame>> {
-    let mut frames = Vec::new();
-    for name in FILE_NAMES {
-        frames.extend(read(&dir.join(name))?);
-    }
-    Ok(frames)
-}
-
-/// The frames of one journal file (none when there is no file).
-fn read(path: &Path) -> io::Result<Vec<Frame>> {
-    let mut file = match File::open(path) {
+/// What a journal file in `dir` holds: `None` when there is no such file.
+pub fn read(dir: &Path, name: &str) -> io::Result<Option<(u64, Scan)>> {
+    let mut file = match File::open(dir.join(name)) {
         Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error),
     };
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    Ok(decode_all(&bytes))
+    Ok(Some((bytes.len() as u64, scan(&bytes))))
+}
+
+/// The size every journal file has from its creation on.
+pub const fn preallocated() -> u64 {
+    PREALLOCATED
 }
 
 /// What direct writes are aligned to: the file system's block (a multiple of every device's
@@ -199,7 +267,8 @@ impl Half {
         // ones, zeros to the end of the last block (where the next frames go).
         let start = self.position - self.tail.len() as u64;
         let len = self.tail.len() + frames.len();
-        let padded = len.div_ceil(BLOCK) * BLOCK;
+        // At least one block: a probe (no frames) writes the last block's bytes again.
+        let padded = len.div_ceil(BLOCK).max(1) * BLOCK;
         if self.buffer.len() < padded + BLOCK {
             self.buffer.resize(padded + BLOCK, 0);
         }
@@ -252,13 +321,21 @@ impl Journal {
         })
     }
 
-    /// Writes `frames` after the last ones and fsyncs; on an error nothing counts as written
-    /// (the next write goes to the same place).
+    /// Writes `frames` after the last ones and fsyncs. On an error nothing counts as written,
+    /// and the file must not be written again before it was started over: the write may have
+    /// reached the disk in part, and after a failed sync the page cache may hold bytes the
+    /// disk does not (the writer abandons it, see `super::writer`).
     pub fn write(&mut self, frames: &[u8]) -> io::Result<()> {
         let half = &mut self.halves[self.current];
         half.write(frames)?;
         half.position += frames.len() as u64;
         Ok(())
+    }
+
+    /// Whether the disk takes a durable write again: the current file's last block written
+    /// again with the same bytes (or an fsync where writes are not direct).
+    pub fn probe(&mut self) -> io::Result<()> {
+        self.halves[self.current].write(&[])
     }
 
     /// Bytes written to the current file since it was started.
@@ -284,50 +361,74 @@ mod tests {
             encode(
                 &mut out,
                 seq,
-                "acme/gh#0:log",
+                seq - 1,
+                "acme/gh:log",
                 format!("record {seq}").as_bytes(),
             );
         }
         out
     }
 
+    fn read_both(dir: &Path) -> Vec<Frame> {
+        FILE_NAMES
+            .iter()
+            .filter_map(|name| read(dir, name).unwrap())
+            .flat_map(|(_, scan)| scan.frames)
+            .collect()
+    }
+
     #[test]
     fn frames_come_back_whole_and_in_order() {
-        let decoded = decode_all(&frames(5..8));
+        let decoded = scan(&frames(5..8)).frames;
         assert_eq!(decoded.len(), 3);
         assert_eq!(
             decoded[1],
             Frame {
                 seq: 6,
-                destination: "acme/gh#0:log".into(),
+                prev: 5,
+                destination: "acme/gh:log".into(),
                 record: b"record 6".to_vec()
             }
         );
     }
 
     #[test]
-    fn a_torn_or_damaged_frame_ends_the_journal() {
+    fn a_torn_frame_ends_the_file_and_a_damaged_one_loses_only_itself() {
         let whole = frames(1..4);
         for cut in 1..whole.len() {
-            let read = decode_all(&whole[..cut]);
+            let read = scan(&whole[..cut]).frames;
             assert!(read.len() < 3, "cut at {cut}");
             assert!(read.iter().enumerate().all(|(i, f)| f.seq == i as u64 + 1));
         }
+        let second = memchr::memmem::find_iter(&whole, &MAGIC).nth(1).unwrap();
+        for at in [second + 5, second + 30, second + HEADER + 3] {
+            let mut damaged = whole.clone();
+            damaged[at] ^= 1;
+            let read = scan(&damaged);
+            let seqs: Vec<u64> = read.frames.iter().map(|f| f.seq).collect();
+            assert_eq!(seqs, [1, 3], "a byte at {at} flipped");
+            assert_eq!(read.broken.len(), 1);
+            assert_eq!(read.broken[0].offset, second as u64);
+        }
+        // The sequence number and key of a frame whose record is damaged can still be read.
         let mut damaged = whole.clone();
-        let last = damaged.len() - 1;
+        let last = second + HEADER + FIXED + "acme/gh:log".len() + 2;
         damaged[last] ^= 1;
-        assert_eq!(decode_all(&damaged).len(), 2);
+        let broken = &scan(&damaged).broken[0];
+        assert_eq!(broken.seq, Some(2));
+        assert_eq!(broken.destination.as_deref(), Some("acme/gh:log"));
         let mut zeros = whole;
         zeros.extend_from_slice(&[0; 64]);
         assert_eq!(
-            decode_all(&zeros).len(),
+            scan(&zeros).frames.len(),
             3,
             "the preallocation reads as the end"
         );
+        assert!(scan(&zeros).broken.is_empty());
     }
 
     #[test]
-    fn frames_left_from_before_a_restart_are_not_read() {
+    fn frames_left_from_before_a_restart_have_lower_numbers() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::open(dir.path()).unwrap();
         journal.write(&frames(1..50)).unwrap();
@@ -336,17 +437,13 @@ mod tests {
         journal.switch().unwrap();
         assert_eq!(journal.written(), 0);
         journal.write(&frames(60..62)).unwrap();
-        let mut read: Vec<u64> = read_all(dir.path())
-            .unwrap()
+        let mut newer: Vec<u64> = read_both(dir.path())
             .iter()
             .map(|f| f.seq)
+            .filter(|&seq| seq >= 50)
             .collect();
-        read.sort_unstable();
-        assert_eq!(
-            read,
-            (50..62).collect::<Vec<_>>(),
-            "the older frames after 60 and 61 have lower numbers"
-        );
+        newer.sort_unstable();
+        assert_eq!(newer, (50..62).collect::<Vec<_>>());
         drop(journal);
         let reopened = Journal::open(dir.path()).unwrap();
         assert_eq!(reopened.written(), 0);
@@ -371,14 +468,17 @@ mod tests {
             // Small frames: most writes end inside a block, which the next one writes again.
             for seq in 1..400 {
                 journal.write(&frames(seq..seq + 1)).unwrap();
+                if seq % 100 == 0 {
+                    journal.probe().unwrap();
+                }
             }
             let mut large = Vec::new();
             for seq in 400..403 {
-                encode(&mut large, seq, "acme/gh#0:log", &vec![b'x'; 10_000]);
+                encode(&mut large, seq, seq - 1, "acme/gh:log", &vec![b'x'; 10_000]);
             }
             journal.write(&large).unwrap();
             journal.write(&frames(403..405)).unwrap();
-            let read = read_all(dir.path()).unwrap();
+            let read = read_both(dir.path());
             let seqs: Vec<u64> = read.iter().map(|f| f.seq).collect();
             assert_eq!(seqs, (1..405).collect::<Vec<_>>(), "direct: {direct}");
             assert_eq!(read[399].record.len(), 10_000);

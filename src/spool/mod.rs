@@ -8,6 +8,7 @@
 //! [`queue`] the live per-destination counters, [`forward`] the forwarders, [`report`] what
 //! operators see. [`Spool`] is the handle that ties them together.
 
+pub mod damage;
 pub mod forward;
 pub mod fresh;
 pub mod journal;
@@ -88,6 +89,8 @@ pub struct Limits {
     /// `SPOOL_WRITE_TIMEOUT_MS`: a request whose commit takes longer is answered 503, never
     /// 202.
     pub write_timeout: std::time::Duration,
+    /// `SPOOL_ON_DAMAGE`: refuse damaged files, or salvage what is readable.
+    pub on_damage: damage::OnDamage,
 }
 
 /// How long a request waits for its commit by default.
@@ -105,7 +108,13 @@ impl Limits {
             namespace_max: max_bytes / 100 * u64::from(share.min(100)),
             forwards: DEFAULT_FORWARDS,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            on_damage: damage::OnDamage::Refuse,
         }
+    }
+
+    /// The same limits with damaged files handled as `on_damage` says.
+    pub fn with_on_damage(self, on_damage: damage::OnDamage) -> Self {
+        Self { on_damage, ..self }
     }
 
     /// The same limits with requests waiting at most `timeout` for their commit.
@@ -208,9 +217,22 @@ impl Spool {
         token: CancellationToken,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let store = Arc::new(Store::open(&dir.join(store::FILE_NAME), limits.max_bytes)?);
+        let (store, salvaged) = Store::open_with(
+            &dir.join(store::FILE_NAME),
+            limits.max_bytes,
+            limits.on_damage,
+        )?;
+        if let Some(damage) = salvaged {
+            tracing::error!(
+                dir = %dir.display(),
+                damage = %damage,
+                "Spool files were damaged; every readable record was kept (SPOOL_ON_DAMAGE=salvage)."
+            );
+        }
+        let store = Arc::new(store);
         // After the store, which applied what the journal held.
         let journal = journal::Journal::open(dir)?;
+        store.journal_created()?;
         let backlog = Arc::new(Count::default());
         let namespaces: DashMap<String, Arc<Count>> = DashMap::new();
         let queues = DashMap::new();
@@ -383,6 +405,12 @@ impl Spool {
     /// Why the spool's disk counts as slow now (`/health` shows the spool `degraded`).
     pub fn degraded(&self) -> Option<String> {
         self.shared.writes.degraded()
+    }
+
+    /// Why the spool cannot store anything now (its disk fails writes; it probes and comes
+    /// back by itself), if it cannot.
+    pub fn unavailable(&self) -> Option<String> {
+        self.shared.writes.unavailable()
     }
 
     /// Whether requests can still be stored (the writer runs).

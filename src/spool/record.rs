@@ -269,6 +269,18 @@ impl SpooledDelivery {
     }
 }
 
+/// The request id at the start of a record, which may be cut or damaged after it (for the
+/// report of what damage lost).
+pub fn request_id_of(bytes: &[u8]) -> Option<String> {
+    let mut r = Reader(bytes);
+    if r.take(1, "version").ok()?[0] != VERSION {
+        return None;
+    }
+    r.bytes("namespace").ok()?;
+    r.bytes("webhook").ok()?;
+    r.string("request id").ok()
+}
+
 /// What an operator sees of a record: everything but the body, read without copying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {

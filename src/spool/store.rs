@@ -12,16 +12,23 @@
 use std::{
     collections::HashMap,
     path::Path,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use super::{
+    damage::{self, Damage, OnDamage, Problem},
     journal,
     record::{SpooledDelivery, Summary},
     DeadLetterReport,
 };
 
-use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
+    TableDefinition,
+};
 
 /// (destination id, sequence) -> encoded record.
 const QUEUE: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("queue");
@@ -33,6 +40,9 @@ const DEAD: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("dead_letters
 /// it is in the file or was delivered).
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const APPLIED: &str = "applied";
+/// Present once the journal files were created beside the file: from then on, a missing
+/// journal file is damage.
+const JOURNALED: &str = "journaled";
 
 /// A store failure (the disk, or a damaged file).
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +53,15 @@ pub enum StoreError {
     Full { used: u64, max: u64 },
     #[error("spool directory: {0}")]
     Io(#[from] std::io::Error),
+    /// The file is being reopened after an I/O error.
+    #[error("the spool file is closed after an I/O error (it is reopened when the disk works)")]
+    Closed,
     /// The batch this append was part of could not be committed.
     #[error("spool commit failed: {0}")]
     Commit(String),
+    /// The files are damaged (found at open, refused by `SPOOL_ON_DAMAGE=refuse`).
+    #[error("{0}")]
+    Damaged(Box<Damage>),
 }
 
 impl StoreError {
@@ -136,7 +152,9 @@ fn chosen(
 
 /// The spool file.
 pub struct Store {
-    db: Database,
+    /// `None` only while it is reopened after an I/O error (see [`Store::probe`]).
+    db: std::sync::RwLock<Option<Arc<Database>>>,
+    path: std::path::PathBuf,
     max_bytes: u64,
     /// `counters.used`, readable without the lock.
     used: AtomicU64,
@@ -183,6 +201,35 @@ fn insert_journaled(
     Ok(())
 }
 
+/// The highest journal number the file accounts for, and whether it holds or held records (a
+/// new file holds nothing and has no tables yet).
+fn read_applied(db: &Database) -> Result<(u64, bool), StoreError> {
+    let txn = db.begin_read()?;
+    let missing =
+        |error: &redb::TableError| matches!(error, redb::TableError::TableDoesNotExist(_));
+    let applied = match txn.open_table(META) {
+        Ok(meta) => meta.get(APPLIED)?.map_or(0, |v| v.value()),
+        Err(error) if missing(&error) => 0,
+        Err(error) => return Err(error.into()),
+    };
+    let queued = match txn.open_table(QUEUE) {
+        Ok(queue) => !queue.is_empty()?,
+        Err(error) if missing(&error) => false,
+        Err(error) => return Err(error.into()),
+    };
+    let dead = match txn.open_table(DEAD) {
+        Ok(dead) => !dead.is_empty()?,
+        Err(error) if missing(&error) => false,
+        Err(error) => return Err(error.into()),
+    };
+    let journaled = match txn.open_table(META) {
+        Ok(meta) => meta.get(JOURNALED)?.is_some(),
+        Err(error) if missing(&error) => false,
+        Err(error) => return Err(error.into()),
+    };
+    Ok((applied, journaled || applied > 0 || queued || dead))
+}
+
 /// Reads every record once: the highest sequence number and the bytes in use.
 fn scan(db: &Database) -> Result<Counters, StoreError> {
     let txn = db.begin_read()?;
@@ -217,31 +264,83 @@ pub fn footprint(record: &[u8]) -> u64 {
 }
 
 impl Store {
-    /// Opens (or creates) the spool file; a file left by a crash is repaired by redb here, and
-    /// the journal beside it (`journal::FILE_NAMES`) applied: its frames past the file's last
-    /// durable commit go back in (under their own numbers, so applying one twice changes
-    /// nothing).
+    /// Opens the spool file, refusing damaged files (see [`Store::open_with`]).
     pub fn open(path: &Path, max_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_with(path, max_bytes, OnDamage::Refuse).map(|(store, _)| store)
+    }
+
+    /// Opens (or creates) the spool file; a file left by a crash is repaired by redb here, and
+    /// the journal beside it (`journal::FILE_NAMES`) applied: its acknowledged frames past the
+    /// file's last durable commit go back in (under their own numbers, so applying one twice
+    /// changes nothing). Damage (`super::damage`) is refused before anything is written, or
+    /// with [`OnDamage::Salvage`] every readable record is kept and the damage returned.
+    pub fn open_with(
+        path: &Path,
+        max_bytes: u64,
+        on_damage: OnDamage,
+    ) -> Result<(Self, Option<Damage>), StoreError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut scans = Vec::new();
+        for name in journal::FILE_NAMES {
+            scans.push((name, journal::read(dir, name)?));
+        }
+        let files: Vec<damage::JournalFile<'_>> = scans
+            .iter()
+            .map(|(name, found)| (*name, found.as_ref().map(|(len, scan)| (*len, scan))))
+            .collect();
+        let mut problems = Vec::new();
+        let store_there = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        if !store_there && files.iter().any(|(_, found)| found.is_some()) {
+            problems.push(Problem::StoreMissing {
+                journal_records: damage::chain(&files, 0).frames.len(),
+            });
+        }
+        let refuse = |problems: Vec<Problem>, readable: usize| {
+            StoreError::Damaged(Box::new(Damage { problems, readable }))
+        };
+        if !problems.is_empty() && on_damage == OnDamage::Refuse {
+            return Err(refuse(problems, 0));
+        }
         // A bounded page cache: memory must not grow with the spool's depth (redb's default
         // cache is far larger than the router needs).
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
-        let frames = match path.parent() {
-            Some(dir) => journal::read_all(dir)?,
-            None => Vec::new(),
-        };
-        let txn = db.begin_write()?;
-        txn.open_table(DEAD)?;
-        let applied = txn.open_table(META)?.get(APPLIED)?.map_or(0, |v| v.value());
-        let missing: Vec<(u64, &str, &[u8])> = frames
+        let (applied, holds) = read_applied(&db)?;
+        if store_there && holds {
+            for (file, found) in &files {
+                match found {
+                    None => problems.push(Problem::JournalMissing { file, len: None }),
+                    Some((len, _)) if *len < journal::preallocated() => {
+                        problems.push(Problem::JournalMissing {
+                            file,
+                            len: Some(*len),
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let chain = damage::chain(&files, applied);
+        problems.extend(chain.lost.iter().cloned().map(Problem::Lost));
+        let found = (!problems.is_empty()).then_some(Damage {
+            problems,
+            readable: chain.frames.len(),
+        });
+        if let (Some(found), OnDamage::Refuse) = (&found, on_damage) {
+            return Err(refuse(found.problems.clone(), found.readable));
+        }
+        let missing: Vec<(u64, &str, &[u8])> = chain
+            .frames
             .iter()
-            .filter(|f| f.seq > applied)
             .map(|f| (f.seq, f.destination.as_str(), f.record.as_slice()))
             .collect();
+        let txn = db.begin_write()?;
+        txn.open_table(DEAD)?;
         // Also creates the tables on a new file.
         insert_journaled(&txn, &missing)?;
-        let applied = missing.iter().map(|r| r.0).fold(applied, u64::max);
+        // Every number the journal holds is taken: a frame off the chain is never read again.
+        let applied = applied.max(chain.highest);
         txn.open_table(META)?.insert(APPLIED, applied)?;
         if !missing.is_empty() {
             tracing::info!(
@@ -256,14 +355,113 @@ impl Store {
         // never taken for one already applied.
         let mut counters = scan(&db)?;
         counters.next = counters.next.max(applied + 1);
-        Ok(Self {
-            db,
+        let store = Self {
+            db: std::sync::RwLock::new(Some(Arc::new(db))),
+            path: path.to_owned(),
             max_bytes,
             used: AtomicU64::new(counters.used),
             counters: std::sync::Mutex::new(counters),
             lazy_commits: AtomicU64::new(0),
             applied: AtomicU64::new(applied),
+        };
+        Ok((store, found))
+    }
+
+    /// Records (durably) that the journal files exist beside the file: from then on a missing
+    /// one is damage, not a first start interrupted before it created them.
+    pub fn journal_created(&self) -> Result<(), StoreError> {
+        let db = self.db()?;
+        if db.begin_read()?.open_table(META)?.get(JOURNALED)?.is_some() {
+            return Ok(());
+        }
+        self.write(Durability::Immediate, |txn, _| {
+            txn.open_table(META)?.insert(JOURNALED, 1)?;
+            Ok(())
         })
+    }
+
+    /// The highest journal number the file accounts for: after it, the first frame's `prev`.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// The database (a handle: the file stays open while a transaction uses it).
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Whether the file takes a durable commit. After an I/O error redb refuses every later
+    /// transaction until the file is closed and opened again: then it is reopened (which also
+    /// repairs it: commits made without an fsync since the last durable one are gone) and tried
+    /// once more. `Ok(true)` when it was reopened: the journal's records were applied to it
+    /// again, and memory must take them from the file.
+    pub fn probe(&self) -> Result<bool, StoreError> {
+        let commit = || -> Result<(), StoreError> {
+            let mut txn = self.db()?.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.open_table(META)?.insert(APPLIED, self.applied())?;
+            txn.commit()?;
+            Ok(())
+        };
+        match commit() {
+            Ok(()) => Ok(false),
+            Err(error) => {
+                tracing::warn!(%error, "Spool file refused a commit; reopening it.");
+                self.reopen()?;
+                commit()?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Closes the file and opens it again. The old handle closes once the transactions that
+    /// still use it end; until then opening fails and the next probe tries again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(slot.take());
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&self.path)?;
+        // What the journal holds beyond the file's last durable commit goes back in, as at
+        // open (what went in without an fsync was rolled back by the repair).
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut scans = Vec::new();
+        for name in journal::FILE_NAMES {
+            scans.push((name, journal::read(dir, name)?));
+        }
+        let files: Vec<damage::JournalFile<'_>> = scans
+            .iter()
+            .map(|(name, found)| (*name, found.as_ref().map(|(len, scan)| (*len, scan))))
+            .collect();
+        let (applied, _) = read_applied(&db)?;
+        let chain = damage::chain(&files, applied);
+        for lost in &chain.lost {
+            tracing::error!(lost = %Problem::Lost(lost.clone()), "Spool journal damaged.");
+        }
+        let records: Vec<(u64, &str, &[u8])> = chain
+            .frames
+            .iter()
+            .map(|f| (f.seq, f.destination.as_str(), f.record.as_slice()))
+            .collect();
+        let txn = db.begin_write()?;
+        insert_journaled(&txn, &records)?;
+        txn.commit()?;
+        let counters = scan(&db)?;
+        {
+            let mut mine = self.lock();
+            mine.used = counters.used;
+            self.used.store(counters.used, Ordering::Release);
+        }
+        self.applied.store(applied, Ordering::Release);
+        *slot = Some(Arc::new(db));
+        Ok(())
     }
 
     /// The counters (briefly: see the field).
@@ -302,7 +500,7 @@ impl Store {
         durability: Durability,
         work: impl FnOnce(&redb::WriteTransaction, &mut Usage) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(durability)?;
         let mut usage = Usage::default();
         let out = work(&txn, &mut usage)?;
@@ -415,7 +613,7 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let queue = txn.open_table(QUEUE)?;
         let mut out = Vec::new();
         let mut taken = 0;
@@ -503,7 +701,7 @@ impl Store {
     /// [`Store::dead_letter_reports`]).
     #[cfg(test)]
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let dead = txn.open_table(DEAD)?;
         let mut out = Vec::new();
         for entry in dead.iter()? {
@@ -583,7 +781,7 @@ impl Store {
         &self,
         destination: u64,
     ) -> Result<Option<std::time::SystemTime>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let queue = txn.open_table(QUEUE)?;
         let mut range = queue.range((destination, 0)..=(destination, u64::MAX))?;
         match range.next() {
@@ -597,7 +795,7 @@ impl Store {
 
     /// Up to `limit` dead letters, oldest first, described without copying their bodies.
     pub fn dead_letter_reports(&self, limit: usize) -> Result<Vec<DeadLetterReport>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let dead = txn.open_table(DEAD)?;
         let mut out = Vec::new();
         for entry in dead.iter()?.take(limit) {
@@ -617,7 +815,7 @@ impl Store {
 
     /// How many dead letters each destination has, and the bytes they take.
     pub fn dead_counts(&self) -> Result<HashMap<String, (u64, u64)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let dead = txn.open_table(DEAD)?;
         let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
         for entry in dead.iter()? {
@@ -636,7 +834,7 @@ impl Store {
 
     /// Every destination with queued records.
     pub fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let queue = txn.open_table(QUEUE)?;
         let names = txn.open_table(DESTINATIONS)?;
         let mut out: Vec<QueueStats> = Vec::new();
@@ -676,8 +874,12 @@ mod tests {
         }
     }
 
+    /// The store, with its journal files beside it (as the spool opens them).
     fn store(dir: &tempfile::TempDir, max: u64) -> Store {
-        Store::open(&dir.path().join(FILE_NAME), max).unwrap()
+        let store = Store::open(&dir.path().join(FILE_NAME), max).unwrap();
+        journal::Journal::open(dir.path()).unwrap();
+        store.journal_created().unwrap();
+        store
     }
 
     fn one(destination: &str, record: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
@@ -704,7 +906,7 @@ mod tests {
         let mut journal = journal::Journal::open(dir.path()).unwrap();
         let mut bytes = Vec::new();
         for (seq, destination, record) in frames {
-            journal::encode(&mut bytes, *seq, destination, record);
+            journal::encode(&mut bytes, *seq, seq - 1, destination, record);
         }
         journal.write(&bytes).unwrap();
     }

@@ -79,10 +79,19 @@ pub(super) struct WriteTiming {
     /// How long the last slow commit took, and when it ended (unix milliseconds).
     slow_ms: AtomicU64,
     slow_at: AtomicU64,
+    /// Why the disk cannot be written, while it cannot (set and cleared by the writer).
+    unavailable: std::sync::Mutex<Option<String>>,
 }
 
 /// How long a slow commit keeps the spool `degraded` after it ended.
 const SLOW_MEMORY: Duration = Duration::from_secs(30);
+
+/// Failed journal writes in a row after which the spool is unavailable (requests that need it
+/// are refused at once) until a probe succeeds.
+const FAILURES_UNAVAILABLE: u32 = 3;
+
+/// How often an unavailable spool probes its disk.
+pub(super) const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -95,7 +104,23 @@ impl WriteTiming {
             since: AtomicU64::new(0),
             slow_ms: AtomicU64::new(0),
             slow_at: AtomicU64::new(0),
+            unavailable: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Why the spool cannot store anything now (its disk fails writes), if it cannot.
+    pub fn unavailable(&self) -> Option<String> {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_unavailable(&self, reason: Option<String>) {
+        *self
+            .unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
     }
 
     /// The write timeout requests wait for their commit.
@@ -178,6 +203,9 @@ pub(super) fn serve(mut writer: Writer, mut rx: mpsc::Receiver<Message>) {
             writer.finish();
             return;
         }
+        if writer.unavailable.is_some() && writer.probed.elapsed() >= PROBE_EVERY {
+            writer.probe();
+        }
         writer.rotate(tick);
         if writer.syncer_gone {
             // Only a panic inside the store ends the syncer early. What was answered is in the
@@ -225,6 +253,16 @@ pub(super) struct Writer {
     synced: Instant,
     /// The syncer ended (a panic inside the store).
     syncer_gone: bool,
+    /// The number of the last acknowledged frame: the next frame's `prev`.
+    acked: u64,
+    /// Journal writes that failed in a row.
+    failures: u32,
+    /// The current journal file had a failed write: nothing more may be written to it.
+    abandoned: bool,
+    /// Why the spool is unavailable (requests refused at once), until a probe succeeds.
+    unavailable: Option<String>,
+    /// When the disk was last probed.
+    probed: Instant,
 }
 
 impl Writer {
@@ -239,6 +277,7 @@ impl Writer {
                 .name("spool-syncer".into())
                 .spawn(move || syncer(&shared, &failing, syncer_rx))?
         };
+        let acked = shared.store.applied();
         Ok(Self {
             shared,
             journal,
@@ -251,6 +290,11 @@ impl Writer {
             pending: None,
             synced: Instant::now(),
             syncer_gone: false,
+            acked,
+            failures: 0,
+            abandoned: false,
+            unavailable: None,
+            probed: Instant::now(),
         })
     }
 
@@ -273,6 +317,11 @@ impl Writer {
             refuse(batch, "the spool file cannot be written; see the log");
             return;
         }
+        if let Some(reason) = &self.unavailable {
+            let reason = reason.clone();
+            refuse(batch, &reason);
+            return;
+        }
         let sizes: Vec<(u64, u64)> = batch
             .iter()
             .map(|a| {
@@ -282,10 +331,12 @@ impl Writer {
             .collect();
         let admitted = store.admit(&sizes);
         let mut frames = Vec::new();
+        let mut prev = self.acked;
         for (append, first) in batch.iter().zip(&admitted) {
             if let Ok(first) = first {
                 for (seq, destination) in (*first..).zip(&append.destinations) {
-                    journal::encode(&mut frames, seq, destination.name(), &append.record);
+                    journal::encode(&mut frames, seq, prev, destination.name(), &append.record);
+                    prev = seq;
                 }
             }
         }
@@ -296,7 +347,6 @@ impl Writer {
         };
         drop(frames);
         if let Err(error) = &written {
-            tracing::error!(%error, "Spool journal write failed; the requests were refused.");
             let taken: u64 = sizes
                 .iter()
                 .zip(&admitted)
@@ -304,6 +354,10 @@ impl Writer {
                 .map(|((size, _), _)| size)
                 .sum();
             store.release(taken);
+            self.failed(error, prev);
+        } else {
+            self.failures = 0;
+            self.acked = prev;
         }
         // Each queue given records is woken once, after the whole batch is in memory.
         let mut woken: HashMap<u64, Arc<Queue>> = HashMap::new();
@@ -336,6 +390,117 @@ impl Writer {
         for (id, queue) in woken {
             self.shared.forward(&queue);
             self.touched.insert(id, queue);
+        }
+    }
+
+    /// After a failed journal write: its frames (up to `last`) were never acknowledged and their
+    /// numbers are never used again; the file is abandoned for the other one (the disk may hold
+    /// part of the write, or after a failed sync the page cache may hold bytes the disk does
+    /// not). Repeated failures, or no other file to go on in, make the spool unavailable.
+    fn failed(&mut self, error: &std::io::Error, last: u64) {
+        self.journaled = self.journaled.max(last);
+        self.failures += 1;
+        self.abandoned = true;
+        let moved = self.move_on();
+        tracing::error!(
+            %error,
+            failures = self.failures,
+            moved,
+            "Spool journal write failed; its requests were answered 503."
+        );
+        if self.failures >= FAILURES_UNAVAILABLE || !moved {
+            self.unavailable_for(format!(
+                "the spool's disk failed {} write(s) in a row ({error}); requests that need the \
+                 spool are refused until a probe succeeds (every {} s)",
+                self.failures,
+                PROBE_EVERY.as_secs()
+            ));
+        }
+    }
+
+    /// Leaves an abandoned journal file for the other one, once the redb file durably holds
+    /// what the abandoned one held. Whether the writer may write again.
+    fn move_on(&mut self) -> bool {
+        if !self.abandoned {
+            return true;
+        }
+        self.settle(true);
+        if !self.other_free {
+            self.ask_sync();
+            self.settle(true);
+            if !self.other_free {
+                return false;
+            }
+        }
+        self.ask_sync();
+        self.settle(true);
+        if !self.other_free {
+            return false;
+        }
+        match self.journal.switch() {
+            Ok(()) => {
+                self.abandoned = false;
+                // The abandoned file's frames are all in the redb file now.
+                self.other_free = true;
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "Spool journal could not be restarted.");
+                false
+            }
+        }
+    }
+
+    /// An unavailable spool tries its disk: a fresh journal file, a durable write to it and a
+    /// durable commit of the redb file (reopened if it refuses to go on after an error). The
+    /// first success puts it back in service.
+    fn probe(&mut self) {
+        self.probed = Instant::now();
+        let store = super::store::FILE_NAME;
+        let outcome = if self.move_on() {
+            self.journal
+                .probe()
+                .map_err(|e| format!("journal: {e}"))
+                .and_then(|()| {
+                    self.shared
+                        .store
+                        .probe()
+                        .map_err(|e| format!("{store}: {e}"))
+                })
+                .map(|reopened| {
+                    if reopened {
+                        // Memory may hold records the file has again, or lack ones it lost:
+                        // the file (with the journal applied) is what forwarders take.
+                        for queue in &self.shared.queues {
+                            queue.fresh.all_in_file();
+                            self.shared.forward(queue.value());
+                        }
+                    }
+                })
+                .and_then(|()| {
+                    // What memory holds goes to the file again (a sync that succeeds also
+                    // clears the syncer's failure).
+                    self.ask_sync();
+                    self.settle(true);
+                    if self.other_free {
+                        Ok(())
+                    } else {
+                        Err(format!("{store} cannot be made durable"))
+                    }
+                })
+        } else {
+            Err(format!(
+                "{store} cannot be made durable, so no fresh journal file"
+            ))
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::warn!("Spool disk writes succeed again; the spool is back in service.");
+                self.failures = 0;
+                self.unavailable = None;
+                self.shared.writes.set_unavailable(None);
+            }
+            Err(error) => tracing::warn!(%error, "Spool disk probe failed; still unavailable."),
         }
     }
 
@@ -409,6 +574,20 @@ impl Writer {
         };
         self.pending = None;
         self.other_free = synced;
+        if !synced && self.unavailable.is_none() {
+            self.unavailable_for(format!(
+                "{} cannot be made durable (see the log)",
+                super::store::FILE_NAME
+            ));
+        }
+    }
+
+    /// Refuses requests at once, and says why on `/health`, until a probe succeeds.
+    fn unavailable_for(&mut self, reason: String) {
+        tracing::error!(reason = %reason, "Spool unavailable.");
+        self.shared.writes.set_unavailable(Some(reason.clone()));
+        self.unavailable = Some(reason);
+        self.probed = Instant::now();
     }
 }
 

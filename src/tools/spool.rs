@@ -41,6 +41,69 @@ pub async fn run(settings: &Settings, action: Action, url: Option<&str>) -> Resu
     }
 }
 
+/// `switchyard spool recover`: opens the spool in `dir` (or `SPOOL_DIR`) keeping every
+/// readable record, starts the journal afresh, and says what was lost (JSON). The instance must
+/// be stopped (it holds the file).
+pub fn recover(settings: &Settings, dir: Option<&std::path::Path>) -> Result<String, String> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => settings
+            .spool_dir()
+            .ok_or("the spool is off (SPOOL_DIR is empty); pass --dir")?,
+    };
+    if !dir.is_dir() {
+        return Err(format!("no spool directory at {}", dir.display()));
+    }
+    let opened = Store::open_with(
+        &dir.join(FILE_NAME),
+        settings.spool_max_bytes,
+        spool::damage::OnDamage::Salvage,
+    );
+    let (store, damage) = match opened {
+        Ok(opened) => opened,
+        Err(error) if error.in_use() => {
+            return Err(format!(
+                "an instance is running on {}: stop it first",
+                dir.display()
+            ))
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    // Missing or cut journal files are made whole again (their frames are in the file now).
+    spool::journal::Journal::open(dir).map_err(|e| format!("journal: {e}"))?;
+    store.journal_created().map_err(|e| e.to_string())?;
+    let report = spool::report_of(&store).map_err(|e| e.to_string())?;
+    drop(store);
+    let Some(damage) = damage else {
+        return pretty(serde_json::json!({
+            "damaged": false,
+            "message": "nothing to recover: the spool's files are whole",
+            "records": report.backlog,
+        }));
+    };
+    let lost: Vec<serde_json::Value> = damage
+        .problems
+        .iter()
+        .map(|problem| {
+            let mut entry = serde_json::json!({ "problem": problem.to_string() });
+            if let spool::damage::Problem::Lost(lost) = problem {
+                entry["file"] = lost.file.into();
+                entry["records"] = lost.count().into();
+                entry["sequence_numbers"] = format!("{}..={}", lost.first, lost.last).into();
+                entry["destinations"] = serde_json::json!(lost.destinations);
+                entry["request_ids"] = serde_json::json!(lost.request_ids);
+            }
+            entry
+        })
+        .collect();
+    pretty(serde_json::json!({
+        "damaged": true,
+        "salvaged": damage.readable,
+        "records": report.backlog,
+        "lost": lost,
+    }))
+}
+
 fn pretty(value: impl serde::Serialize) -> Result<String, String> {
     serde_json::to_string_pretty(&value).map_err(|e| e.to_string())
 }

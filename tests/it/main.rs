@@ -20,6 +20,7 @@ mod providers;
 mod settings;
 mod shutdown;
 mod spool;
+mod spool_damage;
 mod spool_disk;
 mod tenant_attacks;
 mod tools;

@@ -4,7 +4,6 @@
 //! every other request and `/health` must not.
 
 use std::{
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
@@ -15,51 +14,15 @@ use std::{
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::{files::write_json, get_json, process::Router, wait_until};
+use crate::support::{files::write_json, get_json, process::Router, strace::Strace, wait_until};
 
 /// Writes to disk that `strace` slows down (the journal's direct writes and redb's).
 const DISK_WRITES: &str = "pwrite64,pwritev,pwritev2,fsync,fdatasync";
 
-/// `strace` attached to every thread of `pid`, delaying each disk write by `delay`; detached
-/// (the process runs on at full speed) when dropped.
-struct SlowDisk {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl SlowDisk {
-    async fn attach(pid: u32, delay: Duration, dir: &std::path::Path) -> Self {
-        let log = dir.join("strace.log");
-        let child = Command::new("strace")
-            .args(["-f", "-o", "/dev/null", "-p", &pid.to_string()])
-            .arg(format!("--trace={DISK_WRITES}"))
-            .arg(format!(
-                "--inject={DISK_WRITES}:delay_enter={}",
-                delay.as_micros()
-            ))
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .expect("strace runs (make deps installs it)");
-        let slow = Self { child, log };
-        // strace says so for each thread it attaches to.
-        wait_until(Duration::from_secs(10), "strace attached", || async {
-            slow.log().contains("attached")
-        })
-        .await;
-        slow
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for SlowDisk {
-    fn drop(&mut self) {
-        // SIGINT detaches strace from the tracee, which runs on.
-        crate::support::send_signal(self.child.id(), "-INT");
-        let _ = self.child.wait();
-    }
+/// `strace` delaying each disk write of `pid` by `delay`.
+async fn slow_disk(pid: u32, delay: Duration, dir: &std::path::Path) -> Strace {
+    let inject = format!("delay_enter={}", delay.as_micros());
+    Strace::attach(pid, DISK_WRITES, &inject, &[], dir).await
 }
 
 /// The 95th percentile of `n` sequential calls of `call`, in milliseconds.
@@ -95,7 +58,7 @@ async fn a_slow_disk_slows_only_the_requests_that_need_the_spool() {
     let router = Router::start(dir.path(), &[("SPOOL_WRITE_TIMEOUT_MS", "1000")]);
     router.wait_ready().await;
     let client = reqwest::Client::new();
-    let slow = SlowDisk::attach(router.pid(), Duration::from_millis(250), dir.path()).await;
+    let slow = slow_disk(router.pid(), Duration::from_millis(250), dir.path()).await;
 
     // Eight senders keep the spool writing for the whole measurement.
     let stop = Arc::new(AtomicBool::new(false));
@@ -200,7 +163,7 @@ async fn writes_slower_than_the_timeout_are_answered_503_and_health_says_degrade
     };
     assert_eq!(post(0).await.0, StatusCode::ACCEPTED);
 
-    let slow = SlowDisk::attach(router.pid(), Duration::from_millis(400), dir.path()).await;
+    let slow = slow_disk(router.pid(), Duration::from_millis(400), dir.path()).await;
     let (status, body) = post(1).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "spool_unavailable", "{body}");

@@ -67,6 +67,7 @@ pub fn settings() -> Settings {
         spool_handoff_ms: 2_000,
         spool_max_forwards: 16,
         spool_write_timeout_ms: 5_000,
+        spool_on_damage: switchyard::settings::OnDamage::Refuse,
         dedup_max_keys: 1_000_000,
     }
 }

@@ -23,9 +23,10 @@ use crate::{
 struct Destination {
     module: Arc<dyn Module>,
     connection: Option<ConnectionName>,
-    /// Its place in the webhook and its module's name: what names its queue.
-    index: usize,
+    /// Its module's name and what it writes to (topic, stream, key or channel): with the
+    /// connection, what names its queue.
     name: &'static str,
+    target: Option<Box<str>>,
     /// Named on first use: a full load builds 250,000 routes at ten times the seed's scale, and
     /// a queue name (formatted, then hashed) is most of a route's cost.
     queue: OnceLock<spool::Destination>,
@@ -33,8 +34,27 @@ struct Destination {
 
 impl Destination {
     fn queue(&self, key: &WebhookKey) -> &spool::Destination {
-        self.queue
-            .get_or_init(|| queue_of(key, self.index, self.name, self.connection.as_ref()))
+        self.queue.get_or_init(|| {
+            spool::Destination::new(
+                key,
+                self.name,
+                self.connection.as_ref().map(ConnectionName::as_str),
+                self.target.as_deref(),
+            )
+        })
+    }
+
+    /// Whether this is the destination a stored queue names.
+    fn is(&self, parts: &spool::Parts, index: usize) -> bool {
+        let same_module = self.name == &*parts.module
+            && self.connection.as_ref().map(ConnectionName::as_str) == parts.connection.as_deref();
+        same_module
+            && match &parts.place {
+                spool::Place::Target(_) => {
+                    parts.place == spool::Place::of_target(self.target.as_deref())
+                }
+                spool::Place::Position(position) => *position == index,
+            }
     }
 }
 
@@ -111,12 +131,11 @@ impl Route {
         let modules = webhook
             .destinations
             .iter()
-            .enumerate()
-            .map(|(index, d)| Destination {
+            .map(|d| Destination {
                 module: d.build(pool),
                 connection: d.connection().cloned(),
-                index,
                 name: d.name(),
+                target: d.target().map(Into::into),
                 queue: OnceLock::new(),
             })
             .collect();
@@ -138,12 +157,11 @@ impl Route {
     pub fn with_modules(key: WebhookKey, webhook: Webhook, modules: Vec<Arc<dyn Module>>) -> Self {
         let modules = modules
             .into_iter()
-            .enumerate()
-            .map(|(index, module)| Destination {
+            .map(|module| Destination {
                 name: module.name(),
-                index,
                 module,
                 connection: None,
+                target: None,
                 queue: OnceLock::new(),
             })
             .collect();
@@ -284,23 +302,30 @@ impl Route {
     /// destination (the forwarder retries until the record's horizon ends).
     pub async fn redeliver(
         &self,
-        parts: spool::Parts<'_>,
+        parts: &spool::Parts,
         deliveries: &[Delivery],
         metrics: &Metrics,
     ) -> Vec<Result<(), DeliveryError>> {
         let all = |error: DeliveryError| deliveries.iter().map(|_| Err(error.clone())).collect();
-        let destination = self.modules.get(parts.index).filter(|d| {
-            d.module.name() == parts.module
-                && d.connection.as_ref().map(ConnectionName::as_str) == parts.connection
-        });
+        let destination = self
+            .modules
+            .iter()
+            .enumerate()
+            .find(|(index, d)| d.is(parts, *index))
+            .map(|(_, d)| d);
         let Some(destination) = destination else {
+            let place = match &parts.place {
+                spool::Place::Target(Some(target)) => format!(" writing to `{target}`"),
+                spool::Place::Target(None) => String::new(),
+                spool::Place::Position(index) => format!(" at position {index}"),
+            };
             return all(DeliveryError::NoRoute(format!(
-                "webhook `{}` no longer has destination {} `{}`{}",
+                "webhook `{}` no longer has destination `{}`{}{place}",
                 self.key,
-                parts.index,
                 parts.module,
                 parts
                     .connection
+                    .as_deref()
                     .map(|c| format!(" on connection `{c}`"))
                     .unwrap_or_default()
             )));
@@ -350,20 +375,4 @@ impl Route {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The spool queue of destination `index` of `key`.
-fn queue_of(
-    key: &WebhookKey,
-    index: usize,
-    module: &str,
-    connection: Option<&ConnectionName>,
-) -> spool::Destination {
-    spool::Destination::new(
-        key.namespace.as_str(),
-        key.id.as_str(),
-        index,
-        module,
-        connection.map(ConnectionName::as_str),
-    )
 }

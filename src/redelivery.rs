@@ -7,10 +7,9 @@ use std::sync::Arc;
 use crate::{
     cache::ConfigCache,
     dispatch::Route,
-    keys::{Namespace, WebhookId, WebhookKey},
     metrics::Metrics,
     modules::{Delivery, DeliveryError},
-    spool::{Destination, RetryPolicy, Target},
+    spool::{Destination, Parts, RetryPolicy, Target},
 };
 
 /// Delivers spooled records through the routes in the cache.
@@ -20,18 +19,18 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// The live route a spool queue name refers to.
-    fn route(&self, destination: &Destination) -> Result<Arc<Route>, String> {
+    /// The live route of a spool queue's webhook.
+    fn route<'d>(&self, destination: &'d Destination) -> Result<(Arc<Route>, &'d Parts), String> {
         let parts = destination
             .parts()
             .ok_or_else(|| format!("`{}` is not a destination name", destination.name()))?;
-        let key = WebhookKey::new(
-            Namespace::parse(parts.namespace).map_err(|e| e.to_string())?,
-            WebhookId::parse(parts.webhook).map_err(|e| e.to_string())?,
-        );
-        self.cache
-            .webhook(&key)
-            .ok_or_else(|| format!("webhook `{key}` is not configured (or its entry is invalid)"))
+        let route = self.cache.webhook(&parts.webhook).ok_or_else(|| {
+            format!(
+                "webhook `{}` is not configured (or its entry is invalid)",
+                parts.webhook
+            )
+        })?;
+        Ok((route, parts))
     }
 }
 
@@ -39,15 +38,10 @@ impl Routes {
 impl Target for Routes {
     async fn deliver(
         &self,
-        destination: &str,
+        destination: &Destination,
         deliveries: &[Delivery],
     ) -> Vec<Result<(), DeliveryError>> {
-        let destination = Destination::named(destination);
-        let route = self.route(&destination).and_then(|route| {
-            let parts = destination.parts().ok_or("not a destination name")?;
-            Ok((route, parts))
-        });
-        match route {
+        match self.route(destination) {
             Ok((route, parts)) => route.redeliver(parts, deliveries, &self.metrics).await,
             Err(error) => deliveries
                 .iter()
@@ -56,9 +50,9 @@ impl Target for Routes {
         }
     }
 
-    fn policy(&self, destination: &str) -> RetryPolicy {
-        self.route(&Destination::named(destination))
-            .map(|route| route.webhook.retry)
+    fn policy(&self, destination: &Destination) -> RetryPolicy {
+        self.route(destination)
+            .map(|(route, _)| route.webhook.retry)
             .unwrap_or_default()
     }
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use super::{
     fresh::{self, Next},
-    queue::Queue,
+    queue::{Destination, Queue},
     record::SpooledDelivery,
     store::{footprint, Store, StoreError},
 };
@@ -31,11 +31,11 @@ pub trait Target: Send + Sync {
     /// acknowledged. A permanent error sends the record to the dead letters at once.
     async fn deliver(
         &self,
-        destination: &str,
+        destination: &Destination,
         deliveries: &[Delivery],
     ) -> Vec<Result<(), DeliveryError>>;
     /// The retry horizon of `destination`'s webhook (as configured now).
-    fn policy(&self, destination: &str) -> RetryPolicy;
+    fn policy(&self, destination: &Destination) -> RetryPolicy;
 }
 
 /// How long and how often a record is retried.
@@ -310,7 +310,9 @@ impl Forwarder {
         let mut answers = if deliveries.is_empty() {
             Vec::new()
         } else {
-            self.target.deliver(self.name(), &deliveries).await
+            self.target
+                .deliver(&self.queue.destination, &deliveries)
+                .await
         }
         .into_iter();
         outcomes
@@ -348,7 +350,7 @@ impl Forwarder {
         record.attempts = record.attempts.saturating_add(1);
         let last = failure.is_final();
         record.last_error = truncate(failure.into_string(), MAX_ERROR_LEN);
-        let policy = self.target.policy(self.name());
+        let policy = self.target.policy(&self.queue.destination);
         let age = now.duration_since(record.retry_from()).unwrap_or_default();
         let out_of_attempts = policy
             .max_attempts
@@ -490,7 +492,7 @@ mod tests {
     impl Target for Flaky {
         async fn deliver(
             &self,
-            _: &str,
+            _: &Destination,
             deliveries: &[Delivery],
         ) -> Vec<Result<(), DeliveryError>> {
             self.calls.lock().unwrap().push(deliveries.len());
@@ -511,12 +513,12 @@ mod tests {
                 .collect()
         }
 
-        fn policy(&self, _: &str) -> RetryPolicy {
+        fn policy(&self, _: &Destination) -> RetryPolicy {
             self.policy
         }
     }
 
-    const NAME: &str = "acme/gh#0:log";
+    const NAME: &str = "acme/gh:log";
 
     fn delivery(n: u32) -> Delivery {
         Delivery {

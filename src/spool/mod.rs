@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use forward::{RetryPolicy, Target};
-pub use queue::{Count, Destination, Parts, Queue};
+pub use queue::{Count, Destination, Parts, Place, Queue};
 use report::oldest_age;
 pub use report::{now_ms, report_of, DeadLetterReport, QueueReport, SpoolReport};
 pub use store::{destination_id, DeadLetter, Store, StoreError};
@@ -136,7 +136,9 @@ impl Limits {
 
 /// The byte count of `destination`'s namespace.
 fn namespace_of(namespaces: &DashMap<String, Arc<Count>>, destination: &Destination) -> Arc<Count> {
-    let name = destination.parts().map_or("", |p| p.namespace);
+    let name = destination
+        .parts()
+        .map_or("", |p| p.webhook.namespace.as_str());
     if let Some(count) = namespaces.get(name) {
         return Arc::clone(count.value());
     }
@@ -357,7 +359,7 @@ impl Spool {
             let namespace = queue
                 .destination
                 .parts()
-                .map_or_else(String::new, |p| p.namespace.to_owned());
+                .map_or_else(String::new, |p| p.webhook.namespace.as_str().to_owned());
             for queue in &queues {
                 queue.removed(1, size);
             }
@@ -577,7 +579,7 @@ mod tests {
     async fn a_request_whose_client_went_away_after_the_hand_over_is_still_committed() {
         let dir = tempfile::tempdir().unwrap();
         let spool = open_small(dir.path());
-        let one = || vec![Destination::new("acme", "gh", 0, "log", None)];
+        let one = || vec![queue::test_destination("acme", "gh", "0")];
         let mut leader = Box::pin(spool.store(one(), b"first".to_vec()));
         assert!(futures_util::poll!(leader.as_mut()).is_pending());
         let mut follower = Box::pin(spool.store(one(), b"second".to_vec()));
@@ -620,7 +622,7 @@ mod tests {
         let appends = (0..500).map(|i| {
             let spool = spool.clone();
             tokio::spawn(async move {
-                let destination = Destination::new("acme", "gh", i % 3, "log", None);
+                let destination = queue::test_destination("acme", "gh", &(i % 3).to_string());
                 spool
                     .store(vec![destination], format!("r{i}").into_bytes())
                     .await
@@ -629,8 +631,8 @@ mod tests {
         let results = futures_util::future::join_all(appends).await;
         assert!(results.iter().all(|r| matches!(r, Ok(Ok(())))));
         assert_eq!(spool.backlog(), 500);
-        assert!(spool.has_backlog(&Destination::new("acme", "gh", 1, "log", None)));
-        assert!(!spool.has_backlog(&Destination::new("acme", "gh", 9, "log", None)));
+        assert!(spool.has_backlog(&queue::test_destination("acme", "gh", "1")));
+        assert!(!spool.has_backlog(&queue::test_destination("acme", "gh", "9")));
         drop(spool);
         token.cancel();
         tasks.close();
@@ -660,8 +662,8 @@ mod tests {
         let spool = open_small(dir.path());
         let two = || {
             vec![
-                Destination::new("acme", "gh", 0, "log", None),
-                Destination::new("acme", "gh", 1, "log", None),
+                queue::test_destination("acme", "gh", "0"),
+                queue::test_destination("acme", "gh", "1"),
             ]
         };
         spool.store(two(), vec![0; 400 * 1024]).await.unwrap();
@@ -685,7 +687,7 @@ mod share_tests {
         let tasks = TaskTracker::new();
         let limits = Limits::new(1 << 20, 25);
         let spool = Spool::open(dir.path(), limits, &tasks, CancellationToken::new()).unwrap();
-        let hostile = || vec![Destination::new("hostile", "w", 0, "log", None)];
+        let hostile = || vec![queue::test_destination("hostile", "w", "0")];
         let mut stored = 0;
         let refusal = loop {
             match spool.store(hostile(), vec![0; 10_000]).await {
@@ -697,7 +699,7 @@ mod share_tests {
         assert!(refusal.is_full(), "{refusal}");
         assert!(refusal.to_string().contains("`hostile`"), "{refusal}");
         assert_eq!(stored, 26, "a quarter of 1 MiB in 10 kB records");
-        let victim = vec![Destination::new("victim", "w", 0, "log", None)];
+        let victim = vec![queue::test_destination("victim", "w", "0")];
         spool.store(victim, vec![0; 10_000]).await.unwrap();
         assert_eq!(
             spool.backlog(),
@@ -719,7 +721,7 @@ mod dead_share_tests {
     impl Target for Down {
         async fn deliver(
             &self,
-            _: &str,
+            _: &Destination,
             deliveries: &[Delivery],
         ) -> Vec<Result<(), crate::modules::DeliveryError>> {
             deliveries
@@ -733,7 +735,7 @@ mod dead_share_tests {
                 .collect()
         }
 
-        fn policy(&self, _: &str) -> RetryPolicy {
+        fn policy(&self, _: &Destination) -> RetryPolicy {
             RetryPolicy {
                 max_attempts: Some(1),
                 ..RetryPolicy::default()
@@ -748,7 +750,7 @@ mod dead_share_tests {
         let limits = Limits::new(1 << 20, 25);
         let spool = Spool::open(dir.path(), limits, &tasks, CancellationToken::new()).unwrap();
         spool.start(Arc::new(Down));
-        let hostile = || vec![Destination::new("hostile", "w", 0, "log", None)];
+        let hostile = || vec![queue::test_destination("hostile", "w", "0")];
         let delivery = Delivery {
             namespace: crate::keys::Namespace::parse("hostile").unwrap(),
             webhook: crate::keys::WebhookId::parse("w").unwrap(),

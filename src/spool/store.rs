@@ -1061,7 +1061,7 @@ mod tests {
     fn dead_letters_keep_their_destination_and_can_be_replayed_or_purged() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir, 1 << 20);
-        let name = "ns/w#0:redis_stream";
+        let name = "ns/w:redis_stream@r/s";
         let id = destination_id(name);
         append(&s, &[one(name, &record("r1")), one(name, &record("r2"))]);
         for _ in 0..2 {

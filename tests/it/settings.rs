@@ -47,6 +47,7 @@ const BAD: &[(&str, &str)] = &[
     ("SPOOL_HANDOFF_MS", "0"),
     ("SPOOL_MAX_FORWARDS", "0"),
     ("SPOOL_WRITE_TIMEOUT_MS", "0"),
+    ("SPOOL_ON_DAMAGE", "ignore"),
     ("MAX_CHAIN_LENGTH", "257"),
     ("ADMIN_HOSTS", "http://evil"),
     ("DEDUP_MAX_KEYS", "0"),

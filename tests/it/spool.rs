@@ -728,3 +728,65 @@ async fn one_namespace_cannot_fill_the_spool_for_the_others() {
         .unwrap();
     assert_eq!(victim.status(), StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn records_spooled_for_a_chain_reach_their_own_destination_after_it_is_reordered() {
+    use redis::AsyncCommands as _;
+    let mut redis = Redis::start().await;
+    let (stream, list) = (unique!("stream"), unique!("list"));
+    let to_stream =
+        json!({"module": "redis_stream", "connection": "r", "module-config": {"stream": stream}});
+    let to_list = json!({"module": "redis_list", "connection": "r",
+                         "module-config": {"key": list, "direction": "rpush"}});
+    let dir = redis_config(
+        &redis,
+        json!({"chain": [to_stream.clone(), to_list.clone()], "spool": "always"}),
+    );
+    let router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    redis.kill();
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let body = format!(r#"{{"n":{n}}}"#);
+        let answer = client
+            .post(router.url("/webhook/s"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        acknowledged.push(body);
+    }
+    let waiting = get_json(&router.base(), "/health").await["spool"]["backlog"].clone();
+    assert_eq!(waiting, 40, "both destinations' copies wait in the spool");
+    // The chain is reordered while its records wait: each queue names the stream or the list
+    // it delivers to, not its position.
+    let revision = get_json(&router.base(), "/health").await["config"]["revision"].clone();
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({"s": {"chain": [to_list, to_stream], "spool": "always"}}),
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "reordered chain loaded",
+        || async { get_json(&router.base(), "/health").await["config"]["revision"] != revision },
+    )
+    .await;
+    redis.restart().await;
+    let duplicates =
+        wait_all_delivered(&acknowledged, "stream", || redis.stream_payloads(&stream)).await;
+    assert_eq!(duplicates, 0);
+    let listed = || async {
+        let items: Vec<String> = redis.conn().await.lrange(&list, 0, -1).await.unwrap();
+        items
+            .iter()
+            .map(|item| serde_json::from_str::<Value>(item).unwrap()["payload"].to_string())
+            .collect::<Vec<String>>()
+    };
+    let duplicates = wait_all_delivered(&acknowledged, "list", listed).await;
+    assert_eq!(duplicates, 0);
+    let spool = get_json(&router.base(), "/spool").await;
+    assert_eq!(spool["dead_letters"], 0, "{spool}");
+}

@@ -165,6 +165,8 @@ pub struct Store {
     lazy_commits: AtomicU64,
     /// The highest sequence number the file durably accounts for (see [`Store::spill`]).
     applied: AtomicU64,
+    /// What the file takes on disk, as of the last sync (see [`Store::settle_disk`]).
+    on_disk: AtomicU64,
 }
 
 /// What the store counts in memory.
@@ -258,9 +260,20 @@ const CACHE_BYTES: usize = 32 << 20;
 /// The file's name inside `SPOOL_DIR`.
 pub const FILE_NAME: &str = "spool.redb";
 
-/// Space a record takes, for `SPOOL_MAX_BYTES` (the value plus its key).
+/// What a record costs in the file beside its value and key: its entry in a B-tree leaf and
+/// its share of the pages' unused room, so the file's size follows what is counted.
+const ENTRY_OVERHEAD: u64 = 128;
+
+/// Space a record takes, for `SPOOL_MAX_BYTES` (the value, its key and its entry's overhead).
 pub fn footprint(record: &[u8]) -> u64 {
-    record.len() as u64 + 16
+    record.len() as u64 + 16 + ENTRY_OVERHEAD
+}
+
+/// Bytes the file at `path` takes on disk (its allocated blocks: a file grown but not yet
+/// written takes none).
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
 impl Store {
@@ -363,8 +376,45 @@ impl Store {
             counters: std::sync::Mutex::new(counters),
             lazy_commits: AtomicU64::new(0),
             applied: AtomicU64::new(applied),
+            on_disk: AtomicU64::new(allocated(path)),
         };
         Ok((store, found))
+    }
+
+    /// What the file takes on disk.
+    pub fn on_disk(&self) -> u64 {
+        self.on_disk.load(Ordering::Acquire)
+    }
+
+    /// After a sync: measures what the file takes on disk and compacts it when the room left
+    /// free inside it is more than a tenth of `SPOOL_MAX_BYTES` and either the file is past
+    /// its bound or at least half of it is free (a compaction copies what is in use: when it
+    /// is little, after a backlog was delivered, it is quick). Skipped while any other
+    /// operation holds the file (the next sync tries again). Runs on the syncer's thread.
+    pub fn settle_disk(&self) {
+        let before = allocated(&self.path);
+        self.on_disk.store(before, Ordering::Release);
+        let used = self.used();
+        let slack = before.saturating_sub(used);
+        let over = before > self.max_bytes + self.max_bytes / 10;
+        if slack <= self.max_bytes / 10 || !(over || used <= before / 2) {
+            return;
+        }
+        let mut slot = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(db) = slot.as_mut().and_then(Arc::get_mut) else {
+            return;
+        };
+        match db.compact() {
+            Ok(_) => {
+                let after = allocated(&self.path);
+                self.on_disk.store(after, Ordering::Release);
+                tracing::info!(before, after, used, "Spool file compacted.");
+            }
+            Err(error) => tracing::warn!(%error, "Spool file compaction failed."),
+        }
     }
 
     /// Records (durably) that the journal files exist beside the file: from then on a missing
@@ -1026,7 +1076,8 @@ mod tests {
     #[test]
     fn a_full_spool_refuses_whole_requests_and_keeps_the_stored_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir, 100);
+        let (twenty, four) = (footprint(&[0; 20]), footprint(&[0; 4]));
+        let s = store(&dir, 2 * twenty + four + 10);
         let two = vec![("a", vec![0u8; 20]), ("b", vec![0u8; 20])];
         let stored = append(&s, &[two.clone(), two, one("a", &[2u8; 4])]);
         assert_eq!(
@@ -1034,11 +1085,11 @@ mod tests {
             [true, false, true],
             "the second request did not fit whole"
         );
-        assert_eq!(s.used(), 72 + 20);
+        assert_eq!(s.used(), 2 * twenty + four);
         let a = destination_id("a");
         let (seq, first) = s.oldest(a).unwrap().unwrap();
         assert_eq!(first, vec![0u8; 20]);
-        assert_eq!(s.remove_all(a, &[seq]).unwrap(), (1, 36));
+        assert_eq!(s.remove_all(a, &[seq]).unwrap(), (1, twenty));
         assert_eq!(append(&s, &[one("a", &[3u8; 20])]), [true], "room again");
         assert_eq!(append(&s, &[one("a", &[3u8; 20])]), [false], "full again");
     }

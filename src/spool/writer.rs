@@ -86,6 +86,9 @@ pub(super) struct WriteTiming {
 /// How long a slow commit keeps the spool `degraded` after it ended.
 const SLOW_MEMORY: Duration = Duration::from_secs(30);
 
+/// Without requests, the redb file is synced (and its size measured) this often.
+const IDLE_SYNC_EVERY: Duration = Duration::from_secs(10);
+
 /// Failed journal writes in a row after which the spool is unavailable (requests that need it
 /// are refused at once) until a probe succeeds.
 const FAILURES_UNAVAILABLE: u32 = 3;
@@ -513,6 +516,11 @@ impl Writer {
         let due = written >= journal::SWITCH_AT
             || (tick && written > 0 && self.synced.elapsed() >= SYNC_EVERY);
         if !due {
+            if tick && self.pending.is_none() && self.synced.elapsed() >= IDLE_SYNC_EVERY {
+                // Nothing written for a while: a sync all the same, so the file's size is
+                // measured (and compacted once a backlog was delivered) without new requests.
+                self.ask_sync();
+            }
             return;
         }
         if !self.other_free {
@@ -614,6 +622,7 @@ fn syncer(shared: &Shared, failing: &AtomicBool, rx: std::sync::mpsc::Receiver<S
             Ok(_) => {
                 queues.clear();
                 failing.store(false, Ordering::Release);
+                shared.store.settle_disk();
                 true
             }
             Err(error) => {

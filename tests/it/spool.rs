@@ -790,3 +790,59 @@ async fn records_spooled_for_a_chain_reach_their_own_destination_after_it_is_reo
     let spool = get_json(&router.base(), "/spool").await;
     assert_eq!(spool["dead_letters"], 0, "{spool}");
 }
+
+/// Bytes `path` takes on disk (its allocated blocks).
+fn on_disk(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
+}
+
+#[tokio::test]
+async fn the_spool_file_stays_within_its_bound_through_outages_and_drains() {
+    const MAX: u64 = 2 << 20;
+    let mut redis = Redis::start().await;
+    let stream = unique!("bound");
+    let dir = redis_config(
+        &redis,
+        json!({"module": "redis_stream", "connection": "r", "spool": "always",
+               "module-config": {"stream": stream}}),
+    );
+    let router = Router::start(dir.path(), &[("SPOOL_MAX_BYTES", &MAX.to_string())]);
+    router.wait_ready().await;
+    let redb = dir.path().join("spool").join("spool.redb");
+    let client = reqwest::Client::new();
+    for cycle in 0..3 {
+        redis.kill();
+        // Small records: the file's own overhead per record counts most for them.
+        let mut stored = 0;
+        loop {
+            let body = format!(
+                r#"{{"cycle":{cycle},"n":{stored},"pad":"{}"}}"#,
+                "z".repeat(400)
+            );
+            let answer = client
+                .post(router.url("/webhook/s"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            match answer.status() {
+                StatusCode::ACCEPTED => stored += 1,
+                StatusCode::SERVICE_UNAVAILABLE => break,
+                other => panic!("unexpected {other}"),
+            }
+            assert!(stored < 20_000, "the spool never filled up");
+        }
+        assert!(stored > 1000, "cycle {cycle}: only {stored} stored");
+        let size = on_disk(&redb);
+        assert!(
+            size <= MAX + MAX / 10,
+            "cycle {cycle}: spool.redb takes {size} bytes on disk at a {MAX}-byte bound"
+        );
+        redis.restart().await;
+        wait_until(Duration::from_secs(90), "backlog delivered", || async {
+            get_json(&router.base(), "/health").await["spool"]["backlog"] == 0
+        })
+        .await;
+    }
+}

@@ -273,7 +273,10 @@ async fn a_full_spool_answers_503_and_delivers_everything_it_acknowledged() {
     assert_eq!(health["components"]["spool"], "full");
     let report = get_json(&router.base(), "/status").await["spool"].clone();
     let queue = &report["queues"][0];
-    assert_eq!(queue["destination"], "default/s#0:redis_stream@r");
+    assert_eq!(
+        queue["destination"],
+        format!("default/s:redis_stream@r/{stream}")
+    );
     assert_eq!(queue["depth"], acknowledged.len());
     assert!(queue["bytes"].as_u64().unwrap() > 16 * 1024 * acknowledged.len() as u64);
     assert!(queue["oldest_age_seconds"].as_f64().is_some(), "{report}");
@@ -526,9 +529,9 @@ async fn dead_letters_after_max_attempts_are_listed_replayed_and_purged() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(
-            r#"switchyard_spool_dead_letters{destination="default/s#0:redis_stream@r"} 3"#
-        ),
+        metrics.contains(&format!(
+            r#"switchyard_spool_dead_letters{{destination="default/s:redis_stream@r/{stream}"}} 3"#
+        )),
         "{metrics}"
     );
 

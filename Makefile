@@ -9,7 +9,7 @@ help:
 	@echo "make lint      rustfmt check and clippy -D warnings"
 	@echo "make fmt       format the code"
 	@echo "make bench     run the benchmarks and print figures"
-	@echo "make fuzz      the config fuzz tests with many cases (FUZZ_CASES, default 50000)"
+	@echo "make fuzz      the config fuzz tests with many cases (FUZZ_CASES, default 50000) and the spool's model test (MODEL_CASES, default 500)"
 	@echo "make scenario  run scenarios/05_etcd_namespaces (needs etcd, installed by make deps)"
 	@echo "make ci        what CI runs: deps, lint, test"
 	@echo "make docker-check  build the image here and run it against etcd (not part of test or ci)"
@@ -63,8 +63,10 @@ fmt:
 # The structure-aware config fuzz tests (`src/provider/fuzz.rs`, the parser fuzz in
 # `src/webhook.rs`) with many more cases than `make test` runs.
 FUZZ_CASES ?= 50000
+MODEL_CASES ?= 500
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked --lib fuzz
+	MODEL_CASES=$(MODEL_CASES) $(CARGO) test --release --locked --lib spool::model
 
 bench: deps
 	$(CARGO) bench --bench http_throughput

@@ -12,6 +12,8 @@ pub mod damage;
 pub mod forward;
 pub mod fresh;
 pub mod journal;
+#[cfg(test)]
+mod model;
 pub mod queue;
 pub mod record;
 pub mod report;

@@ -381,6 +381,20 @@ impl Store {
         Ok((store, found))
     }
 
+    /// Runs `work` while no transaction uses the file (tests: the files as a crash at this
+    /// moment leaves them).
+    #[cfg(test)]
+    pub fn quiesced<T>(&self, work: impl FnOnce() -> T) -> T {
+        let slot = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while slot.as_ref().is_some_and(|db| Arc::strong_count(db) > 1) {
+            std::thread::yield_now();
+        }
+        work()
+    }
+
     /// What the file takes on disk.
     pub fn on_disk(&self) -> u64 {
         self.on_disk.load(Ordering::Acquire)

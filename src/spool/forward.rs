@@ -254,7 +254,7 @@ impl Forwarder {
             removed += count;
             freed += bytes;
         }
-        self.queue.removed(removed, freed);
+        self.queue.counts.settled(removed, freed);
         self.queue.delivered.fetch_add(sent, Ordering::Relaxed);
         step
     }
@@ -371,7 +371,7 @@ impl Forwarder {
         let old = self
             .blocking(move |store, id| store.update(id, seq, &bytes))
             .await?;
-        self.queue.resized(old, size);
+        self.queue.counts.rewritten(old, size);
         tracing::info!(
             destination = %self.name(),
             request_id = %record.delivery.request_id,
@@ -386,10 +386,7 @@ impl Forwarder {
         let (queued, dead) = self
             .blocking(move |store, id| store.kill(id, seq, &bytes))
             .await?;
-        self.queue.removed(1, queued);
-        self.queue.dead.add(1);
-        // Still held by the namespace (its share of the spool) until replayed or purged.
-        self.queue.namespace.add(dead);
+        self.queue.counts.dead_lettered(queued, dead);
         Ok(())
     }
 
@@ -544,11 +541,9 @@ mod tests {
             calls: Mutex::new(Vec::new()),
             policy,
         });
-        let queue = Arc::new(Queue::new(
-            super::super::Destination::named(NAME),
-            Arc::default(),
-            Arc::default(),
-        ));
+        let destination = super::super::Destination::named(NAME);
+        let counts = super::super::Ledger::new(1 << 20).counts(&destination);
+        let queue = Arc::new(Queue::new(destination, counts));
         let forwarder = Forwarder::new(
             Arc::clone(&store),
             queue,
@@ -564,7 +559,7 @@ mod tests {
         store.append(&[vec![(NAME, record.as_slice())]]).unwrap()[0]
             .as_ref()
             .unwrap();
-        queue.added(1, footprint(&record));
+        queue.counts.restored(1, footprint(&record), 0, 0);
         queue.fresh.mark_in_file();
     }
 
@@ -572,7 +567,7 @@ mod tests {
     fn fresh(store: &Store, queue: &Queue, n: u32) {
         let record = SpooledDelivery::new(&delivery(n)).encode();
         let seq = *store.admit(&[(footprint(&record), 1)])[0].as_ref().unwrap();
-        queue.added(1, footprint(&record));
+        queue.counts.restored(1, footprint(&record), 0, 0);
         queue.fresh.push(seq, Bytes::from(record));
     }
 

@@ -12,6 +12,7 @@ pub mod damage;
 pub mod forward;
 pub mod fresh;
 pub mod journal;
+pub mod ledger;
 #[cfg(test)]
 mod model;
 pub mod queue;
@@ -32,7 +33,8 @@ use tokio::sync::oneshot;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use forward::{RetryPolicy, Target};
-pub use queue::{Count, Destination, Parts, Place, Queue};
+pub use ledger::Ledger;
+pub use queue::{Destination, Parts, Place, Queue};
 use report::oldest_age;
 pub use report::{now_ms, report_of, DeadLetterReport, QueueReport, SpoolReport};
 pub use store::{destination_id, DeadLetter, Store, StoreError};
@@ -58,23 +60,6 @@ struct Alive<'a>(&'a std::sync::atomic::AtomicBool);
 impl Drop for Alive<'_> {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
-    }
-}
-
-/// Counts taken for a request not yet handed to the writer; given back when dropped armed.
-struct Reserved {
-    queues: Vec<Arc<Queue>>,
-    size: u64,
-    armed: bool,
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if self.armed {
-            for queue in &self.queues {
-                queue.removed(1, self.size);
-            }
-        }
     }
 }
 
@@ -136,22 +121,6 @@ impl Limits {
     }
 }
 
-/// The byte count of `destination`'s namespace.
-fn namespace_of(namespaces: &DashMap<String, Arc<Count>>, destination: &Destination) -> Arc<Count> {
-    let name = destination
-        .parts()
-        .map_or("", |p| p.webhook.namespace.as_str());
-    if let Some(count) = namespaces.get(name) {
-        return Arc::clone(count.value());
-    }
-    Arc::clone(
-        namespaces
-            .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(Count::default()))
-            .value(),
-    )
-}
-
 /// Handle to the spool; cloning is cheap.
 #[derive(Clone)]
 pub struct Spool {
@@ -165,11 +134,8 @@ struct Shared {
     store: Arc<Store>,
     /// Destinations that have (or had) records, by id.
     queues: DashMap<u64, Arc<Queue>>,
-    /// Records queued across every destination: 0 lets the request path skip the lookup.
-    backlog: Arc<Count>,
-    /// Bytes queued per namespace, and the most one namespace may queue.
-    namespaces: DashMap<String, Arc<Count>>,
-    namespace_max: u64,
+    /// The spool's numbers (the backlog, each destination's and namespace's counts).
+    ledger: Ledger,
     /// Where records go; set by [`Spool::start`] once the config is loaded.
     target: OnceLock<Arc<dyn Target>>,
     tasks: TaskTracker,
@@ -237,39 +203,33 @@ impl Spool {
         // After the store, which applied what the journal held.
         let journal = journal::Journal::open(dir)?;
         store.journal_created()?;
-        let backlog = Arc::new(Count::default());
-        let namespaces: DashMap<String, Arc<Count>> = DashMap::new();
-        let queues = DashMap::new();
-        let dead = store.dead_counts()?;
-        for stats in store.queues()? {
-            let destination = Destination::named(&stats.name);
-            let namespace = namespace_of(&namespaces, &destination);
-            let queue = Queue::new(destination, Arc::clone(&backlog), namespace);
-            queue.added(stats.depth, stats.bytes);
-            queue.fresh.mark_in_file();
-            queues.insert(queue.destination.id(), Arc::new(queue));
-        }
-        // Dead letters count against their namespace's share too (until replayed or purged).
-        for (name, (count, bytes)) in dead {
-            let destination = Destination::named(&name);
-            let queue = Arc::clone(
+        let ledger = Ledger::new(limits.namespace_max);
+        let queues: DashMap<u64, Arc<Queue>> = DashMap::new();
+        let queue_of = |name: &str| {
+            let destination = Destination::named(name);
+            Arc::clone(
                 queues
                     .entry(destination.id())
                     .or_insert_with(|| {
-                        let namespace = namespace_of(&namespaces, &destination);
-                        Arc::new(Queue::new(destination, Arc::clone(&backlog), namespace))
+                        let counts = ledger.counts(&destination);
+                        Arc::new(Queue::new(destination, counts))
                     })
                     .value(),
-            );
-            queue.dead.set(count);
-            queue.namespace.add(bytes);
+            )
+        };
+        for stats in store.queues()? {
+            let queue = queue_of(&stats.name);
+            queue.counts.restored(stats.depth, stats.bytes, 0, 0);
+            queue.fresh.mark_in_file();
+        }
+        // Dead letters count against their namespace's share too (until replayed or purged).
+        for (name, (count, bytes)) in store.dead_counts()? {
+            queue_of(&name).counts.restored(0, 0, count, bytes);
         }
         let shared = Arc::new(Shared {
             store,
             queues,
-            backlog,
-            namespaces,
-            namespace_max: limits.namespace_max,
+            ledger,
             target: OnceLock::new(),
             tasks: tasks.clone(),
             token,
@@ -331,7 +291,7 @@ impl Spool {
 
     /// Whether `destination` has records waiting (new deliveries then queue behind them).
     pub fn has_backlog(&self, destination: &Destination) -> bool {
-        self.shared.backlog.get() > 0
+        self.shared.ledger.backlog() > 0
             && self
                 .shared
                 .queues
@@ -350,40 +310,20 @@ impl Spool {
         // instead of overtaking it; taken back if the commit does not happen.
         let size = store::footprint(&record);
         let queues: Vec<Arc<Queue>> = destinations.iter().map(|d| self.shared.queue(d)).collect();
-        for queue in &queues {
-            queue.added(1, size);
-        }
         // One namespace may not take the whole spool from the others.
-        let over = queues
-            .iter()
-            .find(|q| q.namespace.get() > self.shared.namespace_max);
-        if let Some(queue) = over {
-            let namespace = queue
-                .destination
-                .parts()
-                .map_or_else(String::new, |p| p.webhook.namespace.as_str().to_owned());
-            for queue in &queues {
-                queue.removed(1, size);
+        let reservation = self.shared.ledger.reserve(queues, size).map_err(|taken| {
+            SpoolError::NamespaceFull {
+                namespace: taken.namespace,
+                max: taken.max,
             }
-            return Err(SpoolError::NamespaceFull {
-                namespace,
-                max: self.shared.namespace_max,
-            });
-        }
-        // Until the request is in a batch or with the writer thread, dropping this future (the
-        // client went away, the stop deadline) must give the counts back; from then on the
-        // commit settles them.
-        let mut reserved = Reserved {
-            queues: queues.clone(),
-            size,
-            armed: true,
-        };
+        })?;
+        // The reservation travels with the append: dropped anywhere before its commit (this
+        // future dropped, the writer stopped, the commit refused), it gives the counts back.
         let (done, result) = oneshot::channel();
         let append = Append {
             destinations,
             record,
-            queues,
-            size,
+            reservation,
             done,
         };
         // The writer thread commits; this request waits for its batch, at most the write
@@ -392,11 +332,10 @@ impl Spool {
         // retries, never a loss), but no request is told 202 before its record is durable.
         let timeout = self.shared.writes.timeout();
         let committed = tokio::time::timeout(timeout, async {
-            // A closed channel: the writer has stopped (the caller still holds its counts).
+            // A closed channel: the writer has stopped.
             if self.handoff.send(Message::Append(append)).await.is_err() {
                 return Err(SpoolError::Stopped);
             }
-            reserved.armed = false;
             match result.await {
                 Ok(committed) => committed.map_err(SpoolError::from),
                 Err(_) => Err(SpoolError::Stopped),
@@ -424,7 +363,7 @@ impl Spool {
 
     /// Records waiting across every destination.
     pub fn backlog(&self) -> u64 {
-        self.shared.backlog.get()
+        self.shared.ledger.backlog()
     }
 
     /// Bytes in the file's records (kept in memory: no read per call).
@@ -455,14 +394,14 @@ impl Spool {
                 QueueReport {
                     destination: q.destination.name().to_owned(),
                     depth,
-                    bytes: q.bytes.get(),
+                    bytes: q.counts.bytes(),
                     oldest_age_seconds: if depth > 0 {
                         oldest_age(store, q.destination.id(), Some(&q.fresh), now)
                     } else {
                         None
                     },
                     retries: q.retries.load(Ordering::Relaxed),
-                    dead_letters: q.dead.get(),
+                    dead_letters: q.counts.dead(),
                     delivered: q.delivered.load(Ordering::Relaxed),
                 }
             })
@@ -491,9 +430,7 @@ impl Spool {
         let moved = blocking(move || store.replay(ids.as_deref(), now_ms())).await?;
         for (name, dead_bytes, bytes) in &moved {
             let queue = self.shared.queue(&Destination::named(name));
-            queue.dead.sub(1);
-            queue.namespace.sub(*dead_bytes);
-            queue.added(1, *bytes);
+            queue.counts.replayed(*dead_bytes, *bytes);
             queue.fresh.mark_in_file();
             self.shared.forward(&queue);
         }
@@ -506,8 +443,7 @@ impl Spool {
         let purged = blocking(move || store.purge(ids.as_deref())).await?;
         for (name, bytes) in &purged {
             let queue = self.shared.queue(&Destination::named(name));
-            queue.dead.sub(1);
-            queue.namespace.sub(*bytes);
+            queue.counts.purged(*bytes);
         }
         Ok(purged.len())
     }
@@ -531,8 +467,7 @@ impl Shared {
                 .or_insert_with(|| {
                     Arc::new(Queue::new(
                         destination.clone(),
-                        Arc::clone(&self.backlog),
-                        namespace_of(&self.namespaces, destination),
+                        self.ledger.counts(destination),
                     ))
                 })
                 .value(),

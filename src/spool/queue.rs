@@ -1,14 +1,14 @@
-//! A destination's queue as the running process sees it: its name, and counters kept in step
-//! with the file by the only code that changes it (the writer and the forwarder).
+//! A destination's queue as the running process sees it: its typed name, its counts (owned by
+//! `super::ledger`), its records in memory and its forwarder's state.
 
 use std::sync::{
-    atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64},
     Arc,
 };
 
 use tokio::sync::Notify;
 
-use super::{fresh::FreshQueue, store::destination_id};
+use super::{fresh::FreshQueue, ledger::Counts, store::destination_id};
 use crate::keys::{Namespace, WebhookId, WebhookKey};
 
 /// One destination of one webhook, identified by what it delivers to: the webhook, the module,
@@ -169,49 +169,13 @@ fn parse(name: &str) -> Option<Parts> {
     })
 }
 
-/// A count that several tasks change in any order (an add may land after the matching
-/// subtraction): signed, never clamped, so it always settles on the true value; read as 0 while
-/// it is transiently negative.
-#[derive(Debug, Default)]
-pub struct Count(AtomicI64);
-
-impl Count {
-    pub fn add(&self, n: u64) {
-        self.0
-            .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
-    }
-
-    /// Adds `n`; returns the count after it.
-    pub fn add_get(&self, n: u64) -> u64 {
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        u64::try_from(self.0.fetch_add(n, Ordering::AcqRel).saturating_add(n)).unwrap_or(0)
-    }
-
-    pub fn sub(&self, n: u64) {
-        self.0
-            .fetch_sub(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
-    }
-
-    pub fn set(&self, n: u64) {
-        self.0
-            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Release);
-    }
-
-    pub fn get(&self) -> u64 {
-        u64::try_from(self.0.load(Ordering::Acquire)).unwrap_or(0)
-    }
-}
-
-/// Live counters of one destination's queue.
+/// One destination's queue as the running process sees it: its counts (owned by the ledger),
+/// its records in memory, and its forwarder's state.
 #[derive(Debug)]
 pub struct Queue {
     pub destination: Destination,
-    /// Records waiting, counted from the moment a request decides to spool (before its
-    /// commit), so later requests queue behind it.
-    pub depth: Count,
-    pub bytes: Count,
-    /// Dead letters of this destination in the file.
-    pub dead: Count,
+    /// Depth, bytes and dead letters: read here, changed only through the ledger's verbs.
+    pub counts: Counts,
     /// Failed forwarding attempts since start.
     pub retries: AtomicU64,
     /// Records forwarded since start.
@@ -222,55 +186,24 @@ pub struct Queue {
     pub running: AtomicBool,
     /// Its records not in the file (journaled, waiting in memory).
     pub fresh: FreshQueue,
-    /// Records queued across every destination (shared with the spool).
-    backlog: Arc<Count>,
-    /// Bytes queued by every destination of this one's namespace (its share of the spool).
-    pub namespace: Arc<Count>,
 }
 
 impl Queue {
-    pub fn new(destination: Destination, backlog: Arc<Count>, namespace: Arc<Count>) -> Self {
+    pub fn new(destination: Destination, counts: Counts) -> Self {
         Self {
             destination,
-            depth: Count::default(),
-            bytes: Count::default(),
-            dead: Count::default(),
+            counts,
             retries: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             appended: Notify::new(),
             running: AtomicBool::new(false),
             fresh: FreshQueue::default(),
-            backlog,
-            namespace,
         }
     }
 
+    /// Records waiting (see [`Counts::depth`]).
     pub fn depth(&self) -> u64 {
-        self.depth.get()
-    }
-
-    /// `records` were added (or are about to be), taking `bytes`.
-    pub fn added(&self, records: u64, bytes: u64) {
-        self.namespace.add(bytes);
-        self.bytes.add(bytes);
-        self.backlog.add(records);
-        self.depth.add(records);
-    }
-
-    /// `records` taking `bytes` left the queue (delivered, dead-lettered, or never committed).
-    pub fn removed(&self, records: u64, bytes: u64) {
-        self.namespace.sub(bytes);
-        self.bytes.sub(bytes);
-        self.backlog.sub(records);
-        self.depth.sub(records);
-    }
-
-    /// A queued record changed size (its retry state was rewritten).
-    pub fn resized(&self, old: u64, new: u64) {
-        self.namespace.sub(old);
-        self.namespace.add(new);
-        self.bytes.sub(old);
-        self.bytes.add(new);
+        self.counts.depth()
     }
 }
 
@@ -325,28 +258,5 @@ mod tests {
         assert_eq!(parts.connection.as_deref(), Some("cache"));
         let log = Destination::named("a/b#0:log");
         assert_eq!(log.parts().map(|p| &*p.module), Some("log"));
-    }
-
-    #[test]
-    fn counters_settle_whatever_order_adds_and_removals_land_in() {
-        let backlog = Arc::new(Count::default());
-        let namespace = Arc::new(Count::default());
-        let q = Queue::new(
-            Destination::named("a/b:log"),
-            Arc::clone(&backlog),
-            Arc::clone(&namespace),
-        );
-        q.added(2, 100);
-        q.removed(1, 40);
-        assert_eq!((q.depth(), q.bytes.get()), (1, 60));
-        // A forwarder removed a record before its add landed: reads 0, then settles.
-        q.removed(2, 60 + 30);
-        assert_eq!((q.depth(), q.bytes.get(), backlog.get()), (0, 0, 0));
-        q.added(1, 30);
-        assert_eq!((q.depth(), q.bytes.get(), backlog.get()), (0, 0, 0));
-        q.added(1, 5);
-        assert_eq!((q.depth(), q.bytes.get(), backlog.get()), (1, 5, 1));
-        assert_eq!(namespace.get(), 5);
-        assert_eq!(namespace.add_get(10), 15);
     }
 }

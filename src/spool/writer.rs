@@ -25,6 +25,7 @@ use bytes::Bytes;
 use super::{
     fresh,
     journal::{self, Journal},
+    ledger::Reservation,
     Destination, Queue, Shared, StoreError,
 };
 
@@ -39,10 +40,9 @@ pub(super) const SYNC_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct Append {
     pub destinations: Vec<Destination>,
     pub record: Vec<u8>,
-    /// The queues counted for it (see `Spool::store`): woken when committed, given their
-    /// counts back when not.
-    pub queues: Vec<Arc<Queue>>,
-    pub size: u64,
+    /// Its counts in the ledger: kept when committed (its queues are then woken), given back
+    /// when dropped.
+    pub reservation: Reservation,
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -219,7 +219,7 @@ pub(super) fn serve(mut writer: Writer, mut rx: mpsc::Receiver<Message>) {
             rx.close();
             while let Ok(message) = rx.try_recv() {
                 if let Message::Append(append) = message {
-                    abandon(vec![append]);
+                    drop(append);
                 }
             }
             return;
@@ -329,7 +329,7 @@ impl Writer {
             .iter()
             .map(|a| {
                 let records = a.destinations.len() as u64;
-                (a.size * records, records)
+                (a.reservation.size() * records, records)
             })
             .collect();
         let admitted = store.admit(&sizes);
@@ -374,10 +374,11 @@ impl Writer {
                 Ok(first) => {
                     let Append {
                         record,
-                        queues,
+                        reservation,
                         done,
                         ..
                     } = append;
+                    let queues = reservation.keep();
                     let _ = done.send(Ok(()));
                     // Answered first; then into memory, where the forwarders take them.
                     let record = Bytes::from(record);
@@ -638,21 +639,9 @@ fn syncer(shared: &Shared, failing: &AtomicBool, rx: std::sync::mpsc::Receiver<S
 }
 
 impl Append {
-    /// Answers with `error` and gives the queues their counts back.
+    /// Answers with `error`; its reservation, dropped, gives the counts back.
     fn refuse(self, error: StoreError) {
-        for queue in &self.queues {
-            queue.removed(1, self.size);
-        }
         let _ = self.done.send(Err(error));
-    }
-}
-
-/// Gives every append of `batch` its counts back and drops its answer (the writer stopped).
-fn abandon(batch: Vec<Append>) {
-    for append in batch {
-        for queue in &append.queues {
-            queue.removed(1, append.size);
-        }
     }
 }
 

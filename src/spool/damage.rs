@@ -29,7 +29,15 @@ pub enum OnDamage {
 
 /// One journal file as found at open: its name, its length and what it holds, or `None` when it
 /// does not exist.
-pub type JournalFile<'a> = (&'static str, Option<(u64, &'a Scan)>);
+pub type JournalFile = (&'static str, Option<(u64, Scan)>);
+
+/// Both journal files in `dir`.
+pub fn read_journal(dir: &std::path::Path) -> std::io::Result<Vec<JournalFile>> {
+    super::journal::FILE_NAMES
+        .iter()
+        .map(|name| Ok((*name, super::journal::read(dir, name)?)))
+        .collect()
+}
 
 /// Something wrong with the spool's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +86,7 @@ pub struct Chain {
 }
 
 /// Follows the chain of `prev` numbers through `files` down to `applied`.
-pub fn chain(files: &[JournalFile<'_>], applied: u64) -> Chain {
+pub fn chain(files: &[JournalFile], applied: u64) -> Chain {
     let mut by_seq: BTreeMap<u64, (&'static str, &Frame)> = BTreeMap::new();
     let mut highest = applied;
     for (name, found) in files {
@@ -243,11 +251,10 @@ mod tests {
     }
 
     fn run(files: &[Vec<u8>], applied: u64) -> Chain {
-        let scans: Vec<Scan> = files.iter().map(|bytes| scan(bytes)).collect();
-        let named: Vec<JournalFile<'_>> = scans
+        let named: Vec<JournalFile> = files
             .iter()
             .zip(["spool.journal.0", "spool.journal.1"])
-            .map(|(scan, name)| (name, Some((0, scan))))
+            .map(|(bytes, name)| (name, Some((0, scan(bytes)))))
             .collect();
         chain(&named, applied)
     }

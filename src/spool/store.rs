@@ -292,15 +292,7 @@ impl Store {
         max_bytes: u64,
         on_damage: OnDamage,
     ) -> Result<(Self, Option<Damage>), StoreError> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut scans = Vec::new();
-        for name in journal::FILE_NAMES {
-            scans.push((name, journal::read(dir, name)?));
-        }
-        let files: Vec<damage::JournalFile<'_>> = scans
-            .iter()
-            .map(|(name, found)| (*name, found.as_ref().map(|(len, scan)| (*len, scan))))
-            .collect();
+        let files = damage::read_journal(path.parent().unwrap_or(Path::new(".")))?;
         let mut problems = Vec::new();
         let store_there = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         if !store_there && files.iter().any(|(_, found)| found.is_some()) {
@@ -495,15 +487,7 @@ impl Store {
             .create(&self.path)?;
         // What the journal holds beyond the file's last durable commit goes back in, as at
         // open (what went in without an fsync was rolled back by the repair).
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let mut scans = Vec::new();
-        for name in journal::FILE_NAMES {
-            scans.push((name, journal::read(dir, name)?));
-        }
-        let files: Vec<damage::JournalFile<'_>> = scans
-            .iter()
-            .map(|(name, found)| (*name, found.as_ref().map(|(len, scan)| (*len, scan))))
-            .collect();
+        let files = damage::read_journal(self.path.parent().unwrap_or(Path::new(".")))?;
         let (applied, _) = read_applied(&db)?;
         let chain = damage::chain(&files, applied);
         for lost in &chain.lost {

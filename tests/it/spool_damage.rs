@@ -282,7 +282,7 @@ async fn journal_write_errors_answer_503_and_the_spool_comes_back_losing_nothing
     let mut setup = Setup::new().await;
     let router = setup.router();
     router.wait_ready().await;
-    let mut acknowledged = post(&router, "before", 0..10).await;
+    let acknowledged = post(&router, "before", 0..10).await;
     assert!(acknowledged
         .iter()
         .all(|s| s.status == StatusCode::ACCEPTED));
@@ -326,20 +326,7 @@ async fn journal_write_errors_answer_503_and_the_spool_comes_back_losing_nothing
         .iter()
         .all(|s| s.status == StatusCode::SERVICE_UNAVAILABLE));
     drop(failing);
-
-    // The disk works again: a probe puts the spool back in service, no restart.
-    wait_until(Duration::from_secs(20), "spool back in service", || async {
-        get_json(&router.base(), "/health").await["components"]["spool"] != "unavailable"
-    })
-    .await;
-    let after = post(&router, "after", 0..10).await;
-    assert!(
-        after.iter().all(|s| s.status == StatusCode::ACCEPTED),
-        "{after:?}"
-    );
-    acknowledged.extend(after);
-    setup.redis.restart().await;
-    let delivered = setup.delivered(&acknowledged).await;
+    let delivered = back_in_service(&mut setup, &router, acknowledged).await;
     for s in &refused {
         assert!(!delivered.contains(&s.body), "refused but delivered: {s:?}");
     }
@@ -383,16 +370,27 @@ async fn spool_file_write_errors_make_it_unavailable_until_it_is_reopened() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(failing);
+    back_in_service(&mut setup, &router, acknowledged).await;
+}
+
+/// The disk works again: a probe puts the spool back in service without a restart, new
+/// requests are stored, and once Redis is back everything acknowledged is delivered (what was
+/// delivered is returned).
+async fn back_in_service(
+    setup: &mut Setup,
+    router: &Router,
+    mut acknowledged: Vec<Sent>,
+) -> HashSet<String> {
     wait_until(Duration::from_secs(20), "spool back in service", || async {
         get_json(&router.base(), "/health").await["components"]["spool"] != "unavailable"
     })
     .await;
-    let after = post(&router, "after", 0..5).await;
+    let after = post(router, "after", 0..10).await;
     assert!(
         after.iter().all(|s| s.status == StatusCode::ACCEPTED),
         "{after:?}"
     );
     acknowledged.extend(after);
     setup.redis.restart().await;
-    setup.delivered(&acknowledged).await;
+    setup.delivered(&acknowledged).await
 }

@@ -33,7 +33,7 @@ pub type JournalFile = (&'static str, Option<(u64, Scan)>);
 
 /// Both journal files in `dir`.
 pub fn read_journal(dir: &std::path::Path) -> std::io::Result<Vec<JournalFile>> {
-    super::journal::FILE_NAMES
+    super::files::JOURNAL
         .iter()
         .map(|name| Ok((*name, super::journal::read(dir, name)?)))
         .collect()
@@ -162,14 +162,14 @@ impl fmt::Display for Problem {
                 f,
                 "{} is missing or empty while the journal is there: every record it held is \
                  lost ({journal_records} readable record(s) in the journal)",
-                super::store::FILE_NAME
+                super::files::STORE
             ),
             Self::JournalMissing { file, len: None } => write!(
                 f,
                 "{file} is missing while {} holds records: the records it held that were not \
                  yet in {} are lost",
-                super::store::FILE_NAME,
-                super::store::FILE_NAME
+                super::files::STORE,
+                super::files::STORE
             ),
             Self::JournalMissing {
                 file,
@@ -217,7 +217,7 @@ impl fmt::Display for Damage {
              recover` with the instance stopped to keep every readable record and go on, or \
              start with SPOOL_ON_DAMAGE=salvage",
             self.readable,
-            super::store::FILE_NAME
+            super::files::STORE
         )
     }
 }

@@ -542,7 +542,7 @@ mod tests {
             policy,
         });
         let destination = super::super::Destination::named(NAME);
-        let counts = super::super::Ledger::new(1 << 20).counts(&destination);
+        let counts = super::super::Ledger::new(1 << 20).counts("acme");
         let queue = Arc::new(Queue::new(destination, counts));
         let forwarder = Forwarder::new(
             Arc::clone(&store),

@@ -34,7 +34,7 @@ use std::{
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The journal's two files inside `SPOOL_DIR`.
-pub const FILE_NAMES: [&str; 2] = ["spool.journal.0", "spool.journal.1"];
+pub const FILE_NAMES: [&str; 2] = super::files::JOURNAL;
 
 /// Each file is preallocated with zeros: appends overwrite in place, so an fsync writes data,
 /// not metadata.

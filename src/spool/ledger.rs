@@ -15,8 +15,6 @@ use std::sync::{
 
 use dashmap::DashMap;
 
-use super::{queue::Queue, Destination};
-
 /// A count that several tasks change in any order (an add may land after the matching
 /// subtraction): signed, never clamped, so it always settles on the true value; read as 0 while
 /// it is transiently negative.
@@ -52,6 +50,8 @@ pub struct Counts {
     backlog: Arc<Count>,
     /// Bytes held by every destination of this one's namespace (queued and dead letters).
     namespace: Arc<Count>,
+    /// That namespace's name.
+    namespace_name: Arc<str>,
 }
 
 impl Counts {
@@ -153,11 +153,9 @@ impl Ledger {
         self.backlog.get()
     }
 
-    /// Fresh counts for `destination` (linked to its namespace's share and the backlog).
-    pub fn counts(&self, destination: &Destination) -> Counts {
-        let name = destination
-            .parts()
-            .map_or("", |p| p.webhook.namespace.as_str());
+    /// Fresh counts for a destination of namespace `name` (linked to its namespace's share
+    /// and the backlog).
+    pub fn counts(&self, name: &str) -> Arc<Counts> {
         let namespace = match self.namespaces.get(name) {
             Some(count) => Arc::clone(count.value()),
             None => Arc::clone(
@@ -167,32 +165,30 @@ impl Ledger {
                     .value(),
             ),
         };
-        Counts {
+        Arc::new(Counts {
             depth: Count::default(),
             bytes: Count::default(),
             dead: Count::default(),
             backlog: Arc::clone(&self.backlog),
             namespace,
-        }
+            namespace_name: Arc::from(name),
+        })
     }
 
-    /// Counts one record of `size` bytes for each of `queues` (a request decided to spool): at
-    /// once, so the requests after it queue behind it. Refused, counting nothing, when a
-    /// namespace would hold more than its share.
-    pub fn reserve(&self, queues: Vec<Arc<Queue>>, size: u64) -> Result<Reservation, ShareTaken> {
-        for queue in &queues {
-            queue.counts.add(1, size);
+    /// Counts one record of `size` bytes for each destination of `counts` (a request decided
+    /// to spool): at once, so the requests after it queue behind it. Refused, counting
+    /// nothing, when a namespace would hold more than its share.
+    pub fn reserve(&self, counts: Vec<Arc<Counts>>, size: u64) -> Result<Reservation, ShareTaken> {
+        for count in &counts {
+            count.add(1, size);
         }
-        let reservation = Reservation { queues, size };
+        let reservation = Reservation { counts, size };
         let over = reservation
-            .queues
+            .counts
             .iter()
-            .find(|q| q.counts.namespace_bytes() > self.namespace_max);
-        if let Some(queue) = over {
-            let namespace = queue
-                .destination
-                .parts()
-                .map_or_else(String::new, |p| p.webhook.namespace.as_str().to_owned());
+            .find(|c| c.namespace_bytes() > self.namespace_max);
+        if let Some(over) = over {
+            let namespace = over.namespace_name.to_string();
             // Dropped: the counts go back.
             drop(reservation);
             return Err(ShareTaken {
@@ -208,14 +204,14 @@ impl Ledger {
 /// they are, given back when dropped (refused, the writer stopped, the request went away).
 #[derive(Debug)]
 pub struct Reservation {
-    queues: Vec<Arc<Queue>>,
+    counts: Vec<Arc<Counts>>,
     size: u64,
 }
 
 impl Reservation {
-    /// The records are journaled: their counts stay. Returns their queues.
-    pub fn keep(mut self) -> Vec<Arc<Queue>> {
-        std::mem::take(&mut self.queues)
+    /// The records are journaled: their counts stay.
+    pub fn keep(mut self) {
+        self.counts.clear();
     }
 
     pub fn size(&self) -> u64 {
@@ -225,8 +221,8 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        for queue in &self.queues {
-            queue.counts.settled(1, self.size);
+        for count in &self.counts {
+            count.settled(1, self.size);
         }
     }
 }
@@ -234,16 +230,11 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::queue::test_destination;
 
     #[test]
     fn counts_settle_whatever_order_adds_and_removals_land_in() {
         let ledger = Ledger::new(1 << 20);
-        let q = Queue::new(
-            test_destination("a", "b", "0"),
-            ledger.counts(&test_destination("a", "b", "0")),
-        );
-        let c = &q.counts;
+        let c = ledger.counts("a");
         c.add(2, 100);
         c.settled(1, 40);
         assert_eq!((c.depth(), c.bytes()), (1, 60));
@@ -260,18 +251,16 @@ mod tests {
     #[test]
     fn a_reservation_not_kept_gives_its_counts_back_and_a_full_share_refuses() {
         let ledger = Ledger::new(100);
-        let queue = Arc::new(Queue::new(
-            test_destination("a", "b", "0"),
-            ledger.counts(&test_destination("a", "b", "0")),
-        ));
-        let kept = ledger.reserve(vec![Arc::clone(&queue)], 40).unwrap();
-        drop(ledger.reserve(vec![Arc::clone(&queue)], 40).unwrap());
-        assert_eq!((queue.depth(), ledger.backlog()), (1, 1));
-        let queues = kept.keep();
-        assert_eq!(queues.len(), 1);
-        assert_eq!(queue.counts.bytes(), 40);
-        let refused = ledger.reserve(vec![Arc::clone(&queue)], 61).unwrap_err();
+        let c = ledger.counts("a");
+        let kept = ledger.reserve(vec![Arc::clone(&c)], 40).unwrap();
+        drop(ledger.reserve(vec![Arc::clone(&c)], 40).unwrap());
+        assert_eq!((c.depth(), ledger.backlog()), (1, 1));
+        kept.keep();
+        assert_eq!(c.bytes(), 40);
+        let refused = ledger.reserve(vec![Arc::clone(&c)], 61).unwrap_err();
         assert_eq!((refused.namespace.as_str(), refused.max), ("a", 100));
-        assert_eq!((queue.depth(), queue.counts.namespace_bytes()), (1, 40));
+        assert_eq!((c.depth(), c.namespace_bytes()), (1, 40));
+        // Another namespace has a share of its own.
+        assert!(ledger.reserve(vec![ledger.counts("b")], 61).is_ok());
     }
 }

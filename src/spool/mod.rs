@@ -9,6 +9,7 @@
 //! operators see. [`Spool`] is the handle that ties them together.
 
 pub mod damage;
+mod files;
 pub mod forward;
 pub mod fresh;
 pub mod journal;
@@ -121,6 +122,13 @@ impl Limits {
     }
 }
 
+/// The namespace whose share `destination`'s records count against.
+fn namespace_of(destination: &Destination) -> &str {
+    destination
+        .parts()
+        .map_or("", |p| p.webhook.namespace.as_str())
+}
+
 /// Handle to the spool; cloning is cheap.
 #[derive(Clone)]
 pub struct Spool {
@@ -211,7 +219,7 @@ impl Spool {
                 queues
                     .entry(destination.id())
                     .or_insert_with(|| {
-                        let counts = ledger.counts(&destination);
+                        let counts = ledger.counts(namespace_of(&destination));
                         Arc::new(Queue::new(destination, counts))
                     })
                     .value(),
@@ -311,7 +319,8 @@ impl Spool {
         let size = store::footprint(&record);
         let queues: Vec<Arc<Queue>> = destinations.iter().map(|d| self.shared.queue(d)).collect();
         // One namespace may not take the whole spool from the others.
-        let reservation = self.shared.ledger.reserve(queues, size).map_err(|taken| {
+        let counts = queues.iter().map(|q| Arc::clone(&q.counts)).collect();
+        let reservation = self.shared.ledger.reserve(counts, size).map_err(|taken| {
             SpoolError::NamespaceFull {
                 namespace: taken.namespace,
                 max: taken.max,
@@ -323,6 +332,7 @@ impl Spool {
         let append = Append {
             destinations,
             record,
+            queues,
             reservation,
             done,
         };
@@ -467,7 +477,7 @@ impl Shared {
                 .or_insert_with(|| {
                     Arc::new(Queue::new(
                         destination.clone(),
-                        self.ledger.counts(destination),
+                        self.ledger.counts(namespace_of(destination)),
                     ))
                 })
                 .value(),

@@ -175,7 +175,7 @@ fn parse(name: &str) -> Option<Parts> {
 pub struct Queue {
     pub destination: Destination,
     /// Depth, bytes and dead letters: read here, changed only through the ledger's verbs.
-    pub counts: Counts,
+    pub counts: Arc<Counts>,
     /// Failed forwarding attempts since start.
     pub retries: AtomicU64,
     /// Records forwarded since start.
@@ -189,7 +189,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(destination: Destination, counts: Counts) -> Self {
+    pub fn new(destination: Destination, counts: Arc<Counts>) -> Self {
         Self {
             destination,
             counts,

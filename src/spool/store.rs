@@ -258,7 +258,7 @@ const LAZY_COMMITS: u64 = 32;
 const CACHE_BYTES: usize = 32 << 20;
 
 /// The file's name inside `SPOOL_DIR`.
-pub const FILE_NAME: &str = "spool.redb";
+pub const FILE_NAME: &str = super::files::STORE;
 
 /// What a record costs in the file beside its value and key: its entry in a B-tree leaf and
 /// its share of the pages' unused room, so the file's size follows what is counted.

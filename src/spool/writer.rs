@@ -40,8 +40,9 @@ pub(super) const SYNC_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct Append {
     pub destinations: Vec<Destination>,
     pub record: Vec<u8>,
-    /// Its counts in the ledger: kept when committed (its queues are then woken), given back
-    /// when dropped.
+    /// The queue of each destination: given the record and woken when committed.
+    pub queues: Vec<Arc<Queue>>,
+    /// Its counts in the ledger: kept when committed, given back when dropped.
     pub reservation: Reservation,
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
@@ -374,11 +375,12 @@ impl Writer {
                 Ok(first) => {
                     let Append {
                         record,
+                        queues,
                         reservation,
                         done,
                         ..
                     } = append;
-                    let queues = reservation.keep();
+                    reservation.keep();
                     let _ = done.send(Ok(()));
                     // Answered first; then into memory, where the forwarders take them.
                     let record = Bytes::from(record);

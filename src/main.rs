@@ -44,7 +44,11 @@ fn main() -> ExitCode {
     match serve(&settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "Switchyard failed.");
+            let error: &(dyn std::error::Error + 'static) = error.as_ref();
+            tracing::error!(
+                error = telemetry::error_chain(error),
+                "Switchyard failed."
+            );
             ExitCode::FAILURE
         }
     }

@@ -25,6 +25,22 @@ pub fn is_deceptive(c: char) -> bool {
         )
 }
 
+/// `error` and its causes on one line, each said once: a cause whose text the message already
+/// holds (errors that quote their source) is not repeated.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        let text = source.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = source.source();
+    }
+    line
+}
+
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -50,4 +66,32 @@ where
         LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadyInstalled)
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open the spool in /x: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("spool store: {0}")]
+    struct Inner(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot start")]
+    struct Terse(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = || std::io::Error::other("Database already open");
+        assert_eq!(
+            super::error_chain(&Outer(Inner(io()))),
+            "cannot open the spool in /x: spool store: Database already open"
+        );
+        assert_eq!(
+            super::error_chain(&Terse(io())),
+            "cannot start: Database already open"
+        );
+    }
 }

@@ -630,11 +630,14 @@ async fn a_spool_directory_held_by_another_instance_stops_start_up() {
         .await
         .expect("the second instance refuses to start");
     assert!(!exit.success());
-    assert!(
-        second.logs().contains("cannot open the spool"),
-        "{}",
-        second.logs()
-    );
+    let logs = second.logs();
+    assert!(logs.contains("cannot open the spool"), "{logs}");
+    // The cause is named once, not once per error that wraps it.
+    let line = logs
+        .lines()
+        .find(|l| l.contains("cannot open the spool"))
+        .unwrap_or_default();
+    assert_eq!(line.matches("already open").count(), 1, "{line}");
 }
 
 #[tokio::test]

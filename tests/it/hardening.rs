@@ -888,3 +888,31 @@ async fn extreme_signature_timestamps_are_refused_not_a_crash() {
     }
     assert_eq!(app.health().await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_head_that_does_not_arrive_in_time_gets_a_bare_408_and_the_connection_closes() {
+    use tokio::io::AsyncWriteExt as _;
+    let (app, _dir) = app_with(json!({"w": {"module": "log"}}), json!({}), |s| {
+        s.client_request_timeout_ms = 300;
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    // Half a head, then nothing.
+    stream
+        .write_all(b"POST /webhook/w HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    // The HTTP layer answers before any request was read: no body, no request id (the README
+    // says so), and the connection is closed.
+    assert!(answer.starts_with("http/1.1 408"), "{answer}");
+    assert!(!answer.contains("x-request-id"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n"), "no body: {answer}");
+}

@@ -45,10 +45,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let error: &(dyn std::error::Error + 'static) = error.as_ref();
-            tracing::error!(
-                error = telemetry::error_chain(error),
-                "Switchyard failed."
-            );
+            tracing::error!(error = telemetry::error_chain(error), "Switchyard failed.");
             ExitCode::FAILURE
         }
     }

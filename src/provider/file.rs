@@ -221,13 +221,14 @@ pub async fn run(
     token: CancellationToken,
 ) {
     let (tx, mut changes) = mpsc::channel::<()>(1);
-    let _watcher = match watch_files(&files, tx) {
-        Ok(watcher) => Some(watcher),
+    let watch = |tx: mpsc::Sender<()>| match watch_files(&files, tx) {
+        Ok(watching) => Some(watching),
         Err(error) => {
             tracing::error!(%error, "Cannot watch the config files; changes need a restart.");
             None
         }
     };
+    let mut watching = watch(tx.clone());
     let mut revision = 0;
     let reload = |revision: &mut i64| match load(&files, &applier, *revision + 1) {
         Ok(()) => {
@@ -261,42 +262,88 @@ pub async fn run(
                 }
                 // Drop the signal that arrived while debouncing: this reload covers it.
                 let _ = changes.try_recv();
+                // A folder of a file was missing (a parent of it is watched): it may be there
+                // now, and is watched from here on.
+                if watching.as_ref().is_some_and(|w| !w.complete) {
+                    watching = watch(tx.clone());
+                }
                 reload(&mut revision);
             }
         }
     }
 }
 
-/// Watches the folders of both files (editors replace files by rename, which a file watch misses).
-fn watch_files(files: &Files, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+/// The watch on the config files' folders.
+struct Watching {
+    _watcher: notify::RecommendedWatcher,
+    /// Every file's folder is watched; otherwise the nearest existing parent of a missing
+    /// folder is, and the watch is set up again once that folder appears.
+    complete: bool,
+}
+
+/// Watches the folders of both files (editors replace files by rename, which a file watch
+/// misses). A folder that does not exist yet is watched through its nearest existing parent:
+/// its creation counts as a change.
+fn watch_files(files: &Files, tx: mpsc::Sender<()>) -> notify::Result<Watching> {
     let names: Vec<_> = [&files.webhooks, &files.connections]
         .iter()
         .filter_map(|p| p.file_name().map(ToOwned::to_owned))
         .collect();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if event.kind.is_access() {
-            return;
-        }
-        let relevant = event
-            .paths
-            .iter()
-            .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)));
-        if relevant {
-            // Full means a reload is already pending, which covers this change too.
-            let _ = tx.try_send(());
-        }
-    })?;
-    let mut dirs: Vec<PathBuf> = [&files.webhooks, &files.connections]
+    let mut folders: Vec<PathBuf> = [&files.webhooks, &files.connections]
         .iter()
         .map(|p| match p.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
         })
         .collect();
-    dirs.dedup();
-    for dir in dirs {
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    folders.dedup();
+    // Events name absolute paths.
+    let wanted: Vec<PathBuf> = folders
+        .iter()
+        .map(|folder| match std::env::current_dir() {
+            Ok(here) if folder.is_relative() => here.join(folder),
+            _ => folder.clone(),
+        })
+        .collect();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        let relevant = event.paths.iter().any(|p| {
+            p.file_name().is_some_and(|n| names.iter().any(|m| m == n))
+                || wanted.iter().any(|folder| folder.starts_with(p))
+        });
+        if relevant {
+            // Full means a reload is already pending, which covers this change too.
+            let _ = tx.try_send(());
+        }
+    })?;
+    let mut complete = true;
+    let mut watched: Vec<PathBuf> = Vec::new();
+    for folder in folders {
+        let existing = folder.ancestors().find(|dir| {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            dir.is_dir()
+        });
+        let Some(existing) = existing else { continue };
+        let existing = if existing.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            existing.to_owned()
+        };
+        complete &= existing == folder;
+        if !watched.contains(&existing) {
+            watcher.watch(&existing, RecursiveMode::NonRecursive)?;
+            watched.push(existing);
+        }
     }
-    Ok(watcher)
+    Ok(Watching {
+        _watcher: watcher,
+        complete,
+    })
 }

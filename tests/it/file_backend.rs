@@ -219,3 +219,46 @@ async fn a_broken_file_at_start_up_says_what_is_true() {
     write(dir.path(), "webhooks.json", r#"{"w": {"module": "log"}}"#);
     router.wait_ready().await;
 }
+
+#[tokio::test]
+async fn a_config_folder_created_after_start_is_watched_and_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config").join("live");
+    let webhooks = config.join("webhooks.json");
+    let connections = config.join("connections.json");
+    let router = crate::support::process::Router::start(
+        dir.path(),
+        &[
+            ("WEBHOOKS_CONFIG_FILE", webhooks.to_str().unwrap()),
+            ("CONNECTIONS_CONFIG_FILE", connections.to_str().unwrap()),
+        ],
+    );
+    router.wait_ready().await;
+    let client = reqwest::Client::new();
+    let status = client
+        .post(router.url("/webhook/late"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    // The folder (two levels of it) and the file appear later, as a deployment would mount them.
+    std::fs::create_dir_all(&config).unwrap();
+    crate::support::files::write_json(
+        &config,
+        "webhooks.json",
+        &serde_json::json!({"late": {"module": "log"}}),
+    );
+    crate::support::wait_until(Duration::from_secs(10), "the late file loaded", || async {
+        client
+            .post(router.url("/webhook/late"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == reqwest::StatusCode::OK
+    })
+    .await;
+}

@@ -218,6 +218,11 @@ impl KeyLayout {
         format!("{}{GLOBAL_NAMESPACE}/connections/{name}", self.prefix)
     }
 
+    /// `<prefix>global/connections/`, the folder of the connections.
+    pub fn connections_prefix(&self) -> String {
+        format!("{}{GLOBAL_NAMESPACE}/connections/", self.prefix)
+    }
+
     /// `<prefix><namespace>/webhooks/`, the folder of one namespace's webhooks.
     pub fn namespace_prefix(&self, namespace: &Namespace) -> String {
         format!("{}{namespace}/webhooks/", self.prefix)

@@ -31,17 +31,22 @@ pub async fn run(
     connections_path: Option<&Path>,
 ) -> Result<Export, String> {
     let layout = KeyLayout::new(&settings.etcd_prefix);
-    let kvs = admin::read_prefix(&EtcdLink::from_settings(settings), layout.prefix())
-        .await
-        .map_err(|e| e.to_string())?;
+    // Only this namespace's folder and the connections: other namespaces' entries, valid or
+    // not, are not this export's to flag.
+    let link = EtcdLink::from_settings(settings);
+    let mut kvs = Vec::new();
+    for folder in [
+        layout.namespace_prefix(namespace),
+        layout.connections_prefix(),
+    ] {
+        kvs.extend(
+            admin::read_prefix(&link, &folder)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
     let mut report = Report::default();
-    let entries: Vec<Entry> = etcd_entries(&layout, kvs, &mut report)
-        .into_iter()
-        .filter(|e| match &e.key {
-            ConfigKey::Webhook(key) => &key.namespace == namespace,
-            ConfigKey::Connection(_) => true,
-        })
-        .collect();
+    let entries: Vec<Entry> = etcd_entries(&layout, kvs, &mut report);
     // Flags what the server would refuse (exported anyway).
     validate(&entries, Rules::from_settings(settings), &mut report);
     let named = |webhooks: bool| -> Vec<(String, String)> {

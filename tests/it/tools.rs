@@ -273,6 +273,14 @@ async fn export_writes_connections_and_flags_what_the_server_would_refuse() {
         r#"{"module":"log"}"#,
     )
     .await;
+    // Another namespace's problems are not this export's.
+    etcd.put(
+        &format!("{prefix}other/webhooks/bad id!"),
+        r#"{"module":"log"}"#,
+    )
+    .await;
+    etcd.put(&format!("{prefix}other/webhooks/broken"), "{nope")
+        .await;
     etcd.put(
         &format!("{prefix}global/connections/cache"),
         r#"{"type":"redis","host":"r"}"#,
@@ -304,6 +312,11 @@ async fn export_writes_connections_and_flags_what_the_server_would_refuse() {
     );
     assert!(
         text(&export.stderr).contains("acme/webhooks/typo: unknown module `lgo`"),
+        "{}",
+        text(&export.stderr)
+    );
+    assert!(
+        !text(&export.stderr).contains("other/"),
         "{}",
         text(&export.stderr)
     );

@@ -157,7 +157,8 @@ pub fn validate(entries: &[Entry], rules: Rules, report: &mut Report) {
                     .find(|c| !defined.contains_key(c))
                 {
                     return Err(ConfigError::Invalid(format!(
-                        "connection `{missing}` is not defined (requests would get 503 connection_missing)"
+                        "connection `{missing}` is not defined (requests would wait in the spool, \
+                         202, until it is; with \"spool\": \"off\" they get 503 connection_missing)"
                     )));
                 }
                 fits_connections(&w, key.namespace.as_str(), |name| {

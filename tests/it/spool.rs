@@ -852,3 +852,31 @@ async fn the_spool_file_stays_within_its_bound_through_outages_and_drains() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn with_the_spool_on_a_missing_connection_is_stored_and_delivered_once_it_appears() {
+    let redis = Redis::start().await;
+    let stream = unique!("late");
+    let dir = config(
+        json!({}),
+        json!({"s": {"module": "redis_stream", "connection": "r",
+                     "module-config": {"stream": stream}}}),
+    );
+    let router = Router::start(dir.path(), &[("SPOOL_HANDOFF_MS", "200")]);
+    router.wait_ready().await;
+    let body = r#"{"n":1}"#.to_owned();
+    let answer = reqwest::Client::new()
+        .post(router.url("/webhook/s"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    // Not 503 connection_missing: the spool keeps it until the connection exists.
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
+    write_json(dir.path(), "connections.json", &json!({ "r": connection }));
+    wait_all_delivered(&[body], "late connection", || {
+        redis.stream_payloads(&stream)
+    })
+    .await;
+}

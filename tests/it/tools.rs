@@ -432,3 +432,23 @@ fn check_warns_when_a_webhook_may_answer_after_its_provider_gives_up() {
     assert!(!on.contains("warning"), "{on}");
     assert!(on.contains("4 valid, 0 invalid"), "{on}");
 }
+
+#[test]
+fn check_says_what_a_missing_connection_means_with_the_spool_on_or_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, c) = write_pair(
+        dir.path(),
+        r#"{"late": {"module": "redis_list", "connection": "later", "module-config": {"key": "k"}}}"#,
+        "{}",
+    );
+    let check = switchyard(&["check", "--webhooks", &w, "--connections", &c]);
+    assert_eq!(check.status.code(), Some(1));
+    let out = text(&check.stdout);
+    assert!(
+        out.contains(
+            "#late: connection `later` is not defined (requests would wait in the spool, 202"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("503 connection_missing"), "{out}");
+}

@@ -85,8 +85,15 @@ pub struct Chain {
     pub highest: u64,
 }
 
-/// Follows the chain of `prev` numbers through `files` down to `applied`.
+/// Follows the chain of `prev` numbers through `files` down to `applied`, from the newest
+/// whole frame.
 pub fn chain(files: &[JournalFile], applied: u64) -> Chain {
+    chain_from(files, applied, None)
+}
+
+/// As [`chain`], from the frame numbered `start` when given (the last one known to be
+/// acknowledged: newer frames belong to writes that failed).
+pub fn chain_from(files: &[JournalFile], applied: u64, start: Option<u64>) -> Chain {
     let mut by_seq: BTreeMap<u64, (&'static str, &Frame)> = BTreeMap::new();
     let mut highest = applied;
     for (name, found) in files {
@@ -99,7 +106,10 @@ pub fn chain(files: &[JournalFile], applied: u64) -> Chain {
     }
     let mut frames = Vec::new();
     let mut lost = Vec::new();
-    let mut at = by_seq.keys().next_back().copied();
+    let mut at = match start {
+        Some(start) => by_seq.contains_key(&start).then_some(start),
+        None => by_seq.keys().next_back().copied(),
+    };
     while let Some(seq) = at {
         let Some(&(file, frame)) = by_seq.get(&seq) else {
             break;
@@ -227,12 +237,15 @@ mod tests {
     use super::*;
     use crate::spool::journal::{encode, scan};
 
+    const KEY: u64 = 7;
+
     /// A file's bytes with a frame for each `(seq, prev)`.
     fn file(frames: &[(u64, u64)]) -> Vec<u8> {
         let mut out = Vec::new();
         for &(seq, prev) in frames {
             encode(
                 &mut out,
+                KEY,
                 seq,
                 prev,
                 "acme/gh:log",
@@ -254,7 +267,7 @@ mod tests {
         let named: Vec<JournalFile> = files
             .iter()
             .zip(["spool.journal.0", "spool.journal.1"])
-            .map(|(bytes, name)| (name, Some((0, scan(bytes)))))
+            .map(|(bytes, name)| (name, Some((0, scan(bytes, KEY)))))
             .collect();
         chain(&named, applied)
     }

@@ -383,10 +383,13 @@ impl Forwarder {
     }
 
     async fn dead_letter(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let (queued, dead) = self
+        let killed = self
             .blocking(move |store, id| store.kill(id, seq, &bytes))
             .await?;
-        self.queue.counts.dead_lettered(queued, dead);
+        if let Some(replaced) = killed.replaced {
+            self.queue.counts.purged(replaced);
+        }
+        self.queue.counts.dead_lettered(killed.queued, killed.dead);
         Ok(())
     }
 

@@ -290,8 +290,8 @@ mod tests {
         // Frames 1..=7 were delivered from memory: a restart must not bring them back.
         let mut journal = crate::spool::journal::Journal::open(dir.path()).unwrap();
         let mut bytes = Vec::new();
-        crate::spool::journal::encode(&mut bytes, 7, 6, "a/b:log", b"7");
-        crate::spool::journal::encode(&mut bytes, 8, 7, "a/b:log", b"8");
+        crate::spool::journal::encode(&mut bytes, journal.key(), 7, 6, "a/b:log", b"7");
+        crate::spool::journal::encode(&mut bytes, journal.key(), 8, 7, "a/b:log", b"8");
         journal.write(&bytes).unwrap();
         drop(journal);
         let store = Store::open(&dir.path().join("s.redb"), 1 << 20).unwrap();

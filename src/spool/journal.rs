@@ -31,7 +31,7 @@ use std::{
     path::Path,
 };
 
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The journal's two files inside `SPOOL_DIR`.
 pub const FILE_NAMES: [&str; 2] = super::files::JOURNAL;
@@ -64,7 +64,7 @@ pub struct Frame {
 
 /// Appends one frame to `out`. A destination key longer than `u16::MAX` bytes cannot be
 /// journaled (keys are built from names that validation keeps short).
-pub fn encode(out: &mut Vec<u8>, seq: u64, prev: u64, destination: &str, record: &[u8]) {
+pub fn encode(out: &mut Vec<u8>, key: u64, seq: u64, prev: u64, destination: &str, record: &[u8]) {
     let name_len = u16::try_from(destination.len()).unwrap_or(u16::MAX);
     let name = &destination.as_bytes()[..usize::from(name_len)];
     let body_len = FIXED + name.len() + record.len();
@@ -79,7 +79,7 @@ pub fn encode(out: &mut Vec<u8>, seq: u64, prev: u64, destination: &str, record:
     out.extend_from_slice(&name_len.to_le_bytes());
     out.extend_from_slice(name);
     out.extend_from_slice(record);
-    let hash = xxh3_64(&out[body..]);
+    let hash = xxh3_64_with_seed(&out[body..], key);
     out[start + 8..start + HEADER].copy_from_slice(&hash.to_le_bytes());
 }
 
@@ -104,13 +104,14 @@ pub struct Scan {
     pub broken: Vec<Broken>,
 }
 
-/// Every whole frame of `bytes`, and what can be read of the broken ones.
-pub fn scan(bytes: &[u8]) -> Scan {
+/// Every whole frame of `bytes` (checksums keyed with `key`), and what can be read of the
+/// broken ones.
+pub fn scan(bytes: &[u8], key: u64) -> Scan {
     let mut out = Scan::default();
     let mut at = 0;
     while let Some(found) = memchr::memmem::find(&bytes[at..], &MAGIC) {
         at += found;
-        match decode(&bytes[at..]) {
+        match decode(&bytes[at..], key) {
             Ok((frame, len)) => {
                 out.frames.push(frame);
                 at += len;
@@ -128,7 +129,7 @@ pub fn scan(bytes: &[u8]) -> Scan {
 }
 
 /// The frame at the start of `bytes` and its length, or what can be read of it.
-fn decode(bytes: &[u8]) -> Result<(Frame, usize), Broken> {
+fn decode(bytes: &[u8], key: u64) -> Result<(Frame, usize), Broken> {
     let field = |range: std::ops::Range<usize>| bytes.get(range);
     let u64_at = |at: usize| {
         field(at..at + 8)
@@ -147,7 +148,12 @@ fn decode(bytes: &[u8]) -> Result<(Frame, usize), Broken> {
     let whole = len
         .filter(|&len| len >= FIXED)
         .and_then(|len| Some((len, field(body..body.checked_add(len)?)?)))
-        .filter(|(_, body)| u64_at(8) == Some(xxh3_64(body)));
+        .filter(|(_, body)| u64_at(8) == Some(xxh3_64_with_seed(body, key)));
+    let prev = u64_at(body + 8);
+    // A frame is whole when its checksum holds and its fields fit it: a key that runs past the
+    // body, or a `prev` that does not come before the frame, is not one the writer wrote.
+    let fits =
+        |len: usize, seq: u64, end: usize| end <= body + len && prev.is_some_and(|p| p < seq);
     let (Some((len, _)), Some(seq), Some(end), Some(destination)) =
         (whole, seq, name_end, &destination)
     else {
@@ -165,16 +171,26 @@ fn decode(bytes: &[u8]) -> Result<(Frame, usize), Broken> {
             record,
         });
     };
+    let record = bytes.get(end..body + len).filter(|_| fits(len, seq, end));
+    let (Some(record), Some(prev)) = (record, prev) else {
+        return Err(Broken {
+            offset: 0,
+            seq: Some(seq),
+            destination: Some(destination.clone()),
+            record: Vec::new(),
+        });
+    };
     let frame = Frame {
         seq,
-        prev: u64_at(body + 8).unwrap_or_default(),
+        prev,
         destination: destination.clone(),
-        record: bytes[end..body + len].to_vec(),
+        record: record.to_vec(),
     };
     Ok((frame, body + len))
 }
 
-/// What a journal file in `dir` holds: `None` when there is no such file.
+/// What a journal file in `dir` holds: `None` when there is no such file. A file whose first
+/// block is not a valid header holds no frames that can be trusted (its key is unknown).
 pub fn read(dir: &Path, name: &str) -> io::Result<Option<(u64, Scan)>> {
     let mut file = match File::open(dir.join(name)) {
         Ok(file) => file,
@@ -183,7 +199,50 @@ pub fn read(dir: &Path, name: &str) -> io::Result<Option<(u64, Scan)>> {
     };
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    Ok(Some((bytes.len() as u64, scan(&bytes))))
+    let len = bytes.len() as u64;
+    let scan = match (key_of(&bytes), bytes.get(BLOCK..)) {
+        (Some(key), Some(frames)) => {
+            let mut scan = scan(frames, key);
+            for broken in &mut scan.broken {
+                broken.offset += BLOCK as u64;
+            }
+            scan
+        }
+        _ => Scan::default(),
+    };
+    Ok(Some((len, scan)))
+}
+
+/// A journal file's first block: [`FILE_MAGIC`], then the key its frames' checksums use
+/// (random, made when the file is, u64 LE), then xxh3-64 of both (u64 LE). A sender cannot
+/// forge a frame inside a payload it sends, as it cannot know the key.
+const FILE_MAGIC: [u8; 4] = *b"SWJF";
+
+/// The key in a file's header, if the header is whole.
+fn key_of(bytes: &[u8]) -> Option<u64> {
+    let header = bytes.get(..20)?;
+    let hash = u64::from_le_bytes(bytes.get(20..28)?.try_into().ok()?);
+    if header[..4] != FILE_MAGIC || xxh3_64(header) != hash {
+        return None;
+    }
+    Some(u64::from_le_bytes(header[12..20].try_into().ok()?))
+}
+
+/// A header block for `key`.
+fn header(key: u64) -> Vec<u8> {
+    let mut block = vec![0u8; BLOCK];
+    block[..4].copy_from_slice(&FILE_MAGIC);
+    block[4..8].copy_from_slice(&1u32.to_le_bytes());
+    block[12..20].copy_from_slice(&key.to_le_bytes());
+    let hash = xxh3_64(&block[..20]);
+    block[20..28].copy_from_slice(&hash.to_le_bytes());
+    block
+}
+
+/// The key the frames of journal file `name` in `dir` use (tests).
+#[cfg(test)]
+pub fn key_in(dir: &Path, name: &str) -> Option<u64> {
+    key_of(&std::fs::read(dir.join(name)).ok()?)
 }
 
 /// The size every journal file has from its creation on.
@@ -198,6 +257,8 @@ const BLOCK: usize = 4096;
 /// One journal file.
 struct Half {
     file: File,
+    /// The key of its frames' checksums (from its header).
+    key: u64,
     /// Where the next frame goes.
     position: u64,
     /// Opened `O_DIRECT | O_DSYNC`: each write goes to the device and is durable when it
@@ -235,6 +296,19 @@ impl Half {
                 File::open(dir)?.sync_all()?;
             }
         }
+        let mut first = vec![0u8; BLOCK];
+        file.read_exact_at(&mut first, 0)?;
+        // A file without a valid header (new, or from before headers) gets one: the frames in
+        // it, if any, are in the redb file already (it was opened first).
+        let key = match key_of(&first) {
+            Some(key) => key,
+            None => {
+                let key = uuid::Uuid::new_v4().as_u64_pair().0;
+                file.write_all_at(&header(key), 0)?;
+                file.sync_data()?;
+                key
+            }
+        };
         let direct = if try_direct {
             OpenOptions::new()
                 .write(true)
@@ -250,7 +324,8 @@ impl Half {
         };
         Ok(Self {
             file,
-            position: 0,
+            key,
+            position: BLOCK as u64,
             direct,
             tail: Vec::new(),
             buffer: Vec::new(),
@@ -287,7 +362,7 @@ impl Half {
     /// Starts over at the beginning. A file that grew past its preallocation (one very large
     /// batch) is cut back.
     fn restart(&mut self) -> io::Result<()> {
-        self.position = 0;
+        self.position = BLOCK as u64;
         self.tail.clear();
         if self.file.metadata()?.len() > 2 * PREALLOCATED {
             self.file.set_len(PREALLOCATED)?;
@@ -340,7 +415,12 @@ impl Journal {
 
     /// Bytes written to the current file since it was started.
     pub fn written(&self) -> u64 {
-        self.halves[self.current].position
+        self.halves[self.current].position - BLOCK as u64
+    }
+
+    /// The key the frames written next must be checksummed with ([`encode`]).
+    pub fn key(&self) -> u64 {
+        self.halves[self.current].key
     }
 
     /// Goes on at the beginning of the other file, whose frames must all be durably in the
@@ -355,11 +435,15 @@ impl Journal {
 mod tests {
     use super::*;
 
-    fn frames(seqs: std::ops::Range<u64>) -> Vec<u8> {
+    /// The key of frames that are only scanned, not written to a file.
+    const KEY: u64 = 0x5eed;
+
+    fn frames(key: u64, seqs: std::ops::Range<u64>) -> Vec<u8> {
         let mut out = Vec::new();
         for seq in seqs {
             encode(
                 &mut out,
+                key,
                 seq,
                 seq - 1,
                 "acme/gh:log",
@@ -379,7 +463,7 @@ mod tests {
 
     #[test]
     fn frames_come_back_whole_and_in_order() {
-        let decoded = scan(&frames(5..8)).frames;
+        let decoded = scan(&frames(KEY, 5..8), KEY).frames;
         assert_eq!(decoded.len(), 3);
         assert_eq!(
             decoded[1],
@@ -394,9 +478,9 @@ mod tests {
 
     #[test]
     fn a_torn_frame_ends_the_file_and_a_damaged_one_loses_only_itself() {
-        let whole = frames(1..4);
+        let whole = frames(KEY, 1..4);
         for cut in 1..whole.len() {
-            let read = scan(&whole[..cut]).frames;
+            let read = scan(&whole[..cut], KEY).frames;
             assert!(read.len() < 3, "cut at {cut}");
             assert!(read.iter().enumerate().all(|(i, f)| f.seq == i as u64 + 1));
         }
@@ -404,7 +488,7 @@ mod tests {
         for at in [second + 5, second + 30, second + HEADER + 3] {
             let mut damaged = whole.clone();
             damaged[at] ^= 1;
-            let read = scan(&damaged);
+            let read = scan(&damaged, KEY);
             let seqs: Vec<u64> = read.frames.iter().map(|f| f.seq).collect();
             assert_eq!(seqs, [1, 3], "a byte at {at} flipped");
             assert_eq!(read.broken.len(), 1);
@@ -414,29 +498,55 @@ mod tests {
         let mut damaged = whole.clone();
         let last = second + HEADER + FIXED + "acme/gh:log".len() + 2;
         damaged[last] ^= 1;
-        let broken = &scan(&damaged).broken[0];
+        let broken = &scan(&damaged, KEY).broken[0];
         assert_eq!(broken.seq, Some(2));
         assert_eq!(broken.destination.as_deref(), Some("acme/gh:log"));
         let mut zeros = whole;
         zeros.extend_from_slice(&[0; 64]);
         assert_eq!(
-            scan(&zeros).frames.len(),
+            scan(&zeros, KEY).frames.len(),
             3,
             "the preallocation reads as the end"
         );
-        assert!(scan(&zeros).broken.is_empty());
+        assert!(scan(&zeros, KEY).broken.is_empty());
+    }
+
+    #[test]
+    fn a_frame_forged_inside_a_payload_is_never_taken_for_one() {
+        // A sender's body holding a frame it made: it cannot know the file's key.
+        let mut forged = Vec::new();
+        encode(&mut forged, 1, 99, 1, "other/w:log", b"injected");
+        let mut real = Vec::new();
+        encode(&mut real, KEY, 5, 4, "acme/gh:log", &forged);
+        // Damage the real frame's header, so a scan looks for the next magic number inside it.
+        real[5] ^= 0xff;
+        let read = scan(&real, KEY);
+        assert!(read.frames.is_empty(), "{:?}", read.frames);
+        // Fields that do not fit the frame, even under a valid checksum, are not a frame (and
+        // never a panic): a `prev` that does not come first, a key longer than the body.
+        let mut backwards = Vec::new();
+        encode(&mut backwards, KEY, 5, 5, "acme/gh:log", b"x");
+        assert!(scan(&backwards, KEY).frames.is_empty());
+        let mut long_key = Vec::new();
+        encode(&mut long_key, KEY, 5, 4, "acme/gh:log", b"");
+        let at = HEADER + 16;
+        long_key[at..at + 2].copy_from_slice(&500u16.to_le_bytes());
+        let body = long_key[HEADER..].to_vec();
+        long_key[8..16].copy_from_slice(&xxh3_64_with_seed(&body, KEY).to_le_bytes());
+        let read = scan(&long_key, KEY);
+        assert!(read.frames.is_empty());
     }
 
     #[test]
     fn frames_left_from_before_a_restart_have_lower_numbers() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::open(dir.path()).unwrap();
-        journal.write(&frames(1..50)).unwrap();
+        journal.write(&frames(journal.key(), 1..50)).unwrap();
         journal.switch().unwrap();
-        journal.write(&frames(50..60)).unwrap();
+        journal.write(&frames(journal.key(), 50..60)).unwrap();
         journal.switch().unwrap();
         assert_eq!(journal.written(), 0);
-        journal.write(&frames(60..62)).unwrap();
+        journal.write(&frames(journal.key(), 60..62)).unwrap();
         let mut newer: Vec<u64> = read_both(dir.path())
             .iter()
             .map(|f| f.seq)
@@ -467,17 +577,24 @@ mod tests {
             );
             // Small frames: most writes end inside a block, which the next one writes again.
             for seq in 1..400 {
-                journal.write(&frames(seq..seq + 1)).unwrap();
+                journal.write(&frames(journal.key(), seq..seq + 1)).unwrap();
                 if seq % 100 == 0 {
                     journal.probe().unwrap();
                 }
             }
             let mut large = Vec::new();
             for seq in 400..403 {
-                encode(&mut large, seq, seq - 1, "acme/gh:log", &vec![b'x'; 10_000]);
+                encode(
+                    &mut large,
+                    journal.key(),
+                    seq,
+                    seq - 1,
+                    "acme/gh:log",
+                    &vec![b'x'; 10_000],
+                );
             }
             journal.write(&large).unwrap();
-            journal.write(&frames(403..405)).unwrap();
+            journal.write(&frames(journal.key(), 403..405)).unwrap();
             let read = read_both(dir.path());
             let seqs: Vec<u64> = read.iter().map(|f| f.seq).collect();
             assert_eq!(seqs, (1..405).collect::<Vec<_>>(), "direct: {direct}");

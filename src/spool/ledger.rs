@@ -116,6 +116,14 @@ impl Counts {
         self.namespace.sub(dead);
     }
 
+    /// The file was reopened and holds `depth` records taking `bytes` for this destination:
+    /// the counts become that (what memory held is in the file again).
+    pub fn recounted(&self, depth: u64, bytes: u64) {
+        let (old_depth, old_bytes) = (self.depth.get(), self.bytes.get());
+        self.settled(old_depth, old_bytes);
+        self.add(depth, bytes);
+    }
+
     /// At open: what the file holds for this destination.
     pub fn restored(&self, depth: u64, bytes: u64, dead: u64, dead_bytes: u64) {
         self.add(depth, bytes);

@@ -200,9 +200,11 @@ fn tear(dir: &Path) {
     };
     let path = dir.join(name);
     let mut bytes = std::fs::read(&path).unwrap();
+    let key = journal::key_in(dir, name).unwrap();
     let mut encoded = Vec::new();
     journal::encode(
         &mut encoded,
+        key,
         frame.seq,
         frame.prev,
         &frame.destination,
@@ -215,6 +217,7 @@ fn tear(dir: &Path) {
     let mut next = Vec::new();
     journal::encode(
         &mut next,
+        key,
         frame.seq + 1,
         frame.seq,
         &frame.destination,

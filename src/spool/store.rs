@@ -117,6 +117,15 @@ pub struct DeadLetter {
     pub record: Vec<u8>,
 }
 
+/// What moving a record to the dead letters changed: the space it took queued, the space it
+/// takes as a dead letter, and the space of the dead letter it replaced, if it was one already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Killed {
+    pub queued: u64,
+    pub dead: u64,
+    pub replaced: Option<u64>,
+}
+
 /// A stored dead letter: name length (u32 LE), name, record.
 fn split_dead(value: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = value
@@ -240,12 +249,12 @@ fn scan(db: &Database) -> Result<Counters, StoreError> {
     let mut counters = Counters { next: 1, used: 0 };
     for entry in queue.iter()? {
         let (key, value) = entry?;
-        counters.next = counters.next.max(key.value().1 + 1);
+        counters.next = counters.next.max(key.value().1.saturating_add(1));
         counters.used += footprint(value.value());
     }
     for entry in dead.iter()? {
         let (key, value) = entry?;
-        counters.next = counters.next.max(key.value() + 1);
+        counters.next = counters.next.max(key.value().saturating_add(1));
         counters.used += footprint(value.value());
     }
     Ok(counters)
@@ -296,16 +305,18 @@ impl Store {
         let mut problems = Vec::new();
         let store_there = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         if !store_there && files.iter().any(|(_, found)| found.is_some()) {
-            problems.push(Problem::StoreMissing {
-                journal_records: damage::chain(&files, 0).frames.len(),
-            });
+            let journal_records = damage::chain(&files, 0).frames.len();
+            problems.push(Problem::StoreMissing { journal_records });
+            if on_damage == OnDamage::Refuse {
+                return Err(StoreError::Damaged(Box::new(Damage {
+                    problems,
+                    readable: journal_records,
+                })));
+            }
         }
         let refuse = |problems: Vec<Problem>, readable: usize| {
             StoreError::Damaged(Box::new(Damage { problems, readable }))
         };
-        if !problems.is_empty() && on_damage == OnDamage::Refuse {
-            return Err(refuse(problems, 0));
-        }
         // A bounded page cache: memory must not grow with the spool's depth (redb's default
         // cache is far larger than the router needs).
         let db = Database::builder()
@@ -359,7 +370,7 @@ impl Store {
         // journaled, so a number is never reused while its record exists, and a new frame is
         // never taken for one already applied.
         let mut counters = scan(&db)?;
-        counters.next = counters.next.max(applied + 1);
+        counters.next = counters.next.max(applied.saturating_add(1));
         let store = Self {
             db: std::sync::RwLock::new(Some(Arc::new(db))),
             path: path.to_owned(),
@@ -419,6 +430,8 @@ impl Store {
                 self.on_disk.store(after, Ordering::Release);
                 tracing::info!(before, after, used, "Spool file compacted.");
             }
+            // A transaction under way (a forwarder's): the next sync tries again.
+            Err(redb::CompactionError::TransactionInProgress) => {}
             Err(error) => tracing::warn!(%error, "Spool file compaction failed."),
         }
     }
@@ -453,9 +466,16 @@ impl Store {
     /// Whether the file takes a durable commit. After an I/O error redb refuses every later
     /// transaction until the file is closed and opened again: then it is reopened (which also
     /// repairs it: commits made without an fsync since the last durable one are gone) and tried
-    /// once more. `Ok(true)` when it was reopened: the journal's records were applied to it
-    /// again, and memory must take them from the file.
-    pub fn probe(&self) -> Result<bool, StoreError> {
+    /// once more. Before it is, `before_reopen` runs (memory lets go of its records: the file
+    /// will hold them); the journal is then applied to it again along the chain from `acked`
+    /// (the last acknowledged frame: frames of failed writes after it are not), and it accounts
+    /// for every number up to `journaled`. `Ok(true)` when it was reopened.
+    pub fn probe(
+        &self,
+        acked: u64,
+        journaled: u64,
+        before_reopen: impl FnOnce(),
+    ) -> Result<bool, StoreError> {
         let commit = || -> Result<(), StoreError> {
             let mut txn = self.db()?.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -467,7 +487,8 @@ impl Store {
             Ok(()) => Ok(false),
             Err(error) => {
                 tracing::warn!(%error, "Spool file refused a commit; reopening it.");
-                self.reopen()?;
+                before_reopen();
+                self.reopen(acked, journaled)?;
                 commit()?;
                 Ok(true)
             }
@@ -476,7 +497,7 @@ impl Store {
 
     /// Closes the file and opens it again. The old handle closes once the transactions that
     /// still use it end; until then opening fails and the next probe tries again.
-    fn reopen(&self) -> Result<(), StoreError> {
+    fn reopen(&self, acked: u64, journaled: u64) -> Result<(), StoreError> {
         let mut slot = self
             .db
             .write()
@@ -489,10 +510,11 @@ impl Store {
         // open (what went in without an fsync was rolled back by the repair).
         let files = damage::read_journal(self.path.parent().unwrap_or(Path::new(".")))?;
         let (applied, _) = read_applied(&db)?;
-        let chain = damage::chain(&files, applied);
+        let chain = damage::chain_from(&files, applied, Some(acked));
         for lost in &chain.lost {
             tracing::error!(lost = %Problem::Lost(lost.clone()), "Spool journal damaged.");
         }
+        let applied = applied.max(journaled);
         let records: Vec<(u64, &str, &[u8])> = chain
             .frames
             .iter()
@@ -500,6 +522,7 @@ impl Store {
             .collect();
         let txn = db.begin_write()?;
         insert_journaled(&txn, &records)?;
+        txn.open_table(META)?.insert(APPLIED, applied)?;
         txn.commit()?;
         let counters = scan(&db)?;
         {
@@ -716,13 +739,8 @@ impl Store {
     }
 
     /// Moves a record to the dead letters (same transaction: it is never in neither); returns
-    /// the space it took in the queue and the space it takes among the dead letters.
-    pub fn kill(
-        &self,
-        destination: u64,
-        seq: u64,
-        record: &[u8],
-    ) -> Result<(u64, u64), StoreError> {
+    /// what that changed ([`Killed`]).
+    pub fn kill(&self, destination: u64, seq: u64, record: &[u8]) -> Result<Killed, StoreError> {
         self.write(Durability::Immediate, |txn, usage| {
             let mut queue = txn.open_table(QUEUE)?;
             let names = txn.open_table(DESTINATIONS)?;
@@ -738,10 +756,18 @@ impl Store {
             value.extend_from_slice(&u32::try_from(name.len()).unwrap_or(0).to_le_bytes());
             value.extend_from_slice(name.as_bytes());
             value.extend_from_slice(record);
-            dead.insert(seq, value.as_slice())?;
-            usage.freed = old;
+            // Already a dead letter (the journal brought the record back after a crash): the
+            // old one is replaced, not counted twice.
+            let replaced = dead
+                .insert(seq, value.as_slice())?
+                .map(|v| footprint(v.value()));
+            usage.freed = old + replaced.unwrap_or(0);
             usage.added = footprint(&value);
-            Ok((old, footprint(&value)))
+            Ok(Killed {
+                queued: old,
+                dead: footprint(&value),
+                replaced,
+            })
         })
     }
 
@@ -954,7 +980,14 @@ mod tests {
         let mut journal = journal::Journal::open(dir.path()).unwrap();
         let mut bytes = Vec::new();
         for (seq, destination, record) in frames {
-            journal::encode(&mut bytes, *seq, seq - 1, destination, record);
+            journal::encode(
+                &mut bytes,
+                journal.key(),
+                *seq,
+                seq - 1,
+                destination,
+                record,
+            );
         }
         journal.write(&bytes).unwrap();
     }

@@ -336,10 +336,12 @@ impl Writer {
         let admitted = store.admit(&sizes);
         let mut frames = Vec::new();
         let mut prev = self.acked;
+        let key = self.journal.key();
         for (append, first) in batch.iter().zip(&admitted) {
             if let Ok(first) = first {
                 for (seq, destination) in (*first..).zip(&append.destinations) {
-                    journal::encode(&mut frames, seq, prev, destination.name(), &append.record);
+                    let name = destination.name();
+                    journal::encode(&mut frames, key, seq, prev, name, &append.record);
                     prev = seq;
                 }
             }
@@ -463,42 +465,42 @@ impl Writer {
     fn probe(&mut self) {
         self.probed = Instant::now();
         let store = super::store::FILE_NAME;
-        let outcome = if self.move_on() {
-            self.journal
-                .probe()
-                .map_err(|e| format!("journal: {e}"))
-                .and_then(|()| {
-                    self.shared
-                        .store
-                        .probe()
-                        .map_err(|e| format!("{store}: {e}"))
-                })
-                .map(|reopened| {
-                    if reopened {
-                        // Memory may hold records the file has again, or lack ones it lost:
-                        // the file (with the journal applied) is what forwarders take.
-                        for queue in &self.shared.queues {
-                            queue.fresh.all_in_file();
-                            self.shared.forward(queue.value());
-                        }
-                    }
-                })
-                .and_then(|()| {
-                    // What memory holds goes to the file again (a sync that succeeds also
-                    // clears the syncer's failure).
-                    self.ask_sync();
-                    self.settle(true);
-                    if self.other_free {
-                        Ok(())
-                    } else {
-                        Err(format!("{store} cannot be made durable"))
-                    }
-                })
-        } else {
-            Err(format!(
-                "{store} cannot be made durable, so no fresh journal file"
-            ))
-        };
+        let shared = Arc::clone(&self.shared);
+        // The redb file first: after an I/O error it takes nothing until it is reopened, and
+        // moving to a fresh journal file needs it.
+        let reopened = shared
+            .store
+            .probe(self.acked, self.journaled, || {
+                // The reopened file will hold what memory holds: forwarders take it from there.
+                for queue in &shared.queues {
+                    queue.fresh.all_in_file();
+                }
+            })
+            .map_err(|e| format!("{store}: {e}"));
+        if reopened == Ok(true) {
+            self.recount();
+        }
+        let outcome = reopened
+            .and_then(|_| {
+                if self.move_on() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{store} cannot be made durable, so no fresh journal file"
+                    ))
+                }
+            })
+            .and_then(|()| self.journal.probe().map_err(|e| format!("journal: {e}")))
+            .and_then(|()| {
+                // A sync that succeeds also clears the syncer's failure.
+                self.ask_sync();
+                self.settle(true);
+                if self.other_free {
+                    Ok(())
+                } else {
+                    Err(format!("{store} cannot be made durable"))
+                }
+            });
         match outcome {
             Ok(()) => {
                 tracing::warn!("Spool disk writes succeed again; the spool is back in service.");
@@ -507,6 +509,26 @@ impl Writer {
                 self.shared.writes.set_unavailable(None);
             }
             Err(error) => tracing::warn!(%error, "Spool disk probe failed; still unavailable."),
+        }
+    }
+
+    /// After the redb file was reopened: each queue's counts are what the file holds for it,
+    /// and its forwarder takes them from there.
+    fn recount(&self) {
+        let held = match self.shared.store.queues() {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::error!(%error, "Spool file unreadable after reopening it.");
+                return;
+            }
+        };
+        for queue in &self.shared.queues {
+            let (depth, bytes) = held
+                .iter()
+                .find(|q| q.name == queue.destination.name())
+                .map_or((0, 0), |q| (q.depth, q.bytes));
+            queue.counts.recounted(depth, bytes);
+            self.shared.forward(queue.value());
         }
     }
 
@@ -625,7 +647,6 @@ fn syncer(shared: &Shared, failing: &AtomicBool, rx: std::sync::mpsc::Receiver<S
             Ok(_) => {
                 queues.clear();
                 failing.store(false, Ordering::Release);
-                shared.store.settle_disk();
                 true
             }
             Err(error) => {
@@ -636,6 +657,10 @@ fn syncer(shared: &Shared, failing: &AtomicBool, rx: std::sync::mpsc::Receiver<S
         };
         for reply in replies {
             let _ = reply.send(synced);
+        }
+        // After the answer: the writer never waits for a measure or a compaction.
+        if synced {
+            shared.store.settle_disk();
         }
     }
 }

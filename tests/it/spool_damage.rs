@@ -394,3 +394,53 @@ async fn back_in_service(
     setup.redis.restart().await;
     setup.delivered(&acknowledged).await
 }
+
+#[tokio::test]
+async fn a_disk_failing_every_write_of_the_spool_comes_back_without_a_restart() {
+    let mut setup = Setup::new().await;
+    let router = setup.router();
+    router.wait_ready().await;
+    let acknowledged = post(&router, "before", 0..10).await;
+    assert!(acknowledged
+        .iter()
+        .all(|s| s.status == StatusCode::ACCEPTED));
+    let spool = setup.spool();
+    let files = [
+        spool.join("spool.journal.0"),
+        spool.join("spool.journal.1"),
+        spool.join("spool.redb"),
+    ];
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let failing = Strace::attach(
+        router.pid(),
+        DISK_WRITES,
+        "error=EIO",
+        &paths,
+        setup.dir.path(),
+    )
+    .await;
+    let mut refused = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        refused.extend(post(&router, "failing", refused.len()..refused.len() + 1).await);
+        let health = get_json(&router.base(), "/health").await;
+        if health["components"]["spool"] == "unavailable" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spool never unavailable: {health}"
+        );
+    }
+    assert!(
+        refused
+            .iter()
+            .all(|s| s.status == StatusCode::SERVICE_UNAVAILABLE),
+        "never 202 on a failing disk: {refused:?}"
+    );
+    drop(failing);
+    let delivered = back_in_service(&mut setup, &router, acknowledged).await;
+    for s in &refused {
+        assert!(!delivered.contains(&s.body), "refused but delivered: {s:?}");
+    }
+}

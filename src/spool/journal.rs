@@ -2,20 +2,23 @@
 //! the last ones in one of two preallocated files, durably in one step: a direct write
 //! (`O_DIRECT | O_DSYNC`, whole 4 KiB blocks, the last partly written block written again with
 //! the next frames), or where the file system refuses that (tmpfs) a write and an fsync. Direct
-//! writes skip the page cache: about 20% less time and a third less CPU per commit here (see
-//! BENCHMARKS.md). A block written again holds the same bytes for the frames already in it, so
-//! a torn write cannot damage them. The same records then
-//! wait in memory for their forwarders (`super::fresh`). When a file is full enough, the writer
-//! goes on in the other one while what memory still holds is moved to the redb file and made
-//! durable (`Store::spill`); once it is, the first file may be written again from its
-//! beginning. So the writer never waits for the redb file's fsync. At open, the frames the redb
-//! file does not durably account for are put back into it (`Store::open`).
+//! writes skip the page cache, which costs less time and CPU per commit (BENCHMARKS.md). A block
+//! written again holds the same bytes for the frames already in it, so a torn write cannot
+//! damage them. The same records then wait in memory for their forwarders (`super::fresh`).
+//! When a file is full enough, the writer goes on in the other one while what memory still
+//! holds is moved to the redb file and made durable (`Store::spill`); once it is, the first file
+//! may be written again from its beginning. So the writer never waits for the redb file's
+//! fsync. At open, the frames the redb file does not durably account for are put back into it
+//! (`Store::open`).
 //!
-//! Why not an fsync of the redb file per batch: a redb commit writes a dozen pages for a batch
-//! of small records and fsyncs them (0.35-0.47 ms here); one contiguous overwrite of a
-//! preallocated file costs about 0.1 ms (see BENCHMARKS.md).
+//! Why not an fsync of the redb file per batch: a redb commit writes several pages for a batch
+//! of small records and fsyncs them; one contiguous overwrite of a preallocated file costs a
+//! fraction of that (BENCHMARKS.md, "After the journal"; docs/design.md).
 //!
-//! A frame: [`MAGIC`], body length (u32 LE), xxh3-64 of the body (u64 LE); body = sequence
+//! Each file starts with a header block holding a random key; frames' checksums are seeded
+//! with it, so a frame forged inside a payload never passes for one.
+//!
+//! A frame: [`MAGIC`], body length (u32 LE), keyed xxh3-64 of the body (u64 LE); body = sequence
 //! number (u64 LE), the number of the acknowledged frame written before it (`prev`, u64 LE),
 //! destination key length (u16 LE), destination key, record. Reading a file keeps every whole
 //! frame and, after one that is not whole, looks for the next magic number: one damaged frame

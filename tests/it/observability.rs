@@ -153,3 +153,45 @@ async fn the_log_module_logs_chosen_headers_but_never_credentials() {
         assert!(!logs.contains("not-for-logs"), "{format}: {line}");
     }
 }
+
+#[tokio::test]
+async fn pretty_printed_bodies_and_logged_headers_read_as_the_readme_says() {
+    use crate::support::{files::write_json, process::Router};
+    let dir = tempfile::tempdir().unwrap();
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({"p": {"module": "log", "module-config":
+            {"pretty_print": true, "headers": ["X-GitHub-Event"]}}}),
+    );
+    write_json(dir.path(), "connections.json", &json!({}));
+    let router = Router::start(dir.path(), &[("LOG_FORMAT", "json")]);
+    router.wait_ready().await;
+    let response = reqwest::Client::new()
+        .post(router.url("/webhook/p"))
+        .header("content-type", "application/json")
+        .header("X-GitHub-Event", "push")
+        .body(r#"{"a":1,"b":[1,2]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the payload line",
+        || async { router.logs().contains("Webhook received.") },
+    )
+    .await;
+    let logs = router.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("Webhook received."))
+        .unwrap();
+    // One line, the body indented with its line breaks escaped.
+    let entry: Value = serde_json::from_str(line).unwrap();
+    let body = entry["body"].as_str().unwrap();
+    assert_eq!(body, "{\n  \"a\": 1,\n  \"b\": [\n    1,\n    2\n  ]\n}");
+    // `headers`: a string holding one JSON object, names lower-cased.
+    let headers: Value = serde_json::from_str(entry["headers"].as_str().unwrap()).unwrap();
+    assert_eq!(headers, json!({"x-github-event": "push"}));
+}

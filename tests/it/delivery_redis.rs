@@ -371,3 +371,39 @@ async fn a_stream_batch_refused_inside_its_transaction_is_an_error() {
     let length: usize = conn.xlen(&stream).await.unwrap();
     assert_eq!(length, 3, "the batch, in one transaction");
 }
+
+#[tokio::test]
+async fn a_redis_that_accepts_and_never_answers_fails_a_delivery_at_the_connection_s_cap() {
+    // A server that takes connections and says nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write_json(
+        dir.path(),
+        "connections.json",
+        &json!({"r": {"type": "redis", "host": "127.0.0.1", "port": port}}),
+    );
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({"w": {"module": "redis_stream", "connection": "r", "spool": "off",
+                      "timeout_ms": 20000, "module-config": {"stream": "s"}}}),
+    );
+    let app = TestApp::spawn_ready(file_settings(dir.path())).await;
+    let started = std::time::Instant::now();
+    let response = post_raw(&app, "w", "{}").await;
+    let took = started.elapsed();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The README: about 6.5 s (3 connection attempts of 2 s), not the webhook's 20 s.
+    assert!(
+        took > Duration::from_secs(4) && took < Duration::from_secs(12),
+        "failed after {took:?}"
+    );
+    silent.abort();
+}

@@ -324,6 +324,24 @@ async fn post_until_refused(
     }
 }
 
+/// Posts `{"n":0}` .. `{"n":count-1}` to webhook `s`, each answered 202; returns the bodies.
+async fn post_stored(router: &Router, count: usize) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut stored = Vec::new();
+    for n in 0..count {
+        let body = format!(r#"{{"n":{n}}}"#);
+        let answer = client
+            .post(router.url("/webhook/s"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        stored.push(body);
+    }
+    stored
+}
+
 /// Runs `switchyard spool <args>` with `env`; returns (exit code, stdout).
 async fn spool_cli(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
@@ -651,19 +669,7 @@ async fn a_graceful_stop_leaves_the_backlog_on_disk_and_the_next_start_forwards_
     let mut router = Router::start(dir.path(), &[("SHUTDOWN_DRAIN_SECONDS", "0")]);
     router.wait_ready().await;
     redis.kill();
-    let client = reqwest::Client::new();
-    let mut acknowledged = Vec::new();
-    for n in 0..20 {
-        let body = format!(r#"{{"n":{n}}}"#);
-        let answer = client
-            .post(router.url("/webhook/s"))
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), StatusCode::ACCEPTED);
-        acknowledged.push(body);
-    }
+    let acknowledged = post_stored(&router, 20).await;
     router.terminate();
     let exit = router
         .wait_exit(Duration::from_secs(30))
@@ -751,19 +757,7 @@ async fn records_spooled_for_a_chain_reach_their_own_destination_after_it_is_reo
     let router = Router::start(dir.path(), &[]);
     router.wait_ready().await;
     redis.kill();
-    let client = reqwest::Client::new();
-    let mut acknowledged = Vec::new();
-    for n in 0..20 {
-        let body = format!(r#"{{"n":{n}}}"#);
-        let answer = client
-            .post(router.url("/webhook/s"))
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), StatusCode::ACCEPTED);
-        acknowledged.push(body);
-    }
+    let acknowledged = post_stored(&router, 20).await;
     let waiting = get_json(&router.base(), "/health").await["spool"]["backlog"].clone();
     assert_eq!(waiting, 40, "both destinations' copies wait in the spool");
     // The chain is reordered while its records wait: each queue names the stream or the list

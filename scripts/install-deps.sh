@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build, the tests and the benchmarks need, skipping what is present:
 #   etcd + etcdctl (Debian etcd-server, etcd-client), redis-server, protoc (etcd-client's build),
-#   wrk (benchmarks), strace (slow-disk tests), python3 with venv (provider SDK tests), and the tansu Kafka-protocol broker (crates.io; ~15 min to build once,
+#   wrk (benchmarks), strace (slow-disk tests), promtool (alert rules), python3 with venv (provider SDK tests), and the tansu Kafka-protocol broker (crates.io; ~15 min to build once,
 #   then found in ~/.cargo/bin).
 # Idempotent: safe to run before every `make test`. With `--build`, only what compiling needs
 # (protoc, libssl-dev, pkg-config): `make run` uses that on a fresh machine.
@@ -31,10 +31,21 @@ fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-if [ "${#need_apt[@]}" -gt 0 ]; then
+# promtool (the alert rules' checks and unit tests) comes with Debian's prometheus package;
+# installed alone, without the exporters it recommends.
+need_promtool=false
+if ! $build_only && ! command -v promtool >/dev/null 2>&1; then need_promtool=true; fi
+if [ "${#need_apt[@]}" -gt 0 ] || $need_promtool; then
     echo "install-deps: installing ${need_apt[*]}"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    if [ "${#need_apt[@]}" -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    fi
+    if $need_promtool; then
+        echo "install-deps: installing prometheus (for promtool)"
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+            prometheus >/dev/null
+    fi
     # The Debian package starts a system redis on :6379; tests start their own on free ports.
     if printf '%s\n' "${need_apt[@]}" | grep -qx redis-server; then
         $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true

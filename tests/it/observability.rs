@@ -195,3 +195,81 @@ async fn pretty_printed_bodies_and_logged_headers_read_as_the_readme_says() {
     let headers: Value = serde_json::from_str(entry["headers"].as_str().unwrap()).unwrap();
     assert_eq!(headers, json!({"x-github-event": "push"}));
 }
+
+#[tokio::test]
+async fn every_metric_the_alert_rules_use_is_exposed() {
+    use crate::support::{files::write_json, process::Router};
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prometheus/alerts.yml"
+    ))
+    .unwrap();
+    let mut used: Vec<String> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("switchyard_"))
+        .map(|word| {
+            // A histogram's series are named after it.
+            ["_count", "_bucket", "_sum"]
+                .iter()
+                .fold(word.to_owned(), |w, suffix| {
+                    w.strip_suffix(suffix).map_or(w.clone(), str::to_owned)
+                })
+        })
+        .collect();
+    used.sort();
+    used.dedup();
+    assert!(used.len() >= 10, "{used:?}");
+    // A spooled request for a destination that is down, so the per-destination spool metrics
+    // exist too.
+    let dir = tempfile::tempdir().unwrap();
+    write_json(
+        dir.path(),
+        "connections.json",
+        &json!({"down": {"type": "redis", "host": "127.0.0.1", "port": 1}}),
+    );
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({"w": {"module": "redis_stream", "connection": "down", "spool": "always",
+                      "module-config": {"stream": "s"}}}),
+    );
+    let router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(router.url("/webhook/w"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let scrape = || async {
+        client
+            .get(router.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "a failed delivery counted",
+        || async {
+            scrape().await.contains(
+                "switchyard_delivery_duration_seconds_count{module=\"redis_stream\",result=\"error\"}",
+            )
+        },
+    )
+    .await;
+    let exposed = scrape().await;
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|name| !exposed.contains(&format!("# TYPE {name} ")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "alerts use metrics that do not exist: {missing:?}"
+    );
+}

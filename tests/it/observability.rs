@@ -197,14 +197,14 @@ async fn pretty_printed_bodies_and_logged_headers_read_as_the_readme_says() {
 }
 
 #[tokio::test]
-async fn every_metric_the_alert_rules_use_is_exposed() {
+async fn every_metric_the_alert_rules_and_the_dashboard_use_is_exposed() {
     use crate::support::{files::write_json, process::Router};
-    let rules = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/prometheus/alerts.yml"
-    ))
-    .unwrap();
-    let mut used: Vec<String> = rules
+    let mut text = String::new();
+    for file in ["prometheus/alerts.yml", "grafana/switchyard.json"] {
+        let path = format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+        text.push_str(&std::fs::read_to_string(path).unwrap());
+    }
+    let mut used: Vec<String> = text
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|word| word.starts_with("switchyard_"))
         .map(|word| {

@@ -1,5 +1,5 @@
 # Switchyard developer commands. `make help` lists them.
-.PHONY: help run deps build test lint fmt bench fuzz ci alerts scenario docker-check
+.PHONY: help run deps build test lint fmt bench fuzz ci alerts manifests scenario docker-check
 
 CARGO ?= cargo
 
@@ -11,7 +11,8 @@ help:
 	@echo "make bench     run the benchmarks and print figures"
 	@echo "make fuzz      the config fuzz tests with many cases (FUZZ_CASES, default 50000) and the spool's model test (MODEL_CASES, default 500)"
 	@echo "make scenario  run scenarios/05_etcd_namespaces (needs etcd, installed by make deps)"
-	@echo "make ci        what CI runs: deps, lint, test, alerts"
+	@echo "make ci        what CI runs: deps, lint, test, alerts, manifests"
+	@echo "make manifests validate deploy/kubernetes offline (kubernetes-validate)"
 	@echo "make alerts    check and unit-test the Prometheus alert rules (deploy/prometheus)"
 	@echo "make docker-check  build the image here and run it against etcd (not part of test or ci)"
 
@@ -65,6 +66,11 @@ fmt:
 # `src/webhook.rs`) with many more cases than `make test` runs.
 FUZZ_CASES ?= 50000
 MODEL_CASES ?= 500
+# The Kubernetes manifests, validated offline against the API's schemas (kubernetes-validate,
+# installed by `make deps`; the ServiceMonitor is a CRD without a schema there: a warning).
+manifests: deps
+	target/tools-venv/bin/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+
 # The Prometheus alert rules: valid, and their unit tests pass (promtool from `make deps`).
 alerts: deps
 	promtool check rules deploy/prometheus/alerts.yml
@@ -82,7 +88,7 @@ scenario: deps
 	$(CARGO) build --release
 	./scenarios/05_etcd_namespaces/run.sh
 
-ci: deps lint test alerts
+ci: deps lint test alerts manifests
 	@if command -v cargo-deny >/dev/null 2>&1; then $(CARGO) deny check; fi
 
 # Builds the image from the Dockerfile (local debootstrap base, host-built binary) and runs it

@@ -57,6 +57,15 @@ if $build_only; then
     exit 0
 fi
 
+# kubernetes-validate (PyPI) checks the manifests in deploy/kubernetes offline (make manifests),
+# in a virtualenv of the project's own under target/.
+TOOLS_VENV="$(dirname "$0")/../target/tools-venv"
+if [ ! -x "$TOOLS_VENV/bin/kubernetes-validate" ]; then
+    echo "install-deps: installing kubernetes-validate into $TOOLS_VENV"
+    python3 -m venv "$TOOLS_VENV"
+    "$TOOLS_VENV/bin/pip" install -q kubernetes-validate
+fi
+
 if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
     echo "install-deps: building tansu $TANSU_VERSION (takes a while, once)"
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore

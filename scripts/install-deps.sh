@@ -57,13 +57,14 @@ if $build_only; then
     exit 0
 fi
 
-# kubernetes-validate (PyPI) checks the manifests in deploy/kubernetes offline (make manifests),
-# in a virtualenv of the project's own under target/.
+# kubernetes-validate (PyPI) checks the manifests in deploy/kubernetes offline (make manifests)
+# and schemathesis tests the running router against openapi.yaml (a test in make test), in a
+# virtualenv of the project's own under target/.
 TOOLS_VENV="$(dirname "$0")/../target/tools-venv"
-if [ ! -x "$TOOLS_VENV/bin/kubernetes-validate" ]; then
-    echo "install-deps: installing kubernetes-validate into $TOOLS_VENV"
+if [ ! -x "$TOOLS_VENV/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_VENV/bin/schemathesis" ]; then
+    echo "install-deps: installing kubernetes-validate and schemathesis into $TOOLS_VENV"
     python3 -m venv "$TOOLS_VENV"
-    "$TOOLS_VENV/bin/pip" install -q kubernetes-validate
+    "$TOOLS_VENV/bin/pip" install -q kubernetes-validate schemathesis
 fi
 
 if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then

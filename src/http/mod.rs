@@ -81,6 +81,12 @@ pub enum Surface {
 /// webhook path pays for no extra middleware.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, surface: Surface) {
     cfg.app_data(state);
+    // A query string that does not parse (`?limit=-1`) is answered like every other error:
+    // JSON, with its reason.
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|error, _| error::ApiError::InvalidRequest(error.to_string()).into()),
+    );
     if surface != Surface::Admin {
         // A static prefix and a hand-split path: no regex on the hot path (see BENCHMARKS.md).
         cfg.service(web::scope("/webhook").default_service(web::to(webhook::post)));

@@ -50,7 +50,10 @@ pub async fn post(
         (actix_web::http::Method::POST, Ok(key)) => receive(&state, &req, key, &mut body).await,
         (actix_web::http::Method::GET, Ok(key)) => handshake_get(&state, &req, &key),
         (actix_web::http::Method::POST | actix_web::http::Method::GET, Err(error)) => Err(error),
-        _ => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
+        // The route takes POST, and GET for a provider's handshake.
+        _ => Err(ApiError::MethodNotAllowed {
+            allowed: "GET, POST",
+        }),
     };
     body.close_if_unread(answered(&state, &req, started, result))
 }

@@ -16,6 +16,7 @@ mod hardening;
 mod http_api;
 mod instances;
 mod observability;
+mod openapi;
 mod providers;
 mod settings;
 mod shutdown;

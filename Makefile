@@ -1,5 +1,5 @@
 # Switchyard developer commands. `make help` lists them.
-.PHONY: help run deps build test lint fmt bench fuzz ci alerts manifests scenario docker-check
+.PHONY: help run deps build test lint fmt bench fuzz ci alerts manifests scenario scenarios docker-check
 
 CARGO ?= cargo
 
@@ -11,7 +11,8 @@ help:
 	@echo "make bench     run the benchmarks and print figures"
 	@echo "make fuzz      the config fuzz tests with many cases (FUZZ_CASES, default 50000) and the spool's model test (MODEL_CASES, default 500)"
 	@echo "make scenario  run scenarios/05_etcd_namespaces (needs etcd, installed by make deps)"
-	@echo "make ci        what CI runs: deps, lint, test, alerts, manifests"
+	@echo "make ci        what CI runs: deps, lint, test, alerts, manifests, scenarios"
+	@echo "make scenarios run the three scenarios (etcd, Redis, Kafka) against the debug build"
 	@echo "make manifests validate deploy/kubernetes offline (kubernetes-validate)"
 	@echo "make alerts    check and unit-test the Prometheus alert rules (deploy/prometheus)"
 	@echo "make docker-check  build the image here and run it against etcd (not part of test or ci)"
@@ -88,7 +89,15 @@ scenario: deps
 	$(CARGO) build --release
 	./scenarios/05_etcd_namespaces/run.sh
 
-ci: deps lint test alerts manifests
+# The three operator scenarios (etcd namespaces, Redis, Kafka) against the binary the tests
+# built, with etcd, Redis and tansu from `make deps`: a scenario cannot go stale unnoticed.
+scenarios: deps
+	$(CARGO) build --locked --bin switchyard
+	for s in 05_etcd_namespaces 10_redis 20_kafka; do \
+		SWITCHYARD_BIN=target/debug/switchyard ./scenarios/$$s/run.sh || exit 1; \
+	done
+
+ci: deps lint test alerts manifests scenarios
 	@if command -v cargo-deny >/dev/null 2>&1; then $(CARGO) deny check; fi
 
 # Builds the image from the Dockerfile (local debootstrap base, host-built binary) and runs it

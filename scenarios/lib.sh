@@ -117,9 +117,10 @@ alive() { kill -0 "$1" 2>/dev/null; }
 router_ready() { alive "$router_pid" && curl -sf --max-time 2 -o /dev/null "$ROUTER_URL/health"; }
 
 # start_switchyard NAME=VALUE...: starts $SWITCHYARD_BIN on 127.0.0.1:$ROUTER_PORT with these
-# settings in its environment (log: $work_dir/switchyard.log), then waits until it is ready.
+# settings in its environment (log: $work_dir/switchyard.log; spool: $work_dir/spool), then
+# waits until it is ready.
 start_switchyard() {
-    env HOST=127.0.0.1 PORT="$ROUTER_PORT" NO_COLOR=1 "$@" \
+    env HOST=127.0.0.1 PORT="$ROUTER_PORT" NO_COLOR=1 SPOOL_DIR="$work_dir/spool" "$@" \
         "$SWITCHYARD_BIN" >"$work_dir/switchyard.log" 2>&1 &
     router_pid=$!
     wait_for "switchyard is ready (GET /health -> 200)" router_ready
@@ -165,6 +166,9 @@ check_unavailable() {
         fail "$name: POST $path -> $code $word, Retry-After: '${retry_after}' (expected 503 destination_unavailable with Retry-After; body: $(cat "$work_dir/body" 2>/dev/null))"
     fi
 }
+
+# spool_drained: the router's spool holds nothing (GET /health: spool.backlog is 0).
+spool_drained() { [ "$(curl -s --max-time 2 "$ROUTER_URL/health" | jq -r '.spool.backlog')" = 0 ]; }
 
 # summary: prints the totals; its status (the script's last command) is 0 only if nothing failed.
 summary() {

@@ -7,10 +7,12 @@
 #   - redis_list: the pushed envelope (LRANGE) embeds the body verbatim ("payload":<body>);
 #   - redis_publish: a subscriber that was listening (SUBSCRIBE, started before the POST) gets the
 #     envelope with the body verbatim;
-#   - Redis stopped: the POST answers 503 destination_unavailable with Retry-After, so the sender
-#     retries (nothing is lost, nothing is acknowledged that was not stored);
-#   - Redis started again: the same POST answers 200 again, without touching Switchyard, and the
-#     entry written before the outage is still there (Redis runs with appendfsync always).
+#   - Redis stopped: the POST answers 202 stored (the spool keeps it on disk, within
+#     SPOOL_HANDOFF_MS); a webhook with "spool": "off" answers 503 destination_unavailable with
+#     Retry-After, so its sender retries (nothing is acknowledged that was not stored);
+#   - Redis started again: the stored request is forwarded without touching Switchyard, then a
+#     POST answers 200 again, and the entry written before the outage is still there (Redis runs
+#     with appendfsync always): the stream holds the three bodies, once each, in order.
 #
 # It starts a throwaway redis-server and a Switchyard (file backend, config files written into a
 # temp dir) on free loopback ports, checks each behaviour (one PASS/FAIL line per check), then
@@ -37,6 +39,7 @@ STREAM_BODY='{"event":"push",  "repository":{"id":4711,"name":"switchyard"}, "co
 LIST_BODY='{"job":"resize-image","args":{"width":640, "height":480},"id":"job-1"}'
 PUBLISH_BODY='{"alert":"disk almost full", "host":"db-3","free_pct":4.5}'
 OUTAGE_BODY='{"event":"push","during":"outage"}'
+OFF_BODY='{"event":"push","during":"outage","spool":"off"}'
 RECOVERY_BODY='{"event":"push","during":"recovery"}'
 
 redis_pid=""
@@ -159,12 +162,17 @@ say ""
 say "Redis outage: stopping redis-server"
 stop "$redis_pid"
 redis_pid=""
-check_unavailable "outage" /webhook/github-events "$OUTAGE_BODY"
+check_post "outage, spool on" /webhook/github-events "$OUTAGE_BODY" "202 stored"
+check_unavailable "outage, spool off" /webhook/github-events-direct "$OFF_BODY"
 
 say ""
 say "Redis back: starting redis-server again on the same port and data dir"
 start_redis
 wait_for "redis is up again (redis-cli ping -> PONG)" redis_ready
+
+# The spool forwards what it stored (its retries back off from 1 s); until then new requests for
+# the stream queue behind it (202), so the next POST waits for the backlog to drain.
+DEADLINE_SECONDS=$((DEADLINE_SECONDS * 3)) wait_for "the stored request was forwarded (GET /health: spool.backlog 0)" spool_drained
 
 # Switchyard reconnects by itself; the first POST after the restart may still meet the dead
 # connection, so it is retried, as a sender would.
@@ -184,9 +192,9 @@ else
 fi
 
 payloads=$(rcli --json XRANGE events - + | jq -c '[.[] | .[1] as $f | [range(0; $f | length; 2) as $i | {($f[$i]): $f[$i + 1]}] | add | .payload]')
-expected=$(jq -cn --arg a "$STREAM_BODY" --arg b "$RECOVERY_BODY" '[$a, $b]')
+expected=$(jq -cn --arg a "$STREAM_BODY" --arg b "$OUTAGE_BODY" --arg c "$RECOVERY_BODY" '[$a, $b, $c]')
 if [ "$payloads" = "$expected" ]; then
-    pass "recovery: XRANGE events has the entry from before the outage and the new one, nothing else"
+    pass "recovery: XRANGE events has the entry from before the outage, the stored one, and the new one, nothing else"
 else
     fail "recovery: XRANGE events payloads are $payloads (expected $expected)"
 fi

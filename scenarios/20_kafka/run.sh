@@ -9,9 +9,11 @@
 #     the key as is, a number is its JSON text, a body without /id gives a record without key;
 #   - the record's `switchyard-request-id` header is the request id the 200 carried (what
 #     consumers deduplicate on);
-#   - a webhook whose topic does not exist answers 503 destination_unavailable with Retry-After
-#     (the sender retries; Switchyard does not create topics), and the other webhook on the same
-#     connection keeps working.
+#   - a webhook whose topic does not exist answers, with "spool": "off", 503
+#     destination_unavailable with Retry-After (the sender retries; Switchyard does not create
+#     topics), and the other webhook on the same connection keeps working;
+#   - with the spool on (the default), a request for a topic that does not exist yet is answered
+#     202 stored and delivered once the topic is created.
 #
 # It starts a throwaway tansu broker (Kafka protocol, in-memory storage) and a Switchyard (file
 # backend, config files written into a temp dir) on free loopback ports, creates the topic with
@@ -71,6 +73,7 @@ consume() { python3 "$HERE/consume.py" --broker "127.0.0.1:$KAFKA_PORT" --topic 
 for tool in "$TANSU_BIN" curl jq python3; do need "$tool"; done
 TOPIC=$(jq -r '.orders."module-config".topic' "$HERE/config/webhooks.json")
 MISSING_TOPIC=$(jq -r '.lost."module-config".topic' "$HERE/config/webhooks.json")
+LATER_TOPIC=$(jq -r '.later."module-config".topic' "$HERE/config/webhooks.json")
 need_switchyard
 make_work_dir scenario20
 
@@ -173,5 +176,23 @@ if jq -e '.value == "{\"id\":\"ord-1004\"}" and .key == "ord-1004"' <<<"$last" >
 else
     fail "same connection still works: record ${#BODIES[@]} is '$last'"
 fi
+
+# --- a topic created later, with the spool ---------------------------------------------------------
+
+say ""
+say "kafka -> topic $LATER_TOPIC, created after the request (the spool keeps it meanwhile)"
+LATER_BODY='{"id":"ord-2001","note":"sent before its topic existed"}'
+check_post "topic created later" /webhook/later "$LATER_BODY" "202 stored"
+if "$TANSU_BIN" topic create "$LATER_TOPIC" --partitions 1 --broker "$KAFKA_URL" >"$work_dir/later.out" 2>&1; then
+    pass "topic created: tansu topic create $LATER_TOPIC --partitions 1"
+else
+    fail "tansu topic create $LATER_TOPIC: $(cat "$work_dir/later.out")"
+fi
+later_delivered() {
+    python3 "$HERE/consume.py" --broker "127.0.0.1:$KAFKA_PORT" --topic "$LATER_TOPIC" 2>/dev/null |
+        head -n 1 | jq -e --arg body "$LATER_BODY" '.value == $body' >/dev/null
+}
+# The spool's retries back off from 1 s.
+DEADLINE_SECONDS=$((DEADLINE_SECONDS * 3)) wait_for "topic created later: the stored request is in $LATER_TOPIC, byte for byte" later_delivered
 
 summary

@@ -188,7 +188,7 @@ impl fmt::Display for Problem {
                 f,
                 "{file} was cut to {len} bytes (it is always {} bytes): the records it held \
                  past that point are lost",
-                super::journal::preallocated()
+                super::journal::PREALLOCATED
             ),
             Self::Lost(lost) => {
                 write!(

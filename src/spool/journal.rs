@@ -41,7 +41,7 @@ pub const FILE_NAMES: [&str; 2] = super::files::JOURNAL;
 
 /// Each file is preallocated with zeros: appends overwrite in place, so an fsync writes data,
 /// not metadata.
-const PREALLOCATED: u64 = 4 << 20;
+pub const PREALLOCATED: u64 = 4 << 20;
 
 /// Once this much is written to a file, the writer moves to the other one.
 pub const SWITCH_AT: u64 = 3 << 20;
@@ -246,11 +246,6 @@ fn header(key: u64) -> Vec<u8> {
 #[cfg(test)]
 pub fn key_in(dir: &Path, name: &str) -> Option<u64> {
     key_of(&std::fs::read(dir.join(name)).ok()?)
-}
-
-/// The size every journal file has from its creation on.
-pub const fn preallocated() -> u64 {
-    PREALLOCATED
 }
 
 /// What direct writes are aligned to: the file system's block (a multiple of every device's

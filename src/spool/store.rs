@@ -327,7 +327,7 @@ impl Store {
             for (file, found) in &files {
                 match found {
                     None => problems.push(Problem::JournalMissing { file, len: None }),
-                    Some((len, _)) if *len < journal::preallocated() => {
+                    Some((len, _)) if *len < journal::PREALLOCATED => {
                         problems.push(Problem::JournalMissing {
                             file,
                             len: Some(*len),

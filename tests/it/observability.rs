@@ -19,6 +19,17 @@ async fn get_text(app: &TestApp, path: &str) -> String {
         .unwrap()
 }
 
+/// The `log` module's line for the first webhook `router` received, once it is written.
+async fn payload_line(router: &crate::support::process::Router) -> String {
+    router.wait_log("Webhook received.").await;
+    router
+        .logs()
+        .lines()
+        .find(|l| l.contains("Webhook received."))
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
 async fn status(app: &TestApp) -> Value {
     crate::support::get_json(&app.base(), "/status").await
 }
@@ -134,17 +145,8 @@ async fn the_log_module_logs_chosen_headers_but_never_credentials() {
             .await
             .unwrap();
         assert_eq!(response.status(), reqwest::StatusCode::OK);
-        wait_until(
-            std::time::Duration::from_secs(10),
-            "the payload line",
-            || async { router.logs().contains("Webhook received.") },
-        )
-        .await;
+        let line = payload_line(&router).await;
         let logs = router.logs();
-        let line = logs
-            .lines()
-            .find(|l| l.contains("Webhook received."))
-            .unwrap();
         assert!(line.contains("pull_request"), "{format}: {line}");
         assert!(
             line.contains("72d3162e-cc78-11e3-81ab-4c9367dc0958"),
@@ -176,19 +178,9 @@ async fn pretty_printed_bodies_and_logged_headers_read_as_the_readme_says() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    wait_until(
-        std::time::Duration::from_secs(10),
-        "the payload line",
-        || async { router.logs().contains("Webhook received.") },
-    )
-    .await;
-    let logs = router.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("Webhook received."))
-        .unwrap();
+    let line = payload_line(&router).await;
     // One line, the body indented with its line breaks escaped.
-    let entry: Value = serde_json::from_str(line).unwrap();
+    let entry: Value = serde_json::from_str(&line).unwrap();
     let body = entry["body"].as_str().unwrap();
     assert_eq!(body, "{\n  \"a\": 1,\n  \"b\": [\n    1,\n    2\n  ]\n}");
     // `headers`: a string holding one JSON object, names lower-cased.

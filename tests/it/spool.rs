@@ -858,18 +858,11 @@ async fn with_the_spool_on_a_missing_connection_is_stored_and_delivered_once_it_
     );
     let router = Router::start(dir.path(), &[("SPOOL_HANDOFF_MS", "200")]);
     router.wait_ready().await;
-    let body = r#"{"n":1}"#.to_owned();
-    let answer = reqwest::Client::new()
-        .post(router.url("/webhook/s"))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    // Not 503 connection_missing: the spool keeps it until the connection exists.
-    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    // 202, not 503 connection_missing: the spool keeps it until the connection exists.
+    let stored = post_stored(&router, 1).await;
     let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
     write_json(dir.path(), "connections.json", &json!({ "r": connection }));
-    wait_all_delivered(&[body], "late connection", || {
+    wait_all_delivered(&stored, "late connection", || {
         redis.stream_payloads(&stream)
     })
     .await;

@@ -84,6 +84,28 @@ impl Setup {
         sent
     }
 
+    /// The router with 10 requests acknowledged (202), then every write to `files` (in the
+    /// spool directory) failing with `EIO` until the returned strace is dropped.
+    async fn with_failing_writes(&self, files: &[&str]) -> (Router, Vec<Sent>, Strace) {
+        let router = self.router();
+        router.wait_ready().await;
+        let acknowledged = post(&router, "before", 0..10).await;
+        assert!(acknowledged
+            .iter()
+            .all(|s| s.status == StatusCode::ACCEPTED));
+        let paths: Vec<PathBuf> = files.iter().map(|f| self.spool().join(f)).collect();
+        let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let failing = Strace::attach(
+            router.pid(),
+            DISK_WRITES,
+            "error=EIO",
+            &paths,
+            self.dir.path(),
+        )
+        .await;
+        (router, acknowledged, failing)
+    }
+
     /// The bodies in the stream once every one of `expected` is there.
     async fn delivered(&self, expected: &[Sent]) -> HashSet<String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -280,23 +302,9 @@ async fn an_emptied_spool_file_refuses_start_and_salvage_keeps_the_journal() {
 #[tokio::test]
 async fn journal_write_errors_answer_503_and_the_spool_comes_back_losing_nothing() {
     let mut setup = Setup::new().await;
-    let router = setup.router();
-    router.wait_ready().await;
-    let acknowledged = post(&router, "before", 0..10).await;
-    assert!(acknowledged
-        .iter()
-        .all(|s| s.status == StatusCode::ACCEPTED));
-
-    let spool = setup.spool();
-    let (zero, one) = (spool.join("spool.journal.0"), spool.join("spool.journal.1"));
-    let failing = Strace::attach(
-        router.pid(),
-        DISK_WRITES,
-        "error=EIO",
-        &[&zero, &one],
-        setup.dir.path(),
-    )
-    .await;
+    let (router, acknowledged, failing) = setup
+        .with_failing_writes(&["spool.journal.0", "spool.journal.1"])
+        .await;
     let mut refused = Vec::new();
     let mut health = Value::Null;
     for n in 0..10 {
@@ -335,21 +343,7 @@ async fn journal_write_errors_answer_503_and_the_spool_comes_back_losing_nothing
 #[tokio::test]
 async fn spool_file_write_errors_make_it_unavailable_until_it_is_reopened() {
     let mut setup = Setup::new().await;
-    let router = setup.router();
-    router.wait_ready().await;
-    let mut acknowledged = post(&router, "before", 0..10).await;
-    assert!(acknowledged
-        .iter()
-        .all(|s| s.status == StatusCode::ACCEPTED));
-    let redb = setup.spool().join("spool.redb");
-    let failing = Strace::attach(
-        router.pid(),
-        DISK_WRITES,
-        "error=EIO",
-        &[&redb],
-        setup.dir.path(),
-    )
-    .await;
+    let (router, mut acknowledged, failing) = setup.with_failing_writes(&["spool.redb"]).await;
     // The journal switches files once a second while requests arrive, and the switch needs
     // the redb file durable: that fails, and the spool says so.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -398,27 +392,9 @@ async fn back_in_service(
 #[tokio::test]
 async fn a_disk_failing_every_write_of_the_spool_comes_back_without_a_restart() {
     let mut setup = Setup::new().await;
-    let router = setup.router();
-    router.wait_ready().await;
-    let acknowledged = post(&router, "before", 0..10).await;
-    assert!(acknowledged
-        .iter()
-        .all(|s| s.status == StatusCode::ACCEPTED));
-    let spool = setup.spool();
-    let files = [
-        spool.join("spool.journal.0"),
-        spool.join("spool.journal.1"),
-        spool.join("spool.redb"),
-    ];
-    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let failing = Strace::attach(
-        router.pid(),
-        DISK_WRITES,
-        "error=EIO",
-        &paths,
-        setup.dir.path(),
-    )
-    .await;
+    let (router, acknowledged, failing) = setup
+        .with_failing_writes(&["spool.journal.0", "spool.journal.1", "spool.redb"])
+        .await;
     let mut refused = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

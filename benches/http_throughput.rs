@@ -11,6 +11,9 @@
 //! alone, `intake`: the intake alone, `verify`: the verification table alone), `BENCH_DRAIN`
 //! (default 100000) the drained requests (0 skips the drain).
 //!
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` (and the other standard variables) set, every request's
+//! spans are exported, as the binary does: the cost of tracing on.
+//!
 //! Verification: every scheme on a `log` webhook against the unverified `log` webhook, paired
 //! runs in the same process (target: each at least 0.8x of the unverified path).
 
@@ -145,6 +148,13 @@ async fn main() {
     // Real log formatting (JSON) into a sink, so the log module pays what it pays in production.
     let filter = std::env::var("BENCH_LOG").unwrap_or_else(|_| "info".into());
     telemetry::init(LogFormat::Json, &filter, std::io::sink).unwrap();
+    // Traces, when the standard variables ask for them (as the binary does): the figures with
+    // an exporter on. Off by default.
+    let _tracing = telemetry::trace::configured(|name| std::env::var(name).ok())
+        .unwrap()
+        .map(|transport| {
+            tokio::task::block_in_place(|| telemetry::trace::init(transport)).unwrap()
+        });
 
     let mut redis = Redis::start().await;
     let kafka = Kafka::start().await;

@@ -57,14 +57,21 @@ if $build_only; then
     exit 0
 fi
 
-# kubernetes-validate (PyPI) checks the manifests in deploy/kubernetes offline (make manifests)
-# and schemathesis tests the running router against openapi.yaml (a test in make test), in a
+# kubernetes-validate (PyPI) checks the manifests in deploy/kubernetes offline (make manifests),
+# schemathesis tests the running router against openapi.yaml (a test in make test), and rotel
+# (a Rust OpenTelemetry collector shipped on PyPI) receives the traces tests export, in a
 # virtualenv of the project's own under target/.
 TOOLS_VENV="$(dirname "$0")/../target/tools-venv"
-if [ ! -x "$TOOLS_VENV/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_VENV/bin/schemathesis" ]; then
-    echo "install-deps: installing kubernetes-validate and schemathesis into $TOOLS_VENV"
+ROTEL_VERSION=0.0.1a15
+if [ ! -x "$TOOLS_VENV/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_VENV/bin/schemathesis" ] \
+    || [ ! -x "$TOOLS_VENV/bin/rotel-agent" ]; then
+    echo "install-deps: installing kubernetes-validate, schemathesis and rotel into $TOOLS_VENV"
     python3 -m venv "$TOOLS_VENV"
-    "$TOOLS_VENV/bin/pip" install -q kubernetes-validate schemathesis
+    "$TOOLS_VENV/bin/pip" install -q kubernetes-validate schemathesis "rotel==$ROTEL_VERSION"
+    # The wheel carries the collector's binary inside the package; tests start it by this name.
+    agent="$(find "$TOOLS_VENV/lib" -path '*/site-packages/rotel/rotel-agent' -type f | head -n1)"
+    [ -n "$agent" ] || { echo "install-deps: rotel-agent not found in the rotel wheel" >&2; exit 1; }
+    ln -sf "$(realpath "$agent")" "$TOOLS_VENV/bin/rotel-agent"
 fi
 
 if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then

@@ -15,6 +15,7 @@ use crate::{
     metrics::Metrics,
     modules::{Delivery, DeliveryError, Module},
     spool::{self, record::SpooledDelivery, Spool, SpoolError, SpoolMode},
+    telemetry::trace::Span,
     webhook::{DataType, Execution, Webhook},
 };
 
@@ -85,9 +86,27 @@ pub struct SpoolPath<'a> {
 }
 
 impl Destination {
-    async fn deliver(&self, delivery: &Delivery, metrics: &Metrics) -> Result<(), DeliveryError> {
+    /// A span for one hand-over (`deliver` direct, `forward` from the spool).
+    fn span(&self, key: &WebhookKey, delivery: &Delivery, name: &'static str) -> Span {
+        let span = Span::destination(delivery.trace.as_ref(), name);
+        if span.is_on() {
+            span.set("switchyard.module", self.name);
+            span.set("switchyard.destination", self.queue(key).name().to_owned());
+            span.set("request_id", delivery.request_id.clone());
+        }
+        span
+    }
+
+    async fn deliver(
+        &self,
+        key: &WebhookKey,
+        delivery: &Delivery,
+        metrics: &Metrics,
+    ) -> Result<(), DeliveryError> {
+        let span = self.span(key, delivery, "deliver");
         let started = Instant::now();
         let result = self.module.deliver(delivery).await;
+        ended(&span, &result);
         metrics.delivery(
             self.module.name(),
             self.connection.as_ref().map(ConnectionName::as_str),
@@ -100,15 +119,21 @@ impl Destination {
     /// Several deliveries at once (the spool's forwarder), each counted with the batch's time.
     async fn deliver_all(
         &self,
+        key: &WebhookKey,
         deliveries: &[Delivery],
         metrics: &Metrics,
     ) -> Vec<Result<(), DeliveryError>> {
+        let spans: Vec<Span> = deliveries
+            .iter()
+            .map(|d| self.span(key, d, "forward"))
+            .collect();
         let started = Instant::now();
         let results = self.module.deliver_all(deliveries).await;
         let elapsed = started.elapsed();
         let connection = self.connection.as_ref().map(ConnectionName::as_str);
-        for result in &results {
+        for (result, span) in results.iter().zip(&spans) {
             metrics.delivery(self.module.name(), connection, result.is_ok(), elapsed);
+            ended(span, result);
         }
         results
     }
@@ -215,8 +240,16 @@ impl Route {
         destinations: Vec<spool::Destination>,
         delivery: &Delivery,
     ) -> Result<Outcome, DispatchError> {
+        let span = Span::stage(delivery.trace.as_ref(), "spool");
+        if span.is_on() {
+            let names: Vec<&str> = destinations.iter().map(spool::Destination::name).collect();
+            span.set("switchyard.destinations", names.join(" "));
+        }
         let record = SpooledDelivery::encode_new(delivery);
-        spool.store(destinations, record).await?;
+        spool
+            .store(destinations, record)
+            .await
+            .inspect_err(|e| span.fail(e))?;
         Ok(Outcome::Stored)
     }
 
@@ -279,14 +312,18 @@ impl Route {
         if path.spool.has_backlog(destination.queue(&self.key)) {
             return false;
         }
-        let error =
-            match tokio::time::timeout_at(deadline, destination.deliver(delivery, metrics)).await {
-                Ok(Ok(())) => return true,
-                Ok(Err(error)) => error,
-                Err(_) => DeliveryError::Timeout {
-                    timeout_ms: millis(path.handoff.min(self.webhook.timeout)),
-                },
-            };
+        let error = match tokio::time::timeout_at(
+            deadline,
+            destination.deliver(&self.key, delivery, metrics),
+        )
+        .await
+        {
+            Ok(Ok(())) => return true,
+            Ok(Err(error)) => error,
+            Err(_) => DeliveryError::Timeout {
+                timeout_ms: millis(path.handoff.min(self.webhook.timeout)),
+            },
+        };
         tracing::warn!(
             webhook = %self.key,
             request_id = %delivery.request_id,
@@ -332,7 +369,7 @@ impl Route {
         };
         match tokio::time::timeout(
             self.webhook.timeout,
-            destination.deliver_all(deliveries, metrics),
+            destination.deliver_all(&self.key, deliveries, metrics),
         )
         .await
         {
@@ -355,11 +392,16 @@ impl Route {
             match self.webhook.execution {
                 Execution::Sequential => {
                     for destination in &self.modules {
-                        destination.deliver(delivery, metrics).await?;
+                        destination.deliver(&self.key, delivery, metrics).await?;
                     }
                 }
                 Execution::Parallel => {
-                    try_join_all(self.modules.iter().map(|d| d.deliver(delivery, metrics))).await?;
+                    try_join_all(
+                        self.modules
+                            .iter()
+                            .map(|d| d.deliver(&self.key, delivery, metrics)),
+                    )
+                    .await?;
                 }
             }
             Ok(())
@@ -370,6 +412,14 @@ impl Route {
                 timeout_ms: millis(timeout),
             }),
         }
+    }
+}
+
+/// Ends a hand-over's span with its result.
+fn ended(span: &Span, result: &Result<(), DeliveryError>) {
+    match result {
+        Ok(()) => span.ok(),
+        Err(error) => span.fail(error),
     }
 }
 

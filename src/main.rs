@@ -7,7 +7,7 @@ use switchyard::{
     settings::{Cli, Command, Settings, SettingsError, SpoolCommand},
     shutdown,
     startup::Application,
-    telemetry,
+    telemetry::{self, trace},
     tools::{self, check::Source},
 };
 
@@ -41,7 +41,28 @@ fn main() -> ExitCode {
         eprintln!("switchyard: {error}");
         return ExitCode::from(EXIT_USAGE);
     }
-    match serve(&settings) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("switchyard: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tracing = match start_tracing(&runtime) {
+        Ok(tracing) => tracing,
+        Err(error) => {
+            eprintln!("switchyard: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let outcome = serve(&runtime, &settings);
+    if let Some(tracing) = tracing {
+        tracing.shutdown(TRACES_AT_STOP);
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let error: &(dyn std::error::Error + 'static) = error.as_ref();
@@ -51,10 +72,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(settings: &Settings) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+/// How long the spans still queued at a stop get to leave.
+const TRACES_AT_STOP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The OTLP trace exporter the standard variables ask for, or none (the default).
+fn start_tracing(
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<trace::Tracing>, trace::TracingError> {
+    let Some(transport) = trace::configured(|name| std::env::var(name).ok())? else {
+        return Ok(None);
+    };
+    // gRPC's connection lives on the runtime; the HTTP client brings its own thread.
+    let _entered = (transport == trace::Transport::Grpc).then(|| runtime.enter());
+    let tracing = trace::init(transport)?;
+    tracing::info!(protocol = ?transport, "Traces are exported over OTLP.");
+    Ok(Some(tracing))
+}
+
+fn serve(runtime: &tokio::runtime::Runtime, settings: &Settings) -> anyhow::Result<()> {
     runtime.block_on(async {
         let app = Application::build(settings)?;
         app.run_until_stopped(shutdown::signal()).await?;

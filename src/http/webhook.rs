@@ -23,6 +23,7 @@ use crate::{
     dispatch::{DispatchError, Outcome, Route, SpoolPath},
     keys::{Namespace, WebhookId, WebhookKey},
     modules::Delivery,
+    telemetry::trace::Span,
     verify::{ip::client_ip, Inbound, VerifyError},
     webhook::DataType,
 };
@@ -42,12 +43,15 @@ pub async fn post(
     payload: web::Payload,
 ) -> HttpResponse {
     let started = Instant::now();
+    let span = request_span(&req);
     let mut body = RequestBody {
         payload,
         complete: false,
     };
     let result = match (req.method().clone(), target(&state, &req)) {
-        (actix_web::http::Method::POST, Ok(key)) => receive(&state, &req, key, &mut body).await,
+        (actix_web::http::Method::POST, Ok(key)) => {
+            receive(&state, &req, key, &mut body, &span).await
+        }
         (actix_web::http::Method::GET, Ok(key)) => handshake_get(&state, &req, &key),
         (actix_web::http::Method::POST | actix_web::http::Method::GET, Err(error)) => Err(error),
         // The route takes POST, and GET for a provider's handshake.
@@ -55,7 +59,36 @@ pub async fn post(
             allowed: "GET, POST",
         }),
     };
-    body.close_if_unread(answered(&state, &req, started, result))
+    body.close_if_unread(answered(&state, &req, started, result, &span))
+}
+
+/// The request's root span: named by method and route (the ids are attributes), with the
+/// request id. A `traceparent` the sender sent is only linked (see [`Span::request`]).
+fn request_span(req: &HttpRequest) -> Span {
+    use actix_web::http::Method;
+    let short = !req
+        .path()
+        .strip_prefix("/webhook/")
+        .unwrap_or_default()
+        .contains('/');
+    let name = match (req.method(), short) {
+        (&Method::POST, false) => "POST /webhook/{namespace}/{id}",
+        (&Method::POST, true) => "POST /webhook/{id}",
+        (&Method::GET, false) => "GET /webhook/{namespace}/{id}",
+        (&Method::GET, true) => "GET /webhook/{id}",
+        _ => "HTTP",
+    };
+    let sent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    let span = Span::request(name, sent);
+    if span.is_on() {
+        span.set("http.request.method", req.method().as_str().to_owned());
+        span.set("http.route", name.split_once(' ').map_or(name, |(_, r)| r));
+        span.set("request_id", request_id(req));
+    }
+    span
 }
 
 /// The webhook key named by the path.
@@ -85,6 +118,7 @@ fn answered(
     req: &HttpRequest,
     started: Instant,
     result: Result<HttpResponse, ApiError>,
+    span: &Span,
 ) -> HttpResponse {
     let elapsed = started.elapsed();
     let status = match &result {
@@ -97,6 +131,21 @@ fn answered(
     let labelled = target.filter(|t| t.routed).map(|t| &t.key);
     state.metrics.request(labelled, status, elapsed);
     let request_id = extensions.get::<RequestId>().map_or("", |r| r.0.as_str());
+    if span.is_on() {
+        span.set("http.response.status_code", i64::from(status));
+        if let Some(target) = target {
+            span.set("switchyard.namespace", target.key.namespace.to_string());
+            span.set("switchyard.webhook", target.key.id.to_string());
+        }
+        if let Err(error) = &result {
+            span.set("error.type", error.parts().1);
+            // A refusal is the sender's fault, not ours (the HTTP conventions: only 5xx fail
+            // a server span).
+            if status >= 500 {
+                span.fail(error);
+            }
+        }
+    }
     tracing::info!(
         target: "switchyard::access",
         request_id,
@@ -197,6 +246,7 @@ async fn receive(
     req: &HttpRequest,
     key: WebhookKey,
     body: &mut RequestBody,
+    span: &Span,
 ) -> Result<HttpResponse, ApiError> {
     let route = lookup(state, req, &key)?;
     let checks = &route.webhook.checks;
@@ -204,7 +254,12 @@ async fn receive(
     let url = || called_url(state, req);
     let inbound = inbound(state, req, &headers, &url);
     let client = inbound.client_ip;
-    let refused = |e| refused(&route, e);
+    // Every check, the body's reading among them.
+    let verify = span.child("verify");
+    let refused = |e: VerifyError| {
+        verify.fail(&e);
+        refused(&route, e)
+    };
     checks.check_head(&inbound).map_err(refused)?;
     // Microsoft Graph validates a subscription with an unsigned, bodiless POST (after the head
     // checks, like every handshake).
@@ -214,7 +269,9 @@ async fn receive(
     let limit = checks.max_body_bytes.unwrap_or(state.max_body_bytes);
     // An unknown client shares one budget with the other unknown ones, never the proxy's.
     let share = client.unwrap_or(UNKNOWN_CLIENT);
-    let body = read_body(state, req, share, body, limit).await?;
+    let body = read_body(state, req, share, body, limit)
+        .await
+        .inspect_err(|e| verify.fail(e))?;
     checks.check_signature(&inbound, &body).map_err(refused)?;
     if let Some(answered) = checks.body_handshake(&inbound, &body) {
         return Ok(handshake_answer(&route, answered.map_err(refused)?));
@@ -225,6 +282,7 @@ async fn receive(
         DataType::Form => checks.check_form_body(body).map_err(refused)?,
         DataType::Blob => body,
     };
+    drop(verify);
     // Held until the destinations answered: bounds memory and work, never queues. Taken before
     // a duplicate's wait, so requests waiting on another copy's outcome (each holding its body)
     // count against the same bound.
@@ -232,7 +290,7 @@ async fn receive(
         .in_flight
         .try_acquire()
         .map_err(|_| ApiError::Overloaded)?;
-    let claim = match claim_delivery_id(state, &route, &headers, &body).await? {
+    let claim = match claim_delivery_id(state, &route, &headers, &body, span).await? {
         DeliveryId::Fresh(claim) => claim,
         DeliveryId::Duplicate => {
             tracing::info!(webhook = %route.key, "Delivery id seen within the window; not delivered again.");
@@ -249,6 +307,7 @@ async fn receive(
         headers: forwardable_headers(req, &route),
         body,
         json: route.data_type() == DataType::Json,
+        trace: span.parent_of_later(),
     };
     let (mut response, word) = match deliver(state, &route, &delivery).await? {
         Outcome::Delivered => (HttpResponse::Ok(), "accepted"),
@@ -281,6 +340,7 @@ async fn claim_delivery_id<'a>(
     route: &Route,
     headers: &dyn Fn(&str) -> Option<&'a str>,
     body: &[u8],
+    span: &Span,
 ) -> Result<DeliveryId, ApiError> {
     use crate::dedup::Claim;
     let Some((dedup, id)) = route
@@ -293,11 +353,15 @@ async fn claim_delivery_id<'a>(
     };
     // A copy in flight is waited for as long as a delivery may take.
     let wait = route.webhook.timeout;
-    match crate::dedup::claim(&state.dedup, &state.pool, &route.key, dedup, &id, wait).await {
-        Claim::Claimed(claim) => Ok(DeliveryId::Fresh(Some(claim))),
-        Claim::Duplicate => Ok(DeliveryId::Duplicate),
-        Claim::Busy => Err(ApiError::CopyInFlight),
-    }
+    let span = span.child("dedup");
+    let (answer, outcome) =
+        match crate::dedup::claim(&state.dedup, &state.pool, &route.key, dedup, &id, wait).await {
+            Claim::Claimed(claim) => (Ok(DeliveryId::Fresh(Some(claim))), "claimed"),
+            Claim::Duplicate => (Ok(DeliveryId::Duplicate), "duplicate"),
+            Claim::Busy => (Err(ApiError::CopyInFlight), "in_flight"),
+        };
+    span.set("switchyard.dedup", outcome);
+    answer
 }
 
 /// The webhook's live route; records the target for the access log and metrics.

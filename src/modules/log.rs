@@ -204,6 +204,7 @@ mod tests {
             headers: vec![("x-github-event".into(), "push".into())],
             body: bytes::Bytes::from_static(b"{}"),
             json: true,
+            trace: None,
         };
         assert_eq!(
             module.render_headers(&delivery).as_deref(),

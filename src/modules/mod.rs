@@ -16,6 +16,7 @@ use crate::{
     config::ConfigError,
     connections::{ConnectionPool, PoolError},
     keys::{ConnectionName, Namespace, WebhookId},
+    telemetry::trace::TraceParent,
 };
 
 /// A destination a webhook's payload is handed to (`log`, `kafka`, `redis_stream`, ...).
@@ -54,6 +55,9 @@ pub struct Delivery {
     pub body: Bytes,
     /// The body is known to be valid JSON (checked at the edge for `data_type: json`).
     pub json: bool,
+    /// The request's span, when traces are exported: each destination's span goes under it,
+    /// and a spooled copy carries it to its forward.
+    pub trace: Option<TraceParent>,
 }
 
 impl Delivery {

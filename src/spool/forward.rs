@@ -529,6 +529,7 @@ mod tests {
             headers: vec![("x-n".into(), n.to_string())],
             body: bytes::Bytes::from(format!("{{\"n\":{n}}}")),
             json: true,
+            trace: None,
         }
     }
 

@@ -710,6 +710,7 @@ mod dead_share_tests {
             headers: vec![],
             body: bytes::Bytes::from(vec![b'1'; 10_000]),
             json: false,
+            trace: None,
         };
         let record = || record::SpooledDelivery::encode_new(&delivery);
         let mut stored = 0;

@@ -111,6 +111,7 @@ fn record(id: &str) -> Vec<u8> {
         headers: Vec::new(),
         body: bytes::Bytes::from(format!("{{\"id\":\"{id}\"}}")),
         json: true,
+        trace: None,
     })
 }
 

@@ -2,7 +2,8 @@
 //!
 //! The record keeps everything a direct delivery carries (namespace, webhook, request id,
 //! received-at, forwardable headers, body), so a redelivery is byte-identical to a direct one
-//! and consumers can deduplicate on the original request id.
+//! and consumers can deduplicate on the original request id. Version 2 adds the request's trace
+//! context (W3C `traceparent`, empty when traces are off); version 1 records read as without one.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,10 +12,13 @@ use bytes::Bytes;
 use crate::{
     keys::{Namespace, WebhookId},
     modules::Delivery,
+    telemetry::trace::TraceParent,
 };
 
 /// The format written by this version.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The format before the trace context, still read.
+const VERSION_1: u8 = 1;
 
 /// A delivery waiting for one destination, with its retry state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +43,7 @@ pub struct DeliveryParts {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub json: bool,
+    pub trace: Option<TraceParent>,
 }
 
 /// Why stored bytes are not a record (a bug or a damaged file; never panics).
@@ -56,6 +61,7 @@ impl DeliveryParts {
             headers: delivery.headers.clone(),
             body: delivery.body.to_vec(),
             json: delivery.json,
+            trace: delivery.trace.clone(),
         }
     }
 
@@ -69,6 +75,7 @@ impl DeliveryParts {
             headers: self.headers.clone(),
             body: Bytes::from(self.body.clone()),
             json: self.json,
+            trace: self.trace.clone(),
         })
     }
 
@@ -86,6 +93,7 @@ struct Fields<'a> {
     received_at_ms: u64,
     json: bool,
     body: &'a [u8],
+    trace: Option<&'a TraceParent>,
 }
 
 pub(super) fn millis_since_epoch(at: SystemTime) -> u64 {
@@ -120,6 +128,13 @@ fn encode<'a>(
     out.extend_from_slice(&attempts.to_le_bytes());
     put_bytes(&mut out, last_error.as_bytes());
     out.extend_from_slice(&retry_from_ms.to_le_bytes());
+    put_bytes(
+        &mut out,
+        d.trace
+            .map(TraceParent::to_w3c)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     out
 }
 
@@ -132,6 +147,14 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
+    /// The format's version, one this build reads.
+    fn version(&mut self) -> Result<u8, Damaged> {
+        match self.take(1, "version")?[0] {
+            version @ (VERSION_1 | VERSION) => Ok(version),
+            _ => Err(Damaged("unknown version")),
+        }
+    }
+
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Damaged> {
         if self.0.len() < n {
             return Err(Damaged(what));
@@ -194,6 +217,7 @@ impl SpooledDelivery {
                 received_at_ms: d.received_at_ms,
                 json: d.json,
                 body: &d.body,
+                trace: d.trace.as_ref(),
             },
             headers,
             self.attempts,
@@ -217,6 +241,7 @@ impl SpooledDelivery {
                 received_at_ms,
                 json: delivery.json,
                 body: &delivery.body,
+                trace: delivery.trace.as_ref(),
             },
             headers,
             0,
@@ -232,9 +257,7 @@ impl SpooledDelivery {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, Damaged> {
         let mut r = Reader(bytes);
-        if r.take(1, "version")?[0] != VERSION {
-            return Err(Damaged("unknown version"));
-        }
+        let version = r.version()?;
         let namespace = r.string("namespace")?;
         let webhook = r.string("webhook")?;
         let request_id = r.string("request id")?;
@@ -249,6 +272,11 @@ impl SpooledDelivery {
         let attempts = r.u32("attempts")?;
         let last_error = r.string("last error")?;
         let retry_from_ms = r.time_ms("retry from")?;
+        // A context that does not parse only loses the link to the request's trace.
+        let trace = match version {
+            VERSION_1 => None,
+            _ => TraceParent::parse(&String::from_utf8_lossy(r.bytes("trace context")?)),
+        };
         if !r.0.is_empty() {
             return Err(Damaged("trailing bytes"));
         }
@@ -261,6 +289,7 @@ impl SpooledDelivery {
                 headers,
                 body,
                 json,
+                trace,
             },
             attempts,
             last_error,
@@ -273,9 +302,7 @@ impl SpooledDelivery {
 /// report of what damage lost).
 pub fn request_id_of(bytes: &[u8]) -> Option<String> {
     let mut r = Reader(bytes);
-    if r.take(1, "version").ok()?[0] != VERSION {
-        return None;
-    }
+    r.version().ok()?;
     r.bytes("namespace").ok()?;
     r.bytes("webhook").ok()?;
     r.string("request id").ok()
@@ -294,9 +321,7 @@ pub struct Summary {
 impl Summary {
     pub fn decode(bytes: &[u8]) -> Result<Self, Damaged> {
         let mut r = Reader(bytes);
-        if r.take(1, "version")?[0] != VERSION {
-            return Err(Damaged("unknown version"));
-        }
+        r.version()?;
         r.bytes("namespace")?;
         r.bytes("webhook")?;
         let request_id = r.string("request id")?;
@@ -333,6 +358,7 @@ mod tests {
             headers: vec![("x-github-event".into(), "push".into())],
             body: Bytes::from_static(b"{\"a\": 1}"),
             json: true,
+            trace: None,
         }
     }
 
@@ -395,6 +421,25 @@ mod tests {
             SpooledDelivery::decode(&other).unwrap_err(),
             Damaged("unknown version")
         );
+    }
+
+    #[test]
+    fn the_trace_context_round_trips_and_a_version_1_record_reads_without_one() {
+        let mut delivery = sample();
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        delivery.trace = TraceParent::parse(text);
+        let decoded = SpooledDelivery::decode(&SpooledDelivery::encode_new(&delivery)).unwrap();
+        let trace = decoded.delivery.to_delivery().unwrap().trace;
+        assert_eq!(trace.map(|t| t.to_w3c()).as_deref(), Some(text));
+
+        // Version 1 is version 2 without the trailing (here empty) trace context.
+        let mut old = SpooledDelivery::new(&sample()).encode();
+        assert_eq!(old.split_off(old.len() - 4), 0u32.to_le_bytes());
+        old[0] = VERSION_1;
+        let decoded = SpooledDelivery::decode(&old).unwrap();
+        assert_eq!(decoded, SpooledDelivery::new(&sample()));
+        assert_eq!(request_id_of(&old).as_deref(), Some("r-1"));
+        assert_eq!(Summary::decode(&old).unwrap().request_id, "r-1");
     }
 
     proptest! {

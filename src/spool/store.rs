@@ -1135,6 +1135,7 @@ mod tests {
             headers: vec![],
             body: bytes::Bytes::from_static(b"{}"),
             json: true,
+            trace: None,
         })
         .encode()
     }

@@ -2,6 +2,7 @@
 
 mod json;
 pub mod text;
+pub mod trace;
 
 use tracing_subscriber::{fmt::MakeWriter, EnvFilter};
 

@@ -25,4 +25,5 @@ mod spool_damage;
 mod spool_disk;
 mod tenant_attacks;
 mod tools;
+mod traces;
 mod verification;

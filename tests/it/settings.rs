@@ -70,11 +70,36 @@ fn the_table_covers_every_setting() {
 #[test]
 fn every_bad_setting_exits_64_with_one_line_naming_it() {
     for (name, value) in BAD {
+        exits_64_naming(name, &[(name, value)]);
+    }
+}
+
+/// The standard OpenTelemetry variables Switchyard reads itself (traces are off without an
+/// endpoint, so each bad value comes with one).
+#[test]
+fn a_bad_tracing_variable_exits_64_naming_it() {
+    const ENDPOINT: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+    for (name, value) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+    ] {
+        exits_64_naming(name, &[ENDPOINT, (name, value)]);
+    }
+    exits_64_naming(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://bad host:4318")],
+    );
+}
+
+fn exits_64_naming(name: &str, env: &[(&str, &str)]) {
+    let value = env.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| *v);
+    {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .env_clear()
-            .env(name, value)
+            .envs(env.iter().copied())
             // A free port, so a setting that is wrongly accepted shows up as a running server.
-            .env("PORT", if *name == "PORT" { *value } else { "0" })
+            .env("PORT", if name == "PORT" { value } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

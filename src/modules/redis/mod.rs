@@ -219,6 +219,7 @@ mod tests {
             headers: vec![("x-github-event".into(), "push".into())],
             body: bytes::Bytes::from_static(body),
             json: false,
+            trace: None,
         }
     }
 

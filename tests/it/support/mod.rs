@@ -9,6 +9,7 @@ pub mod files;
 pub mod inproc;
 pub mod kafka;
 pub mod load;
+pub mod otlp;
 pub mod peer_proxy;
 pub mod ports;
 pub mod process;

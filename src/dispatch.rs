@@ -15,7 +15,7 @@ use crate::{
     metrics::Metrics,
     modules::{Delivery, DeliveryError, Module},
     spool::{self, record::SpooledDelivery, Spool, SpoolError, SpoolMode},
-    telemetry::trace::Span,
+    telemetry::trace::{self, Span},
     webhook::{DataType, Execution, Webhook},
 };
 
@@ -57,6 +57,20 @@ impl Destination {
                 spool::Place::Position(position) => *position == index,
             }
     }
+}
+
+/// What a direct attempt came to.
+enum Attempt {
+    Acknowledged,
+    /// Not taken: the reason when the destination refused it for good (it is then kept as a
+    /// dead letter, never sent again unless replayed).
+    Missed(Option<String>),
+}
+
+/// A destination that must take a request from the spool.
+struct Missed {
+    queue: spool::Destination,
+    refused: Option<String>,
 }
 
 /// How a request was taken.
@@ -123,17 +137,23 @@ impl Destination {
         deliveries: &[Delivery],
         metrics: &Metrics,
     ) -> Vec<Result<(), DeliveryError>> {
-        let spans: Vec<Span> = deliveries
-            .iter()
-            .map(|d| self.span(key, d, "forward"))
-            .collect();
+        let spans: Vec<Span> = if trace::enabled() {
+            deliveries
+                .iter()
+                .map(|d| self.span(key, d, "forward"))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let started = Instant::now();
         let results = self.module.deliver_all(deliveries).await;
         let elapsed = started.elapsed();
         let connection = self.connection.as_ref().map(ConnectionName::as_str);
-        for (result, span) in results.iter().zip(&spans) {
+        for (index, result) in results.iter().enumerate() {
             metrics.delivery(self.module.name(), connection, result.is_ok(), elapsed);
-            ended(span, result);
+            if let Some(span) = spans.get(index) {
+                ended(span, result);
+            }
         }
         results
     }
@@ -222,30 +242,48 @@ impl Route {
                     .iter()
                     .map(|d| d.queue(&self.key).clone())
                     .collect();
-                self.store(path.spool, all, delivery).await
+                self.store(path.spool, all, delivery, None).await
             }
             (Some(path), SpoolMode::OnFailure) => {
-                let failed = self.deliver_or_fail(delivery, metrics, path).await;
-                if failed.is_empty() {
+                let missed = self.deliver_or_fail(delivery, metrics, path).await;
+                if missed.is_empty() {
                     return Ok(Outcome::Delivered);
                 }
-                self.store(path.spool, failed, delivery).await
+                // Those that refused for good are kept as dead letters (one record each, with
+                // its own reason); the rest are retried.
+                let (refused, retried): (Vec<_>, Vec<_>) =
+                    missed.into_iter().partition(|m| m.refused.is_some());
+                if !retried.is_empty() {
+                    let queues = retried.into_iter().map(|m| m.queue).collect();
+                    self.store(path.spool, queues, delivery, None).await?;
+                }
+                for missed in refused {
+                    let reason = missed.refused.as_deref();
+                    self.store(path.spool, vec![missed.queue], delivery, reason)
+                        .await?;
+                }
+                Ok(Outcome::Stored)
             }
         }
     }
 
+    /// Stores the request for `destinations`; as a dead letter when it was `refused` for good.
     async fn store(
         &self,
         spool: &Spool,
         destinations: Vec<spool::Destination>,
         delivery: &Delivery,
+        refused: Option<&str>,
     ) -> Result<Outcome, DispatchError> {
         let span = Span::stage(delivery.trace.as_ref(), "spool");
         if span.is_on() {
             let names: Vec<&str> = destinations.iter().map(spool::Destination::name).collect();
             span.set("switchyard.destinations", names.join(" "));
         }
-        let record = SpooledDelivery::encode_new(delivery);
+        let record = match refused {
+            None => SpooledDelivery::encode_new(delivery),
+            Some(reason) => SpooledDelivery::encode_refused(delivery, reason),
+        };
         spool
             .store(destinations, record)
             .await
@@ -253,17 +291,17 @@ impl Route {
         Ok(Outcome::Stored)
     }
 
-    /// Delivers to each destination within the handoff time; returns the queues of those that
-    /// must take the request instead: they failed, did not answer in time, or already have a
-    /// backlog (new deliveries queue behind it), and in a sequential chain every destination
-    /// after the first of those. Only those are spooled, so a destination that acknowledged
-    /// never gets the request again.
+    /// Delivers to each destination within the handoff time; returns those that must take
+    /// the request from the spool instead: they failed, did not answer in time, or already
+    /// have a backlog (new deliveries queue behind it), and in a sequential chain every
+    /// destination after the first of those. Only those are spooled, so a destination that
+    /// acknowledged never gets the request again.
     async fn deliver_or_fail(
         &self,
         delivery: &Delivery,
         metrics: &Metrics,
         path: SpoolPath<'_>,
-    ) -> Vec<spool::Destination> {
+    ) -> Vec<Missed> {
         let deadline = tokio::time::Instant::now() + path.handoff.min(self.webhook.timeout);
         match self.webhook.execution {
             Execution::Sequential => {
@@ -271,20 +309,25 @@ impl Route {
                 // take the request: it and every one after it are spooled (and forwarded on
                 // their own queues).
                 for (index, destination) in self.modules.iter().enumerate() {
-                    if !self
+                    if let Attempt::Missed(refused) = self
                         .attempt(destination, delivery, metrics, path, deadline)
                         .await
                     {
-                        return self.modules[index..]
-                            .iter()
-                            .map(|d| d.queue(&self.key).clone())
-                            .collect();
+                        let mut missed = vec![Missed {
+                            queue: destination.queue(&self.key).clone(),
+                            refused,
+                        }];
+                        missed.extend(self.modules[index + 1..].iter().map(|d| Missed {
+                            queue: d.queue(&self.key).clone(),
+                            refused: None,
+                        }));
+                        return missed;
                     }
                 }
                 Vec::new()
             }
             Execution::Parallel => {
-                let acknowledged = join_all(
+                let attempts = join_all(
                     self.modules
                         .iter()
                         .map(|d| self.attempt(d, delivery, metrics, path, deadline)),
@@ -292,15 +335,20 @@ impl Route {
                 .await;
                 self.modules
                     .iter()
-                    .zip(acknowledged)
-                    .filter(|(_, ok)| !ok)
-                    .map(|(d, _)| d.queue(&self.key).clone())
+                    .zip(attempts)
+                    .filter_map(|(d, attempt)| match attempt {
+                        Attempt::Acknowledged => None,
+                        Attempt::Missed(refused) => Some(Missed {
+                            queue: d.queue(&self.key).clone(),
+                            refused,
+                        }),
+                    })
                     .collect()
             }
         }
     }
 
-    /// One destination's direct attempt; `true` when it acknowledged by `deadline`.
+    /// One destination's direct attempt, by `deadline`.
     async fn attempt(
         &self,
         destination: &Destination,
@@ -308,9 +356,9 @@ impl Route {
         metrics: &Metrics,
         path: SpoolPath<'_>,
         deadline: tokio::time::Instant,
-    ) -> bool {
+    ) -> Attempt {
         if path.spool.has_backlog(destination.queue(&self.key)) {
-            return false;
+            return Attempt::Missed(None);
         }
         let error = match tokio::time::timeout_at(
             deadline,
@@ -318,12 +366,15 @@ impl Route {
         )
         .await
         {
-            Ok(Ok(())) => return true,
+            Ok(Ok(())) => return Attempt::Acknowledged,
             Ok(Err(error)) => error,
             Err(_) => DeliveryError::Timeout {
                 timeout_ms: millis(path.handoff.min(self.webhook.timeout)),
             },
         };
+        if let Some(wait) = error.retry_after() {
+            path.spool.hold(destination.queue(&self.key), wait);
+        }
         tracing::warn!(
             webhook = %self.key,
             request_id = %delivery.request_id,
@@ -331,7 +382,7 @@ impl Route {
             %error,
             "Delivery failed; the request goes to the spool."
         );
-        false
+        Attempt::Missed(error.is_permanent().then(|| error.to_string()))
     }
 
     /// Hands spooled deliveries to the destination `parts` names, in order, within the

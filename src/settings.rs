@@ -181,6 +181,11 @@ pub struct Settings {
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: IpList,
 
+    /// Comma-separated networks (IPs or CIDRs) the `http` module may connect to. Empty: any
+    /// address but loopback, link-local (cloud metadata), unspecified, multicast and broadcast.
+    #[arg(long, env = "HTTP_ALLOWED_NETWORKS", default_value = "")]
+    pub http_allowed_networks: crate::connections::Networks,
+
     /// Webhooks that get their own metric labels; the rest share `_other` (bounds memory).
     #[arg(long, env = "METRICS_MAX_WEBHOOKS", default_value_t = 1000)]
     pub metrics_max_webhooks: usize,

@@ -118,7 +118,10 @@ impl Application {
 
         let shutdown = Shutdown::new();
         let cache = ConfigCache::new();
-        let pool = ConnectionPool::new(shutdown.tasks.clone());
+        let pool = ConnectionPool::with_networks(
+            shutdown.tasks.clone(),
+            settings.http_allowed_networks.clone(),
+        );
         let provider = provider::spawn(settings, cache.clone(), pool.clone(), &shutdown);
         let metrics = std::sync::Arc::new(Metrics::new(settings.metrics_max_webhooks));
         let spool = open_spool(settings, &shutdown)?;

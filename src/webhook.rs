@@ -213,6 +213,8 @@ pub const SUBSTITUTED: &[FieldPath] = &[
     &["jwt", "public_key"],
     &["handshake", "verify_token"],
     &["handshake", "consumer_secret"],
+    &["module-config", "sign", "secret"],
+    &["chain", "*", "module-config", "sign", "secret"],
 ];
 
 impl Webhook {

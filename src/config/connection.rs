@@ -16,6 +16,8 @@ pub const SUBSTITUTED: &[FieldPath] = &[
     &["username"],
     &["password"],
     &["url"],
+    &["base_url"],
+    &["headers", "*"],
 ];
 
 /// A validated connection, shared by every webhook that names it.
@@ -28,6 +30,9 @@ pub enum Connection {
     /// A Redis server (`redis-rq` is accepted as an alias for older configs).
     #[serde(rename = "redis", alias = "redis-rq")]
     Redis(RedisConnection),
+    /// An HTTP service (the `http` module).
+    #[serde(rename = "http")]
+    Http(HttpConnection),
 }
 
 impl Connection {
@@ -36,6 +41,7 @@ impl Connection {
         match self {
             Connection::Kafka(_) => "kafka",
             Connection::Redis(_) => "redis",
+            Connection::Http(_) => "http",
         }
     }
 
@@ -44,6 +50,7 @@ impl Connection {
         let (namespaces, target_prefix) = match self {
             Connection::Kafka(k) => (&k.namespaces, &k.target_prefix),
             Connection::Redis(r) => (&r.namespaces, &r.target_prefix),
+            Connection::Http(h) => (&h.namespaces, &h.target_prefix),
         };
         Access {
             namespaces: namespaces.as_deref(),
@@ -193,6 +200,114 @@ pub struct RedisConnection {
     pub target_prefix: Option<String>,
 }
 
+/// The longest an HTTP service may take to answer, and the default.
+pub const MAX_HTTP_TIMEOUT_MS: u64 = 600_000;
+pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 10_000;
+/// Idle keep-alive connections kept per service host, at most, and the default.
+pub const MAX_HTTP_POOL_SIZE: usize = 1024;
+pub const DEFAULT_HTTP_POOL_SIZE: usize = 32;
+
+/// `type: "http"`: an HTTP service webhooks are forwarded to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnection {
+    /// `http://` or `https://`, a host, an optional port and path prefix; no query, fragment
+    /// or user info. A module's `path` is appended to it.
+    pub base_url: Secret,
+    /// Headers sent with every request (an API key); values are never logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Time the service gets to answer (default 10000; the webhook's `timeout_ms` also bounds it).
+    pub timeout_ms: Option<u64>,
+    /// CA certificate(s) (PEM) the service's certificate must chain to, besides the public roots.
+    pub ca_file: Option<String>,
+    /// Client certificate (PEM) for mutual TLS, with `key_file`.
+    pub cert_file: Option<String>,
+    /// Client private key (PEM) for mutual TLS.
+    pub key_file: Option<String>,
+    /// Accept any certificate (testing only): must be written `true` to take effect, and is
+    /// logged as a warning whenever the client is built.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Idle keep-alive connections kept per host (default 32).
+    pub pool_size: Option<usize>,
+    /// The namespaces whose webhooks may use this connection (absent: all).
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+    /// Every `path` a webhook names on this connection must start with this, `{namespace}`
+    /// replaced by the webhook's namespace (e.g. `"/{namespace}/"`).
+    #[serde(default)]
+    pub target_prefix: Option<String>,
+}
+
+impl HttpConnection {
+    /// The answer timeout.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms.unwrap_or(DEFAULT_HTTP_TIMEOUT_MS))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.base_url.expose();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| {
+                ConfigError::Invalid("`base_url` must start with http:// or https://".into())
+            })?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() || authority.contains('@') {
+            return Err(ConfigError::Invalid(
+                "`base_url` needs a host, and no user info (`user@`): put credentials in `headers`"
+                    .into(),
+            ));
+        }
+        if url.contains(['?', '#']) || url.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(ConfigError::Invalid(
+                "`base_url` must not have a query, a fragment, spaces or control characters".into(),
+            ));
+        }
+        if let Some(ms) = self
+            .timeout_ms
+            .filter(|ms| !(1..=MAX_HTTP_TIMEOUT_MS).contains(ms))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "`timeout_ms` is {ms}; it must be between 1 and {MAX_HTTP_TIMEOUT_MS}"
+            )));
+        }
+        if let Some(size) = self
+            .pool_size
+            .filter(|n| !(1..=MAX_HTTP_POOL_SIZE).contains(n))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "`pool_size` is {size}; it must be between 1 and {MAX_HTTP_POOL_SIZE}"
+            )));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "give both `cert_file` and `key_file` (mutual TLS), or neither".into(),
+            ));
+        }
+        for (name, value) in &self.headers {
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(token) {
+                return Err(ConfigError::Invalid(format!(
+                    "`headers`: {name:?} is not a header name"
+                )));
+            }
+            if value
+                .expose()
+                .bytes()
+                .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "`headers`: the value of {name:?} holds a control character"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A port written as a number or as a string of digits. The message never repeats the value
 /// (it may come from the environment).
 fn port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
@@ -295,6 +410,7 @@ impl Connection {
                 }
                 Ok(())
             }
+            Connection::Http(h) => h.validate(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! client is built on first use (no I/O) and retired on the spot when its entry changes or goes;
 //! a retired Kafka producer delivers what it has queued in a tracked task.
 
+pub mod http;
 pub mod kafka;
 pub mod redis;
 
@@ -15,6 +16,7 @@ use dashmap::DashMap;
 use tokio_util::task::TaskTracker;
 
 pub use self::redis::RedisClient;
+pub use http::{HttpClient, Networks};
 pub use kafka::Producer;
 
 use crate::{config::Connection, keys::ConnectionName};
@@ -74,6 +76,7 @@ pub struct Use<'a> {
 enum Client {
     Kafka(Producer),
     Redis(RedisClient),
+    Http(HttpClient),
 }
 
 /// One connection: its config, and its client once built.
@@ -92,6 +95,8 @@ struct Inner {
     slots: DashMap<ConnectionName, Slot>,
     /// Where retired producers flush (the application's task tracker).
     tasks: TaskTracker,
+    /// Where `http` connections may go (`HTTP_ALLOWED_NETWORKS`).
+    networks: Arc<Networks>,
 }
 
 impl std::fmt::Debug for ConnectionPool {
@@ -108,6 +113,7 @@ pub fn validate(connection: &Connection) -> Result<(), String> {
     match connection {
         Connection::Kafka(k) => kafka::validate(k),
         Connection::Redis(r) => RedisClient::validate(r),
+        Connection::Http(h) => HttpClient::validate(h),
     }
 }
 
@@ -120,10 +126,16 @@ pub struct PoolChanges {
 
 impl ConnectionPool {
     pub fn new(tasks: TaskTracker) -> Self {
+        Self::with_networks(tasks, Networks::default())
+    }
+
+    /// A pool whose `http` connections may reach only what `networks` permits.
+    pub fn with_networks(tasks: TaskTracker, networks: Networks) -> Self {
         Self {
             inner: Arc::new(Inner {
                 slots: DashMap::new(),
                 tasks,
+                networks: Arc::new(networks),
             }),
         }
     }
@@ -215,7 +227,7 @@ impl ConnectionPool {
                 }
             }
             // In-flight commands hold their own clone; the connection closes with the last one.
-            Client::Redis(_) => {}
+            Client::Redis(_) | Client::Http(_) => {}
         }
     }
 
@@ -263,6 +275,10 @@ impl ConnectionPool {
         let built = match &*slot.config {
             Connection::Kafka(k) => Producer::build(k).map(Client::Kafka),
             Connection::Redis(r) => RedisClient::build(r).map(Client::Redis),
+            Connection::Http(h) => Ok(Client::Http(HttpClient::new(
+                h,
+                Arc::clone(&self.inner.networks),
+            ))),
         }
         .map_err(|reason| PoolError::Unavailable {
             name: name.clone(),
@@ -282,7 +298,7 @@ impl ConnectionPool {
     ) -> Result<Producer, PoolError> {
         match self.client(name, module, "kafka", user)? {
             Client::Kafka(producer) => Ok(producer),
-            Client::Redis(_) => Err(self.mismatch(name, module, "kafka")),
+            Client::Redis(_) | Client::Http(_) => Err(self.mismatch(name, module, "kafka")),
         }
     }
 
@@ -295,7 +311,20 @@ impl ConnectionPool {
     ) -> Result<RedisClient, PoolError> {
         match self.client(name, module, "redis", user)? {
             Client::Redis(client) => Ok(client),
-            Client::Kafka(_) => Err(self.mismatch(name, module, "redis")),
+            Client::Kafka(_) | Client::Http(_) => Err(self.mismatch(name, module, "redis")),
+        }
+    }
+
+    /// The client of `http` connection `name`, for `module` used as `user` says.
+    pub fn http(
+        &self,
+        name: &ConnectionName,
+        module: &'static str,
+        user: Use<'_>,
+    ) -> Result<HttpClient, PoolError> {
+        match self.client(name, module, "http", user)? {
+            Client::Http(client) => Ok(client),
+            Client::Kafka(_) | Client::Redis(_) => Err(self.mismatch(name, module, "http")),
         }
     }
 
@@ -341,7 +370,7 @@ impl ConnectionPool {
             .collect();
         let flushes = clients.into_iter().filter_map(|client| match client {
             Client::Kafka(producer) => Some(producer.flush(grace)),
-            Client::Redis(_) => None,
+            Client::Redis(_) | Client::Http(_) => None,
         });
         futures_util::future::join_all(flushes).await;
     }

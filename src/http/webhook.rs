@@ -66,6 +66,9 @@ pub async fn post(
 /// request id. A `traceparent` the sender sent is only linked (see [`Span::request`]).
 fn request_span(req: &HttpRequest) -> Span {
     use actix_web::http::Method;
+    if !crate::telemetry::trace::enabled() {
+        return Span::default();
+    }
     let short = !req
         .path()
         .strip_prefix("/webhook/")

@@ -3,6 +3,7 @@
 //! Adding a module means one file or folder here, one row in [`REGISTRY`] and, for a new kind of
 //! destination, one [`Kind`] variant with its arm in [`ModuleConfig::build`].
 
+pub mod http;
 pub mod kafka;
 pub mod log;
 pub mod redis;
@@ -98,6 +99,14 @@ pub enum DeliveryError {
     /// horizon: the entry may come back).
     #[error("{0}")]
     NoRoute(String),
+    /// The destination asked to be called less often (HTTP 429): retryable, not before
+    /// `retry_after` when it said so.
+    #[error("module `{module}` was asked to slow down: {reason}")]
+    Throttled {
+        module: &'static str,
+        reason: String,
+        retry_after: Option<std::time::Duration>,
+    },
     /// No acknowledgement within the webhook's timeout.
     #[error("no acknowledgement within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
@@ -121,6 +130,41 @@ impl DeliveryError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::Rejected { .. })
     }
+
+    /// How long the destination asked to be left alone, when it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Switchyard's own headers, the content type, then the configured `forward_headers` (the
+/// headers of the modules that carry them: `kafka`, `http`).
+pub fn metadata_headers<'a>(
+    delivery: &'a Delivery,
+    forward_headers: &'a [String],
+    received_at: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut headers = vec![
+        ("switchyard-namespace", delivery.namespace.as_str()),
+        ("switchyard-webhook", delivery.webhook.as_str()),
+        ("switchyard-request-id", delivery.request_id.as_str()),
+        ("switchyard-received-at", received_at),
+    ];
+    if let Some(content_type) = delivery.header("content-type") {
+        headers.push(("content-type", content_type));
+    }
+    for name in forward_headers {
+        if name == "content-type" || name.starts_with("switchyard-") {
+            continue;
+        }
+        if let Some(value) = delivery.header(name) {
+            headers.push((name.as_str(), value));
+        }
+    }
+    headers
 }
 
 /// The validated `module` + `module-config` (+ `connection`) of one destination.
@@ -137,6 +181,7 @@ pub enum Kind {
     Log(log::LogConfig),
     Kafka(kafka::KafkaConfig, ConnectionName),
     Redis(redis::Command, ConnectionName),
+    Http(http::HttpConfig, ConnectionName),
 }
 
 /// How one module's `module-config` (and `connection`) is parsed.
@@ -172,6 +217,13 @@ const REGISTRY: &[Entry] = &[
         parse: |name, config, connection| {
             let c: kafka::KafkaConfig = from_config(name, config)?;
             Ok(Kind::Kafka(c.validate()?, needs(name, connection)?))
+        },
+    },
+    Entry {
+        name: "http",
+        parse: |name, config, connection| {
+            let c: http::HttpConfig = from_config(name, config)?;
+            Ok(Kind::Http(c.validate()?, needs(name, connection)?))
         },
     },
     Entry {
@@ -247,7 +299,9 @@ impl ModuleConfig {
     pub fn connection(&self) -> Option<&ConnectionName> {
         match &self.kind {
             Kind::Log(_) => None,
-            Kind::Kafka(_, connection) | Kind::Redis(_, connection) => Some(connection),
+            Kind::Kafka(_, connection) | Kind::Redis(_, connection) | Kind::Http(_, connection) => {
+                Some(connection)
+            }
         }
     }
 
@@ -257,6 +311,7 @@ impl ModuleConfig {
             Kind::Log(_) => None,
             Kind::Kafka(..) => Some("kafka"),
             Kind::Redis(..) => Some("redis"),
+            Kind::Http(..) => Some("http"),
         }
     }
 
@@ -266,6 +321,7 @@ impl ModuleConfig {
             Kind::Log(_) => None,
             Kind::Kafka(config, _) => Some(&config.topic),
             Kind::Redis(command, _) => Some(command.target()),
+            Kind::Http(config, _) => Some(&config.path),
         }
     }
 
@@ -280,6 +336,11 @@ impl ModuleConfig {
             )),
             Kind::Redis(command, connection) => Arc::new(redis::RedisModule::new(
                 command.clone(),
+                connection.clone(),
+                pool.clone(),
+            )),
+            Kind::Http(config, connection) => Arc::new(http::HttpModule::new(
+                config.clone(),
                 connection.clone(),
                 pool.clone(),
             )),
@@ -307,7 +368,7 @@ mod tests {
             .to_string();
         assert!(err.contains("kafak"), "{err}");
         assert!(
-            err.contains("log, kafka, redis_publish, redis_stream, redis_list"),
+            err.contains("log, kafka, http, redis_publish, redis_stream, redis_list"),
             "{err}"
         );
     }

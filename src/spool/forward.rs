@@ -183,6 +183,22 @@ impl Forwarder {
         let mut records = Vec::with_capacity(batch.len());
         for (seq, bytes) in batch {
             match SpooledDelivery::decode(&bytes) {
+                // Refused for good when first tried: straight to the dead letters.
+                Ok(record) if record.refused && records.is_empty() => {
+                    if !from_file {
+                        self.spill().await?;
+                    }
+                    tracing::warn!(
+                        destination = %self.name(),
+                        request_id = %record.delivery.request_id,
+                        error = %record.last_error,
+                        "Refused for good when first tried; moved to the dead letters."
+                    );
+                    self.dead_letter(seq, bytes.to_vec()).await?;
+                    return Ok(Step::DeadLettered);
+                }
+                // Handled when it is first in line.
+                Ok(record) if record.refused => break,
                 Ok(record) => records.push((seq, record)),
                 // Dealt with from the file (next step).
                 Err(_) if records.is_empty() && !from_file => {
@@ -349,6 +365,12 @@ impl Forwarder {
         self.queue.retries.fetch_add(1, Ordering::Relaxed);
         record.attempts = record.attempts.saturating_add(1);
         let last = failure.is_final();
+        // A destination that said when to come back (HTTP 429 `Retry-After`) is not called
+        // sooner; the backoff still applies when it asked for less.
+        let asked = match &failure {
+            Failure::Refused(error) => error.retry_after(),
+            Failure::Damaged(_) => None,
+        };
         record.last_error = truncate(failure.into_string(), MAX_ERROR_LEN);
         let policy = self.target.policy(&self.queue.destination);
         let age = now.duration_since(record.retry_from()).unwrap_or_default();
@@ -379,7 +401,8 @@ impl Forwarder {
             error = %record.last_error,
             "Spooled delivery failed; will retry."
         );
-        Ok(Step::Retry(retry_delay(record.attempts, fastrand::f64())))
+        let delay = retry_delay(record.attempts, fastrand::f64());
+        Ok(Step::Retry(asked.map_or(delay, |asked| asked.max(delay))))
     }
 
     async fn dead_letter(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StoreError> {
@@ -422,6 +445,18 @@ impl Forwarder {
         loop {
             if token.is_cancelled() {
                 return;
+            }
+            let held = self
+                .queue
+                .held_until
+                .lock()
+                .ok()
+                .and_then(|mut held| held.take());
+            if let Some(until) = held {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep_until(until.into()) => {}
+                }
             }
             // Registered before the queue is read, so an append in between is not missed.
             let notified = self.queue.appended.notified();
@@ -486,6 +521,8 @@ mod tests {
         /// How many records each call was given.
         calls: Mutex<Vec<usize>>,
         policy: RetryPolicy,
+        /// Failures are 429s asking for this wait.
+        throttle: Mutex<Option<Duration>>,
     }
 
     #[async_trait::async_trait]
@@ -502,6 +539,13 @@ mod tests {
                 .map(|delivery| {
                     if *left > 0 {
                         *left -= 1;
+                        if let Some(wait) = *self.throttle.lock().unwrap() {
+                            return Err(DeliveryError::Throttled {
+                                module: "test",
+                                reason: "429".into(),
+                                retry_after: Some(wait),
+                            });
+                        }
                         return Err(DeliveryError::Unavailable {
                             module: "test",
                             reason: "down".into(),
@@ -544,6 +588,7 @@ mod tests {
             got: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
             policy,
+            throttle: Mutex::new(None),
         });
         let destination = super::super::Destination::named(NAME);
         let counts = super::super::Ledger::new(1 << 20).counts("acme");
@@ -601,6 +646,26 @@ mod tests {
         assert!(store.queues().unwrap().is_empty());
         assert_eq!(store.used(), 0, "memory's records gave their room back");
         assert_eq!(forwarder.queue.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_asks_to_wait_is_not_called_sooner_nor_later_than_the_backoff() {
+        let (_dir, store, target, forwarder) = setup(2, RetryPolicy::default());
+        fresh(&store, &forwarder.queue, 1);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        *target.throttle.lock().unwrap() = Some(Duration::from_secs(120));
+        assert_eq!(
+            step(&forwarder, now).await,
+            Step::Retry(Duration::from_secs(120))
+        );
+        // Asked for less than the backoff (the second failure's 2 s, less jitter): the backoff.
+        *target.throttle.lock().unwrap() = Some(Duration::ZERO);
+        let Step::Retry(delay) = step(&forwarder, now).await else {
+            panic!("a retry");
+        };
+        assert!(delay >= Duration::from_millis(1500), "{delay:?}");
+        assert_eq!(step(&forwarder, now).await, Step::Delivered);
+        assert_eq!(ids(&target), ["r1"]);
     }
 
     #[tokio::test]

@@ -297,6 +297,15 @@ impl Spool {
         }
     }
 
+    /// Keeps `destination`'s forwarder from calling it for `wait` (it asked for a pause).
+    pub fn hold(&self, destination: &Destination, wait: std::time::Duration) {
+        let queue = self.shared.queue(destination);
+        let until = std::time::Instant::now() + wait;
+        if let Ok(mut held) = queue.held_until.lock() {
+            *held = Some(held.map_or(until, |at| at.max(until)));
+        };
+    }
+
     /// Whether `destination` has records waiting (new deliveries then queue behind them).
     pub fn has_backlog(&self, destination: &Destination) -> bool {
         self.shared.ledger.backlog() > 0

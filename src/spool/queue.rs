@@ -186,6 +186,9 @@ pub struct Queue {
     pub running: AtomicBool,
     /// Its records not in the file (journaled, waiting in memory).
     pub fresh: FreshQueue,
+    /// Not forwarded before this: the destination asked for a pause (HTTP 429 `Retry-After`)
+    /// when the request was first tried.
+    pub held_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Queue {
@@ -198,6 +201,7 @@ impl Queue {
             appended: Notify::new(),
             running: AtomicBool::new(false),
             fresh: FreshQueue::default(),
+            held_until: std::sync::Mutex::new(None),
         }
     }
 

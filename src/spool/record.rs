@@ -3,7 +3,8 @@
 //! The record keeps everything a direct delivery carries (namespace, webhook, request id,
 //! received-at, forwardable headers, body), so a redelivery is byte-identical to a direct one
 //! and consumers can deduplicate on the original request id. Version 2 adds the request's trace
-//! context (W3C `traceparent`, empty when traces are off); version 1 records read as without one.
+//! context (W3C `traceparent`, empty when traces are off) and the `refused` flag; version 1
+//! records read as without either.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,9 @@ pub struct SpooledDelivery {
     /// When the retry horizon (`retry.max_age_seconds`) started: the request's arrival, or the
     /// replay that brought it back from the dead letters (ms since the epoch).
     pub retry_from_ms: u64,
+    /// The destination refused it for good when the request was first tried (`last_error`
+    /// says how): it goes to the dead letters without being sent again. A replay clears it.
+    pub refused: bool,
 }
 
 /// The fields of a [`Delivery`], owned and comparable.
@@ -107,6 +111,7 @@ fn encode<'a>(
     attempts: u32,
     last_error: &str,
     retry_from_ms: u64,
+    refused: bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + d.body.len() + d.request_id.len());
     out.push(VERSION);
@@ -135,6 +140,7 @@ fn encode<'a>(
             .unwrap_or_default()
             .as_bytes(),
     );
+    out.push(u8::from(refused));
     out
 }
 
@@ -203,6 +209,7 @@ impl SpooledDelivery {
             delivery,
             attempts: 0,
             last_error: String::new(),
+            refused: false,
         }
     }
 
@@ -223,11 +230,22 @@ impl SpooledDelivery {
             self.attempts,
             &self.last_error,
             self.retry_from_ms,
+            self.refused,
         )
     }
 
     /// The record of a fresh delivery, written straight from it (no intermediate copy).
     pub fn encode_new(delivery: &Delivery) -> Vec<u8> {
+        Self::encode_fresh(delivery, None)
+    }
+
+    /// The record of a fresh delivery its destination refused for good on the first try
+    /// (`error`): kept as a dead letter, never sent again unless replayed.
+    pub fn encode_refused(delivery: &Delivery, error: &str) -> Vec<u8> {
+        Self::encode_fresh(delivery, Some(error))
+    }
+
+    fn encode_fresh(delivery: &Delivery, refused: Option<&str>) -> Vec<u8> {
         let received_at_ms = millis_since_epoch(delivery.received_at);
         let headers = delivery
             .headers
@@ -244,9 +262,10 @@ impl SpooledDelivery {
                 trace: delivery.trace.as_ref(),
             },
             headers,
-            0,
-            "",
+            u32::from(refused.is_some()),
+            refused.unwrap_or_default(),
             received_at_ms,
+            refused.is_some(),
         )
     }
 
@@ -273,9 +292,12 @@ impl SpooledDelivery {
         let last_error = r.string("last error")?;
         let retry_from_ms = r.time_ms("retry from")?;
         // A context that does not parse only loses the link to the request's trace.
-        let trace = match version {
-            VERSION_1 => None,
-            _ => TraceParent::parse(&String::from_utf8_lossy(r.bytes("trace context")?)),
+        let (trace, refused) = match version {
+            VERSION_1 => (None, false),
+            _ => (
+                TraceParent::parse(&String::from_utf8_lossy(r.bytes("trace context")?)),
+                r.take(1, "refused flag")?[0] == 1,
+            ),
         };
         if !r.0.is_empty() {
             return Err(Damaged("trailing bytes"));
@@ -294,6 +316,7 @@ impl SpooledDelivery {
             attempts,
             last_error,
             retry_from_ms,
+            refused,
         })
     }
 }
@@ -432,14 +455,28 @@ mod tests {
         let trace = decoded.delivery.to_delivery().unwrap().trace;
         assert_eq!(trace.map(|t| t.to_w3c()).as_deref(), Some(text));
 
-        // Version 1 is version 2 without the trailing (here empty) trace context.
+        // Version 1 is version 2 without the trailing (here empty) trace context and flag.
         let mut old = SpooledDelivery::new(&sample()).encode();
-        assert_eq!(old.split_off(old.len() - 4), 0u32.to_le_bytes());
+        assert_eq!(old.split_off(old.len() - 5), [0, 0, 0, 0, 0]);
         old[0] = VERSION_1;
         let decoded = SpooledDelivery::decode(&old).unwrap();
         assert_eq!(decoded, SpooledDelivery::new(&sample()));
         assert_eq!(request_id_of(&old).as_deref(), Some("r-1"));
         assert_eq!(Summary::decode(&old).unwrap().request_id, "r-1");
+    }
+
+    #[test]
+    fn a_refused_record_carries_its_error_and_its_flag() {
+        let bytes = SpooledDelivery::encode_refused(&sample(), "answered 400 Bad Request");
+        let record = SpooledDelivery::decode(&bytes).unwrap();
+        assert!(record.refused);
+        assert_eq!(record.attempts, 1);
+        assert_eq!(record.last_error, "answered 400 Bad Request");
+        assert!(
+            !SpooledDelivery::decode(&SpooledDelivery::encode_new(&sample()))
+                .unwrap()
+                .refused
+        );
     }
 
     proptest! {

@@ -816,6 +816,7 @@ impl Store {
                 };
                 record.attempts = 0;
                 record.retry_from_ms = now_ms;
+                record.refused = false;
                 let bytes = record.encode();
                 let id = destination_id(&letter.destination);
                 if names.get(id)?.is_none() {

@@ -29,6 +29,11 @@ use opentelemetry_sdk::{
 /// The tracer, once an exporter is installed; empty when tracing is off.
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
+/// Whether spans are exported (work that only feeds spans is skipped otherwise).
+pub fn enabled() -> bool {
+    TRACER.get().is_some()
+}
+
 /// Why tracing could not be set up (exit 64, naming the variable).
 #[derive(Debug, thiserror::Error)]
 pub enum TracingError {

@@ -3,6 +3,7 @@
 mod support;
 
 mod dedup;
+mod delivery_http;
 mod delivery_kafka;
 mod delivery_redis;
 mod etcd_cluster;

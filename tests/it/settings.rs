@@ -53,6 +53,7 @@ const BAD: &[(&str, &str)] = &[
     ("DEDUP_MAX_KEYS", "0"),
     ("SHUTDOWN_DRAIN_SECONDS", "x"),
     ("SHUTDOWN_GRACE_SECONDS", "x"),
+    ("HTTP_ALLOWED_NETWORKS", "10.0.0.0/33"),
 ];
 
 #[test]

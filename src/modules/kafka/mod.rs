@@ -4,7 +4,7 @@ pub mod config;
 
 pub use config::KafkaConfig;
 
-use super::{rfc3339, Delivery, DeliveryError, Module};
+use super::{metadata_headers, rfc3339, Delivery, DeliveryError, Module};
 use crate::{
     connections::{kafka::Record, ConnectionPool},
     keys::ConnectionName,
@@ -42,32 +42,6 @@ impl KafkaModule {
             }
         }
     }
-
-    /// Switchyard's own headers, the content type, then the configured `forward_headers`.
-    fn headers<'a>(
-        &'a self,
-        delivery: &'a Delivery,
-        received_at: &'a str,
-    ) -> Vec<(&'a str, &'a str)> {
-        let mut headers = vec![
-            ("switchyard-namespace", delivery.namespace.as_str()),
-            ("switchyard-webhook", delivery.webhook.as_str()),
-            ("switchyard-request-id", delivery.request_id.as_str()),
-            ("switchyard-received-at", received_at),
-        ];
-        if let Some(content_type) = delivery.header("content-type") {
-            headers.push(("content-type", content_type));
-        }
-        for name in &self.config.forward_headers {
-            if name == "content-type" {
-                continue;
-            }
-            if let Some(value) = delivery.header(name) {
-                headers.push((name.as_str(), value));
-            }
-        }
-        headers
-    }
 }
 
 #[async_trait::async_trait]
@@ -88,7 +62,7 @@ impl Module for KafkaModule {
             topic: &self.config.topic,
             key: key.as_deref(),
             partition: self.config.partition,
-            headers: self.headers(delivery, &received_at),
+            headers: metadata_headers(delivery, &self.config.forward_headers, &received_at),
             payload: delivery.body.as_ref(),
         };
         producer

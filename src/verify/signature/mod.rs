@@ -321,6 +321,11 @@ impl HmacConfig {
     }
 }
 
+/// A Standard Webhooks signing key from its `whsec_` secret (the `http` module signs with it).
+pub fn standard_webhooks_key(secret: &str) -> Result<Vec<u8>, ConfigError> {
+    decode_standard_secret(secret)
+}
+
 /// A `whsec_` secret: base64 of at least 24 bytes.
 fn decode_standard_secret(secret: &str) -> Result<Vec<u8>, ConfigError> {
     let key = decode_whsec(secret).ok_or_else(|| {

@@ -48,6 +48,7 @@ pub fn settings() -> Settings {
         shutdown_grace_seconds: 5,
         max_in_flight: 1024,
         trusted_proxies: Default::default(),
+        http_allowed_networks: Default::default(),
         metrics_max_webhooks: 1000,
         body_read_timeout_ms: 10_000,
         max_body_readers: 1024,

@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod recording;
 pub mod redis;
 pub mod sdk;
+pub mod service;
 pub mod strace;
 pub mod tls;
 pub mod wait;

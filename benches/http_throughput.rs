@@ -1,5 +1,6 @@
-//! HTTP throughput: keep-alive load from `wrk` against the log, Redis and Kafka webhooks, the
-//! spooled path (`"spool": "always"`, journaled with one fsync per batch, forwarded to Redis
+//! HTTP throughput: keep-alive load from `wrk` against the log, Redis, Kafka and http webhooks
+//! (the http one forwards to the bare handler below), the spooled path (`"spool": "always"`,
+//! journaled with one fsync per batch, forwarded to Redis
 //! concurrently), and a bare actix-web handler returning 200, all measured in the same run. Then
 //! the spool's drain: 100k requests spooled while Redis is down, and how long they take to
 //! reach Redis once it is back, with the process's RSS before, at full depth and after; then
@@ -33,7 +34,7 @@ use switchyard::{settings::LogFormat, startup::Application, telemetry};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CONNECTIONS: &str = "32";
-const TARGETS: [&str; 4] = ["log", "redis", "kafka", "spooled"];
+const TARGETS: [&str; 5] = ["log", "redis", "kafka", "http", "spooled"];
 
 struct Figures {
     rps: f64,
@@ -160,12 +161,15 @@ async fn main() {
     let kafka = Kafka::start().await;
     kafka.create_topic("bench", 1).await;
 
+    // The bare handler: the baseline, and the service the `http` target forwards to.
+    let bare = bare_server();
     let dir = tempfile::tempdir().unwrap();
     let redis_conn: serde_json::Value = serde_json::from_str(&redis.connection()).unwrap();
     let kafka_conn: serde_json::Value = serde_json::from_str(&kafka.connection()).unwrap();
+    let http_conn = json!({"type": "http", "base_url": format!("http://127.0.0.1:{bare}")});
     std::fs::write(
         dir.path().join("connections.json"),
-        json!({"r": redis_conn, "k": kafka_conn}).to_string(),
+        json!({"r": redis_conn, "k": kafka_conn, "svc": http_conn}).to_string(),
     )
     .unwrap();
     std::fs::write(
@@ -175,6 +179,7 @@ async fn main() {
             "redis": {"module": "redis_stream", "connection": "r",
                       "module-config": {"stream": "bench", "maxlen": 10000}},
             "kafka": {"module": "kafka", "connection": "k", "module-config": {"topic": "bench"}},
+            "http": {"module": "http", "connection": "svc", "module-config": {"path": "/hook"}},
             "spooled": {"module": "redis_stream", "connection": "r", "spool": "always",
                         "module-config": {"stream": "spooled", "maxlen": 10000}},
             "drain": {"module": "redis_stream", "connection": "r",
@@ -195,6 +200,8 @@ async fn main() {
     }
     let mut settings = file_settings(dir.path());
     settings.http_workers = 1;
+    // The bare receiver of the `http` target listens on loopback.
+    settings.http_allowed_networks = "127.0.0.0/8".parse().unwrap();
     settings.max_in_flight = 4096;
     // The spool on, as by default (every target is `on_failure` but `spooled`).
     settings.spool_dir = dir.path().join("spool");
@@ -203,7 +210,6 @@ async fn main() {
     let port = app.port();
     let spool = app.handle().spool.expect("the spool is on");
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let bare = bare_server();
 
     let payload = json!({
         "ref": "refs/heads/main",

@@ -461,6 +461,7 @@ mod tests {
         let configs = [
             ("log", json!({})),
             ("kafka", json!({"topic": "t"})),
+            ("http", json!({"path": "/hooks"})),
             ("redis_publish", json!({"channel": "c"})),
             ("redis_stream", json!({"stream": "s"})),
             ("redis_list", json!({"key": "k"})),

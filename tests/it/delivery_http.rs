@@ -41,6 +41,22 @@ fn webhook(path: &str, extra: Value) -> Value {
     entry
 }
 
+/// The router on `dir` with the admin port (for `/spool`) and a short handoff; returns it and
+/// the admin base URL.
+async fn start_spooled(dir: &tempfile::TempDir) -> (Router, String) {
+    let admin_port = free_port().to_string();
+    let router = Router::start(
+        dir.path(),
+        &[
+            LOOPBACK,
+            ("ADMIN_PORT", admin_port.as_str()),
+            ("SPOOL_HANDOFF_MS", "500"),
+        ],
+    );
+    router.wait_ready().await;
+    (router, format!("http://127.0.0.1:{admin_port}"))
+}
+
 async fn post(router: &Router, webhook: &str, body: &str) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
         .post(router.url(&format!("/webhook/{webhook}")))
@@ -229,17 +245,7 @@ async fn with_the_spool_outages_are_retried_429_waits_and_refusals_are_dead_lett
             "reject": webhook("/reject", json!({"spool": "on_failure"})),
         }),
     );
-    let admin_port = free_port().to_string();
-    let router = Router::start(
-        dir.path(),
-        &[
-            LOOPBACK,
-            ("ADMIN_PORT", admin_port.as_str()),
-            ("SPOOL_HANDOFF_MS", "500"),
-        ],
-    );
-    router.wait_ready().await;
-    let admin = format!("http://127.0.0.1:{admin_port}");
+    let (router, admin) = start_spooled(&dir).await;
 
     let (status, _) = post(&router, "flaky", r#"{"n":"flaky"}"#).await;
     assert_eq!(status, StatusCode::ACCEPTED, "a 503 is stored and retried");
@@ -304,17 +310,7 @@ async fn a_chain_fans_out_to_two_services_each_with_its_own_queue() {
             {"module": "http", "connection": "down", "module-config": {"path": "/flaky"}}
         ], "chain-config": {"execution": "parallel"}}}),
     );
-    let admin_port = free_port().to_string();
-    let router = Router::start(
-        dir.path(),
-        &[
-            LOOPBACK,
-            ("ADMIN_PORT", admin_port.as_str()),
-            ("SPOOL_HANDOFF_MS", "500"),
-        ],
-    );
-    router.wait_ready().await;
-    let admin = format!("http://127.0.0.1:{admin_port}");
+    let (router, admin) = start_spooled(&dir).await;
     let (status, _) = post(&router, "fan", r#"{"fan":1}"#).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let spool = get_json(&admin, "/spool").await;

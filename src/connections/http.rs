@@ -331,6 +331,10 @@ fn failure(error: reqwest::Error) -> Failure {
         }
         source = cause.source();
     }
+    // A request that could not even be built is the same next time.
+    if error.is_builder() {
+        return Failure::Permanent(format!("the request cannot be built: {error}"));
+    }
     let what = if error.is_timeout() {
         "no answer in time"
     } else if error.is_connect() {

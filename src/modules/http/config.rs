@@ -39,6 +39,25 @@ pub enum SignScheme {
     StandardWebhooks,
 }
 
+/// Headers a service gets from Switchyard itself (framing, the connection, the signature):
+/// never copied from the request.
+const SET_BY_SWITCHYARD: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "traceparent",
+    "tracestate",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
 fn default_method() -> String {
     "POST".to_owned()
 }
@@ -59,6 +78,11 @@ impl HttpConfig {
         }
         for h in &mut self.forward_headers {
             *h = h.to_ascii_lowercase();
+            if SET_BY_SWITCHYARD.contains(&h.as_str()) || h.starts_with("proxy-") {
+                return Err(ConfigError::Invalid(format!(
+                    "`forward_headers`: `{h}` is set by Switchyard or the connection, not passed on"
+                )));
+            }
         }
         if let Some(sign) = &self.sign {
             signing_key(sign)?;
@@ -171,5 +195,15 @@ mod tests {
         assert_eq!(config("put").validate().unwrap().method, "PUT");
         assert!(config("GET").validate().is_err());
         assert!(config("DELETE").validate().is_err());
+        for framing in [
+            "Host",
+            "content-length",
+            "Transfer-Encoding",
+            "proxy-authorization",
+        ] {
+            let mut c = config("POST");
+            c.forward_headers = vec![framing.to_owned()];
+            assert!(c.validate().is_err(), "{framing}");
+        }
     }
 }

@@ -144,6 +144,8 @@ pub struct Outgoing<'a> {
 #[derive(Clone)]
 pub struct HttpClient {
     config: Arc<HttpConnection>,
+    /// `base_url` parsed once (`None`: not a URL, which `validate` refuses first).
+    base: Option<Arc<reqwest::Url>>,
     networks: Arc<Networks>,
     client: Arc<OnceCell<reqwest::Client>>,
 }
@@ -169,8 +171,10 @@ impl HttpClient {
 
     /// The client of `config` (nothing is opened or read until the first request).
     pub fn new(config: &HttpConnection, networks: Arc<Networks>) -> Self {
+        let base = reqwest::Url::parse(config.base_url.expose().trim_end_matches('/')).ok();
         Self {
             config: Arc::new(config.clone()),
+            base: base.map(Arc::new),
             networks,
             client: Arc::new(OnceCell::new()),
         }
@@ -239,9 +243,9 @@ impl HttpClient {
     /// reaches an address the networks refuse when it is written in the URL (names are
     /// checked when resolved).
     fn url(&self, path: &str) -> Result<reqwest::Url, Failure> {
-        let base = self.config.base_url.expose().trim_end_matches('/');
         let invalid = |what: &str| Failure::Permanent(format!("`base_url` and `path`: {what}"));
-        let parsed = reqwest::Url::parse(base).map_err(|_| invalid("not a URL"))?;
+        let parsed = self.base.as_deref().ok_or_else(|| invalid("not a URL"))?;
+        let base = self.config.base_url.expose().trim_end_matches('/');
         let url =
             reqwest::Url::parse(&format!("{base}{path}")).map_err(|_| invalid("not a URL"))?;
         if (url.scheme(), url.host(), url.port_or_known_default())

@@ -56,6 +56,8 @@ lint: deps
 		{ echo "OpenTelemetry imported outside src/telemetry/trace.rs"; exit 1; }
 	@! grep -rln "reqwest::" src --include=*.rs | grep -v "^src/connections/http.rs" || \
 		{ echo "reqwest imported outside src/connections/http.rs"; exit 1; }
+	@! grep -rln "aes_gcm::" src --include=*.rs | grep -v "^src/config/seal.rs" || \
+		{ echo "aes_gcm imported outside src/config/seal.rs"; exit 1; }
 	@# Dependencies point one way: http -> dispatch -> webhook -> modules -> connections -> config.
 	@! grep -rnE "crate::(cache|provider|http|dispatch|webhook)\b" src/connections src/modules || \
 		{ echo "connections/ and modules/ must not import the cache or anything above them"; exit 1; }

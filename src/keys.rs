@@ -176,6 +176,16 @@ pub enum ConfigKey {
     Connection(ConnectionName),
 }
 
+/// The key relative to the prefix: `acme/webhooks/github`, `global/connections/kafka`.
+impl fmt::Display for ConfigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Webhook(key) => write!(f, "{}/webhooks/{}", key.namespace, key.id),
+            Self::Connection(name) => write!(f, "{GLOBAL_NAMESPACE}/connections/{name}"),
+        }
+    }
+}
+
 /// How a key under the prefix was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyMatch {
@@ -210,12 +220,12 @@ impl KeyLayout {
 
     /// `<prefix><namespace>/webhooks/<id>`
     pub fn webhook_key(&self, key: &WebhookKey) -> String {
-        format!("{}{}/webhooks/{}", self.prefix, key.namespace, key.id)
+        format!("{}{}", self.prefix, ConfigKey::Webhook(key.clone()))
     }
 
     /// `<prefix>global/connections/<name>`
     pub fn connection_key(&self, name: &ConnectionName) -> String {
-        format!("{}{GLOBAL_NAMESPACE}/connections/{name}", self.prefix)
+        format!("{}{}", self.prefix, ConfigKey::Connection(name.clone()))
     }
 
     /// `<prefix>global/connections/`, the folder of the connections.

@@ -187,6 +187,21 @@ fn run_tool(settings: &Settings, command: Command) -> ExitCode {
                 }
                 Ok(export.report.problems.is_empty())
             }
+            Command::Seal {
+                key_id,
+                entry,
+                field,
+            } => {
+                let sealed = tools::seal::run(
+                    settings,
+                    key_id.as_deref(),
+                    &entry,
+                    &field,
+                    std::io::stdin().lock(),
+                )?;
+                println!("{sealed}");
+                Ok(true)
+            }
             Command::Spool { action, url } => {
                 let action = match action {
                     SpoolCommand::Recover { dir } => {

@@ -114,6 +114,11 @@ pub struct Settings {
     #[arg(long, env = "ETCD_KEY_FILE")]
     pub etcd_key_file: Option<PathBuf>,
 
+    /// Keys that open sealed credentials (`sealed:v1:<key-id>:...`): one `key-id=base64key`
+    /// per line (32-byte keys); the first seals, all open. Unset: sealed values are refused.
+    #[arg(long, env = "SEAL_KEYS_FILE")]
+    pub seal_keys_file: Option<PathBuf>,
+
     /// Largest accepted request body in bytes; larger bodies get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_body_bytes: u64,
@@ -324,6 +329,20 @@ pub enum Command {
         #[arg(long)]
         connections: Option<PathBuf>,
     },
+    /// Seal a secret read from stdin for one field of one entry; prints the `sealed:v1:...`
+    /// value to write in that field. Keys from SEAL_KEYS_FILE.
+    Seal {
+        /// The key to seal with (default: the first in SEAL_KEYS_FILE).
+        #[arg(long)]
+        key_id: Option<String>,
+        /// The entry's key: `/cwm/acme/webhooks/github` (or without the prefix).
+        #[arg(long)]
+        entry: String,
+        /// The field, dotted: `hmac.secret`, `chain.0.module-config.sign.secret`,
+        /// `headers.X-Api-Key`.
+        #[arg(long)]
+        field: String,
+    },
     /// The spool of SPOOL_DIR: its state, dead letters, replay, purge. Works on the directory
     /// when no instance runs, through the running instance's admin listener when one does.
     Spool {
@@ -521,6 +540,11 @@ impl Settings {
                     )));
                 }
             }
+        }
+        if let Err(e) = crate::config::seal::Keyring::from_setting(self.seal_keys_file.as_deref()) {
+            return Err(SettingsError::Invalid(format!(
+                "invalid setting SEAL_KEYS_FILE: {e}"
+            )));
         }
         if self.etcd_tls() {
             if let Some(plain) = self

@@ -59,6 +59,36 @@ pub enum StartupError {
         address: String,
         source: std::io::Error,
     },
+    /// `SEAL_KEYS_FILE` is set but cannot be read or holds no valid key (checked with the
+    /// settings; this is the file changing in between).
+    #[error("SEAL_KEYS_FILE: {0}")]
+    SealKeys(#[from] crate::config::seal::KeyFileError),
+}
+
+/// The keys of `SEAL_KEYS_FILE` (none when it is not set). A file other users may read gets a
+/// warning: it opens every sealed secret.
+fn seal_keys(settings: &Settings) -> Result<crate::config::seal::Keyring, StartupError> {
+    let keys = crate::config::seal::Keyring::from_setting(settings.seal_keys_file.as_deref())?;
+    let Some(path) = &settings.seal_keys_file else {
+        return Ok(keys);
+    };
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "SEAL_KEYS_FILE may be read by other users; it opens every sealed secret \
+                 (chmod 600)."
+            );
+        }
+    }
+    tracing::info!(
+        key_ids = ?keys.ids().collect::<Vec<_>>(),
+        "Sealed secrets open with these keys."
+    );
+    Ok(keys)
 }
 
 /// Binds `host:port`; returns the listener and the port it got.
@@ -110,6 +140,7 @@ fn serve(
 impl Application {
     /// Binds the listener and starts the config provider. Must run inside a Tokio runtime.
     pub fn build(settings: &Settings) -> Result<Self, StartupError> {
+        let keys = std::sync::Arc::new(seal_keys(settings)?);
         let (listener, address, port) = bind(&settings.host, settings.port)?;
         let admin_listener = settings
             .admin_port
@@ -122,7 +153,7 @@ impl Application {
             shutdown.tasks.clone(),
             settings.http_allowed_networks.clone(),
         );
-        let provider = provider::spawn(settings, cache.clone(), pool.clone(), &shutdown);
+        let provider = provider::spawn(settings, cache.clone(), pool.clone(), keys, &shutdown);
         let metrics = std::sync::Arc::new(Metrics::new(settings.metrics_max_webhooks));
         let spool = open_spool(settings, &shutdown)?;
         if let Some(spool) = &spool {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::{
-    env_subst::FieldPath, parse_entry_direct, secret::Secret, ConfigError, EnvLookup,
+    env_subst::FieldPath, parse_entry_direct, secret::Secret, ConfigError, Secrets,
 };
 use crate::{
     keys::ConnectionName,
@@ -219,8 +219,14 @@ pub const SUBSTITUTED: &[FieldPath] = &[
 
 impl Webhook {
     /// Parses a webhook entry's raw bytes (JSON, with `{$VAR}` substitution in credentials).
-    pub fn from_bytes(bytes: &[u8], env: EnvLookup<'_>) -> Result<Self, ConfigError> {
-        parse_entry_direct(bytes, env, SUBSTITUTED, Self::from_raw, Self::from_value)
+    pub fn from_bytes(bytes: &[u8], secrets: &Secrets<'_>) -> Result<Self, ConfigError> {
+        parse_entry_direct(
+            bytes,
+            secrets,
+            SUBSTITUTED,
+            Self::from_raw,
+            Self::from_value,
+        )
     }
 
     /// Validates an already-substituted JSON object.
@@ -356,12 +362,16 @@ mod tests {
     }
 
     fn parse(v: Value) -> Result<Webhook, ConfigError> {
-        Webhook::from_bytes(v.to_string().as_bytes(), &no_env)
+        Webhook::from_bytes(
+            v.to_string().as_bytes(),
+            &crate::config::Secrets::env_only(&no_env),
+        )
     }
 
     #[test]
     fn the_direct_read_and_the_general_path_agree() {
-        let bytes = |b: &str| Webhook::from_bytes(b.as_bytes(), &no_env);
+        let bytes =
+            |b: &str| Webhook::from_bytes(b.as_bytes(), &crate::config::Secrets::env_only(&no_env));
         // Same entry, read directly and (with a `\u` escape) through the JSON tree.
         let direct = bytes(r#"{"module":"log","data_type":"blob","timeout_ms":70}"#).unwrap();
         let general = bytes(r#"{"module":"log","data_type":"\u0062lob","timeout_ms":70}"#).unwrap();
@@ -515,11 +525,11 @@ mod tests {
     #[test]
     fn bad_json_and_non_objects_are_refused() {
         assert!(matches!(
-            Webhook::from_bytes(b"{not json", &no_env),
+            Webhook::from_bytes(b"{not json", &crate::config::Secrets::env_only(&no_env)),
             Err(ConfigError::Json(_))
         ));
         assert!(matches!(
-            Webhook::from_bytes(b"[1]", &no_env),
+            Webhook::from_bytes(b"[1]", &crate::config::Secrets::env_only(&no_env)),
             Err(ConfigError::NotAnObject)
         ));
     }
@@ -550,21 +560,27 @@ mod tests {
         let env = |name: &str| (name == "SECRET").then(|| "s3cr3t-value".to_owned());
         let w = Webhook::from_bytes(
             br#"{"module": "log", "hmac": {"provider": "github", "secret": "{$SECRET}"}}"#,
-            &env,
+            &crate::config::Secrets::env_only(&env),
         );
         assert!(w.is_ok());
-        let err = Webhook::from_bytes(br#"{"module": "log", "data_type": "{$SECRET}"}"#, &env)
-            .unwrap_err();
+        let err = Webhook::from_bytes(
+            br#"{"module": "log", "data_type": "{$SECRET}"}"#,
+            &crate::config::Secrets::env_only(&env),
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::NotSubstitutable(_)), "{err}");
         assert!(err.to_string().contains("/data_type"), "{err}");
         let err = Webhook::from_bytes(
             br#"{"module": "log", "json_schema": {"const": "{$SECRET}"}}"#,
-            &env,
+            &crate::config::Secrets::env_only(&env),
         )
         .unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
-        let err = Webhook::from_bytes(br#"{"module": "log", "authorization": "{$MOD}"}"#, &no_env)
-            .unwrap_err();
+        let err = Webhook::from_bytes(
+            br#"{"module": "log", "authorization": "{$MOD}"}"#,
+            &crate::config::Secrets::env_only(&no_env),
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::MissingVar(_)));
     }
 
@@ -573,7 +589,7 @@ mod tests {
         let env = |name: &str| (name == "EMPTY").then(String::new);
         let err = Webhook::from_bytes(
             br#"{"module": "log", "hmac": {"provider": "github", "secret": "{$EMPTY}"}}"#,
-            &env,
+            &crate::config::Secrets::env_only(&env),
         )
         .unwrap_err();
         assert!(err.to_string().contains("must not be empty"), "{err}");
@@ -588,10 +604,12 @@ mod tests {
         };
         let listed =
             br#"{"module":"log","hmac":{"provider":"github","secret":["{$OLD}","{$NEW}"]}}"#;
-        assert!(Webhook::from_bytes(listed, &env).is_ok());
+        assert!(Webhook::from_bytes(listed, &crate::config::Secrets::env_only(&env)).is_ok());
         let unset =
             br#"{"module":"log","hmac":{"provider":"github","secret":["{$OLD}","{$GONE}"]}}"#;
-        let err = Webhook::from_bytes(unset, &env).unwrap_err().to_string();
+        let err = Webhook::from_bytes(unset, &crate::config::Secrets::env_only(&env))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("GONE"), "{err}");
         for (list, why) in [
             (r#"[]"#, "1 to 5"),
@@ -600,9 +618,10 @@ mod tests {
             (r#"[1]"#, "a secret string or a list"),
         ] {
             let entry = format!(r#"{{"module":"log","hmac":{{"secret":{list}}}}}"#);
-            let err = Webhook::from_bytes(entry.as_bytes(), &env)
-                .unwrap_err()
-                .to_string();
+            let err =
+                Webhook::from_bytes(entry.as_bytes(), &crate::config::Secrets::env_only(&env))
+                    .unwrap_err()
+                    .to_string();
             assert!(err.contains(why), "{list}: {err}");
         }
     }
@@ -655,15 +674,15 @@ mod fuzz {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = Webhook::from_bytes(&bytes, &env);
-            let _ = crate::config::Connection::from_bytes(&bytes, &env);
+            let _ = Webhook::from_bytes(&bytes, &crate::config::Secrets::env_only(&env));
+            let _ = crate::config::Connection::from_bytes(&bytes, &crate::config::Secrets::env_only(&env));
         }
 
         #[test]
         fn arbitrary_json_never_panics(value in json_value()) {
             let bytes = value.to_string();
-            let _ = Webhook::from_bytes(bytes.as_bytes(), &env);
-            let _ = crate::config::Connection::from_bytes(bytes.as_bytes(), &env);
+            let _ = Webhook::from_bytes(bytes.as_bytes(), &crate::config::Secrets::env_only(&env));
+            let _ = crate::config::Connection::from_bytes(bytes.as_bytes(), &crate::config::Secrets::env_only(&env));
         }
     }
 }

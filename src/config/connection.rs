@@ -534,17 +534,26 @@ mod tests {
     #[test]
     fn substituted_connection_values_never_reach_errors() {
         let env = |name: &str| (name == "PW").then(|| "hunter2-long".to_owned());
-        let err = Connection::from_bytes(br#"{"type": "redis", "port": "{$PW}"}"#, &env)
-            .unwrap_err()
-            .to_string();
+        let err = Connection::from_bytes(
+            br#"{"type": "redis", "port": "{$PW}"}"#,
+            &crate::config::Secrets::env_only(&env),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(!err.contains("hunter2"), "{err}");
-        let err = Connection::from_bytes(br#"{"type": "redis", "url": "{$PW}"}"#, &env)
-            .unwrap_err()
-            .to_string();
+        let err = Connection::from_bytes(
+            br#"{"type": "redis", "url": "{$PW}"}"#,
+            &crate::config::Secrets::env_only(&env),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(!err.contains("hunter2"), "{err}");
-        let err = Connection::from_bytes(br#"{"type": "redis", "tls": "{$PW}"}"#, &env)
-            .unwrap_err()
-            .to_string();
+        let err = Connection::from_bytes(
+            br#"{"type": "redis", "tls": "{$PW}"}"#,
+            &crate::config::Secrets::env_only(&env),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("/tls"), "{err}");
     }
 

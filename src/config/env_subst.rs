@@ -11,6 +11,8 @@
 
 use serde_json::Value;
 
+use super::seal;
+
 /// A reference to a variable that is neither set nor given a default.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("environment variable `{0}` is not set and has no default (write {{${0}:default}})")]
@@ -27,6 +29,24 @@ pub type FieldPath = &'static [&'static str];
 )]
 pub struct NotSubstitutable(pub String);
 
+/// A sealed value in a credential field that does not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sealed value at `{field}` {error}")]
+pub struct SealedField {
+    /// The field as `seal --field` names it (`hmac.secret`).
+    pub field: String,
+    #[source]
+    pub error: seal::OpenError,
+}
+
+/// A sealed value outside the credential fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the sealed value at {0} is not opened: only credential fields (the same ones that take \
+     `{{$VAR}}`) may be sealed"
+)]
+pub struct NotSealable(pub String);
+
 /// Why substitution failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubstError {
@@ -34,7 +54,14 @@ pub enum SubstError {
     Missing(#[from] MissingVar),
     #[error(transparent)]
     NotSubstitutable(#[from] NotSubstitutable),
+    #[error(transparent)]
+    Sealed(#[from] SealedField),
+    #[error(transparent)]
+    NotSealable(#[from] NotSealable),
 }
+
+/// Opens the sealed value of a field (named as `seal --field` names it).
+pub type Open<'a> = &'a dyn Fn(&str, &str) -> Result<String, seal::OpenError>;
 
 /// The values that substitution put into an entry, so that errors can be scrubbed of them.
 #[derive(Debug, Default)]
@@ -57,39 +84,63 @@ impl Substituted {
     }
 }
 
-/// Replaces the references in the strings at `paths` of `value`; a reference at any other
-/// string is an error. Object keys are never substituted.
+/// Replaces the references in the strings at `paths` of `value`, and opens the sealed values
+/// there with `open`; a reference or a sealed value at any other string is an error. Object
+/// keys are never substituted.
 pub fn substitute_fields(
     value: &mut Value,
     paths: &[FieldPath],
     lookup: &dyn Fn(&str) -> Option<String>,
+    open: Open<'_>,
 ) -> Result<Substituted, SubstError> {
     let mut substituted = Substituted::default();
     let mut at = Vec::new();
-    walk(value, paths, lookup, &mut at, &mut substituted)?;
+    let resolve = Resolve { lookup, open };
+    walk(value, paths, &resolve, &mut at, &mut substituted)?;
     Ok(substituted)
 }
+
+/// The two ways a credential field is resolved.
+struct Resolve<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    open: Open<'a>,
+}
+
+/// The version prefix a sealed value outside the credential fields is recognised by (a Redis
+/// key `sealed:orders` elsewhere stays what it is).
+const SEALED_V1: &str = "sealed:v1:";
 
 fn walk(
     value: &mut Value,
     paths: &[FieldPath],
-    lookup: &dyn Fn(&str) -> Option<String>,
+    resolve: &Resolve<'_>,
     at: &mut Vec<String>,
     substituted: &mut Substituted,
 ) -> Result<(), SubstError> {
     match value {
-        Value::String(s) if s.contains("{$") => {
+        Value::String(s) if s.contains("{$") || seal::is_sealed(s) => {
             let allowed = paths.iter().any(|path| {
                 path.len() == at.len()
                     && path.iter().zip(at.iter()).all(|(p, a)| *p == "*" || p == a)
             });
             if !allowed {
-                return if has_reference(s) {
+                return if s.starts_with(SEALED_V1) {
+                    Err(NotSealable(format!("/{}", at.join("/"))).into())
+                } else if has_reference(s) {
                     Err(NotSubstitutable(format!("/{}", at.join("/"))).into())
                 } else {
                     Ok(())
                 };
             }
+            if seal::is_sealed(s) {
+                let field = at.join(".");
+                let opened =
+                    (resolve.open)(&field, s).map_err(|error| SealedField { field, error })?;
+                substituted.0.push(opened.clone());
+                *s = opened;
+                return Ok(());
+            }
+            let lookup = resolve.lookup;
             let seen = std::cell::RefCell::new(Vec::new());
             let record = |name: &str| {
                 let found = lookup(name);
@@ -104,13 +155,13 @@ fn walk(
         }
         Value::Array(items) => items.iter_mut().enumerate().try_for_each(|(i, item)| {
             at.push(i.to_string());
-            let result = walk(item, paths, lookup, at, substituted);
+            let result = walk(item, paths, resolve, at, substituted);
             at.pop();
             result
         }),
         Value::Object(map) => map.iter_mut().try_for_each(|(key, item)| {
             at.push(key.clone());
-            let result = walk(item, paths, lookup, at, substituted);
+            let result = walk(item, paths, resolve, at, substituted);
             at.pop();
             result
         }),
@@ -246,7 +297,7 @@ mod tests {
     fn substitutes_only_at_the_listed_paths() {
         let mut v = json!({"hmac": {"secret": "{$HOST}"}, "client_config": {"a.b": "{$NOPE:z}"},
                            "list": ["{$HOST}", 1], "other": "no reference", "{$HOST}": 1});
-        let substituted = substitute_fields(&mut v, PATHS, &env).unwrap();
+        let substituted = substitute_fields(&mut v, PATHS, &env, &refuse).unwrap();
         assert_eq!(
             v,
             json!({"hmac": {"secret": "kafka:9092"}, "client_config": {"a.b": "z"},
@@ -269,7 +320,7 @@ mod tests {
             (json!({"hmac": {"header": "{$HOST}"}}), "/hmac/header"),
         ] {
             let mut v = entry.clone();
-            let err = substitute_fields(&mut v, PATHS, &env).unwrap_err();
+            let err = substitute_fields(&mut v, PATHS, &env, &refuse).unwrap_err();
             assert_eq!(
                 err,
                 SubstError::NotSubstitutable(NotSubstitutable(at.into())),
@@ -279,14 +330,58 @@ mod tests {
         }
         // Text that is not a reference is fine anywhere.
         let mut v = json!({"pattern": "^\\{\\$", "x": "{$ not a ref}"});
-        assert!(substitute_fields(&mut v, PATHS, &env).is_ok());
+        assert!(substitute_fields(&mut v, PATHS, &env, &refuse).is_ok());
+    }
+
+    fn refuse(_: &str, _: &str) -> Result<String, seal::OpenError> {
+        Err(seal::OpenError::Malformed)
+    }
+
+    #[test]
+    fn sealed_values_open_only_in_credential_fields_named_by_their_field() {
+        let open = |field: &str, value: &str| match (field, value) {
+            ("hmac.secret", "sealed:v1:k:good") => Ok("opened-secret".to_owned()),
+            ("list.1", "sealed:v1:k:good") => Ok("second".to_owned()),
+            _ => Err(seal::OpenError::Rejected("k".into())),
+        };
+        let mut v = json!({"hmac": {"secret": "sealed:v1:k:good"}, "list": [1, "sealed:v1:k:good"],
+                           "redis_key": "sealed:orders"});
+        let substituted = substitute_fields(&mut v, PATHS, &env, &open).unwrap();
+        assert_eq!(
+            v,
+            json!({"hmac": {"secret": "opened-secret"}, "list": [1, "second"],
+                   "redis_key": "sealed:orders"})
+        );
+        assert_eq!(substituted.scrub("was opened-secret"), "was ***");
+        // One that does not open names its field, never its value.
+        let mut v = json!({"hmac": {"secret": "sealed:v1:k:bad"}});
+        let err = substitute_fields(&mut v, PATHS, &env, &open).unwrap_err();
+        assert_eq!(
+            err,
+            SubstError::Sealed(SealedField {
+                field: "hmac.secret".into(),
+                error: seal::OpenError::Rejected("k".into())
+            })
+        );
+        assert!(err
+            .to_string()
+            .starts_with("sealed value at `hmac.secret` does not open"));
+        // A sealed value is not a template: `{$VAR}` inside is not substituted.
+        let mut v = json!({"hmac": {"secret": "sealed:v1:{$HOST}"}});
+        assert!(substitute_fields(&mut v, PATHS, &env, &open).is_err());
+        // Elsewhere it is refused, naming where.
+        let mut v = json!({"topic": "sealed:v1:k:good"});
+        assert_eq!(
+            substitute_fields(&mut v, PATHS, &env, &open).unwrap_err(),
+            SubstError::NotSealable(NotSealable("/topic".into()))
+        );
     }
 
     #[test]
     fn short_values_are_not_scrubbed() {
         let mut v = json!({"hmac": {"secret": "{$ONE}"}});
         let one = |n: &str| (n == "ONE").then(|| "1".to_owned());
-        let substituted = substitute_fields(&mut v, PATHS, &one).unwrap();
+        let substituted = substitute_fields(&mut v, PATHS, &one, &refuse).unwrap();
         assert_eq!(substituted.scrub("chain[1]"), "chain[1]");
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod env_subst;
+pub mod seal;
 pub mod secret;
 
 pub use connection::Connection;
@@ -21,6 +22,10 @@ pub enum ConfigError {
     MissingVar(#[from] env_subst::MissingVar),
     #[error(transparent)]
     NotSubstitutable(#[from] env_subst::NotSubstitutable),
+    #[error(transparent)]
+    Sealed(#[from] env_subst::SealedField),
+    #[error(transparent)]
+    NotSealable(#[from] env_subst::NotSealable),
     #[error("{0}")]
     Invalid(String),
     /// Parsing or building the entry panicked (a library met a value nobody bounded yet): the
@@ -53,11 +58,54 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// Variable lookup used for `{$VAR}` substitution.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// What an entry's credential fields are resolved with: `{$VAR}` from the environment, sealed
+/// values with the keys, bound to the entry they are read from.
+#[derive(Clone, Copy)]
+pub struct Secrets<'a> {
+    pub env: EnvLookup<'a>,
+    pub keys: &'a seal::Keyring,
+    /// The entry being read: a sealed value opens only in its own entry, named relative to the
+    /// prefix (`acme/webhooks/github`) so that the same value opens from etcd and from files.
+    pub entry: Option<&'a crate::keys::ConfigKey>,
+}
+
+impl<'a> Secrets<'a> {
+    /// `{$VAR}` from `env`, and no keys: a sealed value is refused, saying so.
+    pub fn env_only(env: EnvLookup<'a>) -> Self {
+        static NO_KEYS: seal::Keyring = seal::Keyring::empty();
+        Self {
+            env,
+            keys: &NO_KEYS,
+            entry: None,
+        }
+    }
+
+    /// Resolves the credential fields of `entry` with `env` and `keys`.
+    pub fn new(
+        env: EnvLookup<'a>,
+        keys: &'a seal::Keyring,
+        entry: &'a crate::keys::ConfigKey,
+    ) -> Self {
+        Self {
+            env,
+            keys,
+            entry: Some(entry),
+        }
+    }
+
+    fn open(&self, field: &str, value: &str) -> Result<String, seal::OpenError> {
+        let entry = self.entry.map(ToString::to_string).unwrap_or_default();
+        self.keys.open(&entry, field, value)
+    }
+}
+
 impl From<env_subst::SubstError> for ConfigError {
     fn from(e: env_subst::SubstError) -> Self {
         match e {
             env_subst::SubstError::Missing(e) => e.into(),
             env_subst::SubstError::NotSubstitutable(e) => e.into(),
+            env_subst::SubstError::Sealed(e) => e.into(),
+            env_subst::SubstError::NotSealable(e) => e.into(),
         }
     }
 }
@@ -73,17 +121,19 @@ impl ConfigError {
     }
 }
 
-/// Parses an entry's raw bytes into a JSON object, substitutes environment references at
-/// `paths`, and validates it with `build`; errors never carry a substituted value.
+/// Parses an entry's raw bytes into a JSON object, substitutes environment references and opens
+/// sealed values at `paths`, and validates it with `build`; errors never carry a substituted or
+/// opened value.
 ///
-/// Bytes that cannot hold a reference (no `{$`, and no `\u` escape that could spell one) are
+/// Bytes that cannot hold a reference or a sealed value (no `{$`, no `sealed:`, and no `\u`
+/// escape that could spell either) are
 /// first read straight into their typed form `R` and validated with `build_raw`: one pass, no
 /// JSON tree, which is most of a 250,000-entry load. When that read fails (or the bytes could
 /// hold a reference) the general path runs, so an entry is refused with the same words either
 /// way.
 pub fn parse_entry_direct<R: serde::de::DeserializeOwned, T>(
     bytes: &[u8],
-    env: EnvLookup<'_>,
+    secrets: &Secrets<'_>,
     paths: &[env_subst::FieldPath],
     build_raw: impl FnOnce(R) -> Result<T, ConfigError>,
     build: impl FnOnce(Value) -> Result<T, ConfigError>,
@@ -93,18 +143,22 @@ pub fn parse_entry_direct<R: serde::de::DeserializeOwned, T>(
         LazyLock::new(|| memchr::memmem::Finder::new(b"{$"));
     static ESCAPE: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
-    let may_refer = REFERENCE.find(bytes).is_some() || ESCAPE.find(bytes).is_some();
+    static SEALED: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(seal::PREFIX.as_bytes()));
+    let may_refer = REFERENCE.find(bytes).is_some()
+        || ESCAPE.find(bytes).is_some()
+        || SEALED.find(bytes).is_some();
     if !may_refer {
         if let Ok(raw) = serde_json::from_slice::<R>(bytes) {
             return build_raw(raw);
         }
     }
-    parse_entry(bytes, env, paths, build)
+    parse_entry(bytes, secrets, paths, build)
 }
 
 pub fn parse_entry<T>(
     bytes: &[u8],
-    env: EnvLookup<'_>,
+    secrets: &Secrets<'_>,
     paths: &[env_subst::FieldPath],
     build: impl FnOnce(Value) -> Result<T, ConfigError>,
 ) -> Result<T, ConfigError> {
@@ -113,13 +167,14 @@ pub fn parse_entry<T>(
     if !value.is_object() {
         return Err(ConfigError::NotAnObject);
     }
-    let substituted = env_subst::substitute_fields(&mut value, paths, env)?;
+    let open = |field: &str, value: &str| secrets.open(field, value);
+    let substituted = env_subst::substitute_fields(&mut value, paths, secrets.env, &open)?;
     build(value).map_err(|e| e.scrubbed(&substituted))
 }
 
 impl Connection {
     /// Parses a connection entry's raw bytes.
-    pub fn from_bytes(bytes: &[u8], env: EnvLookup<'_>) -> Result<Self, ConfigError> {
-        parse_entry(bytes, env, connection::SUBSTITUTED, Self::from_value)
+    pub fn from_bytes(bytes: &[u8], secrets: &Secrets<'_>) -> Result<Self, ConfigError> {
+        parse_entry(bytes, secrets, connection::SUBSTITUTED, Self::from_value)
     }
 }

@@ -16,6 +16,31 @@ use crate::{
     keys::{Namespace, WebhookId, WebhookKey},
 };
 
+/// The keys and the entry every generated entry is read with: a sealed value made for
+/// `hmac.secret` opens there (and feeds its opened text to the checks), anywhere else it does not.
+static KEYS: std::sync::LazyLock<crate::config::seal::Keyring> = std::sync::LazyLock::new(|| {
+    crate::config::seal::Keyring::parse("k1=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "fuzz")
+        .expect("a valid key")
+});
+static ENTRY: std::sync::LazyLock<crate::keys::ConfigKey> = std::sync::LazyLock::new(|| {
+    crate::keys::ConfigKey::Webhook(WebhookKey::new(
+        Namespace::parse("acme").expect("a valid namespace"),
+        WebhookId::parse("w").expect("a valid id"),
+    ))
+});
+
+fn secrets() -> crate::config::Secrets<'static> {
+    crate::config::Secrets::new(&env, &KEYS, &ENTRY)
+}
+
+/// `secret` sealed for `field` of the fuzzed entry.
+fn sealed(field: &str, secret: &str) -> Value {
+    Value::String(
+        KEYS.seal(None, &ENTRY.to_string(), field, secret)
+            .expect("sealing works"),
+    )
+}
+
 fn env(name: &str) -> Option<String> {
     match name {
         "SET" => Some("value-of-set".to_owned()),
@@ -141,10 +166,16 @@ fn secret() -> BoxedStrategy<Value> {
     or_wrong(credential())
 }
 
-/// `hmac.secret`: one secret or a rotation list.
+/// `hmac.secret`: one secret or a rotation list, or a sealed value (that opens, with a secret
+/// of any length, or not).
 fn secret_or_list() -> BoxedStrategy<Value> {
     prop_oneof![
         3 => credential(),
+        1 => prop_oneof![
+            4 => Just(sealed("hmac.secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+            1 => Just(sealed("hmac.secret", &"h".repeat(40_000))),
+            1 => "[A-Za-z0-9+/=:]{0,80}".prop_map(|s| Value::String(format!("sealed:v1:k1:{s}"))),
+        ],
         1 => proptest::collection::vec(credential(), 0..7).prop_map(Value::Array),
     ]
     .boxed()
@@ -496,13 +527,14 @@ fn parse_and_build(bytes: &[u8]) {
             json!({"type": "redis", "host": "127.0.0.1", "port": 1, "target_prefix": "{namespace}-"}),
         ),
     ] {
-        let connection = parse_connection_unguarded(entry.to_string().as_bytes(), &env).unwrap();
+        let connection =
+            parse_connection_unguarded(entry.to_string().as_bytes(), &secrets()).unwrap();
         pool.upsert(
             crate::keys::ConnectionName::parse(name).unwrap(),
             std::sync::Arc::new(connection),
         );
     }
-    if let Ok(webhook) = parse_webhook_unguarded(bytes, &env, rules()) {
+    if let Ok(webhook) = parse_webhook_unguarded(bytes, &secrets(), rules()) {
         let key = WebhookKey::new(
             Namespace::parse("acme").unwrap(),
             WebhookId::parse("w").unwrap(),
@@ -510,7 +542,7 @@ fn parse_and_build(bytes: &[u8]) {
         let _ = super::fits_connections(&webhook, "acme", |name| pool.config(name));
         let _ = Route::build(key, webhook, &pool);
     }
-    let _ = parse_connection_unguarded(bytes, &env);
+    let _ = parse_connection_unguarded(bytes, &secrets());
 }
 
 #[test]
@@ -522,7 +554,7 @@ fn most_generated_entries_get_past_serde_to_the_checks() {
     let valid = (0..total)
         .filter(|_| {
             let entry = strategy.new_tree(&mut runner).unwrap().current();
-            parse_webhook_unguarded(entry.to_string().as_bytes(), &env, rules()).is_ok()
+            parse_webhook_unguarded(entry.to_string().as_bytes(), &secrets(), rules()).is_ok()
         })
         .count();
     // Invalid entries test the refusals; valid ones reach every compile step.
@@ -558,7 +590,7 @@ proptest! {
 fn the_entry_that_once_panicked_the_provider_is_refused() {
     let err = parse_webhook_unguarded(
         br#"{"module":"log","rate_limit":{"max_requests":1,"window_seconds":20000000000}}"#,
-        &env,
+        &secrets(),
         rules(),
     )
     .unwrap_err()

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::{
     cache::{ConfigCache, Snapshot},
-    config::{env_subst, ConfigError, Connection},
+    config::{env_subst, seal::Keyring, ConfigError, Connection, Secrets},
     connections::ConnectionPool,
     dispatch::Route,
     keys::{ConfigKey, ConnectionName, WebhookKey},
@@ -135,6 +135,7 @@ pub fn spawn(
     settings: &Settings,
     cache: ConfigCache,
     pool: ConnectionPool,
+    keys: Arc<Keyring>,
     shutdown: &Shutdown,
 ) -> ProviderHandle {
     let backend = settings.config_backend;
@@ -150,6 +151,7 @@ pub fn spawn(
         pool,
         stats: Arc::clone(&stats),
         env: Arc::new(env_subst::process_env),
+        keys,
         rules: Rules::from_settings(settings),
     };
     let token = shutdown.token.child_token();
@@ -259,20 +261,20 @@ impl Rules {
 /// The one parser shared by the providers and `switchyard check`.
 pub fn parse_webhook(
     value: &[u8],
-    env: crate::config::EnvLookup<'_>,
+    secrets: &Secrets<'_>,
     rules: Rules,
 ) -> Result<Webhook, ConfigError> {
-    crate::config::contained(|| parse_webhook_unguarded(value, env, rules))
+    crate::config::contained(|| parse_webhook_unguarded(value, secrets, rules))
 }
 
 /// [`parse_webhook`] without the panic guard: what the fuzz test drives, so that a panic is
 /// found rather than contained.
 fn parse_webhook_unguarded(
     value: &[u8],
-    env: crate::config::EnvLookup<'_>,
+    secrets: &Secrets<'_>,
     rules: Rules,
 ) -> Result<Webhook, ConfigError> {
-    let webhook = Webhook::from_bytes(value, env)?;
+    let webhook = Webhook::from_bytes(value, secrets)?;
     if webhook.destinations.len() > rules.max_chain_length {
         return Err(ConfigError::Invalid(format!(
             "`chain` has {} destinations; this instance's MAX_CHAIN_LENGTH is {}",
@@ -341,25 +343,27 @@ pub fn fits_connections(
 
 /// A connection entry exactly as the server accepts it, including what only the client library
 /// can tell (librdkafka's properties). No I/O.
-pub fn parse_connection(
-    value: &[u8],
-    env: crate::config::EnvLookup<'_>,
-) -> Result<Connection, ConfigError> {
-    crate::config::contained(|| parse_connection_unguarded(value, env))
+pub fn parse_connection(value: &[u8], secrets: &Secrets<'_>) -> Result<Connection, ConfigError> {
+    crate::config::contained(|| parse_connection_unguarded(value, secrets))
 }
 
 /// [`parse_connection`] without the panic guard (the fuzz test's entry point).
 fn parse_connection_unguarded(
     value: &[u8],
-    env: crate::config::EnvLookup<'_>,
+    secrets: &Secrets<'_>,
 ) -> Result<Connection, ConfigError> {
     // Validated inside `parse_entry`, so a client library's message that quotes a value is
     // scrubbed of substituted values like every other error.
-    crate::config::parse_entry(value, env, crate::config::connection::SUBSTITUTED, |v| {
-        let connection = Connection::from_value(v)?;
-        crate::connections::validate(&connection).map_err(ConfigError::Invalid)?;
-        Ok(connection)
-    })
+    crate::config::parse_entry(
+        value,
+        secrets,
+        crate::config::connection::SUBSTITUTED,
+        |v| {
+            let connection = Connection::from_value(v)?;
+            crate::connections::validate(&connection).map_err(ConfigError::Invalid)?;
+            Ok(connection)
+        },
+    )
 }
 
 /// Turns raw entries into cache and pool changes, logging and skipping invalid ones.
@@ -369,6 +373,8 @@ pub struct Applier {
     pub pool: ConnectionPool,
     pub stats: Arc<ProviderStats>,
     pub env: SharedEnv,
+    /// `SEAL_KEYS_FILE`'s keys, which open sealed credentials.
+    pub keys: Arc<Keyring>,
     pub rules: Rules,
 }
 
@@ -393,6 +399,11 @@ impl ParsedWebhook {
 }
 
 impl Applier {
+    /// How the credentials of `entry` are resolved.
+    fn secrets<'a>(&'a self, entry: &'a ConfigKey) -> Secrets<'a> {
+        Secrets::new(&*self.env, &self.keys, entry)
+    }
+
     /// Parses one webhook entry. `keep_live`: an entry whose bytes equal its live route's keeps
     /// that route (and its rate-limit budget); the first load has no live routes to look up.
     fn parse_webhook_entry(
@@ -408,7 +419,8 @@ impl Applier {
                 return Ok(ParsedWebhook::Live(live));
             }
         }
-        let webhook = parse_webhook(value, &*self.env, self.rules)?;
+        let entry = ConfigKey::Webhook(key.clone());
+        let webhook = parse_webhook(value, &self.secrets(&entry), self.rules)?;
         Ok(ParsedWebhook::New(Box::new(webhook), digest))
     }
 
@@ -454,10 +466,12 @@ impl Applier {
                     tracing::debug!(key = source, "Webhook updated.");
                     self.cache.upsert_webhook(route);
                 }),
-            ConfigKey::Connection(name) => parse_connection(value, &*self.env).map(|connection| {
-                let changed = self.pool.upsert(name.clone(), Arc::new(connection));
-                tracing::debug!(key = source, changed, "Connection updated.");
-            }),
+            ConfigKey::Connection(name) => {
+                parse_connection(value, &self.secrets(key)).map(|connection| {
+                    let changed = self.pool.upsert(name.clone(), Arc::new(connection));
+                    tracing::debug!(key = source, changed, "Connection updated.");
+                })
+            }
         };
         match applied {
             Ok(()) => {
@@ -557,12 +571,14 @@ impl SnapshotBuilder<'_> {
                     Err(reason) => self.refuse(key, source, &reason),
                 }
             }
-            ConfigKey::Connection(name) => match parse_connection(value, &*self.applier.env) {
-                Ok(connection) => {
-                    self.connections.insert(name.clone(), Arc::new(connection));
+            ConfigKey::Connection(name) => {
+                match parse_connection(value, &self.applier.secrets(key)) {
+                    Ok(connection) => {
+                        self.connections.insert(name.clone(), Arc::new(connection));
+                    }
+                    Err(reason) => self.refuse(key, source, &reason),
                 }
-                Err(reason) => self.refuse(key, source, &reason),
-            },
+            }
         }
     }
 
@@ -669,6 +685,7 @@ mod tests {
             pool: ConnectionPool::new(Default::default()),
             stats: Arc::default(),
             env: Arc::new(|_| None),
+            keys: Arc::default(),
             rules: Rules {
                 max_body_bytes: 1 << 20,
                 max_chain_length: 16,

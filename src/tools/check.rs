@@ -39,15 +39,21 @@ pub async fn run(settings: &Settings, source: Source) -> Result<Report, String> 
             etcd_entries(&layout, kvs, &mut report)
         }
     };
-    validate(&entries, Rules::from_settings(settings), &mut report);
-    warn_slow_answers(settings, &entries, &mut report);
+    let keys = super::seal_keys(settings)?;
+    validate(&entries, Rules::from_settings(settings), &keys, &mut report);
+    warn_slow_answers(settings, &keys, &entries, &mut report);
     Ok(report)
 }
 
 /// Warns about webhooks that may answer after their provider gives up (Slack, Zoom and Okta
 /// after 3 s, Shopify after 5 s, GitHub after 10 s): the provider then counts a delivery that
 /// arrives as failed, retries it or disables the endpoint.
-fn warn_slow_answers(settings: &Settings, entries: &[super::Entry], report: &mut Report) {
+fn warn_slow_answers(
+    settings: &Settings,
+    keys: &crate::config::seal::Keyring,
+    entries: &[super::Entry],
+    report: &mut Report,
+) {
     use crate::{keys::ConfigKey, spool::SpoolMode};
     let spool_on = settings.spool_dir().is_some();
     for entry in entries {
@@ -56,7 +62,7 @@ fn warn_slow_answers(settings: &Settings, entries: &[super::Entry], report: &mut
         }
         let Ok(webhook) = crate::provider::parse_webhook(
             entry.raw.as_bytes(),
-            &crate::config::env_subst::process_env,
+            &crate::config::Secrets::new(&crate::config::env_subst::process_env, keys, &entry.key),
             Rules::from_settings(settings),
         ) else {
             continue;

@@ -48,7 +48,12 @@ pub async fn run(
     let mut report = Report::default();
     let entries: Vec<Entry> = etcd_entries(&layout, kvs, &mut report);
     // Flags what the server would refuse (exported anyway).
-    validate(&entries, Rules::from_settings(settings), &mut report);
+    validate(
+        &entries,
+        Rules::from_settings(settings),
+        &super::seal_keys(settings)?,
+        &mut report,
+    );
     let named = |webhooks: bool| -> Vec<(String, String)> {
         entries
             .iter()

@@ -77,7 +77,12 @@ pub async fn run(
 ) -> Result<Plan, String> {
     let mut report = Report::default();
     let entries = file_entries(webhooks, connections, namespace, &mut report)?;
-    validate(&entries, Rules::from_settings(settings), &mut report);
+    validate(
+        &entries,
+        Rules::from_settings(settings),
+        &super::seal_keys(settings)?,
+        &mut report,
+    );
     let layout = KeyLayout::new(&settings.etcd_prefix);
     if !report.problems.is_empty() {
         return Ok(Plan {

@@ -1,5 +1,5 @@
-//! Tooling, as subcommands of the same binary: `check`, `migrate`, `export` (config) and
-//! `spool` (the spool's state, dead letters, replay, purge).
+//! Tooling, as subcommands of the same binary: `check`, `migrate`, `export` (config), `seal`
+//! (a sealed credential) and `spool` (the spool's state, dead letters, replay, purge).
 //!
 //! Each validates entries exactly as the server does (same parsers, same environment
 //! substitution) and prints one line per problem with its key and reason.
@@ -7,12 +7,13 @@
 pub mod check;
 pub mod export;
 pub mod migrate;
+pub mod seal;
 pub mod spool;
 
 use std::{fmt::Write as _, path::Path};
 
 use crate::{
-    config::{env_subst::process_env, ConfigError, Connection},
+    config::{env_subst::process_env, seal::Keyring, ConfigError, Connection, Secrets},
     keys::{ConfigKey, ConnectionName, KeyLayout, KeyMatch, Namespace},
     provider::{
         file::{self, Files, Missing},
@@ -119,10 +120,10 @@ pub fn etcd_entries(
     entries
 }
 
-/// Validates every entry as the server would, plus cross-entry checks (connections named by
-/// webhooks must exist).
-pub fn validate(entries: &[Entry], rules: Rules, report: &mut Report) {
-    let env = &process_env;
+/// Validates every entry as the server would (sealed values opened with `keys`), plus
+/// cross-entry checks (connections named by webhooks must exist).
+pub fn validate(entries: &[Entry], rules: Rules, keys: &Keyring, report: &mut Report) {
+    let secrets = |key| Secrets::new(&process_env, keys, key);
     // Each entry is parsed once; connections first, so webhooks can be checked against them.
     let connections: Vec<(&Entry, Result<std::sync::Arc<Connection>, ConfigError>)> = entries
         .iter()
@@ -130,7 +131,7 @@ pub fn validate(entries: &[Entry], rules: Rules, report: &mut Report) {
         .map(|e| {
             (
                 e,
-                parse_connection(e.raw.as_bytes(), env).map(std::sync::Arc::new),
+                parse_connection(e.raw.as_bytes(), &secrets(&e.key)).map(std::sync::Arc::new),
             )
         })
         .collect();
@@ -149,7 +150,7 @@ pub fn validate(entries: &[Entry], rules: Rules, report: &mut Report) {
             ConfigKey::Connection(_) => None,
         })
         .map(|(e, key)| {
-            let result = parse_webhook(e.raw.as_bytes(), env, rules).and_then(|w| {
+            let result = parse_webhook(e.raw.as_bytes(), &secrets(&e.key), rules).and_then(|w| {
                 if let Some(missing) = w
                     .destinations
                     .iter()
@@ -177,6 +178,11 @@ pub fn validate(entries: &[Entry], rules: Rules, report: &mut Report) {
             Err(reason) => report.problem(&entry.source, reason),
         }
     }
+}
+
+/// The keys of SEAL_KEYS_FILE, for the tools that validate entries as the server does.
+pub fn seal_keys(settings: &crate::settings::Settings) -> Result<Keyring, String> {
+    Keyring::from_setting(settings.seal_keys_file.as_deref()).map_err(|e| e.to_string())
 }
 
 /// A JSON object of raw entries, each value exactly as stored (key order, numbers, spacing);

@@ -137,9 +137,11 @@ async fn explicit_keys_from_a_header_or_the_body_and_entries_that_cannot_dedup()
 #[actix_web::test]
 async fn a_redis_store_shares_the_window_between_instances() {
     let mut redis = crate::support::Redis::start().await;
-    let connection =
-        switchyard::provider::parse_connection(redis.connection().as_bytes(), &|_: &str| None)
-            .unwrap();
+    let connection = switchyard::provider::parse_connection(
+        redis.connection().as_bytes(),
+        &switchyard::config::Secrets::env_only(&|_: &str| None),
+    )
+    .unwrap();
     let entry = json!({"module": "log", "hmac": {"provider": "github", "secret": "s"},
         "dedup": {"key": {"header": "X-GitHub-Delivery"}, "store": {"connection": "shared"}}});
     let instances: Vec<_> = (0..2)

@@ -19,6 +19,7 @@ mod instances;
 mod observability;
 mod openapi;
 mod providers;
+mod sealed;
 mod settings;
 mod shutdown;
 mod spool;

@@ -54,6 +54,7 @@ const BAD: &[(&str, &str)] = &[
     ("SHUTDOWN_DRAIN_SECONDS", "x"),
     ("SHUTDOWN_GRACE_SECONDS", "x"),
     ("HTTP_ALLOWED_NETWORKS", "10.0.0.0/33"),
+    ("SEAL_KEYS_FILE", "/nonexistent/seal.keys"),
 ];
 
 #[test]

@@ -70,6 +70,7 @@ pub fn settings() -> Settings {
         spool_write_timeout_ms: 5_000,
         spool_on_damage: switchyard::settings::OnDamage::Refuse,
         dedup_max_keys: 1_000_000,
+        seal_keys_file: None,
     }
 }
 

@@ -12,7 +12,7 @@ help:
 	@echo "make fuzz      the config fuzz tests with many cases (FUZZ_CASES, default 50000) and the spool's model test (MODEL_CASES, default 500)"
 	@echo "make scenario  run scenarios/05_etcd_namespaces (needs etcd, installed by make deps)"
 	@echo "make ci        what CI runs: deps, lint, test, alerts, manifests, scenarios"
-	@echo "make scenarios run the three scenarios (etcd, Redis, Kafka) against the debug build"
+	@echo "make scenarios run the scenarios (etcd, Redis, Kafka, http + sealed) against the debug build"
 	@echo "make manifests validate deploy/kubernetes offline (kubernetes-validate)"
 	@echo "make alerts    check and unit-test the Prometheus alert rules (deploy/prometheus)"
 	@echo "make docker-check  build the image here and run it against etcd (not part of test or ci)"
@@ -95,11 +95,11 @@ scenario: deps
 	$(CARGO) build --release
 	./scenarios/05_etcd_namespaces/run.sh
 
-# The three operator scenarios (etcd namespaces, Redis, Kafka) against the binary the tests
+# The operator scenarios (etcd namespaces, Redis, Kafka, http with sealed secrets) against the binary the tests
 # built, with etcd, Redis and tansu from `make deps`: a scenario cannot go stale unnoticed.
 scenarios: deps
 	$(CARGO) build --locked --bin switchyard
-	for s in 05_etcd_namespaces 10_redis 20_kafka; do \
+	for s in 05_etcd_namespaces 10_redis 20_kafka 30_http_sealed; do \
 		SWITCHYARD_BIN=target/debug/switchyard ./scenarios/$$s/run.sh || exit 1; \
 	done
 

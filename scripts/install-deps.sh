@@ -23,6 +23,9 @@ if ! $build_only; then
     command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
     command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
     command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+    # The scenarios read JSON with jq and sign requests with openssl.
+    command -v jq >/dev/null 2>&1 || need_apt+=(jq)
+    command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
     # Slow-disk tests delay the router's writes with strace's fault injection.
     command -v strace >/dev/null 2>&1 || need_apt+=(strace)
     # Provider SDK tests install the providers' libraries into a virtualenv.

@@ -66,14 +66,15 @@ pub enum KeyFileError {
     Empty { path: String },
 }
 
-/// Why a sealed value did not open. Never quotes the value or a key.
+/// Why a sealed value did not open (worded to follow "sealed value at `field` "). Never
+/// quotes the value or a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
-    #[error("not a sealed value: expected sealed:v1:<key-id>:<base64>")]
+    #[error("is not of the form sealed:v1:<key-id>:<base64>")]
     Malformed,
-    #[error("sealed with key `{0}`, but no SEAL_KEYS_FILE is configured")]
+    #[error("uses key `{0}`, but no SEAL_KEYS_FILE is configured")]
     NoKeys(String),
-    #[error("sealed with key `{0}`, which is not in SEAL_KEYS_FILE")]
+    #[error("uses key `{0}`, which is not in SEAL_KEYS_FILE")]
     UnknownKey(String),
     #[error(
         "does not open with key `{0}`: altered, or sealed for another entry or field (seal it \

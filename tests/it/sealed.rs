@@ -158,9 +158,12 @@ async fn a_live_change_from_plain_to_sealed_and_values_that_do_not_open() {
         ),
         (
             seal(&other_keys, &p, &key, "hmac.secret", "sealed-secret"),
-            "sealed with key `k2`, which is not in SEAL_KEYS_FILE",
+            "uses key `k2`, which is not in SEAL_KEYS_FILE",
         ),
-        ("sealed:v1:k1:%%%".to_owned(), "not a sealed value"),
+        (
+            "sealed:v1:k1:%%%".to_owned(),
+            "is not of the form sealed:v1:",
+        ),
     ];
     for (value, why) in &cases {
         etcd.put(&key, &github(value)).await;
@@ -274,11 +277,11 @@ async fn a_sealed_header_reaches_the_service_and_rotation_keeps_old_values_open(
     for (env, why) in [
         (
             vec![],
-            "sealed with key `old`, but no SEAL_KEYS_FILE is configured",
+            "uses key `old`, but no SEAL_KEYS_FILE is configured",
         ),
         (
             vec![("SEAL_KEYS_FILE", only_new.to_str().unwrap())],
-            "sealed with key `old`, which is not in SEAL_KEYS_FILE",
+            "uses key `old`, which is not in SEAL_KEYS_FILE",
         ),
     ] {
         let out = check(&env);

@@ -143,6 +143,8 @@ pub struct Outgoing<'a> {
 /// files and the system's roots); clones share it.
 #[derive(Clone)]
 pub struct HttpClient {
+    /// The connection's name, for the log lines about it.
+    name: crate::keys::ConnectionName,
     config: Arc<HttpConnection>,
     /// `base_url` parsed once (`None`: not a URL, which `validate` refuses first).
     base: Option<Arc<reqwest::Url>>,
@@ -170,9 +172,14 @@ impl HttpClient {
     }
 
     /// The client of `config` (nothing is opened or read until the first request).
-    pub fn new(config: &HttpConnection, networks: Arc<Networks>) -> Self {
+    pub fn new(
+        name: crate::keys::ConnectionName,
+        config: &HttpConnection,
+        networks: Arc<Networks>,
+    ) -> Self {
         let base = reqwest::Url::parse(config.base_url.expose().trim_end_matches('/')).ok();
         Self {
+            name,
             config: Arc::new(config.clone()),
             base: base.map(Arc::new),
             networks,
@@ -185,8 +192,9 @@ impl HttpClient {
             .get_or_try_init(|| {
                 let config = Arc::clone(&self.config);
                 let networks = Arc::clone(&self.networks);
+                let name = self.name.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || build(&config, networks))
+                    tokio::task::spawn_blocking(move || build(&name, &config, networks))
                         .await
                         .map_err(|e| format!("building the client failed: {e}"))?
                 }
@@ -273,7 +281,11 @@ impl HttpClient {
 }
 
 /// The pooled client of a connection.
-fn build(config: &HttpConnection, networks: Arc<Networks>) -> Result<reqwest::Client, String> {
+fn build(
+    name: &crate::keys::ConnectionName,
+    config: &HttpConnection,
+    networks: Arc<Networks>,
+) -> Result<reqwest::Client, String> {
     let read = |what: &str, path: &str| {
         std::fs::read(path).map_err(|e| format!("cannot read `{what}` {path}: {e}"))
     };
@@ -317,6 +329,7 @@ fn build(config: &HttpConnection, networks: Arc<Networks>) -> Result<reqwest::Cl
     }
     if config.insecure_skip_verify {
         tracing::warn!(
+            connection = %name,
             "An http connection has `insecure_skip_verify: true`: any certificate is accepted."
         );
         builder = builder.danger_accept_invalid_certs(true);

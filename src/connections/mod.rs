@@ -276,6 +276,7 @@ impl ConnectionPool {
             Connection::Kafka(k) => Producer::build(k).map(Client::Kafka),
             Connection::Redis(r) => RedisClient::build(r).map(Client::Redis),
             Connection::Http(h) => Ok(Client::Http(HttpClient::new(
+                name.clone(),
                 h,
                 Arc::clone(&self.inner.networks),
             ))),

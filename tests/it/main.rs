@@ -4,6 +4,7 @@ mod support;
 
 mod dedup;
 mod delivery_http;
+mod delivery_https;
 mod delivery_kafka;
 mod delivery_redis;
 mod etcd_cluster;

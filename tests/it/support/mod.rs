@@ -20,6 +20,7 @@ pub mod sdk;
 pub mod service;
 pub mod strace;
 pub mod tls;
+pub mod tls_service;
 pub mod wait;
 
 pub use self::redis::Redis;

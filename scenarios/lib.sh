@@ -167,6 +167,34 @@ check_unavailable() {
     fi
 }
 
+# --- etcd (scenarios that set ETCD_PORT, ETCD_PEER_PORT and ETCD_URL) ----------------------------
+
+etcd_pid=""
+etcdctl_() { ETCDCTL_API=3 etcdctl --endpoints="$ETCD_URL" "$@"; }
+# etcd_revision: the cluster's current revision: what the router must have applied to be in sync.
+etcd_revision() { etcdctl_ endpoint status -w json | jq '.[0].Status.header.revision'; }
+etcd_ready() { alive "$etcd_pid" && etcdctl_ endpoint health; }
+# router_at_revision REV: the router has applied etcd revision REV (GET /health).
+router_at_revision() {
+    local applied
+    applied=$(curl -sf --max-time 2 "$ROUTER_URL/health" | jq -e '.config.revision')
+    [ "$applied" -ge "$1" ]
+}
+
+# start_etcd NAME: a throwaway single-member etcd on $ETCD_URL (data and etcd.log in $work_dir);
+# waits until it is healthy.
+start_etcd() {
+    say "Starting etcd on $ETCD_URL (data in $work_dir/etcd)"
+    etcd --name "$1" --data-dir "$work_dir/etcd" \
+        --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
+        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster "$1=http://127.0.0.1:$ETCD_PEER_PORT" \
+        >"$work_dir/etcd.log" 2>&1 &
+    etcd_pid=$!
+    wait_for "etcd is up" etcd_ready
+}
+
 # spool_drained: the router's spool holds nothing (GET /health: spool.backlog is 0).
 spool_drained() { [ "$(curl -s --max-time 2 "$ROUTER_URL/health" | jq -r '.spool.backlog')" = 0 ]; }
 

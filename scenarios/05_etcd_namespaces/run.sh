@@ -26,16 +26,10 @@ PREFIX=/cwm/
 BODY='{"hello":"world"}'
 POST_TIMEOUT=5 # seconds a POST may take
 
-etcd_pid=""
 STOP_AT_EXIT=(router_pid etcd_pid)
 LOGS_ON_FAILURE=(switchyard.log etcd.log)
 
 # --- helpers ------------------------------------------------------------------------------------
-
-etcdctl_() { ETCDCTL_API=3 etcdctl --endpoints="$ETCD_URL" "$@"; }
-
-# The cluster's current revision: what the router must have applied to be in sync.
-etcd_revision() { etcdctl_ endpoint status -w json | jq '.[0].Status.header.revision'; }
 
 # check_eventually NAME PATH EXPECTED: POST every POLL_INTERVAL until EXPECTED or the deadline.
 check_eventually() {
@@ -51,13 +45,6 @@ check_eventually() {
     fail "$name: POST $path -> $got, still not $expected after ${DEADLINE_SECONDS}s"
 }
 
-etcd_ready() { alive "$etcd_pid" && etcdctl_ endpoint health; }
-router_at_revision() {
-    local applied
-    applied=$(curl -sf --max-time 2 "$ROUTER_URL/health" | jq -e '.config.revision')
-    [ "$applied" -ge "$1" ]
-}
-
 # --- setup --------------------------------------------------------------------------------------
 
 for tool in etcd etcdctl curl jq python3; do need "$tool"; done
@@ -68,15 +55,7 @@ read -r ETCD_PORT ETCD_PEER_PORT ROUTER_PORT <<<"$(free_ports 3)"
 ETCD_URL=http://127.0.0.1:$ETCD_PORT
 ROUTER_URL=http://127.0.0.1:$ROUTER_PORT
 
-say "Starting etcd on $ETCD_URL (data in $work_dir/etcd)"
-etcd --name scenario05 --data-dir "$work_dir/etcd" \
-    --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
-    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "scenario05=http://127.0.0.1:$ETCD_PEER_PORT" \
-    >"$work_dir/etcd.log" 2>&1 &
-etcd_pid=$!
-wait_for "etcd is up" etcd_ready
+start_etcd scenario05
 
 say "Starting switchyard on $ROUTER_URL (CONFIG_BACKEND=etcd, ETCD_PREFIX=$PREFIX)"
 start_switchyard CONFIG_BACKEND=etcd ETCD_ENDPOINTS="$ETCD_URL" ETCD_PREFIX="$PREFIX" ETCD_NAMESPACE=default \

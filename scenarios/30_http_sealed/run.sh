@@ -26,20 +26,11 @@ GITHUB_SECRET=change-me
 SIGNING_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 BODY='{"zen":"Keep it logically awesome.","hook_id":1}'
 
-etcd_pid=""
 service_pid=""
 STOP_AT_EXIT=(router_pid service_pid etcd_pid)
 LOGS_ON_FAILURE=(switchyard.log etcd.log service.jsonl)
 
-etcdctl_() { ETCDCTL_API=3 etcdctl --endpoints="$ETCD_URL" "$@"; }
-etcd_revision() { etcdctl_ endpoint status -w json | jq '.[0].Status.header.revision'; }
-etcd_ready() { alive "$etcd_pid" && etcdctl_ endpoint health; }
 service_ready() { alive "$service_pid" && curl -s -o /dev/null --max-time 2 -X POST "$SERVICE_URL/ready"; }
-router_at_revision() {
-    local applied
-    applied=$(curl -sf --max-time 2 "$ROUTER_URL/health" | jq -e '.config.revision')
-    [ "$applied" -ge "$1" ]
-}
 # received PATH: how many requests the service got on PATH.
 received() { grep -c "\"path\": \"$1\"" "$work_dir/service.jsonl" || true; }
 skipped_names() { curl -sf --max-time 2 "$ROUTER_URL/status" | jq -e --arg k "$1" --arg why "$2" \
@@ -57,15 +48,7 @@ ETCD_URL=http://127.0.0.1:$ETCD_PORT
 ROUTER_URL=http://127.0.0.1:$ROUTER_PORT
 SERVICE_URL=http://127.0.0.1:$SERVICE_PORT
 
-say "Starting etcd on $ETCD_URL"
-etcd --name scenario30 --data-dir "$work_dir/etcd" \
-    --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
-    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "scenario30=http://127.0.0.1:$ETCD_PEER_PORT" \
-    >"$work_dir/etcd.log" 2>&1 &
-etcd_pid=$!
-wait_for "etcd is up" etcd_ready
+start_etcd scenario30
 
 say "Starting the service on $SERVICE_URL (answers 204, prints each request)"
 python3 "$HERE/service.py" "$SERVICE_PORT" "$SIGNING_SECRET" >"$work_dir/service.jsonl" 2>&1 &

@@ -26,6 +26,29 @@ pub struct Received {
 }
 
 impl Received {
+    /// A request received now: headers that are not text are kept as empty strings.
+    pub fn new<'a>(
+        method: String,
+        path: Option<&str>,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+        body: Vec<u8>,
+    ) -> Self {
+        Self {
+            method,
+            path: path.unwrap_or("/").to_owned(),
+            headers: headers
+                .map(|(n, v)| {
+                    (
+                        n.to_owned(),
+                        std::str::from_utf8(v).unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect(),
+            body,
+            at: Instant::now(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -103,26 +126,14 @@ impl Drop for Service {
 }
 
 async fn answer(state: &State, req: &HttpRequest, body: web::Bytes) -> HttpResponse {
-    state.received.lock().unwrap().push(Received {
-        method: req.method().to_string(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned(),
-        headers: req
-            .headers()
+    state.received.lock().unwrap().push(Received::new(
+        req.method().to_string(),
+        req.uri().path_and_query().map(|p| p.as_str()),
+        req.headers()
             .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    v.to_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect(),
-        body: body.to_vec(),
-        at: Instant::now(),
-    });
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        body.to_vec(),
+    ));
     // A connection's `base_url` may carry a prefix: `/api` is ignored.
     let path = req.path();
     match path.strip_prefix("/api").unwrap_or(path) {

@@ -37,26 +37,20 @@ pub enum ClientAuth {
     Required,
 }
 
-/// One request as the service received it.
+/// One request as the service received it, with what only TLS tells.
 #[derive(Debug, Clone)]
 pub struct Received {
     /// `HTTP/1.1` or `HTTP/2.0`, as negotiated.
     pub version: Version,
-    pub method: String,
-    /// Path and query.
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
     /// Whether the connection it came on presented a client certificate.
     pub client_certificate: bool,
+    pub request: super::service::Received,
 }
 
-impl Received {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+impl std::ops::Deref for Received {
+    type Target = super::service::Received;
+    fn deref(&self) -> &Self::Target {
+        &self.request
     }
 }
 
@@ -210,24 +204,16 @@ async fn answer(
         .unwrap_or_default();
     state.received.lock().unwrap().push(Received {
         version: parts.version,
-        method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    v.to_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect(),
-        body,
         client_certificate,
+        request: super::service::Received::new(
+            parts.method.to_string(),
+            parts.uri.path_and_query().map(|p| p.as_str()),
+            parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+            body,
+        ),
     });
     Ok(Response::new(Full::new(Bytes::from_static(b"thanks"))))
 }

@@ -41,11 +41,32 @@ pub enum KeySource {
 }
 
 /// `dedup` as written: `true` (the preset's delivery id) or the key and window.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawDedup {
     Preset(bool),
     Explicit(RawDedupConfig),
+}
+
+/// Chosen by the JSON type, so that an object's own error (an unknown field, named) reaches the
+/// operator instead of serde's "did not match any variant".
+impl<'de> Deserialize<'de> for RawDedup {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Choose;
+        impl<'de> serde::de::Visitor<'de> for Choose {
+            type Value = RawDedup;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, or an object with `key`, `ttl_seconds` and `store`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<RawDedup, E> {
+                Ok(RawDedup::Preset(value))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawDedup, A::Error> {
+                RawDedupConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawDedup::Explicit)
+            }
+        }
+        deserializer.deserialize_any(Choose)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,7 +133,7 @@ impl RawDedup {
             None => preset_key.ok_or_else(|| {
                 ConfigError::Invalid(
                     "`dedup` without a `key` needs an `hmac` preset whose provider sends a \
-                     delivery id (github, stripe, shopify, slack, standard_webhooks, twitch)"
+                     delivery id (github, stripe, shopify, slack, standard_webhooks, twitch, twilio)"
                         .into(),
                 )
             })?,

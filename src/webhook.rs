@@ -213,6 +213,7 @@ pub const SUBSTITUTED: &[FieldPath] = &[
     &["jwt", "public_key"],
     &["handshake", "verify_token"],
     &["handshake", "consumer_secret"],
+    &["handshake", "client_state"],
     &["module-config", "sign", "secret"],
     &["chain", "*", "module-config", "sign", "secret"],
 ];

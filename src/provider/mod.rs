@@ -8,6 +8,8 @@ pub mod etcd;
 pub mod file;
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod strict;
 
 use std::{
     collections::HashMap,

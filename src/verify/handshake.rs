@@ -26,12 +26,18 @@ pub enum HandshakeConfig {
     Meta { verify_token: Secret },
     /// `GET ?crc_token=..` -> `{"response_token": "sha256=" + base64(HMAC-SHA256)}`.
     X { consumer_secret: Secret },
-    /// `POST ?validationToken=..` -> the decoded token.
-    Msgraph,
+    /// `POST ?validationToken=..` -> the decoded token; with `client_state`, every
+    /// notification's `value[].clientState` must equal it.
+    Msgraph {
+        #[serde(default)]
+        client_state: Option<Secret>,
+    },
+    // The variants without fields are written `{}` so that `deny_unknown_fields` reaches them
+    // (serde lets a unit variant of a tagged enum ignore every other field).
     /// `GET` with `X-Okta-Verification-Challenge` -> `{"verification": ..}`.
-    Okta,
+    Okta {},
     /// `GET ?challenge=..` -> the challenge.
-    Dropbox,
+    Dropbox {},
 }
 
 /// A handshake this webhook answers.
@@ -43,14 +49,17 @@ pub enum Handshake {
     X {
         consumer_secret: Secret,
     },
-    Msgraph,
+    Msgraph {
+        client_state: Option<Secret>,
+    },
     Okta,
     Dropbox,
     /// Implied by the `slack` preset.
     Slack,
-    /// Implied by the `zoom` preset; the key answers the challenge.
+    /// Implied by the `zoom` preset: the rotation window's keys; the one that signed the
+    /// request answers the challenge.
     Zoom {
-        key: Vec<u8>,
+        keys: Vec<Vec<u8>>,
     },
     /// Implied by the `twitch` preset.
     Twitch,
@@ -92,9 +101,17 @@ impl HandshakeConfig {
                 }
                 Handshake::X { consumer_secret }
             }
-            HandshakeConfig::Msgraph => Handshake::Msgraph,
-            HandshakeConfig::Okta => Handshake::Okta,
-            HandshakeConfig::Dropbox => Handshake::Dropbox,
+            HandshakeConfig::Msgraph { client_state } => {
+                if client_state
+                    .as_ref()
+                    .is_some_and(|s| s.expose().trim().is_empty())
+                {
+                    return Err(empty("client_state"));
+                }
+                Handshake::Msgraph { client_state }
+            }
+            HandshakeConfig::Okta {} => Handshake::Okta,
+            HandshakeConfig::Dropbox {} => Handshake::Dropbox,
         })
     }
 }
@@ -180,16 +197,17 @@ impl Handshake {
                 let challenge = echoable(param("challenge").unwrap_or_default())?;
                 ("dropbox", Answer::Text(challenge))
             }
-            Handshake::Msgraph | Handshake::Slack | Handshake::Zoom { .. } | Handshake::Twitch => {
-                return Err(VerifyError::Unauthorized)
-            }
+            Handshake::Msgraph { .. }
+            | Handshake::Slack
+            | Handshake::Zoom { .. }
+            | Handshake::Twitch => return Err(VerifyError::Unauthorized),
         };
         Ok(Answered { provider, answer })
     }
 
     /// Microsoft Graph's validation `POST` (`?validationToken=..`), answered before the body.
     pub fn answer_query(&self, inbound: &Inbound<'_>) -> Option<Result<Answered, VerifyError>> {
-        if !matches!(self, Handshake::Msgraph) {
+        if !matches!(self, Handshake::Msgraph { .. }) {
             return None;
         }
         let token = query_param(inbound.query, "validationToken")?;
@@ -197,6 +215,40 @@ impl Handshake {
             provider: "msgraph",
             answer: Answer::Text(token),
         }))
+    }
+
+    /// What the body must carry besides its signature: Microsoft Graph's `clientState` in every
+    /// notification, when one is configured (missing or wrong is 401).
+    pub fn check_body(&self, body: &[u8]) -> Result<(), VerifyError> {
+        let Handshake::Msgraph {
+            client_state: Some(expected),
+        } = self
+        else {
+            return Ok(());
+        };
+        #[derive(Deserialize)]
+        struct Notifications<'a> {
+            #[serde(borrow)]
+            value: Vec<Notification<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct Notification<'a> {
+            #[serde(rename = "clientState", borrow, default)]
+            client_state: Option<std::borrow::Cow<'a, str>>,
+        }
+        let notifications: Notifications<'_> =
+            serde_json::from_slice(body).map_err(|_| VerifyError::Unauthorized)?;
+        let every_one_right = !notifications.value.is_empty()
+            && notifications.value.iter().all(|n| {
+                n.client_state.as_deref().is_some_and(|state| {
+                    super::ct::eq(state.as_bytes(), expected.expose().as_bytes())
+                })
+            });
+        if every_one_right {
+            Ok(())
+        } else {
+            Err(VerifyError::Unauthorized)
+        }
     }
 
     /// A signed handshake in the body (Slack, Zoom, Twitch); call after the signature passed.
@@ -229,10 +281,13 @@ impl Handshake {
                 }
                 echoable(text(&value["challenge"])).map(Answer::Text)
             }
-            Handshake::Zoom { key } => {
+            Handshake::Zoom { keys } => {
                 if value["event"] != "endpoint.url_validation" {
                     return None;
                 }
+                // Zoom checks the answer with the secret it signs with now: during a rotation
+                // that is the one that verified this request, not necessarily the first.
+                let key = zoom_signer(keys, inbound, body).or(keys.first())?;
                 echoable(text(&value["payload"]["plainToken"])).map(|plain| {
                     let encrypted = hex::encode(hmac_sha256(key, plain.as_bytes()));
                     json(serde_json::json!({"plainToken": plain, "encryptedToken": encrypted}))
@@ -242,6 +297,24 @@ impl Handshake {
         };
         Some(answer.map(|answer| Answered { provider, answer }))
     }
+}
+
+/// Which of `keys` made the request's `x-zm-signature` (`v0=` hex HMAC-SHA256 over
+/// `v0:<x-zm-request-timestamp>:<body>`).
+fn zoom_signer<'a>(keys: &'a [Vec<u8>], inbound: &Inbound<'_>, body: &[u8]) -> Option<&'a Vec<u8>> {
+    let timestamp = inbound.header("x-zm-request-timestamp")?.trim();
+    let signature = inbound
+        .header("x-zm-signature")?
+        .trim()
+        .strip_prefix("v0=")?;
+    let signature = hex::decode(signature).ok()?;
+    let mut message = Vec::with_capacity(body.len() + timestamp.len() + 4);
+    message.extend_from_slice(b"v0:");
+    message.extend_from_slice(timestamp.as_bytes());
+    message.push(b':');
+    message.extend_from_slice(body);
+    keys.iter()
+        .find(|key| super::ct::eq(&hmac_sha256(key, &message), &signature))
 }
 
 #[cfg(test)]

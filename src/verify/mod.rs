@@ -225,7 +225,7 @@ fn answer_limit(
     match (preset, handshake) {
         (Some(Provider::Slack), _) => secs("Slack", 3),
         (Some(Provider::Zoom), _) => secs("Zoom", 3),
-        (_, Some(handshake::HandshakeConfig::Okta)) => secs("Okta", 3),
+        (_, Some(handshake::HandshakeConfig::Okta {})) => secs("Okta", 3),
         (Some(Provider::Shopify), _) => secs("Shopify", 5),
         (Some(Provider::Github), _) => secs("GitHub", 10),
         _ => None,
@@ -252,10 +252,14 @@ impl Checks {
         Ok(())
     }
 
-    /// The body's signature.
+    /// The body's signature, and what else in the body proves the sender (Microsoft Graph's
+    /// `clientState`).
     pub fn check_signature(&self, inbound: &Inbound<'_>, body: &[u8]) -> Result<(), VerifyError> {
-        match &self.signature {
-            Some(signature) => signature.check(inbound, body),
+        if let Some(signature) = &self.signature {
+            signature.check(inbound, body)?;
+        }
+        match &self.handshake {
+            Some(handshake) => handshake.check_body(body),
             None => Ok(()),
         }
     }

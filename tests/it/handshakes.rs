@@ -224,6 +224,118 @@ async fn msgraph_validation_token_is_echoed_decoded_before_the_body() {
 }
 
 #[actix_web::test]
+async fn zoom_answers_url_validation_with_the_secret_that_signed_it_during_a_rotation() {
+    let (old, new) = ("zoom-secret-before-rotation", "zoom-secret-after-rotation");
+    let (h, _) =
+        one_webhook(json!({"module": "log", "hmac": {"provider": "zoom", "secret": [old, new]}}));
+    let validation = r#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    // Zoom revalidates every 72 hours with the secret it signs with at the time: once it has
+    // moved to the new one, an answer keyed with the old one would fail its check.
+    for secret in [new, old] {
+        let body = answered(
+            &h,
+            zoom_signed(secret, validation, unix_now()),
+            "application/json",
+        )
+        .await;
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            answer["encryptedToken"],
+            hex::encode(hmac_sha256(secret.as_bytes(), &[b"qgg8vlvZRS6UYooatFL8Aw"])),
+            "keyed with the secret that signed the request"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn msgraph_client_state_is_checked_in_every_notification() {
+    let state = "secretClientValue-8f2b";
+    let (h, module) = one_webhook(json!({"module": "log",
+        "handshake": {"provider": "msgraph", "client_state": state}}));
+    // The validation POST still comes without a body or a client state.
+    let token = answered(
+        &h,
+        post_bytes("/webhook/a/w?validationToken=abc", ""),
+        "text/plain",
+    )
+    .await;
+    assert_eq!(token, "abc");
+    let notification = |states: &[Option<&str>]| {
+        let value: Vec<Value> = states
+            .iter()
+            .map(|state| {
+                let mut item = json!({"subscriptionId": "7f105c7d-2dc5-4530-97cd-4e7ae6534c07",
+                    "changeType": "created", "resource": "Users/abc/Messages/def",
+                    "tenantId": "84bd8158-6d4d-4958-8b9f-9d6445542f95"});
+                if let Some(state) = state {
+                    item["clientState"] = json!(state);
+                }
+                item
+            })
+            .collect();
+        post_bytes("/webhook/a/w", json!({"value": value}).to_string())
+    };
+    for (states, expected) in [
+        (vec![Some(state)], StatusCode::OK),
+        (vec![Some(state), Some(state)], StatusCode::OK),
+        (vec![Some("wrong")], StatusCode::UNAUTHORIZED),
+        (vec![None], StatusCode::UNAUTHORIZED),
+        (vec![Some(state), Some("wrong")], StatusCode::UNAUTHORIZED),
+        (vec![], StatusCode::UNAUTHORIZED),
+    ] {
+        let (status, _, body) = call_text(&h, notification(&states)).await;
+        assert_eq!(status, expected, "{states:?}: {body}");
+    }
+    let (status, _, _) = call_text(&h, post_bytes("/webhook/a/w", "not json")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        module.taken().len(),
+        2,
+        "only the notifications that carry it"
+    );
+}
+
+#[tokio::test]
+async fn a_handshake_with_a_field_its_provider_does_not_have_makes_the_entry_invalid() {
+    use crate::support::{app::file_settings, files::write_json, get_json, TestApp};
+    // Accepted and silently ignored before: an operator would believe notifications were
+    // checked. Every variant, and every other config object, is covered by the unit test
+    // `provider::strict`.
+    let dir = tempfile::tempdir().unwrap();
+    write_json(dir.path(), "connections.json", &json!({}));
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({
+            "okta": {"module": "log", "handshake": {"provider": "okta", "verify_token": "t"}},
+            "dropbox": {"module": "log", "handshake": {"provider": "dropbox", "secret": "s"}},
+            "graph": {"module": "log", "handshake": {"provider": "msgraph", "clientState": "s"}},
+            "good": {"module": "log", "handshake": {"provider": "msgraph", "client_state": "s"}},
+        }),
+    );
+    let app = TestApp::spawn_ready(file_settings(dir.path())).await;
+    let status = get_json(&app.base(), "/status").await;
+    let skipped = status["skipped"].to_string();
+    for (id, field) in [
+        ("okta", "verify_token"),
+        ("dropbox", "secret"),
+        ("graph", "clientState"),
+    ] {
+        assert!(
+            skipped.contains(&format!("#{id}"))
+                && skipped.contains(&format!("unknown field `{field}`")),
+            "{id}: {skipped}"
+        );
+        assert_eq!(
+            app.status_of(id).await,
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            "{id}"
+        );
+    }
+    assert!(!skipped.contains("#good"), "{skipped}");
+}
+
+#[actix_web::test]
 async fn okta_verification_applies_the_webhooks_own_head_checks() {
     let (h, module) = one_webhook(json!({"module": "log", "authorization": "Bearer okta-hook",
         "handshake": {"provider": "okta"}}));

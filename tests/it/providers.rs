@@ -363,6 +363,30 @@ async fn twilio_signatures_from_the_twilio_library_verify_over_the_called_url() 
     );
     assert_eq!(module.taken().len(), 1);
 
+    // `"dedup": true` uses the idempotency token Twilio sends, the same on each of its retries.
+    let h = crate::support::inproc::harness_trusting("10.0.0.0/8");
+    let module = RecordingModule::new();
+    add(
+        &h.cache,
+        "a",
+        "w",
+        json!({"module": "log", "data_type": "form", "max_body_bytes": 4096, "dedup": true,
+            "hmac": {"provider": "twilio", "secret": token}}),
+        &module,
+    );
+    let with_token = |token: &str| {
+        request(sig, "https", "10.0.0.1:5000")
+            .insert_header(("i-twilio-idempotency-token", token.to_owned()))
+    };
+    let mut words = Vec::new();
+    for token in ["8a4f2a1c-retry", "8a4f2a1c-retry", "another-callback"] {
+        let (status, _, body) = call_text(&h, with_token(token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        words.push(serde_json::from_str::<Value>(&body).unwrap()["status"].clone());
+    }
+    assert_eq!(words, ["accepted", "duplicate", "accepted"]);
+    assert_eq!(module.taken().len(), 2);
+
     // A proxy rewrote the path: the URL configured in Twilio is given.
     let (h, module) = one_webhook(json!({"module": "log",
         "hmac": {"provider": "twilio", "secret": token, "url": "https://api.example/twilio"}}));

@@ -211,7 +211,9 @@ impl HmacConfig {
             Provider::Slack => JsonPointer("/event_id".into()),
             Provider::StandardWebhooks => headers(&["webhook-id", "svix-id"]),
             Provider::Twitch => headers(&["twitch-eventsub-message-id"]),
-            Provider::Zoom | Provider::Meta | Provider::Twilio => return None,
+            // The same on each of Twilio's retries of one callback.
+            Provider::Twilio => headers(&["i-twilio-idempotency-token"]),
+            Provider::Zoom | Provider::Meta => return None,
         })
     }
 
@@ -436,11 +438,9 @@ impl SignatureCheck {
         use super::handshake::Handshake;
         match self {
             SignatureCheck::Slack { .. } => Some(Handshake::Slack),
-            // Zoom's challenge is answered with the current (first) secret.
-            SignatureCheck::Zoom { keys, .. } => keys
-                .0
-                .first()
-                .map(|key| Handshake::Zoom { key: key.clone() }),
+            SignatureCheck::Zoom { keys, .. } => Some(Handshake::Zoom {
+                keys: keys.0.clone(),
+            }),
             SignatureCheck::Twitch { .. } => Some(Handshake::Twitch),
             _ => None,
         }

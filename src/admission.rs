@@ -1,12 +1,19 @@
-//! Admission of request bodies: how many may be read at once, overall and per client.
+//! Admission of request bodies: how many may be read at once, overall and per client, and how
+//! many of their bytes may be held in memory at once.
 //!
 //! A body being read holds a reader slot, never a delivery slot (`MAX_IN_FLIGHT`): a client that
 //! opens connections and stalls its uploads can take at most its own share of the readers, for at
 //! most `BODY_READ_TIMEOUT_MS`, and never the capacity that complete requests are delivered with.
+//! Every body also reserves its bytes from one budget (`BODY_MEMORY_BYTES`) as they arrive and
+//! holds them until its request is answered, so memory is bounded by bytes, not by
+//! (readers + in flight) x the largest body allowed.
 
 use std::{
     net::{IpAddr, Ipv6Addr},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use dashmap::DashMap;
@@ -145,5 +152,108 @@ mod tests {
         drop(held);
         assert!(readers.per_client.is_empty(), "shares are returned");
         assert!(readers.admit(ip("192.0.2.2")).is_ok());
+    }
+}
+
+/// The bytes of request bodies held in memory at once: the one owner of that count.
+#[derive(Debug, Clone)]
+pub struct BodyMemory {
+    used: Arc<AtomicU64>,
+    limit: u64,
+}
+
+/// Bytes one body holds from the budget; given back on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    used: Arc<AtomicU64>,
+    limit: u64,
+    bytes: u64,
+}
+
+/// The budget has no room for these bytes now (503 `overloaded`: the sender retries later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRoom;
+
+impl BodyMemory {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            used: Arc::new(AtomicU64::new(0)),
+            limit,
+        }
+    }
+
+    /// Reserves `bytes` (0 for a body of unknown length, grown as it arrives).
+    pub fn reserve(&self, bytes: u64) -> Result<Reservation, NoRoom> {
+        let mut reservation = Reservation {
+            used: Arc::clone(&self.used),
+            limit: self.limit,
+            bytes: 0,
+        };
+        reservation.grow_to(bytes)?;
+        Ok(reservation)
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+impl Reservation {
+    /// Holds `total` bytes in all (no change when it already holds as many).
+    pub fn grow_to(&mut self, total: u64) -> Result<(), NoRoom> {
+        let Some(more) = total.checked_sub(self.bytes).filter(|&more| more > 0) else {
+            return Ok(());
+        };
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(more).filter(|&next| next <= self.limit)
+            })
+            .map_err(|_| NoRoom)?;
+        self.bytes = total;
+        Ok(())
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn reservations_stay_within_the_budget_and_give_back_on_drop() {
+        let memory = BodyMemory::new(100);
+        let mut a = memory.reserve(60).unwrap();
+        assert_eq!(memory.reserve(41).unwrap_err(), NoRoom);
+        let b = memory.reserve(40).unwrap();
+        assert_eq!(memory.used(), 100);
+        assert_eq!(
+            a.grow_to(61),
+            Err(NoRoom),
+            "a refused growth changes nothing"
+        );
+        assert_eq!((a.bytes(), memory.used()), (60, 100));
+        drop(b);
+        a.grow_to(100).unwrap();
+        a.grow_to(10).unwrap();
+        assert_eq!((a.bytes(), memory.used()), (100, 100), "never shrinks");
+        drop(a);
+        assert_eq!(memory.used(), 0);
+        let empty = memory.reserve(0).unwrap();
+        assert_eq!(empty.bytes(), 0);
+        assert_eq!(memory.reserve(u64::MAX).unwrap_err(), NoRoom);
     }
 }

@@ -28,6 +28,8 @@ pub struct ScrapeState {
     pub connections: usize,
     pub in_flight: usize,
     pub body_reads: usize,
+    /// Bytes of request bodies held in memory (`BODY_MEMORY_BYTES` is the bound).
+    pub body_memory: u64,
     pub revision: i64,
     /// 1 connected, 0 not; `None` for the file backend.
     pub etcd_connected: Option<bool>,
@@ -161,6 +163,7 @@ pub struct Metrics {
     config_entries: IntGaugeVec,
     in_flight: IntGauge,
     body_reads: IntGauge,
+    body_memory: IntGauge,
     revision: IntGauge,
     etcd_connected: IntGauge,
     etcd_has_leader: IntGauge,
@@ -230,6 +233,10 @@ impl Metrics {
             "switchyard_body_reads_in_progress",
             "Request bodies being read now (bounded by MAX_BODY_READERS).",
         );
+        let body_memory = gauge(
+            "switchyard_body_memory_bytes",
+            "Bytes of request bodies held in memory now (bounded by BODY_MEMORY_BYTES).",
+        );
         // Counted by the providers; copied in at scrape time, typed as counters.
         let counter = |name: &str, help: &str| must(IntCounter::new(name, help));
         let revision = gauge("switchyard_config_revision", "Config revision applied.");
@@ -277,6 +284,7 @@ impl Metrics {
             Box::new(config_entries.clone()),
             Box::new(in_flight.clone()),
             Box::new(body_reads.clone()),
+            Box::new(body_memory.clone()),
             Box::new(revision.clone()),
             Box::new(etcd_connected.clone()),
             Box::new(etcd_has_leader.clone()),
@@ -310,6 +318,7 @@ impl Metrics {
             config_entries,
             in_flight,
             body_reads,
+            body_memory,
             revision,
             etcd_connected,
             etcd_has_leader,
@@ -389,6 +398,8 @@ impl Metrics {
             .set(as_i64_usize(state.connections));
         self.in_flight.set(as_i64_usize(state.in_flight));
         self.body_reads.set(as_i64_usize(state.body_reads));
+        self.body_memory
+            .set(i64::try_from(state.body_memory).unwrap_or(i64::MAX));
         self.revision.set(state.revision);
         self.etcd_connected
             .set(i64::from(state.etcd_connected.unwrap_or(false)));

@@ -119,9 +119,20 @@ pub struct Settings {
     #[arg(long, env = "SEAL_KEYS_FILE")]
     pub seal_keys_file: Option<PathBuf>,
 
-    /// Largest accepted request body in bytes; larger bodies get 413.
+    /// Largest accepted request body in bytes for a webhook that sets no `max_body_bytes` (and
+    /// whose preset brings no size of its own); larger bodies get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_body_bytes: u64,
+
+    /// The largest `max_body_bytes` a webhook may set (or its preset bring, e.g. GitHub's
+    /// 25 MiB); a larger one makes the entry invalid.
+    #[arg(long, env = "MAX_BODY_BYTES_CEILING", default_value_t = 32 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_bytes_ceiling: u64,
+
+    /// Bytes of request bodies held in memory at once, from their arrival until their request
+    /// is answered; a body that does not fit gets 503 `overloaded` with `Retry-After`.
+    #[arg(long, env = "BODY_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_memory_bytes: u64,
 
     /// Destinations one webhook may have (its `chain`, or 1 for `module`); a longer chain makes
     /// the entry invalid. Each destination costs work, memory and, spooled, a queue per request.
@@ -540,6 +551,19 @@ impl Settings {
                     )));
                 }
             }
+        }
+        if self.max_body_bytes > self.max_body_bytes_ceiling {
+            return Err(SettingsError::Invalid(format!(
+                "invalid setting MAX_BODY_BYTES: {} is above MAX_BODY_BYTES_CEILING ({})",
+                self.max_body_bytes, self.max_body_bytes_ceiling
+            )));
+        }
+        if self.max_body_bytes_ceiling > self.body_memory_bytes {
+            return Err(SettingsError::Invalid(format!(
+                "invalid setting MAX_BODY_BYTES_CEILING: {} is above BODY_MEMORY_BYTES ({}), so \
+                 a body of that size could never be held",
+                self.max_body_bytes_ceiling, self.body_memory_bytes
+            )));
         }
         if let Err(e) = crate::config::seal::Keyring::from_setting(self.seal_keys_file.as_deref()) {
             return Err(SettingsError::Invalid(format!(

@@ -173,6 +173,8 @@ impl Application {
             status: provider.status.clone(),
             default_namespace: settings.etcd_namespace.clone(),
             max_body_bytes: settings.max_body_bytes,
+            max_body_bytes_ceiling: settings.max_body_bytes_ceiling,
+            body_memory: crate::admission::BodyMemory::new(settings.body_memory_bytes),
             in_flight: std::sync::Arc::new(Semaphore::new(settings.max_in_flight as usize)),
             body_readers: BodyReaders::new(
                 settings.max_body_readers as usize,

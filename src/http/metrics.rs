@@ -30,6 +30,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .max_in_flight
             .saturating_sub(state.in_flight.available_permits()),
         body_reads: state.body_readers.reading(),
+        body_memory: state.body_memory.used(),
         revision: state.cache.revision(),
         etcd_connected: status.etcd.map(|e| e == EtcdState::Connected),
         etcd_has_leader: stats.etcd.member().has_leader,

@@ -38,6 +38,10 @@ pub struct AppState {
     pub status: watch::Receiver<ProviderStatus>,
     pub default_namespace: Namespace,
     pub max_body_bytes: u64,
+    /// `MAX_BODY_BYTES_CEILING`: no body limit is above it (a preset's size is lowered to it).
+    pub max_body_bytes_ceiling: u64,
+    /// `BODY_MEMORY_BYTES`: the bytes of bodies held at once.
+    pub body_memory: crate::admission::BodyMemory,
     /// One permit per delivery in flight (`MAX_IN_FLIGHT`); none left means 503 `overloaded`.
     pub in_flight: Arc<Semaphore>,
     /// Bodies being read (`MAX_BODY_READERS`, per client `MAX_BODY_READERS_PER_CLIENT`).

@@ -243,6 +243,48 @@ fn handshake_answer(route: &Route, answered: crate::verify::handshake::Answered)
         .body(body)
 }
 
+/// Bodies up to this size are checked on the HTTP worker; larger ones on a blocking thread.
+const INLINE_CHECK_BYTES: usize = 256 * 1024;
+
+/// What a request's body checks decided.
+enum BodyVerdict {
+    /// A handshake in the body (Slack, Zoom, Twitch), answered instead of delivered.
+    Handshake(crate::verify::handshake::Answered),
+    /// The bytes to hand on.
+    Deliver(bytes::Bytes),
+}
+
+/// What the body checks read of the request, owned, for a blocking thread.
+struct Snapshot {
+    headers: actix_web::http::header::HeaderMap,
+    query: String,
+    url: Option<String>,
+    client_ip: Option<IpAddr>,
+    now: SystemTime,
+}
+
+/// The checks that read the body, in the README's order: the signature (and what else in the
+/// body proves the sender), a handshake in the body, the rate limit (spent only once the
+/// sender is proven), then the data type's checks.
+fn check_body(
+    route: &Route,
+    inbound: &Inbound<'_>,
+    body: bytes::Bytes,
+) -> Result<BodyVerdict, VerifyError> {
+    let checks = &route.webhook.checks;
+    checks.check_signature(inbound, &body)?;
+    if let Some(answered) = checks.body_handshake(inbound, &body) {
+        return answered.map(BodyVerdict::Handshake);
+    }
+    checks.charge_rate_limit()?;
+    match route.data_type() {
+        DataType::Json => checks.check_json_body(body),
+        DataType::Form => checks.check_form_body(body),
+        DataType::Blob => Ok(body),
+    }
+    .map(BodyVerdict::Deliver)
+}
+
 /// The pipeline, in the order of the README's "Order" line.
 async fn receive(
     state: &AppState,
@@ -269,21 +311,44 @@ async fn receive(
     if let Some(answered) = checks.query_handshake(&inbound) {
         return Ok(handshake_answer(&route, answered.map_err(refused)?));
     }
-    let limit = checks.max_body_bytes.unwrap_or(state.max_body_bytes);
+    let limit = checks.body_limit(state.max_body_bytes, state.max_body_bytes_ceiling);
     // An unknown client shares one budget with the other unknown ones, never the proxy's.
     let share = client.unwrap_or(UNKNOWN_CLIENT);
-    let body = read_body(state, req, share, body, limit)
+    // The reservation holds the body's bytes in BODY_MEMORY_BYTES until the request is answered.
+    let (body, _memory) = read_body(state, req, share, body, limit)
         .await
         .inspect_err(|e| verify.fail(e))?;
-    checks.check_signature(&inbound, &body).map_err(refused)?;
-    if let Some(answered) = checks.body_handshake(&inbound, &body) {
-        return Ok(handshake_answer(&route, answered.map_err(refused)?));
-    }
-    checks.charge_rate_limit().map_err(refused)?;
-    let body = match route.data_type() {
-        DataType::Json => checks.check_json_body(body).map_err(refused)?,
-        DataType::Form => checks.check_form_body(body).map_err(refused)?,
-        DataType::Blob => body,
+    // The body's checks take time in proportion to its size: a large body is checked on a
+    // blocking thread, so that this worker keeps serving every other connection it holds.
+    let verdict = if body.len() <= INLINE_CHECK_BYTES {
+        check_body(&route, &inbound, body)
+    } else {
+        let snapshot = Snapshot {
+            headers: req.headers().clone(),
+            query: req.query_string().to_owned(),
+            url: url(),
+            client_ip: inbound.client_ip,
+            now: inbound.now,
+        };
+        let route = Arc::clone(&route);
+        web::block(move || {
+            let headers = |name: &str| snapshot.headers.get(name).and_then(|v| v.to_str().ok());
+            let url = || snapshot.url.clone();
+            let inbound = Inbound {
+                headers: &headers,
+                query: Some(&snapshot.query),
+                client_ip: snapshot.client_ip,
+                now: snapshot.now,
+                url: &url,
+            };
+            check_body(&route, &inbound, body)
+        })
+        .await
+        .map_err(|_| ApiError::Overloaded)?
+    };
+    let body = match verdict.map_err(refused)? {
+        BodyVerdict::Handshake(answered) => return Ok(handshake_answer(&route, answered)),
+        BodyVerdict::Deliver(body) => body,
     };
     drop(verify);
     // Held until the destinations answered: bounds memory and work, never queues. Taken before

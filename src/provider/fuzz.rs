@@ -522,7 +522,7 @@ fn connection() -> BoxedStrategy<Value> {
 
 fn rules() -> Rules {
     Rules {
-        max_body_bytes: 1 << 20,
+        max_body_bytes_ceiling: 1 << 20,
         max_chain_length: 16,
     }
 }

@@ -244,8 +244,8 @@ pub type SharedEnv = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// What this process accepts beyond an entry's own validity (from its settings).
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
-    /// `MAX_BODY_BYTES`: a ceiling for every webhook's `max_body_bytes`.
-    pub max_body_bytes: u64,
+    /// `MAX_BODY_BYTES_CEILING`: the largest `max_body_bytes` a webhook may set.
+    pub max_body_bytes_ceiling: u64,
     /// `MAX_CHAIN_LENGTH`: the most destinations one webhook may have.
     pub max_chain_length: usize,
 }
@@ -253,7 +253,7 @@ pub struct Rules {
 impl Rules {
     pub fn from_settings(settings: &Settings) -> Self {
         Self {
-            max_body_bytes: settings.max_body_bytes,
+            max_body_bytes_ceiling: settings.max_body_bytes_ceiling,
             max_chain_length: settings.max_chain_length,
         }
     }
@@ -285,10 +285,9 @@ fn parse_webhook_unguarded(
         )));
     }
     match webhook.checks.max_body_bytes {
-        Some(max) if max > rules.max_body_bytes => Err(ConfigError::Invalid(format!(
-            "`max_body_bytes` is {max}, above this instance's MAX_BODY_BYTES ({}); the global \
-             value is a ceiling",
-            rules.max_body_bytes
+        Some(max) if max > rules.max_body_bytes_ceiling => Err(ConfigError::Invalid(format!(
+            "`max_body_bytes` is {max}, above this instance's MAX_BODY_BYTES_CEILING ({})",
+            rules.max_body_bytes_ceiling
         ))),
         _ => Ok(webhook),
     }
@@ -689,7 +688,7 @@ mod tests {
             env: Arc::new(|_| None),
             keys: Arc::default(),
             rules: Rules {
-                max_body_bytes: 1 << 20,
+                max_body_bytes_ceiling: 1 << 20,
                 max_chain_length: 16,
             },
         }

@@ -14,7 +14,7 @@ fn no_env(_: &str) -> Option<String> {
 
 fn rules() -> Rules {
     Rules {
-        max_body_bytes: 1 << 20,
+        max_body_bytes_ceiling: 1 << 20,
         max_chain_length: 16,
     }
 }

@@ -109,6 +109,9 @@ pub struct Checks {
     schema: Option<schema::Schema>,
     /// Overrides `MAX_BODY_BYTES` for this webhook.
     pub max_body_bytes: Option<u64>,
+    /// The largest body the preset's provider sends, when it is known and no `max_body_bytes`
+    /// is given (GitHub: 25 MB).
+    preset_body_bytes: Option<u64>,
     cleanup: Option<cleanup::Cleanup>,
     /// Lower-case names of the headers these checks read credentials from: never handed on.
     credential_headers: Vec<String>,
@@ -169,6 +172,11 @@ impl RawChecks {
             self.hmac.as_ref().and_then(|h| h.provider),
             self.handshake.as_ref(),
         );
+        let preset_body_bytes = match self.hmac.as_ref().and_then(|h| h.provider) {
+            // "Payloads are capped at 25 MB", and GitHub never retries a refused delivery.
+            Some(signature::Provider::Github) => Some(25 << 20),
+            _ => None,
+        };
         let signature = self.hmac.map(signature::HmacConfig::compile).transpose()?;
         if let Some(signature) = &signature {
             credential_headers.extend(signature.headers().iter().map(|h| h.to_ascii_lowercase()));
@@ -204,6 +212,7 @@ impl RawChecks {
                 .map(schema::Schema::compile)
                 .transpose()?,
             max_body_bytes: self.max_body_bytes,
+            preset_body_bytes,
             cleanup: self
                 .credential_cleanup
                 .and_then(cleanup::CleanupConfig::compile),
@@ -233,6 +242,15 @@ fn answer_limit(
 }
 
 impl Checks {
+    /// The largest body accepted: the webhook's `max_body_bytes`, else its preset's size, else
+    /// `default` (`MAX_BODY_BYTES`); never above `ceiling` (`MAX_BODY_BYTES_CEILING`).
+    pub fn body_limit(&self, default: u64, ceiling: u64) -> u64 {
+        self.max_body_bytes
+            .or(self.preset_body_bytes)
+            .unwrap_or(default)
+            .min(ceiling)
+    }
+
     /// Checks that need only the request head, in order: address, then credentials.
     pub fn check_head(&self, inbound: &Inbound<'_>) -> Result<(), VerifyError> {
         if let Some(list) = &self.ip_whitelist {

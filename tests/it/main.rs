@@ -17,6 +17,7 @@ mod handshakes;
 mod hardening;
 mod http_api;
 mod instances;
+mod large_bodies;
 mod observability;
 mod openapi;
 mod providers;

@@ -26,6 +26,8 @@ const BAD: &[(&str, &str)] = &[
     ("ETCD_CERT_FILE", "/nonexistent/cert.pem"),
     ("ETCD_KEY_FILE", "/nonexistent/key.pem"),
     ("MAX_BODY_BYTES", "0"),
+    ("MAX_BODY_BYTES_CEILING", "0"),
+    ("BODY_MEMORY_BYTES", "1024"),
     ("MAX_IN_FLIGHT", "0"),
     ("BODY_READ_TIMEOUT_MS", "0"),
     ("MAX_BODY_READERS", "0"),

@@ -346,7 +346,7 @@ fn check_refuses_a_missing_file_and_reports_what_only_the_client_library_knows()
 
     let (w, c) = write_pair(
         dir.path(),
-        r#"{"big": {"module": "log", "max_body_bytes": 2000000}}"#,
+        r#"{"big": {"module": "log", "max_body_bytes": 40000000}}"#,
         r#"{"k": {"type": "kafka", "bootstrap_servers": "k:9092",
                   "client_config": {"no.such.property": "1"}}}"#,
     );
@@ -359,7 +359,9 @@ fn check_refuses_a_missing_file_and_reports_what_only_the_client_library_knows()
     );
     assert!(out.contains("no.such.property"), "{out}");
     assert!(
-        out.contains("#big: `max_body_bytes` is 2000000, above this instance's MAX_BODY_BYTES"),
+        out.contains(
+            "#big: `max_body_bytes` is 40000000, above this instance's MAX_BODY_BYTES_CEILING"
+        ),
         "{out}"
     );
 }

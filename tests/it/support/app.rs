@@ -41,6 +41,8 @@ pub fn settings() -> Settings {
         etcd_cert_file: None,
         etcd_key_file: None,
         max_body_bytes: 1024 * 1024,
+        max_body_bytes_ceiling: 32 * 1024 * 1024,
+        body_memory_bytes: 256 * 1024 * 1024,
         max_chain_length: 16,
         log_format: LogFormat::Text,
         log_filter: "info".into(),

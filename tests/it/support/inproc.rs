@@ -56,6 +56,8 @@ pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
         status: rx,
         default_namespace: Namespace::parse("default").unwrap(),
         max_body_bytes: LIMIT,
+        max_body_bytes_ceiling: 32 << 20,
+        body_memory: switchyard::admission::BodyMemory::new(256 << 20),
         in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
         body_readers: BodyReaders::new(1024, 256),
         body_read_timeout: std::time::Duration::from_secs(10),

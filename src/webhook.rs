@@ -104,6 +104,80 @@ struct RawWebhook {
     /// How long and how often spooled deliveries are retried.
     #[serde(default)]
     retry: Option<RawRetry>,
+    /// A fixed answer instead of the JSON one, for senders that want it.
+    #[serde(default)]
+    response: Option<RawResponse>,
+}
+
+/// `response`: what an accepted request is answered with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponse {
+    #[serde(default = "RawResponse::default_status")]
+    status: u16,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    body: String,
+}
+
+/// The longest fixed answer body.
+const MAX_RESPONSE_BODY: usize = 4096;
+
+impl RawResponse {
+    fn default_status() -> u16 {
+        200
+    }
+
+    fn compile(self) -> Result<StaticResponse, ConfigError> {
+        let invalid = |why: &str| ConfigError::Invalid(format!("`response`: {why}"));
+        if !(200..=299).contains(&self.status) {
+            return Err(invalid(
+                "`status` must be a 2xx: the answer says the request was taken",
+            ));
+        }
+        if matches!(self.status, 204 | 205) && !self.body.is_empty() {
+            return Err(invalid("a 204 or 205 answer has no body"));
+        }
+        if self.body.len() > MAX_RESPONSE_BODY {
+            return Err(invalid("`body` is longer than 4096 bytes"));
+        }
+        let content_type = self
+            .content_type
+            .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
+        let token = |part: &str| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        let well_formed = content_type.len() <= 128
+            && content_type.bytes().all(|b| (b' '..=b'~').contains(&b))
+            && essence
+                .split_once('/')
+                .is_some_and(|(kind, sub)| token(kind) && token(sub));
+        if !well_formed {
+            return Err(invalid(
+                "`content_type` must be a media type such as `text/plain` (at most 128 \
+                 printable characters)",
+            ));
+        }
+        Ok(StaticResponse {
+            status: self.status,
+            content_type,
+            body: self.body,
+        })
+    }
+}
+
+/// A fixed answer to every accepted request (delivered, stored or a duplicate): the same bytes
+/// every time, never anything of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
 }
 
 /// `retry`.
@@ -186,6 +260,8 @@ pub struct Webhook {
     pub retry: RetryPolicy,
     /// Repeats of a delivery id within a window are answered as duplicates.
     pub dedup: Option<crate::dedup::Dedup>,
+    /// A fixed answer instead of the JSON one.
+    pub response: Option<StaticResponse>,
 }
 
 fn destination(
@@ -349,6 +425,7 @@ impl Webhook {
                 .retry
                 .map_or_else(|| Ok(RetryPolicy::default()), RawRetry::policy)?,
             dedup,
+            response: raw.response.map(RawResponse::compile).transpose()?,
         })
     }
 }

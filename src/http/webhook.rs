@@ -362,6 +362,9 @@ async fn receive(
         DeliveryId::Fresh(claim) => claim,
         DeliveryId::Duplicate => {
             tracing::info!(webhook = %route.key, "Delivery id seen within the window; not delivered again.");
+            if let Some(fixed) = &route.webhook.response {
+                return Ok(static_response(fixed));
+            }
             return Ok(HttpResponse::Ok()
                 .content_type("application/json")
                 .body(r#"{"status":"duplicate"}"#));
@@ -386,11 +389,24 @@ async fn receive(
     if let Some(claim) = claim {
         claim.delivered().await;
     }
+    if let Some(fixed) = &route.webhook.response {
+        return Ok(static_response(fixed));
+    }
     // The request id is `[A-Za-z0-9._:-]` (see `request_id`): nothing to escape.
     Ok(response.content_type("application/json").body(format!(
         r#"{{"status":"{word}","request_id":"{}"}}"#,
         delivery.request_id
     )))
+}
+
+/// A webhook's fixed answer (`response`), for delivered, stored and duplicate requests alike.
+fn static_response(fixed: &crate::webhook::StaticResponse) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(fixed.status)
+        .unwrap_or(actix_web::http::StatusCode::OK);
+    HttpResponse::build(status)
+        .content_type(fixed.content_type.as_str())
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(fixed.body.clone())
 }
 
 /// What `dedup` made of a request's delivery id.

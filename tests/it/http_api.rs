@@ -292,3 +292,71 @@ async fn past_max_in_flight_requests_get_503_overloaded_at_once() {
     );
     assert_eq!(slow.taken().len(), 2);
 }
+
+#[actix_web::test]
+async fn a_fixed_response_answers_every_accepted_request_and_never_an_error() {
+    use crate::support::inproc::{call_text, one_webhook, post_bytes};
+    let (h, module) = one_webhook(json!({"module": "log",
+        "response": {"status": 200, "content_type": "text/plain", "body": "OK"},
+        "dedup": {"key": {"header": "x-delivery"}}, "authorization": "Bearer t"}));
+    let request = |id: &str| {
+        post_bytes("/webhook/a/w", r#"{"echo":"me"}"#)
+            .insert_header(("authorization", "Bearer t"))
+            .insert_header(("x-delivery", id.to_owned()))
+    };
+    for id in ["d-1", "d-1", "d-2"] {
+        let (status, headers, body) = call_text(&h, request(id)).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "OK"), "{id}");
+        assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "text/plain");
+        assert_eq!(
+            headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+            "nosniff"
+        );
+    }
+    assert_eq!(module.taken().len(), 2, "the duplicate is not delivered");
+    // A refusal keeps its JSON error.
+    let (status, _, body) = call_text(&h, post_bytes("/webhook/a/w", "{}")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains(r#""error""#), "{body}");
+
+    let (h, _) = one_webhook(json!({"module": "log", "response": {"status": 204}}));
+    let (status, _, body) = call_text(&h, post_bytes("/webhook/a/w", "{}")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
+}
+
+#[actix_web::test]
+async fn a_fixed_response_is_2xx_bounded_and_never_of_the_request() {
+    let parse = |response: Value| {
+        switchyard::webhook::Webhook::from_bytes(
+            json!({"module": "log", "response": response})
+                .to_string()
+                .as_bytes(),
+            &switchyard::config::Secrets::env_only(&|_| None),
+        )
+        .map(|w| w.response)
+    };
+    let fixed = parse(json!({})).unwrap().unwrap();
+    assert_eq!(
+        (
+            fixed.status,
+            fixed.content_type.as_str(),
+            fixed.body.as_str()
+        ),
+        (200, "text/plain; charset=utf-8", "")
+    );
+    for (response, why) in [
+        (json!({"status": 302}), "2xx"),
+        (json!({"status": 500}), "2xx"),
+        (json!({"status": 204, "body": "x"}), "no body"),
+        (json!({"body": "x".repeat(4097)}), "4096"),
+        (
+            json!({"content_type": "text/plain\r\nX-Injected: 1"}),
+            "media type",
+        ),
+        (json!({"content_type": "nonsense"}), "media type"),
+        (json!({"body": "OK", "echo": true}), "unknown field `echo`"),
+    ] {
+        let err = parse(response.clone()).unwrap_err().to_string();
+        assert!(err.contains(why), "{response}: {err}");
+    }
+}

@@ -236,6 +236,11 @@ fn handshake_answer(route: &Route, answered: crate::verify::handshake::Answered)
     let (content_type, body) = match answered.answer {
         Answer::Text(text) => ("text/plain; charset=utf-8", text),
         Answer::Json(json) => ("application/json", json),
+        Answer::Header(name, value) => {
+            return HttpResponse::NoContent()
+                .insert_header((name, value))
+                .finish()
+        }
     };
     HttpResponse::Ok()
         .content_type(content_type)

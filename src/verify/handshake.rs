@@ -56,22 +56,25 @@ pub enum Handshake {
     Dropbox,
     /// Implied by the `slack` preset.
     Slack,
-    /// Implied by the `zoom` preset: the rotation window's keys; the one that signed the
-    /// request answers the challenge.
-    Zoom {
-        keys: Vec<Vec<u8>>,
-    },
+    /// Implied by the `zoom` preset; the secret that signed the request answers.
+    Zoom,
     /// Implied by the `twitch` preset.
     Twitch,
+    /// Implied by the `standard_webhooks` preset: endpoint verification, a `webhook-challenge`
+    /// header answered in `webhook-challenge-response` with a key derived from the secret that
+    /// signed the request.
+    StandardWebhooks,
 }
 
-/// What the handshake answers with (200).
+/// What the handshake answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// `text/plain`.
+    /// 200, `text/plain`.
     Text(String),
-    /// `application/json`.
+    /// 200, `application/json`.
     Json(String),
+    /// 204 with this response header.
+    Header(&'static str, String),
 }
 
 /// A handshake answered: the provider (for the log) and the answer.
@@ -199,8 +202,9 @@ impl Handshake {
             }
             Handshake::Msgraph { .. }
             | Handshake::Slack
-            | Handshake::Zoom { .. }
-            | Handshake::Twitch => return Err(VerifyError::Unauthorized),
+            | Handshake::Zoom
+            | Handshake::Twitch
+            | Handshake::StandardWebhooks => return Err(VerifyError::Unauthorized),
         };
         Ok(Answered { provider, answer })
     }
@@ -251,17 +255,32 @@ impl Handshake {
         }
     }
 
-    /// A signed handshake in the body (Slack, Zoom, Twitch); call after the signature passed.
-    /// `None`: the request is an ordinary delivery.
+    /// A signed handshake (Slack, Zoom, Twitch in the body; Standard Webhooks in a header); call
+    /// after the signature passed. `signer` gives the key that signed the request, for the
+    /// answers keyed with it. `None`: the request is an ordinary delivery.
     pub fn answer_body(
         &self,
         inbound: &Inbound<'_>,
         body: &[u8],
+        signer: &dyn Fn() -> Option<Vec<u8>>,
     ) -> Option<Result<Answered, VerifyError>> {
+        if let Handshake::StandardWebhooks = self {
+            let challenge = inbound.header("webhook-challenge")?.to_owned();
+            return Some(echoable(challenge).and_then(|challenge| {
+                let key = signer().ok_or(VerifyError::Unauthorized)?;
+                Ok(Answered {
+                    provider: "standard_webhooks",
+                    answer: Answer::Header(
+                        "webhook-challenge-response",
+                        endpoint_verification(&key, &challenge),
+                    ),
+                })
+            }));
+        }
         // Cheap test first: ordinary deliveries are not parsed twice.
         let (provider, marker): (&'static str, &[u8]) = match self {
             Handshake::Slack => ("slack", b"url_verification"),
-            Handshake::Zoom { .. } => ("zoom", b"endpoint.url_validation"),
+            Handshake::Zoom => ("zoom", b"endpoint.url_validation"),
             Handshake::Twitch => {
                 let kind = inbound.header("twitch-eventsub-message-type")?;
                 if kind.trim() != "webhook_callback_verification" {
@@ -281,15 +300,15 @@ impl Handshake {
                 }
                 echoable(text(&value["challenge"])).map(Answer::Text)
             }
-            Handshake::Zoom { keys } => {
+            Handshake::Zoom => {
                 if value["event"] != "endpoint.url_validation" {
                     return None;
                 }
                 // Zoom checks the answer with the secret it signs with now: during a rotation
                 // that is the one that verified this request, not necessarily the first.
-                let key = zoom_signer(keys, inbound, body).or(keys.first())?;
+                let key = signer()?;
                 echoable(text(&value["payload"]["plainToken"])).map(|plain| {
-                    let encrypted = hex::encode(hmac_sha256(key, plain.as_bytes()));
+                    let encrypted = hex::encode(hmac_sha256(&key, plain.as_bytes()));
                     json(serde_json::json!({"plainToken": plain, "encryptedToken": encrypted}))
                 })
             }
@@ -299,22 +318,17 @@ impl Handshake {
     }
 }
 
-/// Which of `keys` made the request's `x-zm-signature` (`v0=` hex HMAC-SHA256 over
-/// `v0:<x-zm-request-timestamp>:<body>`).
-fn zoom_signer<'a>(keys: &'a [Vec<u8>], inbound: &Inbound<'_>, body: &[u8]) -> Option<&'a Vec<u8>> {
-    let timestamp = inbound.header("x-zm-request-timestamp")?.trim();
-    let signature = inbound
-        .header("x-zm-signature")?
-        .trim()
-        .strip_prefix("v0=")?;
-    let signature = hex::decode(signature).ok()?;
-    let mut message = Vec::with_capacity(body.len() + timestamp.len() + 4);
-    message.extend_from_slice(b"v0:");
-    message.extend_from_slice(timestamp.as_bytes());
-    message.push(b':');
-    message.extend_from_slice(body);
-    keys.iter()
-        .find(|key| super::ct::eq(&hmac_sha256(key, &message), &signature))
+/// Standard Webhooks endpoint verification: `v1,` + base64 of HMAC-SHA256 over the challenge,
+/// keyed with HMAC-SHA256(secret key, `wev-v1`), so that an answer is never a delivery
+/// signature.
+fn endpoint_verification(key: &[u8], challenge: &str) -> String {
+    use base64::Engine as _;
+    let derived = hmac_sha256(key, b"wev-v1");
+    let answer = hmac_sha256(&derived, challenge.as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(answer)
+    )
 }
 
 #[cfg(test)]
@@ -392,7 +406,24 @@ mod tests {
         let none = |_: &str| None;
         let body = br#"{"type":"event_callback","event":{"text":"url_verification"}}"#;
         assert!(Handshake::Slack
-            .answer_body(&inbound(&none, None), body)
+            .answer_body(&inbound(&none, None), body, &|| None)
             .is_none());
+        assert!(Handshake::StandardWebhooks
+            .answer_body(&inbound(&none, None), body, &|| Some(vec![1]))
+            .is_none());
+    }
+
+    #[test]
+    fn endpoint_verification_matches_the_standardwebhooks_library() {
+        // `Webhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").endpoint_verification_response
+        // ("abc123")` in standardwebhooks 1.3.0 (Python and npm give the same).
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
+        assert_eq!(
+            endpoint_verification(&key, "abc123"),
+            "v1,lKqUSrOo6PnegcLSZjd34tiZhz1Xpt2KdE/Pb2CwNLU="
+        );
     }
 }

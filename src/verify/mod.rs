@@ -352,7 +352,8 @@ impl Checks {
         inbound: &Inbound<'_>,
         body: &[u8],
     ) -> Option<Result<handshake::Answered, VerifyError>> {
-        self.handshake.as_ref()?.answer_body(inbound, body)
+        let signer = || self.signature.as_ref()?.signer(inbound, body);
+        self.handshake.as_ref()?.answer_body(inbound, body, &signer)
     }
 
     /// Whether a request header (lower-case name) carries one of this webhook's credentials.

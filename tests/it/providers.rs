@@ -180,6 +180,72 @@ async fn standard_webhooks_signed_by_the_library_verify_under_either_header_bran
     assert_eq!(call_text(&h, mixed).await.0, StatusCode::UNAUTHORIZED);
 }
 
+const STANDARD_CHALLENGE: &str = r#"
+import json, sys, datetime
+from standardwebhooks.webhooks import Webhook
+c = json.load(sys.stdin)
+wh = Webhook(c["secret"])
+if "answer" in c:
+    try:
+        wh.verify_endpoint_verification_response(c["challenge"], c["answer"])
+        print(json.dumps({"verified": True}))
+    except Exception as e:
+        print(json.dumps({"verified": False, "why": str(e)}))
+else:
+    now = datetime.datetime.now(tz=datetime.timezone.utc)
+    print(json.dumps({"ts": str(int(now.timestamp())), "sig": wh.sign(c["id"], now, "")}))
+"#;
+
+/// Standard Webhooks endpoint verification (standardwebhooks 1.3.0): a signed request with a
+/// `webhook-challenge` header is answered 204 with `webhook-challenge-response`, keyed with the
+/// secret that signed it (here the second of a rotation list), which the library verifies; it
+/// is never delivered, and an unsigned challenge gets 401.
+#[actix_web::test]
+async fn standard_webhooks_endpoint_verification_is_answered_as_the_library_checks_it() {
+    let (old, new) = (
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+    );
+    let python = python_with(&["standardwebhooks==1.3.0"]);
+    let run = |input: Value| -> Value {
+        serde_json::from_str(&run_python(&python, STANDARD_CHALLENGE, &input.to_string())).unwrap()
+    };
+    let (h, module) = one_webhook(json!({"module": "log",
+        "hmac": {"provider": "standard_webhooks", "secret": [old, new]}}));
+    let challenge = "5E6REeVL-22_blMk3eLQZsVg264gd-zO";
+    let signed = run(json!({"secret": new, "id": "msg_challenge_1"}));
+    let request = post_bytes("/webhook/a/w", "")
+        .insert_header(("webhook-id", "msg_challenge_1"))
+        .insert_header((
+            "webhook-timestamp",
+            signed["ts"].as_str().unwrap().to_owned(),
+        ))
+        .insert_header((
+            "webhook-signature",
+            signed["sig"].as_str().unwrap().to_owned(),
+        ))
+        .insert_header(("webhook-challenge", challenge));
+    let (status, headers, body) = call_text(&h, request).await;
+    assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
+    let answer = headers
+        .get("webhook-challenge-response")
+        .expect("the challenge is answered")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let checked = run(json!({"secret": new, "challenge": challenge, "answer": answer}));
+    assert_eq!(checked["verified"], true, "{checked}");
+    let with_old = run(json!({"secret": old, "challenge": challenge, "answer": answer}));
+    assert_eq!(
+        with_old["verified"], false,
+        "keyed with the secret that signed it"
+    );
+    // Unsigned: refused like any request.
+    let unsigned = post_bytes("/webhook/a/w", "").insert_header(("webhook-challenge", challenge));
+    assert_eq!(call_text(&h, unsigned).await.0, StatusCode::UNAUTHORIZED);
+    assert!(module.taken().is_empty(), "a challenge is never delivered");
+}
+
 /// A Slack slash command: a form body signed by `slack_sdk` over its raw bytes, handed on as it
 /// came but for Slack's legacy verification `token`, masked by `credential_cleanup`.
 #[actix_web::test]

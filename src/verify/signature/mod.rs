@@ -438,9 +438,8 @@ impl SignatureCheck {
         use super::handshake::Handshake;
         match self {
             SignatureCheck::Slack { .. } => Some(Handshake::Slack),
-            SignatureCheck::Zoom { keys, .. } => Some(Handshake::Zoom {
-                keys: keys.0.clone(),
-            }),
+            SignatureCheck::Zoom { .. } => Some(Handshake::Zoom),
+            SignatureCheck::StandardWebhooks { .. } => Some(Handshake::StandardWebhooks),
             SignatureCheck::Twitch { .. } => Some(Handshake::Twitch),
             _ => None,
         }
@@ -460,6 +459,48 @@ impl SignatureCheck {
             SignatureCheck::Twilio { .. } => &["x-twilio-signature"],
         };
         fixed.iter().map(|h| (*h).to_owned()).collect()
+    }
+
+    /// The key of the rotation window that signed this request (a handshake whose answer is
+    /// keyed answers with the secret the provider uses now). Verifies again with each key
+    /// alone: for handshakes only, never for ordinary deliveries.
+    pub fn signer(&self, inbound: &Inbound<'_>, body: &[u8]) -> Option<Vec<u8>> {
+        let keys = &self.keys().0;
+        keys.iter()
+            .find(|key| {
+                let mut alone = self.clone();
+                *alone.keys_mut() = Keys(vec![(*key).clone()]);
+                alone.verify(inbound, body)
+            })
+            .cloned()
+    }
+
+    fn keys(&self) -> &Keys {
+        match self {
+            SignatureCheck::Generic { keys, .. }
+            | SignatureCheck::Github { keys }
+            | SignatureCheck::Shopify { keys }
+            | SignatureCheck::Stripe { keys, .. }
+            | SignatureCheck::Slack { keys, .. }
+            | SignatureCheck::StandardWebhooks { keys, .. }
+            | SignatureCheck::Twitch { keys, .. }
+            | SignatureCheck::Zoom { keys, .. }
+            | SignatureCheck::Twilio { keys, .. } => keys,
+        }
+    }
+
+    fn keys_mut(&mut self) -> &mut Keys {
+        match self {
+            SignatureCheck::Generic { keys, .. }
+            | SignatureCheck::Github { keys }
+            | SignatureCheck::Shopify { keys }
+            | SignatureCheck::Stripe { keys, .. }
+            | SignatureCheck::Slack { keys, .. }
+            | SignatureCheck::StandardWebhooks { keys, .. }
+            | SignatureCheck::Twitch { keys, .. }
+            | SignatureCheck::Zoom { keys, .. }
+            | SignatureCheck::Twilio { keys, .. } => keys,
+        }
     }
 
     /// Verifies the signature over `body`. Every failure is the same `Unauthorized`.

@@ -94,7 +94,7 @@ impl ApiError {
             ApiError::SpoolUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "spool_unavailable"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            ApiError::Refused(VerifyError::Unauthorized | VerifyError::BasicUnauthorized) => {
+            ApiError::Refused(VerifyError::Unauthorized(_) | VerifyError::BasicUnauthorized(_)) => {
                 (StatusCode::UNAUTHORIZED, "unauthorized")
             }
             ApiError::Refused(VerifyError::Forbidden) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -151,7 +151,7 @@ impl ResponseError for ApiError {
             ApiError::Refused(VerifyError::RateLimited { retry_after_secs }) => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
             }
-            ApiError::Refused(VerifyError::BasicUnauthorized) => {
+            ApiError::Refused(VerifyError::BasicUnauthorized(_)) => {
                 response.insert_header((
                     header::WWW_AUTHENTICATE,
                     r#"Basic realm="switchyard", charset="UTF-8""#,
@@ -189,7 +189,7 @@ mod tests {
             ApiError::Refused(VerifyError::RateLimited {
                 retry_after_secs: 3,
             }),
-            ApiError::Refused(VerifyError::Unauthorized),
+            ApiError::Refused(VerifyError::Unauthorized(crate::verify::Why::BadSignature)),
         ];
         for e in errors {
             let response = e.error_response();

@@ -221,10 +221,10 @@ fn handshake_get(
     // challenge carries the webhook's `authorization`; others may use `query_auth`).
     checks
         .check_head(&inbound)
-        .map_err(|e| refused(&route, e))?;
+        .map_err(|e| refused(&route, req, e))?;
     let answered = handshake
         .answer_get(&inbound)
-        .map_err(|e| refused(&route, e))?;
+        .map_err(|e| refused(&route, req, e))?;
     Ok(handshake_answer(&route, answered))
 }
 
@@ -308,7 +308,7 @@ async fn receive(
     let verify = span.child("verify");
     let refused = |e: VerifyError| {
         verify.fail(&e);
-        refused(&route, e)
+        refused(&route, req, e)
     };
     checks.check_head(&inbound).map_err(refused)?;
     // Microsoft Graph validates a subscription with an unsigned, bodiless POST (after the head
@@ -500,8 +500,17 @@ fn resolve_client(state: &AppState, req: &HttpRequest, peer: IpAddr) -> Option<I
     client_ip(peer, &lines, &state.trusted_proxies)
 }
 
-fn refused(route: &Route, error: VerifyError) -> ApiError {
-    tracing::info!(webhook = %route.key, reason = %error, "Request refused.");
+/// A refusal, logged with its request id and its class (`bad_signature`,
+/// `timestamp_out_of_tolerance`, ...): the sender gets one generic answer per status, the
+/// operator the cause.
+fn refused(route: &Route, req: &HttpRequest, error: VerifyError) -> ApiError {
+    tracing::info!(
+        webhook = %route.key,
+        request_id = %request_id(req),
+        reason_class = error.class(),
+        reason = %error,
+        "Request refused."
+    );
     ApiError::Refused(error)
 }
 

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{ct, Inbound, VerifyError};
+use super::{ct, Inbound, VerifyError, Why};
 use crate::config::secret::Secret;
 
 /// `header_auth`: a header that must carry an API key.
@@ -40,17 +40,21 @@ fn yes() -> bool {
 
 /// `authorization`: the exact `Authorization` header value.
 pub fn check_authorization(expected: &Secret, inbound: &Inbound<'_>) -> Result<(), VerifyError> {
-    let given = inbound.header("authorization").unwrap_or_default();
+    let Some(given) = inbound.header("authorization") else {
+        return Err(VerifyError::Unauthorized(Why::MissingCredential));
+    };
     if ct::eq(given.as_bytes(), expected.expose().as_bytes()) {
         Ok(())
     } else {
-        Err(VerifyError::Unauthorized)
+        Err(VerifyError::Unauthorized(Why::WrongCredential))
     }
 }
 
 impl HeaderAuth {
     pub fn check(&self, inbound: &Inbound<'_>) -> Result<(), VerifyError> {
-        let given = inbound.header(&self.header_name).unwrap_or_default();
+        let Some(given) = inbound.header(&self.header_name) else {
+            return Err(VerifyError::Unauthorized(Why::MissingCredential));
+        };
         let ok = if self.case_sensitive {
             ct::eq(given.as_bytes(), self.api_key.expose().as_bytes())
         } else {
@@ -62,7 +66,7 @@ impl HeaderAuth {
         if ok {
             Ok(())
         } else {
-            Err(VerifyError::Unauthorized)
+            Err(VerifyError::Unauthorized(Why::WrongCredential))
         }
     }
 }
@@ -75,25 +79,27 @@ impl QueryAuth {
             if name == self.parameter_name.as_str() {
                 if found.is_some() {
                     // Two values for the key: ambiguous, refuse.
-                    return Err(VerifyError::Unauthorized);
+                    return Err(VerifyError::Unauthorized(Why::WrongCredential));
                 }
                 found = Some(value);
             }
         }
-        let given = found.unwrap_or_default();
+        let Some(given) = found else {
+            return Err(VerifyError::Unauthorized(Why::MissingCredential));
+        };
         if ct::eq(given.as_bytes(), self.api_key.expose().as_bytes()) {
             Ok(())
         } else {
-            Err(VerifyError::Unauthorized)
+            Err(VerifyError::Unauthorized(Why::WrongCredential))
         }
     }
 }
 
 impl BasicAuth {
     pub fn check(&self, inbound: &Inbound<'_>) -> Result<(), VerifyError> {
-        let refuse = Err(VerifyError::BasicUnauthorized);
+        let refuse = Err(VerifyError::BasicUnauthorized(Why::WrongCredential));
         let Some(header) = inbound.header("authorization") else {
-            return refuse;
+            return Err(VerifyError::BasicUnauthorized(Why::MissingCredential));
         };
         let Some((scheme, encoded)) = header.trim().split_once(' ') else {
             return refuse;

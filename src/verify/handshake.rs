@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{Inbound, VerifyError};
+use super::{Inbound, VerifyError, Why};
 use crate::config::secret::Secret;
 
 /// Longest challenge echoed back; a longer one is refused (an echo is not a free reflector).
@@ -139,7 +139,7 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
 /// A challenge as sent, if it is short enough to echo.
 fn echoable(challenge: String) -> Result<String, VerifyError> {
     if challenge.is_empty() || challenge.len() > MAX_CHALLENGE {
-        return Err(VerifyError::Unauthorized);
+        return Err(VerifyError::Unauthorized(Why::HandshakeTokenMismatch));
     }
     Ok(challenge)
 }
@@ -165,7 +165,7 @@ impl Handshake {
                 let token = param("hub.verify_token").unwrap_or_default();
                 let right = super::ct::eq(token.as_bytes(), verify_token.expose().as_bytes());
                 if param("hub.mode").as_deref() != Some("subscribe") || !right {
-                    return Err(VerifyError::Unauthorized);
+                    return Err(VerifyError::Unauthorized(Why::HandshakeTokenMismatch));
                 }
                 let challenge = echoable(param("hub.challenge").unwrap_or_default())?;
                 ("meta", Answer::Text(challenge))
@@ -178,7 +178,7 @@ impl Handshake {
                 let token = param("crc_token").unwrap_or_default();
                 let token_like = |c: char| c.is_ascii_alphanumeric() || "+/=_-".contains(c);
                 if token.len() > MAX_CRC_TOKEN || !token.chars().all(token_like) {
-                    return Err(VerifyError::Unauthorized);
+                    return Err(VerifyError::Unauthorized(Why::HandshakeTokenMismatch));
                 }
                 let token = echoable(token)?;
                 let mac = hmac_sha256(consumer_secret.expose().as_bytes(), token.as_bytes());
@@ -204,7 +204,9 @@ impl Handshake {
             | Handshake::Slack
             | Handshake::Zoom
             | Handshake::Twitch
-            | Handshake::StandardWebhooks => return Err(VerifyError::Unauthorized),
+            | Handshake::StandardWebhooks => {
+                return Err(VerifyError::Unauthorized(Why::HandshakeTokenMismatch))
+            }
         };
         Ok(Answered { provider, answer })
     }
@@ -240,8 +242,8 @@ impl Handshake {
             #[serde(rename = "clientState", borrow, default)]
             client_state: Option<std::borrow::Cow<'a, str>>,
         }
-        let notifications: Notifications<'_> =
-            serde_json::from_slice(body).map_err(|_| VerifyError::Unauthorized)?;
+        let notifications: Notifications<'_> = serde_json::from_slice(body)
+            .map_err(|_| VerifyError::Unauthorized(Why::ClientStateMismatch))?;
         let every_one_right = !notifications.value.is_empty()
             && notifications.value.iter().all(|n| {
                 n.client_state.as_deref().is_some_and(|state| {
@@ -251,7 +253,7 @@ impl Handshake {
         if every_one_right {
             Ok(())
         } else {
-            Err(VerifyError::Unauthorized)
+            Err(VerifyError::Unauthorized(Why::ClientStateMismatch))
         }
     }
 
@@ -267,7 +269,7 @@ impl Handshake {
         if let Handshake::StandardWebhooks = self {
             let challenge = inbound.header("webhook-challenge")?.to_owned();
             return Some(echoable(challenge).and_then(|challenge| {
-                let key = signer().ok_or(VerifyError::Unauthorized)?;
+                let key = signer().ok_or(VerifyError::Unauthorized(Why::BadSignature))?;
                 Ok(Answered {
                     provider: "standard_webhooks",
                     answer: Answer::Header(

@@ -4,7 +4,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::{Inbound, VerifyError};
+use super::{Inbound, VerifyError, Why};
 use crate::config::{secret::Secret, ConfigError};
 
 /// `jwt` as written.
@@ -159,7 +159,7 @@ impl JwtCheck {
         let early = times.nbf.is_some_and(|nbf| nbf > now + leeway);
         let future = times.iat.is_some_and(|iat| iat > now + leeway);
         if expired || early || future {
-            return Err(VerifyError::Unauthorized);
+            return Err(VerifyError::Unauthorized(Why::TokenTimes));
         }
         Ok(())
     }
@@ -174,7 +174,7 @@ impl JwtCheck {
                     .eq_ignore_ascii_case("bearer")
                     .then_some(token.trim())
             })
-            .ok_or(VerifyError::Unauthorized)?;
+            .ok_or(VerifyError::Unauthorized(Why::MissingCredential))?;
         let digest: [u8; 32] = {
             use sha2::Digest as _;
             sha2::Sha256::digest(token.as_bytes()).into()
@@ -192,11 +192,14 @@ impl JwtCheck {
             Some(times) => times,
             None => {
                 let claims = jsonwebtoken::decode::<TimeClaims>(token, &self.key, &self.validation)
-                    .map_err(|_| VerifyError::Unauthorized)?
+                    .map_err(|_| VerifyError::Unauthorized(Why::InvalidToken))?
                     .claims;
                 let number = |v: Option<serde_json::Value>| match v {
                     None => Ok(None),
-                    Some(v) => v.as_f64().map(Some).ok_or(VerifyError::Unauthorized),
+                    Some(v) => v
+                        .as_f64()
+                        .map(Some)
+                        .ok_or(VerifyError::Unauthorized(Why::InvalidToken)),
                 };
                 let times = Times {
                     exp: number(claims.exp)?,

@@ -52,9 +52,9 @@ impl Inbound<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("authentication failed")]
-    Unauthorized,
+    Unauthorized(Why),
     #[error("authentication failed")]
-    BasicUnauthorized,
+    BasicUnauthorized(Why),
     #[error("client address not allowed")]
     Forbidden,
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
@@ -70,6 +70,62 @@ pub enum VerifyError {
     /// The cleanup could not walk a body that passed validation: a fault of this server.
     #[error("credential cleanup failed on a validated body")]
     CleanupFailed,
+}
+
+/// Why a request was refused as unauthenticated: logged with the request, never told the sender
+/// (one generic 401 for every cause, so that a sender learns nothing to try next).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The credential (header, query parameter, token) is absent.
+    MissingCredential,
+    /// The credential is there and wrong (or ambiguous).
+    WrongCredential,
+    /// A header the signature scheme needs is absent.
+    MissingHeader,
+    /// The signature does not verify with any secret.
+    BadSignature,
+    /// The signed timestamp is outside the tolerance (a replay, or a clock far off).
+    TimestampOutOfTolerance,
+    /// The token is not valid for this webhook's key (bad signature, algorithm or claims).
+    InvalidToken,
+    /// The token has expired, is not valid yet, or was issued in the future.
+    TokenTimes,
+    /// A handshake's token or parameters are wrong.
+    HandshakeTokenMismatch,
+    /// Microsoft Graph's `clientState` is missing or wrong in a notification.
+    ClientStateMismatch,
+}
+
+impl Why {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::MissingCredential => "missing_credential",
+            Why::WrongCredential => "wrong_credential",
+            Why::MissingHeader => "missing_header",
+            Why::BadSignature => "bad_signature",
+            Why::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
+            Why::InvalidToken => "invalid_token",
+            Why::TokenTimes => "token_expired_or_not_yet_valid",
+            Why::HandshakeTokenMismatch => "handshake_token_mismatch",
+            Why::ClientStateMismatch => "client_state_mismatch",
+        }
+    }
+}
+
+impl VerifyError {
+    /// The refusal's class for the log (`reason_class`): the cause, which the sender's answer
+    /// never tells.
+    pub fn class(&self) -> &'static str {
+        match self {
+            VerifyError::Unauthorized(why) | VerifyError::BasicUnauthorized(why) => why.as_str(),
+            VerifyError::Forbidden => "address_not_allowed",
+            VerifyError::RateLimited { .. } => "rate_limited",
+            VerifyError::SchemaViolation { .. } => "schema_violation",
+            VerifyError::InvalidJson(_) => "invalid_json",
+            VerifyError::InvalidForm(_) => "invalid_form",
+            VerifyError::CleanupFailed => "cleanup_failed",
+        }
+    }
 }
 
 /// The verification fields of a webhook entry, as written.

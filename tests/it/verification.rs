@@ -795,3 +795,124 @@ mod live {
         assert_eq!(ok.status(), StatusCode::OK);
     }
 }
+
+/// A refused request's log line carries its request id (the one answered in `x-request-id`)
+/// and the class of its cause, while every sender gets the same 401 whatever the cause.
+#[tokio::test]
+async fn a_refusal_is_logged_with_its_request_id_and_cause_and_answered_the_same() {
+    use crate::support::{files::write_json, process::Router, unix_now};
+    let dir = tempfile::tempdir().unwrap();
+    write_json(dir.path(), "connections.json", &json!({}));
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({
+            "gh": {"module": "log", "hmac": {"provider": "github", "secret": "s3cret"}},
+            "stripe": {"module": "log", "hmac": {"provider": "stripe", "secret": "whsec_x"}},
+            "key": {"module": "log", "header_auth": {"header_name": "x-api-key", "api_key": "k3y"}},
+            "jwt": {"module": "log", "jwt": {"secret": "jwt-secret"}},
+            "graph": {"module": "log", "handshake": {"provider": "msgraph", "client_state": "st"}},
+            "meta": {"module": "log", "handshake": {"provider": "meta", "verify_token": "vt"}},
+        }),
+    );
+    let router = Router::start(dir.path(), &[("LOG_FORMAT", "json")]);
+    router.wait_ready().await;
+    let client = reqwest::Client::new();
+    let body = r#"{"zen":"hi"}"#;
+    let old = unix_now() - 3600;
+    let stripe_sig = hex::encode(hmac_sha256(
+        b"whsec_x",
+        &[old.to_string().as_bytes(), b".", body.as_bytes()],
+    ));
+    let cases: Vec<(&str, reqwest::RequestBuilder, &str)> = vec![
+        (
+            "gh",
+            client.post(router.url("/webhook/gh")).body(body),
+            "missing_header",
+        ),
+        (
+            "gh",
+            client
+                .post(router.url("/webhook/gh"))
+                .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+                .body(body),
+            "bad_signature",
+        ),
+        (
+            "stripe",
+            client
+                .post(router.url("/webhook/stripe"))
+                .header("stripe-signature", format!("t={old},v1={stripe_sig}"))
+                .body(body),
+            "timestamp_out_of_tolerance",
+        ),
+        (
+            "key",
+            client.post(router.url("/webhook/key")).body(body),
+            "missing_credential",
+        ),
+        (
+            "key",
+            client
+                .post(router.url("/webhook/key"))
+                .header("x-api-key", "wrong")
+                .body(body),
+            "wrong_credential",
+        ),
+        (
+            "jwt",
+            client
+                .post(router.url("/webhook/jwt"))
+                .header("authorization", "Bearer not.a.token")
+                .body(body),
+            "invalid_token",
+        ),
+        (
+            "graph",
+            client
+                .post(router.url("/webhook/graph"))
+                .body(r#"{"value":[{"clientState":"other"}]}"#),
+            "client_state_mismatch",
+        ),
+        (
+            "meta",
+            client
+                .get(router.url(
+                    "/webhook/meta?hub.mode=subscribe&hub.challenge=c&hub.verify_token=wrong",
+                )),
+            "handshake_token_mismatch",
+        ),
+    ];
+    let mut answers = std::collections::BTreeSet::new();
+    for (webhook, request, class) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::UNAUTHORIZED,
+            "{class}"
+        );
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let answer: Value = response.json().await.unwrap();
+        answers.insert(answer["error"].to_string() + &answer["message"].to_string());
+        crate::support::wait_until(
+            std::time::Duration::from_secs(5),
+            &format!("the refusal of {id} logged as {class}"),
+            || async {
+                router.logs().lines().any(|line| {
+                    let Ok(entry) = serde_json::from_str::<Value>(line) else {
+                        return false;
+                    };
+                    entry["message"] == "Request refused."
+                        && entry["request_id"] == id.as_str()
+                        && entry["reason_class"] == class
+                        && entry["webhook"] == format!("default/{webhook}")
+                })
+            },
+        )
+        .await;
+    }
+    assert_eq!(answers.len(), 1, "one answer for every cause: {answers:?}");
+}

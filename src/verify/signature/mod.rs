@@ -16,7 +16,7 @@ pub use header::{fresh, parse_standard_signatures, parse_stripe_header};
 use header::{standard_signatures, stripe_hex};
 use twilio::{twilio_params, twilio_url, url_port_variants};
 
-use super::{Inbound, VerifyError};
+use super::{Inbound, VerifyError, Why};
 use crate::config::{secret::Secret, ConfigError};
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -503,12 +503,78 @@ impl SignatureCheck {
         }
     }
 
-    /// Verifies the signature over `body`. Every failure is the same `Unauthorized`.
+    /// Verifies the signature over `body`. Every failure is the same `Unauthorized` to the
+    /// sender; its cause is kept for the log.
     pub fn check(&self, inbound: &Inbound<'_>, body: &[u8]) -> Result<(), VerifyError> {
         if self.verify(inbound, body) {
             Ok(())
         } else {
-            Err(VerifyError::Unauthorized)
+            Err(VerifyError::Unauthorized(self.why_refused(inbound)))
+        }
+    }
+
+    /// Why a request that did not verify was refused: a header the scheme needs is absent, its
+    /// timestamp is out of tolerance (or unreadable), or else the signature is wrong. Worked out
+    /// only after a refusal, so that verifying stays one pass.
+    fn why_refused(&self, inbound: &Inbound<'_>) -> Why {
+        let standard_brand = if inbound.header("webhook-id").is_some() {
+            ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        } else {
+            ["svix-id", "svix-timestamp", "svix-signature"]
+        };
+        let generic = match self {
+            SignatureCheck::Generic { header, .. } => [header.as_str()],
+            _ => [""],
+        };
+        let needed: &[&str] = match self {
+            SignatureCheck::Generic { .. } => &generic,
+            SignatureCheck::Github { .. } => &["x-hub-signature-256"],
+            SignatureCheck::Shopify { .. } => &["x-shopify-hmac-sha256"],
+            SignatureCheck::Stripe { .. } => &["stripe-signature"],
+            SignatureCheck::Slack { .. } => &["x-slack-request-timestamp", "x-slack-signature"],
+            SignatureCheck::Zoom { .. } => &["x-zm-request-timestamp", "x-zm-signature"],
+            SignatureCheck::Twitch { .. } => &[
+                "twitch-eventsub-message-id",
+                "twitch-eventsub-message-timestamp",
+                "twitch-eventsub-message-signature",
+            ],
+            SignatureCheck::Twilio { .. } => &["x-twilio-signature"],
+            SignatureCheck::StandardWebhooks { .. } => &standard_brand,
+        };
+        if needed.iter().any(|name| inbound.header(name).is_none()) {
+            return Why::MissingHeader;
+        }
+        let seconds = |name: &str| inbound.header(name)?.trim().parse::<i64>().ok();
+        let (timestamp, tolerance) = match self {
+            SignatureCheck::Stripe { tolerance, .. } => (
+                inbound
+                    .header("stripe-signature")
+                    .and_then(parse_stripe_header)
+                    .map(|(t, _)| t),
+                tolerance,
+            ),
+            SignatureCheck::Slack { tolerance, .. } => {
+                (seconds("x-slack-request-timestamp"), tolerance)
+            }
+            SignatureCheck::Zoom { tolerance, .. } => {
+                (seconds("x-zm-request-timestamp"), tolerance)
+            }
+            SignatureCheck::StandardWebhooks { tolerance, .. } => {
+                (seconds(standard_brand[1]), tolerance)
+            }
+            SignatureCheck::Twitch { tolerance, .. } => (
+                inbound
+                    .header("twitch-eventsub-message-timestamp")
+                    .and_then(|ts| humantime::parse_rfc3339_weak(ts.trim()).ok())
+                    .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+                    .and_then(|d| i64::try_from(d.as_secs()).ok()),
+                tolerance,
+            ),
+            _ => return Why::BadSignature,
+        };
+        match timestamp {
+            Some(timestamp) if fresh(timestamp, inbound.now, *tolerance) => Why::BadSignature,
+            _ => Why::TimestampOutOfTolerance,
         }
     }
 

@@ -13,7 +13,10 @@ use crate::config::{
 };
 use crate::{
     keys::ConnectionName,
-    modules::ModuleConfig,
+    modules::{
+        log::{EventFields, Field},
+        ModuleConfig,
+    },
     spool::{forward::RetryPolicy, SpoolMode},
     verify::{auth, cleanup, handshake, jwt, limit, signature, Checks, RawChecks},
 };
@@ -178,6 +181,39 @@ pub struct StaticResponse {
     pub status: u16,
     pub content_type: String,
     pub body: String,
+}
+
+/// Where a preset's provider puts its event type and delivery id (logged by the `log` module).
+fn event_fields(provider: signature::Provider) -> Option<EventFields> {
+    use signature::Provider;
+    use Field::{Headers, Json};
+    let (event_type, delivery_id) = match provider {
+        Provider::Github => (
+            Some(Headers(&["x-github-event"])),
+            Some(Headers(&["x-github-delivery"])),
+        ),
+        Provider::Stripe => (Some(Json(&["type"])), Some(Json(&["id"]))),
+        Provider::Shopify => (
+            Some(Headers(&["x-shopify-topic", "shopify-topic"])),
+            Some(Headers(&["x-shopify-event-id", "x-shopify-webhook-id"])),
+        ),
+        Provider::Slack => (Some(Json(&["event", "type"])), Some(Json(&["event_id"]))),
+        Provider::StandardWebhooks => (
+            Some(Json(&["type"])),
+            Some(Headers(&["webhook-id", "svix-id"])),
+        ),
+        Provider::Twitch => (
+            Some(Headers(&["twitch-eventsub-subscription-type"])),
+            Some(Headers(&["twitch-eventsub-message-id"])),
+        ),
+        Provider::Zoom => (Some(Json(&["event"])), None),
+        Provider::Meta => (Some(Json(&["object"])), None),
+        Provider::Twilio => (None, Some(Headers(&["i-twilio-idempotency-token"]))),
+    };
+    Some(EventFields {
+        event_type,
+        delivery_id,
+    })
 }
 
 /// `retry`.
@@ -366,6 +402,15 @@ impl Webhook {
             .hmac
             .as_ref()
             .and_then(signature::HmacConfig::delivery_id);
+        let event_fields = raw
+            .hmac
+            .as_ref()
+            .and_then(|h| h.provider)
+            .and_then(event_fields);
+        let destinations = destinations
+            .into_iter()
+            .map(|d| d.with_event_fields(event_fields))
+            .collect();
         let dedup = raw
             .dedup
             .map(|d| d.compile(preset_id))

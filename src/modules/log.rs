@@ -1,5 +1,7 @@
 //! The `log` module: writes each payload as one `tracing` event.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::{Delivery, DeliveryError, Module};
@@ -20,6 +22,10 @@ pub struct LogConfig {
     /// is replaced by a marker with the body's full length (`size` has it too).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Where the webhook's provider (its `hmac` preset) puts the event type and the delivery
+    /// id, logged as `event_type` and `delivery_id`; set by the webhook, not written.
+    #[serde(skip)]
+    pub event_fields: Option<EventFields>,
 }
 
 impl Default for LogConfig {
@@ -28,9 +34,31 @@ impl Default for LogConfig {
             pretty_print: false,
             headers: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
+            event_fields: None,
         }
     }
 }
+
+/// Where a provider puts one field the log shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The first of these request headers present.
+    Headers(&'static [&'static str]),
+    /// A string at this path of a JSON body.
+    Json(&'static [&'static str]),
+}
+
+/// A provider's event type and delivery id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventFields {
+    pub event_type: Option<Field>,
+    pub delivery_id: Option<Field>,
+}
+
+/// A logged event type or delivery id is cut to this many bytes.
+const MAX_FIELD_BYTES: usize = 256;
+/// Bodies larger than this are not searched for an event type or delivery id.
+const MAX_SEARCHED_BODY: usize = 1024 * 1024;
 
 fn default_max_body_bytes() -> usize {
     64 * 1024
@@ -95,7 +123,31 @@ impl LogModule {
                     .map(|v| (name.to_ascii_lowercase(), v.into()))
             })
             .collect();
-        Some(serde_json::Value::Object(found).to_string())
+        Some(ascii_json(serde_json::Value::Object(found).to_string()))
+    }
+
+    /// The event type and delivery id of the webhook's provider, where the request has them.
+    fn event_fields<'a>(
+        &self,
+        delivery: &'a Delivery,
+    ) -> (Option<Cow<'a, str>>, Option<Cow<'a, str>>) {
+        let Some(fields) = self.config.event_fields else {
+            return (None, None);
+        };
+        let find = |field: Option<Field>| -> Option<Cow<'a, str>> {
+            let found = match field? {
+                Field::Headers(names) => names
+                    .iter()
+                    .find_map(|name| delivery.header(name))
+                    .map(Cow::Borrowed),
+                Field::Json(path) => (delivery.json && delivery.body.len() <= MAX_SEARCHED_BODY)
+                    .then(|| json_string(&delivery.body, path))
+                    .flatten()
+                    .map(Cow::Owned),
+            }?;
+            Some(cut(found))
+        };
+        (find(fields.event_type), find(fields.delivery_id))
     }
 
     fn render_body<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, str> {
@@ -119,6 +171,76 @@ impl LogModule {
         }
         String::from_utf8_lossy(body)
     }
+}
+
+/// The string at `path` of a JSON body, read without building the rest of it (each level is a
+/// map of raw values).
+fn json_string(body: &[u8], path: &[&str]) -> Option<String> {
+    use serde_json::value::RawValue;
+    let mut current: &RawValue = serde_json::from_slice(body).ok()?;
+    for key in path {
+        let map: std::collections::HashMap<Cow<'_, str>, &RawValue> =
+            serde_json::from_str(current.get()).ok()?;
+        current = map.get(*key)?;
+    }
+    serde_json::from_str::<String>(current.get()).ok()
+}
+
+/// JSON text with every character outside printable ASCII written as a `\u` escape: the
+/// `headers` field is written raw into JSON log lines, where a bidirectional control or a
+/// separator must never appear as itself. Such characters occur only inside strings.
+fn ascii_json(json: String) -> String {
+    if json.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if (' '..='~').contains(&c) {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// `value` cut to [`MAX_FIELD_BYTES`] on a character boundary.
+fn cut(value: Cow<'_, str>) -> Cow<'_, str> {
+    if value.len() <= MAX_FIELD_BYTES {
+        return value;
+    }
+    let mut end = MAX_FIELD_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(value[..end].to_owned())
+}
+
+/// A JSON body without the whitespace between its tokens (inside strings nothing changes), so a
+/// pretty-printed body is logged as one line of JSON like any other. `None`: not JSON this can
+/// read (a validated body always is).
+fn minified(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in body {
+        if in_string {
+            out.push(byte);
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = byte == b'"';
+            out.push(byte);
+        }
+    }
+    (!in_string).then_some(out)
 }
 
 /// Whether a one-line JSON body may be written raw into a log line: no CR or LF, no C1 control
@@ -148,20 +270,32 @@ impl Module for LogModule {
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
         let headers = self.render_headers(delivery);
-        // A one-line JSON body is logged as JSON (`body_json`): structured for log processors,
-        // and no escaping on the hot path. Anything else is an escaped string (`body`). Raw CR
-        // is JSON whitespace too, and would let a body redraw a terminal line: not one line.
-        if delivery.json
+        let (event_type, delivery_id) = self.event_fields(delivery);
+        // A JSON body is logged as JSON (`body_json`): structured for log processors, and no
+        // escaping on the hot path; one written over several lines is logged without the
+        // whitespace between its tokens. Anything else is an escaped string (`body`). Raw CR is
+        // JSON whitespace too, and would let a body redraw a terminal line: never raw.
+        let one_line = if delivery.json
             && !self.config.pretty_print
             && delivery.body.len() <= self.config.max_body_bytes
-            && logs_as_is(&delivery.body)
         {
-            if let Ok(body) = std::str::from_utf8(&delivery.body) {
+            if memchr::memchr2(b'\n', b'\r', &delivery.body).is_some() {
+                minified(&delivery.body).map(Cow::Owned)
+            } else {
+                Some(Cow::Borrowed(&delivery.body[..]))
+            }
+        } else {
+            None
+        };
+        if let Some(body) = one_line.filter(|b| logs_as_is(b)) {
+            if let Ok(body) = std::str::from_utf8(&body) {
                 tracing::info!(
                     target: "switchyard::payload",
                     namespace = delivery.namespace.as_str(),
                     webhook = delivery.webhook.as_str(),
                     request_id = delivery.request_id.as_str(),
+                    event_type = event_type.as_deref(),
+                    delivery_id = delivery_id.as_deref(),
                     size = delivery.body.len(),
                     content_type = delivery.header("content-type").unwrap_or(""),
                     headers = headers.as_deref(),
@@ -176,6 +310,8 @@ impl Module for LogModule {
             namespace = delivery.namespace.as_str(),
             webhook = delivery.webhook.as_str(),
             request_id = delivery.request_id.as_str(),
+            event_type = event_type.as_deref(),
+            delivery_id = delivery_id.as_deref(),
             size = delivery.body.len(),
             content_type = delivery.header("content-type").unwrap_or(""),
             headers = headers.as_deref(),
@@ -219,6 +355,91 @@ mod tests {
             ..LogConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    fn delivery(headers: &[(&str, &str)], body: &'static [u8]) -> Delivery {
+        Delivery {
+            namespace: crate::keys::Namespace::parse("a").unwrap(),
+            webhook: crate::keys::WebhookId::parse("w").unwrap(),
+            request_id: "r".into(),
+            received_at: std::time::SystemTime::now(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: bytes::Bytes::from_static(body),
+            json: true,
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn event_fields_come_from_headers_or_the_body() {
+        let module = |event_type, delivery_id| {
+            LogModule::new(LogConfig {
+                event_fields: Some(EventFields {
+                    event_type,
+                    delivery_id,
+                }),
+                ..LogConfig::default()
+            })
+        };
+        let github = module(
+            Some(Field::Headers(&["x-github-event"])),
+            Some(Field::Headers(&["x-github-delivery"])),
+        );
+        let d = delivery(
+            &[("x-github-event", "push"), ("x-github-delivery", "d-1")],
+            b"{}",
+        );
+        let (event, id) = github.event_fields(&d);
+        assert_eq!(
+            (event.as_deref(), id.as_deref()),
+            (Some("push"), Some("d-1"))
+        );
+        let slack = module(
+            Some(Field::Json(&["event", "type"])),
+            Some(Field::Json(&["event_id"])),
+        );
+        let d = delivery(
+            &[],
+            br#"{"event_id":"Ev1","event":{"type":"app_mention","text":"x"},"n":[1,{"a":2}]}"#,
+        );
+        let (event, id) = slack.event_fields(&d);
+        assert_eq!(
+            (event.as_deref(), id.as_deref()),
+            (Some("app_mention"), Some("Ev1"))
+        );
+        // Absent, not a string, or not JSON: nothing logged.
+        for body in [&br#"{"event":{"type":7}}"#[..], b"not json", b"[]"] {
+            let d = Delivery {
+                body: bytes::Bytes::copy_from_slice(body),
+                ..delivery(&[], b"")
+            };
+            assert_eq!(slack.event_fields(&d), (None, None));
+        }
+        let long = Box::leak(format!(r#"{{"event_id":"{}"}}"#, "x".repeat(1000)).into_boxed_str());
+        let d = delivery(&[], long.as_bytes());
+        let (_, id) = slack.event_fields(&d);
+        assert_eq!(id.map(|i| i.len()), Some(MAX_FIELD_BYTES));
+    }
+
+    #[test]
+    fn pretty_printed_json_loses_only_the_whitespace_between_tokens() {
+        assert_eq!(
+            minified(b"{\n  \"a b\": \"x\\\" \\n y\",\r\n\t\"n\": [1, 2]\n}").as_deref(),
+            Some(&b"{\"a b\":\"x\\\" \\n y\",\"n\":[1,2]}"[..])
+        );
+        assert_eq!(minified(b"\"open"), None);
+    }
+
+    #[test]
+    fn logged_headers_are_ascii_json() {
+        assert_eq!(ascii_json(r#"{"a":"b"}"#.into()), r#"{"a":"b"}"#);
+        assert_eq!(
+            ascii_json("{\"a\":\"\u{202e}\u{e9}\u{1f600}\"}".into()),
+            r#"{"a":"\u202e\u00e9\ud83d\ude00"}"#
+        );
     }
 
     #[test]

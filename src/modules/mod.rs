@@ -285,6 +285,15 @@ impl ModuleConfig {
         })
     }
 
+    /// This destination, told where the webhook's provider puts its event type and delivery
+    /// id (the `log` module logs them).
+    pub fn with_event_fields(mut self, fields: Option<log::EventFields>) -> Self {
+        if let Kind::Log(config) = &mut self.kind {
+            config.event_fields = fields;
+        }
+        self
+    }
+
     /// The module name as written in config.
     pub fn name(&self) -> &'static str {
         self.name

@@ -5,8 +5,9 @@
 //! that was the largest user-space cost in the profile (see BENCHMARKS.md). This formatter
 //! escapes while writing and allocates nothing per field.
 //!
-//! A string field whose name ends in `_json` is written as raw JSON: the caller guarantees it is
-//! valid, single-line JSON (the `log` module's `body_json`, checked at the HTTP edge).
+//! A string field whose name ends in `_json`, or is `headers`, is written as raw JSON: the caller
+//! guarantees it is valid, single-line JSON (the `log` module's `body_json`, checked at the HTTP
+//! edge, and its `headers`, serialized by serde_json from header values that are visible ASCII).
 
 use std::fmt::{self, Write as _};
 
@@ -120,7 +121,7 @@ impl Fields<'_, '_> {
 
 impl Visit for Fields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name().ends_with("_json") && !value.is_empty() {
+        if (field.name().ends_with("_json") || field.name() == "headers") && !value.is_empty() {
             self.raw(field, format_args!("{value}"));
             return;
         }

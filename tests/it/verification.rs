@@ -916,3 +916,80 @@ async fn a_refusal_is_logged_with_its_request_id_and_cause_and_answered_the_same
     }
     assert_eq!(answers.len(), 1, "one answer for every cause: {answers:?}");
 }
+
+/// Presets log their provider's event type and delivery id without any `headers` configured; a
+/// JSON body is logged as an object even when it came pretty-printed, and `headers` is an
+/// object too (`LOG_FORMAT=json`).
+#[tokio::test]
+async fn a_preset_logs_its_event_type_and_delivery_id_and_json_stays_json() {
+    use crate::support::{files::write_json, process::Router, unix_now};
+    let dir = tempfile::tempdir().unwrap();
+    write_json(dir.path(), "connections.json", &json!({}));
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({
+            "gh": {"module": "log", "module-config": {"headers": ["user-agent"]},
+                   "hmac": {"provider": "github", "secret": "s3cret"}},
+            "stripe": {"module": "log", "hmac": {"provider": "stripe", "secret": "whsec_x"}},
+        }),
+    );
+    let router = Router::start(dir.path(), &[("LOG_FORMAT", "json")]);
+    router.wait_ready().await;
+    let client = reqwest::Client::new();
+    let pretty = "{\n  \"ref\": \"refs/heads/main\",\n  \"commits\": [\n    {\"id\": 1}\n  ]\n}\n";
+    let signature = hex::encode(hmac_sha256(b"s3cret", &[pretty.as_bytes()]));
+    let response = client
+        .post(router.url("/webhook/gh"))
+        .header("content-type", "application/json")
+        .header("user-agent", "GitHub-Hookshot/044aadd")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        .header("x-hub-signature-256", format!("sha256={signature}"))
+        .body(pretty)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let event = r#"{"id":"evt_1NG8Du2eZvKYlo2CUI79vXWy","type":"invoice.paid","data":{}}"#;
+    let t = unix_now();
+    let sig = hex::encode(hmac_sha256(
+        b"whsec_x",
+        &[t.to_string().as_bytes(), b".", event.as_bytes()],
+    ));
+    let response = client
+        .post(router.url("/webhook/stripe"))
+        .header("stripe-signature", format!("t={t},v1={sig}"))
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let received = |webhook: &'static str| {
+        let logs = router.logs();
+        logs.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|entry| entry["message"] == "Webhook received." && entry["webhook"] == webhook)
+    };
+    crate::support::wait_until(
+        std::time::Duration::from_secs(5),
+        "both deliveries logged",
+        || async { received("gh").is_some() && received("stripe").is_some() },
+    )
+    .await;
+    let gh = received("gh").unwrap();
+    assert_eq!(gh["event_type"], "push", "{gh}");
+    assert_eq!(gh["delivery_id"], "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+    assert_eq!(
+        gh["headers"],
+        json!({"user-agent": "GitHub-Hookshot/044aadd"})
+    );
+    assert_eq!(
+        gh["body_json"],
+        serde_json::from_str::<Value>(pretty).unwrap(),
+        "the pretty-printed body is logged as an object: {gh}"
+    );
+    let stripe = received("stripe").unwrap();
+    assert_eq!(stripe["event_type"], "invoice.paid", "{stripe}");
+    assert_eq!(stripe["delivery_id"], "evt_1NG8Du2eZvKYlo2CUI79vXWy");
+}

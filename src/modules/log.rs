@@ -134,20 +134,30 @@ impl LogModule {
         let Some(fields) = self.config.event_fields else {
             return (None, None);
         };
-        let find = |field: Option<Field>| -> Option<Cow<'a, str>> {
+        // Both body fields' top-level members are found in one scan of the body.
+        let searched = delivery.json && delivery.body.len() <= MAX_SEARCHED_BODY;
+        let first = |field: Option<Field>| match field {
+            Some(Field::Json(path)) if searched => path.first().copied(),
+            _ => None,
+        };
+        let tops = members(
+            &delivery.body,
+            [first(fields.event_type), first(fields.delivery_id)],
+        );
+        let find = |field: Option<Field>, top: Option<&'a str>| -> Option<Cow<'a, str>> {
             let found = match field? {
                 Field::Headers(names) => names
                     .iter()
                     .find_map(|name| delivery.header(name))
                     .map(Cow::Borrowed),
-                Field::Json(path) => (delivery.json && delivery.body.len() <= MAX_SEARCHED_BODY)
-                    .then(|| json_string(&delivery.body, path))
-                    .flatten()
-                    .map(Cow::Owned),
+                Field::Json(path) => json_string(top?.as_bytes(), path.get(1..)?).map(Cow::Owned),
             }?;
             Some(cut(found))
         };
-        (find(fields.event_type), find(fields.delivery_id))
+        (
+            find(fields.event_type, tops[0]),
+            find(fields.delivery_id, tops[1]),
+        )
     }
 
     fn render_body<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, str> {
@@ -173,17 +183,78 @@ impl LogModule {
     }
 }
 
-/// The string at `path` of a JSON body, read without building the rest of it (each level is a
-/// map of raw values).
-fn json_string(body: &[u8], path: &[&str]) -> Option<String> {
-    use serde_json::value::RawValue;
-    let mut current: &RawValue = serde_json::from_slice(body).ok()?;
+/// The string at `path` inside the JSON text `json` (an empty path: `json` itself), read
+/// without building any of it: each level is scanned for its member, skipping the others.
+fn json_string(json: &[u8], path: &[&str]) -> Option<String> {
+    let mut current = json;
     for key in path {
-        let map: std::collections::HashMap<Cow<'_, str>, &RawValue> =
-            serde_json::from_str(current.get()).ok()?;
-        current = map.get(*key)?;
+        current = members(current, [Some(*key), None])[0]?.as_bytes();
     }
-    serde_json::from_str::<String>(current.get()).ok()
+    serde_json::from_slice::<String>(current).ok()
+}
+
+/// The raw JSON text of the members `keys` of the object `json`, in one scan that skips other
+/// values unparsed and stops once every key wanted is found. `None` keys are not wanted.
+fn members<'a>(json: &'a [u8], keys: [Option<&str>; 2]) -> [Option<&'a str>; 2] {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    /// Which wanted key a member name is, compared as read (escaped or not), never stored.
+    struct Which<'k>(&'k [Option<&'k str>; 2]);
+    impl<'de> serde::de::DeserializeSeed<'de> for Which<'_> {
+        type Value = Option<usize>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl Visitor<'_> for Which<'_> {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a member name")
+        }
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
+            Ok(self.0.iter().position(|key| *key == Some(name)))
+        }
+    }
+    struct Find<'k, 'a> {
+        keys: &'k [Option<&'k str>; 2],
+        found: &'k mut [Option<&'a str>; 2],
+    }
+    impl<'de> Visitor<'de> for Find<'_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(which) = map.next_key_seed(Which(self.keys))? {
+                let Some(index) = which else {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                };
+                self.found[index] = Some(map.next_value::<&'de RawValue>()?.get());
+                let done = (0..2).all(|i| self.keys[i].is_none() || self.found[i].is_some());
+                if done {
+                    // Stop here: the rest of the body is not read.
+                    return Err(serde::de::Error::custom("found"));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut found = [None, None];
+    // A name that is nowhere in the text, quoted, is not looked for (one written with escapes
+    // is then missed: it only goes unlogged).
+    let keys = keys.map(|key| {
+        key.filter(|key| memchr::memmem::find(json, format!("\"{key}\"").as_bytes()).is_some())
+    });
+    if keys.iter().all(Option::is_none) {
+        return found;
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let _ = deserializer.deserialize_map(Find {
+        keys: &keys,
+        found: &mut found,
+    });
+    found
 }
 
 /// JSON text with every character outside printable ASCII written as a `\u` escape: the
@@ -422,6 +493,26 @@ mod tests {
         let d = delivery(&[], long.as_bytes());
         let (_, id) = slack.event_fields(&d);
         assert_eq!(id.map(|i| i.len()), Some(MAX_FIELD_BYTES));
+    }
+
+    #[test]
+    fn member_names_are_compared_as_read_and_the_scan_stops_when_both_are_found() {
+        assert_eq!(
+            json_string(br#"{"a\"b":1,"ev\u0065nt_id":"Ev2"}"#, &["event_id"]),
+            None,
+            "a name written with escapes is not looked for (not in the text as written)"
+        );
+        let body = br#"{"x":[1,{"y":"}"}],"type":"t","id":"i","rest": not json"#;
+        assert_eq!(
+            members(body, [Some("type"), Some("id")]),
+            [Some(r#""t""#), Some(r#""i""#)],
+            "found before the broken rest"
+        );
+        assert_eq!(members(body, [None, None]), [None, None]);
+        assert_eq!(
+            json_string(br#"{"event":{"type":"m"}}"#, &["event", "type"]).as_deref(),
+            Some("m")
+        );
     }
 
     #[test]

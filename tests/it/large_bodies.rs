@@ -11,7 +11,7 @@ use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::{files::write_json, hmac_sha256, process::Router};
+use crate::support::{hmac_sha256, process::Router};
 
 const SECRET: &str = "It's a Secret to Everybody";
 const MIB: usize = 1 << 20;
@@ -35,19 +35,14 @@ fn signature(body: &[u8]) -> String {
 }
 
 async fn start(env: &[(&str, &str)]) -> (tempfile::TempDir, Router) {
-    let dir = tempfile::tempdir().unwrap();
-    write_json(dir.path(), "connections.json", &json!({}));
-    write_json(
-        dir.path(),
-        "webhooks.json",
-        &json!({
+    Router::serving(
+        json!({
             "github": {"module": "log", "hmac": {"provider": "github", "secret": SECRET}},
             "plain": {"module": "log"},
         }),
-    );
-    let router = Router::start(dir.path(), env);
-    router.wait_ready().await;
-    (dir, router)
+        env,
+    )
+    .await
 }
 
 async fn post(router: &Router, webhook: &str, body: Vec<u8>) -> (StatusCode, Value) {

@@ -800,13 +800,9 @@ mod live {
 /// and the class of its cause, while every sender gets the same 401 whatever the cause.
 #[tokio::test]
 async fn a_refusal_is_logged_with_its_request_id_and_cause_and_answered_the_same() {
-    use crate::support::{files::write_json, process::Router, unix_now};
-    let dir = tempfile::tempdir().unwrap();
-    write_json(dir.path(), "connections.json", &json!({}));
-    write_json(
-        dir.path(),
-        "webhooks.json",
-        &json!({
+    use crate::support::{process::Router, unix_now};
+    let (_dir, router) = Router::serving(
+        json!({
             "gh": {"module": "log", "hmac": {"provider": "github", "secret": "s3cret"}},
             "stripe": {"module": "log", "hmac": {"provider": "stripe", "secret": "whsec_x"}},
             "key": {"module": "log", "header_auth": {"header_name": "x-api-key", "api_key": "k3y"}},
@@ -814,9 +810,9 @@ async fn a_refusal_is_logged_with_its_request_id_and_cause_and_answered_the_same
             "graph": {"module": "log", "handshake": {"provider": "msgraph", "client_state": "st"}},
             "meta": {"module": "log", "handshake": {"provider": "meta", "verify_token": "vt"}},
         }),
-    );
-    let router = Router::start(dir.path(), &[("LOG_FORMAT", "json")]);
-    router.wait_ready().await;
+        &[("LOG_FORMAT", "json")],
+    )
+    .await;
     let client = reqwest::Client::new();
     let body = r#"{"zen":"hi"}"#;
     let old = unix_now() - 3600;
@@ -922,20 +918,16 @@ async fn a_refusal_is_logged_with_its_request_id_and_cause_and_answered_the_same
 /// object too (`LOG_FORMAT=json`).
 #[tokio::test]
 async fn a_preset_logs_its_event_type_and_delivery_id_and_json_stays_json() {
-    use crate::support::{files::write_json, process::Router, unix_now};
-    let dir = tempfile::tempdir().unwrap();
-    write_json(dir.path(), "connections.json", &json!({}));
-    write_json(
-        dir.path(),
-        "webhooks.json",
-        &json!({
+    use crate::support::{process::Router, unix_now};
+    let (_dir, router) = Router::serving(
+        json!({
             "gh": {"module": "log", "module-config": {"headers": ["user-agent"]},
                    "hmac": {"provider": "github", "secret": "s3cret"}},
             "stripe": {"module": "log", "hmac": {"provider": "stripe", "secret": "whsec_x"}},
         }),
-    );
-    let router = Router::start(dir.path(), &[("LOG_FORMAT", "json")]);
-    router.wait_ready().await;
+        &[("LOG_FORMAT", "json")],
+    )
+    .await;
     let client = reqwest::Client::new();
     let pretty = "{\n  \"ref\": \"refs/heads/main\",\n  \"commits\": [\n    {\"id\": 1}\n  ]\n}\n";
     let signature = hex::encode(hmac_sha256(b"s3cret", &[pretty.as_bytes()]));

@@ -465,28 +465,12 @@ impl SignatureCheck {
     /// keyed answers with the secret the provider uses now). Verifies again with each key
     /// alone: for handshakes only, never for ordinary deliveries.
     pub fn signer(&self, inbound: &Inbound<'_>, body: &[u8]) -> Option<Vec<u8>> {
-        let keys = &self.keys().0;
-        keys.iter()
-            .find(|key| {
-                let mut alone = self.clone();
-                *alone.keys_mut() = Keys(vec![(*key).clone()]);
-                alone.verify(inbound, body)
-            })
-            .cloned()
-    }
-
-    fn keys(&self) -> &Keys {
-        match self {
-            SignatureCheck::Generic { keys, .. }
-            | SignatureCheck::Github { keys }
-            | SignatureCheck::Shopify { keys }
-            | SignatureCheck::Stripe { keys, .. }
-            | SignatureCheck::Slack { keys, .. }
-            | SignatureCheck::StandardWebhooks { keys, .. }
-            | SignatureCheck::Twitch { keys, .. }
-            | SignatureCheck::Zoom { keys, .. }
-            | SignatureCheck::Twilio { keys, .. } => keys,
-        }
+        let mut alone = self.clone();
+        let keys = std::mem::take(&mut alone.keys_mut().0);
+        keys.into_iter().find(|key| {
+            *alone.keys_mut() = Keys(vec![key.clone()]);
+            alone.verify(inbound, body)
+        })
     }
 
     fn keys_mut(&mut self) -> &mut Keys {

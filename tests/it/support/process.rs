@@ -48,6 +48,20 @@ impl Router {
         Self { child, port, log }
     }
 
+    /// A ready router on the file backend serving `webhooks` (and no connections) with `env`,
+    /// its files in a temp dir of its own (returned with it, to keep it).
+    pub async fn serving(
+        webhooks: serde_json::Value,
+        env: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Self) {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        super::files::write_json(dir.path(), "connections.json", &serde_json::json!({}));
+        super::files::write_json(dir.path(), "webhooks.json", &webhooks);
+        let router = Self::start(dir.path(), env);
+        router.wait_ready().await;
+        (dir, router)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

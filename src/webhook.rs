@@ -209,6 +209,11 @@ fn event_fields(provider: signature::Provider) -> Option<EventFields> {
         Provider::Zoom => (Some(Json(&["event"])), None),
         Provider::Meta => (Some(Json(&["object"])), None),
         Provider::Twilio => (None, Some(Headers(&["i-twilio-idempotency-token"]))),
+        Provider::Pagerduty => (
+            Some(Json(&["event", "event_type"])),
+            Some(Headers(&["x-webhook-id"])),
+        ),
+        Provider::Intercom => (Some(Json(&["topic"])), Some(Json(&["id"]))),
     };
     Some(EventFields {
         event_type,

@@ -76,6 +76,8 @@ fn webhooks() -> Vec<Value> {
         "zoom",
         "meta",
         "standard_webhooks",
+        "pagerduty",
+        "intercom",
     ] {
         let secret = if provider == "standard_webhooks" {
             WHSEC
@@ -83,7 +85,7 @@ fn webhooks() -> Vec<Value> {
             SECRET
         };
         let mut hmac = json!({"provider": provider, "secret": [secret, secret]});
-        if provider != "shopify" && provider != "meta" {
+        if !matches!(provider, "shopify" | "meta" | "pagerduty" | "intercom") {
             hmac["tolerance_seconds"] = json!(60);
         }
         let mut entry = json!({"module": "log", "hmac": hmac});

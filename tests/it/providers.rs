@@ -488,3 +488,53 @@ async fn twilio_signatures_from_the_twilio_library_verify_over_the_called_url() 
     );
     assert_eq!(module.taken().len(), 1);
 }
+
+/// PagerDuty v3 (no official library outside Go: the documented construction, and its test
+/// vector from the Python verifier in PagerDuty's docs): `X-PagerDuty-Signature` holds one
+/// `v1=<hex>` per active secret, any of which verifies; `"dedup": true` uses `X-Webhook-Id`.
+/// Intercom: `X-Hub-Signature: sha1=<hex>` with the client secret (no SDK helper exists).
+#[actix_web::test]
+async fn pagerduty_and_intercom_presets_verify_their_documented_signatures() {
+    let body = r#"{"hello":"world"}"#;
+    let pagerduty = "v1=b2bc0dc11dc2f6660962277f11227dd62fc1a2b09349b19a81f0bfeb3e7877ff,v1=b49d36bd54b7e53324cb5cf6460a5e73bd4053eded3017b63a4f8e0dd8be3463";
+    for secret in ["s1", "s2"] {
+        let (h, module) = one_webhook(json!({"module": "log", "dedup": true,
+            "hmac": {"provider": "pagerduty", "secret": secret}}));
+        let request = |signature: &str, id: &str| {
+            post_bytes("/webhook/a/w", body)
+                .insert_header(("x-pagerduty-signature", signature.to_owned()))
+                .insert_header(("x-webhook-id", id.to_owned()))
+        };
+        let mut words = Vec::new();
+        for id in ["wh-1", "wh-1", "wh-2"] {
+            let (status, _, answer) = call_text(&h, request(pagerduty, id)).await;
+            assert_eq!(status, StatusCode::OK, "{secret}: {answer}");
+            words.push(serde_json::from_str::<Value>(&answer).unwrap()["status"].clone());
+        }
+        assert_eq!(words, ["accepted", "duplicate", "accepted"], "{secret}");
+        let wrong = "v1=0000000000000000000000000000000000000000000000000000000000000000";
+        assert_eq!(
+            call_text(&h, request(wrong, "wh-3")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(module.taken().len(), 2);
+    }
+    let (h, module) =
+        one_webhook(json!({"module": "log", "hmac": {"provider": "intercom", "secret": "secret"}}));
+    let signed = |signature: &str| {
+        post_bytes("/webhook/a/w", body).insert_header(("x-hub-signature", signature.to_owned()))
+    };
+    assert_eq!(
+        call_text(&h, signed("sha1=c9bd3c44a91cfe176f71afcc1e08240555f0ce8b"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call_text(&h, signed("sha1=c9bd3c44a91cfe176f71afcc1e08240555f0ce8c"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(module.taken().len(), 1);
+}

@@ -62,6 +62,12 @@ pub enum Provider {
     /// `X-Twilio-Signature: <base64>`: HMAC-SHA1 over the URL Twilio called and the sorted form
     /// parameters (or, for JSON, over the URL carrying `bodySHA256`).
     Twilio,
+    /// PagerDuty v3: `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]` (one per active secret),
+    /// HMAC-SHA256 over the body.
+    Pagerduty,
+    /// Intercom: `X-Hub-Signature: sha1=<hex>`, HMAC-SHA1 over the body with the app's client
+    /// secret.
+    Intercom,
 }
 
 const TOLERANCE_ONLY: &str =
@@ -177,6 +183,9 @@ pub enum SignatureCheck {
         keys: Keys,
         url: Option<String>,
     },
+    Pagerduty {
+        keys: Keys,
+    },
 }
 
 /// Standard Webhooks: "secrets SHOULD be between 24 bytes (192 bits) and 64 bytes".
@@ -213,6 +222,9 @@ impl HmacConfig {
             Provider::Twitch => headers(&["twitch-eventsub-message-id"]),
             // The same on each of Twilio's retries of one callback.
             Provider::Twilio => headers(&["i-twilio-idempotency-token"]),
+            // The same on PagerDuty's retries.
+            Provider::Pagerduty => headers(&["x-webhook-id"]),
+            Provider::Intercom => JsonPointer("/id".into()),
             Provider::Zoom | Provider::Meta => return None,
         })
     }
@@ -297,6 +309,13 @@ impl HmacConfig {
                 url: self.url,
             },
             Provider::Shopify => SignatureCheck::Shopify { keys: raw() },
+            Provider::Pagerduty => SignatureCheck::Pagerduty { keys: raw() },
+            Provider::Intercom => SignatureCheck::Generic {
+                keys: raw(),
+                header: "x-hub-signature".into(),
+                algorithm: Algorithm::Sha1,
+                encoding: Encoding::Hex,
+            },
             Provider::Stripe => SignatureCheck::Stripe {
                 keys: raw(),
                 tolerance,
@@ -457,6 +476,7 @@ impl SignatureCheck {
             SignatureCheck::Twitch { .. } => &["twitch-eventsub-message-signature"],
             SignatureCheck::Zoom { .. } => &["x-zm-signature"],
             SignatureCheck::Twilio { .. } => &["x-twilio-signature"],
+            SignatureCheck::Pagerduty { .. } => &["x-pagerduty-signature"],
         };
         fixed.iter().map(|h| (*h).to_owned()).collect()
     }
@@ -483,7 +503,8 @@ impl SignatureCheck {
             | SignatureCheck::StandardWebhooks { keys, .. }
             | SignatureCheck::Twitch { keys, .. }
             | SignatureCheck::Zoom { keys, .. }
-            | SignatureCheck::Twilio { keys, .. } => keys,
+            | SignatureCheck::Twilio { keys, .. }
+            | SignatureCheck::Pagerduty { keys } => keys,
         }
     }
 
@@ -523,6 +544,7 @@ impl SignatureCheck {
                 "twitch-eventsub-message-signature",
             ],
             SignatureCheck::Twilio { .. } => &["x-twilio-signature"],
+            SignatureCheck::Pagerduty { .. } => &["x-pagerduty-signature"],
             SignatureCheck::StandardWebhooks { .. } => &standard_brand,
         };
         if needed.iter().any(|name| inbound.header(name).is_none()) {
@@ -654,6 +676,17 @@ impl SignatureCheck {
                     "sha256=",
                     &[id.as_bytes(), ts.as_bytes(), body],
                 )
+            }
+            SignatureCheck::Pagerduty { keys } => {
+                let Some(value) = inbound.header("x-pagerduty-signature") else {
+                    return false;
+                };
+                let received: Vec<_> = value
+                    .split(',')
+                    .filter_map(|part| part.trim().strip_prefix("v1="))
+                    .filter_map(|hex| decode(Encoding::Hex, hex))
+                    .collect();
+                keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
             }
             SignatureCheck::Twilio { keys, url } => {
                 let Some(value) = inbound.header("x-twilio-signature") else {

@@ -2,8 +2,8 @@
 //!
 //! - [`settings`]: process settings (flags and environment).
 //! - [`keys`]: validated names and the etcd key layout.
-//! - [`config`]: the ground floor: secrets, config errors, `{$VAR}` substitution, connection
-//!   entries.
+//! - [`config`]: the ground floor: secrets, config errors, `{$VAR}` substitution, sealed values,
+//!   address lists, connection entries.
 //! - [`webhook`]: a webhook entry and whether it is valid (its [`modules`] and [`verify`] checks).
 //! - [`provider`]: how entries arrive (files or etcd) and reach the [`cache`].
 //! - [`dispatch`]: a live route and how a delivery runs through its [`modules`], whose clients
@@ -11,8 +11,9 @@
 //! - [`verify`]: per-webhook verification, limits and credential cleanup.
 //! - [`spool`]: deliveries stored on local disk until a destination takes them; [`redelivery`]
 //!   hands them to the live routes.
-//! - [`tools`]: the `check`, `migrate` and `export` subcommands.
-//! - [`admission`]: how many request bodies may be read at once, overall and per client.
+//! - [`tools`]: the `check`, `migrate`, `export`, `seal` and `spool` subcommands.
+//! - [`admission`]: how many request bodies may be read at once, overall and per client, and how
+//!   many of their bytes may be held.
 //! - [`dedup`]: delivery ids seen within a webhook's window, answered as duplicates.
 //! - [`http`]: the HTTP surface; [`startup`] wires everything into an `Application`.
 

@@ -183,42 +183,38 @@ pub struct StaticResponse {
     pub body: String,
 }
 
-/// Where a preset's provider puts its event type and delivery id (logged by the `log` module).
-fn event_fields(provider: signature::Provider) -> Option<EventFields> {
+/// Where a preset's provider puts its event type, and its delivery id (the one `"dedup": true`
+/// uses): what the `log` module logs.
+fn event_fields(
+    provider: signature::Provider,
+    delivery_id: Option<crate::dedup::KeySource>,
+) -> EventFields {
     use signature::Provider;
-    use Field::{Headers, Json};
-    let (event_type, delivery_id) = match provider {
-        Provider::Github => (
-            Some(Headers(&["x-github-event"])),
-            Some(Headers(&["x-github-delivery"])),
-        ),
-        Provider::Stripe => (Some(Json(&["type"])), Some(Json(&["id"]))),
-        Provider::Shopify => (
-            Some(Headers(&["x-shopify-topic", "shopify-topic"])),
-            Some(Headers(&["x-shopify-event-id", "x-shopify-webhook-id"])),
-        ),
-        Provider::Slack => (Some(Json(&["event", "type"])), Some(Json(&["event_id"]))),
-        Provider::StandardWebhooks => (
-            Some(Json(&["type"])),
-            Some(Headers(&["webhook-id", "svix-id"])),
-        ),
-        Provider::Twitch => (
-            Some(Headers(&["twitch-eventsub-subscription-type"])),
-            Some(Headers(&["twitch-eventsub-message-id"])),
-        ),
-        Provider::Zoom => (Some(Json(&["event"])), None),
-        Provider::Meta => (Some(Json(&["object"])), None),
-        Provider::Twilio => (None, Some(Headers(&["i-twilio-idempotency-token"]))),
-        Provider::Pagerduty => (
-            Some(Json(&["event", "event_type"])),
-            Some(Headers(&["x-webhook-id"])),
-        ),
-        Provider::Intercom => (Some(Json(&["topic"])), Some(Json(&["id"]))),
+    let headers = |names: &[&str]| Field::Headers(names.iter().map(|n| (*n).into()).collect());
+    let json = |path: &[&str]| Field::Json(path.iter().map(|k| (*k).into()).collect());
+    let event_type = match provider {
+        Provider::Github => Some(headers(&["x-github-event"])),
+        Provider::Stripe | Provider::StandardWebhooks => Some(json(&["type"])),
+        Provider::Shopify => Some(headers(&["x-shopify-topic", "shopify-topic"])),
+        Provider::Slack => Some(json(&["event", "type"])),
+        Provider::Twitch => Some(headers(&["twitch-eventsub-subscription-type"])),
+        Provider::Zoom => Some(json(&["event"])),
+        Provider::Meta => Some(json(&["object"])),
+        Provider::Pagerduty => Some(json(&["event", "event_type"])),
+        Provider::Intercom => Some(json(&["topic"])),
+        Provider::Twilio => None,
     };
-    Some(EventFields {
+    let delivery_id = delivery_id.map(|source| match source {
+        crate::dedup::KeySource::Headers(names) => Field::Headers(names),
+        // A preset's pointer names members without `/` or `~` in them.
+        crate::dedup::KeySource::JsonPointer(pointer) => {
+            Field::Json(pointer.split('/').skip(1).map(str::to_owned).collect())
+        }
+    });
+    EventFields {
         event_type,
         delivery_id,
-    })
+    }
 }
 
 /// `retry`.
@@ -411,10 +407,10 @@ impl Webhook {
             .hmac
             .as_ref()
             .and_then(|h| h.provider)
-            .and_then(event_fields);
+            .map(|provider| event_fields(provider, preset_id.clone()));
         let destinations = destinations
             .into_iter()
-            .map(|d| d.with_event_fields(event_fields))
+            .map(|d| d.with_event_fields(event_fields.clone()))
             .collect();
         let dedup = raw
             .dedup

@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod env_subst;
+pub mod ip_list;
 pub mod seal;
 pub mod secret;
 

@@ -9,32 +9,25 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use ipnet::IpNet;
 use tokio::sync::OnceCell;
 
-use crate::config::connection::{HttpConnection, DEFAULT_HTTP_POOL_SIZE};
+use crate::config::{
+    connection::{HttpConnection, DEFAULT_HTTP_POOL_SIZE},
+    ip_list::IpList,
+};
 
 /// Where `http` connections may go (`HTTP_ALLOWED_NETWORKS`). Empty: anywhere but the
 /// addresses of this host and its cloud (loopback, link-local with the metadata service at
 /// 169.254.169.254, unspecified, multicast, broadcast). Listed: only the listed networks, which
 /// may include those.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Networks(Vec<IpNet>);
+pub struct Networks(IpList);
 
 impl std::str::FromStr for Networks {
     type Err = String;
     /// A comma-separated list of IPs and CIDRs.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(|e| {
-                e.parse::<IpNet>()
-                    .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("{e:?} is not an IP address or CIDR network"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+        IpList::parse_commas(s, "HTTP_ALLOWED_NETWORKS").map(Self)
     }
 }
 
@@ -46,7 +39,7 @@ impl Networks {
         if self.0.is_empty() {
             !always_refused(ip)
         } else {
-            self.0.iter().any(|net| net.contains(&ip))
+            self.0.contains(ip)
         }
     }
 }
@@ -164,7 +157,8 @@ const ANSWER_EXCERPT: usize = 256;
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 impl HttpClient {
-    /// Checks what can be checked without I/O: the URL and the addresses written in it.
+    /// Checks what can be checked without I/O: that `base_url` is a URL (an address written in
+    /// it is judged on every request, with the networks this process has).
     pub fn validate(config: &HttpConnection) -> Result<(), String> {
         reqwest::Url::parse(config.base_url.expose())
             .map(|_| ())

@@ -40,16 +40,16 @@ impl Default for LogConfig {
 }
 
 /// Where a provider puts one field the log shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Field {
-    /// The first of these request headers present.
-    Headers(&'static [&'static str]),
+    /// The first of these request headers present (lower-case names).
+    Headers(Vec<String>),
     /// A string at this path of a JSON body.
-    Json(&'static [&'static str]),
+    Json(Vec<String>),
 }
 
 /// A provider's event type and delivery id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFields {
     pub event_type: Option<Field>,
     pub delivery_id: Option<Field>,
@@ -131,20 +131,15 @@ impl LogModule {
         &self,
         delivery: &'a Delivery,
     ) -> (Option<Cow<'a, str>>, Option<Cow<'a, str>>) {
-        let Some(fields) = self.config.event_fields else {
+        let Some(fields) = &self.config.event_fields else {
             return (None, None);
         };
         // Both body fields' top-level members are found in one scan of the body.
         let searched = delivery.json && delivery.body.len() <= MAX_SEARCHED_BODY;
-        let first = |field: Option<Field>| match field {
-            Some(Field::Json(path)) if searched => path.first().copied(),
-            _ => None,
-        };
-        let tops = members(
-            &delivery.body,
-            [first(fields.event_type), first(fields.delivery_id)],
-        );
-        let find = |field: Option<Field>, top: Option<&'a str>| -> Option<Cow<'a, str>> {
+        let (event_type, delivery_id) = (fields.event_type.as_ref(), fields.delivery_id.as_ref());
+        let first = |field| if searched { top_member(field) } else { None };
+        let tops = members(&delivery.body, [first(event_type), first(delivery_id)]);
+        let find = |field: Option<&Field>, top: Option<&'a str>| -> Option<Cow<'a, str>> {
             let found = match field? {
                 Field::Headers(names) => names
                     .iter()
@@ -154,10 +149,7 @@ impl LogModule {
             }?;
             Some(cut(found))
         };
-        (
-            find(fields.event_type, tops[0]),
-            find(fields.delivery_id, tops[1]),
-        )
+        (find(event_type, tops[0]), find(delivery_id, tops[1]))
     }
 
     fn render_body<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, str> {
@@ -183,12 +175,20 @@ impl LogModule {
     }
 }
 
+/// The top-level member a body field is under.
+fn top_member(field: Option<&Field>) -> Option<&str> {
+    match field? {
+        Field::Json(path) => path.first().map(String::as_str),
+        Field::Headers(_) => None,
+    }
+}
+
 /// The string at `path` inside the JSON text `json` (an empty path: `json` itself), read
 /// without building any of it: each level is scanned for its member, skipping the others.
-fn json_string(json: &[u8], path: &[&str]) -> Option<String> {
+fn json_string(json: &[u8], path: &[impl AsRef<str>]) -> Option<String> {
     let mut current = json;
     for key in path {
-        current = members(current, [Some(*key), None])[0]?.as_bytes();
+        current = members(current, [Some(key.as_ref()), None])[0]?.as_bytes();
     }
     serde_json::from_slice::<String>(current).ok()
 }
@@ -243,9 +243,11 @@ fn members<'a>(json: &'a [u8], keys: [Option<&str>; 2]) -> [Option<&'a str>; 2] 
     let mut found = [None, None];
     // A name that is nowhere in the text, quoted, is not looked for (one written with escapes
     // is then missed: it only goes unlogged).
-    let keys = keys.map(|key| {
-        key.filter(|key| memchr::memmem::find(json, format!("\"{key}\"").as_bytes()).is_some())
-    });
+    let quoted = |key: &str| {
+        memchr::memmem::find_iter(json, key.as_bytes())
+            .any(|at| at > 0 && json[at - 1] == b'"' && json.get(at + key.len()) == Some(&b'"'))
+    };
+    let keys = keys.map(|key| key.filter(|key| quoted(key)));
     if keys.iter().all(Option::is_none) {
         return found;
     }
@@ -350,15 +352,17 @@ impl Module for LogModule {
             && !self.config.pretty_print
             && delivery.body.len() <= self.config.max_body_bytes
         {
-            if memchr::memchr2(b'\n', b'\r', &delivery.body).is_some() {
-                minified(&delivery.body).map(Cow::Owned)
-            } else {
+            if logs_as_is(&delivery.body) {
                 Some(Cow::Borrowed(&delivery.body[..]))
+            } else {
+                minified(&delivery.body)
+                    .filter(|body| logs_as_is(body))
+                    .map(Cow::Owned)
             }
         } else {
             None
         };
-        if let Some(body) = one_line.filter(|b| logs_as_is(b)) {
+        if let Some(body) = one_line {
             if let Ok(body) = std::str::from_utf8(&body) {
                 tracing::info!(
                     target: "switchyard::payload",
@@ -456,8 +460,8 @@ mod tests {
             })
         };
         let github = module(
-            Some(Field::Headers(&["x-github-event"])),
-            Some(Field::Headers(&["x-github-delivery"])),
+            Some(Field::Headers(vec!["x-github-event".into()])),
+            Some(Field::Headers(vec!["x-github-delivery".into()])),
         );
         let d = delivery(
             &[("x-github-event", "push"), ("x-github-delivery", "d-1")],
@@ -469,8 +473,8 @@ mod tests {
             (Some("push"), Some("d-1"))
         );
         let slack = module(
-            Some(Field::Json(&["event", "type"])),
-            Some(Field::Json(&["event_id"])),
+            Some(Field::Json(vec!["event".into(), "type".into()])),
+            Some(Field::Json(vec!["event_id".into()])),
         );
         let d = delivery(
             &[],

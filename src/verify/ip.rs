@@ -2,52 +2,8 @@
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
-
+pub use crate::config::ip_list::IpList;
 use crate::config::ConfigError;
-
-/// A list of addresses and networks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IpList(Vec<IpNet>);
-
-impl IpList {
-    /// Parses `["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]`; `what` names the field in errors.
-    pub fn parse(entries: &[String], what: &str) -> Result<Self, String> {
-        entries
-            .iter()
-            .map(|e| {
-                let e = e.trim();
-                e.parse::<IpNet>()
-                    .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("{what}: {e:?} is not an IP address or CIDR network"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self)
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::str::FromStr for IpList {
-    type Err = String;
-    /// A comma-separated list (the `TRUSTED_PROXIES` setting).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let entries: Vec<String> = s
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(ToOwned::to_owned)
-            .collect();
-        Self::parse(&entries, "TRUSTED_PROXIES")
-    }
-}
 
 /// `ip_whitelist` compiled.
 pub fn compile_whitelist(entries: &[String]) -> Result<IpList, ConfigError> {

@@ -133,7 +133,8 @@ impl RawDedup {
             None => preset_key.ok_or_else(|| {
                 ConfigError::Invalid(
                     "`dedup` without a `key` needs an `hmac` preset whose provider sends a \
-                     delivery id (github, stripe, shopify, slack, standard_webhooks, twitch, twilio, pagerduty, intercom)"
+                     delivery id (github, stripe, shopify, slack, standard_webhooks, twitch, twilio, \
+                     pagerduty, intercom, trello, linear, mailgun)"
                         .into(),
                 )
             })?,

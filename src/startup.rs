@@ -153,7 +153,13 @@ impl Application {
             shutdown.tasks.clone(),
             settings.http_allowed_networks.clone(),
         );
-        let provider = provider::spawn(settings, cache.clone(), pool.clone(), keys, &shutdown);
+        let provider = provider::spawn(
+            settings,
+            cache.clone(),
+            pool.clone(),
+            std::sync::Arc::clone(&keys),
+            &shutdown,
+        );
         let metrics = std::sync::Arc::new(Metrics::new(settings.metrics_max_webhooks));
         let spool = open_spool(settings, &shutdown)?;
         if let Some(spool) = &spool {
@@ -193,6 +199,7 @@ impl Application {
                 usize::try_from(settings.dedup_max_keys).unwrap_or(usize::MAX),
             ),
             admin_hosts: std::sync::Arc::new(settings.admin_hosts.0.clone()),
+            seal_keys: keys,
         });
         let grace = settings.shutdown_grace();
         let drain = Duration::from_secs(settings.shutdown_drain_seconds);

@@ -202,7 +202,10 @@ fn event_fields(
         Provider::Meta => Some(json(&["object"])),
         Provider::Pagerduty => Some(json(&["event", "event_type"])),
         Provider::Intercom => Some(json(&["topic"])),
-        Provider::Twilio => None,
+        Provider::Trello => Some(json(&["action", "type"])),
+        Provider::Linear => Some(headers(&["linear-event"])),
+        Provider::Mailgun => Some(json(&["event-data", "event"])),
+        Provider::Twilio | Provider::Asana => None,
     };
     let delivery_id = delivery_id.map(|source| match source {
         crate::dedup::KeySource::Headers(names) => Field::Headers(names),

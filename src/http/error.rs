@@ -98,6 +98,9 @@ impl ApiError {
                 (StatusCode::UNAUTHORIZED, "unauthorized")
             }
             ApiError::Refused(VerifyError::Forbidden) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Refused(VerifyError::NotSubscribed) => {
+                (StatusCode::NOT_FOUND, "not_subscribed")
+            }
             ApiError::Refused(VerifyError::RateLimited { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
             }

@@ -65,6 +65,8 @@ pub struct AppState {
     pub dedup: Arc<crate::dedup::DedupStore>,
     /// Names the admin listener answers to besides IP addresses (`ADMIN_HOSTS`).
     pub admin_hosts: Arc<Vec<String>>,
+    /// `SEAL_KEYS_FILE`: a secret a handshake hands over (Asana's) is logged sealed with it.
+    pub seal_keys: Arc<crate::config::seal::Keyring>,
 }
 
 /// Which routes a listener serves.

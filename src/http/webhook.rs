@@ -53,10 +53,16 @@ pub async fn post(
             receive(&state, &req, key, &mut body, &span).await
         }
         (actix_web::http::Method::GET, Ok(key)) => handshake_get(&state, &req, &key),
-        (actix_web::http::Method::POST | actix_web::http::Method::GET, Err(error)) => Err(error),
-        // The route takes POST, and GET for a provider's handshake.
+        (actix_web::http::Method::HEAD, Ok(key)) => handshake_head(&state, &req, &key),
+        (
+            actix_web::http::Method::POST
+            | actix_web::http::Method::GET
+            | actix_web::http::Method::HEAD,
+            Err(error),
+        ) => Err(error),
+        // The route takes POST, and GET or HEAD for a provider's handshake.
         _ => Err(ApiError::MethodNotAllowed {
-            allowed: "GET, POST",
+            allowed: "GET, HEAD, POST",
         }),
     };
     body.close_if_unread(answered(&state, &req, started, result, &span))
@@ -79,6 +85,8 @@ fn request_span(req: &HttpRequest) -> Span {
         (&Method::POST, true) => "POST /webhook/{id}",
         (&Method::GET, false) => "GET /webhook/{namespace}/{id}",
         (&Method::GET, true) => "GET /webhook/{id}",
+        (&Method::HEAD, false) => "HEAD /webhook/{namespace}/{id}",
+        (&Method::HEAD, true) => "HEAD /webhook/{id}",
         _ => "HTTP",
     };
     let sent = req
@@ -225,12 +233,37 @@ fn handshake_get(
     let answered = handshake
         .answer_get(&inbound)
         .map_err(|e| refused(&route, req, e))?;
-    Ok(handshake_answer(&route, answered))
+    Ok(handshake_answer(state, &route, answered))
+}
+
+/// Trello checks a callback URL with a `HEAD` that must get 200 (no body, no signature); a
+/// webhook without the `trello` preset answers 405.
+fn handshake_head(
+    state: &AppState,
+    req: &HttpRequest,
+    key: &WebhookKey,
+) -> Result<HttpResponse, ApiError> {
+    let route = lookup(state, req, key)?;
+    let checks = &route.webhook.checks;
+    if !checks.answers_head() {
+        return Err(ApiError::MethodNotAllowed { allowed: "POST" });
+    }
+    let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let url = || called_url(state, req);
+    checks
+        .check_head(&inbound(state, req, &headers, &url))
+        .map_err(|e| refused(&route, req, e))?;
+    tracing::info!(webhook = %route.key, provider = "trello", "Handshake answered.");
+    Ok(HttpResponse::Ok().finish())
 }
 
 /// The answer to a handshake: `text/plain` (or JSON where the provider asks for it), never
 /// sniffed as anything else.
-fn handshake_answer(route: &Route, answered: crate::verify::handshake::Answered) -> HttpResponse {
+fn handshake_answer(
+    state: &AppState,
+    route: &Route,
+    answered: crate::verify::handshake::Answered,
+) -> HttpResponse {
     use crate::verify::handshake::Answer;
     tracing::info!(webhook = %route.key, provider = answered.provider, "Handshake answered.");
     let (content_type, body) = match answered.answer {
@@ -241,11 +274,46 @@ fn handshake_answer(route: &Route, answered: crate::verify::handshake::Answered)
                 .insert_header((name, value))
                 .finish()
         }
+        Answer::HookSecret(secret) => {
+            log_hook_secret(state, route, &secret);
+            return HttpResponse::NoContent()
+                .insert_header(("x-hook-secret", secret.expose()))
+                .finish();
+        }
     };
     HttpResponse::Ok()
         .content_type(content_type)
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .body(body)
+}
+
+/// Asana hands its signing secret over once, in the handshake, and Switchyard never writes
+/// config: the operator takes it from this log line into the entry's `hmac`. Sealed for that
+/// entry's `hmac.secret` when `SEAL_KEYS_FILE` is set, so that the log never holds it in clear
+/// and the value can be pasted as it is.
+fn log_hook_secret(state: &AppState, route: &Route, secret: &crate::config::secret::Secret) {
+    let entry = crate::keys::ConfigKey::Webhook(route.key.clone()).to_string();
+    match state
+        .seal_keys
+        .seal(None, &entry, "hmac.secret", secret.expose())
+    {
+        Ok(sealed) => tracing::warn!(
+            webhook = %route.key,
+            secret = sealed,
+            "Asana handed over its signing secret: put it into the entry as \
+             `\"hmac\": {{\"provider\": \"asana\", \"secret\": \"<secret>\"}}` (sealed for this \
+             entry's hmac.secret) in place of `handshake`; until then deliveries are refused 401 \
+             and Asana retries them."
+        ),
+        Err(_) => tracing::warn!(
+            webhook = %route.key,
+            secret = secret.expose(),
+            "Asana handed over its signing secret: put it into the entry as \
+             `\"hmac\": {{\"provider\": \"asana\", \"secret\": \"<secret>\"}}` in place of \
+             `handshake`; until then deliveries are refused 401 and Asana retries them. It is \
+             logged in clear because SEAL_KEYS_FILE is not set."
+        ),
+    }
 }
 
 /// Bodies up to this size are checked on the HTTP worker; larger ones on a blocking thread.
@@ -311,10 +379,10 @@ async fn receive(
         refused(&route, req, e)
     };
     checks.check_head(&inbound).map_err(refused)?;
-    // Microsoft Graph validates a subscription with an unsigned, bodiless POST (after the head
-    // checks, like every handshake).
-    if let Some(answered) = checks.query_handshake(&inbound) {
-        return Ok(handshake_answer(&route, answered.map_err(refused)?));
+    // Microsoft Graph and Asana validate a URL with an unsigned POST whose body says nothing
+    // (after the head checks, like every handshake).
+    if let Some(answered) = checks.head_handshake(&inbound) {
+        return Ok(handshake_answer(state, &route, answered.map_err(refused)?));
     }
     let limit = checks.body_limit(state.max_body_bytes, state.max_body_bytes_ceiling);
     // An unknown client shares one budget with the other unknown ones, never the proxy's.
@@ -352,7 +420,7 @@ async fn receive(
         .map_err(|_| ApiError::Overloaded)?
     };
     let body = match verdict.map_err(refused)? {
-        BodyVerdict::Handshake(answered) => return Ok(handshake_answer(&route, answered)),
+        BodyVerdict::Handshake(answered) => return Ok(handshake_answer(state, &route, answered)),
         BodyVerdict::Deliver(body) => body,
     };
     drop(verify);

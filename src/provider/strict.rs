@@ -65,6 +65,13 @@ fn webhooks() -> Vec<Value> {
         json!({"module": "log", "handshake": {"provider": "msgraph"}}),
         json!({"module": "log", "handshake": {"provider": "okta"}}),
         json!({"module": "log", "handshake": {"provider": "dropbox"}}),
+        json!({"module": "log", "handshake": {"provider": "websub",
+                                              "topic": "https://example.com/feed"}}),
+        json!({"module": "log", "handshake": {"provider": "strava", "verify_token": SECRET}}),
+        json!({"module": "log", "handshake": {"provider": "asana"}}),
+        json!({"module": "log", "hmac": {"provider": "trello", "secret": SECRET,
+                                         "url": "https://example.com/hook"}}),
+        json!({"module": "log", "hmac": {"provider": "asana", "secret": SECRET}}),
         json!({"module": "log", "hmac": {"provider": "twilio", "secret": SECRET,
                                          "url": "https://example.com/hook"}}),
     ];
@@ -78,6 +85,8 @@ fn webhooks() -> Vec<Value> {
         "standard_webhooks",
         "pagerduty",
         "intercom",
+        "linear",
+        "mailgun",
     ] {
         let secret = if provider == "standard_webhooks" {
             WHSEC

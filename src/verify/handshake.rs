@@ -1,10 +1,12 @@
 //! Handshakes: a provider proving that a URL is willing to receive its events, answered before
 //! any destination is touched and never handed to modules.
 //!
-//! Three are implied by a signature preset and come signed, in the body: Slack
-//! `url_verification`, Zoom `endpoint.url_validation`, Twitch `webhook_callback_verification`.
-//! The others are chosen with `"handshake": {"provider": ...}`: Meta, X (`crc_token`), Microsoft
-//! Graph (`validationToken`), Okta and Dropbox.
+//! Some are implied by a signature preset. Signed ones in the body: Slack `url_verification`,
+//! Zoom `endpoint.url_validation`, Twitch `webhook_callback_verification`; Standard Webhooks'
+//! `webhook-challenge` header. Unsigned ones: Trello's `HEAD`, Asana's `X-Hook-Secret`. The
+//! others are chosen with `"handshake": {"provider": ...}`: Meta, X (`crc_token`), Microsoft
+//! Graph (`validationToken`), Okta, Dropbox, WebSub, Strava and Asana (before its secret is
+//! known).
 
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -38,6 +40,15 @@ pub enum HandshakeConfig {
     Okta {},
     /// `GET ?challenge=..` -> the challenge.
     Dropbox {},
+    /// `GET ?hub.mode=subscribe|unsubscribe&hub.topic=..&hub.challenge=..` -> the challenge,
+    /// for the subscribed topic only (another gets 404, as the W3C spec asks).
+    Websub { topic: String },
+    /// `GET ?hub.mode=subscribe&hub.challenge=..&hub.verify_token=..` ->
+    /// `{"hub.challenge": ..}`.
+    Strava { verify_token: Secret },
+    /// `POST` with `X-Hook-Secret` -> the same header back; the secret is logged for the
+    /// operator to put into `hmac` (sealed when `SEAL_KEYS_FILE` is set).
+    Asana {},
 }
 
 /// A handshake this webhook answers.
@@ -54,6 +65,16 @@ pub enum Handshake {
     },
     Okta,
     Dropbox,
+    Websub {
+        topic: String,
+    },
+    Strava {
+        verify_token: Secret,
+    },
+    /// Chosen, or implied by the `asana` preset.
+    Asana,
+    /// Implied by the `trello` preset: `HEAD` answers 200.
+    Trello,
     /// Implied by the `slack` preset.
     Slack,
     /// Implied by the `zoom` preset; the secret that signed the request answers.
@@ -75,6 +96,8 @@ pub enum Answer {
     Json(String),
     /// 204 with this response header.
     Header(&'static str, String),
+    /// Asana's secret: 204 with it in `X-Hook-Secret`, and logged for the operator.
+    HookSecret(Secret),
 }
 
 /// A handshake answered: the provider (for the log) and the answer.
@@ -115,6 +138,19 @@ impl HandshakeConfig {
             }
             HandshakeConfig::Okta {} => Handshake::Okta,
             HandshakeConfig::Dropbox {} => Handshake::Dropbox,
+            HandshakeConfig::Websub { topic } => {
+                if topic.trim().is_empty() {
+                    return Err(empty("topic"));
+                }
+                Handshake::Websub { topic }
+            }
+            HandshakeConfig::Strava { verify_token } => {
+                if verify_token.expose().trim().is_empty() {
+                    return Err(empty("verify_token"));
+                }
+                Handshake::Strava { verify_token }
+            }
+            HandshakeConfig::Asana {} => Handshake::Asana,
         })
     }
 }
@@ -148,12 +184,52 @@ fn json(value: serde_json::Value) -> Answer {
     Answer::Json(value.to_string())
 }
 
+/// The `hub.challenge` of a subscription request whose `hub.verify_token` is right (Meta,
+/// Strava).
+fn hub_challenge(inbound: &Inbound<'_>, verify_token: &Secret) -> Result<String, VerifyError> {
+    let param = |name| query_param(inbound.query, name);
+    let token = param("hub.verify_token").unwrap_or_default();
+    let right = super::ct::eq(token.as_bytes(), verify_token.expose().as_bytes());
+    if param("hub.mode").as_deref() != Some("subscribe") || !right {
+        return Err(VerifyError::Unauthorized(Why::HandshakeTokenMismatch));
+    }
+    echoable(param("hub.challenge").unwrap_or_default())
+}
+
+/// W3C WebSub (section 5.3): a hub verifies the intent to subscribe or unsubscribe by sending
+/// a challenge, echoed only for the subscribed topic ("if the subscriber does not agree with
+/// the action, the subscriber MUST respond with a 404"). A denial (section 5.2) is
+/// acknowledged and logged.
+fn websub_intent(inbound: &Inbound<'_>, topic: &str) -> Result<Answer, VerifyError> {
+    let param = |name| query_param(inbound.query, name);
+    if param("hub.topic").as_deref() != Some(topic) {
+        return Err(VerifyError::NotSubscribed);
+    }
+    match param("hub.mode").as_deref() {
+        Some("subscribe" | "unsubscribe") => {
+            echoable(param("hub.challenge").unwrap_or_default()).map(Answer::Text)
+        }
+        Some("denied") => {
+            let reason = param("hub.reason").unwrap_or_default();
+            let reason: String = reason.chars().take(200).collect();
+            tracing::warn!(topic, reason, "The WebSub hub denied the subscription.");
+            Ok(Answer::Text(String::new()))
+        }
+        _ => Err(VerifyError::NotSubscribed),
+    }
+}
+
 impl Handshake {
     /// Whether this handshake comes as a `GET` (the webhook then answers `GET`; otherwise 405).
     pub fn on_get(&self) -> bool {
         matches!(
             self,
-            Handshake::Meta { .. } | Handshake::X { .. } | Handshake::Okta | Handshake::Dropbox
+            Handshake::Meta { .. }
+                | Handshake::X { .. }
+                | Handshake::Okta
+                | Handshake::Dropbox
+                | Handshake::Websub { .. }
+                | Handshake::Strava { .. }
         )
     }
 
@@ -162,14 +238,16 @@ impl Handshake {
         let param = |name| query_param(inbound.query, name);
         let (provider, answer) = match self {
             Handshake::Meta { verify_token } => {
-                let token = param("hub.verify_token").unwrap_or_default();
-                let right = super::ct::eq(token.as_bytes(), verify_token.expose().as_bytes());
-                if param("hub.mode").as_deref() != Some("subscribe") || !right {
-                    return Err(VerifyError::Unauthorized(Why::HandshakeTokenMismatch));
-                }
-                let challenge = echoable(param("hub.challenge").unwrap_or_default())?;
-                ("meta", Answer::Text(challenge))
+                ("meta", Answer::Text(hub_challenge(inbound, verify_token)?))
             }
+            Handshake::Strava { verify_token } => {
+                let challenge = hub_challenge(inbound, verify_token)?;
+                (
+                    "strava",
+                    json(serde_json::json!({"hub.challenge": challenge})),
+                )
+            }
+            Handshake::Websub { topic } => ("websub", websub_intent(inbound, topic)?),
             Handshake::X { consumer_secret } => {
                 use base64::Engine as _;
                 // The CRC is unauthenticated and keyed like X's own payload signatures: only a
@@ -204,23 +282,41 @@ impl Handshake {
             | Handshake::Slack
             | Handshake::Zoom
             | Handshake::Twitch
-            | Handshake::StandardWebhooks => {
+            | Handshake::StandardWebhooks
+            | Handshake::Asana
+            | Handshake::Trello => {
                 return Err(VerifyError::Unauthorized(Why::HandshakeTokenMismatch))
             }
         };
         Ok(Answered { provider, answer })
     }
 
-    /// Microsoft Graph's validation `POST` (`?validationToken=..`), answered before the body.
-    pub fn answer_query(&self, inbound: &Inbound<'_>) -> Option<Result<Answered, VerifyError>> {
-        if !matches!(self, Handshake::Msgraph { .. }) {
-            return None;
+    /// A validation `POST` answered from its head, before the body: Microsoft Graph's
+    /// `?validationToken=..`, Asana's `X-Hook-Secret`.
+    pub fn answer_head(&self, inbound: &Inbound<'_>) -> Option<Result<Answered, VerifyError>> {
+        match self {
+            Handshake::Msgraph { .. } => {
+                let token = query_param(inbound.query, "validationToken")?;
+                Some(echoable(token).map(|token| Answered {
+                    provider: "msgraph",
+                    answer: Answer::Text(token),
+                }))
+            }
+            Handshake::Asana => {
+                let secret = inbound.header("x-hook-secret")?;
+                // Asana's secrets are 32 hex digits; a secret is a header value, so it can hold
+                // no line break, and a short one of visible ASCII is all that is echoed.
+                let visible = secret.bytes().all(|b| b.is_ascii_graphic());
+                if secret.len() > MAX_CRC_TOKEN || !visible {
+                    return Some(Err(VerifyError::Unauthorized(Why::HandshakeTokenMismatch)));
+                }
+                Some(echoable(secret.to_owned()).map(|secret| Answered {
+                    provider: "asana",
+                    answer: Answer::HookSecret(Secret::new(&secret)),
+                }))
+            }
+            _ => None,
         }
-        let token = query_param(inbound.query, "validationToken")?;
-        Some(echoable(token).map(|token| Answered {
-            provider: "msgraph",
-            answer: Answer::Text(token),
-        }))
     }
 
     /// What the body must carry besides its signature: Microsoft Graph's `clientState` in every

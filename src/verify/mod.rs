@@ -57,6 +57,9 @@ pub enum VerifyError {
     BasicUnauthorized(Why),
     #[error("client address not allowed")]
     Forbidden,
+    /// A WebSub hub asked to verify a subscription this webhook did not make: the spec's 404.
+    #[error("no such subscription here")]
+    NotSubscribed,
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     /// `rule` is the schema keyword that failed (`const`, `type`, ...); the value is never
@@ -94,6 +97,11 @@ pub enum Why {
     HandshakeTokenMismatch,
     /// Microsoft Graph's `clientState` is missing or wrong in a notification.
     ClientStateMismatch,
+    /// A signature carried in the body (Mailgun's) is absent.
+    MissingSignature,
+    /// The webhook awaits the secret its provider's handshake gave (Asana): nothing is
+    /// delivered unverified meanwhile.
+    SecretNotConfigured,
 }
 
 impl Why {
@@ -108,6 +116,8 @@ impl Why {
             Why::TokenTimes => "token_expired_or_not_yet_valid",
             Why::HandshakeTokenMismatch => "handshake_token_mismatch",
             Why::ClientStateMismatch => "client_state_mismatch",
+            Why::MissingSignature => "missing_signature",
+            Why::SecretNotConfigured => "secret_not_configured",
         }
     }
 }
@@ -119,6 +129,7 @@ impl VerifyError {
         match self {
             VerifyError::Unauthorized(why) | VerifyError::BasicUnauthorized(why) => why.as_str(),
             VerifyError::Forbidden => "address_not_allowed",
+            VerifyError::NotSubscribed => "topic_mismatch",
             VerifyError::RateLimited { .. } => "rate_limited",
             VerifyError::SchemaViolation { .. } => "schema_violation",
             VerifyError::InvalidJson(_) => "invalid_json",
@@ -327,10 +338,15 @@ impl Checks {
     }
 
     /// The body's signature, and what else in the body proves the sender (Microsoft Graph's
-    /// `clientState`).
+    /// `clientState`). A webhook that answers Asana's handshake but has no `hmac` yet refuses
+    /// every delivery: Asana retries them for a day, until the operator put the secret in.
     pub fn check_signature(&self, inbound: &Inbound<'_>, body: &[u8]) -> Result<(), VerifyError> {
-        if let Some(signature) = &self.signature {
-            signature.check(inbound, body)?;
+        match &self.signature {
+            Some(signature) => signature.check(inbound, body)?,
+            None if matches!(self.handshake, Some(handshake::Handshake::Asana)) => {
+                return Err(VerifyError::Unauthorized(Why::SecretNotConfigured))
+            }
+            None => {}
         }
         match &self.handshake {
             Some(handshake) => handshake.check_body(body),
@@ -394,12 +410,18 @@ impl Checks {
         self.handshake.as_ref().filter(|h| h.on_get())
     }
 
-    /// A validation `POST` answered from its query, before the body (Microsoft Graph).
-    pub fn query_handshake(
+    /// A validation `POST` answered from its head, before the body (Microsoft Graph's query,
+    /// Asana's `X-Hook-Secret`).
+    pub fn head_handshake(
         &self,
         inbound: &Inbound<'_>,
     ) -> Option<Result<handshake::Answered, VerifyError>> {
-        self.handshake.as_ref()?.answer_query(inbound)
+        self.handshake.as_ref()?.answer_head(inbound)
+    }
+
+    /// Whether this webhook answers `HEAD` with 200 (Trello checks its callback URL so).
+    pub fn answers_head(&self) -> bool {
+        matches!(self.handshake, Some(handshake::Handshake::Trello))
     }
 
     /// A signed handshake in the body (Slack, Zoom, Twitch); call after the signature passed.

@@ -1,5 +1,6 @@
 //! `hmac`: payload signatures, generic or in a provider's exact scheme (GitHub, Stripe, Shopify,
-//! Slack, Standard Webhooks, Twitch, Zoom, Meta), each with a rotation window of secrets.
+//! Slack, Standard Webhooks, Twitch, Zoom, Meta, Twilio, PagerDuty, Intercom, Trello, Asana,
+//! Linear, Mailgun), each with a rotation window of secrets.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -9,12 +10,13 @@ use serde::Deserialize;
 use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 
+mod body;
 mod header;
 mod twilio;
 
 pub use header::{fresh, parse_standard_signatures, parse_stripe_header};
 use header::{standard_signatures, stripe_hex};
-use twilio::{twilio_params, twilio_url, url_port_variants};
+use twilio::{signed_url, twilio_params, url_port_variants};
 
 use super::{Inbound, VerifyError, Why};
 use crate::config::{secret::Secret, ConfigError};
@@ -68,13 +70,30 @@ pub enum Provider {
     /// Intercom: `X-Hub-Signature: sha1=<hex>`, HMAC-SHA1 over the body with the app's client
     /// secret.
     Intercom,
+    /// Trello: `X-Trello-Webhook: <base64>`, HMAC-SHA1 over the body followed by the callback URL
+    /// exactly as registered, keyed with the application's OAuth secret.
+    Trello,
+    /// Asana: `X-Hook-Signature: <hex>`, HMAC-SHA256 over the body, keyed with the secret Asana
+    /// sent in its `X-Hook-Secret` handshake.
+    Asana,
+    /// Linear: `Linear-Signature: <hex>`, HMAC-SHA256 over the body, whose `webhookTimestamp`
+    /// (milliseconds) must be within the tolerance (default 60 s).
+    Linear,
+    /// Mailgun: the body's `signature` (JSON) or its `timestamp`, `token` and `signature` form
+    /// fields: hex HMAC-SHA256 over timestamp + token, the timestamp within the tolerance
+    /// (default 900 s, as Mailgun's SDK).
+    Mailgun,
 }
 
-const TOLERANCE_ONLY: &str =
-    "`hmac.tolerance_seconds` only applies to stripe, slack, standard_webhooks, twitch and zoom";
+const TOLERANCE_ONLY: &str = "`hmac.tolerance_seconds` only applies to stripe, slack, \
+     standard_webhooks, twitch, zoom, linear and mailgun";
 
 /// Twitch's replay window: "reject any message older than 10 minutes".
 const TWITCH_TOLERANCE_SECS: u64 = 600;
+/// Linear's SDK refuses a `webhookTimestamp` more than a minute off.
+const LINEAR_TOLERANCE_SECS: u64 = 60;
+/// Mailgun's SDK (`SecurityGuard.verify_webhook`) accepts 15 minutes.
+const MAILGUN_TOLERANCE_SECS: u64 = 900;
 /// The widest `tolerance_seconds` accepted (a day): wider is no replay window at all.
 const MAX_TOLERANCE_SECS: u64 = 86_400;
 
@@ -136,8 +155,8 @@ pub struct HmacConfig {
     /// Accepted clock difference for timestamped schemes (default 300 s).
     #[serde(default)]
     pub tolerance_seconds: Option<u64>,
-    /// `twilio`: the URL configured in Twilio, when the one this server sees differs (a proxy
-    /// rewrote the path); the request's query is appended.
+    /// `twilio`, `trello`: the URL registered with the provider, when the one this server sees
+    /// differs (a proxy rewrote the path); the request's query is appended.
     #[serde(default)]
     pub url: Option<String>,
 }
@@ -186,6 +205,21 @@ pub enum SignatureCheck {
     Pagerduty {
         keys: Keys,
     },
+    Trello {
+        keys: Keys,
+        url: Option<String>,
+    },
+    Asana {
+        keys: Keys,
+    },
+    Linear {
+        keys: Keys,
+        tolerance: Duration,
+    },
+    Mailgun {
+        keys: Keys,
+        tolerance: Duration,
+    },
 }
 
 /// Standard Webhooks: "secrets SHOULD be between 24 bytes (192 bits) and 64 bytes".
@@ -225,7 +259,12 @@ impl HmacConfig {
             // The same on PagerDuty's retries.
             Provider::Pagerduty => headers(&["x-webhook-id"]),
             Provider::Intercom => JsonPointer("/id".into()),
-            Provider::Zoom | Provider::Meta => return None,
+            // The action's id: the same on Trello's retries of one action.
+            Provider::Trello => JsonPointer("/action/id".into()),
+            Provider::Linear => headers(&["linear-delivery"]),
+            // Mailgun's event id ("unique within a day", longer than any dedup window).
+            Provider::Mailgun => JsonPointer("/event-data/id".into()),
+            Provider::Zoom | Provider::Meta | Provider::Asana => return None,
         })
     }
 
@@ -251,6 +290,8 @@ impl HmacConfig {
         };
         let default_tolerance = match self.provider {
             Some(Provider::Twitch) => TWITCH_TOLERANCE_SECS,
+            Some(Provider::Linear) => LINEAR_TOLERANCE_SECS,
+            Some(Provider::Mailgun) => MAILGUN_TOLERANCE_SECS,
             _ => DEFAULT_TOLERANCE_SECS,
         };
         if let Some(secs) = self.tolerance_seconds {
@@ -262,9 +303,10 @@ impl HmacConfig {
             }
         }
         let tolerance = Duration::from_secs(self.tolerance_seconds.unwrap_or(default_tolerance));
-        if self.url.is_some() && self.provider != Some(Provider::Twilio) {
+        if self.url.is_some() && !matches!(self.provider, Some(Provider::Twilio | Provider::Trello))
+        {
             return Err(ConfigError::Invalid(
-                "`hmac.url` only applies to twilio".into(),
+                "`hmac.url` only applies to twilio and trello".into(),
             ));
         }
         let Some(provider) = self.provider else {
@@ -290,6 +332,8 @@ impl HmacConfig {
                 | Provider::StandardWebhooks
                 | Provider::Twitch
                 | Provider::Zoom
+                | Provider::Linear
+                | Provider::Mailgun
         );
         if self.tolerance_seconds.is_some() && !timestamped {
             return Err(ConfigError::Invalid(TOLERANCE_ONLY.into()));
@@ -310,6 +354,19 @@ impl HmacConfig {
             },
             Provider::Shopify => SignatureCheck::Shopify { keys: raw() },
             Provider::Pagerduty => SignatureCheck::Pagerduty { keys: raw() },
+            Provider::Trello => SignatureCheck::Trello {
+                keys: raw(),
+                url: self.url,
+            },
+            Provider::Asana => SignatureCheck::Asana { keys: raw() },
+            Provider::Linear => SignatureCheck::Linear {
+                keys: raw(),
+                tolerance,
+            },
+            Provider::Mailgun => SignatureCheck::Mailgun {
+                keys: raw(),
+                tolerance,
+            },
             Provider::Intercom => SignatureCheck::Generic {
                 keys: raw(),
                 header: "x-hub-signature".into(),
@@ -460,6 +517,8 @@ impl SignatureCheck {
             SignatureCheck::Zoom { .. } => Some(Handshake::Zoom),
             SignatureCheck::StandardWebhooks { .. } => Some(Handshake::StandardWebhooks),
             SignatureCheck::Twitch { .. } => Some(Handshake::Twitch),
+            SignatureCheck::Trello { .. } => Some(Handshake::Trello),
+            SignatureCheck::Asana { .. } => Some(Handshake::Asana),
             _ => None,
         }
     }
@@ -477,6 +536,11 @@ impl SignatureCheck {
             SignatureCheck::Zoom { .. } => &["x-zm-signature"],
             SignatureCheck::Twilio { .. } => &["x-twilio-signature"],
             SignatureCheck::Pagerduty { .. } => &["x-pagerduty-signature"],
+            SignatureCheck::Trello { .. } => &["x-trello-webhook"],
+            SignatureCheck::Asana { .. } => &["x-hook-signature", "x-hook-secret"],
+            SignatureCheck::Linear { .. } => &["linear-signature"],
+            // In the body.
+            SignatureCheck::Mailgun { .. } => &[],
         };
         fixed.iter().map(|h| (*h).to_owned()).collect()
     }
@@ -504,7 +568,11 @@ impl SignatureCheck {
             | SignatureCheck::Twitch { keys, .. }
             | SignatureCheck::Zoom { keys, .. }
             | SignatureCheck::Twilio { keys, .. }
-            | SignatureCheck::Pagerduty { keys } => keys,
+            | SignatureCheck::Pagerduty { keys }
+            | SignatureCheck::Trello { keys, .. }
+            | SignatureCheck::Asana { keys }
+            | SignatureCheck::Linear { keys, .. }
+            | SignatureCheck::Mailgun { keys, .. } => keys,
         }
     }
 
@@ -514,14 +582,14 @@ impl SignatureCheck {
         if self.verify(inbound, body) {
             Ok(())
         } else {
-            Err(VerifyError::Unauthorized(self.why_refused(inbound)))
+            Err(VerifyError::Unauthorized(self.why_refused(inbound, body)))
         }
     }
 
     /// Why a request that did not verify was refused: a header the scheme needs is absent, its
     /// timestamp is out of tolerance (or unreadable), or else the signature is wrong. Worked out
     /// only after a refusal, so that verifying stays one pass.
-    fn why_refused(&self, inbound: &Inbound<'_>) -> Why {
+    fn why_refused(&self, inbound: &Inbound<'_>, body: &[u8]) -> Why {
         let standard_brand = if inbound.header("webhook-id").is_some() {
             ["webhook-id", "webhook-timestamp", "webhook-signature"]
         } else {
@@ -545,6 +613,10 @@ impl SignatureCheck {
             ],
             SignatureCheck::Twilio { .. } => &["x-twilio-signature"],
             SignatureCheck::Pagerduty { .. } => &["x-pagerduty-signature"],
+            SignatureCheck::Trello { .. } => &["x-trello-webhook"],
+            SignatureCheck::Asana { .. } => &["x-hook-signature"],
+            SignatureCheck::Linear { .. } => &["linear-signature"],
+            SignatureCheck::Mailgun { .. } => &[],
             SignatureCheck::StandardWebhooks { .. } => &standard_brand,
         };
         if needed.iter().any(|name| inbound.header(name).is_none()) {
@@ -576,6 +648,16 @@ impl SignatureCheck {
                     .and_then(|d| i64::try_from(d.as_secs()).ok()),
                 tolerance,
             ),
+            SignatureCheck::Linear { tolerance, .. } => {
+                return match body::linear_timestamp(body) {
+                    Some(ms) if body::fresh_ms(ms, inbound.now, *tolerance) => Why::BadSignature,
+                    _ => Why::TimestampOutOfTolerance,
+                }
+            }
+            SignatureCheck::Mailgun { tolerance, .. } => match body::mailgun_signature(body) {
+                None => return Why::MissingSignature,
+                Some(signed) => (signed.timestamp.trim().parse::<i64>().ok(), tolerance),
+            },
             _ => return Why::BadSignature,
         };
         match timestamp {
@@ -688,11 +770,61 @@ impl SignatureCheck {
                     .collect();
                 keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
             }
+            SignatureCheck::Trello { keys, url } => {
+                let Some(value) = inbound.header("x-trello-webhook") else {
+                    return false;
+                };
+                let Some(callback) = signed_url(url.as_deref(), (inbound.url)().as_deref()) else {
+                    return false;
+                };
+                let received: Vec<_> = decode(Encoding::Base64, value).into_iter().collect();
+                keys.any_matches(&received, |key| {
+                    mac(Algorithm::Sha1, key, &[body, callback.as_bytes()])
+                })
+            }
+            SignatureCheck::Asana { keys } => {
+                let Some(value) = inbound.header("x-hook-signature") else {
+                    return false;
+                };
+                let received: Vec<_> = decode(Encoding::Hex, value).into_iter().collect();
+                keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
+            }
+            SignatureCheck::Linear { keys, tolerance } => {
+                let Some(value) = inbound.header("linear-signature") else {
+                    return false;
+                };
+                let received: Vec<_> = decode(Encoding::Hex, value).into_iter().collect();
+                // The signature first, as Linear's SDK: an unsigned body is never parsed.
+                keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
+                    && body::linear_timestamp(body)
+                        .is_some_and(|ms| body::fresh_ms(ms, inbound.now, *tolerance))
+            }
+            SignatureCheck::Mailgun { keys, tolerance } => {
+                let Some(signed) = body::mailgun_signature(body) else {
+                    return false;
+                };
+                let Ok(timestamp) = signed.timestamp.trim().parse::<i64>() else {
+                    return false;
+                };
+                if !fresh(timestamp, inbound.now, *tolerance) {
+                    return false;
+                }
+                let received: Vec<_> = decode(Encoding::Hex, &signed.signature)
+                    .into_iter()
+                    .collect();
+                keys.any_matches(&received, |key| {
+                    mac(
+                        Algorithm::Sha256,
+                        key,
+                        &[signed.timestamp.as_bytes(), signed.token.as_bytes()],
+                    )
+                })
+            }
             SignatureCheck::Twilio { keys, url } => {
                 let Some(value) = inbound.header("x-twilio-signature") else {
                     return false;
                 };
-                let Some(called) = twilio_url(url.as_deref(), (inbound.url)().as_deref()) else {
+                let Some(called) = signed_url(url.as_deref(), (inbound.url)().as_deref()) else {
                     return false;
                 };
                 let received: Vec<_> = decode(Encoding::Base64, value).into_iter().collect();
@@ -880,6 +1012,105 @@ mod tests {
             .is_err());
     }
 
+    /// The vectors below were made with the providers' documented constructions and checked
+    /// with their verifiers (Trello's documented Node function, Asana's example server,
+    /// `@linear/sdk` 98.0.0 `LinearWebhookClient.verify`, `mailgun` 1.10.0
+    /// `SecurityGuard.verify_webhook`).
+    #[test]
+    fn trello_signs_the_body_and_the_callback_url() {
+        let c = check(serde_json::json!({"provider": "trello", "secret": "secret",
+            "url": "https://example.com/webhooks"}));
+        let headers =
+            |name: &str| (name == "x-trello-webhook").then_some("FwPAcuGe9EP/+SbXFWjnEVTa0zw=");
+        let called = || Some("http://internal:8080/webhook/acme/trello".to_owned());
+        let request = Inbound {
+            url: &called,
+            ..inbound(&headers, SystemTime::now())
+        };
+        assert!(c.check(&request, br#"{"hello":"world"}"#).is_ok());
+        assert!(c.check(&request, br#"{"hello":"World"}"#).is_err());
+        // Without `url`, the URL this server was called at is the one signed.
+        let c = check(serde_json::json!({"provider": "trello", "secret": "secret"}));
+        let called = || Some("https://example.com/webhooks".to_owned());
+        let request = Inbound {
+            url: &called,
+            ..inbound(&headers, SystemTime::now())
+        };
+        assert!(c.check(&request, br#"{"hello":"world"}"#).is_ok());
+    }
+
+    #[test]
+    fn asana_and_linear_sign_the_body_in_hex() {
+        const SIG: &str = "2677ad3e7c090b2fa2c0fb13020d66d5420879b8316eb356a2d60fb9073bc778";
+        let c = check(serde_json::json!({"provider": "asana", "secret": "secret"}));
+        let headers = |name: &str| (name == "x-hook-signature").then_some(SIG);
+        let now = SystemTime::now();
+        assert!(c
+            .check(&inbound(&headers, now), br#"{"hello":"world"}"#)
+            .is_ok());
+        assert!(c
+            .check(&inbound(&headers, now), br#"{"hello":"wOrld"}"#)
+            .is_err());
+
+        let c = check(serde_json::json!({"provider": "linear", "secret": "secret"}));
+        let at_ms = 1_700_000_000_000u64;
+        let body = format!(r#"{{"type":"Issue","webhookTimestamp":{at_ms}}}"#);
+        let sig = hex::encode(mac(Algorithm::Sha256, b"secret", &[body.as_bytes()]));
+        let headers = |name: &str| (name == "linear-signature").then_some(sig.as_str());
+        let when = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        for (now, ok, why) in [
+            (at_ms + 59_000, true, None),
+            (at_ms - 59_000, true, None),
+            (at_ms + 61_000, false, Some(Why::TimestampOutOfTolerance)),
+            (at_ms - 61_000, false, Some(Why::TimestampOutOfTolerance)),
+        ] {
+            let result = c.check(&inbound(&headers, when(now)), body.as_bytes());
+            assert_eq!(result.is_ok(), ok, "at {now}");
+            if let Some(why) = why {
+                assert_eq!(result, Err(VerifyError::Unauthorized(why)));
+            }
+        }
+        let tampered = body.replace("Issue", "Issuf");
+        assert_eq!(
+            c.check(&inbound(&headers, when(at_ms)), tampered.as_bytes()),
+            Err(VerifyError::Unauthorized(Why::BadSignature))
+        );
+        let none = |_: &str| None;
+        assert_eq!(
+            c.check(&inbound(&none, when(at_ms)), body.as_bytes()),
+            Err(VerifyError::Unauthorized(Why::MissingHeader))
+        );
+    }
+
+    #[test]
+    fn mailgun_signs_timestamp_and_token_in_the_body() {
+        const SIG: &str = "034f80794eb775260bdd55684adc5dd7e94045a10ad8ba1e5c65df9d037d0790";
+        let c = check(serde_json::json!({"provider": "mailgun", "secret": "key"}));
+        let none = |_: &str| None;
+        let json = format!(
+            r#"{{"signature":{{"timestamp":"1700000000","token":"tok","signature":"{SIG}"}},"event-data":{{"event":"delivered"}}}}"#
+        );
+        let form = format!("event=delivered&timestamp=1700000000&token=tok&signature={SIG}");
+        for body in [&json, &form] {
+            assert!(c
+                .check(&inbound(&none, at(1_700_000_000 + 899)), body.as_bytes())
+                .is_ok());
+            assert_eq!(
+                c.check(&inbound(&none, at(1_700_000_000 + 901)), body.as_bytes()),
+                Err(VerifyError::Unauthorized(Why::TimestampOutOfTolerance))
+            );
+            let wrong = body.replace("\"tok\"", "\"tak\"").replace("=tok&", "=tak&");
+            assert_eq!(
+                c.check(&inbound(&none, at(1_700_000_000)), wrong.as_bytes()),
+                Err(VerifyError::Unauthorized(Why::BadSignature))
+            );
+        }
+        assert_eq!(
+            c.check(&inbound(&none, at(1_700_000_000)), br#"{"event-data":{}}"#),
+            Err(VerifyError::Unauthorized(Why::MissingSignature))
+        );
+    }
+
     #[test]
     fn stripe_header_parsing() {
         assert_eq!(
@@ -923,7 +1154,7 @@ mod tests {
             ["http://[2001:db8::1]/x", "http://[2001:db8::1]:80/x"]
         );
         assert_eq!(
-            twilio_url(Some("https://api.example/t"), Some("http://h/w?a=1")).as_deref(),
+            signed_url(Some("https://api.example/t"), Some("http://h/w?a=1")).as_deref(),
             Some("https://api.example/t?a=1")
         );
     }
@@ -937,16 +1168,16 @@ mod tests {
             ),
             (
                 serde_json::json!({"provider": "github", "secret": "s", "tolerance_seconds": 5}),
-                "only applies to stripe, slack, standard_webhooks, twitch and zoom",
+                "only applies to stripe, slack, standard_webhooks, twitch, zoom, linear and mailgun",
             ),
             (serde_json::json!({"secret": ""}), "must not be empty"),
             (
                 serde_json::json!({"secret": "s", "url": "https://example.com/t"}),
-                "only applies to twilio",
+                "only applies to twilio and trello",
             ),
             (
                 serde_json::json!({"provider": "github", "secret": "s", "url": "https://x/t"}),
-                "only applies to twilio",
+                "only applies to twilio and trello",
             ),
         ] {
             let err = serde_json::from_value::<HmacConfig>(bad.clone())
@@ -1039,7 +1270,9 @@ mod tests {
         ) {
             let now = SystemTime::now();
             let headers = |_: &str| Some(value.as_str());
-            for provider in ["github", "stripe", "shopify", "slack", "standard_webhooks"] {
+            for provider in ["github", "stripe", "shopify", "slack", "standard_webhooks",
+                             "twitch", "zoom", "twilio", "pagerduty", "intercom", "trello",
+                             "asana", "linear", "mailgun"] {
                 let c = check(serde_json::json!({"provider": provider,
                     "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}));
                 prop_assert!(c.check(&inbound(&headers, now), &body).is_err());

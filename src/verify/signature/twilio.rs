@@ -3,8 +3,9 @@
 
 use sha2::Sha256;
 
-/// The URL Twilio signed: the configured one (with the request's query) or the one called.
-pub(super) fn twilio_url(configured: Option<&str>, called: Option<&str>) -> Option<String> {
+/// The URL a provider signed (Twilio, Trello): the configured one (with the request's query) or
+/// the one called.
+pub(super) fn signed_url(configured: Option<&str>, called: Option<&str>) -> Option<String> {
     let called = called?;
     match configured {
         None => Some(called.to_owned()),

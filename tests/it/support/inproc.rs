@@ -71,6 +71,7 @@ pub fn harness_with(loaded: bool, max_in_flight: usize) -> Harness {
         spool_handoff: std::time::Duration::from_secs(2),
         dedup: switchyard::dedup::DedupStore::new(1000),
         admin_hosts: Arc::new(vec!["localhost".into()]),
+        seal_keys: Arc::new(switchyard::config::seal::Keyring::empty()),
     });
     Harness {
         cache,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build, the tests and the benchmarks need, skipping what is present:
 #   etcd + etcdctl (Debian etcd-server, etcd-client), redis-server, protoc (etcd-client's build),
-#   wrk (benchmarks), strace (slow-disk tests), promtool (alert rules), python3 with venv (provider SDK tests), and the tansu Kafka-protocol broker (crates.io; ~15 min to build once,
+#   wrk (benchmarks), strace (slow-disk tests), promtool (alert rules), python3 with venv and node with npm (provider SDK tests), and the tansu Kafka-protocol broker (crates.io; ~15 min to build once,
 #   then found in ~/.cargo/bin).
 # Idempotent: safe to run before every `make test`. With `--build`, only what compiling needs
 # (protoc, libssl-dev, pkg-config): `make run` uses that on a fresh machine.
@@ -30,6 +30,8 @@ if ! $build_only; then
     command -v strace >/dev/null 2>&1 || need_apt+=(strace)
     # Provider SDK tests install the providers' libraries into a virtualenv.
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+    # Linear's library (@linear/sdk) is only on npm.
+    command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 fi
 
 SUDO=""

@@ -392,3 +392,184 @@ async fn a_preset_with_its_own_handshake_refuses_a_second_one() {
     let unknown = json!({"module": "log", "handshake": {"provider": "myspace"}});
     assert!(switchyard::webhook::Webhook::from_value(unknown).is_err());
 }
+
+/// Asana's handshake hands the signing secret over once: a `POST` with `X-Hook-Secret` that must
+/// be echoed. Switchyard never writes config, so the secret is logged (sealed for the entry's
+/// `hmac.secret` when `SEAL_KEYS_FILE` is set) and deliveries are refused until the operator
+/// put it in; then the `asana` preset verifies `X-Hook-Signature` (hex HMAC-SHA256 of the body,
+/// as Asana's own example server checks it; Asana ships no library that signs).
+#[tokio::test]
+async fn asana_handshake_logs_the_secret_sealed_and_the_preset_then_verifies_with_it() {
+    use crate::support::{files::write_json, process::Router, wait_until};
+    let keys = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        keys.path(),
+        "k1=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+    )
+    .unwrap();
+    let (dir, router) = Router::serving(
+        json!({"asana": {"module": "log", "handshake": {"provider": "asana"}}}),
+        &[
+            ("SEAL_KEYS_FILE", keys.path().to_str().unwrap()),
+            ("LOG_FORMAT", "json"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let secret = "8f3c1d2b9a7e4f60b1c2d3e4f5a6b7c8";
+    let handshake = client
+        .post(router.url("/webhook/asana"))
+        .header("x-hook-secret", secret)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(handshake.status(), reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(handshake.headers()["x-hook-secret"], secret);
+    let event =
+        r#"{"events":[{"action":"changed","resource":{"gid":"1","resource_type":"task"}}]}"#;
+    let signed = |body: &'static str| {
+        client
+            .post(router.url("/webhook/asana"))
+            .header(
+                "x-hook-signature",
+                hex::encode(hmac_sha256(secret.as_bytes(), &[body.as_bytes()])),
+            )
+            .body(body)
+    };
+    // No secret in the entry yet: nothing is delivered unverified (Asana retries for a day).
+    let refused = signed(event).send().await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    router.wait_log("secret_not_configured").await;
+    router
+        .wait_log("Asana handed over its signing secret")
+        .await;
+    let logs = router.logs();
+    assert!(!logs.contains(secret), "the secret is in the log in clear");
+    let line: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Asana handed over"))
+        })
+        .unwrap();
+    let sealed = line["secret"].as_str().unwrap().to_owned();
+    assert!(sealed.starts_with("sealed:v1:k1:"), "{sealed}");
+    // The operator pastes the logged value into the entry as it is.
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({"asana": {"module": "log", "hmac": {"provider": "asana", "secret": sealed}}}),
+    );
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the entry with the sealed secret applied",
+        || async { signed(event).send().await.unwrap().status() == reqwest::StatusCode::OK },
+    )
+    .await;
+    // Heartbeats are signed too; a wrong signature is refused; a new handshake (the webhook
+    // created again in Asana) is still answered.
+    assert_eq!(
+        signed(r#"{"events":[]}"#).send().await.unwrap().status(),
+        reqwest::StatusCode::OK
+    );
+    let forged = client
+        .post(router.url("/webhook/asana"))
+        .header("x-hook-signature", "00".repeat(32))
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let again = client
+        .post(router.url("/webhook/asana"))
+        .header("x-hook-secret", "another")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["x-hook-secret"], "another");
+}
+
+const WEBSUB_AND_STRAVA: &str = r#"
+import json, sys, types, requests
+from flask_websub.hub import tasks
+from flask_websub.utils import calculate_hmac
+from stravalib import Client
+c = json.load(sys.stdin)
+hub = types.SimpleNamespace(config={"REQUEST_TIMEOUT": 3})
+out = {
+    "subscribe": tasks.intent_verified(hub, c["feed"], "subscribe", c["topic"], 864000),
+    "unsubscribe": tasks.intent_verified(hub, c["feed"], "unsubscribe", c["topic"], None),
+    "other_topic": tasks.intent_verified(hub, c["feed"], "subscribe", c["topic"] + "x", 864000),
+}
+body = b"<feed><entry>1</entry></feed>"
+sig = "sha256=" + calculate_hmac("sha256", c["hub_secret"], body)
+out["content"] = requests.post(c["feed"], data=body, headers={"X-Hub-Signature": sig,
+    "Content-Type": "application/atom+xml"}).status_code
+params = {"hub.mode": "subscribe", "hub.challenge": "15f7d1a91c1f40",
+          "hub.verify_token": c["verify_token"]}
+r = requests.get(c["strava"], params=params, timeout=2)
+expected = Client().handle_subscription_callback(params, verify_token=c["verify_token"])
+out["strava"] = {"status": r.status_code, "type": r.headers.get("content-type"),
+                 "matches": r.json() == expected}
+bad = dict(params, **{"hub.verify_token": "wrong"})
+out["strava_wrong_token"] = requests.get(c["strava"], params=bad, timeout=2).status_code
+print(json.dumps(out))
+"#;
+
+/// WebSub (W3C): the hub's verification of intent is a `GET` whose `hub.challenge` is echoed
+/// for the subscribed topic only (another topic: 404), driven here by `flask-websub` 0.4.1's
+/// own hub code; content then comes signed in `X-Hub-Signature` (its `calculate_hmac`).
+/// Strava: the same `GET` with a `hub.verify_token`, answered `{"hub.challenge": ..}` as
+/// `stravalib` 2.6.0's `handle_subscription_callback` computes it.
+#[tokio::test]
+async fn websub_and_strava_subscriptions_are_verified_as_their_libraries_expect() {
+    use crate::support::{
+        process::Router,
+        sdk::{python_with, run_python},
+    };
+    let topic = "https://example.com/feed";
+    let (_dir, router) = Router::serving(
+        json!({
+            "feed": {"module": "log", "data_type": "blob",
+                     "handshake": {"provider": "websub", "topic": topic},
+                     "hmac": {"header": "X-Hub-Signature", "algorithm": "sha256",
+                              "secret": "hub-secret"}},
+            "strava": {"module": "log", "handshake": {"provider": "strava",
+                                                        "verify_token": "STRAVA-VERIFY"}},
+        }),
+        &[],
+    )
+    .await;
+    let python = python_with(&["flask-websub==0.4.1", "stravalib==2.6.0"]);
+    let input = json!({"feed": router.url("/webhook/feed"), "topic": topic,
+        "hub_secret": "hub-secret", "strava": router.url("/webhook/strava"),
+        "verify_token": "STRAVA-VERIFY"});
+    let out: Value =
+        serde_json::from_str(&run_python(&python, WEBSUB_AND_STRAVA, &input.to_string())).unwrap();
+    assert_eq!(
+        out,
+        json!({"subscribe": true, "unsubscribe": true, "other_topic": false, "content": 200,
+               "strava": {"status": 200, "type": "application/json", "matches": true},
+               "strava_wrong_token": 401})
+    );
+    // A denial is acknowledged and logged with its reason.
+    let denied = reqwest::get(router.url(&format!(
+        "/webhook/feed?hub.mode=denied&hub.topic={}&hub.reason=unauthorized%20topic",
+        topic.replace(':', "%3A").replace('/', "%2F")
+    )))
+    .await
+    .unwrap();
+    assert_eq!(denied.status(), reqwest::StatusCode::OK);
+    router.wait_log("denied the subscription").await;
+    assert!(router.logs().contains("unauthorized topic"));
+    // Another topic is the spec's 404.
+    let other = reqwest::get(router.url(
+        "/webhook/feed?hub.mode=subscribe&hub.topic=https%3A%2F%2Fevil.example%2F&hub.challenge=x",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(other.status(), reqwest::StatusCode::NOT_FOUND);
+}

@@ -538,3 +538,226 @@ async fn pagerduty_and_intercom_presets_verify_their_documented_signatures() {
     );
     assert_eq!(module.taken().len(), 1);
 }
+
+/// Trello signs the body followed by the callback URL exactly as registered (with its query),
+/// base64 HMAC-SHA1 with the app's OAuth secret. Trello has no library that signs: the request
+/// below was built by Trello's documented construction and checked with Trello's documented
+/// Node verifier (non-ASCII body included). Trello checks the URL with a `HEAD` first.
+#[actix_web::test]
+async fn trello_requests_verify_over_the_registered_callback_url() {
+    use actix_web::test::TestRequest;
+    let secret = "trello-oauth1-app-secret";
+    let body = r#"{"action":{"id":"51f9424bcd6e040f3c002412","type":"updateCard","data":{"card":{"name":"Café – plan"}}},"model":{"id":"4d5ea62fd76aa1136000000c"}}"#;
+    let signature = "dHXvJ55LGC4K2p0fIVWADsJ4fSQ=";
+    let (h, module) = one_webhook(json!({"module": "log", "dedup": true,
+        "hmac": {"provider": "trello", "secret": secret,
+                 "url": "https://hooks.example.com/trello/cb?board=1"}}));
+    let head = TestRequest::default()
+        .method(actix_web::http::Method::HEAD)
+        .uri("/webhook/a/w");
+    let (status, _, text) = call_text(&h, head).await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, ""));
+    let signed = |sig: &str, body: &str| {
+        post_bytes("/webhook/a/w?board=1", body.to_owned())
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("x-trello-webhook", sig.to_owned()))
+    };
+    let mut words = Vec::new();
+    for _ in 0..2 {
+        let (status, _, text) = call_text(&h, signed(signature, body)).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        words.push(serde_json::from_str::<Value>(&text).unwrap()["status"].clone());
+    }
+    // `"dedup": true` keys on the action's id: Trello's retry of one action is not delivered
+    // twice.
+    assert_eq!(words, ["accepted", "duplicate"]);
+    assert_eq!(module.taken().len(), 1);
+    let altered = body.replace("plan", "plans");
+    assert_eq!(
+        call_text(&h, signed(signature, &altered)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Registered without the query: the same signature is not Trello's.
+    let (h, _) = one_webhook(json!({"module": "log",
+        "hmac": {"provider": "trello", "secret": secret,
+                 "url": "https://hooks.example.com/trello/cb"}}));
+    let request = post_bytes("/webhook/a/w", body.to_owned())
+        .insert_header(("x-trello-webhook", signature.to_owned()));
+    assert_eq!(call_text(&h, request).await.0, StatusCode::UNAUTHORIZED);
+    // A webhook without the preset does not answer HEAD.
+    let (h, _) = one_webhook(json!({"module": "log"}));
+    let head = TestRequest::default()
+        .method(actix_web::http::Method::HEAD)
+        .uri("/webhook/a/w");
+    assert_eq!(call_text(&h, head).await.0, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+const LINEAR_VERIFY: &str = r#"
+import { LinearWebhookClient } from "@linear/sdk/webhooks";
+import fs from "node:fs";
+const cases = JSON.parse(fs.readFileSync(0, "utf8"));
+const client = new LinearWebhookClient(cases.secret);
+console.log(JSON.stringify(cases.requests.map((r) => {
+  try { return client.verify(Buffer.from(r.body), r.signature) === true; } catch { return false; }
+})));
+"#;
+
+/// Linear signs the body (hex HMAC-SHA256 in `Linear-Signature`) and puts a millisecond
+/// `webhookTimestamp` in it that must be within a minute. `@linear/sdk` 98.0.0 only verifies:
+/// the requests are built by hand, the SDK's `LinearWebhookClient.verify` says which are
+/// Linear's, and Switchyard must accept exactly those.
+#[actix_web::test]
+async fn linear_requests_are_accepted_exactly_when_linears_sdk_accepts_them() {
+    let secret = "lin_wh_test_secret";
+    let node = crate::support::sdk::node_with(&["@linear/sdk@98.0.0"]);
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let body = |ts: Option<i64>| {
+        let mut event = json!({"action": "create", "type": "Issue", "organizationId": "org_1",
+            "webhookId": "wh_1", "data": {"id": "issue_1", "title": "Hello"}});
+        if let Some(ts) = ts {
+            event["webhookTimestamp"] = json!(ts);
+        }
+        event.to_string()
+    };
+    let sign = |body: &str| hex::encode(hmac_sha256(secret.as_bytes(), &[body.as_bytes()]));
+    let mut requests = Vec::new();
+    for (ts, signature_of) in [
+        (Some(now_ms), None),
+        (Some(now_ms - 45_000), None),
+        (Some(now_ms - 75_000), None),
+        (Some(now_ms + 75_000), None),
+        (None, None),
+        (Some(now_ms), Some("another body")),
+    ] {
+        let body = body(ts);
+        let signature = sign(signature_of.unwrap_or(&body));
+        requests.push(json!({"body": body, "signature": signature}));
+    }
+    let verdicts: Vec<bool> = serde_json::from_str(&crate::support::sdk::run_node(
+        &node,
+        LINEAR_VERIFY,
+        &json!({"secret": secret, "requests": requests}).to_string(),
+    ))
+    .unwrap();
+    assert_eq!(verdicts, [true, true, false, false, false, false]);
+    let (h, module) = one_webhook(
+        json!({"module": "log", "dedup": true, "hmac": {"provider": "linear", "secret": secret}}),
+    );
+    for (i, (request, linear_accepts)) in requests.iter().zip(&verdicts).enumerate() {
+        let post = post_bytes("/webhook/a/w", request["body"].as_str().unwrap().to_owned())
+            .insert_header(("linear-signature", request["signature"].as_str().unwrap()))
+            .insert_header(("linear-event", "Issue"))
+            .insert_header(("linear-delivery", format!("delivery-{i}")));
+        let (status, _, text) = call_text(&h, post).await;
+        let expected = if *linear_accepts {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(status, expected, "request {i}: {text}");
+    }
+    assert_eq!(module.taken().len(), 2);
+    // `"dedup": true` keys on `Linear-Delivery`.
+    let again = post_bytes(
+        "/webhook/a/w",
+        requests[0]["body"].as_str().unwrap().to_owned(),
+    )
+    .insert_header((
+        "linear-signature",
+        requests[0]["signature"].as_str().unwrap(),
+    ))
+    .insert_header(("linear-delivery", "delivery-0"));
+    let (_, _, text) = call_text(&h, again).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["status"],
+        "duplicate"
+    );
+}
+
+const MAILGUN_VERIFY: &str = r#"
+import json, sys
+from mailgun.security import SecurityGuard
+c = json.load(sys.stdin)
+print(json.dumps([SecurityGuard.verify_webhook(c["key"], r["token"], r["timestamp"], r["signature"])
+                  for r in c["requests"]]))
+"#;
+
+/// Mailgun signs timestamp + token (hex HMAC-SHA256 with the webhook signing key) and sends the
+/// signature in the body: a `signature` object in JSON, or form fields for legacy webhooks.
+/// The official `mailgun` 1.10.0 SDK only verifies (`SecurityGuard.verify_webhook`, 15 minutes
+/// either way): Switchyard must accept exactly what it accepts, in both encodings.
+#[actix_web::test]
+async fn mailgun_requests_are_accepted_exactly_when_mailguns_sdk_accepts_them() {
+    let key = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0";
+    let python = python_with(&["mailgun==1.10.0"]);
+    let now = unix_now();
+    let mut requests = Vec::new();
+    for (i, (timestamp, sign_with)) in [
+        (now, key),
+        (now - 850, key),
+        (now - 950, key),
+        (now + 950, key),
+        (now, "another-key"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let timestamp = timestamp.to_string();
+        let token = format!("{i}e0b5d6c1a9f84d7b8f2c3a1e0d9c8b7a6f5e4d3c2b1a0f9e8d7");
+        let signature = hex::encode(hmac_sha256(
+            sign_with.as_bytes(),
+            &[timestamp.as_bytes(), token.as_bytes()],
+        ));
+        requests.push(json!({"timestamp": timestamp, "token": token, "signature": signature}));
+    }
+    let verdicts: Vec<bool> = serde_json::from_str(&run_python(
+        &python,
+        MAILGUN_VERIFY,
+        &json!({"key": key, "requests": requests}).to_string(),
+    ))
+    .unwrap();
+    assert_eq!(verdicts, [true, true, false, false, false]);
+    let (json_hook, json_module) =
+        one_webhook(json!({"module": "log", "hmac": {"provider": "mailgun", "secret": key}}));
+    let (form_hook, form_module) = one_webhook(json!({"module": "log", "data_type": "form",
+        "hmac": {"provider": "mailgun", "secret": key}}));
+    for (i, (signed, mailgun_accepts)) in requests.iter().zip(&verdicts).enumerate() {
+        let expected = if *mailgun_accepts {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        let event = json!({"signature": signed, "event-data": {"event": "delivered",
+            "id": format!("CPgfbmQMTCKtHW6uIWtuV{i}"), "recipient": "alice@example.com"}});
+        let (status, _, text) =
+            call_text(&json_hook, post_bytes("/webhook/a/w", event.to_string())).await;
+        assert_eq!(status, expected, "JSON request {i}: {text}");
+        let form: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("event", "delivered")
+            .append_pair("recipient", "alice@example.com")
+            .append_pair("timestamp", signed["timestamp"].as_str().unwrap())
+            .append_pair("token", signed["token"].as_str().unwrap())
+            .append_pair("signature", signed["signature"].as_str().unwrap())
+            .finish();
+        let request = post_bytes("/webhook/a/w", form)
+            .insert_header(("content-type", "application/x-www-form-urlencoded"));
+        let (status, _, text) = call_text(&form_hook, request).await;
+        assert_eq!(status, expected, "form request {i}: {text}");
+    }
+    assert_eq!(json_module.taken().len(), 2);
+    assert_eq!(form_module.taken().len(), 2);
+    // No signature at all.
+    let unsigned = json!({"event-data": {"event": "delivered"}}).to_string();
+    assert_eq!(
+        call_text(&json_hook, post_bytes("/webhook/a/w", unsigned))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+}

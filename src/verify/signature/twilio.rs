@@ -6,17 +6,14 @@ use sha2::Sha256;
 /// The URL a provider signed (Twilio, Trello): the configured one (with the request's query) or
 /// the one called.
 pub(super) fn signed_url(configured: Option<&str>, called: Option<&str>) -> Option<String> {
-    let called = called?;
-    match configured {
-        None => Some(called.to_owned()),
-        Some(base) => {
-            let query = called.split_once('?').map(|(_, q)| q);
-            Some(match query {
-                Some(q) if !base.contains('?') => format!("{base}?{q}"),
-                _ => base.to_owned(),
-            })
-        }
-    }
+    let Some(base) = configured else {
+        return called.map(str::to_owned);
+    };
+    let query = called.and_then(|c| c.split_once('?')).map(|(_, q)| q);
+    Some(match query {
+        Some(q) if !base.contains('?') => format!("{base}?{q}"),
+        _ => base.to_owned(),
+    })
 }
 
 /// What Twilio appends to the URL before signing: the form parameters, names sorted, each

@@ -275,7 +275,9 @@ fn handshake_answer(
                 .finish()
         }
         Answer::HookSecret(secret) => {
-            log_hook_secret(state, route, &secret);
+            if let Err(refused) = log_hook_secret(state, route, &secret) {
+                return refused.error_response();
+            }
             return HttpResponse::NoContent()
                 .insert_header(("x-hook-secret", secret.expose()))
                 .finish();
@@ -288,31 +290,42 @@ fn handshake_answer(
 }
 
 /// Asana hands its signing secret over once, in the handshake, and Switchyard never writes
-/// config: the operator takes it from this log line into the entry's `hmac`. Sealed for that
-/// entry's `hmac.secret` when `SEAL_KEYS_FILE` is set, so that the log never holds it in clear
-/// and the value can be pasted as it is.
-fn log_hook_secret(state: &AppState, route: &Route, secret: &crate::config::secret::Secret) {
+/// config: the operator takes it from this log line into the entry's `hmac`, sealed for that
+/// entry's `hmac.secret` so that it can be pasted as it is. Secrets never reach the log in
+/// clear: without `SEAL_KEYS_FILE` the handshake is refused (Asana then creates no webhook),
+/// saying why.
+fn log_hook_secret(
+    state: &AppState,
+    route: &Route,
+    secret: &crate::config::secret::Secret,
+) -> Result<(), ApiError> {
     let entry = crate::keys::ConfigKey::Webhook(route.key.clone()).to_string();
     match state
         .seal_keys
         .seal(None, &entry, "hmac.secret", secret.expose())
     {
-        Ok(sealed) => tracing::warn!(
-            webhook = %route.key,
-            secret = sealed,
-            "Asana handed over its signing secret: put it into the entry as \
-             `\"hmac\": {{\"provider\": \"asana\", \"secret\": \"<secret>\"}}` (sealed for this \
-             entry's hmac.secret) in place of `handshake`; until then deliveries are refused 401 \
-             and Asana retries them."
-        ),
-        Err(_) => tracing::warn!(
-            webhook = %route.key,
-            secret = secret.expose(),
-            "Asana handed over its signing secret: put it into the entry as \
-             `\"hmac\": {{\"provider\": \"asana\", \"secret\": \"<secret>\"}}` in place of \
-             `handshake`; until then deliveries are refused 401 and Asana retries them. It is \
-             logged in clear because SEAL_KEYS_FILE is not set."
-        ),
+        Ok(sealed) => {
+            tracing::warn!(
+                webhook = %route.key,
+                secret = sealed,
+                "Asana handed over its signing secret: put it into the entry as \
+                 `\"hmac\": {{\"provider\": \"asana\", \"secret\": \"<secret>\"}}` (sealed for \
+                 this entry's hmac.secret) in place of `handshake`; until then deliveries are \
+                 refused 401 and Asana retries them."
+            );
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(
+                webhook = %route.key,
+                reason = %error,
+                "Asana's handshake refused: the secret it hands over is logged sealed, and that \
+                 needs SEAL_KEYS_FILE."
+            );
+            Err(ApiError::Refused(VerifyError::Unauthorized(
+                crate::verify::Why::SecretNotConfigured,
+            )))
+        }
     }
 }
 

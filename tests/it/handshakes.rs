@@ -573,3 +573,19 @@ async fn websub_and_strava_subscriptions_are_verified_as_their_libraries_expect(
     .unwrap();
     assert_eq!(other.status(), reqwest::StatusCode::NOT_FOUND);
 }
+
+/// Secrets never reach the log in clear: without `SEAL_KEYS_FILE` (the harness has no keys)
+/// Asana's handshake is refused rather than its secret logged, and echoes nothing.
+#[actix_web::test]
+async fn asana_handshake_without_seal_keys_is_refused_and_echoes_nothing() {
+    let (h, module) = one_webhook(json!({"module": "log", "handshake": {"provider": "asana"}}));
+    let request = post_bytes("/webhook/a/w", "{}").insert_header(("x-hook-secret", "abc123"));
+    let (status, headers, _) = call_text(&h, request).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.get("x-hook-secret").is_none());
+    // A secret with a control character or over 256 bytes is never echoed either.
+    let long = "a".repeat(257);
+    let request = post_bytes("/webhook/a/w", "{}").insert_header(("x-hook-secret", long));
+    assert_eq!(call_text(&h, request).await.0, StatusCode::UNAUTHORIZED);
+    assert!(module.taken().is_empty());
+}

@@ -272,13 +272,14 @@ impl Scan<'_> {
         let start = self.i;
         self.expect(b'"')?;
         loop {
+            // The next quote or escape, found a word at a time.
+            self.i += memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
             match self.peek()? {
                 b'"' => {
                     self.i += 1;
                     return Some((start, self.i));
                 }
-                b'\\' => self.i += 2,
-                _ => self.i += 1,
+                _ => self.i += 2,
             }
         }
     }

@@ -177,8 +177,8 @@ async fn wrong_method_is_405_with_allow_header() {
     assert_eq!(body["error"], "method_not_allowed");
     let (status, headers, _) = call(&h, test::TestRequest::put().uri("/webhook/gh")).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    // The route itself takes GET (handshakes) and POST.
-    assert_eq!(headers.get(header::ALLOW).unwrap(), "GET, POST");
+    // The route itself takes GET and HEAD (handshakes) and POST.
+    assert_eq!(headers.get(header::ALLOW).unwrap(), "GET, HEAD, POST");
 }
 
 #[actix_web::test]

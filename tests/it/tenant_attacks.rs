@@ -525,9 +525,15 @@ async fn a_connection_open_to_some_namespaces_and_prefixes_keeps_the_others_out(
         post("/webhook/evil/own").await == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
+    // The polls before the rule applied were delivered; none after it.
+    let evil_before = redis.stream_payloads(&evil_orders).await.len();
+    assert_eq!(
+        post("/webhook/evil/own").await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(post("/webhook/good/orders").await, StatusCode::OK);
     assert_eq!(redis.stream_payloads(&good_orders).await.len(), 2);
-    assert_eq!(redis.stream_payloads(&evil_orders).await.len(), 1);
+    assert_eq!(redis.stream_payloads(&evil_orders).await.len(), evil_before);
 }
 
 // 7. The smaller ones ----------------------------------------------------------------------

@@ -52,8 +52,9 @@ pub async fn post(
         (actix_web::http::Method::POST, Ok(key)) => {
             receive(&state, &req, key, &mut body, &span).await
         }
-        (actix_web::http::Method::GET, Ok(key)) => handshake_get(&state, &req, &key),
-        (actix_web::http::Method::HEAD, Ok(key)) => handshake_head(&state, &req, &key),
+        (actix_web::http::Method::GET | actix_web::http::Method::HEAD, Ok(key)) => {
+            handshake_bodiless(&state, &req, &key)
+        }
         (
             actix_web::http::Method::POST
             | actix_web::http::Method::GET
@@ -211,16 +212,22 @@ fn called_url(state: &AppState, req: &HttpRequest) -> Option<String> {
     Some(format!("{scheme}://{host}{path}"))
 }
 
-/// A provider's `GET` handshake (Meta, X, Okta, Dropbox); 405 for a webhook without one.
-fn handshake_get(
+/// A provider's bodiless handshake: a `GET` (Meta, X, Okta, Dropbox, WebSub, Strava) or
+/// Trello's `HEAD` (answered 200, empty); 405 for a webhook without one.
+fn handshake_bodiless(
     state: &AppState,
     req: &HttpRequest,
     key: &WebhookKey,
 ) -> Result<HttpResponse, ApiError> {
     let route = lookup(state, req, key)?;
     let checks = &route.webhook.checks;
-    let Some(handshake) = checks.get_handshake() else {
-        return Err(ApiError::MethodNotAllowed { allowed: "POST" });
+    let get = match (
+        req.method() == actix_web::http::Method::HEAD,
+        checks.get_handshake(),
+    ) {
+        (true, _) if checks.answers_head() => None,
+        (false, Some(handshake)) => Some(handshake),
+        _ => return Err(ApiError::MethodNotAllowed { allowed: "POST" }),
     };
     let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let url = || called_url(state, req);
@@ -230,31 +237,14 @@ fn handshake_get(
     checks
         .check_head(&inbound)
         .map_err(|e| refused(&route, req, e))?;
+    let Some(handshake) = get else {
+        tracing::info!(webhook = %route.key, provider = "trello", "Handshake answered.");
+        return Ok(HttpResponse::Ok().finish());
+    };
     let answered = handshake
         .answer_get(&inbound)
         .map_err(|e| refused(&route, req, e))?;
     Ok(handshake_answer(state, &route, answered))
-}
-
-/// Trello checks a callback URL with a `HEAD` that must get 200 (no body, no signature); a
-/// webhook without the `trello` preset answers 405.
-fn handshake_head(
-    state: &AppState,
-    req: &HttpRequest,
-    key: &WebhookKey,
-) -> Result<HttpResponse, ApiError> {
-    let route = lookup(state, req, key)?;
-    let checks = &route.webhook.checks;
-    if !checks.answers_head() {
-        return Err(ApiError::MethodNotAllowed { allowed: "POST" });
-    }
-    let headers = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let url = || called_url(state, req);
-    checks
-        .check_head(&inbound(state, req, &headers, &url))
-        .map_err(|e| refused(&route, req, e))?;
-    tracing::info!(webhook = %route.key, provider = "trello", "Handshake answered.");
-    Ok(HttpResponse::Ok().finish())
 }
 
 /// The answer to a handshake: `text/plain` (or JSON where the provider asks for it), never

@@ -114,17 +114,20 @@ impl HandshakeConfig {
                 "`handshake.{field}` must not be empty (after {{$VAR}} substitution)"
             ))
         };
+        let filled = |value: &str, field: &str| {
+            if value.trim().is_empty() {
+                Err(empty(field))
+            } else {
+                Ok(())
+            }
+        };
         Ok(match self {
             HandshakeConfig::Meta { verify_token } => {
-                if verify_token.expose().trim().is_empty() {
-                    return Err(empty("verify_token"));
-                }
+                filled(verify_token.expose(), "verify_token")?;
                 Handshake::Meta { verify_token }
             }
             HandshakeConfig::X { consumer_secret } => {
-                if consumer_secret.expose().trim().is_empty() {
-                    return Err(empty("consumer_secret"));
-                }
+                filled(consumer_secret.expose(), "consumer_secret")?;
                 Handshake::X { consumer_secret }
             }
             HandshakeConfig::Msgraph { client_state } => {
@@ -139,15 +142,11 @@ impl HandshakeConfig {
             HandshakeConfig::Okta {} => Handshake::Okta,
             HandshakeConfig::Dropbox {} => Handshake::Dropbox,
             HandshakeConfig::Websub { topic } => {
-                if topic.trim().is_empty() {
-                    return Err(empty("topic"));
-                }
+                filled(&topic, "topic")?;
                 Handshake::Websub { topic }
             }
             HandshakeConfig::Strava { verify_token } => {
-                if verify_token.expose().trim().is_empty() {
-                    return Err(empty("verify_token"));
-                }
+                filled(verify_token.expose(), "verify_token")?;
                 Handshake::Strava { verify_token }
             }
             HandshakeConfig::Asana {} => Handshake::Asana,
@@ -375,20 +374,27 @@ impl Handshake {
                 })
             }));
         }
-        // Cheap test first: ordinary deliveries are not parsed twice.
-        let (provider, marker): (&'static str, &[u8]) = match self {
-            Handshake::Slack => ("slack", b"url_verification"),
-            Handshake::Zoom => ("zoom", b"endpoint.url_validation"),
+        // Cheap test first: ordinary deliveries are not parsed twice. The searchers are built
+        // once: building one costs about as much as searching a small body.
+        use memchr::memmem::Finder;
+        use std::sync::LazyLock;
+        static SLACK: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("url_verification"));
+        static ZOOM: LazyLock<Finder<'static>> =
+            LazyLock::new(|| Finder::new("endpoint.url_validation"));
+        static TWITCH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("challenge"));
+        let (provider, marker): (&'static str, &Finder<'static>) = match self {
+            Handshake::Slack => ("slack", &SLACK),
+            Handshake::Zoom => ("zoom", &ZOOM),
             Handshake::Twitch => {
                 let kind = inbound.header("twitch-eventsub-message-type")?;
                 if kind.trim() != "webhook_callback_verification" {
                     return None;
                 }
-                ("twitch", b"challenge")
+                ("twitch", &TWITCH)
             }
             _ => return None,
         };
-        memchr::memmem::find(body, marker)?;
+        marker.find(body)?;
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
         let answer = match self {

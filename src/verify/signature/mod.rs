@@ -479,6 +479,20 @@ fn hex_signature(keys: &Keys, value: &str, prefix: &str, parts: &[&[u8]]) -> boo
     keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, parts))
 }
 
+/// One MAC in `header` (as `encoding`) over `parts`, keyed with any of `keys`.
+fn one_mac(
+    inbound: &Inbound<'_>,
+    (header, encoding): (&str, Encoding),
+    keys: &Keys,
+    (algorithm, parts): (Algorithm, &[&[u8]]),
+) -> bool {
+    let Some(value) = inbound.header(header) else {
+        return false;
+    };
+    let received: Vec<_> = decode(encoding, value).into_iter().collect();
+    keys.any_matches(&received, |key| mac(algorithm, key, parts))
+}
+
 /// Slack's and Zoom's scheme: `<signature header>: v0=<hex>` over `v0:<timestamp>:<body>`,
 /// the timestamp (Unix seconds, in its own header) within `tolerance`.
 fn v0_signature(
@@ -695,13 +709,12 @@ impl SignatureCheck {
             SignatureCheck::Github { keys } => inbound
                 .header("x-hub-signature-256")
                 .is_some_and(|value| hex_signature(keys, value, "sha256=", &[body])),
-            SignatureCheck::Shopify { keys } => {
-                let Some(value) = inbound.header("x-shopify-hmac-sha256") else {
-                    return false;
-                };
-                let received: Vec<_> = decode(Encoding::Base64, value).into_iter().collect();
-                keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
-            }
+            SignatureCheck::Shopify { keys } => one_mac(
+                inbound,
+                ("x-shopify-hmac-sha256", Encoding::Base64),
+                keys,
+                (Algorithm::Sha256, &[body]),
+            ),
             SignatureCheck::Stripe { keys, tolerance } => {
                 let Some((timestamp, signatures)) = inbound
                     .header("stripe-signature")
@@ -771,33 +784,31 @@ impl SignatureCheck {
                 keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
             }
             SignatureCheck::Trello { keys, url } => {
-                let Some(value) = inbound.header("x-trello-webhook") else {
-                    return false;
-                };
                 let Some(callback) = signed_url(url.as_deref(), (inbound.url)().as_deref()) else {
                     return false;
                 };
-                let received: Vec<_> = decode(Encoding::Base64, value).into_iter().collect();
-                keys.any_matches(&received, |key| {
-                    mac(Algorithm::Sha1, key, &[body, callback.as_bytes()])
-                })
+                one_mac(
+                    inbound,
+                    ("x-trello-webhook", Encoding::Base64),
+                    keys,
+                    (Algorithm::Sha1, &[body, callback.as_bytes()]),
+                )
             }
-            SignatureCheck::Asana { keys } => {
-                let Some(value) = inbound.header("x-hook-signature") else {
-                    return false;
-                };
-                let received: Vec<_> = decode(Encoding::Hex, value).into_iter().collect();
-                keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
-            }
+            SignatureCheck::Asana { keys } => one_mac(
+                inbound,
+                ("x-hook-signature", Encoding::Hex),
+                keys,
+                (Algorithm::Sha256, &[body]),
+            ),
+            // The signature first, as Linear's SDK: an unsigned body is never parsed.
             SignatureCheck::Linear { keys, tolerance } => {
-                let Some(value) = inbound.header("linear-signature") else {
-                    return false;
-                };
-                let received: Vec<_> = decode(Encoding::Hex, value).into_iter().collect();
-                // The signature first, as Linear's SDK: an unsigned body is never parsed.
-                keys.any_matches(&received, |key| mac(Algorithm::Sha256, key, &[body]))
-                    && body::linear_timestamp(body)
-                        .is_some_and(|ms| body::fresh_ms(ms, inbound.now, *tolerance))
+                one_mac(
+                    inbound,
+                    ("linear-signature", Encoding::Hex),
+                    keys,
+                    (Algorithm::Sha256, &[body]),
+                ) && body::linear_timestamp(body)
+                    .is_some_and(|ms| body::fresh_ms(ms, inbound.now, *tolerance))
             }
             SignatureCheck::Mailgun { keys, tolerance } => {
                 let Some(signed) = body::mailgun_signature(body) else {

@@ -19,6 +19,34 @@ use crate::{
     webhook::{DataType, Execution, Webhook},
 };
 
+/// Where a request goes, decided once at intake from what it says (the webhook's `filter` and
+/// each destination's `when`). A spooled request keeps this decision: only the chosen
+/// destinations' queues take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routing {
+    /// Nowhere: the `filter` did not match, or no destination's `when` did.
+    Filtered,
+    /// To these destinations.
+    To(Chosen),
+}
+
+/// The destinations a request goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chosen {
+    All,
+    /// One flag per destination, in the chain's order.
+    Some(Vec<bool>),
+}
+
+impl Chosen {
+    fn includes(&self, index: usize) -> bool {
+        match self {
+            Chosen::All => true,
+            Chosen::Some(flags) => flags.get(index).copied().unwrap_or(false),
+        }
+    }
+}
+
 /// One built destination, the connection it uses (for error accounting) and its spool queue.
 #[derive(Debug)]
 struct Destination {
@@ -222,30 +250,65 @@ impl Route {
         self.webhook.data_type
     }
 
+    /// Where `request` goes: nowhere when the `filter` does not match or no destination's
+    /// `when` does; else to every destination without a `when` and those whose `when` matches.
+    pub fn route(&self, request: &crate::condition::Request<'_, '_>) -> Routing {
+        if let Some(filter) = &self.webhook.filter {
+            if !filter.matches(request) {
+                return Routing::Filtered;
+            }
+        }
+        if self.webhook.when.iter().all(Option::is_none) {
+            return Routing::To(Chosen::All);
+        }
+        let flags: Vec<bool> = self
+            .webhook
+            .when
+            .iter()
+            .map(|when| when.as_ref().is_none_or(|c| c.matches(request)))
+            .collect();
+        if flags.contains(&true) {
+            Routing::To(Chosen::Some(flags))
+        } else {
+            Routing::Filtered
+        }
+    }
+
+    /// The chosen destinations, with their positions in the chain.
+    fn chosen<'a>(
+        &'a self,
+        chosen: &'a Chosen,
+    ) -> impl Iterator<Item = (usize, &'a Destination)> + 'a {
+        self.modules
+            .iter()
+            .enumerate()
+            .filter(move |(index, _)| chosen.includes(*index))
+    }
+
     /// Takes a request: straight to the destinations, or through the spool as the webhook's
     /// `"spool"` mode says (`spool` is `None` when `SPOOL_DIR` is empty: every webhook is then
     /// `off`).
     pub async fn dispatch(
         &self,
         delivery: &Delivery,
+        chosen: &Chosen,
         metrics: &Metrics,
         spool: Option<SpoolPath<'_>>,
     ) -> Result<Outcome, DispatchError> {
         match (spool, self.webhook.spool) {
             (None, _) | (Some(_), SpoolMode::Off) => {
-                self.deliver_all(delivery, metrics).await?;
+                self.deliver_all(delivery, chosen, metrics).await?;
                 Ok(Outcome::Delivered)
             }
             (Some(path), SpoolMode::Always) => {
                 let all = self
-                    .modules
-                    .iter()
-                    .map(|d| d.queue(&self.key).clone())
+                    .chosen(chosen)
+                    .map(|(_, d)| d.queue(&self.key).clone())
                     .collect();
                 self.store(path.spool, all, delivery, None).await
             }
             (Some(path), SpoolMode::OnFailure) => {
-                let missed = self.deliver_or_fail(delivery, metrics, path).await;
+                let missed = self.deliver_or_fail(delivery, chosen, metrics, path).await;
                 if missed.is_empty() {
                     return Ok(Outcome::Delivered);
                 }
@@ -299,6 +362,7 @@ impl Route {
     async fn deliver_or_fail(
         &self,
         delivery: &Delivery,
+        chosen: &Chosen,
         metrics: &Metrics,
         path: SpoolPath<'_>,
     ) -> Vec<Missed> {
@@ -308,7 +372,7 @@ impl Route {
                 // As without the spool, the chain stops at the first destination that does not
                 // take the request: it and every one after it are spooled (and forwarded on
                 // their own queues).
-                for (index, destination) in self.modules.iter().enumerate() {
+                for (index, destination) in self.chosen(chosen) {
                     if let Attempt::Missed(refused) = self
                         .attempt(destination, delivery, metrics, path, deadline)
                         .await
@@ -317,10 +381,12 @@ impl Route {
                             queue: destination.queue(&self.key).clone(),
                             refused,
                         }];
-                        missed.extend(self.modules[index + 1..].iter().map(|d| Missed {
-                            queue: d.queue(&self.key).clone(),
-                            refused: None,
-                        }));
+                        missed.extend(self.chosen(chosen).filter(|(i, _)| *i > index).map(
+                            |(_, d)| Missed {
+                                queue: d.queue(&self.key).clone(),
+                                refused: None,
+                            },
+                        ));
                         return missed;
                     }
                 }
@@ -328,13 +394,12 @@ impl Route {
             }
             Execution::Parallel => {
                 let attempts = join_all(
-                    self.modules
-                        .iter()
-                        .map(|d| self.attempt(d, delivery, metrics, path, deadline)),
+                    self.chosen(chosen)
+                        .map(|(_, d)| self.attempt(d, delivery, metrics, path, deadline)),
                 )
                 .await;
-                self.modules
-                    .iter()
+                self.chosen(chosen)
+                    .map(|(_, d)| d)
                     .zip(attempts)
                     .filter_map(|(d, attempt)| match attempt {
                         Attempt::Acknowledged => None,
@@ -436,21 +501,21 @@ impl Route {
     async fn deliver_all(
         &self,
         delivery: &Delivery,
+        chosen: &Chosen,
         metrics: &Metrics,
     ) -> Result<(), DeliveryError> {
         let timeout = self.webhook.timeout;
         let all = async {
             match self.webhook.execution {
                 Execution::Sequential => {
-                    for destination in &self.modules {
+                    for (_, destination) in self.chosen(chosen) {
                         destination.deliver(&self.key, delivery, metrics).await?;
                     }
                 }
                 Execution::Parallel => {
                     try_join_all(
-                        self.modules
-                            .iter()
-                            .map(|d| d.deliver(&self.key, delivery, metrics)),
+                        self.chosen(chosen)
+                            .map(|(_, d)| d.deliver(&self.key, delivery, metrics)),
                     )
                     .await?;
                 }

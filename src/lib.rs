@@ -19,6 +19,7 @@
 
 pub mod admission;
 pub mod cache;
+pub mod condition;
 pub mod config;
 pub mod connections;
 pub mod dedup;

@@ -157,6 +157,7 @@ pub struct Metrics {
     admitted: DashSet<WebhookKey, KeyHasher>,
     admitted_count: AtomicUsize,
     requests: IntCounterVec,
+    filtered: IntCounterVec,
     request_seconds: HistogramVec,
     delivery_seconds: HistogramVec,
     destination_errors: IntCounterVec,
@@ -196,6 +197,13 @@ impl Metrics {
         let requests = must(IntCounterVec::new(
             Opts::new("switchyard_requests_total", "Webhook requests by outcome."),
             &["namespace", "webhook", "status"],
+        ));
+        let filtered = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_requests_filtered_total",
+                "Requests answered `filtered` by the webhook's `filter` (not delivered).",
+            ),
+            &["namespace", "webhook"],
         ));
         let request_seconds = must(HistogramVec::new(
             HistogramOpts::new(
@@ -278,6 +286,7 @@ impl Metrics {
         ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(filtered.clone()),
             Box::new(request_seconds.clone()),
             Box::new(delivery_seconds.clone()),
             Box::new(destination_errors.clone()),
@@ -312,6 +321,7 @@ impl Metrics {
             admitted: DashSet::default(),
             admitted_count: AtomicUsize::new(0),
             requests,
+            filtered,
             request_seconds,
             delivery_seconds,
             destination_errors,
@@ -368,6 +378,16 @@ impl Metrics {
         self.request_seconds
             .with_label_values(&[class])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one request the webhook's `filter` kept from its destinations.
+    pub fn filtered(&self, key: &WebhookKey) {
+        let (namespace, webhook) = if self.labelled(key) {
+            (key.namespace.as_str(), key.id.as_str())
+        } else {
+            (OTHER, OTHER)
+        };
+        self.filtered.with_label_values(&[namespace, webhook]).inc();
     }
 
     /// Times one module's hand-over; errors are counted by connection.

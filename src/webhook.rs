@@ -110,6 +110,9 @@ struct RawWebhook {
     /// A fixed answer instead of the JSON one, for senders that want it.
     #[serde(default)]
     response: Option<RawResponse>,
+    /// Only requests that match are delivered (see [`crate::condition`]).
+    #[serde(default)]
+    filter: Option<Value>,
 }
 
 /// `response`: what an accepted request is answered with.
@@ -269,6 +272,9 @@ struct RawDestination {
     module_config: Option<Value>,
     #[serde(default)]
     connection: Option<String>,
+    /// Only requests that match go to this destination (see [`crate::condition`]).
+    #[serde(default)]
+    when: Option<Value>,
 }
 
 /// `chain-config`.
@@ -302,6 +308,10 @@ pub struct Webhook {
     pub dedup: Option<crate::dedup::Dedup>,
     /// A fixed answer instead of the JSON one.
     pub response: Option<StaticResponse>,
+    /// Requests that do not match are answered `filtered` and not delivered.
+    pub filter: Option<crate::condition::Condition>,
+    /// Each destination's `when`, in the chain's order (`None`: every request).
+    pub when: Vec<Option<crate::condition::Condition>>,
 }
 
 fn destination(
@@ -354,7 +364,7 @@ impl Webhook {
     }
 
     fn from_raw(raw: RawWebhook) -> Result<Self, ConfigError> {
-        let (destinations, execution) = match (raw.module, raw.chain) {
+        let (destinations, execution, when) = match (raw.module, raw.chain) {
             (Some(module), None) => {
                 if raw.chain_config.is_some() {
                     return Err(ConfigError::Invalid(
@@ -362,7 +372,7 @@ impl Webhook {
                     ));
                 }
                 let only = destination(&module, raw.module_config, raw.connection.as_deref())?;
-                (vec![only], Execution::Sequential)
+                (vec![only], Execution::Sequential, vec![None])
             }
             (None, Some(chain)) => {
                 if raw.module_config.is_some() || raw.connection.is_some() {
@@ -374,16 +384,26 @@ impl Webhook {
                 if chain.is_empty() {
                     return Err(ConfigError::Invalid("`chain` must not be empty".into()));
                 }
-                let destinations = chain
+                let (destinations, when) = chain
                     .into_iter()
                     .enumerate()
                     .map(|(i, d)| {
+                        let when = d
+                            .when
+                            .map(|rule| {
+                                crate::condition::Condition::parse(
+                                    &rule,
+                                    &format!("chain[{i}].when"),
+                                )
+                            })
+                            .transpose()?;
                         destination(&d.module, d.module_config, d.connection.as_deref())
                             .map_err(|e| ConfigError::Invalid(format!("chain[{i}]: {e}")))
+                            .map(|d| (d, when))
                     })
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .collect::<Result<(Vec<_>, Vec<_>), _>>()?;
                 let execution = raw.chain_config.unwrap_or_default().execution;
-                (destinations, execution)
+                (destinations, execution, when)
             }
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid(
@@ -475,6 +495,11 @@ impl Webhook {
                 .map_or_else(|| Ok(RetryPolicy::default()), RawRetry::policy)?,
             dedup,
             response: raw.response.map(RawResponse::compile).transpose()?,
+            filter: raw
+                .filter
+                .map(|rule| crate::condition::Condition::parse(&rule, "filter"))
+                .transpose()?,
+            when,
         })
     }
 }

@@ -20,7 +20,7 @@ use super::{
     AppState,
 };
 use crate::{
-    dispatch::{DispatchError, Outcome, Route, SpoolPath},
+    dispatch::{Chosen, DispatchError, Outcome, Route, Routing, SpoolPath},
     keys::{Namespace, WebhookId, WebhookKey},
     modules::Delivery,
     telemetry::trace::Span,
@@ -326,8 +326,8 @@ const INLINE_CHECK_BYTES: usize = 256 * 1024;
 enum BodyVerdict {
     /// A handshake in the body (Slack, Zoom, Twitch), answered instead of delivered.
     Handshake(crate::verify::handshake::Answered),
-    /// The bytes to hand on.
-    Deliver(bytes::Bytes),
+    /// The bytes to hand on, and where they go.
+    Deliver(bytes::Bytes, Routing),
 }
 
 /// What the body checks read of the request, owned, for a blocking thread.
@@ -353,12 +353,18 @@ fn check_body(
         return answered.map(BodyVerdict::Handshake);
     }
     checks.charge_rate_limit()?;
-    match route.data_type() {
+    let body = match route.data_type() {
         DataType::Json => checks.check_json_body(body),
         DataType::Form => checks.check_form_body(body),
         DataType::Blob => Ok(body),
-    }
-    .map(BodyVerdict::Deliver)
+    }?;
+    // Decided here, where a large body is on its blocking thread; acted on after `dedup`.
+    let routing = route.route(&crate::condition::Request::new(
+        inbound.headers,
+        inbound.query,
+        &body,
+    ));
+    Ok(BodyVerdict::Deliver(body, routing))
 }
 
 /// The pipeline, in the order of the README's "Order" line.
@@ -422,9 +428,9 @@ async fn receive(
         .await
         .map_err(|_| ApiError::Overloaded)?
     };
-    let body = match verdict.map_err(refused)? {
+    let (body, routing) = match verdict.map_err(refused)? {
         BodyVerdict::Handshake(answered) => return Ok(handshake_answer(state, &route, answered)),
-        BodyVerdict::Deliver(body) => body,
+        BodyVerdict::Deliver(body, routing) => (body, routing),
     };
     drop(verify);
     // Held until the destinations answered: bounds memory and work, never queues. Taken before
@@ -446,6 +452,21 @@ async fn receive(
                 .body(r#"{"status":"duplicate"}"#));
         }
     };
+    let Routing::To(chosen) = routing else {
+        // A retry of it would be filtered again: its delivery id is not recorded.
+        drop(claim);
+        state.metrics.filtered(&route.key);
+        tracing::debug!(webhook = %route.key, request_id = %request_id(req), "Filtered out; not delivered.");
+        if let Some(fixed) = &route.webhook.response {
+            return Ok(static_response(fixed));
+        }
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(format!(
+                r#"{{"status":"filtered","request_id":"{}"}}"#,
+                request_id(req)
+            )));
+    };
     let delivery = Delivery {
         namespace: key.namespace.clone(),
         webhook: key.id.clone(),
@@ -456,7 +477,7 @@ async fn receive(
         json: route.data_type() == DataType::Json,
         trace: span.parent_of_later(),
     };
-    let (mut response, word) = match deliver(state, &route, &delivery).await? {
+    let (mut response, word) = match deliver(state, &route, &delivery, &chosen).await? {
         Outcome::Delivered => (HttpResponse::Ok(), "accepted"),
         Outcome::Stored => (HttpResponse::Accepted(), "stored"),
     };
@@ -591,6 +612,7 @@ async fn deliver(
     state: &AppState,
     route: &Arc<Route>,
     delivery: &Delivery,
+    chosen: &Chosen,
 ) -> Result<Outcome, ApiError> {
     let spool = state.spool.as_ref().map(|spool| SpoolPath {
         spool,
@@ -599,7 +621,7 @@ async fn deliver(
     tokio::select! {
         // Delivery first: one that completes on its first poll never sets up the deadline.
         biased;
-        result = route.dispatch(delivery, &state.metrics, spool) => result.map_err(|error| {
+        result = route.dispatch(delivery, chosen, &state.metrics, spool) => result.map_err(|error| {
             tracing::warn!(
                 webhook = %route.key,
                 request_id = %delivery.request_id,

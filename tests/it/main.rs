@@ -21,6 +21,7 @@ mod large_bodies;
 mod observability;
 mod openapi;
 mod providers;
+mod routing;
 mod sealed;
 mod settings;
 mod shutdown;

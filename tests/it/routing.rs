@@ -1,0 +1,247 @@
+//! Route by content: a webhook's `filter` through the real binary, delivering to a real Redis.
+//! Requests that do not match are answered `filtered` after every check and never reach a
+//! destination; invalid rules make the entry invalid, naming their path.
+
+use serde_json::{json, Value};
+
+use crate::{
+    support::{files::write_json, hmac_sha256, process::Router, wait_until, Redis},
+    unique,
+};
+
+/// GitHub pushes to `main` only: the README's first worked example.
+#[tokio::test]
+async fn a_filter_delivers_only_what_matches_and_answers_the_rest_filtered() {
+    let redis = Redis::start().await;
+    let stream = unique!("pushes");
+    let dir = tempfile::tempdir().unwrap();
+    let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
+    write_json(dir.path(), "connections.json", &json!({"r": connection}));
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({"gh": {
+            "module": "redis_stream", "connection": "r", "module-config": {"stream": stream},
+            "hmac": {"provider": "github", "secret": "s3cret"}, "dedup": true,
+            "filter": {"all": [
+                {"header": "X-GitHub-Event", "eq": "push"},
+                {"json_pointer": "/ref", "eq": "refs/heads/main"},
+            ]},
+        }}),
+    );
+    let router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    let client = reqwest::Client::new();
+    let post = |event: &str, body: &str, delivery: &str| {
+        let signature = hex::encode(hmac_sha256(b"s3cret", &[body.as_bytes()]));
+        client
+            .post(router.url("/webhook/gh"))
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", format!("sha256={signature}"))
+            .body(body.to_owned())
+            .send()
+    };
+    let main = r#"{"ref":"refs/heads/main","after":"abc"}"#;
+    let dev = r#"{"ref":"refs/heads/dev","after":"def"}"#;
+    let mut answers = Vec::new();
+    for (event, body, delivery) in [
+        ("push", main, "d-1"),
+        ("push", dev, "d-2"),
+        ("release", main, "d-3"),
+        ("push", main, "d-1"),
+    ] {
+        let response = post(event, body, delivery).await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let answer: Value = response.json().await.unwrap();
+        answers.push(answer["status"].clone());
+    }
+    // The filter runs after dedup: a copy of a delivered request is a duplicate.
+    assert_eq!(answers, ["accepted", "filtered", "filtered", "duplicate"]);
+    assert_eq!(redis.stream_payloads(&stream).await, vec![main.to_owned()]);
+    // A request that fails a check is refused, not filtered.
+    let unsigned = client
+        .post(router.url("/webhook/gh"))
+        .header("x-github-event", "push")
+        .body(dev)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let metrics = client
+        .get(router.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"switchyard_requests_filtered_total{namespace="default",webhook="gh"} 2"#),
+        "{metrics}"
+    );
+
+    // A live change of the rule applies; an invalid one is skipped with its path named and
+    // the last good rule keeps serving.
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({"gh": {
+            "module": "redis_stream", "connection": "r", "module-config": {"stream": stream},
+            "hmac": {"provider": "github", "secret": "s3cret"},
+            "filter": {"json_pointer": "/ref", "prefix": "refs/heads/"},
+        }}),
+    );
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the new rule applied",
+        || async {
+            let answer: Value = post("push", dev, "d-9")
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["status"] == "accepted"
+        },
+    )
+    .await;
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({"gh": {
+            "module": "redis_stream", "connection": "r", "module-config": {"stream": stream},
+            "hmac": {"provider": "github", "secret": "s3cret"},
+            "filter": {"any": [{"json_pointer": "/ref", "regex": "(unclosed"}]},
+        }}),
+    );
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the invalid rule reported",
+        || async {
+            let status: Value = client
+                .get(router.url("/status"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            status.to_string().contains("filter.any[0].regex")
+        },
+    )
+    .await;
+    let answer: Value = post("push", dev, "d-10")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], "accepted");
+}
+
+/// Per-destination `when` in a chain, sequential and parallel (the latter through the spool:
+/// a stored request goes only to the destinations chosen at intake). Stripe `invoice.*` to one
+/// stream and the rest to another; Slack events by `event.type`, with a destination that takes
+/// everything.
+#[tokio::test]
+async fn chain_destinations_take_only_what_their_when_matches() {
+    let redis = Redis::start().await;
+    let [invoices, rest, messages, reactions, everything] =
+        ["invoices", "rest", "messages", "reactions", "everything"].map(|s| unique!(s));
+    let stream = |name: &str, when: Option<Value>| {
+        let mut element = json!({"module": "redis_stream", "connection": "r",
+                                 "module-config": {"stream": name}});
+        if let Some(when) = when {
+            element["when"] = when;
+        }
+        element
+    };
+    let invoice = json!({"json_pointer": "/type", "prefix": "invoice."});
+    let dir = tempfile::tempdir().unwrap();
+    let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
+    write_json(dir.path(), "connections.json", &json!({"r": connection}));
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({
+            "stripe": {"chain": [stream(&invoices, Some(invoice.clone())),
+                                 stream(&rest, Some(json!({"not": invoice})))]},
+            "slack": {"spool": "always", "chain-config": {"execution": "parallel"}, "chain": [
+                stream(&messages, Some(json!({"json_pointer": "/event/type", "eq": "message"}))),
+                stream(&reactions, Some(json!({"json_pointer": "/event/type",
+                                               "in": ["reaction_added", "reaction_removed"]}))),
+                stream(&everything, None)]},
+            "picky": {"chain": [
+                stream(&messages, Some(json!({"header": "X-Kind", "eq": "a"}))),
+                stream(&reactions, Some(json!({"header": "X-Kind", "eq": "b"})))]},
+        }),
+    );
+    let router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    let client = reqwest::Client::new();
+    let post = |webhook: &str, body: Value| {
+        client
+            .post(router.url(&format!("/webhook/{webhook}")))
+            .body(body.to_string())
+            .send()
+    };
+    let status = |response: reqwest::Response| async move {
+        response.json::<Value>().await.unwrap()["status"].clone()
+    };
+    let paid = json!({"id": "evt_1", "type": "invoice.paid"});
+    let charge = json!({"id": "evt_2", "type": "charge.succeeded"});
+    assert_eq!(
+        status(post("stripe", paid.clone()).await.unwrap()).await,
+        "accepted"
+    );
+    assert_eq!(
+        status(post("stripe", charge.clone()).await.unwrap()).await,
+        "accepted"
+    );
+    assert_eq!(
+        redis.stream_payloads(&invoices).await,
+        vec![paid.to_string()]
+    );
+    assert_eq!(redis.stream_payloads(&rest).await, vec![charge.to_string()]);
+
+    let message = json!({"type": "event_callback", "event": {"type": "message"}});
+    let mention = json!({"type": "event_callback", "event": {"type": "app_mention"}});
+    for body in [&message, &mention] {
+        assert_eq!(
+            status(post("slack", body.clone()).await.unwrap()).await,
+            "stored"
+        );
+    }
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the stored requests forwarded to `everything` and `messages`",
+        || async {
+            redis.stream_payloads(&everything).await.len() == 2
+                && redis.stream_payloads(&messages).await.len() == 1
+        },
+    )
+    .await;
+    assert_eq!(
+        redis.stream_payloads(&messages).await,
+        vec![message.to_string()]
+    );
+    assert!(redis.stream_payloads(&reactions).await.is_empty());
+
+    // No destination matches: answered like a filtered request.
+    let kind = |k: &str| {
+        client
+            .post(router.url("/webhook/picky"))
+            .header("x-kind", k.to_owned())
+            .body("{}")
+            .send()
+    };
+    assert_eq!(status(kind("c").await.unwrap()).await, "filtered");
+    assert_eq!(status(kind("b").await.unwrap()).await, "accepted");
+    assert_eq!(
+        redis.stream_payloads(&reactions).await,
+        vec!["{}".to_owned()]
+    );
+    assert_eq!(redis.stream_payloads(&messages).await.len(), 1);
+}

@@ -31,7 +31,15 @@ pub enum Condition {
     All(Vec<Condition>),
     Any(Vec<Condition>),
     Not(Box<Condition>),
-    Test(Selector, Op),
+    Test(Test),
+}
+
+/// One test: what it reads, what it checks, and how it was written (for `check --explain`).
+#[derive(Debug, Clone)]
+pub struct Test {
+    selector: Selector,
+    op: Op,
+    written: Box<str>,
 }
 
 /// What a test reads.
@@ -90,8 +98,60 @@ impl Condition {
             Condition::All(all) => all.iter().all(|c| c.eval(request, steps)),
             Condition::Any(any) => any.iter().any(|c| c.eval(request, steps)),
             Condition::Not(inner) => !inner.eval(request, steps),
-            Condition::Test(selector, op) => op.holds(request.select(selector).as_ref()),
+            Condition::Test(test) => test.op.holds(request.select(&test.selector).as_ref()),
         }
+    }
+
+    /// Evaluates every part (no short cut), writing one line per part into `out`, indented by
+    /// depth: whether it matched and, for a test, the value it read. For `check --explain`.
+    pub fn explain(&self, request: &Request<'_, '_>, depth: usize, out: &mut Vec<String>) -> bool {
+        let at = out.len();
+        let indent = "  ".repeat(depth);
+        let (matched, label) = match self {
+            Condition::All(all) | Condition::Any(all) => {
+                out.push(String::new());
+                let results: Vec<bool> = all
+                    .iter()
+                    .map(|c| c.explain(request, depth + 1, out))
+                    .collect();
+                if matches!(self, Condition::All(_)) {
+                    (results.iter().all(|r| *r), "all".to_owned())
+                } else {
+                    (results.iter().any(|r| *r), "any".to_owned())
+                }
+            }
+            Condition::Not(inner) => {
+                out.push(String::new());
+                (!inner.explain(request, depth + 1, out), "not".to_owned())
+            }
+            Condition::Test(test) => {
+                let value = request.select(&test.selector);
+                let read = match &value {
+                    None => "absent".to_owned(),
+                    Some(Selected::Text(text)) => {
+                        serde_json::Value::String(text.to_string()).to_string()
+                    }
+                    Some(Selected::Json(value)) => value.to_string(),
+                };
+                out.push(String::new());
+                (
+                    test.op.holds(value.as_ref()),
+                    format!("{} (read: {})", test.written, cut(&read)),
+                )
+            }
+        };
+        let mark = if matched { "match" } else { "no match" };
+        out[at] = format!("{indent}{mark}: {label}");
+        matched
+    }
+}
+
+/// A value shown by `--explain`, cut to a readable length.
+fn cut(text: &str) -> String {
+    const SHOWN: usize = 120;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 
@@ -268,7 +328,12 @@ fn test(object: &Map<String, Value>, path: &str) -> Result<Condition, ConfigErro
         "lt" => Op::Lt(number(operand)?),
         _ => Op::Lte(number(operand)?),
     };
-    Ok(Condition::Test(selector, op))
+    let written = Value::Object(object.clone()).to_string().into_boxed_str();
+    Ok(Condition::Test(Test {
+        selector,
+        op,
+        written,
+    }))
 }
 
 /// A value a selector read: text (header, query, form) or a JSON value.

@@ -124,7 +124,14 @@ fn run_tool(settings: &Settings, command: Command) -> ExitCode {
                 webhooks,
                 connections,
                 etcd,
+                explain,
+                body,
+                headers,
+                query,
             } => {
+                let explain = explain
+                    .map(|webhook| tools::check::Explain::read(webhook, body, &headers, query))
+                    .transpose()?;
                 let source = if etcd {
                     Source::Etcd
                 } else {
@@ -134,7 +141,7 @@ fn run_tool(settings: &Settings, command: Command) -> ExitCode {
                             .unwrap_or_else(|| settings.connections_config_file.clone()),
                     }
                 };
-                let report = tools::check::run(settings, source).await?;
+                let report = tools::check::run(settings, source, explain).await?;
                 print!("{}", report.render());
                 Ok(report.problems.is_empty())
             }

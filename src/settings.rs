@@ -312,6 +312,20 @@ pub enum Command {
         /// Check the entries under ETCD_PREFIX in etcd instead of files.
         #[arg(long, conflicts_with_all = ["webhooks", "connections"])]
         etcd: bool,
+        /// Show how a request to this webhook (`<namespace>/<id>`, or `<id>` in ETCD_NAMESPACE)
+        /// would be routed: which conditions of its `filter` and each `when` match, and where
+        /// it would go. Sends nothing.
+        #[arg(long, value_name = "WEBHOOK")]
+        explain: Option<String>,
+        /// The request's body, for --explain.
+        #[arg(long, requires = "explain", value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// A request header `Name: value`, for --explain (repeatable).
+        #[arg(long = "header", requires = "explain", value_name = "NAME:VALUE")]
+        headers: Vec<String>,
+        /// The request's query string (`a=1&b=2`), for --explain.
+        #[arg(long, requires = "explain")]
+        query: Option<String>,
     },
     /// Write a file-backend config into etcd under the key layout (webhooks into --namespace,
     /// connections into global). Writes nothing when any entry is invalid, or when a key already

@@ -19,7 +19,52 @@ pub enum Source {
     Etcd,
 }
 
-pub async fn run(settings: &Settings, source: Source) -> Result<Report, String> {
+/// `--explain`: a request to route on paper.
+pub struct Explain {
+    webhook: String,
+    body: Vec<u8>,
+    headers: Vec<(String, String)>,
+    query: Option<String>,
+}
+
+impl Explain {
+    /// The request from the command line: the body file and `Name: value` headers.
+    pub fn read(
+        webhook: String,
+        body: Option<PathBuf>,
+        headers: &[String],
+        query: Option<String>,
+    ) -> Result<Self, String> {
+        let body = match body {
+            Some(path) => {
+                std::fs::read(&path).map_err(|e| format!("--body {}: {e}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        let headers = headers
+            .iter()
+            .map(|h| {
+                h.split_once(':')
+                    .map(|(name, value)| {
+                        (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+                    })
+                    .ok_or_else(|| format!("--header {h:?}: write it as `Name: value`"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            webhook,
+            body,
+            headers,
+            query,
+        })
+    }
+}
+
+pub async fn run(
+    settings: &Settings,
+    source: Source,
+    explain: Option<Explain>,
+) -> Result<Report, String> {
     let mut report = Report::default();
     let entries = match source {
         Source::Files {
@@ -42,7 +87,77 @@ pub async fn run(settings: &Settings, source: Source) -> Result<Report, String> 
     let keys = super::seal_keys(settings)?;
     validate(&entries, Rules::from_settings(settings), &keys, &mut report);
     warn_slow_answers(settings, &keys, &entries, &mut report);
+    if let Some(explain) = explain {
+        report.explained = explained(settings, &keys, &entries, &explain)?;
+    }
     Ok(report)
+}
+
+/// How the request of `--explain` would be routed, one line per condition.
+fn explained(
+    settings: &Settings,
+    keys: &crate::config::seal::Keyring,
+    entries: &[super::Entry],
+    explain: &Explain,
+) -> Result<Vec<String>, String> {
+    use crate::keys::{ConfigKey, Namespace, WebhookId, WebhookKey};
+    let (namespace, id) = match explain.webhook.split_once('/') {
+        Some((namespace, id)) => (Namespace::parse(namespace).map_err(|e| e.to_string())?, id),
+        None => (settings.etcd_namespace.clone(), explain.webhook.as_str()),
+    };
+    let key = WebhookKey::new(namespace, WebhookId::parse(id).map_err(|e| e.to_string())?);
+    let entry = entries
+        .iter()
+        .find(|e| e.key == ConfigKey::Webhook(key.clone()))
+        .ok_or_else(|| format!("--explain: no webhook `{key}` in this config"))?;
+    let webhook = crate::provider::parse_webhook(
+        entry.raw.as_bytes(),
+        &crate::config::Secrets::new(&crate::config::env_subst::process_env, keys, &entry.key),
+        Rules::from_settings(settings),
+    )
+    .map_err(|e| format!("--explain: `{key}` is invalid: {e}"))?;
+    let headers = |name: &str| {
+        explain
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let request = crate::condition::Request::new(&headers, explain.query.as_deref(), &explain.body);
+    let mut lines = vec![format!("explain {key}:")];
+    let passed = match &webhook.filter {
+        Some(filter) => {
+            lines.push("  filter:".into());
+            filter.explain(&request, 2, &mut lines)
+        }
+        None => true,
+    };
+    let mut chosen = Vec::new();
+    for (index, (destination, when)) in webhook.destinations.iter().zip(&webhook.when).enumerate() {
+        let name = match destination.target() {
+            Some(target) => format!("chain[{index}] {} ({target})", destination.name()),
+            None => format!("chain[{index}] {}", destination.name()),
+        };
+        let taken = match when {
+            Some(when) => {
+                lines.push(format!("  {name}, when:"));
+                when.explain(&request, 2, &mut lines)
+            }
+            None => {
+                lines.push(format!("  {name}: every request"));
+                true
+            }
+        };
+        if taken {
+            chosen.push(name);
+        }
+    }
+    lines.push(if !passed || chosen.is_empty() {
+        "  => filtered: answered 200 {\"status\":\"filtered\"}, delivered nowhere".into()
+    } else {
+        format!("  => delivered to: {}", chosen.join(", "))
+    });
+    Ok(lines)
 }
 
 /// Warns about webhooks that may answer after their provider gives up (Slack, Zoom and Okta

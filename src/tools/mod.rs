@@ -36,6 +36,8 @@ pub struct Report {
     /// Valid entries that will probably misbehave (they do not fail the check).
     pub warnings: Vec<String>,
     pub ok: usize,
+    /// `check --explain`: how one request would be routed, printed before the rest.
+    pub explained: Vec<String>,
 }
 
 impl Report {
@@ -49,6 +51,9 @@ impl Report {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
+        for line in &self.explained {
+            let _ = writeln!(out, "{line}");
+        }
         for p in &self.problems {
             let _ = writeln!(out, "invalid  {p}");
         }

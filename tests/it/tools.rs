@@ -454,3 +454,84 @@ fn check_says_what_a_missing_connection_means_with_the_spool_on_or_off() {
     );
     assert!(out.contains("503 connection_missing"), "{out}");
 }
+
+/// `check --explain` routes a request on paper: each condition of the `filter` and of every
+/// `when` with the value it read, and where the request would go; nothing is sent.
+#[test]
+fn check_explains_where_a_request_would_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, c) = write_pair(
+        dir.path(),
+        r#"{"gh": {"filter": {"all": [{"header": "X-GitHub-Event", "in": ["push", "release"]},
+                                     {"json_pointer": "/ref", "prefix": "refs/heads/"}]},
+                   "chain": [{"module": "log", "when": {"json_pointer": "/ref", "eq": "refs/heads/main"}},
+                             {"module": "log", "when": {"not": {"json_pointer": "/ref", "eq": "refs/heads/main"}}},
+                             {"module": "log"}]}}"#,
+        "{}",
+    );
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, r#"{"ref":"refs/heads/dev"}"#).unwrap();
+    let explain = |event: &str| {
+        let out = switchyard(&[
+            "check",
+            "--webhooks",
+            &w,
+            "--connections",
+            &c,
+            "--explain",
+            "default/gh",
+            "--body",
+            body.to_str().unwrap(),
+            "--header",
+            &format!("X-GitHub-Event: {event}"),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let push = explain("push");
+    for line in [
+        r#"      match: {"header":"X-GitHub-Event","in":["push","release"]} (read: "push")"#,
+        r#"    no match: {"eq":"refs/heads/main","json_pointer":"/ref"} (read: "refs/heads/dev")"#,
+        "  chain[2] log: every request",
+        "  => delivered to: chain[1] log, chain[2] log",
+    ] {
+        assert!(push.lines().any(|l| l == line), "{line:?} not in:\n{push}");
+    }
+    let ping = explain("ping");
+    assert!(ping.contains("    no match: all"), "{ping}");
+    assert!(
+        ping.contains(r#"  => filtered: answered 200 {"status":"filtered"}, delivered nowhere"#),
+        "{ping}"
+    );
+    // A webhook that is not there, and a header written without its colon.
+    let out = switchyard(&[
+        "check",
+        "--webhooks",
+        &w,
+        "--connections",
+        &c,
+        "--explain",
+        "nope",
+    ]);
+    assert!(
+        text(&out.stderr).contains("no webhook `default/nope`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = switchyard(&[
+        "check",
+        "--webhooks",
+        &w,
+        "--connections",
+        &c,
+        "--explain",
+        "gh",
+        "--header",
+        "X-A",
+    ]);
+    assert!(
+        text(&out.stderr).contains("write it as `Name: value`"),
+        "{}",
+        text(&out.stderr)
+    );
+}

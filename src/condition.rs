@@ -49,8 +49,9 @@ pub enum Selector {
     Header(String),
     /// A query parameter (its first value).
     Query(String),
-    /// A value in the JSON body (RFC 6901 pointer).
-    JsonPointer(String),
+    /// A value in the JSON body: an RFC 6901 pointer, split into its unescaped reference
+    /// tokens once, when the entry is read.
+    JsonPointer(Vec<String>),
     /// A field of a form-encoded body (its first value).
     Form(String),
 }
@@ -264,7 +265,13 @@ fn test(object: &Map<String, Value>, path: &str) -> Result<Condition, ConfigErro
                     "is empty (the whole body) or starts with `/`",
                 ));
             }
-            Selector::JsonPointer(name.clone())
+            // `~1` is `/` and `~0` is `~`, in that order (RFC 6901, section 4).
+            let tokens = name
+                .split('/')
+                .skip(1)
+                .map(|token| token.replace("~1", "/").replace("~0", "~"))
+                .collect();
+            Selector::JsonPointer(tokens)
         }
     };
     let at = format!("{path}.{operator}");
@@ -426,14 +433,31 @@ impl<'a, 'h: 'a> Request<'a, 'h> {
             Selector::Header(name) => (self.headers)(name).map(|v| Selected::Text(v.into())),
             Selector::Query(name) => first(self.query?.as_bytes(), name),
             Selector::Form(name) => first(self.body, name),
-            Selector::JsonPointer(pointer) => self
-                .json
-                .get_or_init(|| serde_json::from_slice(self.body).ok())
-                .as_ref()?
-                .pointer(pointer)
-                .map(Selected::Json),
+            Selector::JsonPointer(tokens) => {
+                let mut value = self
+                    .json
+                    .get_or_init(|| serde_json::from_slice(self.body).ok())
+                    .as_ref()?;
+                for token in tokens {
+                    value = match value {
+                        Value::Object(members) => members.get(token)?,
+                        Value::Array(items) => items.get(array_index(token)?)?,
+                        _ => return None,
+                    };
+                }
+                Some(Selected::Json(value))
+            }
         }
     }
+}
+
+/// An array index as RFC 6901 writes it: `0`, or digits without a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (token.len() > 1 && token.starts_with('0')) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 #[cfg(test)]
@@ -462,8 +486,7 @@ mod tests {
 
     #[test]
     fn each_operator_on_each_selector() {
-        let body =
-            r#"{"ref":"refs/heads/main","n":5,"f":1.5,"tags":["a"],"o":{"k":null},"t":true}"#;
+        let body = r#"{"ref":"refs/heads/main","n":5,"f":1.5,"tags":["a"],"o":{"k":null},"t":true,"a/b":{"c~d":1}}"#;
         let headers = [("X-GitHub-Event", "push"), ("X-Retry", "3")];
         let query = "type=order.created&dry=1";
         let cases = [
@@ -514,6 +537,10 @@ mod tests {
             ),
             (json!({"json_pointer": "/n", "prefix": "5"}), false),
             (json!({"json_pointer": "/missing", "exists": false}), true),
+            (json!({"json_pointer": "/tags/00", "exists": true}), false),
+            (json!({"json_pointer": "/tags/+0", "exists": true}), false),
+            (json!({"json_pointer": "/a~1b/c~0d", "eq": 1}), true),
+            (json!({"json_pointer": "", "exists": true}), true),
         ];
         for (condition, expected) in cases {
             assert_eq!(

@@ -5,21 +5,31 @@
 use serde_json::{json, Value};
 
 use crate::{
-    support::{files::write_json, hmac_sha256, process::Router, wait_until, Redis},
+    support::{
+        files::write_json, get_json, get_text, hmac_sha256, process::Router, wait_until, Redis,
+    },
     unique,
 };
+
+/// A ready router on the file backend with `webhooks` and the connection `r` to `redis`; its
+/// files' folder, to change them live.
+async fn redis_router(redis: &Redis, webhooks: &Value) -> (tempfile::TempDir, Router) {
+    let dir = tempfile::tempdir().unwrap();
+    let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
+    write_json(dir.path(), "connections.json", &json!({"r": connection}));
+    write_json(dir.path(), "webhooks.json", webhooks);
+    let router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    (dir, router)
+}
 
 /// GitHub pushes to `main` only: the README's first worked example.
 #[tokio::test]
 async fn a_filter_delivers_only_what_matches_and_answers_the_rest_filtered() {
     let redis = Redis::start().await;
     let stream = unique!("pushes");
-    let dir = tempfile::tempdir().unwrap();
-    let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
-    write_json(dir.path(), "connections.json", &json!({"r": connection}));
-    write_json(
-        dir.path(),
-        "webhooks.json",
+    let (dir, router) = redis_router(
+        &redis,
         &json!({"gh": {
             "module": "redis_stream", "connection": "r", "module-config": {"stream": stream},
             "hmac": {"provider": "github", "secret": "s3cret"}, "dedup": true,
@@ -28,9 +38,8 @@ async fn a_filter_delivers_only_what_matches_and_answers_the_rest_filtered() {
                 {"json_pointer": "/ref", "eq": "refs/heads/main"},
             ]},
         }}),
-    );
-    let router = Router::start(dir.path(), &[]);
-    router.wait_ready().await;
+    )
+    .await;
     let client = reqwest::Client::new();
     let post = |event: &str, body: &str, delivery: &str| {
         let signature = hex::encode(hmac_sha256(b"s3cret", &[body.as_bytes()]));
@@ -68,14 +77,7 @@ async fn a_filter_delivers_only_what_matches_and_answers_the_rest_filtered() {
         .await
         .unwrap();
     assert_eq!(unsigned.status(), reqwest::StatusCode::UNAUTHORIZED);
-    let metrics = client
-        .get(router.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&router.base(), "/metrics").await;
     assert!(
         metrics
             .contains(r#"switchyard_requests_filtered_total{namespace="default",webhook="gh"} 2"#),
@@ -84,15 +86,14 @@ async fn a_filter_delivers_only_what_matches_and_answers_the_rest_filtered() {
 
     // A live change of the rule applies; an invalid one is skipped with its path named and
     // the last good rule keeps serving.
-    write_json(
-        dir.path(),
-        "webhooks.json",
-        &json!({"gh": {
+    let with_filter = |filter: Value| {
+        let entry = json!({"gh": {
             "module": "redis_stream", "connection": "r", "module-config": {"stream": stream},
-            "hmac": {"provider": "github", "secret": "s3cret"},
-            "filter": {"json_pointer": "/ref", "prefix": "refs/heads/"},
-        }}),
-    );
+            "hmac": {"provider": "github", "secret": "s3cret"}, "filter": filter,
+        }});
+        write_json(dir.path(), "webhooks.json", &entry);
+    };
+    with_filter(json!({"json_pointer": "/ref", "prefix": "refs/heads/"}));
     wait_until(
         std::time::Duration::from_secs(10),
         "the new rule applied",
@@ -107,28 +108,15 @@ async fn a_filter_delivers_only_what_matches_and_answers_the_rest_filtered() {
         },
     )
     .await;
-    write_json(
-        dir.path(),
-        "webhooks.json",
-        &json!({"gh": {
-            "module": "redis_stream", "connection": "r", "module-config": {"stream": stream},
-            "hmac": {"provider": "github", "secret": "s3cret"},
-            "filter": {"any": [{"json_pointer": "/ref", "regex": "(unclosed"}]},
-        }}),
-    );
+    with_filter(json!({"any": [{"json_pointer": "/ref", "regex": "(unclosed"}]}));
     wait_until(
         std::time::Duration::from_secs(10),
         "the invalid rule reported",
         || async {
-            let status: Value = client
-                .get(router.url("/status"))
-                .send()
+            get_json(&router.base(), "/status")
                 .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            status.to_string().contains("filter.any[0].regex")
+                .to_string()
+                .contains("filter.any[0].regex")
         },
     )
     .await;
@@ -159,12 +147,8 @@ async fn chain_destinations_take_only_what_their_when_matches() {
         element
     };
     let invoice = json!({"json_pointer": "/type", "prefix": "invoice."});
-    let dir = tempfile::tempdir().unwrap();
-    let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
-    write_json(dir.path(), "connections.json", &json!({"r": connection}));
-    write_json(
-        dir.path(),
-        "webhooks.json",
+    let (_dir, router) = redis_router(
+        &redis,
         &json!({
             "stripe": {"chain": [stream(&invoices, Some(invoice.clone())),
                                  stream(&rest, Some(json!({"not": invoice})))]},
@@ -177,9 +161,8 @@ async fn chain_destinations_take_only_what_their_when_matches() {
                 stream(&messages, Some(json!({"header": "X-Kind", "eq": "a"}))),
                 stream(&reactions, Some(json!({"header": "X-Kind", "eq": "b"})))]},
         }),
-    );
-    let router = Router::start(dir.path(), &[]);
-    router.wait_ready().await;
+    )
+    .await;
     let client = reqwest::Client::new();
     let post = |webhook: &str, body: Value| {
         client

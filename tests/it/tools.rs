@@ -471,19 +471,21 @@ fn check_explains_where_a_request_would_go() {
     );
     let body = dir.path().join("body.json");
     std::fs::write(&body, r#"{"ref":"refs/heads/dev"}"#).unwrap();
+    let check = |more: &[&str]| {
+        let mut args = vec!["check", "--webhooks", &w, "--connections", &c];
+        args.extend_from_slice(more);
+        switchyard(&args)
+    };
     let explain = |event: &str| {
-        let out = switchyard(&[
-            "check",
-            "--webhooks",
-            &w,
-            "--connections",
-            &c,
+        let header = format!("X-GitHub-Event: {event}");
+        let body = body.to_str().unwrap();
+        let out = check(&[
             "--explain",
             "default/gh",
             "--body",
-            body.to_str().unwrap(),
+            body,
             "--header",
-            &format!("X-GitHub-Event: {event}"),
+            &header,
         ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout)
@@ -504,31 +506,13 @@ fn check_explains_where_a_request_would_go() {
         "{ping}"
     );
     // A webhook that is not there, and a header written without its colon.
-    let out = switchyard(&[
-        "check",
-        "--webhooks",
-        &w,
-        "--connections",
-        &c,
-        "--explain",
-        "nope",
-    ]);
+    let out = check(&["--explain", "nope"]);
     assert!(
         text(&out.stderr).contains("no webhook `default/nope`"),
         "{}",
         text(&out.stderr)
     );
-    let out = switchyard(&[
-        "check",
-        "--webhooks",
-        &w,
-        "--connections",
-        &c,
-        "--explain",
-        "gh",
-        "--header",
-        "X-A",
-    ]);
+    let out = check(&["--explain", "gh", "--header", "X-A"]);
     assert!(
         text(&out.stderr).contains("write it as `Name: value`"),
         "{}",

@@ -95,6 +95,16 @@ pub async fn get_json(base: &str, path: &str) -> serde_json::Value {
         .expect("a JSON answer")
 }
 
+/// `GET base + path` as text.
+pub async fn get_text(base: &str, path: &str) -> String {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .expect("GET answered")
+        .text()
+        .await
+        .expect("a text answer")
+}
+
 /// One unlabelled metric from `base/metrics` (NaN when absent).
 pub async fn metric(base: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("{base}/metrics"))

@@ -228,3 +228,112 @@ async fn chain_destinations_take_only_what_their_when_matches() {
     );
     assert_eq!(redis.stream_payloads(&messages).await.len(), 1);
 }
+
+/// Every operator and combinator through the HTTP stack: each rule is a webhook's `filter`, and
+/// the request is answered `accepted` when it matches, `filtered` when not (the unit tests cover
+/// each operator's edge cases).
+#[actix_web::test]
+async fn each_operator_and_combinator_decides_through_the_http_stack() {
+    use crate::support::inproc::{call_text, one_webhook, post_bytes};
+    let body = r#"{"ref":"refs/heads/main","n":5,"tags":["a","b"],"event":{"type":"message"}}"#;
+    let push = json!({"header": "X-GitHub-Event", "eq": "push"});
+    let main = json!({"json_pointer": "/ref", "eq": "refs/heads/main"});
+    for (filter, accepted) in [
+        (push.clone(), true),
+        (json!({"header": "X-GitHub-Event", "ne": "push"}), false),
+        (
+            json!({"header": "X-GitHub-Event", "in": ["release", "push"]}),
+            true,
+        ),
+        (json!({"header": "X-Other", "exists": true}), false),
+        (json!({"query": "source", "eq": "ci"}), true),
+        (json!({"query": "source", "prefix": "c"}), true),
+        (json!({"json_pointer": "/ref", "suffix": "/main"}), true),
+        (
+            json!({"json_pointer": "/event/type", "contains": "ess"}),
+            true,
+        ),
+        (
+            json!({"json_pointer": "/ref", "regex": "^refs/tags/"}),
+            false,
+        ),
+        (json!({"json_pointer": "/n", "gt": 5}), false),
+        (json!({"json_pointer": "/n", "gte": 5}), true),
+        (json!({"json_pointer": "/n", "lt": 10}), true),
+        (json!({"json_pointer": "/n", "lte": 4.5}), false),
+        (json!({"json_pointer": "/tags/1", "eq": "b"}), true),
+        (json!({"all": [push.clone(), main.clone()]}), true),
+        (json!({"all": [push.clone(), {"not": main.clone()}]}), false),
+        (json!({"any": [{"not": push.clone()}, main.clone()]}), true),
+        (json!({"not": {"any": [push, main]}}), false),
+    ] {
+        let (h, module) = one_webhook(json!({"module": "log", "filter": filter}));
+        let request =
+            post_bytes("/webhook/a/w?source=ci", body).insert_header(("x-github-event", "push"));
+        let (status, _, text) = call_text(&h, request).await;
+        assert_eq!(status, actix_web::http::StatusCode::OK, "{filter}: {text}");
+        let word = serde_json::from_str::<Value>(&text).unwrap()["status"].clone();
+        let expected = if accepted { "accepted" } else { "filtered" };
+        assert_eq!(word, expected, "{filter}");
+        assert_eq!(module.taken().len(), usize::from(accepted), "{filter}");
+    }
+    // A form body is read by field.
+    let (h, module) = one_webhook(json!({"module": "log", "data_type": "form",
+        "filter": {"form": "command", "eq": "/deploy"}}));
+    for (form, expected) in [
+        ("command=%2Fdeploy&text=x", "accepted"),
+        ("command=%2Fhelp", "filtered"),
+    ] {
+        let (_, _, text) = call_text(&h, post_bytes("/webhook/a/w", form)).await;
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap()["status"],
+            expected
+        );
+    }
+    assert_eq!(module.taken().len(), 1);
+}
+
+/// A rule changed in etcd applies within the watch's latency, like any change of the entry.
+#[tokio::test]
+async fn a_rule_changed_in_etcd_applies_live() {
+    use crate::support::Etcd;
+    let etcd = Etcd::start().await;
+    let prefix = format!("/{}/", unique!("cwm"));
+    let key = format!("{prefix}acme/webhooks/gh");
+    let entry = |event: &str| {
+        json!({"module": "log", "filter": {"header": "X-GitHub-Event", "eq": event}}).to_string()
+    };
+    etcd.put(&key, &entry("release")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = etcd.endpoint();
+    let router = Router::start(
+        dir.path(),
+        &[
+            ("CONFIG_BACKEND", "etcd"),
+            ("ETCD_ENDPOINTS", endpoint.as_str()),
+            ("ETCD_PREFIX", prefix.as_str()),
+        ],
+    );
+    router.wait_ready().await;
+    let client = reqwest::Client::new();
+    let push = || async {
+        let response = client
+            .post(router.url("/webhook/acme/gh"))
+            .header("x-github-event", "push")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        response.json::<Value>().await.unwrap()["status"].clone()
+    };
+    assert_eq!(push().await, "filtered");
+    let changed = std::time::Instant::now();
+    etcd.put(&key, &entry("push")).await;
+    wait_until(
+        std::time::Duration::from_secs(5),
+        "the new rule applied",
+        || async { push().await == "accepted" },
+    )
+    .await;
+    eprintln!("rule applied {:?} after the etcd put", changed.elapsed());
+}

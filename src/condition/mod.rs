@@ -9,9 +9,13 @@
 //!          {"not": {"query": "dry_run", "exists": true}}]}
 //! ```
 
+mod borrowed;
+
 use std::cell::OnceCell;
 
 use serde_json::{Map, Value};
+
+use borrowed::Json;
 
 use crate::config::ConfigError;
 
@@ -132,7 +136,7 @@ impl Condition {
                     Some(Selected::Text(text)) => {
                         serde_json::Value::String(text.to_string()).to_string()
                     }
-                    Some(Selected::Json(value)) => value.to_string(),
+                    Some(Selected::Json(value)) => value.to_value().to_string(),
                 };
                 out.push(String::new());
                 (
@@ -347,7 +351,7 @@ fn test(object: &Map<String, Value>, path: &str) -> Result<Condition, ConfigErro
 #[derive(Debug, Clone, PartialEq)]
 pub enum Selected<'a> {
     Text(std::borrow::Cow<'a, str>),
-    Json(&'a Value),
+    Json(&'a Json<'a>),
 }
 
 impl Selected<'_> {
@@ -371,8 +375,7 @@ impl Selected<'_> {
         match (self, operand) {
             (Selected::Text(text), Value::String(s)) => text == s,
             (Selected::Text(_), _) => false,
-            (Selected::Json(Value::Number(a)), Value::Number(b)) => a.as_f64() == b.as_f64(),
-            (Selected::Json(value), operand) => *value == operand,
+            (Selected::Json(value), operand) => value.equals(operand),
         }
     }
 }
@@ -406,7 +409,7 @@ pub struct Request<'a, 'h> {
     headers: &'a dyn Fn(&str) -> Option<&'h str>,
     query: Option<&'a str>,
     body: &'a [u8],
-    json: OnceCell<Option<Value>>,
+    json: OnceCell<Option<Json<'a>>>,
 }
 
 impl<'a, 'h: 'a> Request<'a, 'h> {
@@ -433,31 +436,14 @@ impl<'a, 'h: 'a> Request<'a, 'h> {
             Selector::Header(name) => (self.headers)(name).map(|v| Selected::Text(v.into())),
             Selector::Query(name) => first(self.query?.as_bytes(), name),
             Selector::Form(name) => first(self.body, name),
-            Selector::JsonPointer(tokens) => {
-                let mut value = self
-                    .json
-                    .get_or_init(|| serde_json::from_slice(self.body).ok())
-                    .as_ref()?;
-                for token in tokens {
-                    value = match value {
-                        Value::Object(members) => members.get(token)?,
-                        Value::Array(items) => items.get(array_index(token)?)?,
-                        _ => return None,
-                    };
-                }
-                Some(Selected::Json(value))
-            }
+            Selector::JsonPointer(tokens) => self
+                .json
+                .get_or_init(|| Json::parse(self.body))
+                .as_ref()?
+                .at(tokens)
+                .map(Selected::Json),
         }
     }
-}
-
-/// An array index as RFC 6901 writes it: `0`, or digits without a leading zero.
-fn array_index(token: &str) -> Option<usize> {
-    let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
-    if !digits || (token.len() > 1 && token.starts_with('0')) {
-        return None;
-    }
-    token.parse().ok()
 }
 
 #[cfg(test)]

@@ -305,15 +305,7 @@ async fn a_rule_changed_in_etcd_applies_live() {
     };
     etcd.put(&key, &entry("release")).await;
     let dir = tempfile::tempdir().unwrap();
-    let endpoint = etcd.endpoint();
-    let router = Router::start(
-        dir.path(),
-        &[
-            ("CONFIG_BACKEND", "etcd"),
-            ("ETCD_ENDPOINTS", endpoint.as_str()),
-            ("ETCD_PREFIX", prefix.as_str()),
-        ],
-    );
+    let router = Router::on_etcd(dir.path(), &etcd, &prefix, &[]);
     router.wait_ready().await;
     let client = reqwest::Client::new();
     let push = || async {

@@ -712,16 +712,11 @@ async fn one_namespace_cannot_fill_the_spool_for_the_others() {
         .await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let endpoint = etcd.endpoint();
-    let router = Router::start(
+    let router = Router::on_etcd(
         dir.path(),
-        &[
-            ("CONFIG_BACKEND", "etcd"),
-            ("ETCD_ENDPOINTS", endpoint.as_str()),
-            ("ETCD_PREFIX", prefix.as_str()),
-            ("SPOOL_MAX_BYTES", "1048576"),
-            ("MAX_BODY_BYTES", "65536"),
-        ],
+        &etcd,
+        &prefix,
+        &[("SPOOL_MAX_BYTES", "1048576"), ("MAX_BODY_BYTES", "65536")],
     );
     router.wait_ready().await;
     let client = reqwest::Client::new();

@@ -57,14 +57,7 @@ async fn file_router(
 
 /// A router process on the etcd backend under `prefix`.
 fn etcd_router(dir: &std::path::Path, etcd: &Etcd, prefix: &str, env: &[(&str, &str)]) -> Router {
-    let endpoint = etcd.endpoint();
-    let mut all = vec![
-        ("CONFIG_BACKEND", "etcd"),
-        ("ETCD_ENDPOINTS", endpoint.as_str()),
-        ("ETCD_PREFIX", prefix),
-    ];
-    all.extend_from_slice(env);
-    Router::start(dir, &all)
+    Router::on_etcd(dir, etcd, prefix, env)
 }
 
 // 1. A panic while applying an entry ----------------------------------------------------

@@ -48,6 +48,18 @@ impl Router {
         Self { child, port, log }
     }
 
+    /// As [`Router::start`], on the etcd backend: `etcd` under `prefix`, with the extra `env`.
+    pub fn on_etcd(dir: &Path, etcd: &super::Etcd, prefix: &str, env: &[(&str, &str)]) -> Self {
+        let endpoint = etcd.endpoint();
+        let mut all = vec![
+            ("CONFIG_BACKEND", "etcd"),
+            ("ETCD_ENDPOINTS", endpoint.as_str()),
+            ("ETCD_PREFIX", prefix),
+        ];
+        all.extend_from_slice(env);
+        Self::start(dir, &all)
+    }
+
     /// A ready router on the file backend serving `webhooks` (and no connections) with `env`,
     /// its files in a temp dir of its own (returned with it, to keep it).
     pub async fn serving(

@@ -19,9 +19,9 @@ use crate::{
     webhook::{DataType, Execution, Webhook},
 };
 
-/// Where a request goes, decided once at intake from what it says (the webhook's `filter` and
-/// each destination's `when`). A spooled request keeps this decision: only the chosen
-/// destinations' queues take it.
+/// Where a request goes, decided once at intake from what it says (the webhook's `filter`,
+/// each destination's `when` and mapped target). A spooled request keeps this decision: only
+/// the chosen destinations' queues (for a mapped one, its chosen target's queue) take it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Routing {
     /// Nowhere: the `filter` did not match, or no destination's `when` did.
@@ -33,16 +33,19 @@ pub enum Routing {
 /// The destinations a request goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chosen {
+    /// Every destination (none has a `when` or a mapped target).
     All,
-    /// One flag per destination, in the chain's order.
-    Some(Vec<bool>),
+    /// Per destination, in the chain's order: not this one (`None`), or the target it writes
+    /// to (an index into its targets; always 0 for a destination with one target).
+    Some(Vec<Option<usize>>),
 }
 
 impl Chosen {
-    fn includes(&self, index: usize) -> bool {
+    /// The target destination `index` writes this request to, if it takes it.
+    fn target(&self, index: usize) -> Option<usize> {
         match self {
-            Chosen::All => true,
-            Chosen::Some(flags) => flags.get(index).copied().unwrap_or(false),
+            Chosen::All => Some(0),
+            Chosen::Some(picks) => picks.get(index).copied().flatten(),
         }
     }
 }
@@ -192,7 +195,8 @@ impl Destination {
 pub struct Route {
     pub key: WebhookKey,
     pub webhook: Webhook,
-    modules: Vec<Destination>,
+    /// Per element of the chain, one destination per target it may write to.
+    modules: Vec<Vec<Destination>>,
     /// SHA-256 of the entry's raw value: a reload that brings the same bytes keeps this route,
     /// and with it the webhook's rate-limit budget.
     pub source: Option<[u8; 32]>,
@@ -204,12 +208,18 @@ impl Route {
         let modules = webhook
             .destinations
             .iter()
-            .map(|d| Destination {
-                module: d.build(pool),
-                connection: d.connection().cloned(),
-                name: d.name(),
-                target: d.target().map(Into::into),
-                queue: OnceLock::new(),
+            .map(|d| {
+                d.build(pool)
+                    .into_iter()
+                    .zip(d.targets())
+                    .map(|(module, target)| Destination {
+                        module,
+                        connection: d.connection().cloned(),
+                        name: d.name(),
+                        target: target.map(Into::into),
+                        queue: OnceLock::new(),
+                    })
+                    .collect()
             })
             .collect();
         Self {
@@ -230,12 +240,14 @@ impl Route {
     pub fn with_modules(key: WebhookKey, webhook: Webhook, modules: Vec<Arc<dyn Module>>) -> Self {
         let modules = modules
             .into_iter()
-            .map(|module| Destination {
-                name: module.name(),
-                module,
-                connection: None,
-                target: None,
-                queue: OnceLock::new(),
+            .map(|module| {
+                vec![Destination {
+                    name: module.name(),
+                    module,
+                    connection: None,
+                    target: None,
+                    queue: OnceLock::new(),
+                }]
             })
             .collect();
         Self {
@@ -250,25 +262,35 @@ impl Route {
         self.webhook.data_type
     }
 
-    /// Where `request` goes: nowhere when the `filter` does not match or no destination's
-    /// `when` does; else to every destination without a `when` and those whose `when` matches.
+    /// Where `request` goes: nowhere when the `filter` does not match or no destination takes
+    /// it; else to every destination whose `when` (if any) matches and, for a mapped target,
+    /// whose mapping chooses a target.
     pub fn route(&self, request: &crate::condition::Request<'_, '_>) -> Routing {
         if let Some(filter) = &self.webhook.filter {
             if !filter.matches(request) {
                 return Routing::Filtered;
             }
         }
-        if self.webhook.when.iter().all(Option::is_none) {
+        let destinations = self.webhook.destinations.iter();
+        if self.webhook.when.iter().all(Option::is_none)
+            && destinations.clone().all(|d| d.mapping().is_none())
+        {
             return Routing::To(Chosen::All);
         }
-        let flags: Vec<bool> = self
-            .webhook
-            .when
-            .iter()
-            .map(|when| when.as_ref().is_none_or(|c| c.matches(request)))
+        let picks: Vec<Option<usize>> = destinations
+            .zip(&self.webhook.when)
+            .map(|(destination, when)| {
+                if !when.as_ref().is_none_or(|c| c.matches(request)) {
+                    return None;
+                }
+                match destination.mapping() {
+                    Some(mapping) => mapping.choose(request),
+                    None => Some(0),
+                }
+            })
             .collect();
-        if flags.contains(&true) {
-            Routing::To(Chosen::Some(flags))
+        if picks.iter().any(Option::is_some) {
+            Routing::To(Chosen::Some(picks))
         } else {
             Routing::Filtered
         }
@@ -282,7 +304,7 @@ impl Route {
         self.modules
             .iter()
             .enumerate()
-            .filter(move |(index, _)| chosen.includes(*index))
+            .filter_map(move |(index, targets)| Some((index, targets.get(chosen.target(index)?)?)))
     }
 
     /// Takes a request: straight to the destinations, or through the spool as the webhook's
@@ -464,6 +486,7 @@ impl Route {
             .modules
             .iter()
             .enumerate()
+            .flat_map(|(index, targets)| targets.iter().map(move |d| (index, d)))
             .find(|(index, d)| d.is(parts, *index))
             .map(|(_, d)| d);
         let Some(destination) = destination else {

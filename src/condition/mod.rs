@@ -10,6 +10,9 @@
 //! ```
 
 mod borrowed;
+mod mapping;
+
+pub use mapping::Mapping;
 
 use std::cell::OnceCell;
 
@@ -250,34 +253,7 @@ fn test(object: &Map<String, Value>, path: &str) -> Result<Condition, ConfigErro
              operator",
         ));
     };
-    let Value::String(name) = name else {
-        return Err(invalid(&format!("{path}.{selector}"), "is a string"));
-    };
-    let selector = match selector.as_str() {
-        "header" => {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-                return Err(invalid(&format!("{path}.header"), "is not a header name"));
-            }
-            Selector::Header(name.to_ascii_lowercase())
-        }
-        "query" => Selector::Query(name.clone()),
-        "form" => Selector::Form(name.clone()),
-        _ => {
-            if !name.is_empty() && !name.starts_with('/') {
-                return Err(invalid(
-                    &format!("{path}.json_pointer"),
-                    "is empty (the whole body) or starts with `/`",
-                ));
-            }
-            // `~1` is `/` and `~0` is `~`, in that order (RFC 6901, section 4).
-            let tokens = name
-                .split('/')
-                .skip(1)
-                .map(|token| token.replace("~1", "/").replace("~0", "~"))
-                .collect();
-            Selector::JsonPointer(tokens)
-        }
-    };
+    let selector = Selector::parse(selector, name, &format!("{path}.{selector}"))?;
     let at = format!("{path}.{operator}");
     let json = matches!(selector, Selector::JsonPointer(_));
     let text = |v: &Value| -> Result<String, ConfigError> {
@@ -345,6 +321,40 @@ fn test(object: &Map<String, Value>, path: &str) -> Result<Condition, ConfigErro
         op,
         written,
     }))
+}
+
+impl Selector {
+    /// The selector `kind` (one of [`SELECTORS`]) reading `name`, written at `path`.
+    fn parse(kind: &str, name: &Value, path: &str) -> Result<Self, ConfigError> {
+        let Value::String(name) = name else {
+            return Err(invalid(path, "is a string"));
+        };
+        Ok(match kind {
+            "header" => {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                    return Err(invalid(path, "is not a header name"));
+                }
+                Selector::Header(name.to_ascii_lowercase())
+            }
+            "query" => Selector::Query(name.clone()),
+            "form" => Selector::Form(name.clone()),
+            _ => {
+                if !name.is_empty() && !name.starts_with('/') {
+                    return Err(invalid(
+                        path,
+                        "is empty (the whole body) or starts with `/`",
+                    ));
+                }
+                // `~1` is `/` and `~0` is `~`, in that order (RFC 6901, section 4).
+                let tokens = name
+                    .split('/')
+                    .skip(1)
+                    .map(|token| token.replace("~1", "/").replace("~0", "~"))
+                    .collect();
+                Selector::JsonPointer(tokens)
+            }
+        })
+    }
 }
 
 /// A value a selector read: text (header, query, form) or a JSON value.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::{
+    condition::Mapping,
     config::ConfigError,
     connections::{ConnectionPool, PoolError},
     keys::{ConnectionName, Namespace, WebhookId},
@@ -172,7 +173,11 @@ pub fn metadata_headers<'a>(
 pub struct ModuleConfig {
     /// The `module` name as written (a [`REGISTRY`] name).
     name: &'static str,
-    kind: Kind,
+    /// What it does: one kind, or with a `mapping`, one per target the mapping allows (in
+    /// [`Mapping::targets`] order). Never empty.
+    variants: Vec<Kind>,
+    /// Where the target comes from when the request chooses it (light mapping).
+    mapping: Option<Mapping>,
 }
 
 /// What a destination does, by kind of destination; the connection modules carry theirs.
@@ -187,6 +192,9 @@ pub enum Kind {
 /// How one module's `module-config` (and `connection`) is parsed.
 struct Entry {
     name: &'static str,
+    /// The `module-config` field naming what it writes to, when a request may choose it
+    /// (a [`Mapping`] there instead of a name).
+    target: Option<&'static str>,
     parse: fn(&'static str, Value, Option<ConnectionName>) -> Result<Kind, ConfigError>,
 }
 
@@ -203,6 +211,7 @@ fn needs(name: &str, connection: Option<ConnectionName>) -> Result<ConnectionNam
 const REGISTRY: &[Entry] = &[
     Entry {
         name: "log",
+        target: None,
         // A `connection` is accepted and unused, as before: existing entries name one.
         parse: |name, config, _| {
             let c: log::LogConfig = from_config(name, config)?;
@@ -214,6 +223,7 @@ const REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "kafka",
+        target: Some("topic"),
         parse: |name, config, connection| {
             let c: kafka::KafkaConfig = from_config(name, config)?;
             Ok(Kind::Kafka(c.validate()?, needs(name, connection)?))
@@ -221,6 +231,7 @@ const REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "http",
+        target: None,
         parse: |name, config, connection| {
             let c: http::HttpConfig = from_config(name, config)?;
             Ok(Kind::Http(c.validate()?, needs(name, connection)?))
@@ -228,6 +239,7 @@ const REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "redis_publish",
+        target: Some("channel"),
         parse: |name, config, connection| {
             let c: redis::PublishConfig = from_config(name, config)?;
             let command = redis::Command::Publish(c.validate()?);
@@ -236,6 +248,7 @@ const REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "redis_stream",
+        target: Some("stream"),
         parse: |name, config, connection| {
             let c: redis::StreamConfig = from_config(name, config)?;
             let command = redis::Command::Stream(c.validate()?);
@@ -244,6 +257,7 @@ const REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "redis_list",
+        target: Some("key"),
         parse: |name, config, connection| {
             let c: redis::ListConfig = from_config(name, config)?;
             let command = redis::Command::List(c.validate()?);
@@ -279,17 +293,45 @@ impl ModuleConfig {
                 },
             ));
         };
+        let mapped = entry
+            .target
+            .and_then(|field| Some((field, config.get(field).filter(|v| v.is_object())?)));
+        let Some((field, mapping)) = mapped else {
+            return Ok(Self {
+                name: entry.name,
+                variants: vec![(entry.parse)(entry.name, config, connection)?],
+                mapping: None,
+            });
+        };
+        let mapping = Mapping::parse(mapping, &format!("module-config.{field}"))?;
+        // One destination per allowed target, each checked as if it were written there.
+        let variants = mapping
+            .targets()
+            .iter()
+            .map(|target| {
+                let mut config = config.clone();
+                if let Some(object) = config.as_object_mut() {
+                    object.insert(field.to_owned(), Value::String(target.clone()));
+                }
+                (entry.parse)(entry.name, config, connection.clone()).map_err(|e| {
+                    ConfigError::Invalid(format!("`module-config.{field}` target {target:?}: {e}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             name: entry.name,
-            kind: (entry.parse)(entry.name, config, connection)?,
+            variants,
+            mapping: Some(mapping),
         })
     }
 
     /// This destination, told where the webhook's provider puts its event type and delivery
     /// id (the `log` module logs them).
     pub fn with_event_fields(mut self, fields: Option<log::EventFields>) -> Self {
-        if let Kind::Log(config) = &mut self.kind {
-            config.event_fields = fields;
+        for kind in &mut self.variants {
+            if let Kind::Log(config) = kind {
+                config.event_fields = fields.clone();
+            }
         }
         self
     }
@@ -299,14 +341,19 @@ impl ModuleConfig {
         self.name
     }
 
-    /// What the destination does.
+    /// What the destination does (writing to its first target, when the request chooses one).
     pub fn kind(&self) -> &Kind {
-        &self.kind
+        &self.variants[0]
+    }
+
+    /// Where the target comes from, when the request chooses it.
+    pub fn mapping(&self) -> Option<&Mapping> {
+        self.mapping.as_ref()
     }
 
     /// The connection this destination uses, if any.
     pub fn connection(&self) -> Option<&ConnectionName> {
-        match &self.kind {
+        match self.kind() {
             Kind::Log(_) => None,
             Kind::Kafka(_, connection) | Kind::Redis(_, connection) | Kind::Http(_, connection) => {
                 Some(connection)
@@ -316,7 +363,7 @@ impl ModuleConfig {
 
     /// The connection `type` this destination needs (`kafka`, `redis`), if it uses one.
     pub fn connection_kind(&self) -> Option<&'static str> {
-        match &self.kind {
+        match self.kind() {
             Kind::Log(_) => None,
             Kind::Kafka(..) => Some("kafka"),
             Kind::Redis(..) => Some("redis"),
@@ -324,9 +371,28 @@ impl ModuleConfig {
         }
     }
 
-    /// What this destination writes to on its connection (topic, stream, key or channel).
+    /// What this destination writes to on its connection (topic, stream, key or channel); its
+    /// first target when the request chooses one.
     pub fn target(&self) -> Option<&str> {
-        match &self.kind {
+        self.kind().target()
+    }
+
+    /// Every target this destination may write to: one, or each a mapping allows.
+    pub fn targets(&self) -> impl Iterator<Item = Option<&str>> {
+        self.variants.iter().map(Kind::target)
+    }
+
+    /// Builds the live modules, one per target (in [`ModuleConfig::targets`] order). Does no
+    /// I/O: clients come from the pool on first delivery.
+    pub fn build(&self, pool: &ConnectionPool) -> Vec<Arc<dyn Module>> {
+        self.variants.iter().map(|kind| kind.build(pool)).collect()
+    }
+}
+
+impl Kind {
+    /// What it writes to on its connection (topic, stream, key or channel).
+    pub fn target(&self) -> Option<&str> {
+        match self {
             Kind::Log(_) => None,
             Kind::Kafka(config, _) => Some(&config.topic),
             Kind::Redis(command, _) => Some(command.target()),
@@ -334,9 +400,8 @@ impl ModuleConfig {
         }
     }
 
-    /// Builds the live module. Does no I/O: clients come from the pool on first delivery.
-    pub fn build(&self, pool: &ConnectionPool) -> Arc<dyn Module> {
-        match &self.kind {
+    fn build(&self, pool: &ConnectionPool) -> Arc<dyn Module> {
+        match self {
             Kind::Log(config) => Arc::new(log::LogModule::new(config.clone())),
             Kind::Kafka(config, connection) => Arc::new(kafka::KafkaModule::new(
                 config.clone(),
@@ -438,6 +503,54 @@ mod tests {
     }
 
     #[test]
+    fn a_mapped_target_builds_one_destination_per_allowed_target() {
+        let conn = ConnectionName::parse("c").ok();
+        let mapped = json!({"from_header": "X-GitHub-Event", "prefix": "gh-",
+                            "allowed": ["gh-push", "gh-release"], "default": "gh-other"});
+        let parsed = ModuleConfig::parse(
+            "kafka",
+            Some(json!({"topic": mapped, "forward_headers": ["X-GitHub-Event"]})),
+            conn.clone(),
+        )
+        .unwrap();
+        assert!(parsed.mapping().is_some());
+        let targets: Vec<_> = parsed.targets().collect();
+        assert_eq!(
+            targets,
+            [Some("gh-push"), Some("gh-release"), Some("gh-other")]
+        );
+        let pool = ConnectionPool::new(tokio_util::task::TaskTracker::new());
+        assert_eq!(parsed.build(&pool).len(), 3);
+        for (name, field) in [
+            ("redis_stream", "stream"),
+            ("redis_list", "key"),
+            ("redis_publish", "channel"),
+        ] {
+            let config = json!({ field: {"from_query": "kind", "allowed": ["a", "b"]} });
+            let parsed = ModuleConfig::parse(name, Some(config), conn.clone()).unwrap();
+            assert_eq!(parsed.targets().collect::<Vec<_>>(), [Some("a"), Some("b")]);
+        }
+        // Each target is checked as if written there; a module without a target field takes
+        // no mapping.
+        let bad = json!({"topic": {"from_header": "e", "allowed": ["ok", "not ok"]}});
+        let err = ModuleConfig::parse("kafka", Some(bad), conn.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("`module-config.topic` target \"not ok\": `topic` \"not ok\" is not"),
+            "{err}"
+        );
+        let err = ModuleConfig::parse(
+            "http",
+            Some(json!({"path": {"from_header": "e", "allowed": ["/a"]}})),
+            conn,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`module-config` of module `http`"), "{err}");
+    }
+
+    #[test]
     fn redis_rq_points_to_the_replacements() {
         let err = ModuleConfig::parse("redis_rq", None, None)
             .unwrap_err()
@@ -482,7 +595,7 @@ mod tests {
         for (name, config) in configs {
             let connection = (name != "log").then(|| ConnectionName::parse("c").unwrap());
             let parsed = ModuleConfig::parse(name, Some(config), connection).unwrap();
-            assert_eq!(parsed.build(&pool).name(), name);
+            assert_eq!(parsed.build(&pool)[0].name(), name);
         }
     }
 }

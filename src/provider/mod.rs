@@ -324,10 +324,14 @@ pub fn fits_connections(
                 destination.name()
             )));
         }
-        connection
-            .access()
-            .permits(namespace, destination.target())
-            .map_err(|reason| ConfigError::Invalid(format!("{at}connection `{name}`: {reason}")))?;
+        for target in destination.targets() {
+            connection
+                .access()
+                .permits(namespace, target)
+                .map_err(|reason| {
+                    ConfigError::Invalid(format!("{at}connection `{name}`: {reason}"))
+                })?;
+        }
     }
     if let Some(name) = webhook.dedup.as_ref().and_then(|d| d.store.as_ref()) {
         if let Some(connection) = lookup(name) {

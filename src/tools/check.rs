@@ -134,11 +134,12 @@ fn explained(
     };
     let mut chosen = Vec::new();
     for (index, (destination, when)) in webhook.destinations.iter().zip(&webhook.when).enumerate() {
-        let name = match destination.target() {
-            Some(target) => format!("chain[{index}] {} ({target})", destination.name()),
-            None => format!("chain[{index}] {}", destination.name()),
+        let name = match (destination.mapping(), destination.target()) {
+            (Some(_), _) => format!("chain[{index}] {} (mapped target)", destination.name()),
+            (None, Some(target)) => format!("chain[{index}] {} ({target})", destination.name()),
+            (None, None) => format!("chain[{index}] {}", destination.name()),
         };
-        let taken = match when {
+        let mut taken = match when {
             Some(when) => {
                 lines.push(format!("  {name}, when:"));
                 when.explain(&request, 2, &mut lines)
@@ -148,6 +149,17 @@ fn explained(
                 true
             }
         };
+        let mut name = name;
+        if let (true, Some(mapping)) = (taken, destination.mapping()) {
+            let (target, line) = mapping.explain(&request);
+            lines.push(format!("    target: {line}"));
+            match target.and_then(|at| mapping.targets().get(at)) {
+                Some(target) => {
+                    name = format!("chain[{index}] {} ({target})", destination.name());
+                }
+                None => taken = false,
+            }
+        }
         if taken {
             chosen.push(name);
         }

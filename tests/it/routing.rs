@@ -329,3 +329,176 @@ async fn a_rule_changed_in_etcd_applies_live() {
     .await;
     eprintln!("rule applied {:?} after the etcd put", changed.elapsed());
 }
+
+/// Light mapping: a Kafka topic taken from `X-GitHub-Event` and a Redis stream from Slack's
+/// `/event/type`, each only within its allow-list (real tansu and Redis). Outside the list a
+/// request goes to the `default`, or, without one, is filtered; a list naming a target outside
+/// the connection's `target_prefix` makes the entry invalid.
+#[tokio::test]
+async fn mapped_targets_fan_out_only_within_the_allow_list() {
+    use crate::support::kafka::Kafka;
+    let (kafka, redis) = tokio::join!(Kafka::start(), Redis::start());
+    let gh = format!("{}-", unique!("gh"));
+    let [push, release] = ["push", "release"].map(|e| format!("{gh}{e}"));
+    for topic in [&push, &release] {
+        kafka.create_topic(topic, 1).await;
+    }
+    let slack = format!("{}-", unique!("slack"));
+    let [messages, other] = ["message", "other"].map(|s| format!("{slack}{s}"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut kafka_connection: Value = serde_json::from_str(&kafka.connection()).unwrap();
+    kafka_connection["target_prefix"] = json!("gh-");
+    let redis_connection: Value = serde_json::from_str(&redis.connection()).unwrap();
+    write_json(
+        dir.path(),
+        "connections.json",
+        &json!({"k": kafka_connection, "r": redis_connection}),
+    );
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({
+            "gh": {"module": "kafka", "connection": "k", "module-config": {
+                "topic": {"from_header": "X-GitHub-Event", "prefix": gh,
+                          "allowed": [push, release]}}},
+            "slack": {"spool": "always", "module": "redis_stream", "connection": "r",
+                "module-config": {"stream": {"from_json_pointer": "/event/type", "prefix": slack,
+                                             "allowed": [messages], "default": other}}},
+            "sneaky": {"module": "kafka", "connection": "k", "module-config": {
+                "topic": {"from_header": "X-GitHub-Event",
+                          "allowed": ["gh-push", "payments"]}}},
+        }),
+    );
+    let router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    let client = reqwest::Client::new();
+    let github = |event: Option<&str>, body: &str| {
+        let mut request = client.post(router.url("/webhook/gh")).body(body.to_owned());
+        if let Some(event) = event {
+            request = request.header("x-github-event", event.to_owned());
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::OK);
+            response.json::<Value>().await.unwrap()["status"].clone()
+        }
+    };
+    assert_eq!(github(Some("push"), r#"{"n":1}"#).await, "accepted");
+    assert_eq!(github(Some("release"), r#"{"n":2}"#).await, "accepted");
+    for outside in [Some("issues"), Some(push.as_str()), Some("../push"), None] {
+        assert_eq!(
+            github(outside, r#"{"n":3}"#).await,
+            "filtered",
+            "{outside:?}"
+        );
+    }
+    let values = |records: Vec<crate::support::kafka::Record>| -> Vec<String> {
+        records
+            .into_iter()
+            .map(|r| String::from_utf8(r.value).unwrap())
+            .collect()
+    };
+    assert_eq!(values(kafka.consume(&push, 1, 1).await), [r#"{"n":1}"#]);
+    assert_eq!(values(kafka.consume(&release, 1, 1).await), [r#"{"n":2}"#]);
+
+    // Through the spool: each stored request is forwarded to the stream chosen at intake.
+    let event = |t: &str| json!({"type": "event_callback", "event": {"type": t}});
+    for t in ["message", "app_mention", "message"] {
+        let response = client
+            .post(router.url("/webhook/slack"))
+            .body(event(t).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.json::<Value>().await.unwrap()["status"], "stored");
+    }
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the stored requests forwarded to their streams",
+        || async {
+            redis.stream_payloads(&messages).await.len() == 2
+                && redis.stream_payloads(&other).await.len() == 1
+        },
+    )
+    .await;
+    assert_eq!(
+        redis.stream_payloads(&other).await,
+        [event("app_mention").to_string()]
+    );
+
+    // A tenant's list naming a topic outside its connection's `target_prefix` is refused.
+    let status = get_json(&router.base(), "/status").await.to_string();
+    assert!(
+        status.contains("sneaky") && status.contains("payments"),
+        "{status}"
+    );
+    let refused = client
+        .post(router.url("/webhook/sneaky"))
+        .header("x-github-event", "payments")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    // An invalid entry is answered 503 (the sender retries while the operator fixes it).
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.text().await.unwrap().contains("webhook_invalid"));
+}
+
+/// A stored request keeps the decision made at intake: a rule changed while it waits in the
+/// spool does not re-route it.
+#[tokio::test]
+async fn a_rule_change_does_not_reroute_stored_requests() {
+    let mut redis = Redis::start().await;
+    let [first, second] = ["first", "second"].map(|s| unique!(s));
+    // `X-Kind: <to_first>` goes to `first`, the rest to `second`; `stop-<to_first>` is
+    // filtered (what shows that a new rule applies).
+    let entry = |to_first: &str| {
+        let when = json!({"header": "X-Kind", "eq": to_first});
+        json!({"routed": {"spool": "always",
+            "filter": {"header": "X-Kind", "ne": format!("stop-{to_first}")},
+            "chain": [
+                {"module": "redis_stream", "connection": "r", "module-config": {"stream": first},
+                 "when": when},
+                {"module": "redis_stream", "connection": "r", "module-config": {"stream": second},
+                 "when": {"not": when}},
+        ]}})
+    };
+    let (dir, router) = redis_router(&redis, &entry("a")).await;
+    redis.stop();
+    let client = reqwest::Client::new();
+    let post = |kind: &str| {
+        let request = client
+            .post(router.url("/webhook/routed"))
+            .header("x-kind", kind.to_owned())
+            .body(format!(r#"{{"kind":"{kind}"}}"#));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap()["status"].clone() }
+    };
+    for kind in ["a", "a", "b"] {
+        assert_eq!(post(kind).await, "stored");
+    }
+    // The rule flips while the three wait for Redis.
+    write_json(dir.path(), "webhooks.json", &entry("b"));
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the flipped rule applied",
+        || async { post("stop-b").await == "filtered" },
+    )
+    .await;
+    redis.restart().await;
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the stored requests forwarded",
+        || async {
+            redis.stream_payloads(&first).await.len() == 2
+                && redis
+                    .stream_payloads(&second)
+                    .await
+                    .contains(&r#"{"kind":"b"}"#.to_owned())
+        },
+    )
+    .await;
+    assert_eq!(
+        redis.stream_payloads(&first).await,
+        [r#"{"kind":"a"}"#, r#"{"kind":"a"}"#]
+    );
+}

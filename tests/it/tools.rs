@@ -466,8 +466,10 @@ fn check_explains_where_a_request_would_go() {
                                      {"json_pointer": "/ref", "prefix": "refs/heads/"}]},
                    "chain": [{"module": "log", "when": {"json_pointer": "/ref", "eq": "refs/heads/main"}},
                              {"module": "log", "when": {"not": {"json_pointer": "/ref", "eq": "refs/heads/main"}}},
-                             {"module": "log"}]}}"#,
-        "{}",
+                             {"module": "log"},
+                             {"module": "redis_stream", "connection": "r", "module-config": {"stream":
+                               {"from_header": "X-GitHub-Event", "prefix": "gh-", "allowed": ["gh-push"]}}}]}}"#,
+        r#"{"r": {"type": "redis", "host": "127.0.0.1", "port": 6379}}"#,
     );
     let body = dir.path().join("body.json");
     std::fs::write(&body, r#"{"ref":"refs/heads/dev"}"#).unwrap();
@@ -495,9 +497,17 @@ fn check_explains_where_a_request_would_go() {
         r#"      match: {"header":"X-GitHub-Event","in":["push","release"]} (read: "push")"#,
         r#"    no match: {"eq":"refs/heads/main","json_pointer":"/ref"} (read: "refs/heads/dev")"#,
         "  chain[2] log: every request",
-        "  => delivered to: chain[1] log, chain[2] log",
+        r#"    target: read "push": to "gh-push""#,
+        "  => delivered to: chain[1] log, chain[2] log, chain[3] redis_stream (gh-push)",
     ] {
         assert!(push.lines().any(|l| l == line), "{line:?} not in:\n{push}");
+    }
+    let release = explain("release");
+    for line in [
+        r#"    target: read "release": not allowed and no default, so not delivered here"#,
+        "  => delivered to: chain[1] log, chain[2] log",
+    ] {
+        assert!(release.lines().any(|l| l == line), "{line:?} not in:\n{release}");
     }
     let ping = explain("ping");
     assert!(ping.contains("    no match: all"), "{ping}");

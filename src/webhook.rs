@@ -312,6 +312,8 @@ pub struct Webhook {
     pub filter: Option<crate::condition::Condition>,
     /// Each destination's `when`, in the chain's order (`None`: every request).
     pub when: Vec<Option<crate::condition::Condition>>,
+    /// The parts of a JSON body that `filter`, `when` and mapped targets read.
+    pub reads: crate::condition::Pointers,
 }
 
 fn destination(
@@ -431,7 +433,7 @@ impl Webhook {
             .as_ref()
             .and_then(|h| h.provider)
             .map(|provider| event_fields(provider, preset_id.clone()));
-        let destinations = destinations
+        let destinations: Vec<_> = destinations
             .into_iter()
             .map(|d| d.with_event_fields(event_fields.clone()))
             .collect();
@@ -483,6 +485,18 @@ impl Webhook {
                 "`credential_cleanup` needs `data_type: json` or `form`".into(),
             ));
         }
+        let filter = raw
+            .filter
+            .map(|rule| crate::condition::Condition::parse(&rule, "filter"))
+            .transpose()?;
+        let mut reads = crate::condition::Pointers::default();
+        filter
+            .iter()
+            .chain(when.iter().flatten())
+            .for_each(|c| c.pointers(&mut reads));
+        for mapping in destinations.iter().filter_map(ModuleConfig::mapping) {
+            mapping.pointers(&mut reads);
+        }
         Ok(Self {
             destinations,
             execution,
@@ -495,11 +509,9 @@ impl Webhook {
                 .map_or_else(|| Ok(RetryPolicy::default()), RawRetry::policy)?,
             dedup,
             response: raw.response.map(RawResponse::compile).transpose()?,
-            filter: raw
-                .filter
-                .map(|rule| crate::condition::Condition::parse(&rule, "filter"))
-                .transpose()?,
+            filter,
             when,
+            reads,
         })
     }
 }

@@ -111,7 +111,7 @@ impl<'a> Json<'a> {
 }
 
 /// An array index as RFC 6901 writes it: `0`, or digits without a leading zero.
-fn array_index(token: &str) -> Option<usize> {
+pub(super) fn array_index(token: &str) -> Option<usize> {
     let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
     if !digits || (token.len() > 1 && token.starts_with('0')) {
         return None;
@@ -120,7 +120,7 @@ fn array_index(token: &str) -> Option<usize> {
 }
 
 /// A member name, borrowed when it has no escape.
-struct Name<'a>(Cow<'a, str>);
+pub struct Name<'a>(pub Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Name<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -131,6 +131,11 @@ impl Mapping {
         })
     }
 
+    /// Adds the JSON pointer this mapping reads, if any, to `into`.
+    pub fn pointers(&self, into: &mut super::Pointers) {
+        self.selector.pointer(into);
+    }
+
     /// Every target this destination may write to, in a fixed order: what [`Mapping::choose`]
     /// indexes.
     pub fn targets(&self) -> &[String] {

@@ -11,14 +11,15 @@
 
 mod borrowed;
 mod mapping;
+mod pointers;
 
+pub use borrowed::{Json, Name};
 pub use mapping::Mapping;
+pub use pointers::Pointers;
 
 use std::cell::OnceCell;
 
 use serde_json::{Map, Value};
-
-use borrowed::Json;
 
 use crate::config::ConfigError;
 
@@ -91,6 +92,17 @@ impl Condition {
     pub fn parse(value: &Value, path: &str) -> Result<Self, ConfigError> {
         let mut count = 0;
         parse(value, path, 1, &mut count)
+    }
+
+    /// Adds every JSON pointer this condition reads to `into`.
+    pub fn pointers(&self, into: &mut Pointers) {
+        match self {
+            Condition::All(all) | Condition::Any(all) => {
+                all.iter().for_each(|c| c.pointers(into));
+            }
+            Condition::Not(inner) => inner.pointers(into),
+            Condition::Test(test) => test.selector.pointer(into),
+        }
     }
 
     /// Whether `request` matches.
@@ -324,6 +336,13 @@ fn test(object: &Map<String, Value>, path: &str) -> Result<Condition, ConfigErro
 }
 
 impl Selector {
+    /// Adds this selector's JSON pointer, if it reads one, to `into`.
+    fn pointer(&self, into: &mut Pointers) {
+        if let Selector::JsonPointer(tokens) = self {
+            into.add(tokens);
+        }
+    }
+
     /// The selector `kind` (one of [`SELECTORS`]) reading `name`, written at `path`.
     fn parse(kind: &str, name: &Value, path: &str) -> Result<Self, ConfigError> {
         let Value::String(name) = name else {
@@ -433,6 +452,18 @@ impl<'a, 'h: 'a> Request<'a, 'h> {
             query,
             body,
             json: OnceCell::new(),
+        }
+    }
+
+    /// The same request, with its JSON body already read (by the strict check, keeping the
+    /// parts the conditions name: see [`Pointers`]).
+    pub fn with_json(self, json: Option<Json<'a>>) -> Self {
+        match json {
+            Some(json) => Self {
+                json: OnceCell::from(Some(json)),
+                ..self
+            },
+            None => self,
         }
     }
 

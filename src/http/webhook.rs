@@ -20,6 +20,7 @@ use super::{
     AppState,
 };
 use crate::{
+    condition::{Json, Request},
     dispatch::{Chosen, DispatchError, Outcome, Route, Routing, SpoolPath},
     keys::{Namespace, WebhookId, WebhookKey},
     modules::Delivery,
@@ -353,17 +354,23 @@ fn check_body(
         return answered.map(BodyVerdict::Handshake);
     }
     checks.charge_rate_limit()?;
-    let body = match route.data_type() {
-        DataType::Json => checks.check_json_body(body),
-        DataType::Form => checks.check_form_body(body),
-        DataType::Blob => Ok(body),
-    }?;
-    // Decided here, where a large body is on its blocking thread; acted on after `dedup`.
-    let routing = route.route(&crate::condition::Request::new(
-        inbound.headers,
-        inbound.query,
-        &body,
-    ));
+    // Routing is decided here, where a large body is on its blocking thread; acted on after
+    // `dedup`.
+    let decide = |body: &[u8], json: Option<Json<'_>>| {
+        route.route(&Request::new(inbound.headers, inbound.query, body).with_json(json))
+    };
+    let (body, routing) = match route.data_type() {
+        DataType::Json => checks.check_json_body(body, &route.webhook.reads, decide)?,
+        DataType::Form => {
+            let body = checks.check_form_body(body)?;
+            let routing = decide(&body, None);
+            (body, routing)
+        }
+        DataType::Blob => {
+            let routing = decide(&body, None);
+            (body, routing)
+        }
+    };
     Ok(BodyVerdict::Deliver(body, routing))
 }
 

@@ -222,7 +222,33 @@ fn module_config(module: &str) -> BoxedStrategy<Value> {
             ],
         ),
     };
-    (object_with(0.3, optional), or_wrong(text()))
+    // The target: a name, or now and then a mapping (light mapping) of any shape.
+    let source = prop_oneof![
+        or_wrong(text()).prop_map(|t| ("from_header", t)),
+        or_wrong(one_of(&["/type", "", "a", "/~2"])).prop_map(|p| ("from_json_pointer", p)),
+    ];
+    let allowed = prop_oneof![
+        8 => proptest::collection::vec(text(), 1..4),
+        1 => proptest::collection::vec(text(), 60..70),
+    ]
+    .prop_map(Value::Array);
+    let mapping = (
+        source,
+        object_with(
+            0.3,
+            vec![("prefix", or_wrong(text())), ("default", or_wrong(text()))],
+        ),
+        or_wrong(allowed),
+    )
+        .prop_map(|((field, source), mut mapping, allowed)| {
+            if let Value::Object(map) = &mut mapping {
+                map.insert(field.to_owned(), source);
+                map.insert("allowed".to_owned(), allowed);
+            }
+            mapping
+        });
+    let target = prop_oneof![10 => or_wrong(text()), 1 => mapping];
+    (object_with(0.3, optional), target)
         .prop_map(move |(config, value)| {
             let mut config = config;
             if let (Some(name), Value::Object(map)) = (required, &mut config) {

@@ -386,7 +386,26 @@ impl Checks {
     /// The body stage for `data_type: json`: strict JSON (valid UTF-8, no lone surrogates),
     /// the schema, then the cleanup. Returns the bytes to hand on: the body itself, or with
     /// cleanup only the credential values changed (key order, numbers and spacing are kept).
-    pub fn check_json_body(&self, body: Bytes) -> Result<Bytes, VerifyError> {
+    /// Checks a JSON body (strictly, then its schema), cleans it, and hands the body as it
+    /// will be delivered to `decide`, with the parts `reads` names when the strict check could
+    /// keep them (without schema and cleanup, the body it read is the one delivered).
+    pub fn check_json_body<T>(
+        &self,
+        body: Bytes,
+        reads: &crate::condition::Pointers,
+        decide: impl FnOnce(&[u8], Option<crate::condition::Json<'_>>) -> T,
+    ) -> Result<(Bytes, T), VerifyError> {
+        if self.schema.is_none() && self.cleanup.is_none() {
+            let kept = json::read(&body, reads).map_err(VerifyError::InvalidJson)?;
+            let decided = decide(&body, kept);
+            return Ok((body, decided));
+        }
+        let body = self.check_and_clean_json(body)?;
+        let decided = decide(&body, None);
+        Ok((body, decided))
+    }
+
+    fn check_and_clean_json(&self, body: Bytes) -> Result<Bytes, VerifyError> {
         json::validate(&body).map_err(VerifyError::InvalidJson)?;
         if let Some(schema) = &self.schema {
             let value: Value = serde_json::from_slice(&body)

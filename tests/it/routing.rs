@@ -293,6 +293,57 @@ async fn each_operator_and_combinator_decides_through_the_http_stack() {
     assert_eq!(module.taken().len(), 1);
 }
 
+/// Conditions read the body as it is delivered: after `credential_cleanup`, and after a
+/// `schema` (the paths where the strict check cannot keep what the pointers name, so the
+/// delivered body is read again).
+#[actix_web::test]
+async fn conditions_read_the_body_as_delivered() {
+    use crate::support::inproc::{call_text, one_webhook, post_bytes};
+    let body = r#"{"kind":"a","token":"secret","n":[1,2]}"#;
+    for (extra, filter, expected) in [
+        (
+            json!({"credential_cleanup": {"fields": ["token"]}}),
+            json!({"json_pointer": "/token", "eq": "***"}),
+            "accepted",
+        ),
+        (
+            json!({"credential_cleanup": {"fields": ["token"]}}),
+            json!({"json_pointer": "/token", "eq": "secret"}),
+            "filtered",
+        ),
+        (
+            json!({"credential_cleanup": {"fields": ["token"], "mode": "remove"}}),
+            json!({"json_pointer": "/token", "exists": false}),
+            "accepted",
+        ),
+        (
+            json!({"json_schema": {"type": "object", "required": ["kind"]}}),
+            json!({"all": [{"json_pointer": "/kind", "eq": "a"}, {"json_pointer": "/n/1", "eq": 2}]}),
+            "accepted",
+        ),
+        (
+            json!({}),
+            json!({"all": [{"json_pointer": "/kind", "eq": "a"}, {"json_pointer": "/n/1", "eq": 2},
+                           {"json_pointer": "/n/2", "exists": false}]}),
+            "accepted",
+        ),
+    ] {
+        let mut entry = json!({"module": "log", "filter": filter});
+        for (k, v) in extra.as_object().unwrap() {
+            entry[k] = v.clone();
+        }
+        let (h, module) = one_webhook(entry.clone());
+        let (_, _, text) = call_text(&h, post_bytes("/webhook/a/w", body)).await;
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["status"], expected, "{entry}: {text}");
+        assert_eq!(
+            module.taken().len(),
+            usize::from(expected == "accepted"),
+            "{entry}"
+        );
+    }
+}
+
 /// A rule changed in etcd applies within the watch's latency, like any change of the entry.
 #[tokio::test]
 async fn a_rule_changed_in_etcd_applies_live() {

@@ -507,7 +507,10 @@ fn check_explains_where_a_request_would_go() {
         r#"    target: read "release": not allowed and no default, so not delivered here"#,
         "  => delivered to: chain[1] log, chain[2] log",
     ] {
-        assert!(release.lines().any(|l| l == line), "{line:?} not in:\n{release}");
+        assert!(
+            release.lines().any(|l| l == line),
+            "{line:?} not in:\n{release}"
+        );
     }
     let ping = explain("ping");
     assert!(ping.contains("    no match: all"), "{ping}");

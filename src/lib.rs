@@ -11,6 +11,7 @@
 //! - [`verify`]: per-webhook verification, limits and credential cleanup.
 //! - [`spool`]: deliveries stored on local disk until a destination takes them; [`redelivery`]
 //!   hands them to the live routes.
+//! - [`connect`]: connector mode's channels (durable, numbered queues a connector pulls).
 //! - [`tools`]: the `check`, `migrate`, `export`, `seal` and `spool` subcommands.
 //! - [`admission`]: how many request bodies may be read at once, overall and per client, and how
 //!   many of their bytes may be held.
@@ -21,6 +22,7 @@ pub mod admission;
 pub mod cache;
 pub mod condition;
 pub mod config;
+pub mod connect;
 pub mod connections;
 pub mod dedup;
 pub mod dispatch;

@@ -1,0 +1,674 @@
+//! Channels' durable queues (connector mode, public side): one redb file in the spool's
+//! directory (`SPOOL_DIR/channels.redb`). Each channel numbers its messages 1, 2, 3, ... with no
+//! gap; a message is on disk (fsync) before its number is handed out. A connector's cumulative
+//! acknowledgement removes what it has made durable on its side; messages older than the
+//! channel's retention become dead letters.
+//!
+//! One writer thread makes every change: the appends and acknowledgements that arrive together
+//! share one commit (group commit), and no HTTP worker waits on the disk.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::wire::Header;
+
+/// The file's name in `SPOOL_DIR`.
+pub const FILE_NAME: &str = "channels.redb";
+
+/// (channel id, sequence) -> received at (ms since the epoch, 8 bytes big-endian) + message.
+const MESSAGES: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("messages");
+/// channel name -> (head: the highest sequence given, acked: the highest acknowledged).
+const HEADS: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("heads");
+/// (channel id, sequence) -> as in `MESSAGES`: past the channel's retention, never acknowledged.
+const DEAD: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("dead_letters");
+
+/// Most changes one commit takes.
+const BATCH: usize = 512;
+/// Pages kept in memory.
+const CACHE_BYTES: usize = 16 << 20;
+
+/// Why a channel could not take or give a message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChannelError {
+    /// The channel holds its `max_bytes` of unacknowledged messages.
+    #[error("channel `{channel}` holds its {max} bytes")]
+    Full { channel: String, max: u64 },
+    #[error("channel store: {0}")]
+    Store(String),
+    #[error("the channel store has stopped")]
+    Stopped,
+}
+
+macro_rules! from_redb {
+    ($($error:ty),*) => {$(
+        impl From<$error> for ChannelError {
+            fn from(e: $error) -> Self {
+                ChannelError::Store(redb::Error::from(e).to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A channel's numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// The highest sequence number given.
+    pub head: u64,
+    /// The highest one acknowledged by a connector.
+    pub acked: u64,
+    /// Messages stored (not acknowledged, not expired).
+    pub depth: u64,
+    pub bytes: u64,
+    /// When the oldest stored message was received (ms since the epoch).
+    pub oldest_ms: Option<u64>,
+    /// Messages moved to the dead letters (past the retention), since the file was created.
+    pub expired: u64,
+}
+
+/// One channel: its numbers, and a signal for readers waiting for new messages.
+#[derive(Debug)]
+pub struct Channel {
+    pub name: String,
+    id: u64,
+    counts: Mutex<Counts>,
+    /// The head, for readers waiting past it.
+    head: watch::Sender<u64>,
+    /// Who holds the channel's lease (one active consumer), with the time it was taken.
+    pub lease: Mutex<Option<Lease>>,
+}
+
+/// The active consumer of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// An id for this connection (in `/status`).
+    pub holder: String,
+    pub since_ms: u64,
+}
+
+impl Channel {
+    fn new(name: &str, counts: Counts) -> Self {
+        Self {
+            name: name.to_owned(),
+            id: crate::spool::destination_id(&format!("connect:{name}")),
+            counts: Mutex::new(counts),
+            head: watch::channel(counts.head).0,
+            lease: Mutex::new(None),
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until the head passes `after` (at once if it has).
+    pub async fn wait_past(&self, after: u64) {
+        let mut head = self.head.subscribe();
+        let _ = head.wait_for(|head| *head > after).await;
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: u64,
+    pub received_ms: u64,
+    /// The message as sent: header, newline, body.
+    pub frame: Bytes,
+}
+
+/// One change for the writer.
+enum Work {
+    Append {
+        channel: Arc<Channel>,
+        max_bytes: u64,
+        received_ms: u64,
+        header: Header,
+        body: Bytes,
+        reply: oneshot::Sender<Result<u64, ChannelError>>,
+    },
+    Ack {
+        channel: Arc<Channel>,
+        upto: u64,
+        reply: oneshot::Sender<Result<(), ChannelError>>,
+    },
+    Expire {
+        channel: Arc<Channel>,
+        before_ms: u64,
+        reply: oneshot::Sender<Result<u64, ChannelError>>,
+    },
+}
+
+/// What one change came to, inside a commit.
+enum Done {
+    Appended(u64),
+    Full,
+    Acked,
+    Expired(u64),
+}
+
+/// The channels' store; cloning is cheap.
+#[derive(Clone)]
+pub struct Channels {
+    db: Arc<Database>,
+    work: mpsc::Sender<Work>,
+    channels: Arc<DashMap<String, Arc<Channel>>>,
+}
+
+impl std::fmt::Debug for Channels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels")
+            .field("channels", &self.channels.len())
+            .finish()
+    }
+}
+
+impl Channels {
+    /// Opens (or creates) the file in `dir` and starts the writer thread, which ends when the
+    /// last handle is dropped.
+    pub fn open(dir: &Path) -> Result<Self, ChannelError> {
+        std::fs::create_dir_all(dir).map_err(|e| ChannelError::Store(e.to_string()))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join(FILE_NAME))?;
+        let txn = db.begin_write()?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(HEADS)?;
+        txn.open_table(DEAD)?;
+        txn.commit()?;
+        let channels = DashMap::new();
+        {
+            let txn = db.begin_read()?;
+            let heads = txn.open_table(HEADS)?;
+            let messages = txn.open_table(MESSAGES)?;
+            let dead = txn.open_table(DEAD)?;
+            for entry in heads.iter()? {
+                let (name, value) = entry?;
+                let (head, acked) = value.value();
+                let channel = Channel::new(name.value(), Counts::default());
+                let mut counts = Counts {
+                    head,
+                    acked,
+                    ..Counts::default()
+                };
+                for entry in messages.range((channel.id, 0)..=(channel.id, u64::MAX))? {
+                    let (_, value) = entry?;
+                    let value = value.value();
+                    counts.depth += 1;
+                    counts.bytes += value.len() as u64;
+                    counts.oldest_ms.get_or_insert(received_ms(value));
+                }
+                counts.expired = dead
+                    .range((channel.id, 0)..=(channel.id, u64::MAX))?
+                    .count() as u64;
+                let channel = Channel::new(name.value(), counts);
+                channels.insert(channel.name.clone(), Arc::new(channel));
+            }
+        }
+        let db = Arc::new(db);
+        let (work, rx) = mpsc::channel(4 * BATCH);
+        let writer = Arc::clone(&db);
+        std::thread::Builder::new()
+            .name("channel-writer".into())
+            .spawn(move || serve(&writer, rx))
+            .map_err(|e| ChannelError::Store(e.to_string()))?;
+        Ok(Self {
+            db,
+            work,
+            channels: Arc::new(channels),
+        })
+    }
+
+    /// The channel called `name` (created empty on first use).
+    pub fn channel(&self, name: &str) -> Arc<Channel> {
+        if let Some(channel) = self.channels.get(name) {
+            return Arc::clone(channel.value());
+        }
+        Arc::clone(
+            self.channels
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Channel::new(name, Counts::default())))
+                .value(),
+        )
+    }
+
+    /// Every channel that has had a message, by name.
+    pub fn all(&self) -> Vec<Arc<Channel>> {
+        let mut all: Vec<_> = self
+            .channels
+            .iter()
+            .map(|c| Arc::clone(c.value()))
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Stores a message for `channel` (its `seq` is given here); returns its sequence number
+    /// once it is on disk.
+    pub async fn append(
+        &self,
+        channel: Arc<Channel>,
+        max_bytes: u64,
+        received_ms: u64,
+        header: Header,
+        body: Bytes,
+    ) -> Result<u64, ChannelError> {
+        let (reply, answer) = oneshot::channel();
+        let work = Work::Append {
+            channel,
+            max_bytes,
+            received_ms,
+            header,
+            body,
+            reply,
+        };
+        self.send(work, answer).await
+    }
+
+    /// Acknowledges every message of `channel` up to `upto` (removed from the file).
+    pub async fn ack(&self, channel: Arc<Channel>, upto: u64) -> Result<(), ChannelError> {
+        if upto <= channel.counts().acked {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            Work::Ack {
+                channel,
+                upto,
+                reply,
+            },
+            answer,
+        )
+        .await
+    }
+
+    /// Moves `channel`'s messages received before `before_ms` to the dead letters; returns how
+    /// many.
+    pub async fn expire(&self, channel: Arc<Channel>, before_ms: u64) -> Result<u64, ChannelError> {
+        if channel
+            .counts()
+            .oldest_ms
+            .is_none_or(|oldest| oldest >= before_ms)
+        {
+            return Ok(0);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            Work::Expire {
+                channel,
+                before_ms,
+                reply,
+            },
+            answer,
+        )
+        .await
+    }
+
+    async fn send<T>(
+        &self,
+        work: Work,
+        answer: oneshot::Receiver<Result<T, ChannelError>>,
+    ) -> Result<T, ChannelError> {
+        self.work
+            .send(work)
+            .await
+            .map_err(|_| ChannelError::Stopped)?;
+        answer.await.map_err(|_| ChannelError::Stopped)?
+    }
+
+    /// Up to `max` messages of `channel` after `after` (at least one, whatever its size, then
+    /// no more than `max_bytes` together). Blocking: call it off the HTTP workers.
+    pub fn read(
+        &self,
+        channel: &Channel,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>, ChannelError> {
+        let txn = self.db.begin_read()?;
+        let messages = txn.open_table(MESSAGES)?;
+        let mut read = Vec::new();
+        let mut bytes = 0;
+        let start = after.saturating_add(1);
+        for entry in messages.range((channel.id, start)..=(channel.id, u64::MAX))? {
+            let (key, value) = entry?;
+            let value = value.value();
+            if read.len() >= max || (!read.is_empty() && bytes + value.len() > max_bytes) {
+                break;
+            }
+            bytes += value.len();
+            read.push(Stored {
+                seq: key.value().1,
+                received_ms: received_ms(value),
+                frame: Bytes::copy_from_slice(value.get(8..).unwrap_or_default()),
+            });
+        }
+        Ok(read)
+    }
+
+    /// `channel`'s dead letters, oldest first, at most `limit`.
+    pub fn dead_letters(
+        &self,
+        channel: &Channel,
+        limit: usize,
+    ) -> Result<Vec<Stored>, ChannelError> {
+        let txn = self.db.begin_read()?;
+        let dead = txn.open_table(DEAD)?;
+        let mut read = Vec::new();
+        for entry in dead
+            .range((channel.id, 0)..=(channel.id, u64::MAX))?
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let value = value.value();
+            read.push(Stored {
+                seq: key.value().1,
+                received_ms: received_ms(value),
+                frame: Bytes::copy_from_slice(value.get(8..).unwrap_or_default()),
+            });
+        }
+        Ok(read)
+    }
+}
+
+fn received_ms(value: &[u8]) -> u64 {
+    value
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// The writer: takes what has arrived, up to [`BATCH`], and commits it at once.
+fn serve(db: &Database, mut rx: mpsc::Receiver<Work>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(work) => batch.push(work),
+                Err(_) => break,
+            }
+        }
+        match commit(db, &batch) {
+            Ok((done, counts)) => {
+                for (id, counts) in counts {
+                    if let Some(channel) = batch.iter().map(channel_of).find(|c| c.id == id) {
+                        *channel
+                            .counts
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
+                        channel.head.send_replace(counts.head);
+                    }
+                }
+                for (work, done) in batch.into_iter().zip(done) {
+                    reply(work, Ok(done));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "Channel commit failed; the senders are answered 503.");
+                for work in batch {
+                    reply(work, Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn channel_of(work: &Work) -> &Arc<Channel> {
+    match work {
+        Work::Append { channel, .. } | Work::Ack { channel, .. } | Work::Expire { channel, .. } => {
+            channel
+        }
+    }
+}
+
+fn reply(work: Work, done: Result<Done, ChannelError>) {
+    match work {
+        Work::Append {
+            reply,
+            channel,
+            max_bytes,
+            ..
+        } => {
+            let _ = reply.send(done.and_then(|done| match done {
+                Done::Appended(seq) => Ok(seq),
+                _ => Err(ChannelError::Full {
+                    channel: channel.name.clone(),
+                    max: max_bytes,
+                }),
+            }));
+        }
+        Work::Ack { reply, .. } => {
+            let _ = reply.send(done.map(drop));
+        }
+        Work::Expire { reply, .. } => {
+            let _ = reply.send(done.map(|done| match done {
+                Done::Expired(n) => n,
+                _ => 0,
+            }));
+        }
+    }
+}
+
+/// Applies a batch in one transaction; returns what each change came to and the channels'
+/// numbers after it (applied to the channels only once the commit is durable).
+fn commit(
+    db: &Database,
+    batch: &[Work],
+) -> Result<(Vec<Done>, HashMap<u64, Counts>), ChannelError> {
+    let txn = db.begin_write()?;
+    let mut done = Vec::with_capacity(batch.len());
+    let mut after: HashMap<u64, Counts> = HashMap::new();
+    {
+        let mut messages = txn.open_table(MESSAGES)?;
+        let mut heads = txn.open_table(HEADS)?;
+        let mut dead = txn.open_table(DEAD)?;
+        for work in batch {
+            let channel = channel_of(work);
+            let counts = after.entry(channel.id).or_insert_with(|| channel.counts());
+            match work {
+                Work::Append {
+                    max_bytes,
+                    received_ms,
+                    header,
+                    body,
+                    ..
+                } => {
+                    let seq = counts.head + 1;
+                    let header = Header {
+                        seq,
+                        ..header.clone()
+                    };
+                    let mut value = received_ms.to_be_bytes().to_vec();
+                    value.extend_from_slice(&header.frame(body));
+                    let size = value.len() as u64;
+                    if counts.bytes + size > *max_bytes {
+                        done.push(Done::Full);
+                        continue;
+                    }
+                    messages.insert((channel.id, seq), value.as_slice())?;
+                    counts.head = seq;
+                    counts.depth += 1;
+                    counts.bytes += size;
+                    counts.oldest_ms.get_or_insert(*received_ms);
+                    done.push(Done::Appended(seq));
+                }
+                Work::Ack { upto, .. } => {
+                    let upto = (*upto).min(counts.head);
+                    for seq in counts.acked.saturating_add(1)..=upto {
+                        if let Some(value) = messages.remove((channel.id, seq))? {
+                            counts.depth -= 1;
+                            counts.bytes -= value.value().len() as u64;
+                        }
+                    }
+                    counts.acked = counts.acked.max(upto);
+                    counts.oldest_ms = first_received(&messages, channel.id)?;
+                    done.push(Done::Acked);
+                }
+                Work::Expire { before_ms, .. } => {
+                    let mut old = Vec::new();
+                    for entry in messages.range((channel.id, 0)..=(channel.id, u64::MAX))? {
+                        let (key, value) = entry?;
+                        if received_ms(value.value()) >= *before_ms {
+                            break;
+                        }
+                        old.push((key.value().1, value.value().to_vec()));
+                    }
+                    for (seq, value) in &old {
+                        messages.remove((channel.id, *seq))?;
+                        dead.insert((channel.id, *seq), value.as_slice())?;
+                        counts.depth -= 1;
+                        counts.bytes -= value.len() as u64;
+                    }
+                    counts.expired += old.len() as u64;
+                    counts.oldest_ms = first_received(&messages, channel.id)?;
+                    done.push(Done::Expired(old.len() as u64));
+                }
+            }
+            heads.insert(channel.name.as_str(), (counts.head, counts.acked))?;
+        }
+    }
+    txn.commit()?;
+    Ok((done, after))
+}
+
+fn first_received(
+    messages: &redb::Table<'_, (u64, u64), &[u8]>,
+    id: u64,
+) -> Result<Option<u64>, ChannelError> {
+    Ok(messages
+        .range((id, 0)..=(id, u64::MAX))?
+        .next()
+        .transpose()?
+        .map(|(_, value)| received_ms(value.value())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(request_id: &str) -> Header {
+        Header {
+            seq: 0,
+            namespace: "acme".into(),
+            webhook: "gh".into(),
+            request_id: request_id.into(),
+            received_at: "2026-12-07T00:00:00.000Z".into(),
+            headers: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sequences_have_no_gap_survive_a_reopen_and_acks_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let channels = Channels::open(dir.path()).unwrap();
+        let a = channels.channel("a");
+        let appends = (0..50).map(|i| {
+            let channels = channels.clone();
+            let a = Arc::clone(&a);
+            async move {
+                channels
+                    .append(
+                        a,
+                        1 << 20,
+                        1000 + i,
+                        header(&format!("r{i}")),
+                        Bytes::from("{}"),
+                    )
+                    .await
+                    .unwrap()
+            }
+        });
+        let mut seqs = futures_util::future::join_all(appends).await;
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+        let read = channels.read(&a, 10, 5, 1 << 20).unwrap();
+        assert_eq!(
+            read.iter().map(|s| s.seq).collect::<Vec<_>>(),
+            [11, 12, 13, 14, 15]
+        );
+        let (h, body) = Header::parse(&read[0].frame).unwrap();
+        assert_eq!((h.seq, body), (11, &b"{}"[..]));
+        channels.ack(Arc::clone(&a), 20).await.unwrap();
+        assert_eq!(a.counts().depth, 30);
+        drop((a, channels));
+        // The writer ends with the last handle; the file is then free to open again.
+        let reopened = loop {
+            match Channels::open(dir.path()) {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        };
+        let a = reopened.channel("a");
+        let counts = a.counts();
+        assert_eq!((counts.head, counts.acked, counts.depth), (50, 20, 30));
+        let next = reopened
+            .append(Arc::clone(&a), 1 << 20, 2000, header("r"), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(next, 51);
+        assert_eq!(reopened.read(&a, 0, 1, 1 << 20).unwrap()[0].seq, 21);
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_refuses_and_expired_messages_are_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let channels = Channels::open(dir.path()).unwrap();
+        let a = channels.channel("a");
+        let b = channels.channel("b");
+        let body = Bytes::from(vec![b'x'; 300]);
+        let mut answers = Vec::new();
+        for i in 0..3 {
+            answers.push(
+                channels
+                    .append(Arc::clone(&a), 1000, i, header("r"), body.clone())
+                    .await,
+            );
+        }
+        assert!(answers[0].is_ok() && answers[1].is_ok());
+        assert!(matches!(
+            answers[2],
+            Err(ChannelError::Full { max: 1000, .. })
+        ));
+        // Another channel is not affected.
+        assert_eq!(
+            channels
+                .append(Arc::clone(&b), 1000, 5, header("r"), body.clone())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(channels.expire(Arc::clone(&a), 1).await.unwrap(), 1);
+        let counts = a.counts();
+        assert_eq!(
+            (counts.depth, counts.expired, counts.oldest_ms),
+            (1, 1, Some(1))
+        );
+        assert_eq!(channels.dead_letters(&a, 10).unwrap()[0].seq, 1);
+        // The next message keeps numbering after the head.
+        assert_eq!(
+            channels
+                .append(Arc::clone(&a), 1000, 9, header("r"), body)
+                .await
+                .unwrap(),
+            3
+        );
+    }
+}

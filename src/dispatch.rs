@@ -65,6 +65,11 @@ struct Destination {
 }
 
 impl Destination {
+    /// A `connect` channel: durable storage of its own, never spooled, answered `stored`.
+    fn is_channel(&self) -> bool {
+        self.name == "connect"
+    }
+
     fn queue(&self, key: &WebhookKey) -> &spool::Destination {
         self.queue.get_or_init(|| {
             spool::Destination::new(
@@ -96,6 +101,9 @@ enum Attempt {
     /// Not taken: the reason when the destination refused it for good (it is then kept as a
     /// dead letter, never sent again unless replayed).
     Missed(Option<String>),
+    /// A channel did not take it: the request fails (a channel is durable storage of its own,
+    /// so it is never spooled).
+    Failed(DeliveryError),
 }
 
 /// A destination that must take a request from the spool.
@@ -258,6 +266,14 @@ impl Route {
         }
     }
 
+    /// Whether a destination is a `connect` channel (it carries the sender's signatures on).
+    pub fn relays(&self) -> bool {
+        self.webhook
+            .destinations
+            .iter()
+            .any(|d| d.name() == "connect")
+    }
+
     pub fn data_type(&self) -> DataType {
         self.webhook.data_type
     }
@@ -317,22 +333,45 @@ impl Route {
         metrics: &Metrics,
         spool: Option<SpoolPath<'_>>,
     ) -> Result<Outcome, DispatchError> {
+        // A request a channel took is `stored` (a connector has yet to pull it).
+        let taken = if self.chosen(chosen).any(|(_, d)| d.is_channel()) {
+            Outcome::Stored
+        } else {
+            Outcome::Delivered
+        };
         match (spool, self.webhook.spool) {
             (None, _) | (Some(_), SpoolMode::Off) => {
                 self.deliver_all(delivery, chosen, metrics).await?;
-                Ok(Outcome::Delivered)
+                Ok(taken)
             }
             (Some(path), SpoolMode::Always) => {
-                let all = self
+                // Channels take it first, directly; the other destinations from the spool.
+                for (_, channel) in self.chosen(chosen).filter(|(_, d)| d.is_channel()) {
+                    tokio::time::timeout(
+                        self.webhook.timeout,
+                        channel.deliver(&self.key, delivery, metrics),
+                    )
+                    .await
+                    .map_err(|_| DeliveryError::Timeout {
+                        timeout_ms: millis(self.webhook.timeout),
+                    })??;
+                }
+                let all: Vec<_> = self
                     .chosen(chosen)
+                    .filter(|(_, d)| !d.is_channel())
                     .map(|(_, d)| d.queue(&self.key).clone())
                     .collect();
+                if all.is_empty() {
+                    return Ok(Outcome::Stored);
+                }
                 self.store(path.spool, all, delivery, None).await
             }
             (Some(path), SpoolMode::OnFailure) => {
-                let missed = self.deliver_or_fail(delivery, chosen, metrics, path).await;
+                let missed = self
+                    .deliver_or_fail(delivery, chosen, metrics, path)
+                    .await?;
                 if missed.is_empty() {
-                    return Ok(Outcome::Delivered);
+                    return Ok(taken);
                 }
                 // Those that refused for good are kept as dead letters (one record each, with
                 // its own reason); the rest are retried.
@@ -387,7 +426,7 @@ impl Route {
         chosen: &Chosen,
         metrics: &Metrics,
         path: SpoolPath<'_>,
-    ) -> Vec<Missed> {
+    ) -> Result<Vec<Missed>, DeliveryError> {
         let deadline = tokio::time::Instant::now() + path.handoff.min(self.webhook.timeout);
         match self.webhook.execution {
             Execution::Sequential => {
@@ -395,10 +434,13 @@ impl Route {
                 // take the request: it and every one after it are spooled (and forwarded on
                 // their own queues).
                 for (index, destination) in self.chosen(chosen) {
-                    if let Attempt::Missed(refused) = self
+                    let attempt = self
                         .attempt(destination, delivery, metrics, path, deadline)
-                        .await
-                    {
+                        .await;
+                    if let Attempt::Failed(error) = attempt {
+                        return Err(error);
+                    }
+                    if let Attempt::Missed(refused) = attempt {
                         let mut missed = vec![Missed {
                             queue: destination.queue(&self.key).clone(),
                             refused,
@@ -409,10 +451,10 @@ impl Route {
                                 refused: None,
                             },
                         ));
-                        return missed;
+                        return Ok(missed);
                     }
                 }
-                Vec::new()
+                Ok(Vec::new())
             }
             Execution::Parallel => {
                 let attempts = join_all(
@@ -420,17 +462,18 @@ impl Route {
                         .map(|(_, d)| self.attempt(d, delivery, metrics, path, deadline)),
                 )
                 .await;
-                self.chosen(chosen)
-                    .map(|(_, d)| d)
-                    .zip(attempts)
-                    .filter_map(|(d, attempt)| match attempt {
-                        Attempt::Acknowledged => None,
-                        Attempt::Missed(refused) => Some(Missed {
+                let mut missed = Vec::new();
+                for (d, attempt) in self.chosen(chosen).map(|(_, d)| d).zip(attempts) {
+                    match attempt {
+                        Attempt::Acknowledged => {}
+                        Attempt::Failed(error) => return Err(error),
+                        Attempt::Missed(refused) => missed.push(Missed {
                             queue: d.queue(&self.key).clone(),
                             refused,
                         }),
-                    })
-                    .collect()
+                    }
+                }
+                Ok(missed)
             }
         }
     }
@@ -444,6 +487,20 @@ impl Route {
         path: SpoolPath<'_>,
         deadline: tokio::time::Instant,
     ) -> Attempt {
+        if destination.is_channel() {
+            return match tokio::time::timeout(
+                self.webhook.timeout,
+                destination.deliver(&self.key, delivery, metrics),
+            )
+            .await
+            {
+                Ok(Ok(())) => Attempt::Acknowledged,
+                Ok(Err(error)) => Attempt::Failed(error),
+                Err(_) => Attempt::Failed(DeliveryError::Timeout {
+                    timeout_ms: millis(self.webhook.timeout),
+                }),
+            };
+        }
         if path.spool.has_backlog(destination.queue(&self.key)) {
             return Attempt::Missed(None);
         }

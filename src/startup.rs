@@ -54,6 +54,12 @@ pub enum StartupError {
         dir: String,
         source: crate::spool::StoreError,
     },
+    /// The channels' file (connector mode) cannot be used.
+    #[error("cannot open the channels in {dir}: {source}")]
+    Channels {
+        dir: String,
+        source: crate::connect::ChannelError,
+    },
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -153,6 +159,30 @@ impl Application {
             shutdown.tasks.clone(),
             settings.http_allowed_networks.clone(),
         );
+        if let Some(dir) = settings.spool_dir() {
+            let channels =
+                crate::connect::Channels::open(dir).map_err(|source| StartupError::Channels {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+            pool.use_channels(channels.clone());
+            let connections = pool.clone();
+            let retention = move |channel: &str| match crate::keys::ConnectionName::parse(channel)
+                .ok()
+                .and_then(|name| connections.config(&name))
+                .as_deref()
+            {
+                Some(crate::config::Connection::Connect(c)) => {
+                    Some(Duration::from_secs(c.retention_seconds))
+                }
+                _ => None,
+            };
+            shutdown.tasks.spawn(crate::connect::store::expire_forever(
+                channels,
+                retention,
+                shutdown.token.clone(),
+            ));
+        }
         let provider = provider::spawn(
             settings,
             cache.clone(),

@@ -33,6 +33,9 @@ pub enum Connection {
     /// An HTTP service (the `http` module).
     #[serde(rename = "http")]
     Http(HttpConnection),
+    /// A channel a connector pulls (connector mode; the `connect` module).
+    #[serde(rename = "connect")]
+    Connect(ConnectConnection),
 }
 
 impl Connection {
@@ -42,6 +45,7 @@ impl Connection {
             Connection::Kafka(_) => "kafka",
             Connection::Redis(_) => "redis",
             Connection::Http(_) => "http",
+            Connection::Connect(_) => "connect",
         }
     }
 
@@ -51,6 +55,13 @@ impl Connection {
             Connection::Kafka(k) => (&k.namespaces, &k.target_prefix),
             Connection::Redis(r) => (&r.namespaces, &r.target_prefix),
             Connection::Http(h) => (&h.namespaces, &h.target_prefix),
+            // A channel has no names of its own: only who may deliver to it.
+            Connection::Connect(c) => {
+                return Access {
+                    namespaces: c.namespaces.as_deref(),
+                    target_prefix: None,
+                }
+            }
         };
         Access {
             namespaces: namespaces.as_deref(),
@@ -308,6 +319,86 @@ impl HttpConnection {
     }
 }
 
+/// How long a channel keeps a message nobody acknowledged, by default (3 days), and at most.
+pub const DEFAULT_RETENTION_SECONDS: u64 = 259_200;
+pub const MAX_RETENTION_SECONDS: u64 = 30 * 86_400;
+/// How many bytes of unacknowledged messages a channel holds, by default (1 GiB), and at most.
+pub const DEFAULT_CHANNEL_BYTES: u64 = 1 << 30;
+pub const MAX_CHANNEL_BYTES: u64 = 1 << 40;
+/// Most token hashes a channel lists (two during a rotation; a few connectors of their own).
+pub const MAX_TOKENS: usize = 16;
+
+/// `type: "connect"`: a channel. The connection's name is the channel's: webhooks deliver to it
+/// with the `connect` module, and a connector pulls it from `/connect/v1/<name>`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectConnection {
+    /// SHA-256 (hex) of each token a connector may present. Two hashes rotate a token without
+    /// a disconnect; a hash removed closes its token's streams.
+    pub token_sha256: Vec<String>,
+    /// Messages not acknowledged within this many seconds become dead letters.
+    #[serde(default = "default_retention")]
+    pub retention_seconds: u64,
+    /// Unacknowledged bytes the channel holds; past them its webhooks answer 503 `spool_full`.
+    #[serde(default = "default_channel_bytes")]
+    pub max_bytes: u64,
+    /// The namespaces whose webhooks may deliver to this channel (absent: all).
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+}
+
+fn default_retention() -> u64 {
+    DEFAULT_RETENTION_SECONDS
+}
+
+fn default_channel_bytes() -> u64 {
+    DEFAULT_CHANNEL_BYTES
+}
+
+impl ConnectConnection {
+    /// Whether `token` is one of the channel's (its SHA-256 among `token_sha256`), compared in
+    /// constant time.
+    pub fn admits(&self, token: &str) -> bool {
+        use sha2::Digest as _;
+        let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+        self.token_sha256.iter().fold(false, |found, hash| {
+            let same: bool =
+                subtle::ConstantTimeEq::ct_eq(hash.as_bytes(), digest.as_bytes()).into();
+            found | same
+        })
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.token_sha256.is_empty() || self.token_sha256.len() > MAX_TOKENS {
+            return Err(ConfigError::Invalid(format!(
+                "`token_sha256` lists 1 to {MAX_TOKENS} hashes"
+            )));
+        }
+        for (i, hash) in self.token_sha256.iter_mut().enumerate() {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid(format!(
+                    "`token_sha256[{i}]` is not a SHA-256 in hex (64 hex digits): store the \
+                     token's hash, `printf %s TOKEN | sha256sum`, never the token"
+                )));
+            }
+            hash.make_ascii_lowercase();
+        }
+        if !(60..=MAX_RETENTION_SECONDS).contains(&self.retention_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "`retention_seconds` is {}; it must be between 60 and {MAX_RETENTION_SECONDS}",
+                self.retention_seconds
+            )));
+        }
+        if !((1 << 20)..=MAX_CHANNEL_BYTES).contains(&self.max_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "`max_bytes` is {}; it must be between 1 MiB and {MAX_CHANNEL_BYTES}",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A port written as a number or as a string of digits. The message never repeats the value
 /// (it may come from the environment).
 fn port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
@@ -354,8 +445,11 @@ fn default_true() -> bool {
 impl Connection {
     /// Parses and validates a connection entry (after environment substitution).
     pub fn from_value(value: Value) -> Result<Self, ConfigError> {
-        let connection: Connection =
+        let mut connection: Connection =
             serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Connection::Connect(c) = &mut connection {
+            c.validate()?;
+        }
         connection.validate()?;
         Ok(connection)
     }
@@ -411,6 +505,7 @@ impl Connection {
                 Ok(())
             }
             Connection::Http(h) => h.validate(),
+            Connection::Connect(_) => Ok(()),
         }
     }
 }

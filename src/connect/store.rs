@@ -105,7 +105,7 @@ impl Channel {
     fn new(name: &str, counts: Counts) -> Self {
         Self {
             name: name.to_owned(),
-            id: crate::spool::destination_id(&format!("connect:{name}")),
+            id: channel_id(name),
             counts: Mutex::new(counts),
             head: watch::channel(counts.head).0,
             lease: Mutex::new(None),
@@ -387,6 +387,56 @@ impl Channels {
         }
         Ok(read)
     }
+}
+
+/// How often channels are swept for messages past their retention.
+const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Moves messages past their channel's retention to the dead letters, every few seconds, until
+/// `stop`. `retention` gives a channel's retention (`None`: its connection is gone, and its
+/// messages are kept until it comes back).
+pub async fn expire_forever(
+    channels: Channels,
+    retention: impl Fn(&str) -> Option<std::time::Duration>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(EXPIRE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        for channel in channels.all() {
+            let Some(keep) = retention(&channel.name) else {
+                continue;
+            };
+            let before = now.saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
+            match channels.expire(Arc::clone(&channel), before).await {
+                Ok(0) => {}
+                Ok(expired) => tracing::warn!(
+                    channel = %channel.name,
+                    expired,
+                    "Messages past the channel's retention moved to its dead letters."
+                ),
+                Err(error) => {
+                    tracing::error!(channel = %channel.name, %error, "Channel expiry failed.")
+                }
+            }
+        }
+    }
+}
+
+/// A channel's key in the file: the first 8 bytes of SHA-256 of its name.
+fn channel_id(name: &str) -> u64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(id)
 }
 
 fn received_ms(value: &[u8]) -> u64 {

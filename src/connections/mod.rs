@@ -77,6 +77,16 @@ enum Client {
     Kafka(Producer),
     Redis(RedisClient),
     Http(HttpClient),
+    Connect(ChannelClient),
+}
+
+/// A `connect` connection's client: its channel in the channels' store.
+#[derive(Clone, Debug)]
+pub struct ChannelClient {
+    pub channels: crate::connect::Channels,
+    pub channel: Arc<crate::connect::Channel>,
+    /// The channel's `max_bytes`.
+    pub max_bytes: u64,
 }
 
 /// One connection: its config, and its client once built.
@@ -97,6 +107,8 @@ struct Inner {
     tasks: TaskTracker,
     /// Where `http` connections may go (`HTTP_ALLOWED_NETWORKS`).
     networks: Arc<Networks>,
+    /// The channels' store (`connect` connections), when `SPOOL_DIR` gives it a place.
+    channels: std::sync::OnceLock<crate::connect::Channels>,
 }
 
 impl std::fmt::Debug for ConnectionPool {
@@ -114,6 +126,7 @@ pub fn validate(connection: &Connection) -> Result<(), String> {
         Connection::Kafka(k) => kafka::validate(k),
         Connection::Redis(r) => RedisClient::validate(r),
         Connection::Http(h) => HttpClient::validate(h),
+        Connection::Connect(_) => Ok(()),
     }
 }
 
@@ -136,8 +149,19 @@ impl ConnectionPool {
                 slots: DashMap::new(),
                 tasks,
                 networks: Arc::new(networks),
+                channels: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Gives `connect` connections their store (once, at startup).
+    pub fn use_channels(&self, channels: crate::connect::Channels) {
+        let _ = self.inner.channels.set(channels);
+    }
+
+    /// The channels' store, if there is one.
+    pub fn channels(&self) -> Option<&crate::connect::Channels> {
+        self.inner.channels.get()
     }
 
     /// Sets a connection's config. The same value keeps the live client; a new one retires it
@@ -227,7 +251,7 @@ impl ConnectionPool {
                 }
             }
             // In-flight commands hold their own clone; the connection closes with the last one.
-            Client::Redis(_) | Client::Http(_) => {}
+            Client::Redis(_) | Client::Http(_) | Client::Connect(_) => {}
         }
     }
 
@@ -280,6 +304,14 @@ impl ConnectionPool {
                 h,
                 Arc::clone(&self.inner.networks),
             ))),
+            Connection::Connect(c) => match self.inner.channels.get() {
+                Some(channels) => Ok(Client::Connect(ChannelClient {
+                    channels: channels.clone(),
+                    channel: channels.channel(name.as_str()),
+                    max_bytes: c.max_bytes,
+                })),
+                None => Err("a channel needs SPOOL_DIR (its messages are kept on disk)".into()),
+            },
         }
         .map_err(|reason| PoolError::Unavailable {
             name: name.clone(),
@@ -299,7 +331,7 @@ impl ConnectionPool {
     ) -> Result<Producer, PoolError> {
         match self.client(name, module, "kafka", user)? {
             Client::Kafka(producer) => Ok(producer),
-            Client::Redis(_) | Client::Http(_) => Err(self.mismatch(name, module, "kafka")),
+            _ => Err(self.mismatch(name, module, "kafka")),
         }
     }
 
@@ -312,7 +344,7 @@ impl ConnectionPool {
     ) -> Result<RedisClient, PoolError> {
         match self.client(name, module, "redis", user)? {
             Client::Redis(client) => Ok(client),
-            Client::Kafka(_) | Client::Http(_) => Err(self.mismatch(name, module, "redis")),
+            _ => Err(self.mismatch(name, module, "redis")),
         }
     }
 
@@ -325,7 +357,20 @@ impl ConnectionPool {
     ) -> Result<HttpClient, PoolError> {
         match self.client(name, module, "http", user)? {
             Client::Http(client) => Ok(client),
-            Client::Kafka(_) | Client::Redis(_) => Err(self.mismatch(name, module, "http")),
+            _ => Err(self.mismatch(name, module, "http")),
+        }
+    }
+
+    /// The channel of `connect` connection `name`, for `module` used as `user` says.
+    pub fn channel(
+        &self,
+        name: &ConnectionName,
+        module: &'static str,
+        user: Use<'_>,
+    ) -> Result<ChannelClient, PoolError> {
+        match self.client(name, module, "connect", user)? {
+            Client::Connect(client) => Ok(client),
+            _ => Err(self.mismatch(name, module, "connect")),
         }
     }
 
@@ -371,7 +416,7 @@ impl ConnectionPool {
             .collect();
         let flushes = clients.into_iter().filter_map(|client| match client {
             Client::Kafka(producer) => Some(producer.flush(grace)),
-            Client::Redis(_) | Client::Http(_) => None,
+            Client::Redis(_) | Client::Http(_) | Client::Connect(_) => None,
         });
         futures_util::future::join_all(flushes).await;
     }

@@ -65,6 +65,16 @@ pub enum ApiError {
     HostNotAllowed,
     #[error("the admin listener does not answer requests made by a web page (Origin header)")]
     CrossOrigin,
+    #[error("a connector's token goes in `Authorization: Bearer`, never in the query")]
+    TokenInQuery,
+    #[error("invalid channel name: {0}")]
+    InvalidChannel(String),
+    #[error("this token does not open this channel")]
+    ConnectUnauthorized,
+    #[error("no such channel")]
+    UnknownChannel,
+    #[error("the channel store could not answer: {0}")]
+    ChannelUnavailable(String),
 }
 
 impl ApiError {
@@ -128,6 +138,13 @@ impl ApiError {
             ApiError::InvalidHost => (StatusCode::BAD_REQUEST, "invalid_host"),
             ApiError::HostNotAllowed => (StatusCode::FORBIDDEN, "host_not_allowed"),
             ApiError::CrossOrigin => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+            ApiError::TokenInQuery => (StatusCode::BAD_REQUEST, "token_in_query"),
+            ApiError::InvalidChannel(_) => (StatusCode::BAD_REQUEST, "invalid_channel"),
+            ApiError::ConnectUnauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::UnknownChannel => (StatusCode::NOT_FOUND, "unknown_channel"),
+            ApiError::ChannelUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "channel_unavailable")
+            }
         }
     }
 
@@ -162,6 +179,9 @@ impl ResponseError for ApiError {
             }
             ApiError::TooManyUploads => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::ConnectUnauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! The HTTP surface (the only folder that imports actix-web): routes, state and error bodies.
 
 mod body;
+pub mod connect;
 mod error;
 pub mod guard;
 pub mod health;
@@ -96,6 +97,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, surfa
     if surface != Surface::Admin {
         // A static prefix and a hand-split path: no regex on the hot path (see BENCHMARKS.md).
         cfg.service(web::scope("/webhook").default_service(web::to(webhook::post)));
+        // Connectors pull their channels here (connector mode).
+        cfg.service(
+            web::resource("/connect/v1/{channel}")
+                .route(web::get().to(connect::stream))
+                .default_service(web::to(get_only)),
+        )
+        .service(
+            web::resource("/connect/v1/{channel}/messages")
+                .wrap(from_fn(unread::hold_body))
+                .route(web::get().to(connect::messages))
+                .default_service(web::to(get_only)),
+        );
     }
     // Sharing the public port, the spool's endpoints answer only this host's own clients.
     let local = || Condition::new(surface == Surface::All, from_fn(guard::local_only));

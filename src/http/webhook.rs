@@ -483,6 +483,11 @@ async fn receive(
         body,
         json: route.data_type() == DataType::Json,
         trace: span.parent_of_later(),
+        relayed: if route.relays() {
+            relayed_headers(req)
+        } else {
+            Vec::new()
+        },
     };
     let (mut response, word) = match deliver(state, &route, &delivery, &chosen).await? {
         Outcome::Delivered => (HttpResponse::Ok(), "accepted"),
@@ -636,6 +641,7 @@ async fn deliver(
                 "Request not taken; the sender was asked to retry."
             );
             match error {
+                DispatchError::Delivery(error) if error.is_full() => ApiError::SpoolFull,
                 DispatchError::Delivery(error) if error.is_permanent() => {
                     ApiError::DestinationRejected(error)
                 }
@@ -684,6 +690,23 @@ fn forwardable_headers(req: &HttpRequest, route: &Route) -> Vec<(String, String)
         .filter(|(name, _)| {
             is_forwardable(name.as_str()) && !checks.reads_credential_from(name.as_str())
         })
+        .filter_map(|(name, value)| {
+            value
+                .to_str()
+                .ok()
+                .map(|v| (name.as_str().to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// The headers a channel carries on besides the forwardable ones: the sender's signatures
+/// (and the other non-forwardable headers), so that the private side can verify them. Never
+/// cookies or the `Authorization` headers, which authenticate to this instance.
+fn relayed_headers(req: &HttpRequest) -> Vec<(String, String)> {
+    const KEPT_HERE: &[&str] = &["cookie", "authorization", "proxy-authorization"];
+    req.headers()
+        .iter()
+        .filter(|(name, _)| !is_forwardable(name.as_str()) && !KEPT_HERE.contains(&name.as_str()))
         .filter_map(|(name, value)| {
             value
                 .to_str()

@@ -433,6 +433,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"{}"),
             json: true,
             trace: None,
+            relayed: Vec::new(),
         };
         assert_eq!(
             module.render_headers(&delivery).as_deref(),
@@ -462,6 +463,7 @@ mod tests {
             body: bytes::Bytes::from_static(body),
             json: true,
             trace: None,
+            relayed: Vec::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! Adding a module means one file or folder here, one row in [`REGISTRY`] and, for a new kind of
 //! destination, one [`Kind`] variant with its arm in [`ModuleConfig::build`].
 
+pub mod connect;
 pub mod http;
 pub mod kafka;
 pub mod log;
@@ -60,6 +61,12 @@ pub struct Delivery {
     /// The request's span, when traces are exported: each destination's span goes under it,
     /// and a spooled copy carries it to its forward.
     pub trace: Option<TraceParent>,
+    /// The headers `headers` leaves out that a `connect` channel carries on, so that the
+    /// private side can verify the sender's signature itself (every header but cookies,
+    /// `Authorization` and `Proxy-Authorization`). Empty unless the webhook has a `connect`
+    /// destination; no other module reads it, and it is never spooled (a channel is durable
+    /// storage of its own).
+    pub relayed: Vec<(String, String)>,
 }
 
 impl Delivery {
@@ -108,6 +115,10 @@ pub enum DeliveryError {
         reason: String,
         retry_after: Option<std::time::Duration>,
     },
+    /// A `connect` channel holds its `max_bytes` of unacknowledged messages (503 `spool_full`
+    /// for that channel's webhooks only).
+    #[error("channel `{channel}` holds its {max} bytes of unacknowledged messages")]
+    ChannelFull { channel: String, max: u64 },
     /// No acknowledgement within the webhook's timeout.
     #[error("no acknowledgement within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
@@ -125,6 +136,11 @@ impl DeliveryError {
         } else {
             Self::Unavailable { module, reason }
         }
+    }
+
+    /// Whether the destination is a store that is full (answered 503 `spool_full`).
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::ChannelFull { .. })
     }
 
     /// Whether retrying the same delivery cannot help.
@@ -187,6 +203,8 @@ pub enum Kind {
     Kafka(kafka::KafkaConfig, ConnectionName),
     Redis(redis::Command, ConnectionName),
     Http(http::HttpConfig, ConnectionName),
+    /// A channel (connector mode): the connection is the channel.
+    Connect(ConnectionName),
 }
 
 /// How one module's `module-config` (and `connection`) is parsed.
@@ -235,6 +253,14 @@ const REGISTRY: &[Entry] = &[
         parse: |name, config, connection| {
             let c: http::HttpConfig = from_config(name, config)?;
             Ok(Kind::Http(c.validate()?, needs(name, connection)?))
+        },
+    },
+    Entry {
+        name: "connect",
+        target: None,
+        parse: |name, config, connection| {
+            let connect::ConnectConfig {} = from_config(name, config)?;
+            Ok(Kind::Connect(needs(name, connection)?))
         },
     },
     Entry {
@@ -355,9 +381,10 @@ impl ModuleConfig {
     pub fn connection(&self) -> Option<&ConnectionName> {
         match self.kind() {
             Kind::Log(_) => None,
-            Kind::Kafka(_, connection) | Kind::Redis(_, connection) | Kind::Http(_, connection) => {
-                Some(connection)
-            }
+            Kind::Kafka(_, connection)
+            | Kind::Redis(_, connection)
+            | Kind::Http(_, connection)
+            | Kind::Connect(connection) => Some(connection),
         }
     }
 
@@ -368,6 +395,7 @@ impl ModuleConfig {
             Kind::Kafka(..) => Some("kafka"),
             Kind::Redis(..) => Some("redis"),
             Kind::Http(..) => Some("http"),
+            Kind::Connect(_) => Some("connect"),
         }
     }
 
@@ -393,7 +421,7 @@ impl Kind {
     /// What it writes to on its connection (topic, stream, key or channel).
     pub fn target(&self) -> Option<&str> {
         match self {
-            Kind::Log(_) => None,
+            Kind::Log(_) | Kind::Connect(_) => None,
             Kind::Kafka(config, _) => Some(&config.topic),
             Kind::Redis(command, _) => Some(command.target()),
             Kind::Http(config, _) => Some(&config.path),
@@ -415,6 +443,10 @@ impl Kind {
             )),
             Kind::Http(config, connection) => Arc::new(http::HttpModule::new(
                 config.clone(),
+                connection.clone(),
+                pool.clone(),
+            )),
+            Kind::Connect(connection) => Arc::new(connect::ConnectModule::new(
                 connection.clone(),
                 pool.clone(),
             )),
@@ -442,7 +474,7 @@ mod tests {
             .to_string();
         assert!(err.contains("kafak"), "{err}");
         assert!(
-            err.contains("log, kafka, http, redis_publish, redis_stream, redis_list"),
+            err.contains("log, kafka, http, connect, redis_publish, redis_stream, redis_list"),
             "{err}"
         );
     }
@@ -584,6 +616,7 @@ mod tests {
             ("log", json!({})),
             ("kafka", json!({"topic": "t"})),
             ("http", json!({"path": "/hooks"})),
+            ("connect", json!({})),
             ("redis_publish", json!({"channel": "c"})),
             ("redis_stream", json!({"stream": "s"})),
             ("redis_list", json!({"key": "k"})),

@@ -574,6 +574,7 @@ mod tests {
             body: bytes::Bytes::from(format!("{{\"n\":{n}}}")),
             json: true,
             trace: None,
+            relayed: Vec::new(),
         }
     }
 

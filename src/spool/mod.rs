@@ -720,6 +720,7 @@ mod dead_share_tests {
             body: bytes::Bytes::from(vec![b'1'; 10_000]),
             json: false,
             trace: None,
+            relayed: Vec::new(),
         };
         let record = || record::SpooledDelivery::encode_new(&delivery);
         let mut stored = 0;

@@ -112,6 +112,7 @@ fn record(id: &str) -> Vec<u8> {
         body: bytes::Bytes::from(format!("{{\"id\":\"{id}\"}}")),
         json: true,
         trace: None,
+        relayed: Vec::new(),
     })
 }
 

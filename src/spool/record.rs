@@ -80,6 +80,7 @@ impl DeliveryParts {
             body: Bytes::from(self.body.clone()),
             json: self.json,
             trace: self.trace.clone(),
+            relayed: Vec::new(),
         })
     }
 
@@ -382,6 +383,7 @@ mod tests {
             body: Bytes::from_static(b"{\"a\": 1}"),
             json: true,
             trace: None,
+            relayed: Vec::new(),
         }
     }
 

@@ -1137,6 +1137,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"{}"),
             json: true,
             trace: None,
+            relayed: Vec::new(),
         })
         .encode()
     }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod connector;
 mod dedup;
 mod delivery_http;
 mod delivery_https;

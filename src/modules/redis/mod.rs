@@ -220,6 +220,7 @@ mod tests {
             body: bytes::Bytes::from_static(body),
             json: false,
             trace: None,
+            relayed: Vec::new(),
         }
     }
 

@@ -1,0 +1,464 @@
+//! `/connect/v1/<channel>`: where a connector pulls a channel (connector mode, public side).
+//!
+//! - `GET /connect/v1/<channel>` upgrades to a WebSocket (subprotocol `switchyard.connect.v1`).
+//!   The connector says `{"type":"hello","have":N}` (the highest sequence it has made durable);
+//!   the server sends every message after N as a binary frame (see [`crate::connect::wire`]),
+//!   within the credit the connector grants, and removes what the connector acknowledges
+//!   (`{"type":"ack","upto":N}`, cumulative, after its own fsync). One connector at a time is
+//!   active (the channel's lease); another waits as standby and takes over when it goes.
+//! - `GET /connect/v1/<channel>/messages?after=N&max=100&wait_ms=25000`: the same, long-polled
+//!   (asking after N acknowledges up to N).
+//!
+//! The connector authenticates with `Authorization: Bearer <token>`, whose SHA-256 must be one
+//! of the channel's `token_sha256`; a token in the query is refused. A removed hash closes its
+//! token's streams within [`RECHECK`].
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::{error::ApiError, AppState};
+use crate::{
+    config::{connection::ConnectConnection, Connection},
+    connect::{wire, Channel, Channels, Header},
+    keys::ConnectionName,
+};
+
+/// How often a stream checks that its token and channel are still configured.
+const RECHECK: Duration = Duration::from_secs(1);
+/// How often the server pings; a link silent for [`DEAD_AFTER`] is closed (and its lease freed).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+const DEAD_AFTER: Duration = Duration::from_secs(20);
+/// How long a connector has to say hello.
+const HELLO_WITHIN: Duration = Duration::from_secs(10);
+/// The largest frame a connector may send (its frames are small JSON).
+const MAX_INBOUND_FRAME: usize = 64 * 1024;
+/// Messages sent at once without a grant, and the most a connector may have outstanding.
+const DEFAULT_CREDIT: u64 = 256;
+const MAX_CREDIT: u64 = 10_000;
+/// Bytes read from the store per batch.
+const READ_BYTES: usize = 8 << 20;
+/// Long-poll bounds.
+const MAX_POLL_MESSAGES: usize = 1000;
+const DEFAULT_POLL_MESSAGES: usize = 100;
+const MAX_WAIT_MS: u64 = 60_000;
+const DEFAULT_WAIT_MS: u64 = 25_000;
+
+/// Close codes (4000-4999 are the application's).
+pub const CLOSE_BAD_TOKEN: u16 = 4401;
+pub const CLOSE_UNKNOWN_CHANNEL: u16 = 4404;
+pub const CLOSE_PROTOCOL: u16 = 4400;
+
+/// Query names that would carry a credential: refused, so that a token never lands in an
+/// access log.
+const TOKEN_PARAMS: &[&str] = &["token", "access_token", "auth", "authorization", "key"];
+
+/// What stands between a request and a channel.
+enum Refusal {
+    Unauthorized,
+    UnknownChannel,
+}
+
+/// The channel and its config, if `req`'s bearer token opens it.
+fn open(
+    state: &AppState,
+    req: &HttpRequest,
+    name: &ConnectionName,
+) -> Result<(Arc<ConnectConnection>, Arc<Channel>, Channels), Refusal> {
+    let config = match state.pool.config(name).as_deref() {
+        Some(Connection::Connect(c)) => Arc::new(c.clone()),
+        _ => return Err(Refusal::UnknownChannel),
+    };
+    let channels = state.pool.channels().ok_or(Refusal::UnknownChannel)?;
+    let token = bearer(req).ok_or(Refusal::Unauthorized)?;
+    if !config.admits(token) {
+        return Err(Refusal::Unauthorized);
+    }
+    Ok((config, channels.channel(name.as_str()), channels.clone()))
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The channel name of the path, and a refusal of a token in the query.
+fn channel_name(req: &HttpRequest, raw: &str) -> Result<ConnectionName, ApiError> {
+    if form_urlencoded::parse(req.query_string().as_bytes())
+        .any(|(k, _)| TOKEN_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
+    {
+        return Err(ApiError::TokenInQuery);
+    }
+    ConnectionName::parse(raw).map_err(|e| ApiError::InvalidChannel(e.to_string()))
+}
+
+/// Whether `token` still opens channel `name` (its hash listed, the channel configured).
+fn still_open(state: &AppState, name: &ConnectionName, token: &str) -> Result<(), u16> {
+    match state.pool.config(name).as_deref() {
+        Some(Connection::Connect(c)) if c.admits(token) => Ok(()),
+        Some(Connection::Connect(_)) => Err(CLOSE_BAD_TOKEN),
+        _ => Err(CLOSE_UNKNOWN_CHANNEL),
+    }
+}
+
+/// `GET /connect/v1/<channel>/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Poll {
+    after: Option<u64>,
+    max: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+/// One message of a long-poll answer: its header and its body in base64.
+#[derive(Debug, Serialize)]
+struct Polled {
+    #[serde(flatten)]
+    header: Header,
+    body_base64: String,
+}
+
+pub async fn messages(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = channel_name(&req, &path)?;
+    let poll = web::Query::<Poll>::from_query(req.query_string())
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?
+        .into_inner();
+    let (_, channel, channels) = open(&state, &req, &name).map_err(|refusal| match refusal {
+        Refusal::Unauthorized => ApiError::ConnectUnauthorized,
+        Refusal::UnknownChannel => ApiError::UnknownChannel,
+    })?;
+    let after = poll.after.unwrap_or(channel.counts().acked);
+    let max = poll
+        .max
+        .unwrap_or(DEFAULT_POLL_MESSAGES)
+        .clamp(1, MAX_POLL_MESSAGES);
+    let wait = Duration::from_millis(poll.wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
+    channels
+        .ack(Arc::clone(&channel), after)
+        .await
+        .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))?;
+    let _ = tokio::time::timeout(wait, channel.wait_past(after)).await;
+    let read = {
+        let (channels, channel) = (channels.clone(), Arc::clone(&channel));
+        tokio::task::spawn_blocking(move || channels.read(&channel, after, max, READ_BYTES))
+            .await
+            .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))?
+            .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))?
+    };
+    let mut messages = Vec::with_capacity(read.len());
+    for stored in &read {
+        let (header, body) = Header::parse(&stored.frame)
+            .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))?;
+        messages.push(Polled {
+            header,
+            body_base64: base64::engine::general_purpose::STANDARD.encode(body),
+        });
+    }
+    let counts = channel.counts();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "channel": name.as_str(),
+        "head": counts.head,
+        "acked": counts.acked,
+        "messages": messages,
+    })))
+}
+
+/// What a connector says on the WebSocket.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Said {
+    Hello {
+        have: u64,
+        #[serde(default)]
+        credit: Option<u64>,
+    },
+    Ack {
+        upto: u64,
+    },
+    Credit {
+        messages: u64,
+    },
+}
+
+/// `GET /connect/v1/<channel>`: the WebSocket.
+pub async fn stream(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let name = channel_name(&req, &path)?;
+    let opened = open(&state, &req, &name);
+    let token = bearer(&req).unwrap_or_default().to_owned();
+    let (response, session, stream) =
+        actix_ws::handle_with_protocols(&req, body, &[wire::SUBPROTOCOL])
+            .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let stream = stream.max_frame_size(MAX_INBOUND_FRAME);
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    actix_web::rt::spawn(async move {
+        let (channel, channels) = match opened {
+            Ok((_, channel, channels)) => (channel, channels),
+            Err(refusal) => {
+                let (code, why) = match refusal {
+                    Refusal::Unauthorized => (CLOSE_BAD_TOKEN, "bad token"),
+                    Refusal::UnknownChannel => (CLOSE_UNKNOWN_CHANNEL, "unknown channel"),
+                };
+                let _ = session.close(Some(close(code, why))).await;
+                return;
+            }
+        };
+        let link = Link {
+            state,
+            name,
+            token,
+            channel,
+            channels,
+            holder: format!("{peer}#{}", uuid::Uuid::new_v4().simple()),
+        };
+        link.serve(session, stream).await;
+    });
+    Ok(response)
+}
+
+fn close(code: u16, why: &str) -> CloseReason {
+    CloseReason {
+        code: CloseCode::Other(code),
+        description: Some(why.to_owned()),
+    }
+}
+
+/// One connector's WebSocket.
+struct Link {
+    state: web::Data<AppState>,
+    name: ConnectionName,
+    token: String,
+    channel: Arc<Channel>,
+    channels: Channels,
+    holder: String,
+}
+
+/// Frees a channel's lease when its holder's link ends, however it ends.
+struct Held<'a>(&'a Channel, &'a str);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut lease = self
+            .0
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lease.as_ref().is_some_and(|l| l.holder == self.1) {
+            *lease = None;
+        }
+    }
+}
+
+impl Link {
+    async fn serve(self, mut session: actix_ws::Session, mut stream: actix_ws::MessageStream) {
+        let ended = self.run(&mut session, &mut stream).await;
+        let reason = match ended {
+            Ended::Gone => return,
+            Ended::Close(code, why) => close(code, why),
+        };
+        tracing::info!(channel = %self.name, holder = %self.holder, code = u16::from(reason.code), "Connector link closed.");
+        let _ = session.close(Some(reason)).await;
+    }
+
+    /// Takes the lease if it is free.
+    fn try_lease(&self) -> bool {
+        let mut lease = self
+            .channel
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lease.is_some() {
+            return false;
+        }
+        *lease = Some(crate::connect::store::Lease {
+            holder: self.holder.clone(),
+            since_ms: now_ms(),
+        });
+        true
+    }
+
+    async fn run(
+        &self,
+        session: &mut actix_ws::Session,
+        stream: &mut actix_ws::MessageStream,
+    ) -> Ended {
+        // Hello first.
+        let hello = tokio::time::timeout(HELLO_WITHIN, stream.recv()).await;
+        let (have, mut credit) = match hello {
+            Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<Said>(&text) {
+                Ok(Said::Hello { have, credit }) => {
+                    (have, credit.unwrap_or(DEFAULT_CREDIT).min(MAX_CREDIT))
+                }
+                _ => return Ended::Close(CLOSE_PROTOCOL, "expected hello"),
+            },
+            Ok(Some(Err(actix_ws::ProtocolError::Overflow))) => {
+                return Ended::Close(1009, "frame too large")
+            }
+            Ok(None | Some(Err(_))) => return Ended::Gone,
+            _ => return Ended::Close(CLOSE_PROTOCOL, "expected hello"),
+        };
+        let mut ticks = tokio::time::interval(RECHECK);
+        let mut last_heard = tokio::time::Instant::now();
+        let mut last_ping = tokio::time::Instant::now();
+        // Standby until the lease is free.
+        if !self.try_lease() {
+            if session.text(r#"{"type":"standby"}"#).await.is_err() {
+                return Ended::Gone;
+            }
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    said = stream.recv() => match said {
+                        Some(Ok(Message::Pong(_) | Message::Ping(_) | Message::Text(_))) => last_heard = tokio::time::Instant::now(),
+                        Some(Ok(Message::Close(_))) | None => return Ended::Gone,
+                        Some(Err(actix_ws::ProtocolError::Overflow)) => return Ended::Close(1009, "frame too large"),
+                        Some(Err(_)) => return Ended::Gone,
+                        Some(Ok(_)) => {}
+                    },
+                }
+                if let Err(code) = still_open(&self.state, &self.name, &self.token) {
+                    return Ended::Close(code, "token or channel removed");
+                }
+                if let Some(ended) = self.heartbeat(session, &mut last_ping, last_heard).await {
+                    return ended;
+                }
+                if self.try_lease() {
+                    break;
+                }
+            }
+        }
+        let _held = Held(&self.channel, &self.holder);
+        if session.text(r#"{"type":"active"}"#).await.is_err() {
+            return Ended::Gone;
+        }
+        // What the connector has is acknowledged.
+        if self
+            .channels
+            .ack(Arc::clone(&self.channel), have)
+            .await
+            .is_err()
+        {
+            return Ended::Close(1011, "channel store unavailable");
+        }
+        let mut sent = have.max(self.channel.counts().acked);
+        let mut acked = sent;
+        loop {
+            // Send what is there, within the credit.
+            let window = (acked + credit).saturating_sub(sent);
+            if window > 0 && self.channel.counts().head > sent {
+                let (channels, channel) = (self.channels.clone(), Arc::clone(&self.channel));
+                let max = usize::try_from(window.min(1000)).unwrap_or(1000);
+                let read = tokio::task::spawn_blocking(move || {
+                    channels.read(&channel, sent, max, READ_BYTES)
+                })
+                .await;
+                let Ok(Ok(read)) = read else {
+                    return Ended::Close(1011, "channel store unavailable");
+                };
+                for stored in read {
+                    if session.binary(stored.frame).await.is_err() {
+                        return Ended::Gone;
+                    }
+                    sent = stored.seq;
+                }
+                continue;
+            }
+            let wait_for_more = async {
+                if window > 0 {
+                    self.channel.wait_past(sent).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = wait_for_more => {}
+                _ = ticks.tick() => {
+                    if let Err(code) = still_open(&self.state, &self.name, &self.token) {
+                        return Ended::Close(code, "token or channel removed");
+                    }
+                    if let Some(ended) = self.heartbeat(session, &mut last_ping, last_heard).await {
+                        return ended;
+                    }
+                }
+                said = stream.recv() => {
+                    last_heard = tokio::time::Instant::now();
+                    match said {
+                        Some(Ok(Message::Text(text))) => match serde_json::from_str::<Said>(&text) {
+                            Ok(Said::Ack { upto }) => {
+                                let upto = upto.min(sent);
+                                if upto > acked {
+                                    if self.channels.ack(Arc::clone(&self.channel), upto).await.is_err() {
+                                        return Ended::Close(1011, "channel store unavailable");
+                                    }
+                                    acked = upto;
+                                }
+                            }
+                            Ok(Said::Credit { messages }) => credit = messages.clamp(1, MAX_CREDIT),
+                            Ok(Said::Hello { .. }) | Err(_) => {
+                                return Ended::Close(CLOSE_PROTOCOL, "unexpected message");
+                            }
+                        },
+                        Some(Ok(Message::Ping(bytes))) => {
+                            if session.pong(&bytes).await.is_err() {
+                                return Ended::Gone;
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None => return Ended::Gone,
+                        Some(Err(actix_ws::ProtocolError::Overflow)) => {
+                            return Ended::Close(1009, "frame too large");
+                        }
+                        Some(Err(_)) => return Ended::Gone,
+                        Some(Ok(_)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pings every [`HEARTBEAT`]; ends a link silent for [`DEAD_AFTER`].
+    async fn heartbeat(
+        &self,
+        session: &mut actix_ws::Session,
+        last_ping: &mut tokio::time::Instant,
+        last_heard: tokio::time::Instant,
+    ) -> Option<Ended> {
+        if last_heard.elapsed() > DEAD_AFTER {
+            return Some(Ended::Close(1001, "no pong"));
+        }
+        if last_ping.elapsed() >= HEARTBEAT {
+            *last_ping = tokio::time::Instant::now();
+            if session.ping(b"").await.is_err() {
+                return Some(Ended::Gone);
+            }
+        }
+        None
+    }
+}
+
+/// How a link ended.
+enum Ended {
+    /// The connector went (closed, or the connection broke).
+    Gone,
+    /// The server closes it, with this code and reason.
+    Close(u16, &'static str),
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,413 @@
+//! Connector mode, public side, through the real binary: webhooks wait in a channel (202
+//! `stored`, numbered with no gap, on disk), a connector pulls them over a WebSocket or a long
+//! poll, resumes from what it has, and acknowledges what it made durable; tokens, channels and
+//! frames are checked as an attacker would try them.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{json, Value};
+use sha2::Digest as _;
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, Message};
+
+use crate::support::{files::write_json, hmac_sha256, process::Router, wait_until};
+
+const TOKEN: &str = "connector-token-1";
+const SECRET: &str = "gh-secret";
+
+fn sha256_hex(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+fn channel(tokens: &[&str], max_bytes: Option<u64>) -> Value {
+    let mut entry = json!({"type": "connect",
+                           "token_sha256": tokens.iter().map(|t| sha256_hex(t)).collect::<Vec<_>>()});
+    if let Some(max) = max_bytes {
+        entry["max_bytes"] = json!(max);
+    }
+    entry
+}
+
+/// A router whose webhook `gh` (GitHub-signed) delivers to channel `edge`, and whose webhook
+/// `other` delivers to channel `side`.
+async fn router(dir: &std::path::Path, edge: Value) -> Router {
+    write_json(
+        dir,
+        "connections.json",
+        &json!({"edge": edge, "side": channel(&[TOKEN], None)}),
+    );
+    write_json(
+        dir,
+        "webhooks.json",
+        &json!({
+            "gh": {"module": "connect", "connection": "edge",
+                   "hmac": {"provider": "github", "secret": SECRET}},
+            "other": {"module": "connect", "connection": "side"},
+        }),
+    );
+    let router = Router::start(dir, &[]);
+    router.wait_ready().await;
+    router
+}
+
+/// Posts a GitHub-signed push; its answer's status and body.
+async fn push(router: &Router, body: &str, delivery: &str) -> (u16, Value) {
+    let signature = hex::encode(hmac_sha256(SECRET.as_bytes(), &[body.as_bytes()]));
+    let response = reqwest::Client::new()
+        .post(router.url("/webhook/gh"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", format!("sha256={signature}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// A long poll of `edge` with `query`; the status and the answer.
+async fn poll(router: &Router, query: &str, token: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(router.url(&format!("/connect/v1/edge/messages?{query}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn seqs(answer: &Value) -> Vec<u64> {
+    answer["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect()
+}
+
+fn body_of(message: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(message["body_base64"].as_str().unwrap())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn webhooks_wait_in_a_channel_numbered_on_disk_and_a_long_poll_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut router = router(dir.path(), channel(&[TOKEN], None)).await;
+    let bodies: Vec<String> = (1..=5)
+        .map(|i| format!("{{\"ref\":\"refs/heads/main\",\"n\":{i},\"text\":\"caf\\u00e9\\n\"}}"))
+        .collect();
+    for (i, body) in bodies.iter().enumerate() {
+        let (status, answer) = push(&router, body, &format!("d-{i}")).await;
+        assert_eq!((status, answer["status"].as_str()), (202, Some("stored")));
+    }
+    let (status, first) = poll(&router, "after=0&max=3&wait_ms=0", TOKEN).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(seqs(&first), [1, 2, 3]);
+    for (message, body) in first["messages"].as_array().unwrap().iter().zip(&bodies) {
+        // Byte for byte, with the sender's signature to verify on the private side.
+        assert_eq!(body_of(message), body.as_bytes());
+        let headers: Vec<(String, String)> =
+            serde_json::from_value(message["headers"].clone()).unwrap();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let expected = hex::encode(hmac_sha256(SECRET.as_bytes(), &[&body_of(message)]));
+        assert_eq!(
+            header("x-hub-signature-256"),
+            Some(format!("sha256={expected}"))
+        );
+        assert!(header("x-github-delivery").is_some());
+        assert_eq!(message["namespace"], "default");
+        assert_eq!(message["webhook"], "gh");
+        assert!(message["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()));
+    }
+    // Asking after 3 acknowledges 1 to 3.
+    let (_, rest) = poll(&router, "after=3&wait_ms=0", TOKEN).await;
+    assert_eq!(seqs(&rest), [4, 5]);
+    assert_eq!(rest["acked"], 3);
+
+    // A crash loses nothing and forgets no number.
+    router.kill();
+    let router = Router::start_on(dir.path(), router.port, &[]);
+    router.wait_ready().await;
+    let (_, resumed) = poll(&router, "wait_ms=0", TOKEN).await;
+    assert_eq!(seqs(&resumed), [4, 5], "{resumed}");
+    let (status, _) = push(&router, &bodies[0], "d-9").await;
+    assert_eq!(status, 202);
+    let (_, next) = poll(&router, "after=5&wait_ms=0", TOKEN).await;
+    assert_eq!(seqs(&next), [6]);
+
+    // A long poll waits for the next message.
+    let waiting = poll(&router, "after=6&wait_ms=10000", TOKEN);
+    let sent = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        push(&router, &bodies[1], "d-10").await
+    };
+    let ((_, waited), (status, _)) = tokio::join!(waiting, sent);
+    assert_eq!(status, 202);
+    assert_eq!(seqs(&waited), [7]);
+}
+
+/// A WebSocket to `edge` with `token`.
+async fn connect(router: &Router, path: &str, token: &str) -> Socket {
+    let mut request = format!("ws://127.0.0.1:{}{path}", router.port)
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    headers.insert(
+        "sec-websocket-protocol",
+        "switchyard.connect.v1".parse().unwrap(),
+    );
+    let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("switchyard.connect.v1")
+    );
+    socket
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text or binary message (pings are answered by the library), or the close code.
+async fn next(socket: &mut Socket) -> Result<Message, Option<u16>> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s");
+        match message {
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return Ok(m),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+/// The sequence number of a binary message.
+fn seq_of(message: &Message) -> u64 {
+    let Message::Binary(frame) = message else {
+        panic!("not a message: {message:?}");
+    };
+    let end = frame.iter().position(|b| *b == b'\n').unwrap();
+    serde_json::from_slice::<Value>(&frame[..end]).unwrap()["seq"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn say(socket: &mut Socket, value: Value) {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_websocket_connector_resumes_from_what_it_has_and_a_standby_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(dir.path(), channel(&[TOKEN], None)).await;
+    for i in 1..=3 {
+        assert_eq!(push(&router, &format!("{{\"n\":{i}}}"), "d").await.0, 202);
+    }
+    let mut active = connect(&router, "/connect/v1/edge", TOKEN).await;
+    say(&mut active, json!({"type": "hello", "have": 1})).await;
+    assert_eq!(
+        next(&mut active).await.unwrap(),
+        Message::Text(r#"{"type":"active"}"#.into())
+    );
+    let frames = [
+        next(&mut active).await.unwrap(),
+        next(&mut active).await.unwrap(),
+    ];
+    assert_eq!(frames.iter().map(seq_of).collect::<Vec<_>>(), [2, 3]);
+    let Message::Binary(frame) = &frames[0] else {
+        unreachable!()
+    };
+    assert!(frame.ends_with(b"\n{\"n\":2}"));
+    say(&mut active, json!({"type": "ack", "upto": 3})).await;
+
+    // A second connector waits.
+    let mut standby = connect(&router, "/connect/v1/edge", TOKEN).await;
+    say(&mut standby, json!({"type": "hello", "have": 0})).await;
+    assert_eq!(
+        next(&mut standby).await.unwrap(),
+        Message::Text(r#"{"type":"standby"}"#.into())
+    );
+    assert_eq!(push(&router, r#"{"n":4}"#, "d").await.0, 202);
+    assert_eq!(seq_of(&next(&mut active).await.unwrap()), 4);
+
+    // The active one goes without acknowledging 4: the standby takes over from the
+    // acknowledged 3.
+    let gone = Instant::now();
+    drop(active);
+    assert_eq!(
+        next(&mut standby).await.unwrap(),
+        Message::Text(r#"{"type":"active"}"#.into())
+    );
+    eprintln!("standby active {:?} after the first went", gone.elapsed());
+    assert!(
+        gone.elapsed() < Duration::from_secs(20),
+        "within twice the heartbeat"
+    );
+    assert_eq!(seq_of(&next(&mut standby).await.unwrap()), 4);
+    say(&mut standby, json!({"type": "ack", "upto": 4})).await;
+    wait_until(Duration::from_secs(5), "the ack applied", || async {
+        poll(&router, "wait_ms=0", TOKEN).await.1["acked"] == 4
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tokens_are_checked_and_a_removed_one_closes_its_stream_within_two_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(dir.path(), channel(&[TOKEN, "second-token"], None)).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = client.get(router.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap()["error"].clone(),
+            )
+        }
+    };
+    for (path, token, status, error) in [
+        (
+            "/connect/v1/edge/messages?token=x",
+            Some(TOKEN),
+            400,
+            "token_in_query",
+        ),
+        (
+            "/connect/v1/edge/messages?access_token=x",
+            None,
+            400,
+            "token_in_query",
+        ),
+        ("/connect/v1/edge/messages", None, 401, "unauthorized"),
+        (
+            "/connect/v1/edge/messages",
+            Some("wrong"),
+            401,
+            "unauthorized",
+        ),
+        (
+            "/connect/v1/nope/messages",
+            Some(TOKEN),
+            404,
+            "unknown_channel",
+        ),
+        (
+            "/connect/v1/a%20b/messages",
+            Some(TOKEN),
+            400,
+            "invalid_channel",
+        ),
+        (
+            "/connect/v1/edge/messages?max=x",
+            Some(TOKEN),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        assert_eq!(get(path, token).await, (status, json!(error)), "{path}");
+    }
+    // On the WebSocket: close codes.
+    for (path, token, code) in [
+        ("/connect/v1/edge", "wrong", 4401),
+        ("/connect/v1/nope", TOKEN, 4404),
+    ] {
+        let mut socket = connect(&router, path, token).await;
+        assert_eq!(next(&mut socket).await, Err(Some(code)), "{path}");
+    }
+    let mut socket = connect(&router, "/connect/v1/edge", TOKEN).await;
+    socket
+        .send(Message::Text("x".repeat(100_000).into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut socket).await, Err(Some(1009)));
+
+    // Rotation: another token added and the other removed; this stream stays.
+    let mut stream = connect(&router, "/connect/v1/edge", TOKEN).await;
+    say(&mut stream, json!({"type": "hello", "have": 0})).await;
+    assert_eq!(
+        next(&mut stream).await.unwrap(),
+        Message::Text(r#"{"type":"active"}"#.into())
+    );
+    let write_edge = |tokens: &[&str]| {
+        write_json(
+            dir.path(),
+            "connections.json",
+            &json!({"edge": channel(tokens, None), "side": channel(&[TOKEN], None)}),
+        );
+    };
+    write_edge(&[TOKEN, "third-token"]);
+    wait_until(Duration::from_secs(10), "the rotation applied", || async {
+        get("/connect/v1/edge/messages?wait_ms=0", Some("third-token"))
+            .await
+            .0
+            == 200
+    })
+    .await;
+    assert_eq!(push(&router, r#"{"n":1}"#, "d").await.0, 202);
+    assert_eq!(seq_of(&next(&mut stream).await.unwrap()), 1);
+    // Removal: closed within two seconds of the change being applied.
+    write_edge(&["third-token"]);
+    let removed = Instant::now();
+    assert_eq!(next(&mut stream).await, Err(Some(4401)));
+    eprintln!(
+        "stream closed {:?} after the file changed",
+        removed.elapsed()
+    );
+    assert!(removed.elapsed() < Duration::from_secs(2) + Duration::from_millis(1500));
+}
+
+#[tokio::test]
+async fn a_full_channel_answers_503_spool_full_for_its_webhooks_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(dir.path(), channel(&[TOKEN], Some(1 << 20))).await;
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(300_000));
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        let (status, answer) = push(&router, &big, &format!("d-{i}")).await;
+        answers.push((status, answer["status"].clone(), answer["error"].clone()));
+    }
+    assert_eq!(
+        answers[..3].iter().filter(|a| a.0 == 202).count(),
+        3,
+        "{answers:?}"
+    );
+    assert_eq!(answers[3].0, 503);
+    assert_eq!(answers[3].2, "spool_full");
+    // Another channel still takes webhooks.
+    let response = reqwest::Client::new()
+        .post(router.url("/webhook/other"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    // Acknowledged messages make room.
+    let (_, polled) = poll(&router, "after=0&wait_ms=0", TOKEN).await;
+    assert_eq!(seqs(&polled), [1, 2, 3]);
+    poll(&router, "after=3&wait_ms=0", TOKEN).await;
+    assert_eq!(push(&router, &big, "d-9").await.0, 202);
+}

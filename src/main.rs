@@ -220,7 +220,11 @@ fn run_tool(settings: &Settings, command: Command) -> ExitCode {
                     SpoolCommand::DeadLetters { limit } => {
                         tools::spool::Action::DeadLetters { limit }
                     }
-                    SpoolCommand::Replay { ids, all } => {
+                    SpoolCommand::Replay {
+                        channel: Some(channel),
+                        ..
+                    } => tools::spool::Action::ReplayChannel(channel),
+                    SpoolCommand::Replay { ids, all, .. } => {
                         tools::spool::Action::Replay((!all).then_some(ids))
                     }
                     SpoolCommand::Purge { ids, all, yes } => {

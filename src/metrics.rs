@@ -46,6 +46,100 @@ pub struct ScrapeState {
     pub skipped_now: usize,
     /// The spool, when it is on.
     pub spool: Option<crate::spool::SpoolReport>,
+    /// The channels (connector mode).
+    pub channels: Vec<crate::connect::ChannelReport>,
+}
+
+/// One set of series per channel (connector mode): channels are connection entries, so their
+/// number is the operator's.
+struct ChannelMetrics {
+    head: IntGaugeVec,
+    acked: IntGaugeVec,
+    depth: IntGaugeVec,
+    bytes: IntGaugeVec,
+    oldest: prometheus::GaugeVec,
+    dead_letters: IntGaugeVec,
+    connected: IntGaugeVec,
+}
+
+impl ChannelMetrics {
+    fn new(registry: &Registry) -> Self {
+        let per =
+            |name: &str, help: &str| must(IntGaugeVec::new(Opts::new(name, help), &["channel"]));
+        let metrics = Self {
+            head: per(
+                "switchyard_channel_head",
+                "The highest sequence number a channel has given.",
+            ),
+            acked: per(
+                "switchyard_channel_acked",
+                "The highest sequence number a connector acknowledged.",
+            ),
+            depth: per(
+                "switchyard_channel_depth",
+                "Messages waiting in a channel for its connector.",
+            ),
+            bytes: per("switchyard_channel_bytes", "Bytes waiting in a channel."),
+            oldest: must(prometheus::GaugeVec::new(
+                Opts::new(
+                    "switchyard_channel_oldest_age_seconds",
+                    "Age of the oldest message waiting in a channel.",
+                ),
+                &["channel"],
+            )),
+            dead_letters: per(
+                "switchyard_channel_dead_letters",
+                "Messages past a channel's retention, never acknowledged.",
+            ),
+            connected: per(
+                "switchyard_channel_connected",
+                "1 while a connector holds the channel's lease.",
+            ),
+        };
+        for c in [
+            Box::new(metrics.head.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.acked.clone()),
+            Box::new(metrics.depth.clone()),
+            Box::new(metrics.bytes.clone()),
+            Box::new(metrics.oldest.clone()),
+            Box::new(metrics.dead_letters.clone()),
+            Box::new(metrics.connected.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        metrics
+    }
+
+    fn set(&self, reports: &[crate::connect::ChannelReport]) {
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for vec in [
+            &self.head,
+            &self.acked,
+            &self.depth,
+            &self.bytes,
+            &self.dead_letters,
+            &self.connected,
+        ] {
+            vec.reset();
+        }
+        self.oldest.reset();
+        for r in reports {
+            let label = [r.channel.as_str()];
+            self.head.with_label_values(&label).set(as_i64(r.head));
+            self.acked.with_label_values(&label).set(as_i64(r.acked));
+            self.depth.with_label_values(&label).set(as_i64(r.depth));
+            self.bytes.with_label_values(&label).set(as_i64(r.bytes));
+            self.dead_letters
+                .with_label_values(&label)
+                .set(as_i64(r.dead_letters));
+            self.connected
+                .with_label_values(&label)
+                .set(i64::from(r.connected));
+            if let Some(age) = r.oldest_age_seconds {
+                self.oldest.with_label_values(&label).set(age);
+            }
+        }
+    }
 }
 
 /// The spool's series: whole-spool gauges and one set per destination with records or dead
@@ -176,6 +270,7 @@ pub struct Metrics {
     full_loads: IntCounter,
     since_last_event: prometheus::Gauge,
     spool: SpoolMetrics,
+    channels: ChannelMetrics,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -308,6 +403,7 @@ impl Metrics {
             must(registry.register(c));
         }
         let spool = SpoolMetrics::new(&registry);
+        let channels = ChannelMetrics::new(&registry);
         #[cfg(target_os = "linux")]
         {
             let process = prometheus::process_collector::ProcessCollector::for_self();
@@ -340,6 +436,7 @@ impl Metrics {
             full_loads,
             since_last_event,
             spool,
+            channels,
         }
     }
 
@@ -435,6 +532,7 @@ impl Metrics {
         if let Some(report) = &state.spool {
             self.spool.set(report, self.label_budget);
         }
+        self.channels.set(&state.channels);
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "Cannot encode metrics.");

@@ -390,13 +390,17 @@ pub enum SpoolCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Put dead letters back into their destination's queue (a fresh retry horizon).
+    /// Put dead letters back into their destination's queue (a fresh retry horizon), or a
+    /// channel's back at its end (`--channel`, connector mode).
     Replay {
         /// Dead letter ids (from `dead-letters`).
-        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        #[arg(long = "id", required_unless_present_any = ["all", "channel"], conflicts_with_all = ["all", "channel"])]
         ids: Vec<u64>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "channel")]
         all: bool,
+        /// Every dead letter of this channel.
+        #[arg(long)]
+        channel: Option<String>,
     },
     /// With the instance stopped: keep every readable record of damaged spool files, start the
     /// journal afresh, and print what was lost (JSON). Exit 0, also when nothing was damaged.

@@ -383,9 +383,9 @@ impl ConnectConnection {
             }
             hash.make_ascii_lowercase();
         }
-        if !(60..=MAX_RETENTION_SECONDS).contains(&self.retention_seconds) {
+        if !(1..=MAX_RETENTION_SECONDS).contains(&self.retention_seconds) {
             return Err(ConfigError::Invalid(format!(
-                "`retention_seconds` is {}; it must be between 60 and {MAX_RETENTION_SECONDS}",
+                "`retention_seconds` is {}; it must be between 1 and {MAX_RETENTION_SECONDS}",
                 self.retention_seconds
             )));
         }

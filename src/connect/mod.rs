@@ -7,5 +7,5 @@
 pub mod store;
 pub mod wire;
 
-pub use store::{Channel, ChannelError, Channels, Counts, Stored};
+pub use store::{Channel, ChannelError, ChannelReport, Channels, Counts, Stored};
 pub use wire::Header;

@@ -45,6 +45,9 @@ pub enum ChannelError {
     Store(String),
     #[error("the channel store has stopped")]
     Stopped,
+    /// Another process (a running instance) has the file open.
+    #[error("the channels' file is in use by a running instance")]
+    InUse,
 }
 
 macro_rules! from_redb {
@@ -126,6 +129,46 @@ impl Channel {
     }
 }
 
+/// A channel as `/status` and `/metrics` show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ChannelReport {
+    pub channel: String,
+    pub head: u64,
+    pub acked: u64,
+    pub depth: u64,
+    pub bytes: u64,
+    pub oldest_age_seconds: Option<f64>,
+    pub dead_letters: u64,
+    /// Whether a connector holds the lease (is pulling now).
+    pub connected: bool,
+    pub lease_holder: Option<String>,
+}
+
+impl Channel {
+    /// Its report, at `now_ms`.
+    pub fn report(&self, now_ms: u64) -> ChannelReport {
+        let counts = self.counts();
+        let lease = self
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        ChannelReport {
+            channel: self.name.clone(),
+            head: counts.head,
+            acked: counts.acked,
+            depth: counts.depth,
+            bytes: counts.bytes,
+            oldest_age_seconds: counts
+                .oldest_ms
+                .map(|oldest| now_ms.saturating_sub(oldest) as f64 / 1000.0),
+            dead_letters: counts.expired,
+            connected: lease.is_some(),
+            lease_holder: lease.map(|l| l.holder),
+        }
+    }
+}
+
 /// A stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -155,6 +198,11 @@ enum Work {
         before_ms: u64,
         reply: oneshot::Sender<Result<u64, ChannelError>>,
     },
+    Replay {
+        channel: Arc<Channel>,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<u64, ChannelError>>,
+    },
 }
 
 /// What one change came to, inside a commit.
@@ -163,6 +211,7 @@ enum Done {
     Full,
     Acked,
     Expired(u64),
+    Replayed(u64),
 }
 
 /// The channels' store; cloning is cheap.
@@ -188,7 +237,11 @@ impl Channels {
         std::fs::create_dir_all(dir).map_err(|e| ChannelError::Store(e.to_string()))?;
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create(dir.join(FILE_NAME))?;
+            .create(dir.join(FILE_NAME))
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => ChannelError::InUse,
+                other => other.into(),
+            })?;
         let txn = db.begin_write()?;
         txn.open_table(MESSAGES)?;
         txn.open_table(HEADS)?;
@@ -315,6 +368,21 @@ impl Channels {
             Work::Expire {
                 channel,
                 before_ms,
+                reply,
+            },
+            answer,
+        )
+        .await
+    }
+
+    /// Puts `channel`'s dead letters back at its end, under new sequence numbers and with a
+    /// fresh retention; returns how many.
+    pub async fn replay(&self, channel: Arc<Channel>, now_ms: u64) -> Result<u64, ChannelError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            Work::Replay {
+                channel,
+                now_ms,
                 reply,
             },
             answer,
@@ -483,9 +551,10 @@ fn serve(db: &Database, mut rx: mpsc::Receiver<Work>) {
 
 fn channel_of(work: &Work) -> &Arc<Channel> {
     match work {
-        Work::Append { channel, .. } | Work::Ack { channel, .. } | Work::Expire { channel, .. } => {
-            channel
-        }
+        Work::Append { channel, .. }
+        | Work::Ack { channel, .. }
+        | Work::Expire { channel, .. }
+        | Work::Replay { channel, .. } => channel,
     }
 }
 
@@ -508,9 +577,9 @@ fn reply(work: Work, done: Result<Done, ChannelError>) {
         Work::Ack { reply, .. } => {
             let _ = reply.send(done.map(drop));
         }
-        Work::Expire { reply, .. } => {
+        Work::Expire { reply, .. } | Work::Replay { reply, .. } => {
             let _ = reply.send(done.map(|done| match done {
-                Done::Expired(n) => n,
+                Done::Expired(n) | Done::Replayed(n) => n,
                 _ => 0,
             }));
         }
@@ -590,6 +659,30 @@ fn commit(
                     counts.expired += old.len() as u64;
                     counts.oldest_ms = first_received(&messages, channel.id)?;
                     done.push(Done::Expired(old.len() as u64));
+                }
+                Work::Replay { now_ms, .. } => {
+                    let mut letters = Vec::new();
+                    for entry in dead.range((channel.id, 0)..=(channel.id, u64::MAX))? {
+                        let (key, value) = entry?;
+                        letters.push((key.value().1, value.value().to_vec()));
+                    }
+                    for (seq, value) in &letters {
+                        dead.remove((channel.id, *seq))?;
+                        let frame = value.get(8..).unwrap_or_default();
+                        let Ok((header, body)) = Header::parse(frame) else {
+                            continue;
+                        };
+                        let seq = counts.head + 1;
+                        let mut value = now_ms.to_be_bytes().to_vec();
+                        value.extend_from_slice(&Header { seq, ..header }.frame(body));
+                        messages.insert((channel.id, seq), value.as_slice())?;
+                        counts.head = seq;
+                        counts.depth += 1;
+                        counts.bytes += value.len() as u64;
+                        counts.oldest_ms.get_or_insert(*now_ms);
+                    }
+                    counts.expired = counts.expired.saturating_sub(letters.len() as u64);
+                    done.push(Done::Replayed(letters.len() as u64));
                 }
             }
             heads.insert(channel.name.as_str(), (counts.head, counts.acked))?;
@@ -712,13 +805,20 @@ mod tests {
             (1, 1, Some(1))
         );
         assert_eq!(channels.dead_letters(&a, 10).unwrap()[0].seq, 1);
+        // Replayed, a dead letter comes back at the end, under the next number.
+        assert_eq!(channels.replay(Arc::clone(&a), 50).await.unwrap(), 1);
+        let counts = a.counts();
+        assert_eq!((counts.head, counts.depth, counts.expired), (3, 2, 0));
+        let replayed = channels.read(&a, 2, 10, 1 << 20).unwrap();
+        assert_eq!(Header::parse(&replayed[0].frame).unwrap().0.seq, 3);
+        channels.ack(Arc::clone(&a), 3).await.unwrap();
         // The next message keeps numbering after the head.
         assert_eq!(
             channels
                 .append(Arc::clone(&a), 1000, 9, header("r"), body)
                 .await
                 .unwrap(),
-            3
+            4
         );
     }
 }

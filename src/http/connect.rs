@@ -56,6 +56,27 @@ pub const CLOSE_PROTOCOL: u16 = 4400;
 /// access log.
 const TOKEN_PARAMS: &[&str] = &["token", "access_token", "auth", "authorization", "key"];
 
+/// Every channel's report (the channels configured, and those that still hold messages).
+pub fn reports(state: &AppState) -> Vec<crate::connect::ChannelReport> {
+    let Some(channels) = state.pool.channels() else {
+        return Vec::new();
+    };
+    let now = now_ms();
+    let mut all: Vec<_> = channels.all().iter().map(|c| c.report(now)).collect();
+    for connection in state.pool.describe() {
+        let (Some("connect"), Some(name)) =
+            (connection["type"].as_str(), connection["name"].as_str())
+        else {
+            continue;
+        };
+        if !all.iter().any(|r| r.channel == name) {
+            all.push(channels.channel(name).report(now));
+        }
+    }
+    all.sort_by(|a, b| a.channel.cmp(&b.channel));
+    all
+}
+
 /// What stands between a request and a channel.
 enum Refusal {
     Unauthorized,

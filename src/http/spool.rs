@@ -61,6 +61,9 @@ pub struct Selection {
     pub ids: Option<Vec<u64>>,
     #[serde(default)]
     pub all: bool,
+    /// A channel (connector mode) whose dead letters go back to its end (replay only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 impl Selection {
@@ -83,7 +86,7 @@ const MAX_SELECTION_BYTES: usize = 1 << 20;
 async fn local_selection(
     req: &HttpRequest,
     payload: &mut web::Payload,
-) -> Result<Option<Vec<u64>>, ApiError> {
+) -> Result<Selection, ApiError> {
     use futures_util::StreamExt as _;
     if !super::guard::is_local(req) {
         return Err(ApiError::LocalOnly);
@@ -108,18 +111,30 @@ async fn local_selection(
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice::<Selection>(&body)
-        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?
-        .ids()
+    serde_json::from_slice::<Selection>(&body).map_err(|e| ApiError::InvalidRequest(e.to_string()))
 }
 
 /// `POST /spool/replay`: dead letters back into their forwarders' queues.
 pub async fn replay(
     state: web::Data<AppState>,
     req: HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
 ) -> HttpResponse {
-    changing(&state, &req, payload, |spool, ids| async move {
+    use actix_web::ResponseError as _;
+    let selection = match local_selection(&req, &mut payload).await {
+        Ok(selection) => selection,
+        Err(error) => return super::unread::hold(error.error_response(), payload),
+    };
+    if let Some(name) = &selection.channel {
+        return match replay_channel(&state, name).await {
+            Ok(replayed) => {
+                tracing::info!(channel = %name, replayed, "Channel dead letters replayed.");
+                json(serde_json::json!({ "replayed": replayed }))
+            }
+            Err(error) => error.error_response(),
+        };
+    }
+    changing(&state, selection, |spool, ids| async move {
         let replayed = spool.replay(ids).await?;
         tracing::info!(replayed, "Dead letters replayed.");
         Ok(serde_json::json!({ "replayed": replayed }))
@@ -131,9 +146,14 @@ pub async fn replay(
 pub async fn purge(
     state: web::Data<AppState>,
     req: HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
 ) -> HttpResponse {
-    changing(&state, &req, payload, |spool, ids| async move {
+    use actix_web::ResponseError as _;
+    let selection = match local_selection(&req, &mut payload).await {
+        Ok(selection) => selection,
+        Err(error) => return super::unread::hold(error.error_response(), payload),
+    };
+    changing(&state, selection, |spool, ids| async move {
         let purged = spool.purge(ids).await?;
         tracing::warn!(purged, "Dead letters purged.");
         Ok(serde_json::json!({ "purged": purged }))
@@ -141,22 +161,28 @@ pub async fn purge(
     .await
 }
 
-/// Runs a replay or purge for a local request; an early refusal holds the unread body (so the
-/// connection is closed rather than drained; see `unread`).
-async fn changing<F, Fut>(
-    state: &AppState,
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    change: F,
-) -> HttpResponse
+/// A channel's dead letters back at its end.
+async fn replay_channel(state: &AppState, name: &str) -> Result<u64, ApiError> {
+    let channels = state.pool.channels().ok_or(ApiError::SpoolOff)?;
+    if !channels.all().iter().any(|c| c.name == name) {
+        return Err(ApiError::UnknownChannel);
+    }
+    channels
+        .replay(channels.channel(name), crate::spool::now_ms())
+        .await
+        .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))
+}
+
+/// Runs a replay or purge of the dead letters `selection` names, for a local request.
+async fn changing<F, Fut>(state: &AppState, selection: Selection, change: F) -> HttpResponse
 where
     F: FnOnce(Spool, Option<Vec<u64>>) -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value, crate::spool::StoreError>>,
 {
     use actix_web::ResponseError as _;
-    let ids = match local_selection(req, &mut payload).await {
+    let ids = match selection.ids() {
         Ok(ids) => ids,
-        Err(error) => return super::unread::hold(error.error_response(), payload),
+        Err(error) => return error.error_response(),
     };
     let outcome = match spool(state) {
         Ok(spool) => change(spool.clone(), ids)

@@ -14,8 +14,12 @@ use crate::{
 #[derive(Debug, Clone)]
 pub enum Action {
     Status,
-    DeadLetters { limit: usize },
+    DeadLetters {
+        limit: usize,
+    },
     Replay(Option<Vec<u64>>),
+    /// A channel's dead letters (connector mode) back at its end.
+    ReplayChannel(String),
     Purge(Option<Vec<u64>>),
 }
 
@@ -27,6 +31,24 @@ pub async fn run(settings: &Settings, action: Action, url: Option<&str>) -> Resu
     let dir = settings
         .spool_dir()
         .ok_or("the spool is off (SPOOL_DIR is empty)")?;
+    if let Action::ReplayChannel(name) = &action {
+        return match crate::connect::Channels::open(dir) {
+            Ok(channels) => {
+                let channel = channels
+                    .all()
+                    .into_iter()
+                    .find(|c| c.name == *name)
+                    .ok_or_else(|| format!("no channel `{name}` in {}", dir.display()))?;
+                let replayed = channels
+                    .replay(channel, spool::now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                pretty(serde_json::json!({ "replayed": replayed }))
+            }
+            Err(crate::connect::ChannelError::InUse) => remote(&admin_url(settings), &action).await,
+            Err(error) => Err(error.to_string()),
+        };
+    }
     let path = dir.join(FILE_NAME);
     if !path.exists() {
         return Err(format!("no spool at {}", path.display()));
@@ -114,6 +136,7 @@ fn local(store: &Store, action: Action) -> Result<String, String> {
     match action {
         Action::Status => pretty(spool::report_of(store).map_err(failed)?),
         Action::DeadLetters { limit } => pretty(store.dead_letter_reports(limit).map_err(failed)?),
+        Action::ReplayChannel(_) => Err("a channel is replayed on the channels' file".into()),
         Action::Replay(ids) => {
             let moved = store
                 .replay(ids.as_deref(), spool::now_ms())
@@ -152,6 +175,11 @@ async fn remote(url: &str, action: &Action) -> Result<String, String> {
             ("GET", format!("/spool/dead-letters?limit={limit}"), None)
         }
         Action::Replay(ids) => ("POST", "/spool/replay".to_owned(), Some(selection(ids)?)),
+        Action::ReplayChannel(name) => (
+            "POST",
+            "/spool/replay".to_owned(),
+            Some(serde_json::json!({ "channel": name }).to_string()),
+        ),
         Action::Purge(ids) => ("POST", "/spool/purge".to_owned(), Some(selection(ids)?)),
     };
     let (status, text) = request(url, method, &path, body.as_deref()).await?;
@@ -170,6 +198,7 @@ fn selection(ids: &Option<Vec<u64>>) -> Result<String, String> {
     serde_json::to_string(&Selection {
         ids: ids.clone(),
         all: ids.is_none(),
+        channel: None,
     })
     .map_err(|e| e.to_string())
 }

@@ -411,3 +411,70 @@ async fn a_full_channel_answers_503_spool_full_for_its_webhooks_only() {
     poll(&router, "after=3&wait_ms=0", TOKEN).await;
     assert_eq!(push(&router, &big, "d-9").await.0, 202);
 }
+
+/// Past its retention a message becomes a dead letter (counted exactly in `/status` and
+/// `/metrics`); `switchyard spool replay --channel` puts them back, under new numbers.
+#[tokio::test]
+async fn expired_messages_are_dead_letters_and_replay_brings_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = channel(&[TOKEN], None);
+    edge["retention_seconds"] = json!(1);
+    let router = router(dir.path(), edge).await;
+    for i in 1..=3 {
+        assert_eq!(push(&router, &format!("{{\"n\":{i}}}"), "d").await.0, 202);
+    }
+    let report = || async {
+        let status = crate::support::get_json(&router.base(), "/status").await;
+        status["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == "edge")
+            .cloned()
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(15), "the three expired", || async {
+        report().await["dead_letters"] == 3
+    })
+    .await;
+    let edge = report().await;
+    assert_eq!(
+        (edge["head"].as_u64(), edge["depth"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let metrics = crate::support::get_text(&router.base(), "/metrics").await;
+    for line in [
+        r#"switchyard_channel_dead_letters{channel="edge"} 3"#,
+        r#"switchyard_channel_head{channel="edge"} 3"#,
+        r#"switchyard_channel_depth{channel="edge"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+    let replay = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "spool",
+            "replay",
+            "--channel",
+            "edge",
+            "--url",
+            &router.base(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(printed["replayed"], 3);
+    let (_, polled) = poll(&router, "after=3&wait_ms=0", TOKEN).await;
+    assert_eq!(seqs(&polled), [4, 5, 6]);
+    let bodies: Vec<Vec<u8>> = polled["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(body_of)
+        .collect();
+    assert_eq!(bodies, [&b"{\"n\":1}"[..], b"{\"n\":2}", b"{\"n\":3}"]);
+}

@@ -27,8 +27,12 @@ pub const FILE_NAME: &str = "channels.redb";
 const MESSAGES: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("messages");
 /// channel name -> (head: the highest sequence given, acked: the highest acknowledged).
 const HEADS: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("heads");
-/// (channel id, sequence) -> as in `MESSAGES`: past the channel's retention, never acknowledged.
+/// (channel id, sequence) -> as in `MESSAGES`: past the channel's retention, never acknowledged
+/// (or, in a connector's inbox, refused by the private entry's checks).
 const DEAD: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("dead_letters");
+/// (channel id, sequence) -> as in `MESSAGES`: in a connector's inbox, messages whose webhook
+/// the private side does not have yet (`no_route`).
+const PARKED: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("parked");
 
 /// Most changes one commit takes.
 const BATCH: usize = 512;
@@ -82,6 +86,8 @@ pub struct Counts {
     pub oldest_ms: Option<u64>,
     /// Messages moved to the dead letters (past the retention), since the file was created.
     pub expired: u64,
+    /// Messages waiting for their webhook to be configured (a connector's inbox).
+    pub parked: u64,
 }
 
 /// One channel: its numbers, and a signal for readers waiting for new messages.
@@ -203,6 +209,34 @@ enum Work {
         now_ms: u64,
         reply: oneshot::Sender<Result<u64, ChannelError>>,
     },
+    /// A connector's inbox takes a message under the public side's number.
+    Receive {
+        channel: Arc<Channel>,
+        seq: u64,
+        received_ms: u64,
+        frame: Bytes,
+        reply: oneshot::Sender<Result<u64, ChannelError>>,
+    },
+    /// A connector's inbox is done with a message: gone, parked or a dead letter.
+    Settle {
+        channel: Arc<Channel>,
+        seq: u64,
+        to: Settled,
+        reply: oneshot::Sender<Result<u64, ChannelError>>,
+    },
+}
+
+/// What became of a message of a connector's inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Handed to the private side's destinations (or their spool): removed.
+    Handed,
+    /// No route yet: kept aside until the webhook is configured.
+    Parked,
+    /// A parked message handed over at last: removed from the parked ones.
+    Unparked,
+    /// Refused by the private entry's checks: a dead letter.
+    Dead,
 }
 
 /// What one change came to, inside a commit.
@@ -246,6 +280,7 @@ impl Channels {
         txn.open_table(MESSAGES)?;
         txn.open_table(HEADS)?;
         txn.open_table(DEAD)?;
+        txn.open_table(PARKED)?;
         txn.commit()?;
         let channels = DashMap::new();
         {
@@ -253,6 +288,7 @@ impl Channels {
             let heads = txn.open_table(HEADS)?;
             let messages = txn.open_table(MESSAGES)?;
             let dead = txn.open_table(DEAD)?;
+            let parked = txn.open_table(PARKED)?;
             for entry in heads.iter()? {
                 let (name, value) = entry?;
                 let (head, acked) = value.value();
@@ -270,6 +306,9 @@ impl Channels {
                     counts.oldest_ms.get_or_insert(received_ms(value));
                 }
                 counts.expired = dead
+                    .range((channel.id, 0)..=(channel.id, u64::MAX))?
+                    .count() as u64;
+                counts.parked = parked
                     .range((channel.id, 0)..=(channel.id, u64::MAX))?
                     .count() as u64;
                 let channel = Channel::new(name.value(), counts);
@@ -375,6 +414,49 @@ impl Channels {
         .await
     }
 
+    /// A connector's inbox takes message `seq` of the public channel; `Ok(0)` when it has it
+    /// already (at or below its head: the hand-over is exactly once), else `Ok(seq)` once on
+    /// disk.
+    pub async fn receive(
+        &self,
+        channel: Arc<Channel>,
+        seq: u64,
+        received_ms: u64,
+        frame: Bytes,
+    ) -> Result<u64, ChannelError> {
+        let (reply, answer) = oneshot::channel();
+        let work = Work::Receive {
+            channel,
+            seq,
+            received_ms,
+            frame,
+            reply,
+        };
+        self.send(work, answer).await
+    }
+
+    /// Settles message `seq` of a connector's inbox.
+    pub async fn settle(
+        &self,
+        channel: Arc<Channel>,
+        seq: u64,
+        to: Settled,
+    ) -> Result<(), ChannelError> {
+        let (reply, answer) = oneshot::channel();
+        let work = Work::Settle {
+            channel,
+            seq,
+            to,
+            reply,
+        };
+        self.send(work, answer).await.map(drop)
+    }
+
+    /// A connector inbox's parked messages, oldest first, at most `limit`. Blocking.
+    pub fn parked(&self, channel: &Channel, limit: usize) -> Result<Vec<Stored>, ChannelError> {
+        self.list(PARKED, channel, limit)
+    }
+
     /// Puts `channel`'s dead letters back at its end, under new sequence numbers and with a
     /// fresh retention; returns how many.
     pub async fn replay(&self, channel: Arc<Channel>, now_ms: u64) -> Result<u64, ChannelError> {
@@ -438,8 +520,17 @@ impl Channels {
         channel: &Channel,
         limit: usize,
     ) -> Result<Vec<Stored>, ChannelError> {
+        self.list(DEAD, channel, limit)
+    }
+
+    fn list(
+        &self,
+        table: TableDefinition<'_, (u64, u64), &[u8]>,
+        channel: &Channel,
+        limit: usize,
+    ) -> Result<Vec<Stored>, ChannelError> {
         let txn = self.db.begin_read()?;
-        let dead = txn.open_table(DEAD)?;
+        let dead = txn.open_table(table)?;
         let mut read = Vec::new();
         for entry in dead
             .range((channel.id, 0)..=(channel.id, u64::MAX))?
@@ -554,7 +645,9 @@ fn channel_of(work: &Work) -> &Arc<Channel> {
         Work::Append { channel, .. }
         | Work::Ack { channel, .. }
         | Work::Expire { channel, .. }
-        | Work::Replay { channel, .. } => channel,
+        | Work::Replay { channel, .. }
+        | Work::Receive { channel, .. }
+        | Work::Settle { channel, .. } => channel,
     }
 }
 
@@ -577,9 +670,12 @@ fn reply(work: Work, done: Result<Done, ChannelError>) {
         Work::Ack { reply, .. } => {
             let _ = reply.send(done.map(drop));
         }
-        Work::Expire { reply, .. } | Work::Replay { reply, .. } => {
+        Work::Expire { reply, .. }
+        | Work::Replay { reply, .. }
+        | Work::Receive { reply, .. }
+        | Work::Settle { reply, .. } => {
             let _ = reply.send(done.map(|done| match done {
-                Done::Expired(n) | Done::Replayed(n) => n,
+                Done::Expired(n) | Done::Replayed(n) | Done::Appended(n) => n,
                 _ => 0,
             }));
         }
@@ -599,6 +695,7 @@ fn commit(
         let mut messages = txn.open_table(MESSAGES)?;
         let mut heads = txn.open_table(HEADS)?;
         let mut dead = txn.open_table(DEAD)?;
+        let mut parked = txn.open_table(PARKED)?;
         for work in batch {
             let channel = channel_of(work);
             let counts = after.entry(channel.id).or_insert_with(|| channel.counts());
@@ -660,6 +757,49 @@ fn commit(
                     counts.oldest_ms = first_received(&messages, channel.id)?;
                     done.push(Done::Expired(old.len() as u64));
                 }
+                Work::Receive {
+                    seq,
+                    received_ms,
+                    frame,
+                    ..
+                } => {
+                    if *seq <= counts.head {
+                        done.push(Done::Acked);
+                        continue;
+                    }
+                    let mut value = received_ms.to_be_bytes().to_vec();
+                    value.extend_from_slice(frame);
+                    messages.insert((channel.id, *seq), value.as_slice())?;
+                    counts.head = *seq;
+                    counts.depth += 1;
+                    counts.bytes += value.len() as u64;
+                    counts.oldest_ms.get_or_insert(*received_ms);
+                    done.push(Done::Appended(*seq));
+                }
+                Work::Settle { seq, to, .. } => {
+                    let key = (channel.id, *seq);
+                    if *to == Settled::Unparked {
+                        if parked.remove(key)?.is_some() {
+                            counts.parked = counts.parked.saturating_sub(1);
+                        }
+                    } else if let Some(value) = remove(&mut messages, key)? {
+                        counts.depth -= 1;
+                        counts.bytes -= value.len() as u64;
+                        match to {
+                            Settled::Parked => {
+                                parked.insert(key, value.as_slice())?;
+                                counts.parked += 1;
+                            }
+                            Settled::Dead => {
+                                dead.insert(key, value.as_slice())?;
+                                counts.expired += 1;
+                            }
+                            Settled::Handed | Settled::Unparked => {}
+                        }
+                        counts.oldest_ms = first_received(&messages, channel.id)?;
+                    }
+                    done.push(Done::Acked);
+                }
                 Work::Replay { now_ms, .. } => {
                     let mut letters = Vec::new();
                     for entry in dead.range((channel.id, 0)..=(channel.id, u64::MAX))? {
@@ -690,6 +830,15 @@ fn commit(
     }
     txn.commit()?;
     Ok((done, after))
+}
+
+/// Removes a row, returning its value.
+fn remove(
+    table: &mut redb::Table<'_, (u64, u64), &[u8]>,
+    key: (u64, u64),
+) -> Result<Option<Vec<u8>>, ChannelError> {
+    let removed = table.remove(key)?.map(|v| v.value().to_vec());
+    Ok(removed)
 }
 
 fn first_received(
@@ -768,6 +917,41 @@ mod tests {
             .unwrap();
         assert_eq!(next, 51);
         assert_eq!(reopened.read(&a, 0, 1, 1 << 20).unwrap()[0].seq, 21);
+    }
+
+    #[tokio::test]
+    async fn an_inbox_takes_each_number_once_and_settles_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let channels = Channels::open(dir.path()).unwrap();
+        let inbox = channels.channel("inbox");
+        let frame = |seq| Bytes::from(Header { seq, ..header("r") }.frame(b"{}"));
+        let mut taken = Vec::new();
+        for seq in [1, 2, 3, 2, 1, 5] {
+            taken.push(
+                channels
+                    .receive(Arc::clone(&inbox), seq, 10, frame(seq))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // A number at or below the head is a copy: dropped.
+        assert_eq!(taken, [1, 2, 3, 0, 0, 5]);
+        for (seq, to) in [(1, Settled::Handed), (2, Settled::Parked), (3, Settled::Dead)] {
+            channels.settle(Arc::clone(&inbox), seq, to).await.unwrap();
+        }
+        let counts = inbox.counts();
+        assert_eq!(
+            (counts.head, counts.depth, counts.parked, counts.expired),
+            (5, 1, 1, 1)
+        );
+        assert_eq!(channels.parked(&inbox, 10).unwrap()[0].seq, 2);
+        assert_eq!(channels.read(&inbox, 0, 10, 1 << 20).unwrap()[0].seq, 5);
+        channels
+            .settle(Arc::clone(&inbox), 2, Settled::Unparked)
+            .await
+            .unwrap();
+        assert_eq!(inbox.counts().parked, 0);
+        assert!(channels.parked(&inbox, 10).unwrap().is_empty());
     }
 
     #[tokio::test]

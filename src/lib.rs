@@ -11,7 +11,8 @@
 //! - [`verify`]: per-webhook verification, limits and credential cleanup.
 //! - [`spool`]: deliveries stored on local disk until a destination takes them; [`redelivery`]
 //!   hands them to the live routes.
-//! - [`connect`]: connector mode's channels (durable, numbered queues a connector pulls).
+//! - [`connect`]: connector mode's channels (durable, numbered queues a connector pulls);
+//!   [`connector`] is the private side that pulls one and delivers it with its own webhooks.
 //! - [`tools`]: the `check`, `migrate`, `export`, `seal` and `spool` subcommands.
 //! - [`admission`]: how many request bodies may be read at once, overall and per client, and how
 //!   many of their bytes may be held.
@@ -24,6 +25,7 @@ pub mod condition;
 pub mod config;
 pub mod connect;
 pub mod connections;
+pub mod connector;
 pub mod dedup;
 pub mod dispatch;
 pub mod http;

@@ -42,6 +42,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// How a connector pulls its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum ConnectorProtocol {
+    Websocket,
+    LongPoll,
+}
+
 /// Switchyard: a read-only, etcd-driven webhook receiver and router.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -230,6 +238,60 @@ pub struct Settings {
     // the spool is turned off).
     #[arg(long, env = "SPOOL_DIR", default_value = "data/spool", value_parser = any_path)]
     pub spool_dir: PathBuf,
+
+    /// Connector mode: the public channel this instance pulls,
+    /// `wss://host/connect/v1/<channel>` (`ws://` only with CONNECTOR_ALLOW_INSECURE=true).
+    /// Its messages are delivered by this instance's own webhooks.
+    #[arg(long, env = "CONNECTOR_URL")]
+    pub connector_url: Option<String>,
+
+    /// The channel's token (a connector's credential; never logged).
+    #[arg(long, env = "CONNECTOR_TOKEN", hide_env_values = true)]
+    pub connector_token: Option<String>,
+
+    /// A file holding the channel's token (instead of CONNECTOR_TOKEN).
+    #[arg(long, env = "CONNECTOR_TOKEN_FILE")]
+    pub connector_token_file: Option<PathBuf>,
+
+    /// Allow `ws://` and `http://` CONNECTOR_URLs (the token then travels in clear): tests and
+    /// private links only.
+    #[arg(long, env = "CONNECTOR_ALLOW_INSECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub connector_allow_insecure: bool,
+
+    /// CA certificate(s) (PEM) the public side's certificate must chain to, besides the
+    /// system's roots.
+    #[arg(long, env = "CONNECTOR_CA_FILE")]
+    pub connector_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS with the public side, with CONNECTOR_KEY_FILE.
+    #[arg(long, env = "CONNECTOR_CERT_FILE")]
+    pub connector_cert_file: Option<PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, env = "CONNECTOR_KEY_FILE")]
+    pub connector_key_file: Option<PathBuf>,
+
+    /// How the connector pulls: `websocket`, or `long_poll` where WebSockets are blocked.
+    #[arg(long, env = "CONNECTOR_PROTOCOL", value_enum, default_value_t = ConnectorProtocol::Websocket)]
+    pub connector_protocol: ConnectorProtocol,
+
+    /// The namespace whose webhooks deliver the channel's messages (default: the public
+    /// webhook's own namespace).
+    #[arg(long, env = "CONNECTOR_NAMESPACE")]
+    pub connector_namespace: Option<String>,
+
+    /// The private side's etcd (connector mode): routes come from there (TLS and auth as
+    /// ETCD_*), else from the files.
+    #[arg(long, env = "CONNECTOR_ETCD_HOST")]
+    pub connector_etcd_host: Option<String>,
+
+    /// The private side's etcd port (default 2379).
+    #[arg(long, env = "CONNECTOR_ETCD_PORT")]
+    pub connector_etcd_port: Option<u16>,
+
+    /// The private side's key prefix (default ETCD_PREFIX).
+    #[arg(long, env = "CONNECTOR_ETCD_PREFIX")]
+    pub connector_etcd_prefix: Option<String>,
 
     /// Bytes the spool may hold; when full, requests that need it get 503 + `Retry-After` and
     /// nothing already acknowledged is dropped (default 1 GiB; at least 1 MiB).
@@ -429,7 +491,10 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         match Self::try_parse_from(args) {
-            Ok(cli) => cli.settings.validate().map(|()| cli),
+            Ok(mut cli) => {
+                cli.settings.connector_etcd();
+                cli.settings.validate().map(|()| cli)
+            }
             Err(e) => match e.kind() {
                 clap::error::ErrorKind::DisplayHelp
                 | clap::error::ErrorKind::DisplayVersion
@@ -487,12 +552,80 @@ impl Settings {
         Cli::from_args(args).map(|cli| cli.settings)
     }
 
+    /// With CONNECTOR_ETCD_HOST, the private side's routes come from that etcd.
+    fn connector_etcd(&mut self) {
+        if let Some(host) = self.connector_etcd_host.clone() {
+            self.config_backend = Backend::Etcd;
+            self.etcd_endpoints = None;
+            self.etcd_host = host;
+            self.etcd_port = self.connector_etcd_port.unwrap_or(2379);
+            if let Some(prefix) = &self.connector_etcd_prefix {
+                self.etcd_prefix = prefix.clone();
+            }
+        }
+    }
+
+    /// The connector's token: CONNECTOR_TOKEN, or the first line of CONNECTOR_TOKEN_FILE.
+    pub fn connector_token(&self) -> Result<String, String> {
+        match (&self.connector_token, &self.connector_token_file) {
+            (Some(token), None) => Ok(token.clone()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|text| text.lines().next().unwrap_or_default().trim().to_owned())
+                .map_err(|e| format!("CONNECTOR_TOKEN_FILE {}: {e}", path.display())),
+            _ => Err("give CONNECTOR_TOKEN or CONNECTOR_TOKEN_FILE (one of them)".into()),
+        }
+    }
+
     fn validate(&self) -> Result<(), SettingsError> {
         let invalid = |name: &str, why: String| {
             Err(SettingsError::Invalid(format!(
                 "invalid setting {name}: {why}"
             )))
         };
+        if let Some(url) = &self.connector_url {
+            let secure = url.starts_with("wss://") || url.starts_with("https://");
+            let plain = url.starts_with("ws://") || url.starts_with("http://");
+            if !(secure || plain) {
+                return invalid("CONNECTOR_URL", "must start with wss:// (or ws://)".into());
+            }
+            if plain && !self.connector_allow_insecure {
+                return invalid(
+                    "CONNECTOR_URL",
+                    "ws:// sends the token in clear; use wss://, or set CONNECTOR_ALLOW_INSECURE=true"
+                        .into(),
+                );
+            }
+            let channel = url
+                .split_once("/connect/v1/")
+                .map(|(_, channel)| channel.trim_end_matches('/'));
+            if channel.is_none_or(|c| crate::keys::ConnectionName::parse(c).is_err()) {
+                return invalid(
+                    "CONNECTOR_URL",
+                    "must end with /connect/v1/<channel> (a channel name)".into(),
+                );
+            }
+            if let Err(why) = self.connector_token() {
+                return invalid("CONNECTOR_TOKEN", why);
+            }
+            if self.spool_dir().is_none() {
+                return invalid(
+                    "SPOOL_DIR",
+                    "a connector needs it: each message is on its disk before it is acknowledged"
+                        .into(),
+                );
+            }
+            if self.connector_cert_file.is_some() != self.connector_key_file.is_some() {
+                return invalid(
+                    "CONNECTOR_CERT_FILE",
+                    "give CONNECTOR_CERT_FILE and CONNECTOR_KEY_FILE together".into(),
+                );
+            }
+        }
+        if let Some(namespace) = &self.connector_namespace {
+            if let Err(e) = Namespace::parse(namespace) {
+                return invalid("CONNECTOR_NAMESPACE", e.to_string());
+            }
+        }
         for (name, value) in [("HOST", &self.host), ("ADMIN_HOST", &self.admin_host)] {
             if value.parse::<std::net::IpAddr>().is_err() {
                 return invalid(

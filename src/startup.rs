@@ -60,6 +60,9 @@ pub enum StartupError {
         dir: String,
         source: crate::connect::ChannelError,
     },
+    /// Connector mode's settings cannot be used (a CA file that does not read, ...).
+    #[error("connector: {0}")]
+    Connector(#[source] crate::connector::ConnectorError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -159,6 +162,7 @@ impl Application {
             shutdown.tasks.clone(),
             settings.http_allowed_networks.clone(),
         );
+        let mut opened_channels = None;
         if let Some(dir) = settings.spool_dir() {
             let channels =
                 crate::connect::Channels::open(dir).map_err(|source| StartupError::Channels {
@@ -166,6 +170,7 @@ impl Application {
                     source,
                 })?;
             pool.use_channels(channels.clone());
+            opened_channels = Some(channels.clone());
             let connections = pool.clone();
             let retention = move |channel: &str| match crate::keys::ConnectionName::parse(channel)
                 .ok()
@@ -203,6 +208,22 @@ impl Application {
                 provider.status.clone(),
                 shutdown.token.clone(),
             ));
+        }
+        if let Some(channels) = opened_channels {
+            crate::connector::spawn(
+                settings,
+                crate::connector::Parts {
+                    channels,
+                    cache: cache.clone(),
+                    status: provider.status.clone(),
+                    metrics: std::sync::Arc::clone(&metrics),
+                    spool: spool.clone(),
+                    handoff: settings.spool_handoff(),
+                },
+                &shutdown.tasks,
+                shutdown.token.clone(),
+            )
+            .map_err(StartupError::Connector)?;
         }
         let state = web::Data::new(AppState {
             cache: cache.clone(),

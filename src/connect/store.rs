@@ -145,6 +145,8 @@ pub struct ChannelReport {
     pub bytes: u64,
     pub oldest_age_seconds: Option<f64>,
     pub dead_letters: u64,
+    /// A connector's inbox: messages waiting for their webhook to be configured.
+    pub no_route: u64,
     /// Whether a connector holds the lease (is pulling now).
     pub connected: bool,
     pub lease_holder: Option<String>,
@@ -169,6 +171,7 @@ impl Channel {
                 .oldest_ms
                 .map(|oldest| now_ms.saturating_sub(oldest) as f64 / 1000.0),
             dead_letters: counts.expired,
+            no_route: counts.parked,
             connected: lease.is_some(),
             lease_holder: lease.map(|l| l.holder),
         }
@@ -936,7 +939,11 @@ mod tests {
         }
         // A number at or below the head is a copy: dropped.
         assert_eq!(taken, [1, 2, 3, 0, 0, 5]);
-        for (seq, to) in [(1, Settled::Handed), (2, Settled::Parked), (3, Settled::Dead)] {
+        for (seq, to) in [
+            (1, Settled::Handed),
+            (2, Settled::Parked),
+            (3, Settled::Dead),
+        ] {
             channels.settle(Arc::clone(&inbox), seq, to).await.unwrap();
         }
         let counts = inbox.counts();

@@ -23,7 +23,7 @@ use crate::{
     condition::{Json, Request},
     dispatch::{Chosen, DispatchError, Outcome, Route, Routing, SpoolPath},
     keys::{Namespace, WebhookId, WebhookKey},
-    modules::Delivery,
+    modules::{is_forwardable, Delivery},
     telemetry::trace::Span,
     verify::{ip::client_ip, Inbound, VerifyError},
     webhook::DataType,
@@ -659,26 +659,6 @@ async fn deliver(
             Err(ApiError::ShuttingDown)
         }
     }
-}
-
-/// Name fragments of headers that carry credentials or signatures; such headers never leave.
-const SENSITIVE: &[&str] = &[
-    "auth",
-    "cookie",
-    "signature",
-    "secret",
-    "token",
-    "hmac",
-    "api-key",
-    "apikey",
-    "api_key",
-    "password",
-    "session",
-];
-
-/// Whether a header (by lower-case name) may be logged or forwarded.
-pub fn is_forwardable(name: &str) -> bool {
-    !SENSITIVE.iter().any(|s| name.contains(s))
 }
 
 /// Headers handed to modules: not credentials by name, and not a header this webhook's own

@@ -79,6 +79,26 @@ impl Delivery {
     }
 }
 
+/// Name fragments of headers that carry credentials or signatures; such headers never leave.
+const SENSITIVE: &[&str] = &[
+    "auth",
+    "cookie",
+    "signature",
+    "secret",
+    "token",
+    "hmac",
+    "api-key",
+    "apikey",
+    "api_key",
+    "password",
+    "session",
+];
+
+/// Whether a header (by lower-case name) may be logged or forwarded.
+pub fn is_forwardable(name: &str) -> bool {
+    !SENSITIVE.iter().any(|s| name.contains(s))
+}
+
 /// `2023-11-14T22:13:20.123Z`: the timestamp format of every module.
 pub fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()

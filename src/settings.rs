@@ -626,6 +626,39 @@ impl Settings {
                 return invalid("CONNECTOR_NAMESPACE", e.to_string());
             }
         }
+        for (name, path) in [
+            ("CONNECTOR_TOKEN_FILE", &self.connector_token_file),
+            ("CONNECTOR_CA_FILE", &self.connector_ca_file),
+            ("CONNECTOR_CERT_FILE", &self.connector_cert_file),
+            ("CONNECTOR_KEY_FILE", &self.connector_key_file),
+        ] {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::metadata(path) {
+                    return invalid(name, format!("cannot read {}: {e}", path.display()));
+                }
+            }
+        }
+        if self.connector_url.is_none() && self.connector_token.is_some() {
+            return invalid(
+                "CONNECTOR_TOKEN",
+                "set without CONNECTOR_URL (the channel it opens)".into(),
+            );
+        }
+        if let Some(host) = &self.connector_etcd_host {
+            if host.is_empty()
+                || host.contains(['/', ' ', ':']) && host.parse::<std::net::IpAddr>().is_err()
+            {
+                return invalid(
+                    "CONNECTOR_ETCD_HOST",
+                    format!("{host:?} is not a host name or address"),
+                );
+            }
+        }
+        if let Some(prefix) = &self.connector_etcd_prefix {
+            if !prefix.starts_with('/') {
+                return invalid("CONNECTOR_ETCD_PREFIX", "must start with `/`".into());
+            }
+        }
         for (name, value) in [("HOST", &self.host), ("ADMIN_HOST", &self.admin_host)] {
             if value.parse::<std::net::IpAddr>().is_err() {
                 return invalid(

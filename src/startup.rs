@@ -162,6 +162,15 @@ impl Application {
             shutdown.tasks.clone(),
             settings.http_allowed_networks.clone(),
         );
+        let provider = provider::spawn(
+            settings,
+            cache.clone(),
+            pool.clone(),
+            std::sync::Arc::clone(&keys),
+            &shutdown,
+        );
+        let metrics = std::sync::Arc::new(Metrics::new(settings.metrics_max_webhooks));
+        let spool = open_spool(settings, &shutdown)?;
         let mut opened_channels = None;
         if let Some(dir) = settings.spool_dir() {
             let channels =
@@ -188,15 +197,6 @@ impl Application {
                 shutdown.token.clone(),
             ));
         }
-        let provider = provider::spawn(
-            settings,
-            cache.clone(),
-            pool.clone(),
-            std::sync::Arc::clone(&keys),
-            &shutdown,
-        );
-        let metrics = std::sync::Arc::new(Metrics::new(settings.metrics_max_webhooks));
-        let spool = open_spool(settings, &shutdown)?;
         if let Some(spool) = &spool {
             let target = Routes {
                 cache: cache.clone(),

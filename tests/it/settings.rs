@@ -57,6 +57,18 @@ const BAD: &[(&str, &str)] = &[
     ("SHUTDOWN_GRACE_SECONDS", "x"),
     ("HTTP_ALLOWED_NETWORKS", "10.0.0.0/33"),
     ("SEAL_KEYS_FILE", "/nonexistent/seal.keys"),
+    ("CONNECTOR_URL", "ftp://public/connect/v1/edge"),
+    ("CONNECTOR_TOKEN", "a-token-without-a-url"),
+    ("CONNECTOR_TOKEN_FILE", "/nonexistent/token"),
+    ("CONNECTOR_ALLOW_INSECURE", "maybe"),
+    ("CONNECTOR_CA_FILE", "/nonexistent/ca.pem"),
+    ("CONNECTOR_CERT_FILE", "/nonexistent/cert.pem"),
+    ("CONNECTOR_KEY_FILE", "/nonexistent/key.pem"),
+    ("CONNECTOR_PROTOCOL", "carrier_pigeon"),
+    ("CONNECTOR_NAMESPACE", "global"),
+    ("CONNECTOR_ETCD_HOST", "not a host"),
+    ("CONNECTOR_ETCD_PORT", "x"),
+    ("CONNECTOR_ETCD_PREFIX", "cwm"),
 ];
 
 #[test]

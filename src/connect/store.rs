@@ -427,6 +427,22 @@ impl Channels {
         received_ms: u64,
         frame: Bytes,
     ) -> Result<u64, ChannelError> {
+        self.submit_receive(channel, seq, received_ms, frame)
+            .await?
+            .await
+    }
+
+    /// [`Channels::receive`] in two steps: returns once the message is in the writer's queue
+    /// (so messages submitted one after another are taken in that order: a copy is told by
+    /// its number only when numbers arrive in order); the future it returns resolves once the
+    /// message is on disk.
+    pub async fn submit_receive(
+        &self,
+        channel: Arc<Channel>,
+        seq: u64,
+        received_ms: u64,
+        frame: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<u64, ChannelError>>, ChannelError> {
         let (reply, answer) = oneshot::channel();
         let work = Work::Receive {
             channel,
@@ -435,7 +451,11 @@ impl Channels {
             frame,
             reply,
         };
-        self.send(work, answer).await
+        self.work
+            .send(work)
+            .await
+            .map_err(|_| ChannelError::Stopped)?;
+        Ok(async move { answer.await.map_err(|_| ChannelError::Stopped)? })
     }
 
     /// Settles message `seq` of a connector's inbox.
@@ -691,7 +711,21 @@ fn commit(
     db: &Database,
     batch: &[Work],
 ) -> Result<(Vec<Done>, HashMap<u64, Counts>), ChannelError> {
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    // Only a new message is a promise (a 202, or a connector's acknowledgement): removals,
+    // expiries and settlements lost in a crash are made again (an acknowledged message sent
+    // again is a copy the connector drops by its number), so they wait for the next durable
+    // commit instead of paying for their own.
+    let promised = batch.iter().any(|w| {
+        matches!(
+            w,
+            Work::Append { .. } | Work::Receive { .. } | Work::Replay { .. }
+        )
+    });
+    if !promised {
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| ChannelError::Store(e.to_string()))?;
+    }
     let mut done = Vec::with_capacity(batch.len());
     let mut after: HashMap<u64, Counts> = HashMap::new();
     {

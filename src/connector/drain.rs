@@ -4,9 +4,7 @@
 //! its modules and spool. A message whose entry does not exist yet is parked (`no_route`) and
 //! handed over once the entry appears; one its checks refuse becomes a dead letter.
 
-use std::{sync::Arc, time::Duration};
-
-use futures_util::{stream::FuturesOrdered, StreamExt as _};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,9 +21,8 @@ use crate::{
     verify::Inbound,
 };
 
-/// Messages handed over at once: one, so that the private side delivers in the channel's
-/// order.
-const IN_FLIGHT: usize = 1;
+/// Messages read from the inbox at once (they are handed over one at a time, in order).
+const BATCH: usize = 256;
 /// How often parked messages are tried again.
 const RECHECK_PARKED: Duration = Duration::from_secs(1);
 /// Bytes read from the inbox at once.
@@ -61,40 +58,38 @@ impl Drain {
             () = stop.cancelled() => return,
             loaded = loaded => if loaded.is_err() { return },
         }
+        // One message at a time, in the channel's order; read from the inbox in batches.
         let mut cursor = 0;
-        let mut handing = FuturesOrdered::new();
+        let mut next: VecDeque<Stored> = VecDeque::new();
         let mut parked_at = tokio::time::Instant::now();
         loop {
-            if handing.len() < IN_FLIGHT && self.inbox.counts().head > cursor {
+            if next.is_empty() && self.inbox.counts().head > cursor {
                 let (channels, inbox) = (self.channels.clone(), Arc::clone(&self.inbox));
-                let room = IN_FLIGHT - handing.len();
                 let read = tokio::task::spawn_blocking(move || {
-                    channels.read(&inbox, cursor, room, READ_BYTES)
+                    channels.read(&inbox, cursor, BATCH, READ_BYTES)
                 })
                 .await;
                 match read {
-                    Ok(Ok(read)) => {
-                        for stored in read {
-                            cursor = stored.seq;
-                            handing.push_back(self.settle(stored));
-                        }
-                    }
+                    Ok(Ok(read)) => next.extend(read),
                     Ok(Err(error)) => tracing::error!(%error, "Connector inbox unreadable."),
                     Err(error) => tracing::error!(%error, "Connector inbox read failed."),
                 }
-                if handing.len() < IN_FLIGHT && self.inbox.counts().head > cursor {
-                    continue;
-                }
             }
-            if parked_at.elapsed() >= RECHECK_PARKED && handing.is_empty() {
+            if let Some(stored) = next.pop_front() {
+                cursor = stored.seq;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = self.settle(stored) => {}
+                }
+                continue;
+            }
+            if parked_at.elapsed() >= RECHECK_PARKED {
                 self.unpark().await;
                 parked_at = tokio::time::Instant::now();
             }
-            let more = self.inbox.wait_past(cursor);
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = more, if handing.len() < IN_FLIGHT => {}
-                _ = handing.next(), if !handing.is_empty() => {}
+                () = self.inbox.wait_past(cursor) => {}
                 () = tokio::time::sleep(RECHECK_PARKED) => {}
             }
         }

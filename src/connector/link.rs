@@ -134,18 +134,27 @@ impl Link {
         }
     }
 
-    /// Stores one message in the inbox (its number is the public side's); the number once on
-    /// disk (or already there).
-    async fn keep(&self, frame: Bytes) -> Result<u64, LinkError> {
+    /// Hands one message to the inbox's writer, in the order messages arrive (its number is
+    /// the public side's); the future resolves to the number once it is on disk (or already
+    /// there).
+    async fn keep(
+        &self,
+        frame: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<u64, LinkError>>, LinkError> {
         let (header, _) = Header::parse(&frame).map_err(|e| LinkError::Protocol(e.to_string()))?;
         let received_ms = humantime::parse_rfc3339(&header.received_at)
             .ok()
             .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.channels
-            .receive(Arc::clone(&self.inbox), header.seq, received_ms, frame)
+        let stored = self
+            .channels
+            .submit_receive(Arc::clone(&self.inbox), header.seq, received_ms, frame)
             .await?;
-        Ok(header.seq)
+        let seq = header.seq;
+        Ok(async move {
+            stored.await?;
+            Ok(seq)
+        })
     }
 
     async fn websocket(&self) -> LinkError {
@@ -221,7 +230,7 @@ impl Link {
                 Ok(Some(Ok(message))) => message,
             };
             match message {
-                Message::Binary(frame) => pending.push_back(self.keep(frame)),
+                Message::Binary(frame) => pending.push_back(self.keep(frame).await?),
                 Message::Text(text) => {
                     tracing::info!(state = %text.as_str(), "Connector link state.");
                 }
@@ -289,7 +298,7 @@ impl Link {
                     .ok_or_else(|| LinkError::Protocol("a message without its body".into()))?;
                 let header: Header = serde_json::from_value(message)
                     .map_err(|e| LinkError::Protocol(e.to_string()))?;
-                kept.push_back(self.keep(Bytes::from(header.frame(&body))));
+                kept.push_back(self.keep(Bytes::from(header.frame(&body))).await?);
             }
             while let Some(result) = kept.next().await {
                 result?;

@@ -51,10 +51,16 @@ async fn router(dir: &std::path::Path, edge: Value) -> Router {
     router
 }
 
+/// One HTTP client for the whole file (building one loads the system's roots: milliseconds).
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
 /// Posts a GitHub-signed push; its answer's status and body.
 async fn push(router: &Router, body: &str, delivery: &str) -> (u16, Value) {
     let signature = hex::encode(hmac_sha256(SECRET.as_bytes(), &[body.as_bytes()]));
-    let response = reqwest::Client::new()
+    let response = client()
         .post(router.url("/webhook/gh"))
         .header("x-github-event", "push")
         .header("x-github-delivery", delivery)
@@ -69,7 +75,7 @@ async fn push(router: &Router, body: &str, delivery: &str) -> (u16, Value) {
 
 /// A long poll of `edge` with `query`; the status and the answer.
 async fn poll(router: &Router, query: &str, token: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = client()
         .get(router.url(&format!("/connect/v1/edge/messages?{query}")))
         .bearer_auth(token)
         .send()
@@ -274,7 +280,7 @@ async fn a_websocket_connector_resumes_from_what_it_has_and_a_standby_takes_over
 async fn tokens_are_checked_and_a_removed_one_closes_its_stream_within_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let router = router(dir.path(), channel(&[TOKEN, "second-token"], None)).await;
-    let client = reqwest::Client::new();
+    let client = client();
     let get = |path: &str, token: Option<&str>| {
         let mut request = client.get(router.url(path));
         if let Some(token) = token {
@@ -398,7 +404,7 @@ async fn a_full_channel_answers_503_spool_full_for_its_webhooks_only() {
     assert_eq!(answers[3].0, 503);
     assert_eq!(answers[3].2, "spool_full");
     // Another channel still takes webhooks.
-    let response = reqwest::Client::new()
+    let response = client()
         .post(router.url("/webhook/other"))
         .body("{}")
         .send()
@@ -580,7 +586,7 @@ async fn relays_through_a_private_router(protocol: &str) {
 
     // A message for an entry the private side does not have yet waits, and is delivered once
     // the entry appears.
-    let response = reqwest::Client::new()
+    let response = client()
         .post(public.url("/webhook/late"))
         .body(r#"{"late":true}"#)
         .send()
@@ -604,7 +610,7 @@ async fn relays_through_a_private_router(protocol: &str) {
         Duration::from_secs(10),
         "`late` on the public side",
         || async {
-            reqwest::Client::new()
+            client()
                 .post(public.url("/webhook/late"))
                 .body(r#"{"late":true}"#)
                 .send()
@@ -663,4 +669,67 @@ async fn a_private_router_pulls_the_channel_over_a_websocket_and_delivers_with_i
 #[tokio::test]
 async fn a_private_router_pulls_the_channel_by_long_poll() {
     relays_through_a_private_router("long_poll").await;
+}
+
+/// 5,000 webhooks arrive while the private side is offline; all are answered 202, and once it
+/// starts every one is delivered once, in the channel's order (each sender's requests, sent one
+/// after another, arrive in the order they were sent).
+#[tokio::test]
+async fn five_thousand_webhooks_wait_for_an_offline_private_side_and_arrive_once_in_order() {
+    use futures_util::StreamExt as _;
+    let redis = crate::support::Redis::start().await;
+    let stream = crate::unique!("backlog");
+    let (public_dir, private_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let public = router(public_dir.path(), channel(&[TOKEN], None)).await;
+    const LANES: usize = 8;
+    const PER_LANE: usize = 625;
+    let started = Instant::now();
+    let lanes = futures_util::stream::iter(0..LANES)
+        .map(|lane| {
+            let public = &public;
+            async move {
+                for n in 0..PER_LANE {
+                    let body = format!("{{\"lane\":{lane},\"n\":{n}}}");
+                    let (status, _) = push(public, &body, &format!("d-{lane}-{n}")).await;
+                    assert_eq!(status, 202, "{body}");
+                }
+            }
+        })
+        .buffer_unordered(LANES)
+        .collect::<Vec<()>>();
+    lanes.await;
+    eprintln!("5000 webhooks stored in {:?}", started.elapsed());
+    let private = private_router(
+        private_dir.path(),
+        &public,
+        &redis,
+        json!({"gh": stream_entry(&stream)}),
+        "websocket",
+    );
+    private.wait_ready().await;
+    let drained = Instant::now();
+    wait_until(
+        Duration::from_secs(120),
+        "the backlog delivered",
+        || async { redis.stream_payloads(&stream).await.len() >= LANES * PER_LANE },
+    )
+    .await;
+    eprintln!(
+        "5000 webhooks delivered {:?} after the private side started",
+        drained.elapsed()
+    );
+    let payloads = redis.stream_payloads(&stream).await;
+    assert_eq!(payloads.len(), LANES * PER_LANE, "no duplicate");
+    let mut next = [0u64; LANES];
+    for payload in payloads {
+        let value: Value = serde_json::from_str(&payload).unwrap();
+        let lane = usize::try_from(value["lane"].as_u64().unwrap()).unwrap();
+        assert_eq!(
+            value["n"].as_u64(),
+            Some(next[lane]),
+            "lane {lane} in order"
+        );
+        next[lane] += 1;
+    }
+    assert_eq!(next, [PER_LANE as u64; LANES]);
 }

@@ -711,21 +711,7 @@ fn commit(
     db: &Database,
     batch: &[Work],
 ) -> Result<(Vec<Done>, HashMap<u64, Counts>), ChannelError> {
-    let mut txn = db.begin_write()?;
-    // Only a new message is a promise (a 202, or a connector's acknowledgement): removals,
-    // expiries and settlements lost in a crash are made again (an acknowledged message sent
-    // again is a copy the connector drops by its number), so they wait for the next durable
-    // commit instead of paying for their own.
-    let promised = batch.iter().any(|w| {
-        matches!(
-            w,
-            Work::Append { .. } | Work::Receive { .. } | Work::Replay { .. }
-        )
-    });
-    if !promised {
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| ChannelError::Store(e.to_string()))?;
-    }
+    let txn = db.begin_write()?;
     let mut done = Vec::with_capacity(batch.len());
     let mut after: HashMap<u64, Counts> = HashMap::new();
     {

@@ -665,18 +665,9 @@ async fn deliver(
 /// checks read a credential from (`header_auth.header_name`, a generic `hmac.header`).
 fn forwardable_headers(req: &HttpRequest, route: &Route) -> Vec<(String, String)> {
     let checks = &route.webhook.checks;
-    req.headers()
-        .iter()
-        .filter(|(name, _)| {
-            is_forwardable(name.as_str()) && !checks.reads_credential_from(name.as_str())
-        })
-        .filter_map(|(name, value)| {
-            value
-                .to_str()
-                .ok()
-                .map(|v| (name.as_str().to_owned(), v.to_owned()))
-        })
-        .collect()
+    headers_where(req, |name| {
+        is_forwardable(name) && !checks.reads_credential_from(name)
+    })
 }
 
 /// The headers a channel carries on besides the forwardable ones: the sender's signatures
@@ -684,9 +675,16 @@ fn forwardable_headers(req: &HttpRequest, route: &Route) -> Vec<(String, String)
 /// cookies or the `Authorization` headers, which authenticate to this instance.
 fn relayed_headers(req: &HttpRequest) -> Vec<(String, String)> {
     const KEPT_HERE: &[&str] = &["cookie", "authorization", "proxy-authorization"];
+    headers_where(req, |name| {
+        !is_forwardable(name) && !KEPT_HERE.contains(&name)
+    })
+}
+
+/// The request's headers (lower-case names) that `keep` keeps, as text.
+fn headers_where(req: &HttpRequest, keep: impl Fn(&str) -> bool) -> Vec<(String, String)> {
     req.headers()
         .iter()
-        .filter(|(name, _)| !is_forwardable(name.as_str()) && !KEPT_HERE.contains(&name.as_str()))
+        .filter(|(name, _)| keep(name.as_str()))
         .filter_map(|(name, value)| {
             value
                 .to_str()

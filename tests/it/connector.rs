@@ -73,6 +73,18 @@ async fn push(router: &Router, body: &str, delivery: &str) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// A channel's report in `/status` (`null` when it is not there).
+async fn channel_report(router: &Router, name: &str) -> Value {
+    let status = crate::support::get_json(&router.base(), "/status").await;
+    status["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 /// A long poll of `edge` with `query`; the status and the answer.
 async fn poll(router: &Router, query: &str, token: &str) -> (u16, Value) {
     let response = client()
@@ -429,16 +441,7 @@ async fn expired_messages_are_dead_letters_and_replay_brings_them_back() {
     for i in 1..=3 {
         assert_eq!(push(&router, &format!("{{\"n\":{i}}}"), "d").await.0, 202);
     }
-    let report = || async {
-        let status = crate::support::get_json(&router.base(), "/status").await;
-        status["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["channel"] == "edge")
-            .cloned()
-            .unwrap()
-    };
+    let report = || channel_report(&router, "edge");
     wait_until(Duration::from_secs(15), "the three expired", || async {
         report().await["dead_letters"] == 3
     })
@@ -622,16 +625,7 @@ async fn relays_through_a_private_router(protocol: &str) {
         },
     )
     .await;
-    let inbox = || async {
-        let status = crate::support::get_json(&private.base(), "/status").await;
-        status["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["channel"] == "inbox:edge")
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
+    let inbox = || channel_report(&private, "inbox:edge");
     wait_until(
         Duration::from_secs(20),
         "the message waits as no_route",

@@ -47,15 +47,21 @@ lint: deps
 		{ echo "etcd_client imported outside src/provider/etcd"; exit 1; }
 	@! grep -rln "rdkafka::" src --include=*.rs | grep -v "^src/connections/kafka.rs" || \
 		{ echo "rdkafka imported outside src/connections/kafka.rs"; exit 1; }
-	@! grep -rln "redb::" src --include=*.rs | grep -v "^src/spool/store.rs" || \
-		{ echo "redb imported outside src/spool/store.rs"; exit 1; }
+	@# Two files, two stores: the spool's, and the channels' (connector mode).
+	@! grep -rln "redb::" src --include=*.rs | grep -v "^src/spool/store.rs" | grep -v "^src/connect/store.rs" || \
+		{ echo "redb imported outside src/spool/store.rs and src/connect/store.rs"; exit 1; }
 	@! grep -rlnE "use redis::|redis::(cmd|pipe|aio|Client|RedisError)" src --include=*.rs | \
 		grep -v "^src/connections/redis.rs" || \
 		{ echo "the redis crate imported outside src/connections/redis.rs"; exit 1; }
 	@! grep -rlnE "opentelemetry(_sdk|_otlp)?::" src --include=*.rs | grep -v "^src/telemetry/trace.rs" || \
 		{ echo "OpenTelemetry imported outside src/telemetry/trace.rs"; exit 1; }
-	@! grep -rln "reqwest::" src --include=*.rs | grep -v "^src/connections/http.rs" || \
-		{ echo "reqwest imported outside src/connections/http.rs"; exit 1; }
+	@# The http module's client, and the connector's long poll.
+	@! grep -rln "reqwest::" src --include=*.rs | grep -v "^src/connections/http.rs" | grep -v "^src/connector/link.rs" || \
+		{ echo "reqwest imported outside src/connections/http.rs and src/connector/link.rs"; exit 1; }
+	@! grep -rlnE "actix_ws::" src --include=*.rs | grep -v "^src/http/connect.rs" || \
+		{ echo "actix_ws imported outside src/http/connect.rs"; exit 1; }
+	@! grep -rlnE "tokio_tungstenite::|rustls::" src --include=*.rs | grep -v "^src/connector/link.rs" || \
+		{ echo "tokio_tungstenite or rustls imported outside src/connector/link.rs"; exit 1; }
 	@! grep -rln "aes_gcm::" src --include=*.rs | grep -v "^src/config/seal.rs" || \
 		{ echo "aes_gcm imported outside src/config/seal.rs"; exit 1; }
 	@# Dependencies point one way: http -> dispatch -> webhook -> modules -> connections -> config.

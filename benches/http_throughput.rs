@@ -4,7 +4,9 @@
 //! concurrently), and a bare actix-web handler returning 200, all measured in the same run. Then
 //! the spool's drain: 100k requests spooled while Redis is down, and how long they take to
 //! reach Redis once it is back, with the process's RSS before, at full depth and after; then
-//! the spool's intake alone (Redis down, every request journaled and answered 202).
+//! the spool's intake alone (Redis down, every request journaled and answered 202). The
+//! `relay` target is a connector-mode channel's intake (fsync per commit, 202); `BENCH_ONLY=relay`
+//! also times a connector draining `BENCH_DRAIN` of them.
 //!
 //! Run with `make bench` (or `cargo bench --bench http_throughput`). Needs wrk, redis-server and
 //! tansu (`make deps`). `BENCH_SECONDS` (default 8) sets each run's length, `BENCH_ROUNDS`
@@ -34,7 +36,9 @@ use switchyard::{settings::LogFormat, startup::Application, telemetry};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CONNECTIONS: &str = "32";
-const TARGETS: [&str; 5] = ["log", "redis", "kafka", "http", "spooled"];
+const TARGETS: [&str; 6] = ["log", "redis", "kafka", "http", "spooled", "relay"];
+/// The channel's token in the relay runs (connector mode).
+const RELAY_TOKEN: &str = "bench-connector-token";
 
 struct Figures {
     rps: f64,
@@ -203,7 +207,10 @@ async fn main() {
     let http_conn = json!({"type": "http", "base_url": format!("http://127.0.0.1:{bare}")});
     std::fs::write(
         dir.path().join("connections.json"),
-        json!({"r": redis_conn, "k": kafka_conn, "svc": http_conn}).to_string(),
+        json!({"r": redis_conn, "k": kafka_conn, "svc": http_conn,
+               "edge": {"type": "connect", "max_bytes": 8u64 << 30,
+                        "token_sha256": [hex::encode(<sha2::Sha256 as sha2::Digest>::digest(RELAY_TOKEN))]}})
+        .to_string(),
     )
     .unwrap();
     std::fs::write(
@@ -218,6 +225,7 @@ async fn main() {
                         "module-config": {"stream": "spooled", "maxlen": 10000}},
             "drain": {"module": "redis_stream", "connection": "r",
                       "module-config": {"stream": "drain"}},
+            "relay": {"module": "connect", "connection": "edge"},
         })
         .to_string(),
     )
@@ -243,6 +251,12 @@ async fn main() {
     let app = Application::build(&settings).unwrap();
     let port = app.port();
     let spool = app.handle().spool.expect("the spool is on");
+    let channels = app
+        .handle()
+        .pool
+        .channels()
+        .cloned()
+        .expect("channels with the spool");
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
     let payload = json!({
@@ -352,8 +366,12 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
+    let mut spool_rate = None;
     if drain > 0 && only.as_deref().is_none_or(|o| o == "drain") {
-        drain_after_outage(port, &payload, drain, &mut redis, &spool).await;
+        spool_rate = Some(drain_after_outage(port, &payload, drain, &mut redis, &spool).await);
+    }
+    if drain > 0 && only.as_deref().is_none_or(|o| o == "relay") {
+        relay_drain(port, &payload, drain, &channels, spool_rate).await;
     }
     if only.as_deref().is_none_or(|o| o == "intake") {
         let bare_url = format!("http://127.0.0.1:{bare}/");
@@ -413,7 +431,7 @@ async fn drain_after_outage(
     total: u64,
     redis: &mut Redis,
     spool: &switchyard::spool::Spool,
-) {
+) -> f64 {
     use std::sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -509,6 +527,106 @@ async fn drain_after_outage(
     );
     println!("| RSS with {depth} records spooled | {rss_full:.0} MiB |");
     println!("| RSS after the drain | {:.0} MiB |", rss_mib());
+    depth as f64 / forwarding.max(0.001)
+}
+
+/// Connector mode: `total` messages wait in the channel `edge` (fsync on the public side),
+/// then a connector starts (a second application in this process, its inbox fsynced too,
+/// delivering to `log`); how long until it has handed every message over, against the spool's
+/// own forwarding rate measured just before when there is one.
+async fn relay_drain(
+    port: u16,
+    payload: &str,
+    total: u64,
+    channels: &switchyard::connect::Channels,
+    spool_rate: Option<f64>,
+) {
+    let edge = channels.channel("edge");
+    let url = format!("http://127.0.0.1:{port}/webhook/relay");
+    let client = reqwest::Client::new();
+    let filling = std::time::Instant::now();
+    let before = edge.counts().depth;
+    let senders: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, url, body, edge) = (
+                client.clone(),
+                url.clone(),
+                payload.to_owned(),
+                std::sync::Arc::clone(&edge),
+            );
+            tokio::spawn(async move {
+                while edge.counts().depth < total {
+                    let _ = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        let _ = sender.await;
+    }
+    let fill_secs = filling.elapsed().as_secs_f64();
+    let counts = edge.counts();
+    let private = tempfile::tempdir().unwrap();
+    std::fs::write(private.path().join("connections.json"), "{}").unwrap();
+    std::fs::write(
+        private.path().join("webhooks.json"),
+        json!({"relay": {"module": "log"}}).to_string(),
+    )
+    .unwrap();
+    let mut settings = file_settings(private.path());
+    settings.http_workers = 1;
+    settings.spool_dir = private.path().join("spool");
+    settings.connector_url = Some(format!("ws://127.0.0.1:{port}/connect/v1/edge"));
+    settings.connector_token = Some(RELAY_TOKEN.to_owned());
+    settings.connector_allow_insecure = true;
+    let started = std::time::Instant::now();
+    let app = Application::build(&settings).unwrap();
+    let inbox = app
+        .handle()
+        .pool
+        .channels()
+        .expect("the connector's inbox")
+        .channel("inbox:edge");
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let mut first = None;
+    loop {
+        let now = inbox.counts();
+        if first.is_none() && now.head > 0 {
+            first = Some(started.elapsed());
+        }
+        if now.head >= counts.head && now.depth == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained = started.elapsed().as_secs_f64();
+    let rate = counts.depth as f64 / drained.max(0.001);
+    println!();
+    println!(
+        "Connector relay: {} messages waiting in the channel ({} added at {:.0} msg/s, fsync per \
+         commit), then a connector starts (inbox fsync per message) and delivers them to `log`",
+        counts.depth,
+        counts.depth - before,
+        (counts.depth - before) as f64 / fill_secs
+    );
+    println!();
+    println!("| figure | value |");
+    println!("|---|---:|");
+    println!(
+        "| connector start -> first message in its inbox | {:.2} s |",
+        first.unwrap_or_default().as_secs_f64()
+    );
+    println!("| connector start -> every message handed over | {drained:.1} s |");
+    println!("| relay rate | {rate:.0} msg/s |");
+    if let Some(spool_rate) = spool_rate {
+        println!("| spool forwarding rate (same run) | {spool_rate:.0} records/s |");
+        println!("| relay vs spool forwarding | {:.2} |", rate / spool_rate);
+    }
 }
 
 /// The verification schemes measured, each a `log` webhook whose requests carry valid

@@ -367,7 +367,8 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     let mut spool_rate = None;
-    if drain > 0 && only.as_deref().is_none_or(|o| o == "drain") {
+    // The relay's drain is compared with the spool's, measured just before it.
+    if drain > 0 && only.as_deref().is_none_or(|o| o == "drain" || o == "relay") {
         spool_rate = Some(drain_after_outage(port, &payload, drain, &mut redis, &spool).await);
     }
     if drain > 0 && only.as_deref().is_none_or(|o| o == "relay") {

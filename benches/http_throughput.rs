@@ -610,7 +610,7 @@ async fn relay_drain(
     println!();
     println!(
         "Connector relay: {} messages waiting in the channel ({} added at {:.0} msg/s, fsync per \
-         commit), then a connector starts (inbox fsync per message) and delivers them to `log`",
+         commit), then a connector starts (inbox fsync per commit) and delivers them to `log`",
         counts.depth,
         counts.depth - before,
         (counts.depth - before) as f64 / fill_secs

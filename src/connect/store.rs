@@ -465,6 +465,18 @@ impl Channels {
         seq: u64,
         to: Settled,
     ) -> Result<(), ChannelError> {
+        self.submit_settle(channel, seq, to).await?.await
+    }
+
+    /// [`Channels::settle`] in two steps, like [`Channels::submit_receive`]: a connector's
+    /// drain goes on with the next message while this one's commit is made (and several
+    /// settlements share it).
+    pub async fn submit_settle(
+        &self,
+        channel: Arc<Channel>,
+        seq: u64,
+        to: Settled,
+    ) -> Result<impl std::future::Future<Output = Result<(), ChannelError>>, ChannelError> {
         let (reply, answer) = oneshot::channel();
         let work = Work::Settle {
             channel,
@@ -472,7 +484,11 @@ impl Channels {
             to,
             reply,
         };
-        self.send(work, answer).await.map(drop)
+        self.work
+            .send(work)
+            .await
+            .map_err(|_| ChannelError::Stopped)?;
+        Ok(async move { answer.await.map_err(|_| ChannelError::Stopped)?.map(drop) })
     }
 
     /// A connector inbox's parked messages, oldest first, at most `limit`. Blocking.

@@ -5,6 +5,8 @@
 //! handed over once the entry appears; one its checks refuse becomes a dead letter.
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use futures_util::{stream::FuturesOrdered, StreamExt as _};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +25,8 @@ use crate::{
 
 /// Messages read from the inbox at once (they are handed over one at a time, in order).
 const BATCH: usize = 256;
+/// Settlements committed in the background at most (the copies a crash may cause).
+const SETTLING: usize = 32;
 /// How often parked messages are tried again.
 const RECHECK_PARKED: Duration = Duration::from_secs(1);
 /// Bytes read from the inbox at once.
@@ -62,6 +66,7 @@ impl Drain {
         let mut cursor = 0;
         let mut next: VecDeque<Stored> = VecDeque::new();
         let mut parked_at = tokio::time::Instant::now();
+        let mut settling = FuturesOrdered::new();
         loop {
             if next.is_empty() && self.inbox.counts().head > cursor {
                 let (channels, inbox) = (self.channels.clone(), Arc::clone(&self.inbox));
@@ -77,11 +82,29 @@ impl Drain {
             }
             if let Some(stored) = next.pop_front() {
                 cursor = stored.seq;
-                tokio::select! {
+                let to = tokio::select! {
                     () = stop.cancelled() => return,
-                    () = self.settle(stored) => {}
+                    to = self.outcome(&stored) => to,
+                };
+                // The next message is handed over while this one's settlement is committed;
+                // a crash hands over again at most the settlements still in flight.
+                match self
+                    .channels
+                    .submit_settle(Arc::clone(&self.inbox), stored.seq, to)
+                    .await
+                {
+                    Ok(settled) => settling.push_back(settled),
+                    Err(error) => {
+                        tracing::error!(%error, "Connector inbox could not settle a message.")
+                    }
+                }
+                while settling.len() > SETTLING {
+                    settled(settling.next().await);
                 }
                 continue;
+            }
+            while let Some(result) = settling.next().await {
+                settled(Some(result));
             }
             if parked_at.elapsed() >= RECHECK_PARKED {
                 self.unpark().await;
@@ -95,19 +118,12 @@ impl Drain {
         }
     }
 
-    /// Hands one message over and settles it in the inbox.
-    async fn settle(&self, stored: Stored) {
-        let to = match self.hand(&stored).await {
+    /// Hands one message over; what its inbox entry becomes.
+    async fn outcome(&self, stored: &Stored) -> Settled {
+        match self.hand(stored).await {
             Handed::Done => Settled::Handed,
             Handed::NoRoute => Settled::Parked,
             Handed::Refused => Settled::Dead,
-        };
-        if let Err(error) = self
-            .channels
-            .settle(Arc::clone(&self.inbox), stored.seq, to)
-            .await
-        {
-            tracing::error!(%error, seq = stored.seq, "Connector inbox could not settle a message.");
         }
     }
 
@@ -242,5 +258,12 @@ impl Drain {
                 }
             }
         }
+    }
+}
+
+/// Logs a settlement that failed (the message is then handed over again after a restart).
+fn settled(result: Option<Result<(), crate::connect::ChannelError>>) {
+    if let Some(Err(error)) = result {
+        tracing::error!(%error, "Connector inbox could not settle a message.");
     }
 }

@@ -362,26 +362,26 @@ impl ConnectConnection {
         use sha2::Digest as _;
         let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
         self.token_sha256.iter().fold(false, |found, hash| {
+            let hash = hash.to_ascii_lowercase();
             let same: bool =
                 subtle::ConstantTimeEq::ct_eq(hash.as_bytes(), digest.as_bytes()).into();
             found | same
         })
     }
 
-    fn validate(&mut self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.token_sha256.is_empty() || self.token_sha256.len() > MAX_TOKENS {
             return Err(ConfigError::Invalid(format!(
                 "`token_sha256` lists 1 to {MAX_TOKENS} hashes"
             )));
         }
-        for (i, hash) in self.token_sha256.iter_mut().enumerate() {
+        for (i, hash) in self.token_sha256.iter().enumerate() {
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ConfigError::Invalid(format!(
                     "`token_sha256[{i}]` is not a SHA-256 in hex (64 hex digits): store the \
                      token's hash, `printf %s TOKEN | sha256sum`, never the token"
                 )));
             }
-            hash.make_ascii_lowercase();
         }
         if !(1..=MAX_RETENTION_SECONDS).contains(&self.retention_seconds) {
             return Err(ConfigError::Invalid(format!(
@@ -445,11 +445,8 @@ fn default_true() -> bool {
 impl Connection {
     /// Parses and validates a connection entry (after environment substitution).
     pub fn from_value(value: Value) -> Result<Self, ConfigError> {
-        let mut connection: Connection =
+        let connection: Connection =
             serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        if let Connection::Connect(c) = &mut connection {
-            c.validate()?;
-        }
         connection.validate()?;
         Ok(connection)
     }
@@ -505,7 +502,7 @@ impl Connection {
                 Ok(())
             }
             Connection::Http(h) => h.validate(),
-            Connection::Connect(_) => Ok(()),
+            Connection::Connect(c) => c.validate(),
         }
     }
 }
@@ -513,6 +510,28 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channel_admits_the_tokens_whose_hash_it_lists_in_either_case() {
+        use sha2::Digest as _;
+        let hash = hex::encode(sha2::Sha256::digest(b"t0k3n"));
+        let entry = |hashes: Vec<String>| {
+            Connection::from_value(serde_json::json!({"type": "connect", "token_sha256": hashes}))
+        };
+        let Ok(Connection::Connect(c)) = entry(vec!["0".repeat(64), hash.to_ascii_uppercase()])
+        else {
+            panic!("a valid channel");
+        };
+        assert!(c.admits("t0k3n"));
+        assert!(!c.admits("t0k3n "));
+        assert!(!c.admits(""));
+        let err = entry(vec!["t0k3n".into()]).unwrap_err().to_string();
+        assert!(
+            err.contains("`token_sha256[0]` is not a SHA-256 in hex"),
+            "{err}"
+        );
+        assert!(entry(vec![]).is_err());
+    }
     use serde_json::json;
 
     #[test]

@@ -295,25 +295,21 @@ impl Channels {
             for entry in heads.iter()? {
                 let (name, value) = entry?;
                 let (head, acked) = value.value();
-                let channel = Channel::new(name.value(), Counts::default());
+                let id = channel_id(name.value());
                 let mut counts = Counts {
                     head,
                     acked,
                     ..Counts::default()
                 };
-                for entry in messages.range((channel.id, 0)..=(channel.id, u64::MAX))? {
+                for entry in messages.range((id, 0)..=(id, u64::MAX))? {
                     let (_, value) = entry?;
                     let value = value.value();
                     counts.depth += 1;
                     counts.bytes += value.len() as u64;
                     counts.oldest_ms.get_or_insert(received_ms(value));
                 }
-                counts.expired = dead
-                    .range((channel.id, 0)..=(channel.id, u64::MAX))?
-                    .count() as u64;
-                counts.parked = parked
-                    .range((channel.id, 0)..=(channel.id, u64::MAX))?
-                    .count() as u64;
+                counts.expired = dead.range((id, 0)..=(id, u64::MAX))?.count() as u64;
+                counts.parked = parked.range((id, 0)..=(id, u64::MAX))?.count() as u64;
                 let channel = Channel::new(name.value(), counts);
                 channels.insert(channel.name.clone(), Arc::new(channel));
             }
@@ -451,11 +447,7 @@ impl Channels {
             frame,
             reply,
         };
-        self.work
-            .send(work)
-            .await
-            .map_err(|_| ChannelError::Stopped)?;
-        Ok(async move { answer.await.map_err(|_| ChannelError::Stopped)? })
+        self.submit(work, answer).await
     }
 
     /// Settles message `seq` of a connector's inbox.
@@ -484,11 +476,8 @@ impl Channels {
             to,
             reply,
         };
-        self.work
-            .send(work)
-            .await
-            .map_err(|_| ChannelError::Stopped)?;
-        Ok(async move { answer.await.map_err(|_| ChannelError::Stopped)?.map(drop) })
+        let settled = self.submit(work, answer).await?;
+        Ok(async move { settled.await.map(drop) })
     }
 
     /// A connector inbox's parked messages, oldest first, at most `limit`. Blocking.
@@ -516,11 +505,21 @@ impl Channels {
         work: Work,
         answer: oneshot::Receiver<Result<T, ChannelError>>,
     ) -> Result<T, ChannelError> {
+        self.submit(work, answer).await?.await
+    }
+
+    /// Puts `work` in the writer's queue (in the order of the calls); the future resolves to
+    /// its reply once it is committed.
+    async fn submit<T>(
+        &self,
+        work: Work,
+        answer: oneshot::Receiver<Result<T, ChannelError>>,
+    ) -> Result<impl std::future::Future<Output = Result<T, ChannelError>>, ChannelError> {
         self.work
             .send(work)
             .await
             .map_err(|_| ChannelError::Stopped)?;
-        answer.await.map_err(|_| ChannelError::Stopped)?
+        Ok(async move { answer.await.map_err(|_| ChannelError::Stopped)? })
     }
 
     /// Up to `max` messages of `channel` after `after` (at least one, whatever its size, then

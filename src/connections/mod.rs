@@ -234,6 +234,16 @@ impl ConnectionPool {
             .map(|slot| Arc::clone(&slot.config))
     }
 
+    /// The names of the connections of `type` `kind` (`connect`: the channels).
+    pub fn names_of(&self, kind: &str) -> Vec<ConnectionName> {
+        self.inner
+            .slots
+            .iter()
+            .filter(|slot| slot.config.kind() == kind)
+            .map(|slot| slot.key().clone())
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.inner.slots.len()
     }

@@ -109,13 +109,13 @@ impl Link {
             let started = tokio::time::Instant::now();
             let session = async {
                 match self.protocol {
-                    ConnectorProtocol::Websocket => self.websocket().await,
-                    ConnectorProtocol::LongPoll => self.long_poll().await,
+                    ConnectorProtocol::Websocket => self.websocket_session().await,
+                    ConnectorProtocol::LongPoll => self.long_poll_session().await,
                 }
             };
-            let error = tokio::select! {
+            let Err(error) = tokio::select! {
                 () = stop.cancelled() => return,
-                error = session => error,
+                ended = session => ended,
             };
             if started.elapsed() > HEALTHY_AFTER {
                 backoff = ReconnectBackoff::new();
@@ -155,13 +155,6 @@ impl Link {
             stored.await?;
             Ok(seq)
         })
-    }
-
-    async fn websocket(&self) -> LinkError {
-        match self.websocket_session().await {
-            Ok(never) => match never {},
-            Err(error) => error,
-        }
     }
 
     /// One WebSocket session; runs until it fails.
@@ -243,13 +236,6 @@ impl Link {
                 // Pings are answered by the library as the socket is read.
                 _ => {}
             }
-        }
-    }
-
-    async fn long_poll(&self) -> LinkError {
-        match self.long_poll_session().await {
-            Ok(never) => match never {},
-            Err(error) => error,
         }
     }
 

@@ -63,14 +63,9 @@ pub fn reports(state: &AppState) -> Vec<crate::connect::ChannelReport> {
     };
     let now = now_ms();
     let mut all: Vec<_> = channels.all().iter().map(|c| c.report(now)).collect();
-    for connection in state.pool.describe() {
-        let (Some("connect"), Some(name)) =
-            (connection["type"].as_str(), connection["name"].as_str())
-        else {
-            continue;
-        };
-        if !all.iter().any(|r| r.channel == name) {
-            all.push(channels.channel(name).report(now));
+    for name in state.pool.names_of("connect") {
+        if !all.iter().any(|r| r.channel == name.as_str()) {
+            all.push(channels.channel(name.as_str()).report(now));
         }
     }
     all.sort_by(|a, b| a.channel.cmp(&b.channel));

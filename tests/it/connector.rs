@@ -500,16 +500,28 @@ fn private_router(
     let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
     write_json(dir, "connections.json", &json!({"r": connection}));
     write_json(dir, "webhooks.json", &webhooks);
-    let url = format!("ws://127.0.0.1:{}/connect/v1/edge", public.port);
-    Router::start(
-        dir,
-        &[
-            ("CONNECTOR_URL", url.as_str()),
-            ("CONNECTOR_TOKEN", TOKEN),
-            ("CONNECTOR_ALLOW_INSECURE", "true"),
-            ("CONNECTOR_PROTOCOL", protocol),
-        ],
-    )
+    start_connector(dir, public.port, protocol, None)
+}
+
+/// The private router of `dir` pulling `edge` from the public router on `public_port`
+/// (started again on `port` after a kill).
+fn start_connector(
+    dir: &std::path::Path,
+    public_port: u16,
+    protocol: &str,
+    port: Option<u16>,
+) -> Router {
+    let url = format!("ws://127.0.0.1:{public_port}/connect/v1/edge");
+    let env = [
+        ("CONNECTOR_URL", url.as_str()),
+        ("CONNECTOR_TOKEN", TOKEN),
+        ("CONNECTOR_ALLOW_INSECURE", "true"),
+        ("CONNECTOR_PROTOCOL", protocol),
+    ];
+    match port {
+        Some(port) => Router::start_on(dir, port, &env),
+        None => Router::start(dir, &env),
+    }
 }
 
 fn stream_entry(stream: &str) -> Value {
@@ -557,18 +569,11 @@ async fn relays_through_a_private_router(protocol: &str) {
     for (i, body) in bodies[5..].iter().enumerate() {
         assert_eq!(push(&public, body, &format!("d-{}", i + 5)).await.0, 202);
     }
-    let private = Router::start_on(
+    let private = start_connector(
         private_dir.path(),
-        private.port,
-        &[
-            (
-                "CONNECTOR_URL",
-                &format!("ws://127.0.0.1:{}/connect/v1/edge", public.port),
-            ),
-            ("CONNECTOR_TOKEN", TOKEN),
-            ("CONNECTOR_ALLOW_INSECURE", "true"),
-            ("CONNECTOR_PROTOCOL", protocol),
-        ],
+        public.port,
+        protocol,
+        Some(private.port),
     );
     private.wait_ready().await;
     wait_until(Duration::from_secs(30), "every webhook delivered", || {
@@ -728,9 +733,10 @@ async fn five_thousand_webhooks_wait_for_an_offline_private_side_and_arrive_once
     assert_eq!(next, [PER_LANE as u64; LANES]);
 }
 
-/// SIGKILLs of either side during a steady stream: every webhook answered 202 is delivered;
-/// copies arise only at the private side's destination (a kill between its write and the
-/// inbox's note of it) and keep their `request_id`.
+/// SIGKILLs of either side during a steady stream: every webhook answered 202 is delivered, in
+/// order. Copies are counted: a private kill between a destination's write and the inbox's
+/// note of it delivers again (same `request_id`); a public kill between the commit and the
+/// 202 makes the sender send again.
 #[tokio::test]
 async fn sigkills_of_either_side_lose_no_accepted_webhook() {
     const KILLS: usize = 20;
@@ -739,16 +745,6 @@ async fn sigkills_of_either_side_lose_no_accepted_webhook() {
     let (public_dir, private_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut public = router(public_dir.path(), channel(&[TOKEN], None)).await;
     let port = public.port;
-    let connector_env = |port: u16| {
-        vec![
-            (
-                "CONNECTOR_URL".to_owned(),
-                format!("ws://127.0.0.1:{port}/connect/v1/edge"),
-            ),
-            ("CONNECTOR_TOKEN".to_owned(), TOKEN.to_owned()),
-            ("CONNECTOR_ALLOW_INSECURE".to_owned(), "true".to_owned()),
-        ]
-    };
     let mut private = private_router(
         private_dir.path(),
         &public,
@@ -794,10 +790,7 @@ async fn sigkills_of_either_side_lose_no_accepted_webhook() {
             public.wait_ready().await;
         } else {
             private.kill();
-            let env = connector_env(port);
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            private = Router::start_on(private_dir.path(), private.port, &env);
+            private = start_connector(private_dir.path(), port, "websocket", Some(private.port));
             private.wait_ready().await;
         }
     }

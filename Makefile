@@ -103,8 +103,10 @@ scenario: deps
 
 # The operator scenarios (etcd namespaces, Redis, Kafka, http with sealed secrets) against the binary the tests
 # built, with etcd, Redis and tansu from `make deps`: a scenario cannot go stale unnoticed.
+# `cargo test --no-run` builds the binary with the tests' feature set: after `make test` it is a no-op,
+# where `cargo build` would build every dependency a second time for the binary's own feature set.
 scenarios: deps
-	$(CARGO) build --locked --bin switchyard
+	$(CARGO) test --locked --no-run
 	for s in 05_etcd_namespaces 10_redis 20_kafka 30_http_sealed; do \
 		SWITCHYARD_BIN=target/debug/switchyard ./scenarios/$$s/run.sh || exit 1; \
 	done

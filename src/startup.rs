@@ -180,23 +180,14 @@ impl Application {
                 })?;
             pool.use_channels(channels.clone());
             opened_channels = Some(channels.clone());
-            let connections = pool.clone();
-            let retention = move |channel: &str| match crate::keys::ConnectionName::parse(channel)
-                .ok()
-                .and_then(|name| connections.config(&name))
-                .as_deref()
-            {
-                Some(crate::config::Connection::Connect(c)) => {
-                    Some(Duration::from_secs(c.retention_seconds))
-                }
-                _ => None,
-            };
-            shutdown.tasks.spawn(crate::connect::store::expire_forever(
-                channels,
-                retention,
+        }
+        // Channels kept in Redis need no SPOOL_DIR: every configured channel is swept.
+        shutdown
+            .tasks
+            .spawn(crate::connections::channel::expire_forever(
+                pool.clone(),
                 shutdown.token.clone(),
             ));
-        }
         if let Some(spool) = &spool {
             let target = Routes {
                 cache: cache.clone(),

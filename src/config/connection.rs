@@ -345,6 +345,18 @@ pub struct ConnectConnection {
     /// The namespaces whose webhooks may deliver to this channel (absent: all).
     #[serde(default)]
     pub namespaces: Option<Vec<String>>,
+    /// Where the queue lives: absent, in this instance's `SPOOL_DIR`; with a `redis`
+    /// connection, in a Redis stream that every instance of a fleet shares.
+    #[serde(default)]
+    pub store: Option<ChannelStore>,
+}
+
+/// A channel's shared store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelStore {
+    /// A `redis` connection (`<prefix>global/connections/<name>`).
+    pub connection: String,
 }
 
 fn default_retention() -> u64 {
@@ -394,6 +406,10 @@ impl ConnectConnection {
                 "`max_bytes` is {}; it must be between 1 MiB and {MAX_CHANNEL_BYTES}",
                 self.max_bytes
             )));
+        }
+        if let Some(store) = &self.store {
+            crate::keys::ConnectionName::parse(&store.connection)
+                .map_err(|e| ConfigError::Invalid(format!("`store.connection`: {e}")))?;
         }
         Ok(())
     }

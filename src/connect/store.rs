@@ -139,6 +139,11 @@ impl Channel {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ChannelReport {
     pub channel: String,
+    /// Where its queue is kept: `local` (this instance's file) or `redis` (the fleet's).
+    pub store: &'static str,
+    /// Why its numbers could not be read (a Redis-kept channel whose Redis does not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub head: u64,
     pub acked: u64,
     pub depth: u64,
@@ -152,6 +157,26 @@ pub struct ChannelReport {
     pub lease_holder: Option<String>,
 }
 
+impl ChannelReport {
+    /// A configured channel whose numbers cannot be had, and why.
+    pub fn unavailable(channel: &str, error: String) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            store: "unknown",
+            error: Some(error),
+            head: 0,
+            acked: 0,
+            depth: 0,
+            bytes: 0,
+            oldest_age_seconds: None,
+            dead_letters: 0,
+            no_route: 0,
+            connected: false,
+            lease_holder: None,
+        }
+    }
+}
+
 impl Channel {
     /// Its report, at `now_ms`.
     pub fn report(&self, now_ms: u64) -> ChannelReport {
@@ -163,6 +188,8 @@ impl Channel {
             .clone();
         ChannelReport {
             channel: self.name.clone(),
+            store: "local",
+            error: None,
             head: counts.head,
             acked: counts.acked,
             depth: counts.depth,
@@ -583,47 +610,6 @@ impl Channels {
             });
         }
         Ok(read)
-    }
-}
-
-/// How often channels are swept for messages past their retention.
-const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Moves messages past their channel's retention to the dead letters, every few seconds, until
-/// `stop`. `retention` gives a channel's retention (`None`: its connection is gone, and its
-/// messages are kept until it comes back).
-pub async fn expire_forever(
-    channels: Channels,
-    retention: impl Fn(&str) -> Option<std::time::Duration>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut ticks = tokio::time::interval(EXPIRE_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        for channel in channels.all() {
-            let Some(keep) = retention(&channel.name) else {
-                continue;
-            };
-            let before = now.saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
-            match channels.expire(Arc::clone(&channel), before).await {
-                Ok(0) => {}
-                Ok(expired) => tracing::warn!(
-                    channel = %channel.name,
-                    expired,
-                    "Messages past the channel's retention moved to its dead letters."
-                ),
-                Err(error) => {
-                    tracing::error!(channel = %channel.name, %error, "Channel expiry failed.")
-                }
-            }
-        }
     }
 }
 

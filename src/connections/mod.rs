@@ -6,6 +6,7 @@
 //! client is built on first use (no I/O) and retired on the spot when its entry changes or goes;
 //! a retired Kafka producer delivers what it has queued in a tracked task.
 
+pub mod channel;
 pub mod http;
 pub mod kafka;
 pub mod redis;
@@ -16,6 +17,7 @@ use dashmap::DashMap;
 use tokio_util::task::TaskTracker;
 
 pub use self::redis::RedisClient;
+pub use channel::ChannelQueue;
 pub use http::{HttpClient, Networks};
 pub use kafka::Producer;
 
@@ -80,11 +82,10 @@ enum Client {
     Connect(ChannelClient),
 }
 
-/// A `connect` connection's client: its channel in the channels' store.
+/// A `connect` connection's client: its channel's queue.
 #[derive(Clone, Debug)]
 pub struct ChannelClient {
-    pub channels: crate::connect::Channels,
-    pub channel: Arc<crate::connect::Channel>,
+    pub queue: ChannelQueue,
     /// The channel's `max_bytes`.
     pub max_bytes: u64,
 }
@@ -189,7 +190,21 @@ impl ConnectionPool {
             tracing::info!(connection = %name, "Connection changed; client retired.");
             self.retire(old);
         }
+        self.retire_kept_in(&name);
         true
+    }
+
+    /// Retires the clients of the channels kept in connection `store`: they hold its client.
+    fn retire_kept_in(&self, store: &ConnectionName) {
+        for mut slot in self.inner.slots.iter_mut() {
+            let kept_here = matches!(
+                &*slot.config,
+                Connection::Connect(c) if c.store.as_ref().is_some_and(|s| s.connection == store.as_str())
+            );
+            if kept_here {
+                slot.client = None;
+            }
+        }
     }
 
     /// Removes a connection and retires its client. Returns whether it existed.
@@ -200,6 +215,7 @@ impl ConnectionPool {
                     tracing::info!(connection = %name, "Connection removed; client retired.");
                     self.retire(old);
                 }
+                self.retire_kept_in(name);
                 true
             }
             None => false,
@@ -266,47 +282,70 @@ impl ConnectionPool {
     }
 
     /// The client of `name`, built from its config on first use, for a use the connection's
-    /// access rules allow (checked on every call: a rule tightened in etcd applies at once).
+    /// access rules allow (checked on every call: a rule tightened in etcd applies at once;
+    /// `None`: the router's own use, e.g. the Redis that keeps a channel).
     fn client(
         &self,
         name: &ConnectionName,
         module: &'static str,
         expected: &'static str,
-        user: Use<'_>,
+        user: Option<Use<'_>>,
     ) -> Result<Client, PoolError> {
-        let allowed = |config: &Connection| {
-            config
-                .access()
-                .permits(user.namespace, user.target)
-                .map_err(|reason| PoolError::NotAllowed {
-                    name: name.clone(),
-                    reason,
-                })
-        };
-        if let Some(slot) = self.inner.slots.get(name) {
+        let config = {
+            let slot = self
+                .inner
+                .slots
+                .get(name)
+                .ok_or_else(|| PoolError::Missing { name: name.clone() })?;
+            if let Some(user) = user {
+                slot.config
+                    .access()
+                    .permits(user.namespace, user.target)
+                    .map_err(|reason| PoolError::NotAllowed {
+                        name: name.clone(),
+                        reason,
+                    })?;
+            }
             if let Some(client) = &slot.client {
-                allowed(&slot.config)?;
                 return Ok(client.clone());
             }
-        }
-        let mut slot = self
-            .inner
-            .slots
-            .get_mut(name)
-            .ok_or_else(|| PoolError::Missing { name: name.clone() })?;
-        allowed(&slot.config)?;
-        if slot.config.kind() != expected {
+            Arc::clone(&slot.config)
+        };
+        if config.kind() != expected {
             return Err(PoolError::Mismatch {
                 name: name.clone(),
                 module,
                 expected,
-                found: slot.config.kind(),
+                found: config.kind(),
             });
         }
-        if let Some(client) = &slot.client {
-            return Ok(client.clone());
+        // Built without holding the slot: a channel's client takes its store's.
+        let built = self
+            .build(name, &config)
+            .map_err(|reason| PoolError::Unavailable {
+                name: name.clone(),
+                reason,
+            })?;
+        let Some(mut slot) = self.inner.slots.get_mut(name) else {
+            return Ok(built);
+        };
+        if !Arc::ptr_eq(&slot.config, &config) {
+            // Changed meanwhile: this client serves this call only.
+            return Ok(built);
         }
-        let built = match &*slot.config {
+        if let Some(first) = &slot.client {
+            let first = first.clone();
+            drop(slot);
+            self.retire(built);
+            return Ok(first);
+        }
+        slot.client = Some(built.clone());
+        tracing::info!(connection = %name, "Connection client created.");
+        Ok(built)
+    }
+
+    fn build(&self, name: &ConnectionName, config: &Connection) -> Result<Client, String> {
+        match config {
             Connection::Kafka(k) => Producer::build(k).map(Client::Kafka),
             Connection::Redis(r) => RedisClient::build(r).map(Client::Redis),
             Connection::Http(h) => Ok(Client::Http(HttpClient::new(
@@ -314,22 +353,44 @@ impl ConnectionPool {
                 h,
                 Arc::clone(&self.inner.networks),
             ))),
-            Connection::Connect(c) => match self.inner.channels.get() {
-                Some(channels) => Ok(Client::Connect(ChannelClient {
-                    channels: channels.clone(),
-                    channel: channels.channel(name.as_str()),
+            Connection::Connect(c) => {
+                let queue = match &c.store {
+                    Some(store) => {
+                        let store_name =
+                            ConnectionName::parse(&store.connection).map_err(|e| e.to_string())?;
+                        let redis = match self.client(&store_name, "connect", "redis", None) {
+                            Ok(Client::Redis(redis)) => redis,
+                            Ok(_) => {
+                                return Err(format!(
+                                    "its store `{store_name}` is not a redis connection"
+                                ))
+                            }
+                            Err(error) => return Err(format!("its store: {error}")),
+                        };
+                        ChannelQueue::Shared(Arc::new(channel::Shared::new(
+                            name.as_str(),
+                            store_name.as_str(),
+                            redis,
+                        )))
+                    }
+                    None => match self.inner.channels.get() {
+                        Some(channels) => ChannelQueue::Local {
+                            channels: channels.clone(),
+                            channel: channels.channel(name.as_str()),
+                        },
+                        None => {
+                            return Err("a channel without a `store` needs SPOOL_DIR (its \
+                                        messages are kept on disk)"
+                                .into())
+                        }
+                    },
+                };
+                Ok(Client::Connect(ChannelClient {
+                    queue,
                     max_bytes: c.max_bytes,
-                })),
-                None => Err("a channel needs SPOOL_DIR (its messages are kept on disk)".into()),
-            },
+                }))
+            }
         }
-        .map_err(|reason| PoolError::Unavailable {
-            name: name.clone(),
-            reason,
-        })?;
-        slot.client = Some(built.clone());
-        tracing::info!(connection = %name, "Connection client created.");
-        Ok(built)
     }
 
     /// The producer of a `kafka` connection, for `module` used by `user`.
@@ -339,7 +400,7 @@ impl ConnectionPool {
         module: &'static str,
         user: Use<'_>,
     ) -> Result<Producer, PoolError> {
-        match self.client(name, module, "kafka", user)? {
+        match self.client(name, module, "kafka", Some(user))? {
             Client::Kafka(producer) => Ok(producer),
             _ => Err(self.mismatch(name, module, "kafka")),
         }
@@ -352,7 +413,7 @@ impl ConnectionPool {
         module: &'static str,
         user: Use<'_>,
     ) -> Result<RedisClient, PoolError> {
-        match self.client(name, module, "redis", user)? {
+        match self.client(name, module, "redis", Some(user))? {
             Client::Redis(client) => Ok(client),
             _ => Err(self.mismatch(name, module, "redis")),
         }
@@ -365,7 +426,7 @@ impl ConnectionPool {
         module: &'static str,
         user: Use<'_>,
     ) -> Result<HttpClient, PoolError> {
-        match self.client(name, module, "http", user)? {
+        match self.client(name, module, "http", Some(user))? {
             Client::Http(client) => Ok(client),
             _ => Err(self.mismatch(name, module, "http")),
         }
@@ -378,9 +439,18 @@ impl ConnectionPool {
         module: &'static str,
         user: Use<'_>,
     ) -> Result<ChannelClient, PoolError> {
-        match self.client(name, module, "connect", user)? {
+        match self.client(name, module, "connect", Some(user))? {
             Client::Connect(client) => Ok(client),
             _ => Err(self.mismatch(name, module, "connect")),
+        }
+    }
+
+    /// The queue of channel `name`, for the router's own use (a connector's link, the long
+    /// poll, the retention sweep, a replay): no namespace's rules apply.
+    pub fn queue(&self, name: &ConnectionName) -> Result<ChannelQueue, PoolError> {
+        match self.client(name, "connect", "connect", None)? {
+            Client::Connect(client) => Ok(client.queue),
+            _ => Err(self.mismatch(name, "connect", "connect")),
         }
     }
 

@@ -13,7 +13,7 @@
 //! of the channel's `token_sha256`; a token in the query is refused. A removed hash closes its
 //! token's streams within [`RECHECK`].
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{error::ApiError, AppState};
 use crate::{
-    config::{connection::ConnectConnection, Connection},
-    connect::{wire, Channel, Channels, Header},
+    config::Connection,
+    connect::{wire, ChannelReport, Header},
+    connections::{ChannelQueue, PoolError},
     keys::ConnectionName,
 };
 
@@ -51,21 +52,35 @@ const DEFAULT_WAIT_MS: u64 = 25_000;
 pub const CLOSE_BAD_TOKEN: u16 = 4401;
 pub const CLOSE_UNKNOWN_CHANNEL: u16 = 4404;
 pub const CLOSE_PROTOCOL: u16 = 4400;
+/// The link's lease lapsed (a Redis-kept channel's, not renewed in time): reconnect.
+pub const CLOSE_LEASE_LOST: u16 = 4409;
+/// How long `/status` waits for a Redis-kept channel's numbers.
+const REPORT_WITHIN: Duration = Duration::from_secs(1);
 
 /// Query names that would carry a credential: refused, so that a token never lands in an
 /// access log.
 const TOKEN_PARAMS: &[&str] = &["token", "access_token", "auth", "authorization", "key"];
 
-/// Every channel's report (the channels configured, and those that still hold messages).
-pub fn reports(state: &AppState) -> Vec<crate::connect::ChannelReport> {
-    let Some(channels) = state.pool.channels() else {
-        return Vec::new();
-    };
+/// Every channel's report: the channels configured, and those of this instance's file that
+/// still hold messages.
+pub async fn reports(state: &AppState) -> Vec<ChannelReport> {
     let now = now_ms();
-    let mut all: Vec<_> = channels.all().iter().map(|c| c.report(now)).collect();
-    for name in state.pool.names_of("connect") {
-        if !all.iter().any(|r| r.channel == name.as_str()) {
-            all.push(channels.channel(name.as_str()).report(now));
+    let names = state.pool.names_of("connect");
+    let configured = names.iter().map(|name| async move {
+        let report = match state.pool.queue(name) {
+            Ok(queue) => tokio::time::timeout(REPORT_WITHIN, queue.report(now))
+                .await
+                .map_err(|_| "its store did not answer within 1 s".to_owned()),
+            Err(error) => Err(error.to_string()),
+        };
+        report.unwrap_or_else(|error| ChannelReport::unavailable(name.as_str(), error))
+    });
+    let mut all = futures_util::future::join_all(configured).await;
+    if let Some(channels) = state.pool.channels() {
+        for channel in channels.all() {
+            if !all.iter().any(|r| r.channel == channel.name) {
+                all.push(channel.report(now));
+            }
         }
     }
     all.sort_by(|a, b| a.channel.cmp(&b.channel));
@@ -76,24 +91,37 @@ pub fn reports(state: &AppState) -> Vec<crate::connect::ChannelReport> {
 enum Refusal {
     Unauthorized,
     UnknownChannel,
+    /// Configured, but its queue cannot be had (no `SPOOL_DIR`, a store that is not Redis).
+    Unavailable(String),
 }
 
-/// The channel and its config, if `req`'s bearer token opens it.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Unauthorized => ApiError::ConnectUnauthorized,
+            Refusal::UnknownChannel => ApiError::UnknownChannel,
+            Refusal::Unavailable(why) => ApiError::ChannelUnavailable(why),
+        }
+    }
+}
+
+/// The channel's queue, if `req`'s bearer token opens it.
 fn open(
     state: &AppState,
     req: &HttpRequest,
     name: &ConnectionName,
-) -> Result<(Arc<ConnectConnection>, Arc<Channel>, Channels), Refusal> {
-    let config = match state.pool.config(name).as_deref() {
-        Some(Connection::Connect(c)) => Arc::new(c.clone()),
+) -> Result<ChannelQueue, Refusal> {
+    let admits = match state.pool.config(name).as_deref() {
+        Some(Connection::Connect(c)) => bearer(req).is_some_and(|token| c.admits(token)),
         _ => return Err(Refusal::UnknownChannel),
     };
-    let channels = state.pool.channels().ok_or(Refusal::UnknownChannel)?;
-    let token = bearer(req).ok_or(Refusal::Unauthorized)?;
-    if !config.admits(token) {
+    if !admits {
         return Err(Refusal::Unauthorized);
     }
-    Ok((config, channels.channel(name.as_str()), channels.clone()))
+    state.pool.queue(name).map_err(|error| match error {
+        PoolError::Missing { .. } | PoolError::Mismatch { .. } => Refusal::UnknownChannel,
+        other => Refusal::Unavailable(other.to_string()),
+    })
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -147,28 +175,23 @@ pub async fn messages(
     let poll = web::Query::<Poll>::from_query(req.query_string())
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?
         .into_inner();
-    let (_, channel, channels) = open(&state, &req, &name).map_err(|refusal| match refusal {
-        Refusal::Unauthorized => ApiError::ConnectUnauthorized,
-        Refusal::UnknownChannel => ApiError::UnknownChannel,
-    })?;
-    let after = poll.after.unwrap_or(channel.counts().acked);
+    let queue = open(&state, &req, &name)?;
+    let unavailable = |e: crate::connect::ChannelError| ApiError::ChannelUnavailable(e.to_string());
+    let after = match poll.after {
+        Some(after) => after,
+        None => queue.acked().await.map_err(unavailable)?,
+    };
     let max = poll
         .max
         .unwrap_or(DEFAULT_POLL_MESSAGES)
         .clamp(1, MAX_POLL_MESSAGES);
     let wait = Duration::from_millis(poll.wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
-    channels
-        .ack(Arc::clone(&channel), after)
+    queue.ack(after).await.map_err(unavailable)?;
+    let _ = tokio::time::timeout(wait, queue.wait_past(after)).await;
+    let read = queue
+        .read(after, max, READ_BYTES)
         .await
-        .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))?;
-    let _ = tokio::time::timeout(wait, channel.wait_past(after)).await;
-    let read = {
-        let (channels, channel) = (channels.clone(), Arc::clone(&channel));
-        tokio::task::spawn_blocking(move || channels.read(&channel, after, max, READ_BYTES))
-            .await
-            .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))?
-            .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))?
-    };
+        .map_err(unavailable)?;
     let mut messages = Vec::with_capacity(read.len());
     for stored in &read {
         let (header, body) = Header::parse(&stored.frame)
@@ -178,11 +201,10 @@ pub async fn messages(
             body_base64: base64::engine::general_purpose::STANDARD.encode(body),
         });
     }
-    let counts = channel.counts();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "channel": name.as_str(),
-        "head": counts.head,
-        "acked": counts.acked,
+        "head": queue.head().await.map_err(unavailable)?,
+        "acked": queue.acked().await.map_err(unavailable)?,
         "messages": messages,
     })))
 }
@@ -222,12 +244,13 @@ pub async fn stream(
         .peer_addr()
         .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     actix_web::rt::spawn(async move {
-        let (channel, channels) = match opened {
-            Ok((_, channel, channels)) => (channel, channels),
+        let queue = match opened {
+            Ok(queue) => queue,
             Err(refusal) => {
                 let (code, why) = match refusal {
                     Refusal::Unauthorized => (CLOSE_BAD_TOKEN, "bad token"),
                     Refusal::UnknownChannel => (CLOSE_UNKNOWN_CHANNEL, "unknown channel"),
+                    Refusal::Unavailable(_) => (1011, "channel store unavailable"),
                 };
                 let _ = session.close(Some(close(code, why))).await;
                 return;
@@ -237,8 +260,7 @@ pub async fn stream(
             state,
             name,
             token,
-            channel,
-            channels,
+            queue,
             holder: format!("{peer}#{}", uuid::Uuid::new_v4().simple()),
         };
         link.serve(session, stream).await;
@@ -258,30 +280,14 @@ struct Link {
     state: web::Data<AppState>,
     name: ConnectionName,
     token: String,
-    channel: Arc<Channel>,
-    channels: Channels,
+    queue: ChannelQueue,
     holder: String,
-}
-
-/// Frees a channel's lease when its holder's link ends, however it ends.
-struct Held<'a>(&'a Channel, &'a str);
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        let mut lease = self
-            .0
-            .lease
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if lease.as_ref().is_some_and(|l| l.holder == self.1) {
-            *lease = None;
-        }
-    }
 }
 
 impl Link {
     async fn serve(self, mut session: actix_ws::Session, mut stream: actix_ws::MessageStream) {
         let ended = self.run(&mut session, &mut stream).await;
+        self.queue.release(&self.holder).await;
         let reason = match ended {
             Ended::Gone => return,
             Ended::Close(code, why) => close(code, why),
@@ -290,21 +296,16 @@ impl Link {
         let _ = session.close(Some(reason)).await;
     }
 
-    /// Takes the lease if it is free.
-    fn try_lease(&self) -> bool {
-        let mut lease = self
-            .channel
-            .lease
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if lease.is_some() {
-            return false;
-        }
-        *lease = Some(crate::connect::store::Lease {
-            holder: self.holder.clone(),
-            since_ms: now_ms(),
-        });
-        true
+    /// Takes the lease if it is free, keeps it if this link has it; `false` when another
+    /// link has it, or the store does not answer.
+    async fn lease(&self) -> bool {
+        self.queue
+            .lease(&self.holder)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(channel = %self.name, %error, "Channel lease not taken.");
+                false
+            })
     }
 
     async fn run(
@@ -331,7 +332,7 @@ impl Link {
         let mut last_heard = tokio::time::Instant::now();
         let mut last_ping = tokio::time::Instant::now();
         // Standby until the lease is free.
-        if !self.try_lease() {
+        if !self.lease().await {
             if session.text(r#"{"type":"standby"}"#).await.is_err() {
                 return Ended::Gone;
             }
@@ -352,50 +353,44 @@ impl Link {
                 if let Some(ended) = self.heartbeat(session, &mut last_ping, last_heard).await {
                     return ended;
                 }
-                if self.try_lease() {
+                if self.lease().await {
                     break;
                 }
             }
         }
-        let _held = Held(&self.channel, &self.holder);
         if session.text(r#"{"type":"active"}"#).await.is_err() {
             return Ended::Gone;
         }
         // What the connector has is acknowledged.
-        if self
-            .channels
-            .ack(Arc::clone(&self.channel), have)
-            .await
-            .is_err()
-        {
+        if self.queue.ack(have).await.is_err() {
             return Ended::Close(1011, "channel store unavailable");
         }
-        let mut sent = have.max(self.channel.counts().acked);
+        let Ok(acked_before) = self.queue.acked().await else {
+            return Ended::Close(1011, "channel store unavailable");
+        };
+        let mut sent = have.max(acked_before);
         let mut acked = sent;
         loop {
             // Send what is there, within the credit.
             let window = (acked + credit).saturating_sub(sent);
-            if window > 0 && self.channel.counts().head > sent {
-                let (channels, channel) = (self.channels.clone(), Arc::clone(&self.channel));
+            if window > 0 {
                 let max = usize::try_from(window.min(1000)).unwrap_or(1000);
-                let read = tokio::task::spawn_blocking(move || {
-                    channels.read(&channel, sent, max, READ_BYTES)
-                })
-                .await;
-                let Ok(Ok(read)) = read else {
+                let Ok(read) = self.queue.read(sent, max, READ_BYTES).await else {
                     return Ended::Close(1011, "channel store unavailable");
                 };
-                for stored in read {
-                    if session.binary(stored.frame).await.is_err() {
-                        return Ended::Gone;
+                if !read.is_empty() {
+                    for stored in read {
+                        if session.binary(stored.frame).await.is_err() {
+                            return Ended::Gone;
+                        }
+                        sent = stored.seq;
                     }
-                    sent = stored.seq;
+                    continue;
                 }
-                continue;
             }
             let wait_for_more = async {
                 if window > 0 {
-                    self.channel.wait_past(sent).await;
+                    self.queue.wait_past(sent).await;
                 } else {
                     std::future::pending::<()>().await;
                 }
@@ -409,6 +404,10 @@ impl Link {
                     if let Some(ended) = self.heartbeat(session, &mut last_ping, last_heard).await {
                         return ended;
                     }
+                    // A Redis-kept lease lapses unless renewed.
+                    if !self.lease().await {
+                        return Ended::Close(CLOSE_LEASE_LOST, "lease lost");
+                    }
                 }
                 said = stream.recv() => {
                     last_heard = tokio::time::Instant::now();
@@ -417,7 +416,7 @@ impl Link {
                             Ok(Said::Ack { upto }) => {
                                 let upto = upto.min(sent);
                                 if upto > acked {
-                                    if self.channels.ack(Arc::clone(&self.channel), upto).await.is_err() {
+                                    if self.queue.ack(upto).await.is_err() {
                                         return Ended::Close(1011, "channel store unavailable");
                                     }
                                     acked = upto;

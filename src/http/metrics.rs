@@ -42,7 +42,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         since_last_event: (heard > 0).then(|| unix_ms().saturating_sub(heard) as f64 / 1_000.0),
         skipped_now: stats.skipped.len(),
         spool,
-        channels: super::connect::reports(&state),
+        channels: super::connect::reports(&state).await,
     };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -163,12 +163,14 @@ pub async fn purge(
 
 /// A channel's dead letters back at its end.
 async fn replay_channel(state: &AppState, name: &str) -> Result<u64, ApiError> {
-    let channels = state.pool.channels().ok_or(ApiError::SpoolOff)?;
-    if !channels.all().iter().any(|c| c.name == name) {
-        return Err(ApiError::UnknownChannel);
-    }
-    channels
-        .replay(channels.channel(name), crate::spool::now_ms())
+    let name = crate::keys::ConnectionName::parse(name).map_err(|_| ApiError::UnknownChannel)?;
+    let queue = state.pool.queue(&name).map_err(|error| match error {
+        crate::connections::PoolError::Missing { .. }
+        | crate::connections::PoolError::Mismatch { .. } => ApiError::UnknownChannel,
+        other => ApiError::ChannelUnavailable(other.to_string()),
+    })?;
+    queue
+        .replay(crate::spool::now_ms())
         .await
         .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))
 }

@@ -53,7 +53,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             "skipped": skipped,
             "connections": connections,
             "spool": spool,
-            "channels": super::connect::reports(&state),
+            "channels": super::connect::reports(&state).await,
             "counters": {
                 "events_applied": stats.events_applied.load(Ordering::Relaxed),
                 "invalid_entries": stats.invalid_entries.load(Ordering::Relaxed),

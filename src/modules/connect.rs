@@ -1,5 +1,6 @@
-//! The `connect` module: stores the request in a channel (connector mode), numbered and on
-//! disk, for a connector in a private network to pull. It returns once the message is durable;
+//! The `connect` module: stores the request in a channel (connector mode), numbered and
+//! durable (on this instance's disk, or in the fleet's Redis), for a connector in a private
+//! network to pull. It returns once the message is durable;
 //! the request is then answered 202 `stored`.
 
 use super::{rfc3339, Delivery, DeliveryError, Module};
@@ -54,14 +55,8 @@ impl Module for ConnectModule {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         client
-            .channels
-            .append(
-                client.channel,
-                client.max_bytes,
-                received_ms,
-                header,
-                delivery.body.clone(),
-            )
+            .queue
+            .append(client.max_bytes, received_ms, header, delivery.body.clone())
             .await
             .map(drop)
             .map_err(|error| match error {

@@ -437,11 +437,27 @@ async fn expired_messages_are_dead_letters_and_replay_brings_them_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut edge = channel(&[TOKEN], None);
     edge["retention_seconds"] = json!(1);
-    let router = router(dir.path(), edge).await;
+    expire_and_replay(&router(dir.path(), edge).await).await;
+}
+
+#[tokio::test]
+async fn a_redis_kept_channel_expires_and_replays_the_same_way() {
+    let store = crate::support::Redis::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = channel(&[TOKEN], None);
+    edge["retention_seconds"] = json!(1);
+    let router = fleet_router(dir.path(), &store, edge).await;
+    expire_and_replay(&router).await;
+    assert_eq!(channel_report(&router, "edge").await["store"], "redis");
+}
+
+/// Three messages of channel `edge` (retention 1 s) become dead letters, counted in `/status`
+/// and `/metrics`; `spool replay --channel` puts them back under new numbers.
+async fn expire_and_replay(router: &Router) {
     for i in 1..=3 {
-        assert_eq!(push(&router, &format!("{{\"n\":{i}}}"), "d").await.0, 202);
+        assert_eq!(push(router, &format!("{{\"n\":{i}}}"), "d").await.0, 202);
     }
-    let report = || channel_report(&router, "edge");
+    let report = || channel_report(router, "edge");
     wait_until(Duration::from_secs(15), "the three expired", || async {
         report().await["dead_letters"] == 3
     })
@@ -477,7 +493,7 @@ async fn expired_messages_are_dead_letters_and_replay_brings_them_back() {
     );
     let printed: Value = serde_json::from_slice(&replay.stdout).unwrap();
     assert_eq!(printed["replayed"], 3);
-    let (_, polled) = poll(&router, "after=3&wait_ms=0", TOKEN).await;
+    let (_, polled) = poll(router, "after=3&wait_ms=0", TOKEN).await;
     assert_eq!(seqs(&polled), [4, 5, 6]);
     let bodies: Vec<Vec<u8>> = polled["messages"]
         .as_array()
@@ -488,11 +504,11 @@ async fn expired_messages_are_dead_letters_and_replay_brings_them_back() {
     assert_eq!(bodies, [&b"{\"n\":1}"[..], b"{\"n\":2}", b"{\"n\":3}"]);
 }
 
-/// A private router pulling `edge` from `public` into a Redis stream: its `gh` entry checks
+/// A private router pulling `edge` from the public router on `public_port` into a Redis stream: its `gh` entry checks
 /// GitHub's signature itself and writes to `stream`.
 fn private_router(
     dir: &std::path::Path,
-    public: &Router,
+    public_port: u16,
     redis: &crate::support::Redis,
     webhooks: Value,
     protocol: &str,
@@ -500,7 +516,7 @@ fn private_router(
     let connection: Value = serde_json::from_str(&redis.connection()).unwrap();
     write_json(dir, "connections.json", &json!({"r": connection}));
     write_json(dir, "webhooks.json", &webhooks);
-    start_connector(dir, public.port, protocol, None)
+    start_connector(dir, public_port, protocol, None)
 }
 
 /// The private router of `dir` pulling `edge` from the public router on `public_port`
@@ -542,7 +558,7 @@ async fn relays_through_a_private_router(protocol: &str) {
     }
     let mut private = private_router(
         private_dir.path(),
-        &public,
+        public.port,
         &redis,
         json!({"gh": stream_entry(&stream)}),
         protocol,
@@ -700,7 +716,7 @@ async fn five_thousand_webhooks_wait_for_an_offline_private_side_and_arrive_once
     eprintln!("5000 webhooks stored in {:?}", started.elapsed());
     let private = private_router(
         private_dir.path(),
-        &public,
+        public.port,
         &redis,
         json!({"gh": stream_entry(&stream)}),
         "websocket",
@@ -747,7 +763,7 @@ async fn sigkills_of_either_side_lose_no_accepted_webhook() {
     let port = public.port;
     let mut private = private_router(
         private_dir.path(),
-        &public,
+        public.port,
         &redis,
         json!({"gh": stream_entry(&stream)}),
         "websocket",
@@ -863,4 +879,159 @@ async fn sigkills_of_either_side_lose_no_accepted_webhook() {
         first.windows(2).all(|w| w[0] < w[1]),
         "in the channel's order"
     );
+}
+
+/// A public router of a fleet: channel `edge` (`edge` as given) kept in `store`'s Redis (shared by every
+/// instance), webhook `gh` delivering to it.
+async fn fleet_router(
+    dir: &std::path::Path,
+    store: &crate::support::Redis,
+    mut edge: Value,
+) -> Router {
+    edge["store"] = json!({"connection": "store"});
+    let store: Value = serde_json::from_str(&store.connection()).unwrap();
+    write_json(
+        dir,
+        "connections.json",
+        &json!({"store": store, "edge": edge}),
+    );
+    write_json(
+        dir,
+        "webhooks.json",
+        &json!({"gh": {"module": "connect", "connection": "edge",
+                       "hmac": {"provider": "github", "secret": SECRET}}}),
+    );
+    let router = Router::start(dir, &[]);
+    router.wait_ready().await;
+    router
+}
+
+/// Two public instances share a Redis-kept channel: webhooks taken by either are numbered in
+/// one sequence; the connector, behind a load balancer, pulls from one, then from the other
+/// when the first dies (its lease lapses in Redis), and every webhook is delivered once, in
+/// the channel's order.
+#[tokio::test]
+async fn two_public_instances_share_a_redis_kept_channel_and_the_connector_fails_over() {
+    let (store, local) = tokio::join!(
+        crate::support::Redis::start(),
+        crate::support::Redis::start()
+    );
+    let stream = crate::unique!("fleet");
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let (mut a, b) = tokio::join!(
+        fleet_router(dirs[0].path(), &store, channel(&[TOKEN], None)),
+        fleet_router(dirs[1].path(), &store, channel(&[TOKEN], None))
+    );
+    // The load balancer in front of the fleet, as the connector sees it.
+    let balancer = crate::support::proxy::Proxy::start(a.port).await;
+    let bodies: Vec<String> = (1..=60).map(|i| format!("{{\"n\":{i}}}")).collect();
+    // Webhooks alternate between the instances, before the connector is there.
+    for (i, body) in bodies[..20].iter().enumerate() {
+        let instance = if i % 2 == 0 { &a } else { &b };
+        let (status, answer) = push(instance, body, &format!("d-{i}")).await;
+        assert_eq!((status, answer["status"].as_str()), (202, Some("stored")));
+    }
+    let report = channel_report(&b, "edge").await;
+    assert_eq!(
+        (&report["store"], &report["head"], &report["depth"]),
+        (&json!("redis"), &json!(20), &json!(20)),
+        "{report}"
+    );
+    let private = private_router(
+        dirs[2].path(),
+        balancer.port,
+        &local,
+        json!({"gh": stream_entry(&stream)}),
+        "websocket",
+    );
+    private.wait_ready().await;
+    let delivered = |n: usize| {
+        let (local, stream) = (&local, &stream);
+        async move { local.stream_payloads(stream).await.len() >= n }
+    };
+    for (i, body) in bodies[20..40].iter().enumerate() {
+        let instance = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(push(instance, body, &format!("d-{}", i + 20)).await.0, 202);
+    }
+    wait_until(Duration::from_secs(20), "40 delivered through A", || {
+        delivered(40)
+    })
+    .await;
+    // Both instances see one lease holder and the acknowledgements.
+    let (on_a, on_b) = (
+        channel_report(&a, "edge").await,
+        channel_report(&b, "edge").await,
+    );
+    assert_eq!(on_a["lease_holder"], on_b["lease_holder"]);
+    assert_eq!(on_b["connected"], true, "{on_b}");
+
+    // A dies with the lease; the balancer sends new connections to B.
+    a.kill();
+    balancer.retarget(b.port);
+    let killed = Instant::now();
+    for (i, body) in bodies[40..].iter().enumerate() {
+        assert_eq!(push(&b, body, &format!("d-{}", i + 40)).await.0, 202);
+    }
+    wait_until(
+        Duration::from_secs(40),
+        "every webhook delivered through B",
+        || delivered(60),
+    )
+    .await;
+    let failover = killed.elapsed();
+    eprintln!("failover to B, backlog delivered: {failover:?}");
+    // Within twice the heartbeat (10 s): the lease lapses in 6 s.
+    assert!(failover < Duration::from_secs(20), "{failover:?}");
+    assert_eq!(
+        local.stream_payloads(&stream).await,
+        bodies,
+        "once each, in sequence order"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "B has every message acknowledged",
+        || async { channel_report(&b, "edge").await["acked"] == 60 },
+    )
+    .await;
+    let report = channel_report(&b, "edge").await;
+    assert_eq!(
+        (&report["depth"], &report["bytes"]),
+        (&json!(0), &json!(0)),
+        "{report}"
+    );
+}
+
+/// A Redis that may lose a write (no `appendfsync always`) keeps no channel: its webhooks are
+/// refused (503) rather than answered 202 and lost.
+#[tokio::test]
+async fn a_redis_that_does_not_fsync_every_write_keeps_no_channel() {
+    let store = crate::support::Redis::start().await;
+    let mut conn = store.conn().await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("everysec")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let router = fleet_router(dir.path(), &store, channel(&[TOKEN], None)).await;
+    let (status, answer) = push(&router, "{}", "d-1").await;
+    assert_eq!(status, 503, "{answer}");
+    let log = router.logs();
+    assert!(log.contains("appendfsync always"), "{log}");
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("always")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Asked again within 10 s.
+    wait_until(
+        Duration::from_secs(15),
+        "taken once Redis fsyncs",
+        || async { push(&router, "{}", "d-2").await.0 == 202 },
+    )
+    .await;
 }

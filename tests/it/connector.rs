@@ -1035,3 +1035,273 @@ async fn a_redis_that_does_not_fsync_every_write_keeps_no_channel() {
     )
     .await;
 }
+
+/// Signs each message with the providers' own libraries: `@octokit/webhooks-methods` for
+/// GitHub, `stripe` (node) for Stripe.
+const SDK_SIGN: &str = r#"
+import { sign } from "@octokit/webhooks-methods";
+import Stripe from "stripe";
+let input = "";
+for await (const chunk of process.stdin) input += chunk;
+const c = JSON.parse(input);
+const stripe = new Stripe("sk_test_unused");
+const out = [];
+for (const m of c.messages) {
+  out.push(m.provider === "github"
+    ? await sign(c.github_secret, m.body)
+    : stripe.webhooks.generateTestHeaderString({ payload: m.body, secret: c.stripe_secret }));
+}
+console.log(JSON.stringify(out));
+"#;
+
+/// Bodies cross the channel byte for byte: GitHub and Stripe signatures made by the providers'
+/// SDKs verify again on the private side (the public side checks GitHub's only). A Stripe
+/// signature that does not match is taken by the public side and refused by the private one:
+/// a dead letter of the inbox, never delivered.
+#[tokio::test]
+async fn sdk_signatures_verify_again_on_the_private_side() {
+    const STRIPE_SECRET: &str = "whsec_connector_test";
+    let redis = crate::support::Redis::start().await;
+    let (gh_stream, stripe_stream) = (crate::unique!("gh"), crate::unique!("stripe"));
+    let (public_dir, private_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_json(
+        public_dir.path(),
+        "connections.json",
+        &json!({"edge": channel(&[TOKEN], None)}),
+    );
+    write_json(
+        public_dir.path(),
+        "webhooks.json",
+        &json!({
+            "gh": {"module": "connect", "connection": "edge",
+                   "hmac": {"provider": "github", "secret": SECRET}},
+            "stripe": {"module": "connect", "connection": "edge"},
+        }),
+    );
+    let public = Router::start(public_dir.path(), &[]);
+    public.wait_ready().await;
+    let private = private_router(
+        private_dir.path(),
+        public.port,
+        &redis,
+        json!({
+            "gh": stream_entry(&gh_stream),
+            "stripe": {"module": "redis_stream", "connection": "r",
+                       "module-config": {"stream": stripe_stream},
+                       "hmac": {"provider": "stripe", "secret": STRIPE_SECRET}},
+        }),
+        "websocket",
+    );
+    private.wait_ready().await;
+    // Bodies a re-encoding would change: escapes, non-ASCII, CRLF, spacing, a trailing newline.
+    let bodies = [
+        (
+            "github",
+            "{\"ref\":\"refs/heads/main\",\"msg\":\"caf\u{e9} \\u00e9 \\/ \u{1f680}\"}\n",
+        ),
+        (
+            "stripe",
+            "{\n  \"id\": \"evt_1\",\r\n  \"amount\": 1.50,\"name\":\"Zo\u{eb}\"  }",
+        ),
+        ("github", "{ \"zero\" : 0.0e0 , \"list\":[1,2 ,3]}"),
+        (
+            "stripe",
+            "{\"id\":\"evt_2\",\"data\":{\"object\":{\"note\":\"\\\"quoted\\\"\"}}}",
+        ),
+    ];
+    let node =
+        crate::support::sdk::node_with(&["@octokit/webhooks-methods@6.0.0", "stripe@23.2.0"]);
+    let messages: Vec<Value> = bodies
+        .iter()
+        .map(|(provider, body)| json!({"provider": provider, "body": body}))
+        .collect();
+    let signatures: Vec<String> = serde_json::from_str(&crate::support::sdk::run_node(
+        &node,
+        SDK_SIGN,
+        &json!({"messages": messages, "github_secret": SECRET, "stripe_secret": STRIPE_SECRET})
+            .to_string(),
+    ))
+    .unwrap();
+    let send = |provider: &str, body: &str, signature: &str| {
+        let request = client().post(public.url(&format!(
+            "/webhook/{}",
+            if provider == "github" { "gh" } else { "stripe" }
+        )));
+        let request = if provider == "github" {
+            request
+                .header("x-github-event", "push")
+                .header("x-hub-signature-256", signature)
+        } else {
+            request.header("stripe-signature", signature)
+        };
+        request
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+    };
+    for ((provider, body), signature) in bodies.iter().zip(&signatures) {
+        let response = send(provider, body, signature).await.unwrap();
+        assert_eq!(response.status().as_u16(), 202, "{provider}: {body}");
+    }
+    // A forged Stripe request: the public side does not check Stripe's signature, the
+    // private side does.
+    let forged = send("stripe", r#"{"id":"evt_forged"}"#, &signatures[1])
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 202);
+
+    let expected = |provider: &str| -> Vec<String> {
+        bodies
+            .iter()
+            .filter(|(p, _)| *p == provider)
+            .map(|(_, b)| (*b).to_owned())
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "both providers' messages delivered",
+        || async {
+            redis.stream_payloads(&gh_stream).await.len() == 2
+                && redis.stream_payloads(&stripe_stream).await.len() == 2
+        },
+    )
+    .await;
+    assert_eq!(redis.stream_payloads(&gh_stream).await, expected("github"));
+    assert_eq!(
+        redis.stream_payloads(&stripe_stream).await,
+        expected("stripe")
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the forged one is a dead letter",
+        || async { channel_report(&private, "inbox:edge").await["dead_letters"] == 1 },
+    )
+    .await;
+    assert_eq!(redis.stream_payloads(&stripe_stream).await.len(), 2);
+}
+
+/// The private side reads its routes from its own etcd (`CONNECTOR_ETCD_*`), under
+/// `CONNECTOR_NAMESPACE`: a change made there mid-stream applies to the next message, and a
+/// message whose key does not exist yet waits (`no_route`) until it does.
+#[tokio::test]
+async fn the_private_sides_etcd_routes_live_mid_stream() {
+    let redis = crate::support::Redis::start().await;
+    let etcd = crate::support::Etcd::start().await;
+    let prefix = format!("/{}/", crate::unique!("private"));
+    let (first, second, late) = (
+        crate::unique!("first"),
+        crate::unique!("second"),
+        crate::unique!("late"),
+    );
+    let entry = |stream: &str| stream_entry(stream).to_string();
+    etcd.put(
+        &format!("{prefix}global/connections/r"),
+        &redis.connection(),
+    )
+    .await;
+    etcd.put(&format!("{prefix}factory/webhooks/gh"), &entry(&first))
+        .await;
+    let (public_dir, private_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_json(
+        public_dir.path(),
+        "connections.json",
+        &json!({"edge": channel(&[TOKEN], None)}),
+    );
+    write_json(
+        public_dir.path(),
+        "webhooks.json",
+        &json!({
+            "gh": {"module": "connect", "connection": "edge",
+                   "hmac": {"provider": "github", "secret": SECRET}},
+            "late": {"module": "connect", "connection": "edge"},
+        }),
+    );
+    let public = Router::start(public_dir.path(), &[]);
+    public.wait_ready().await;
+    let endpoint = etcd.endpoint();
+    let (host, port) = endpoint
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{}/connect/v1/edge", public.port);
+    let private = Router::start(
+        private_dir.path(),
+        &[
+            ("CONNECTOR_URL", url.as_str()),
+            ("CONNECTOR_TOKEN", TOKEN),
+            ("CONNECTOR_ALLOW_INSECURE", "true"),
+            ("CONNECTOR_ETCD_HOST", host),
+            ("CONNECTOR_ETCD_PORT", port),
+            ("CONNECTOR_ETCD_PREFIX", prefix.as_str()),
+            ("CONNECTOR_NAMESPACE", "factory"),
+        ],
+    );
+    private.wait_ready().await;
+    for n in 1..=3 {
+        assert_eq!(push(&public, &format!("{{\"n\":{n}}}"), "d").await.0, 202);
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "three delivered to the first stream",
+        || async { redis.stream_payloads(&first).await.len() == 3 },
+    )
+    .await;
+    // The route changes in the private etcd while the link stays up.
+    let revision = etcd
+        .put(&format!("{prefix}factory/webhooks/gh"), &entry(&second))
+        .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the private side applied the change",
+        || async {
+            crate::support::get_json(&private.base(), "/status").await["revision"]
+                .as_i64()
+                .is_some_and(|r| r >= revision)
+        },
+    )
+    .await;
+    for n in 4..=5 {
+        assert_eq!(push(&public, &format!("{{\"n\":{n}}}"), "d").await.0, 202);
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the next ones delivered to the second stream",
+        || async { redis.stream_payloads(&second).await.len() == 2 },
+    )
+    .await;
+    assert_eq!(
+        redis.stream_payloads(&first).await,
+        ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]
+    );
+    assert_eq!(
+        redis.stream_payloads(&second).await,
+        ["{\"n\":4}", "{\"n\":5}"]
+    );
+
+    // No private key for `late` yet: the message waits, and is delivered once the key exists.
+    let response = client()
+        .post(public.url("/webhook/late"))
+        .body(r#"{"late":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    wait_until(Duration::from_secs(10), "waiting as no_route", || async {
+        channel_report(&private, "inbox:edge").await["no_route"] == 1
+    })
+    .await;
+    etcd.put(
+        &format!("{prefix}factory/webhooks/late"),
+        &json!({"module": "redis_stream", "connection": "r",
+                "module-config": {"stream": late}})
+        .to_string(),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the waiting message delivered",
+        || async { redis.stream_payloads(&late).await == [r#"{"late":1}"#] },
+    )
+    .await;
+    assert_eq!(channel_report(&private, "inbox:edge").await["no_route"], 0);
+}

@@ -1305,3 +1305,89 @@ async fn the_private_sides_etcd_routes_live_mid_stream() {
     .await;
     assert_eq!(channel_report(&private, "inbox:edge").await["no_route"], 0);
 }
+
+/// `VmRSS` of a process in MiB, from /proc.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
+
+/// The private side's destination is down: the connector still takes the channel (its spool
+/// holds the backlog), so the public side keeps nothing, on disk or in memory.
+#[tokio::test]
+async fn with_the_private_destination_down_the_private_spool_holds_the_backlog() {
+    const MESSAGES: usize = 3000;
+    const BODY: usize = 16 * 1024;
+    let mut redis = crate::support::Redis::start().await;
+    let stream = crate::unique!("down");
+    let (public_dir, private_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let public = router(public_dir.path(), channel(&[TOKEN], None)).await;
+    let private = private_router(
+        private_dir.path(),
+        public.port,
+        &redis,
+        json!({"gh": stream_entry(&stream)}),
+        "websocket",
+    );
+    private.wait_ready().await;
+    redis.kill();
+    let body = |n: usize| format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(BODY));
+    let send = |range: std::ops::Range<usize>| {
+        let public = &public;
+        futures_util::stream::iter(range)
+            .map(move |n| async move {
+                assert_eq!(push(public, &body(n), &format!("d-{n}")).await.0, 202);
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<()>>()
+    };
+    use futures_util::StreamExt as _;
+    let backlog = || async {
+        crate::support::get_json(&private.base(), "/health").await["spool"]["backlog"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Warm up, then measure.
+    send(0..300).await;
+    wait_until(
+        Duration::from_secs(60),
+        "the first 300 in the private spool",
+        || async { backlog().await >= 300 },
+    )
+    .await;
+    let before = rss_mib(public.pid());
+    send(300..MESSAGES).await;
+    wait_until(
+        Duration::from_secs(120),
+        "every message in the private spool",
+        || async { backlog().await >= MESSAGES as u64 },
+    )
+    .await;
+    let edge = channel_report(&public, "edge").await;
+    assert_eq!(
+        (&edge["acked"], &edge["depth"]),
+        (&json!(MESSAGES), &json!(0)),
+        "{edge}"
+    );
+    let after = rss_mib(public.pid());
+    eprintln!(
+        "public RSS {before} MiB -> {after} MiB while {} MiB passed through",
+        (MESSAGES - 300) * BODY >> 20
+    );
+    assert!(after <= before + 16, "{before} MiB -> {after} MiB");
+
+    // The destination back: the private spool delivers everything.
+    redis.restart().await;
+    wait_until(
+        Duration::from_secs(120),
+        "the backlog delivered",
+        || async { redis.stream_payloads(&stream).await.len() >= MESSAGES },
+    )
+    .await;
+}

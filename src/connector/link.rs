@@ -20,6 +20,11 @@ use crate::{
 const CREDIT: u64 = 1000;
 /// A link that hears nothing (not even a ping) for this long is given up and reconnected.
 const SILENT_FOR: Duration = Duration::from_secs(30);
+/// The server pings every 10 s and gives a link it has not heard from for 15 s to a standby.
+/// A connector that read nothing for longer than this (it was frozen, or its host paused)
+/// drops what is still buffered and reconnects: the server may have sent those messages to
+/// the standby already, and they come back from the inbox's head if it did not.
+const STALE_AFTER: Duration = Duration::from_secs(13);
 /// Acknowledge at least every this many messages, and whenever the inbox caught up.
 const ACK_EVERY: u64 = 256;
 /// A long poll's size and wait.
@@ -37,6 +42,8 @@ enum LinkError {
     Closed { code: u16, reason: String },
     #[error("the link went silent for {}s", SILENT_FOR.as_secs())]
     Silent,
+    #[error("nothing was read for {0:?}: what the link still holds may be a standby's by now")]
+    Stale(Duration),
     #[error("the link broke: {0}")]
     Broken(String),
     #[error("the public side sent something that is not a message: {0}")]
@@ -196,6 +203,7 @@ impl Link {
         let mut pending = FuturesOrdered::new();
         let mut durable = have;
         let mut acked = have;
+        let mut last_read = tokio::time::Instant::now();
         loop {
             let heard = tokio::select! {
                 heard = tokio::time::timeout(SILENT_FOR, socket.next()) => heard,
@@ -222,6 +230,11 @@ impl Link {
                 Ok(Some(Err(e))) => return Err(LinkError::Broken(e.to_string())),
                 Ok(Some(Ok(message))) => message,
             };
+            let gap = last_read.elapsed();
+            last_read = tokio::time::Instant::now();
+            if gap > STALE_AFTER {
+                return Err(LinkError::Stale(gap));
+            }
             match message {
                 Message::Binary(frame) => pending.push_back(self.keep(frame).await?),
                 Message::Text(text) => {

@@ -32,7 +32,9 @@ use crate::{
 const RECHECK: Duration = Duration::from_secs(1);
 /// How often the server pings; a link silent for [`DEAD_AFTER`] is closed (and its lease freed).
 const HEARTBEAT: Duration = Duration::from_secs(10);
-const DEAD_AFTER: Duration = Duration::from_secs(20);
+/// A pong missed, and then some: with the 1 s recheck a standby takes over within 16 s, inside
+/// twice the heartbeat.
+const DEAD_AFTER: Duration = Duration::from_secs(15);
 /// How long a connector has to say hello.
 const HELLO_WITHIN: Duration = Duration::from_secs(10);
 /// The largest frame a connector may send (its frames are small JSON).

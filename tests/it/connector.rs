@@ -1391,3 +1391,104 @@ async fn with_the_private_destination_down_the_private_spool_holds_the_backlog()
     )
     .await;
 }
+
+/// Two connector processes on one channel: one is active, the other waits as standby. The
+/// active one frozen (SIGSTOP: its connection stays open, it answers nothing), the server
+/// closes its link once it misses a pong, and the standby takes over within twice the
+/// heartbeat (20 s). Thawed, the first finds it read nothing for longer than the server waits,
+/// drops what its connection still held (sent to it, never acknowledged: the standby's now)
+/// and reconnects as standby. Nothing is lost, nothing delivered twice.
+#[tokio::test]
+async fn a_standby_connector_takes_over_from_a_frozen_one_within_twice_the_heartbeat() {
+    let redis = crate::support::Redis::start().await;
+    let stream = crate::unique!("failover");
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let public = router(dirs[0].path(), channel(&[TOKEN], None)).await;
+    let first = private_router(
+        dirs[1].path(),
+        public.port,
+        &redis,
+        json!({"gh": stream_entry(&stream)}),
+        "websocket",
+    );
+    first.wait_ready().await;
+    let bodies: Vec<String> = (1..=30).map(|i| format!("{{\"n\":{i}}}")).collect();
+    for body in &bodies[..10] {
+        assert_eq!(push(&public, body, "d").await.0, 202);
+    }
+    let delivered = || redis.stream_payloads(&stream);
+    wait_until(
+        Duration::from_secs(20),
+        "10 delivered by the first",
+        || async { delivered().await.len() == 10 },
+    )
+    .await;
+    let second = private_router(
+        dirs[2].path(),
+        public.port,
+        &redis,
+        json!({"gh": stream_entry(&stream)}),
+        "websocket",
+    );
+    second.wait_ready().await;
+    for body in &bodies[10..20] {
+        assert_eq!(push(&public, body, "d").await.0, 202);
+    }
+    wait_until(Duration::from_secs(20), "20 delivered", || async {
+        delivered().await.len() == 20
+    })
+    .await;
+    let inbox_head = |router: &Router| {
+        let base = router.base();
+        async move {
+            crate::support::get_json(&base, "/status").await["channels"]
+                .as_array()
+                .and_then(|all| all.iter().find(|c| c["channel"] == "inbox:edge").cloned())
+                .map_or(0, |inbox| inbox["head"].as_u64().unwrap_or(0))
+        }
+    };
+    assert_eq!(inbox_head(&first).await, 20, "the first is active");
+    assert_eq!(inbox_head(&second).await, 0, "the second is standby");
+
+    crate::support::send_signal(first.pid(), "-STOP");
+    let frozen = Instant::now();
+    for body in &bodies[20..] {
+        assert_eq!(push(&public, body, "d").await.0, 202);
+    }
+    wait_until(Duration::from_secs(30), "the standby delivers", || async {
+        delivered().await.len() == 30
+    })
+    .await;
+    let failover = frozen.elapsed();
+    eprintln!("standby took over and delivered after {failover:?}");
+    assert!(failover < Duration::from_secs(20), "{failover:?}");
+    crate::support::send_signal(first.pid(), "-CONT");
+    // The first, thawed, finds its link closed and waits as standby; nothing more arrives.
+    wait_until(Duration::from_secs(10), "the first reconnected", || async {
+        channel_report(&public, "edge").await["acked"] == 30
+    })
+    .await;
+    // Give the thawed one time to deliver what it read before its link closed.
+    wait_until(
+        Duration::from_secs(10),
+        "the thawed one settled its inbox",
+        || async {
+            crate::support::get_json(&first.base(), "/status").await["channels"]
+                .as_array()
+                .and_then(|all| all.iter().find(|c| c["channel"] == "inbox:edge").cloned())
+                .is_some_and(|inbox| inbox["depth"] == 0)
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the thawed one dropped its stale link",
+        || async { first.logs().contains("nothing was read for") },
+    )
+    .await;
+    let mut payloads = delivered().await;
+    payloads.sort();
+    let mut expected = bodies.clone();
+    expected.sort();
+    assert_eq!(payloads, expected, "each once");
+}

@@ -6,7 +6,8 @@
 //! reach Redis once it is back, with the process's RSS before, at full depth and after; then
 //! the spool's intake alone (Redis down, every request journaled and answered 202). The
 //! `relay` target is a connector-mode channel's intake (fsync per commit, 202); `BENCH_ONLY=relay`
-//! also times a connector draining `BENCH_DRAIN` of them.
+//! also times a connector draining `BENCH_DRAIN` of them. `relay_redis` is the intake of a channel
+//! kept in Redis, as a fleet shares it (one script per message, `appendfsync always`).
 //!
 //! Run with `make bench` (or `cargo bench --bench http_throughput`). Needs wrk, redis-server and
 //! tansu (`make deps`). `BENCH_SECONDS` (default 8) sets each run's length, `BENCH_ROUNDS`
@@ -36,7 +37,15 @@ use switchyard::{settings::LogFormat, startup::Application, telemetry};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CONNECTIONS: &str = "32";
-const TARGETS: [&str; 6] = ["log", "redis", "kafka", "http", "spooled", "relay"];
+const TARGETS: [&str; 7] = [
+    "log",
+    "redis",
+    "kafka",
+    "http",
+    "spooled",
+    "relay",
+    "relay_redis",
+];
 /// The channel's token in the relay runs (connector mode).
 const RELAY_TOKEN: &str = "bench-connector-token";
 
@@ -209,7 +218,9 @@ async fn main() {
         dir.path().join("connections.json"),
         json!({"r": redis_conn, "k": kafka_conn, "svc": http_conn,
                "edge": {"type": "connect", "max_bytes": 8u64 << 30,
-                        "token_sha256": [hex::encode(<sha2::Sha256 as sha2::Digest>::digest(RELAY_TOKEN))]}})
+                        "token_sha256": [hex::encode(<sha2::Sha256 as sha2::Digest>::digest(RELAY_TOKEN))]},
+               "fleet": {"type": "connect", "max_bytes": 8u64 << 30, "store": {"connection": "r"},
+                         "token_sha256": [hex::encode(<sha2::Sha256 as sha2::Digest>::digest(RELAY_TOKEN))]}})
         .to_string(),
     )
     .unwrap();
@@ -226,6 +237,7 @@ async fn main() {
             "drain": {"module": "redis_stream", "connection": "r",
                       "module-config": {"stream": "drain"}},
             "relay": {"module": "connect", "connection": "edge"},
+            "relay_redis": {"module": "connect", "connection": "fleet"},
         })
         .to_string(),
     )

@@ -127,6 +127,26 @@ pub fn etcd_entries(
 
 /// Validates every entry as the server would (sealed values opened with `keys`), plus
 /// cross-entry checks (connections named by webhooks must exist).
+/// Whether connection `store` of this config can keep a channel (it is a `redis` one).
+fn kept_in(
+    store: &str,
+    defined: &std::collections::HashMap<&ConnectionName, &std::sync::Arc<Connection>>,
+) -> Result<(), ConfigError> {
+    let found = ConnectionName::parse(store)
+        .ok()
+        .and_then(|name| defined.get(&name).map(|c| c.kind()));
+    match found {
+        Some("redis") => Ok(()),
+        Some(kind) => Err(ConfigError::Invalid(format!(
+            "`store.connection` `{store}` is a {kind} connection; a channel is kept in a redis one"
+        ))),
+        None => Err(ConfigError::Invalid(format!(
+            "`store.connection` `{store}` is not defined (the channel's webhooks would get 503 \
+             until it is)"
+        ))),
+    }
+}
+
 pub fn validate(entries: &[Entry], rules: Rules, keys: &Keyring, report: &mut Report) {
     let secrets = |key| Secrets::new(&process_env, keys, key);
     // Each entry is parsed once; connections first, so webhooks can be checked against them.
@@ -174,10 +194,24 @@ pub fn validate(entries: &[Entry], rules: Rules, keys: &Keyring, report: &mut Re
             (e, result)
         })
         .collect::<Vec<_>>();
-    let connections = connections
-        .into_iter()
-        .map(|(e, result)| (e, result.map(|_| ())));
-    for (entry, result) in connections.chain(webhooks) {
+    // A channel kept in Redis names a redis connection of this config.
+    let connections: Vec<_> = connections
+        .iter()
+        .map(|(e, result)| {
+            let result = match result {
+                Ok(connection) => match &**connection {
+                    Connection::Connect(channel) => channel
+                        .store
+                        .as_ref()
+                        .map_or(Ok(()), |store| kept_in(&store.connection, &defined)),
+                    _ => Ok(()),
+                },
+                Err(error) => Err(error.clone()),
+            };
+            (*e, result)
+        })
+        .collect();
+    for (entry, result) in connections.into_iter().chain(webhooks) {
         match result {
             Ok(()) => report.ok += 1,
             Err(reason) => report.problem(&entry.source, reason),

@@ -686,24 +686,58 @@ async fn a_private_router_pulls_the_channel_by_long_poll() {
     relays_through_a_private_router("long_poll").await;
 }
 
-/// 5,000 webhooks arrive while the private side is offline; all are answered 202, and once it
-/// starts every one is delivered once, in the channel's order (each sender's requests, sent one
-/// after another, arrive in the order they were sent).
+/// The private side goes offline (killed while idle) and 5,000 webhooks arrive; all are
+/// answered 202, and once it starts again every one is delivered once, in the channel's order
+/// (each sender's requests, sent one after another, arrive in the order they were sent).
+/// `CONNECTOR_OUTAGE_SECONDS` (default 0: as fast as they can be sent) spreads the arrivals
+/// over an outage that long, e.g. 600 for the ten minutes the issue names.
 #[tokio::test]
 async fn five_thousand_webhooks_wait_for_an_offline_private_side_and_arrive_once_in_order() {
     use futures_util::StreamExt as _;
+    let outage = Duration::from_secs(
+        std::env::var("CONNECTOR_OUTAGE_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    );
     let redis = crate::support::Redis::start().await;
     let stream = crate::unique!("backlog");
     let (public_dir, private_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let public = router(public_dir.path(), channel(&[TOKEN], None)).await;
+    let mut private = private_router(
+        private_dir.path(),
+        public.port,
+        &redis,
+        json!({"gh": stream_entry(&stream)}),
+        "websocket",
+    );
+    private.wait_ready().await;
+    assert_eq!(push(&public, r#"{"before":true}"#, "d-before").await.0, 202);
+    wait_until(
+        Duration::from_secs(20),
+        "the first one delivered",
+        || async { redis.stream_payloads(&stream).await.len() == 1 },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the public side acknowledged it",
+        || async { channel_report(&public, "edge").await["acked"] == 1 },
+    )
+    .await;
+    private.kill();
     const LANES: usize = 8;
     const PER_LANE: usize = 625;
+    // Each lane sends its next webhook at its share of the outage.
+    let pace = outage / u32::try_from(PER_LANE).unwrap_or(1);
     let started = Instant::now();
     let lanes = futures_util::stream::iter(0..LANES)
         .map(|lane| {
             let public = &public;
             async move {
                 for n in 0..PER_LANE {
+                    let due = started + pace * u32::try_from(n).unwrap_or(0);
+                    tokio::time::sleep_until(due.into()).await;
                     let body = format!("{{\"lane\":{lane},\"n\":{n}}}");
                     let (status, _) = push(public, &body, &format!("d-{lane}-{n}")).await;
                     assert_eq!(status, 202, "{body}");
@@ -713,27 +747,32 @@ async fn five_thousand_webhooks_wait_for_an_offline_private_side_and_arrive_once
         .buffer_unordered(LANES)
         .collect::<Vec<()>>();
     lanes.await;
-    eprintln!("5000 webhooks stored in {:?}", started.elapsed());
-    let private = private_router(
+    tokio::time::sleep_until((started + outage).into()).await;
+    eprintln!(
+        "5000 webhooks stored; the private side offline for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(channel_report(&public, "edge").await["depth"], 5000);
+    let private = start_connector(
         private_dir.path(),
         public.port,
-        &redis,
-        json!({"gh": stream_entry(&stream)}),
         "websocket",
+        Some(private.port),
     );
     private.wait_ready().await;
     let drained = Instant::now();
     wait_until(
         Duration::from_secs(120),
         "the backlog delivered",
-        || async { redis.stream_payloads(&stream).await.len() >= LANES * PER_LANE },
+        || async { redis.stream_payloads(&stream).await.len() > LANES * PER_LANE },
     )
     .await;
     eprintln!(
         "5000 webhooks delivered {:?} after the private side started",
         drained.elapsed()
     );
-    let payloads = redis.stream_payloads(&stream).await;
+    let mut payloads = redis.stream_payloads(&stream).await;
+    assert_eq!(payloads.remove(0), r#"{"before":true}"#);
     assert_eq!(payloads.len(), LANES * PER_LANE, "no duplicate");
     let mut next = [0u64; LANES];
     for payload in payloads {
@@ -1036,6 +1075,28 @@ async fn a_redis_that_does_not_fsync_every_write_keeps_no_channel() {
     .await;
 }
 
+/// A public router whose channel `edge` takes webhook `gh` (GitHub-signed, checked) and
+/// webhook `other` (unchecked here).
+async fn public_router(dir: &std::path::Path, other: &str) -> Router {
+    write_json(
+        dir,
+        "connections.json",
+        &json!({"edge": channel(&[TOKEN], None)}),
+    );
+    write_json(
+        dir,
+        "webhooks.json",
+        &json!({
+            "gh": {"module": "connect", "connection": "edge",
+                   "hmac": {"provider": "github", "secret": SECRET}},
+            other: {"module": "connect", "connection": "edge"},
+        }),
+    );
+    let router = Router::start(dir, &[]);
+    router.wait_ready().await;
+    router
+}
+
 /// Signs each message with the providers' own libraries: `@octokit/webhooks-methods` for
 /// GitHub, `stripe` (node) for Stripe.
 const SDK_SIGN: &str = r#"
@@ -1064,22 +1125,7 @@ async fn sdk_signatures_verify_again_on_the_private_side() {
     let redis = crate::support::Redis::start().await;
     let (gh_stream, stripe_stream) = (crate::unique!("gh"), crate::unique!("stripe"));
     let (public_dir, private_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_json(
-        public_dir.path(),
-        "connections.json",
-        &json!({"edge": channel(&[TOKEN], None)}),
-    );
-    write_json(
-        public_dir.path(),
-        "webhooks.json",
-        &json!({
-            "gh": {"module": "connect", "connection": "edge",
-                   "hmac": {"provider": "github", "secret": SECRET}},
-            "stripe": {"module": "connect", "connection": "edge"},
-        }),
-    );
-    let public = Router::start(public_dir.path(), &[]);
-    public.wait_ready().await;
+    let public = public_router(public_dir.path(), "stripe").await;
     let private = private_router(
         private_dir.path(),
         public.port,
@@ -1202,22 +1248,7 @@ async fn the_private_sides_etcd_routes_live_mid_stream() {
     etcd.put(&format!("{prefix}factory/webhooks/gh"), &entry(&first))
         .await;
     let (public_dir, private_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_json(
-        public_dir.path(),
-        "connections.json",
-        &json!({"edge": channel(&[TOKEN], None)}),
-    );
-    write_json(
-        public_dir.path(),
-        "webhooks.json",
-        &json!({
-            "gh": {"module": "connect", "connection": "edge",
-                   "hmac": {"provider": "github", "secret": SECRET}},
-            "late": {"module": "connect", "connection": "edge"},
-        }),
-    );
-    let public = Router::start(public_dir.path(), &[]);
-    public.wait_ready().await;
+    let public = public_router(public_dir.path(), "late").await;
     let endpoint = etcd.endpoint();
     let (host, port) = endpoint
         .trim_start_matches("http://")
@@ -1378,7 +1409,7 @@ async fn with_the_private_destination_down_the_private_spool_holds_the_backlog()
     let after = rss_mib(public.pid());
     eprintln!(
         "public RSS {before} MiB -> {after} MiB while {} MiB passed through",
-        (MESSAGES - 300) * BODY >> 20
+        ((MESSAGES - 300) * BODY) >> 20
     );
     assert!(after <= before + 16, "{before} MiB -> {after} MiB");
 

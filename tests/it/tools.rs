@@ -455,6 +455,39 @@ fn check_says_what_a_missing_connection_means_with_the_spool_on_or_off() {
     assert!(out.contains("503 connection_missing"), "{out}");
 }
 
+/// A channel kept in Redis must name a redis connection of the same config.
+#[test]
+fn check_refuses_a_channel_kept_in_a_missing_or_wrong_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = "0".repeat(64);
+    let (w, c) = write_pair(
+        dir.path(),
+        "{}",
+        &format!(
+            r#"{{"good": {{"type": "connect", "token_sha256": ["{hash}"], "store": {{"connection": "r"}}}},
+                "lost": {{"type": "connect", "token_sha256": ["{hash}"], "store": {{"connection": "nowhere"}}}},
+                "odd": {{"type": "connect", "token_sha256": ["{hash}"], "store": {{"connection": "k"}}}},
+                "r": {{"type": "redis", "host": "localhost"}},
+                "k": {{"type": "kafka", "bootstrap_servers": "localhost:9092"}}}}"#
+        ),
+    );
+    let check = switchyard(&["check", "--webhooks", &w, "--connections", &c]);
+    assert_eq!(check.status.code(), Some(1));
+    let out = text(&check.stdout);
+    assert!(
+        out.contains("#lost: `store.connection` `nowhere` is not defined"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "#odd: `store.connection` `k` is a kafka connection; a channel is kept in a redis one"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("#good"), "{out}");
+    assert!(out.contains("3 valid, 2 invalid"), "{out}");
+}
+
 /// `check --explain` routes a request on paper: each condition of the `filter` and of every
 /// `when` with the value it read, and where the request would go; nothing is sent.
 #[test]

@@ -110,6 +110,9 @@ struct Inner {
     networks: Arc<Networks>,
     /// The channels' store (`connect` connections), when `SPOOL_DIR` gives it a place.
     channels: std::sync::OnceLock<crate::connect::Channels>,
+    /// The connections that keep channels (a `connect` connection's `store`): the router's
+    /// own, never a webhook's, so no tenant can write into a channel's keys.
+    stores: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for ConnectionPool {
@@ -151,6 +154,7 @@ impl ConnectionPool {
                 tasks,
                 networks: Arc::new(networks),
                 channels: std::sync::OnceLock::new(),
+                stores: std::sync::RwLock::default(),
             }),
         }
     }
@@ -180,6 +184,7 @@ impl ConnectionPool {
                             client: None,
                         },
                     );
+                    self.note_stores();
                     return true;
                 }
             };
@@ -191,7 +196,36 @@ impl ConnectionPool {
             self.retire(old);
         }
         self.retire_kept_in(&name);
+        self.note_stores();
         true
+    }
+
+    /// Whether connection `name` keeps channels (a `connect` connection's `store`): the
+    /// router's own, refused to webhooks.
+    pub fn keeps_channels(&self, name: &ConnectionName) -> bool {
+        self.inner
+            .stores
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(name.as_str())
+    }
+
+    /// Records which connections keep channels.
+    fn note_stores(&self) {
+        let stores = self
+            .inner
+            .slots
+            .iter()
+            .filter_map(|slot| match &*slot.config {
+                Connection::Connect(c) => c.store.as_ref().map(|s| s.connection.clone()),
+                _ => None,
+            })
+            .collect();
+        *self
+            .inner
+            .stores
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = stores;
     }
 
     /// Retires the clients of the channels kept in connection `store`: they hold its client.
@@ -216,6 +250,7 @@ impl ConnectionPool {
                     self.retire(old);
                 }
                 self.retire_kept_in(name);
+                self.note_stores();
                 true
             }
             None => false,
@@ -298,6 +333,14 @@ impl ConnectionPool {
                 .get(name)
                 .ok_or_else(|| PoolError::Missing { name: name.clone() })?;
             if let Some(user) = user {
+                if self.keeps_channels(name) {
+                    return Err(PoolError::NotAllowed {
+                        name: name.clone(),
+                        reason: "it keeps channels (a `connect` connection's `store`); no \
+                                 webhook may write to it"
+                            .into(),
+                    });
+                }
                 slot.config
                     .access()
                     .permits(user.namespace, user.target)
@@ -581,6 +624,52 @@ mod tests {
                 }
             )
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_channels_store_is_the_routers_own_and_follows_its_connection() {
+        use crate::config::connection::{ChannelStore, ConnectConnection};
+        let pool = ConnectionPool::new(TaskTracker::new());
+        let channel = |store: &str| {
+            Arc::new(Connection::Connect(ConnectConnection {
+                token_sha256: vec!["0".repeat(64)],
+                retention_seconds: 60,
+                max_bytes: 1 << 20,
+                namespaces: None,
+                store: Some(ChannelStore {
+                    connection: store.into(),
+                }),
+            }))
+        };
+        pool.upsert(name("q"), redis("a"));
+        pool.upsert(name("r"), redis("a"));
+        // Not kept anywhere yet: a webhook may use `q`.
+        assert!(pool.redis(&name("q"), "redis_stream", ANYONE).is_ok());
+        pool.upsert(name("edge"), channel("q"));
+        let refused = pool
+            .redis(&name("q"), "redis_stream", ANYONE)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("keeps channels"), "{refused}");
+        assert!(pool.redis(&name("r"), "redis_stream", ANYONE).is_ok());
+        assert!(matches!(
+            pool.queue(&name("edge")).unwrap(),
+            ChannelQueue::Shared(_)
+        ));
+        // A store that is not a redis connection, or none at all.
+        pool.upsert(name("edge"), channel("edge"));
+        let odd = pool.queue(&name("edge")).unwrap_err().to_string();
+        assert!(
+            odd.contains(
+                "its store: connection `edge` is of type connect; module `connect` needs redis"
+            ),
+            "{odd}"
+        );
+        pool.upsert(name("edge"), channel("gone"));
+        let gone = pool.queue(&name("edge")).unwrap_err().to_string();
+        assert!(gone.contains("`gone` does not exist"), "{gone}");
+        // The channel moved: `q` is free again.
+        assert!(pool.redis(&name("q"), "redis_stream", ANYONE).is_ok());
     }
 
     #[tokio::test]

@@ -592,7 +592,12 @@ fn parse_and_build(bytes: &[u8]) {
             Namespace::parse("acme").unwrap(),
             WebhookId::parse("w").unwrap(),
         );
-        let _ = super::fits_connections(&webhook, "acme", |name| pool.config(name));
+        let _ = super::fits_connections(
+            &webhook,
+            "acme",
+            |name| pool.config(name),
+            |name| pool.keeps_channels(name),
+        );
         let _ = Route::build(key, webhook, &pool);
     }
     let _ = parse_connection_unguarded(bytes, &secrets());

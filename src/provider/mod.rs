@@ -295,13 +295,15 @@ fn parse_webhook_unguarded(
 
 /// Whether a valid webhook of `namespace` fits the connections it names that exist: of the
 /// type its modules need, and open to its namespace and targets (`namespaces`,
-/// `target_prefix`). A connection that does not exist yet is no refusal here (it may arrive
+/// `target_prefix`), and none of them keeping channels (`keeps_channels`: the router's own
+/// connections). A connection that does not exist yet is no refusal here (it may arrive
 /// later; requests meanwhile get 503 `connection_missing`). The server applies this when an
 /// entry arrives, `switchyard check` to the whole config, and the pool again on every delivery.
 pub fn fits_connections(
     webhook: &Webhook,
     namespace: &str,
     lookup: impl Fn(&ConnectionName) -> Option<Arc<Connection>>,
+    keeps_channels: impl Fn(&ConnectionName) -> bool,
 ) -> Result<(), ConfigError> {
     for (index, destination) in webhook.destinations.iter().enumerate() {
         let (Some(name), Some(expected)) =
@@ -309,13 +311,19 @@ pub fn fits_connections(
         else {
             continue;
         };
-        let Some(connection) = lookup(name) else {
-            continue;
-        };
         let at = if webhook.destinations.len() > 1 {
             format!("chain[{index}]: ")
         } else {
             String::new()
+        };
+        if keeps_channels(name) {
+            return Err(ConfigError::Invalid(format!(
+                "{at}connection `{name}` keeps channels (a `connect` connection's `store`); no \
+                 webhook may write to it"
+            )));
+        }
+        let Some(connection) = lookup(name) else {
+            continue;
         };
         if connection.kind() != expected {
             return Err(ConfigError::Invalid(format!(
@@ -429,14 +437,21 @@ impl Applier {
         Ok(ParsedWebhook::New(Box::new(webhook), digest))
     }
 
-    /// Checks a parsed webhook against the connections `lookup` finds, then builds its route.
+    /// Checks a parsed webhook against the connections `lookup` finds (and those that keep
+    /// channels), then builds its route.
     fn finish(
         &self,
         key: &WebhookKey,
         parsed: ParsedWebhook,
         lookup: impl Fn(&ConnectionName) -> Option<Arc<Connection>>,
+        keeps_channels: impl Fn(&ConnectionName) -> bool,
     ) -> Result<Arc<Route>, ConfigError> {
-        fits_connections(parsed.webhook(), key.namespace.as_str(), lookup)?;
+        fits_connections(
+            parsed.webhook(),
+            key.namespace.as_str(),
+            lookup,
+            keeps_channels,
+        )?;
         match parsed {
             ParsedWebhook::Live(live) => Ok(live),
             ParsedWebhook::New(webhook, digest) => crate::config::contained(|| {
@@ -466,7 +481,14 @@ impl Applier {
         let applied = match key {
             ConfigKey::Webhook(key) => self
                 .parse_webhook_entry(key, value, true)
-                .and_then(|parsed| self.finish(key, parsed, |name| self.pool.config(name)))
+                .and_then(|parsed| {
+                    self.finish(
+                        key,
+                        parsed,
+                        |name| self.pool.config(name),
+                        |name| self.pool.keeps_channels(name),
+                    )
+                })
                 .map(|route| {
                     tracing::debug!(key = source, "Webhook updated.");
                     self.cache.upsert_webhook(route);
@@ -516,6 +538,7 @@ impl Applier {
             applier: self,
             snapshot: Snapshot::default(),
             connections: HashMap::new(),
+            stores: std::collections::HashSet::new(),
             skipped: Vec::new(),
             direct: None,
             deferred: Vec::new(),
@@ -540,6 +563,8 @@ pub struct SnapshotBuilder<'a> {
     applier: &'a Applier,
     snapshot: Snapshot,
     connections: HashMap<ConnectionName, Arc<Connection>>,
+    /// The connections this load's channels are kept in.
+    stores: std::collections::HashSet<String>,
     /// Keys found invalid during this load; they replace the skipped set when it is applied.
     skipped: Vec<(String, String)>,
     /// First load: webhooks go straight into the cache; how many so far.
@@ -579,6 +604,10 @@ impl SnapshotBuilder<'_> {
             ConfigKey::Connection(name) => {
                 match parse_connection(value, &self.applier.secrets(key)) {
                     Ok(connection) => {
+                        if let Connection::Connect(c) = &connection {
+                            self.stores
+                                .extend(c.store.as_ref().map(|s| s.connection.clone()));
+                        }
                         self.connections.insert(name.clone(), Arc::new(connection));
                     }
                     Err(reason) => self.refuse(key, source, &reason),
@@ -589,10 +618,13 @@ impl SnapshotBuilder<'_> {
 
     /// Checks a webhook against this load's connections, then stores its route.
     fn finish(&mut self, key: &WebhookKey, source: &str, parsed: ParsedWebhook) {
-        let connections = &self.connections;
-        let route = self
-            .applier
-            .finish(key, parsed, |name| connections.get(name).map(Arc::clone));
+        let (connections, stores) = (&self.connections, &self.stores);
+        let route = self.applier.finish(
+            key,
+            parsed,
+            |name| connections.get(name).map(Arc::clone),
+            |name| stores.contains(name.as_str()),
+        );
         match route {
             Ok(route) => match &mut self.direct {
                 Some(stored) => {

@@ -168,6 +168,13 @@ pub fn validate(entries: &[Entry], rules: Rules, keys: &Keyring, report: &mut Re
                 _ => None,
             })
             .collect();
+    let stores: std::collections::HashSet<&str> = defined
+        .values()
+        .filter_map(|c| match &***c {
+            Connection::Connect(channel) => channel.store.as_ref().map(|s| s.connection.as_str()),
+            _ => None,
+        })
+        .collect();
     let webhooks = entries
         .iter()
         .filter_map(|e| match &e.key {
@@ -187,9 +194,12 @@ pub fn validate(entries: &[Entry], rules: Rules, keys: &Keyring, report: &mut Re
                          202, until it is; with \"spool\": \"off\" they get 503 connection_missing)"
                     )));
                 }
-                fits_connections(&w, key.namespace.as_str(), |name| {
-                    defined.get(name).map(|c| std::sync::Arc::clone(c))
-                })
+                fits_connections(
+                    &w,
+                    key.namespace.as_str(),
+                    |name| defined.get(name).map(|c| std::sync::Arc::clone(c)),
+                    |name| stores.contains(name.as_str()),
+                )
             });
             (e, result)
         })

@@ -1523,3 +1523,53 @@ async fn a_standby_connector_takes_over_from_a_frozen_one_within_twice_the_heart
     expected.sort();
     assert_eq!(payloads, expected, "each once");
 }
+
+/// The Redis connection a channel is kept in is the router's own: a tenant's webhook naming it
+/// (to write into the channel's keys) is invalid, and the channel is untouched.
+#[tokio::test]
+async fn no_webhook_may_write_to_the_connection_that_keeps_a_channel() {
+    let store = crate::support::Redis::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = channel(&[TOKEN], None);
+    edge["store"] = json!({"connection": "store"});
+    let connection: Value = serde_json::from_str(&store.connection()).unwrap();
+    write_json(
+        dir.path(),
+        "connections.json",
+        &json!({"store": connection, "edge": edge}),
+    );
+    write_json(
+        dir.path(),
+        "webhooks.json",
+        &json!({
+            "gh": {"module": "connect", "connection": "edge"},
+            "sneaky": {"module": "redis_stream", "connection": "store",
+                       "module-config": {"stream": "switchyard:channel:{edge}:messages"}},
+        }),
+    );
+    let router = Router::start(dir.path(), &[]);
+    router.wait_ready().await;
+    let response = client()
+        .post(router.url("/webhook/sneaky"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"], "webhook_invalid", "{answer}");
+    let status = crate::support::get_json(&router.base(), "/status").await;
+    assert!(
+        status["skipped"].to_string().contains("keeps channels"),
+        "{status}"
+    );
+    let response = client()
+        .post(router.url("/webhook/gh"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let (_, polled) = poll(&router, "after=0&wait_ms=0", TOKEN).await;
+    assert_eq!(seqs(&polled), [1]);
+}

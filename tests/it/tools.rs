@@ -455,14 +455,15 @@ fn check_says_what_a_missing_connection_means_with_the_spool_on_or_off() {
     assert!(out.contains("503 connection_missing"), "{out}");
 }
 
-/// A channel kept in Redis must name a redis connection of the same config.
+/// A channel kept in Redis must name a redis connection of the same config, which no webhook
+/// may use.
 #[test]
 fn check_refuses_a_channel_kept_in_a_missing_or_wrong_store() {
     let dir = tempfile::tempdir().unwrap();
     let hash = "0".repeat(64);
     let (w, c) = write_pair(
         dir.path(),
-        "{}",
+        r#"{"sneaky": {"module": "redis_stream", "connection": "r", "module-config": {"stream": "switchyard:channel:{good}:messages"}}}"#,
         &format!(
             r#"{{"good": {{"type": "connect", "token_sha256": ["{hash}"], "store": {{"connection": "r"}}}},
                 "lost": {{"type": "connect", "token_sha256": ["{hash}"], "store": {{"connection": "nowhere"}}}},
@@ -484,8 +485,12 @@ fn check_refuses_a_channel_kept_in_a_missing_or_wrong_store() {
         ),
         "{out}"
     );
+    assert!(
+        out.contains("#sneaky: connection `r` keeps channels (a `connect` connection's `store`); no webhook may write to it"),
+        "{out}"
+    );
     assert!(!out.contains("#good"), "{out}");
-    assert!(out.contains("3 valid, 2 invalid"), "{out}");
+    assert!(out.contains("3 valid, 3 invalid"), "{out}");
 }
 
 /// `check --explain` routes a request on paper: each condition of the `filter` and of every

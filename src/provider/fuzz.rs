@@ -265,7 +265,8 @@ fn destination() -> BoxedStrategy<Value> {
         12 => one_of(&["log", "kafka", "redis_publish", "redis_stream", "redis_list"]),
         1 => one_of(&["redis_rq", "kafak"]),
     ];
-    let connection = prop_oneof![8 => one_of(&["k", "r"]), 1 => one_of(&["bad name", "x"])];
+    let connection =
+        prop_oneof![8 => one_of(&["k", "r"]), 1 => one_of(&["bad name", "x", "q", "c"])];
     let config = module.prop_flat_map(|module| {
         let name = module.as_str().unwrap_or_default().to_owned();
         (
@@ -502,9 +503,33 @@ fn connection() -> BoxedStrategy<Value> {
     object(vec![
         (
             "type",
-            or_wrong(one_of(&["kafka", "redis", "redis-rq", "http"])),
+            or_wrong(one_of(&["kafka", "redis", "redis-rq", "http", "connect"])),
         ),
         ("bootstrap_servers", or_wrong(credential())),
+        // `connect` (a channel).
+        (
+            "token_sha256",
+            or_wrong(
+                proptest::collection::vec(
+                    prop_oneof![
+                        Just(Value::String("ab".repeat(32))),
+                        Just(Value::String("AB".repeat(32))),
+                        text()
+                    ],
+                    0..18,
+                )
+                .prop_map(Value::Array),
+            ),
+        ),
+        ("retention_seconds", or_wrong(number())),
+        ("max_bytes", or_wrong(number())),
+        (
+            "store",
+            or_wrong(prop_oneof![
+                one_of(&["r", "k", "bad name", ""]).prop_map(|c| json!({"connection": c})),
+                text().prop_map(|t| json!({"connection": t, "extra": 1})),
+            ]),
+        ),
         (
             "client_config",
             or_wrong(
@@ -578,6 +603,15 @@ fn parse_and_build(bytes: &[u8]) {
         (
             "r",
             json!({"type": "redis", "host": "127.0.0.1", "port": 1, "target_prefix": "{namespace}-"}),
+        ),
+        // A channel kept in `q`: destinations naming `q` are refused.
+        (
+            "q",
+            json!({"type": "redis", "host": "127.0.0.1", "port": 1}),
+        ),
+        (
+            "c",
+            json!({"type": "connect", "token_sha256": ["ab".repeat(32)], "store": {"connection": "q"}}),
         ),
     ] {
         let connection =

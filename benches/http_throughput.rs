@@ -216,10 +216,12 @@ async fn main() {
     let http_conn = json!({"type": "http", "base_url": format!("http://127.0.0.1:{bare}")});
     std::fs::write(
         dir.path().join("connections.json"),
-        json!({"r": redis_conn, "k": kafka_conn, "svc": http_conn,
+        // `rs`, the same Redis, keeps the `fleet` channel: a connection that keeps channels is
+        // the router's own, refused to webhooks.
+        json!({"r": redis_conn, "rs": redis_conn, "k": kafka_conn, "svc": http_conn,
                "edge": {"type": "connect", "max_bytes": 8u64 << 30,
                         "token_sha256": [hex::encode(<sha2::Sha256 as sha2::Digest>::digest(RELAY_TOKEN))]},
-               "fleet": {"type": "connect", "max_bytes": 8u64 << 30, "store": {"connection": "r"},
+               "fleet": {"type": "connect", "max_bytes": 8u64 << 30, "store": {"connection": "rs"},
                          "token_sha256": [hex::encode(<sha2::Sha256 as sha2::Digest>::digest(RELAY_TOKEN))]}})
         .to_string(),
     )

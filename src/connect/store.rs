@@ -34,6 +34,11 @@ const DEAD: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("dead_
 /// the private side does not have yet (`no_route`).
 const PARKED: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("parked");
 
+/// (channel id, consumer) -> the range (after, upto] of sequences that consumer's
+/// acknowledgements removed last: what a connector owns of what it received (connector mode's
+/// exactly-once hand-over between several connectors).
+const OWNERS: TableDefinition<'_, (u64, &str), (u64, u64)> = TableDefinition::new("owners");
+
 /// Most changes one commit takes.
 const BATCH: usize = 512;
 /// Pages kept in memory.
@@ -98,6 +103,8 @@ pub struct Channel {
     counts: Mutex<Counts>,
     /// The head, for readers waiting past it.
     head: watch::Sender<u64>,
+    /// The acknowledged sequence (a connector's inbox: the confirmed one), for its drain.
+    acked: watch::Sender<u64>,
     /// Who holds the channel's lease (one active consumer), with the time it was taken.
     pub lease: Mutex<Option<Lease>>,
 }
@@ -117,6 +124,7 @@ impl Channel {
             id: channel_id(name),
             counts: Mutex::new(counts),
             head: watch::channel(counts.head).0,
+            acked: watch::channel(counts.acked).0,
             lease: Mutex::new(None),
         }
     }
@@ -132,6 +140,12 @@ impl Channel {
     pub async fn wait_past(&self, after: u64) {
         let mut head = self.head.subscribe();
         let _ = head.wait_for(|head| *head > after).await;
+    }
+
+    /// Waits until the acknowledged sequence passes `after` (at once if it has).
+    pub async fn wait_acked_past(&self, after: u64) {
+        let mut acked = self.acked.subscribe();
+        let _ = acked.wait_for(|acked| *acked > after).await;
     }
 }
 
@@ -227,7 +241,24 @@ enum Work {
     Ack {
         channel: Arc<Channel>,
         upto: u64,
+        /// The connector whose acknowledgement this is (its ownership is recorded).
+        consumer: Option<String>,
         reply: oneshot::Sender<Result<(), ChannelError>>,
+    },
+    /// A connector's inbox: the public side confirmed it owns everything up to `upto`.
+    Confirm {
+        channel: Arc<Channel>,
+        upto: u64,
+        reply: oneshot::Sender<Result<u64, ChannelError>>,
+    },
+    /// A connector's inbox, on a new link: of the messages received and not confirmed, only
+    /// those in (`after`, `upto`] are its own (the public side recorded its acknowledgement);
+    /// the others are dropped, and the head goes back to the last one kept.
+    Resolve {
+        channel: Arc<Channel>,
+        after: u64,
+        upto: u64,
+        reply: oneshot::Sender<Result<u64, ChannelError>>,
     },
     Expire {
         channel: Arc<Channel>,
@@ -311,6 +342,7 @@ impl Channels {
         txn.open_table(HEADS)?;
         txn.open_table(DEAD)?;
         txn.open_table(PARKED)?;
+        txn.open_table(OWNERS)?;
         txn.commit()?;
         let channels = DashMap::new();
         {
@@ -401,8 +433,14 @@ impl Channels {
         self.send(work, answer).await
     }
 
-    /// Acknowledges every message of `channel` up to `upto` (removed from the file).
-    pub async fn ack(&self, channel: Arc<Channel>, upto: u64) -> Result<(), ChannelError> {
+    /// Acknowledges every message of `channel` up to `upto` (removed from the file), for
+    /// `consumer` when a connector says who it is (what it removed is recorded as its own).
+    pub async fn ack(
+        &self,
+        channel: Arc<Channel>,
+        upto: u64,
+        consumer: Option<&str>,
+    ) -> Result<(), ChannelError> {
         if upto <= channel.counts().acked {
             return Ok(());
         }
@@ -410,6 +448,58 @@ impl Channels {
         self.send(
             Work::Ack {
                 channel,
+                upto,
+                consumer: consumer.map(str::to_owned),
+                reply,
+            },
+            answer,
+        )
+        .await
+    }
+
+    /// The range (after, upto] that `consumer`'s acknowledgements removed last. Blocking.
+    pub fn owned(
+        &self,
+        channel: &Channel,
+        consumer: &str,
+    ) -> Result<Option<(u64, u64)>, ChannelError> {
+        let txn = self.db.begin_read()?;
+        let owners = txn.open_table(OWNERS)?;
+        Ok(owners.get((channel.id, consumer))?.map(|v| v.value()))
+    }
+
+    /// A connector's inbox: everything up to `upto` is confirmed its own (in the queue; the
+    /// future resolves once on disk).
+    pub async fn submit_confirm(
+        &self,
+        channel: Arc<Channel>,
+        upto: u64,
+    ) -> Result<impl std::future::Future<Output = Result<u64, ChannelError>>, ChannelError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(
+            Work::Confirm {
+                channel,
+                upto,
+                reply,
+            },
+            answer,
+        )
+        .await
+    }
+
+    /// A connector's inbox keeps, of what it received unconfirmed, only (`after`, `upto`];
+    /// returns the new head (and confirmed sequence).
+    pub async fn resolve(
+        &self,
+        channel: Arc<Channel>,
+        after: u64,
+        upto: u64,
+    ) -> Result<u64, ChannelError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            Work::Resolve {
+                channel,
+                after,
                 upto,
                 reply,
             },
@@ -648,6 +738,7 @@ fn serve(db: &Database, mut rx: mpsc::Receiver<Work>) {
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
                         channel.head.send_replace(counts.head);
+                        channel.acked.send_replace(counts.acked);
                     }
                 }
                 for (work, done) in batch.into_iter().zip(done) {
@@ -671,6 +762,8 @@ fn channel_of(work: &Work) -> &Arc<Channel> {
         | Work::Expire { channel, .. }
         | Work::Replay { channel, .. }
         | Work::Receive { channel, .. }
+        | Work::Confirm { channel, .. }
+        | Work::Resolve { channel, .. }
         | Work::Settle { channel, .. } => channel,
     }
 }
@@ -697,6 +790,8 @@ fn reply(work: Work, done: Result<Done, ChannelError>) {
         Work::Expire { reply, .. }
         | Work::Replay { reply, .. }
         | Work::Receive { reply, .. }
+        | Work::Confirm { reply, .. }
+        | Work::Resolve { reply, .. }
         | Work::Settle { reply, .. } => {
             let _ = reply.send(done.map(|done| match done {
                 Done::Expired(n) | Done::Replayed(n) | Done::Appended(n) => n,
@@ -720,6 +815,7 @@ fn commit(
         let mut heads = txn.open_table(HEADS)?;
         let mut dead = txn.open_table(DEAD)?;
         let mut parked = txn.open_table(PARKED)?;
+        let mut owners = txn.open_table(OWNERS)?;
         for work in batch {
             let channel = channel_of(work);
             let counts = after.entry(channel.id).or_insert_with(|| channel.counts());
@@ -750,8 +846,17 @@ fn commit(
                     counts.oldest_ms.get_or_insert(*received_ms);
                     done.push(Done::Appended(seq));
                 }
-                Work::Ack { upto, .. } => {
+                Work::Ack { upto, consumer, .. } => {
                     let upto = (*upto).min(counts.head);
+                    if let Some(consumer) = consumer.as_deref().filter(|_| upto > counts.acked) {
+                        // Consecutive acknowledgements of one consumer make one range.
+                        let last = owners.get((channel.id, consumer))?.map(|v| v.value());
+                        let after = match last {
+                            Some((after, end)) if end == counts.acked => after,
+                            _ => counts.acked,
+                        };
+                        owners.insert((channel.id, consumer), (after, upto))?;
+                    }
                     for seq in counts.acked.saturating_add(1)..=upto {
                         if let Some(value) = messages.remove((channel.id, seq))? {
                             counts.depth -= 1;
@@ -799,6 +904,27 @@ fn commit(
                     counts.bytes += value.len() as u64;
                     counts.oldest_ms.get_or_insert(*received_ms);
                     done.push(Done::Appended(*seq));
+                }
+                Work::Confirm { upto, .. } => {
+                    counts.acked = counts.acked.max((*upto).min(counts.head));
+                    done.push(Done::Appended(counts.acked));
+                }
+                Work::Resolve { after, upto, .. } => {
+                    let confirmed = counts.acked;
+                    let kept = |seq: u64| seq > *after && seq <= *upto;
+                    let mut last_kept = confirmed;
+                    for seq in confirmed.saturating_add(1)..=counts.head {
+                        if kept(seq) {
+                            last_kept = seq;
+                        } else if let Some(value) = messages.remove((channel.id, seq))? {
+                            counts.depth -= 1;
+                            counts.bytes -= value.value().len() as u64;
+                        }
+                    }
+                    counts.acked = last_kept;
+                    counts.head = last_kept;
+                    counts.oldest_ms = first_received(&messages, channel.id)?;
+                    done.push(Done::Appended(last_kept));
                 }
                 Work::Settle { seq, to, .. } => {
                     let key = (channel.id, *seq);
@@ -922,7 +1048,7 @@ mod tests {
         );
         let (h, body) = Header::parse(&read[0].frame).unwrap();
         assert_eq!((h.seq, body), (11, &b"{}"[..]));
-        channels.ack(Arc::clone(&a), 20).await.unwrap();
+        channels.ack(Arc::clone(&a), 20, None).await.unwrap();
         assert_eq!(a.counts().depth, 30);
         drop((a, channels));
         // The writer ends with the last handle; the file is then free to open again.
@@ -941,6 +1067,97 @@ mod tests {
             .unwrap();
         assert_eq!(next, 51);
         assert_eq!(reopened.read(&a, 0, 1, 1 << 20).unwrap()[0].seq, 21);
+    }
+
+    #[tokio::test]
+    async fn a_consumers_acknowledgements_are_recorded_as_one_range_until_another_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let channels = Channels::open(dir.path()).unwrap();
+        let a = channels.channel("a");
+        for i in 0..10 {
+            channels
+                .append(
+                    Arc::clone(&a),
+                    1 << 30,
+                    10,
+                    header(&i.to_string()),
+                    Bytes::new(),
+                )
+                .await
+                .unwrap();
+        }
+        let owned = |consumer: &str| channels.owned(&a, consumer).unwrap();
+        channels.ack(Arc::clone(&a), 2, Some("x")).await.unwrap();
+        channels.ack(Arc::clone(&a), 4, Some("x")).await.unwrap();
+        assert_eq!(owned("x"), Some((0, 4)), "consecutive: one range");
+        channels.ack(Arc::clone(&a), 7, Some("y")).await.unwrap();
+        // Not past the acknowledged: nothing recorded.
+        channels.ack(Arc::clone(&a), 5, Some("x")).await.unwrap();
+        channels.ack(Arc::clone(&a), 9, Some("x")).await.unwrap();
+        assert_eq!(owned("x"), Some((7, 9)), "after another's: a new range");
+        assert_eq!(owned("y"), Some((4, 7)));
+        // A long poll's acknowledgement names nobody.
+        channels.ack(Arc::clone(&a), 10, None).await.unwrap();
+        assert_eq!(owned("x"), Some((7, 9)));
+        assert_eq!(owned("z"), None);
+        // Kept across a reopen (once the writer thread has let the file go).
+        drop(channels);
+        let mut reopened = Channels::open(dir.path());
+        for _ in 0..500 {
+            if reopened.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            reopened = Channels::open(dir.path());
+        }
+        let channels = reopened.unwrap();
+        let a = channels.channel("a");
+        assert_eq!(channels.owned(&a, "x").unwrap(), Some((7, 9)));
+    }
+
+    #[tokio::test]
+    async fn an_inbox_keeps_only_what_its_connector_owns_of_what_it_did_not_confirm() {
+        let dir = tempfile::tempdir().unwrap();
+        let channels = Channels::open(dir.path()).unwrap();
+        let inbox = channels.channel("inbox");
+        let frame = |seq| Bytes::from(Header { seq, ..header("r") }.frame(b"{}"));
+        for seq in 1..=10 {
+            channels
+                .receive(Arc::clone(&inbox), seq, 10, frame(seq))
+                .await
+                .unwrap();
+        }
+        channels
+            .submit_confirm(Arc::clone(&inbox), 3)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(inbox.counts().acked, 3);
+        // Its acknowledgements removed (5, 8]: 4 and 9, 10 are another's.
+        let head = channels.resolve(Arc::clone(&inbox), 5, 8).await.unwrap();
+        assert_eq!(head, 8);
+        let kept: Vec<u64> = channels
+            .read(&inbox, 0, 100, 1 << 20)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(kept, [1, 2, 3, 6, 7, 8]);
+        let counts = inbox.counts();
+        assert_eq!((counts.head, counts.acked, counts.depth), (8, 8, 6));
+        // Sent again from 9: taken.
+        assert_eq!(
+            channels
+                .receive(Arc::clone(&inbox), 9, 10, frame(9))
+                .await
+                .unwrap(),
+            9
+        );
+        // Nothing owned past the confirmed: all unconfirmed dropped.
+        let head = channels.resolve(Arc::clone(&inbox), 0, 2).await.unwrap();
+        assert_eq!(head, 8);
+        assert_eq!(inbox.counts().depth, 6);
     }
 
     #[tokio::test]
@@ -1023,7 +1240,7 @@ mod tests {
         assert_eq!((counts.head, counts.depth, counts.expired), (3, 2, 0));
         let replayed = channels.read(&a, 2, 10, 1 << 20).unwrap();
         assert_eq!(Header::parse(&replayed[0].frame).unwrap().0.seq, 3);
-        channels.ack(Arc::clone(&a), 3).await.unwrap();
+        channels.ack(Arc::clone(&a), 3, None).await.unwrap();
         // The next message keeps numbering after the head.
         assert_eq!(
             channels

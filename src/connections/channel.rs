@@ -165,18 +165,19 @@ impl ChannelQueue {
         }
     }
 
-    /// Acknowledges every message up to `upto` (removed).
-    pub async fn ack(&self, upto: u64) -> Result<(), ChannelError> {
+    /// Acknowledges every message up to `upto` (removed), for `consumer` when the connector
+    /// said who it is: what it removed is recorded as that connector's own.
+    pub async fn ack(&self, upto: u64, consumer: Option<&str>) -> Result<(), ChannelError> {
         match self {
             ChannelQueue::Local { channels, channel } => {
-                channels.ack(Arc::clone(channel), upto).await
+                channels.ack(Arc::clone(channel), upto, consumer).await
             }
             ChannelQueue::Shared(shared) => {
                 let mut acked = 0;
                 loop {
                     let now = shared
                         .redis
-                        .channel_ack(&shared.keys, upto)
+                        .channel_ack(&shared.keys, upto, consumer.unwrap_or_default())
                         .await
                         .map_err(store)?;
                     if now >= upto || now == acked {
@@ -185,6 +186,24 @@ impl ChannelQueue {
                     acked = now;
                 }
             }
+        }
+    }
+
+    /// The range (after, upto] that `consumer`'s acknowledgements removed last.
+    pub async fn owned(&self, consumer: &str) -> Result<Option<(u64, u64)>, ChannelError> {
+        match self {
+            ChannelQueue::Local { channels, channel } => {
+                let (channels, channel) = (channels.clone(), Arc::clone(channel));
+                let consumer = consumer.to_owned();
+                tokio::task::spawn_blocking(move || channels.owned(&channel, &consumer))
+                    .await
+                    .map_err(|e| ChannelError::Store(e.to_string()))?
+            }
+            ChannelQueue::Shared(shared) => shared
+                .redis
+                .channel_owned(&shared.keys, consumer)
+                .await
+                .map_err(store),
         }
     }
 

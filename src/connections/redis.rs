@@ -289,8 +289,9 @@ redis.call('HINCRBY', KEYS[2], 'bytes', size)
 return seq
 ";
 
-/// Removes acknowledged messages up to ARGV[1] (at most `CHANNEL_STEP`); returns the
-/// sequence acknowledged now. (Lua writes the negation of 0 as `-0`, which `HINCRBY` refuses:
+/// Removes acknowledged messages up to ARGV[1] (at most ARGV[2]); returns the sequence
+/// acknowledged now. With a consumer (ARGV[3]), records the range it removed in the meta hash
+/// (`owner:<consumer>` = `after:upto`), one range for its consecutive acknowledgements. (Lua writes the negation of 0 as `-0`, which `HINCRBY` refuses:
 /// a zero is never added.)
 const CHANNEL_ACK: &str = r"
 local acked = tonumber(redis.call('HGET', KEYS[2], 'acked') or '0')
@@ -307,6 +308,15 @@ end
 if #entries == tonumber(ARGV[2]) then upto = tonumber(string.sub(entries[#entries][1], 3)) end
 if bytes > 0 then redis.call('HINCRBY', KEYS[2], 'bytes', -bytes) end
 redis.call('HSET', KEYS[2], 'acked', upto)
+if ARGV[3] ~= '' then
+  local after = acked
+  local last = redis.call('HGET', KEYS[2], 'owner:' .. ARGV[3])
+  if last then
+    local from, to = string.match(last, '^(%d+):(%d+)$')
+    if to and tonumber(to) == acked then after = tonumber(from) end
+  end
+  redis.call('HSET', KEYS[2], 'owner:' .. ARGV[3], after .. ':' .. upto)
+end
 return upto
 ";
 
@@ -482,7 +492,12 @@ impl RedisClient {
 
     /// Acknowledges up to `upto` (at most [`CHANNEL_STEP`] messages); returns the sequence
     /// acknowledged now.
-    pub async fn channel_ack(&self, keys: &ChannelKeys, upto: u64) -> Result<u64, String> {
+    pub async fn channel_ack(
+        &self,
+        keys: &ChannelKeys,
+        upto: u64,
+        consumer: &str,
+    ) -> Result<u64, String> {
         let acked = self
             .script(
                 CHANNEL_ACK,
@@ -490,10 +505,30 @@ impl RedisClient {
                 &[
                     upto.to_string().as_bytes(),
                     CHANNEL_STEP.to_string().as_bytes(),
+                    consumer.as_bytes(),
                 ],
             )
             .await?;
         Ok(u64::try_from(acked).unwrap_or(0))
+    }
+
+    /// The range (after, upto] that `consumer`'s acknowledgements removed last.
+    pub async fn channel_owned(
+        &self,
+        keys: &ChannelKeys,
+        consumer: &str,
+    ) -> Result<Option<(u64, u64)>, String> {
+        let mut conn = self.0.clone();
+        let range: Option<String> = redis::cmd("HGET")
+            .arg(&keys.meta)
+            .arg(format!("owner:{consumer}"))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(range.and_then(|range| {
+            let (after, upto) = range.split_once(':')?;
+            Some((after.parse().ok()?, upto.parse().ok()?))
+        }))
     }
 
     /// Moves messages received before `before_ms` to the dead letters (at most

@@ -68,14 +68,18 @@ impl Drain {
         let mut parked_at = tokio::time::Instant::now();
         let mut settling = FuturesOrdered::new();
         loop {
-            if next.is_empty() && self.inbox.counts().head > cursor {
+            // Only what the public side confirmed this connector's (acknowledged).
+            let confirmed = self.inbox.counts().acked;
+            if next.is_empty() && confirmed > cursor {
                 let (channels, inbox) = (self.channels.clone(), Arc::clone(&self.inbox));
                 let read = tokio::task::spawn_blocking(move || {
                     channels.read(&inbox, cursor, BATCH, READ_BYTES)
                 })
                 .await;
                 match read {
-                    Ok(Ok(read)) => next.extend(read),
+                    Ok(Ok(read)) => {
+                        next.extend(read.into_iter().take_while(|m| m.seq <= confirmed));
+                    }
                     Ok(Err(error)) => tracing::error!(%error, "Connector inbox unreadable."),
                     Err(error) => tracing::error!(%error, "Connector inbox read failed."),
                 }
@@ -112,7 +116,7 @@ impl Drain {
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = self.inbox.wait_past(cursor) => {}
+                () = self.inbox.wait_acked_past(cursor) => {}
                 () = tokio::time::sleep(RECHECK_PARKED) => {}
             }
         }

@@ -20,11 +20,6 @@ use crate::{
 const CREDIT: u64 = 1000;
 /// A link that hears nothing (not even a ping) for this long is given up and reconnected.
 const SILENT_FOR: Duration = Duration::from_secs(30);
-/// The server pings every 10 s and gives a link it has not heard from for 15 s to a standby.
-/// A connector that read nothing for longer than this (it was frozen, or its host paused)
-/// drops what is still buffered and reconnects: the server may have sent those messages to
-/// the standby already, and they come back from the inbox's head if it did not.
-const STALE_AFTER: Duration = Duration::from_secs(13);
 /// Acknowledge at least every this many messages, and whenever the inbox caught up.
 const ACK_EVERY: u64 = 256;
 /// A long poll's size and wait.
@@ -42,8 +37,6 @@ enum LinkError {
     Closed { code: u16, reason: String },
     #[error("the link went silent for {}s", SILENT_FOR.as_secs())]
     Silent,
-    #[error("nothing was read for {0:?}: what the link still holds may be a standby's by now")]
-    Stale(Duration),
     #[error("the link broke: {0}")]
     Broken(String),
     #[error("the public side sent something that is not a message: {0}")]
@@ -56,6 +49,11 @@ enum LinkError {
 pub struct Link {
     pub url: String,
     pub token: String,
+    /// This connector's name to the public side (`SPOOL_DIR/connector.id`).
+    pub consumer: String,
+    /// The name was made at this start: what the inbox holds is confirmed before the first
+    /// link (an inbox from before names: everything in it was acknowledged).
+    pub adopt: bool,
     pub protocol: ConnectorProtocol,
     pub tls: Arc<rustls::ClientConfig>,
     pub channels: Channels,
@@ -111,6 +109,19 @@ pub fn tls_config(settings: &Settings) -> Result<Arc<rustls::ClientConfig>, Stri
 impl Link {
     /// Runs sessions until `stop`, reconnecting with backoff.
     pub async fn run(self, stop: CancellationToken) {
+        if self.adopt {
+            let head = self.inbox.counts().head;
+            let adopted = async {
+                self.channels
+                    .submit_confirm(Arc::clone(&self.inbox), head)
+                    .await?
+                    .await
+            };
+            if let Err(error) = adopted.await {
+                tracing::error!(%error, "Connector inbox could not be adopted; not pulling.");
+                return;
+            }
+        }
         let mut backoff = ReconnectBackoff::new();
         loop {
             let started = tokio::time::Instant::now();
@@ -193,8 +204,10 @@ impl Link {
         .await
         .map_err(|_| LinkError::Connect("no answer within 30 s".into()))?
         .map_err(|e| LinkError::Connect(e.to_string()))?;
-        let have = self.inbox.counts().head;
-        let hello = serde_json::json!({"type": "hello", "have": have, "credit": CREDIT});
+        let counts = self.inbox.counts();
+        let have = counts.head;
+        let hello = serde_json::json!({"type": "hello", "have": have, "confirmed": counts.acked,
+                                       "consumer": self.consumer, "credit": CREDIT});
         socket
             .send(Message::Text(hello.to_string().into()))
             .await
@@ -203,7 +216,6 @@ impl Link {
         let mut pending = FuturesOrdered::new();
         let mut durable = have;
         let mut acked = have;
-        let mut last_read = tokio::time::Instant::now();
         loop {
             let heard = tokio::select! {
                 heard = tokio::time::timeout(SILENT_FOR, socket.next()) => heard,
@@ -230,15 +242,41 @@ impl Link {
                 Ok(Some(Err(e))) => return Err(LinkError::Broken(e.to_string())),
                 Ok(Some(Ok(message))) => message,
             };
-            let gap = last_read.elapsed();
-            last_read = tokio::time::Instant::now();
-            if gap > STALE_AFTER {
-                return Err(LinkError::Stale(gap));
-            }
             match message {
                 Message::Binary(frame) => pending.push_back(self.keep(frame).await?),
                 Message::Text(text) => {
-                    tracing::info!(state = %text.as_str(), "Connector link state.");
+                    let said: serde_json::Value = serde_json::from_str(text.as_str())
+                        .map_err(|e| LinkError::Protocol(e.to_string()))?;
+                    let number = |name: &str| said[name].as_u64().unwrap_or(0);
+                    match said["type"].as_str() {
+                        // Sent before any message: which of what the inbox received unconfirmed
+                        // is this connector's (the rest went, or goes, to another one).
+                        Some("owned") => {
+                            let head = self
+                                .channels
+                                .resolve(Arc::clone(&self.inbox), number("after"), number("upto"))
+                                .await?;
+                            if head < have {
+                                tracing::warn!(
+                                    dropped_after = head,
+                                    upto = have,
+                                    "Connector inbox: messages received but never confirmed are \
+                                     another connector's; dropped."
+                                );
+                            }
+                            durable = head;
+                            acked = head;
+                        }
+                        // Acknowledged by the public side: this connector's to deliver.
+                        Some("acked") => {
+                            drop(
+                                self.channels
+                                    .submit_confirm(Arc::clone(&self.inbox), number("upto"))
+                                    .await?,
+                            );
+                        }
+                        _ => tracing::info!(state = %text.as_str(), "Connector link state."),
+                    }
                 }
                 Message::Close(frame) => {
                     let (code, reason) = frame.map_or((1005, String::new()), |f| {
@@ -263,10 +301,13 @@ impl Link {
             .timeout(Duration::from_millis(POLL_WAIT_MS) + Duration::from_secs(30))
             .build()
             .map_err(|e| LinkError::Connect(e.to_string()))?;
+        // Asking after N acknowledges N, and the answer confirms it: after messages arrive the
+        // next poll does not wait, so that they are confirmed (and delivered) at once.
+        let mut wait_ms = POLL_WAIT_MS;
         loop {
             let after = self.inbox.counts().head;
             let url = format!(
-                "{}/messages?after={after}&max={POLL_MAX}&wait_ms={POLL_WAIT_MS}",
+                "{}/messages?after={after}&max={POLL_MAX}&wait_ms={wait_ms}",
                 base.trim_end_matches('/')
             );
             let response = client
@@ -289,6 +330,7 @@ impl Link {
                 });
             }
             let messages = answer["messages"].as_array().cloned().unwrap_or_default();
+            wait_ms = if messages.is_empty() { POLL_WAIT_MS } else { 0 };
             let mut kept = FuturesOrdered::new();
             for message in messages {
                 let body = message["body_base64"]
@@ -302,6 +344,12 @@ impl Link {
             while let Some(result) = kept.next().await {
                 result?;
             }
+            // Answered: the public side acknowledged everything up to `after`.
+            drop(
+                self.channels
+                    .submit_confirm(Arc::clone(&self.inbox), after)
+                    .await?,
+            );
         }
     }
 }

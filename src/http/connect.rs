@@ -1,11 +1,15 @@
 //! `/connect/v1/<channel>`: where a connector pulls a channel (connector mode, public side).
 //!
 //! - `GET /connect/v1/<channel>` upgrades to a WebSocket (subprotocol `switchyard.connect.v1`).
-//!   The connector says `{"type":"hello","have":N}` (the highest sequence it has made durable);
-//!   the server sends every message after N as a binary frame (see [`crate::connect::wire`]),
-//!   within the credit the connector grants, and removes what the connector acknowledges
-//!   (`{"type":"ack","upto":N}`, cumulative, after its own fsync). One connector at a time is
-//!   active (the channel's lease); another waits as standby and takes over when it goes.
+//!   The connector says `{"type":"hello","consumer":..,"have":N,"confirmed":C}`; the server
+//!   answers `{"type":"owned","after":A,"upto":B}`, the range this consumer's acknowledgements
+//!   removed last (of what it received unconfirmed it keeps only that). The server then sends
+//!   every message after the channel's acknowledged sequence as a binary frame (see
+//!   [`crate::connect::wire`]), within the credit the connector grants, removes what the
+//!   connector acknowledges (`{"type":"ack","upto":N}`, cumulative, after its own fsync),
+//!   recorded as that consumer's, and confirms it (`{"type":"acked","upto":N}`): only then does
+//!   the connector deliver. One connector at a time is active (the channel's lease); another
+//!   waits as standby and takes over when it goes.
 //! - `GET /connect/v1/<channel>/messages?after=N&max=100&wait_ms=25000`: the same, long-polled
 //!   (asking after N acknowledges up to N).
 //!
@@ -188,7 +192,7 @@ pub async fn messages(
         .unwrap_or(DEFAULT_POLL_MESSAGES)
         .clamp(1, MAX_POLL_MESSAGES);
     let wait = Duration::from_millis(poll.wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
-    queue.ack(after).await.map_err(unavailable)?;
+    queue.ack(after, None).await.map_err(unavailable)?;
     let _ = tokio::time::timeout(wait, queue.wait_past(after)).await;
     let read = queue
         .read(after, max, READ_BYTES)
@@ -216,7 +220,13 @@ pub async fn messages(
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Said {
     Hello {
+        /// The highest sequence in the connector's inbox (for the log).
         have: u64,
+        /// Who the connector is: its acknowledgements are recorded under this name.
+        consumer: String,
+        /// The highest sequence it knows it owns (for the log).
+        #[serde(default)]
+        confirmed: Option<u64>,
         #[serde(default)]
         credit: Option<u64>,
     },
@@ -270,6 +280,14 @@ pub async fn stream(
     Ok(response)
 }
 
+/// A connector's name: 1 to 64 letters, digits, `-` or `_` (it is a key in the store).
+fn valid_consumer(consumer: &str) -> bool {
+    (1..=64).contains(&consumer.len())
+        && consumer
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn close(code: u16, why: &str) -> CloseReason {
     CloseReason {
         code: CloseCode::Other(code),
@@ -317,11 +335,19 @@ impl Link {
     ) -> Ended {
         // Hello first.
         let hello = tokio::time::timeout(HELLO_WITHIN, stream.recv()).await;
-        let (have, mut credit) = match hello {
+        let (have, confirmed, consumer, mut credit) = match hello {
             Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<Said>(&text) {
-                Ok(Said::Hello { have, credit }) => {
-                    (have, credit.unwrap_or(DEFAULT_CREDIT).min(MAX_CREDIT))
-                }
+                Ok(Said::Hello {
+                    have,
+                    consumer,
+                    confirmed,
+                    credit,
+                }) if valid_consumer(&consumer) => (
+                    have,
+                    confirmed.unwrap_or(have),
+                    consumer,
+                    credit.unwrap_or(DEFAULT_CREDIT).min(MAX_CREDIT),
+                ),
                 _ => return Ended::Close(CLOSE_PROTOCOL, "expected hello"),
             },
             Ok(Some(Err(actix_ws::ProtocolError::Overflow))) => {
@@ -330,6 +356,17 @@ impl Link {
             Ok(None | Some(Err(_))) => return Ended::Gone,
             _ => return Ended::Close(CLOSE_PROTOCOL, "expected hello"),
         };
+        // What of its inbox the connector owns: the range its acknowledgements removed last.
+        // The rest of what it received unconfirmed went (or goes) to another connector.
+        let Ok(owned) = self.queue.owned(&consumer).await else {
+            return Ended::Close(1011, "channel store unavailable");
+        };
+        let (after, upto) = owned.unwrap_or((0, 0));
+        let owned = serde_json::json!({"type": "owned", "after": after, "upto": upto});
+        if session.text(owned.to_string()).await.is_err() {
+            return Ended::Gone;
+        }
+        tracing::info!(channel = %self.name, holder = %self.holder, %consumer, have, confirmed, owned_after = after, owned_upto = upto, "Connector said hello.");
         let mut ticks = tokio::time::interval(RECHECK);
         let mut last_heard = tokio::time::Instant::now();
         let mut last_ping = tokio::time::Instant::now();
@@ -363,14 +400,12 @@ impl Link {
         if session.text(r#"{"type":"active"}"#).await.is_err() {
             return Ended::Gone;
         }
-        // What the connector has is acknowledged.
-        if self.queue.ack(have).await.is_err() {
-            return Ended::Close(1011, "channel store unavailable");
-        }
+        // Everything after the channel's acknowledged sequence: what the connector received
+        // and did not get acknowledged is sent again (its inbox dropped it, told by `owned`).
         let Ok(acked_before) = self.queue.acked().await else {
             return Ended::Close(1011, "channel store unavailable");
         };
-        let mut sent = have.max(acked_before);
+        let mut sent = acked_before;
         let mut acked = sent;
         loop {
             // Send what is there, within the credit.
@@ -418,10 +453,15 @@ impl Link {
                             Ok(Said::Ack { upto }) => {
                                 let upto = upto.min(sent);
                                 if upto > acked {
-                                    if self.queue.ack(upto).await.is_err() {
+                                    if self.queue.ack(upto, Some(&consumer)).await.is_err() {
                                         return Ended::Close(1011, "channel store unavailable");
                                     }
                                     acked = upto;
+                                    // Now the connector's own: it may deliver them.
+                                    let confirmed = serde_json::json!({"type": "acked", "upto": upto});
+                                    if session.text(confirmed.to_string()).await.is_err() {
+                                        return Ended::Gone;
+                                    }
                                 }
                             }
                             Ok(Said::Credit { messages }) => credit = messages.clamp(1, MAX_CREDIT),

@@ -233,59 +233,94 @@ async fn say(socket: &mut Socket, value: Value) {
         .unwrap();
 }
 
+/// Says hello as `consumer` with `have` in its inbox, `confirmed` its own; returns what the
+/// server says it owns (`{"after", "upto"}`).
+async fn hello(socket: &mut Socket, consumer: &str, have: u64, confirmed: u64) -> (u64, u64) {
+    say(
+        socket,
+        json!({"type": "hello", "consumer": consumer, "have": have, "confirmed": confirmed}),
+    )
+    .await;
+    let owned = said(&next(socket).await.unwrap());
+    assert_eq!(owned["type"], "owned", "{owned}");
+    (
+        owned["after"].as_u64().unwrap(),
+        owned["upto"].as_u64().unwrap(),
+    )
+}
+
+/// A text frame's JSON.
+fn said(message: &Message) -> Value {
+    let Message::Text(text) = message else {
+        panic!("not a text frame: {message:?}")
+    };
+    serde_json::from_str(text.as_str()).unwrap()
+}
+
+/// The protocol by hand: each connector is told which of what it received it owns (what its
+/// acknowledgements removed); the server sends everything not acknowledged, confirms each
+/// acknowledgement, and a standby takes over from the acknowledged sequence. A connector that
+/// received messages and never got them acknowledged is told they are not its own.
 #[tokio::test]
-async fn a_websocket_connector_resumes_from_what_it_has_and_a_standby_takes_over() {
+async fn a_websocket_connector_owns_what_was_acknowledged_and_a_standby_takes_over() {
     let dir = tempfile::tempdir().unwrap();
     let router = router(dir.path(), channel(&[TOKEN], None)).await;
     for i in 1..=3 {
         assert_eq!(push(&router, &format!("{{\"n\":{i}}}"), "d").await.0, 202);
     }
     let mut active = connect(&router, "/connect/v1/edge", TOKEN).await;
-    say(&mut active, json!({"type": "hello", "have": 1})).await;
-    assert_eq!(
-        next(&mut active).await.unwrap(),
-        Message::Text(r#"{"type":"active"}"#.into())
-    );
+    assert_eq!(hello(&mut active, "a", 0, 0).await, (0, 0));
+    assert_eq!(said(&next(&mut active).await.unwrap())["type"], "active");
     let frames = [
         next(&mut active).await.unwrap(),
         next(&mut active).await.unwrap(),
+        next(&mut active).await.unwrap(),
     ];
-    assert_eq!(frames.iter().map(seq_of).collect::<Vec<_>>(), [2, 3]);
-    let Message::Binary(frame) = &frames[0] else {
+    assert_eq!(frames.iter().map(seq_of).collect::<Vec<_>>(), [1, 2, 3]);
+    let Message::Binary(frame) = &frames[1] else {
         unreachable!()
     };
     assert!(frame.ends_with(b"\n{\"n\":2}"));
-    say(&mut active, json!({"type": "ack", "upto": 3})).await;
+    say(&mut active, json!({"type": "ack", "upto": 2})).await;
+    assert_eq!(
+        said(&next(&mut active).await.unwrap()),
+        json!({"type": "acked", "upto": 2})
+    );
 
     // A second connector waits.
     let mut standby = connect(&router, "/connect/v1/edge", TOKEN).await;
-    say(&mut standby, json!({"type": "hello", "have": 0})).await;
-    assert_eq!(
-        next(&mut standby).await.unwrap(),
-        Message::Text(r#"{"type":"standby"}"#.into())
-    );
+    assert_eq!(hello(&mut standby, "b", 0, 0).await, (0, 0));
+    assert_eq!(said(&next(&mut standby).await.unwrap())["type"], "standby");
     assert_eq!(push(&router, r#"{"n":4}"#, "d").await.0, 202);
     assert_eq!(seq_of(&next(&mut active).await.unwrap()), 4);
 
-    // The active one goes without acknowledging 4: the standby takes over from the
-    // acknowledged 3.
+    // The active one goes without acknowledging 3 and 4: the standby takes over from the
+    // acknowledged 2.
     let gone = Instant::now();
     drop(active);
-    assert_eq!(
-        next(&mut standby).await.unwrap(),
-        Message::Text(r#"{"type":"active"}"#.into())
-    );
+    assert_eq!(said(&next(&mut standby).await.unwrap())["type"], "active");
     eprintln!("standby active {:?} after the first went", gone.elapsed());
     assert!(
         gone.elapsed() < Duration::from_secs(20),
         "within twice the heartbeat"
     );
+    assert_eq!(seq_of(&next(&mut standby).await.unwrap()), 3);
     assert_eq!(seq_of(&next(&mut standby).await.unwrap()), 4);
     say(&mut standby, json!({"type": "ack", "upto": 4})).await;
-    wait_until(Duration::from_secs(5), "the ack applied", || async {
-        poll(&router, "wait_ms=0", TOKEN).await.1["acked"] == 4
-    })
-    .await;
+    assert_eq!(
+        said(&next(&mut standby).await.unwrap()),
+        json!({"type": "acked", "upto": 4})
+    );
+    // The first comes back with 3 and 4 in its inbox, unconfirmed: it owns up to 2 only.
+    let mut back = connect(&router, "/connect/v1/edge", TOKEN).await;
+    assert_eq!(hello(&mut back, "a", 4, 2).await, (0, 2));
+    assert_eq!(said(&next(&mut back).await.unwrap())["type"], "standby");
+    // And the second owns what it acknowledged.
+    drop(standby);
+    assert_eq!(said(&next(&mut back).await.unwrap())["type"], "active");
+    let mut again = connect(&router, "/connect/v1/edge", TOKEN).await;
+    assert_eq!(hello(&mut again, "b", 4, 2).await, (2, 4));
+    assert_eq!(poll(&router, "wait_ms=0", TOKEN).await.1["acked"], 4);
 }
 
 #[tokio::test]
@@ -365,11 +400,8 @@ async fn tokens_are_checked_and_a_removed_one_closes_its_stream_within_two_secon
 
     // Rotation: another token added and the other removed; this stream stays.
     let mut stream = connect(&router, "/connect/v1/edge", TOKEN).await;
-    say(&mut stream, json!({"type": "hello", "have": 0})).await;
-    assert_eq!(
-        next(&mut stream).await.unwrap(),
-        Message::Text(r#"{"type":"active"}"#.into())
-    );
+    hello(&mut stream, "rotating", 0, 0).await;
+    assert_eq!(said(&next(&mut stream).await.unwrap())["type"], "active");
     let write_edge = |tokens: &[&str]| {
         write_json(
             dir.path(),
@@ -1426,9 +1458,10 @@ async fn with_the_private_destination_down_the_private_spool_holds_the_backlog()
 /// Two connector processes on one channel: one is active, the other waits as standby. The
 /// active one frozen (SIGSTOP: its connection stays open, it answers nothing), the server
 /// closes its link once it misses a pong, and the standby takes over within twice the
-/// heartbeat (20 s). Thawed, the first finds it read nothing for longer than the server waits,
-/// drops what its connection still held (sent to it, never acknowledged: the standby's now)
-/// and reconnects as standby. Nothing is lost, nothing delivered twice.
+/// heartbeat (20 s). Thawed, the first still reads what was sent to it and never acknowledged,
+/// and keeps it in its inbox; on its next link the server tells it those are not its own (its
+/// acknowledgements never removed them), and it drops them. Nothing is lost, nothing delivered
+/// twice.
 #[tokio::test]
 async fn a_standby_connector_takes_over_from_a_frozen_one_within_twice_the_heartbeat() {
     let redis = crate::support::Redis::start().await;
@@ -1513,8 +1546,8 @@ async fn a_standby_connector_takes_over_from_a_frozen_one_within_twice_the_heart
     .await;
     wait_until(
         Duration::from_secs(10),
-        "the thawed one dropped its stale link",
-        || async { first.logs().contains("nothing was read for") },
+        "the thawed one dropped what is not its own",
+        || async { first.logs().contains("another connector's; dropped") },
     )
     .await;
     let mut payloads = delivered().await;

@@ -534,27 +534,27 @@ impl RedisClient {
     /// Moves messages received before `before_ms` to the dead letters (at most
     /// [`CHANNEL_STEP`]); returns how many.
     pub async fn channel_expire(&self, keys: &ChannelKeys, before_ms: u64) -> Result<u64, String> {
-        let moved = self
-            .script(
-                CHANNEL_EXPIRE,
-                &[&keys.messages, &keys.meta, &keys.dead],
-                &[
-                    before_ms.to_string().as_bytes(),
-                    CHANNEL_STEP.to_string().as_bytes(),
-                ],
-            )
-            .await?;
-        Ok(u64::try_from(moved).unwrap_or(0))
+        self.channel_step(CHANNEL_EXPIRE, keys, before_ms).await
     }
 
     /// Puts dead letters back (at most [`CHANNEL_STEP`]); returns how many.
     pub async fn channel_replay(&self, keys: &ChannelKeys, now_ms: u64) -> Result<u64, String> {
+        self.channel_step(CHANNEL_REPLAY, keys, now_ms).await
+    }
+
+    /// One step of a script that moves messages between the stream and the dead letters.
+    async fn channel_step(
+        &self,
+        source: &'static str,
+        keys: &ChannelKeys,
+        at_ms: u64,
+    ) -> Result<u64, String> {
         let moved = self
             .script(
-                CHANNEL_REPLAY,
+                source,
                 &[&keys.messages, &keys.meta, &keys.dead],
                 &[
-                    now_ms.to_string().as_bytes(),
+                    at_ms.to_string().as_bytes(),
                     CHANNEL_STEP.to_string().as_bytes(),
                 ],
             )

@@ -1070,6 +1070,18 @@ async fn two_public_instances_share_a_redis_kept_channel_and_the_connector_fails
         (&json!(0), &json!(0)),
         "{report}"
     );
+    // The connector's acknowledgements are recorded in Redis as its own, one range through
+    // both instances: what any instance tells it on its next link.
+    let consumer =
+        std::fs::read_to_string(dirs[2].path().join("spool").join("connector.id")).unwrap();
+    let mut conn = store.conn().await;
+    let owned: Option<String> = redis::cmd("HGET")
+        .arg("switchyard:channel:{edge}:meta")
+        .arg(format!("owner:{}", consumer.trim()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(owned.as_deref(), Some("0:60"));
 }
 
 /// A Redis that may lose a write (no `appendfsync always`) keeps no channel: its webhooks are

@@ -1,7 +1,7 @@
 //! Switchyard: a read-only, etcd-driven webhook receiver and router.
 //!
 //! - [`settings`]: process settings (flags and environment).
-//! - [`keys`]: validated names and the etcd key layout.
+//! - [`keys`]: validated names and the etcd key layout; [`clock`]: epoch milliseconds.
 //! - [`config`]: the ground floor: secrets, config errors, `{$VAR}` substitution, sealed values,
 //!   address lists, connection entries.
 //! - [`webhook`]: a webhook entry and whether it is valid (its [`modules`] and [`verify`] checks).
@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod cache;
+pub mod clock;
 pub mod condition;
 pub mod config;
 pub mod connect;

@@ -121,12 +121,6 @@ fn store(error: String) -> ChannelError {
     ChannelError::Store(error)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl ChannelQueue {
     pub fn name(&self) -> &str {
         match self {
@@ -211,12 +205,11 @@ impl ChannelQueue {
     pub async fn acked(&self) -> Result<u64, ChannelError> {
         match self {
             ChannelQueue::Local { channel, .. } => Ok(channel.counts().acked),
-            ChannelQueue::Shared(shared) => Ok(shared
+            ChannelQueue::Shared(shared) => shared
                 .redis
-                .channel_numbers(&shared.keys)
+                .channel_number(&shared.keys, "acked")
                 .await
-                .map_err(store)?
-                .acked),
+                .map_err(store),
         }
     }
 
@@ -224,9 +217,11 @@ impl ChannelQueue {
     pub async fn head(&self) -> Result<u64, ChannelError> {
         match self {
             ChannelQueue::Local { channel, .. } => Ok(channel.counts().head),
-            ChannelQueue::Shared(shared) => {
-                shared.redis.channel_head(&shared.keys).await.map_err(store)
-            }
+            ChannelQueue::Shared(shared) => shared
+                .redis
+                .channel_number(&shared.keys, "head")
+                .await
+                .map_err(store),
         }
     }
 
@@ -302,7 +297,7 @@ impl ChannelQueue {
                     None => {
                         *lease = Some(Lease {
                             holder: holder.to_owned(),
-                            since_ms: now_ms(),
+                            since_ms: crate::clock::now_ms(),
                         });
                         Ok(true)
                     }
@@ -434,7 +429,10 @@ pub async fn expire_forever(
                 continue;
             };
             let keep = config.retention_seconds.saturating_mul(1000);
-            match queue.expire(now_ms().saturating_sub(keep)).await {
+            match queue
+                .expire(crate::clock::now_ms().saturating_sub(keep))
+                .await
+            {
                 Ok(0) => {}
                 Ok(expired) => tracing::warn!(
                     channel = %name,

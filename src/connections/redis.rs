@@ -604,16 +604,16 @@ impl RedisClient {
         })
     }
 
-    /// The head alone (a reader's wait).
-    pub async fn channel_head(&self, keys: &ChannelKeys) -> Result<u64, String> {
+    /// One number of the meta hash (`head`, `acked`) alone: a reader's wait, a long poll.
+    pub async fn channel_number(&self, keys: &ChannelKeys, field: &str) -> Result<u64, String> {
         let mut conn = self.0.clone();
-        let head: Option<u64> = redis::cmd("HGET")
+        let number: Option<u64> = redis::cmd("HGET")
             .arg(&keys.meta)
-            .arg("head")
+            .arg(field)
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(head.unwrap_or(0))
+        Ok(number.unwrap_or(0))
     }
 
     /// Takes the lease for `holder` if it is free, or extends it if `holder` has it.

@@ -160,10 +160,8 @@ impl Link {
         frame: Bytes,
     ) -> Result<impl std::future::Future<Output = Result<u64, LinkError>>, LinkError> {
         let (header, _) = Header::parse(&frame).map_err(|e| LinkError::Protocol(e.to_string()))?;
-        let received_ms = humantime::parse_rfc3339(&header.received_at)
-            .ok()
-            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let received_ms =
+            humantime::parse_rfc3339(&header.received_at).map_or(0, crate::clock::epoch_ms);
         let stored = self
             .channels
             .submit_receive(Arc::clone(&self.inbox), header.seq, received_ms, frame)

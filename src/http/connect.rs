@@ -70,7 +70,7 @@ const TOKEN_PARAMS: &[&str] = &["token", "access_token", "auth", "authorization"
 /// Every channel's report: the channels configured, and those of this instance's file that
 /// still hold messages.
 pub async fn reports(state: &AppState) -> Vec<ChannelReport> {
-    let now = now_ms();
+    let now = crate::clock::now_ms();
     let names = state.pool.names_of("connect");
     let configured = names.iter().map(|name| async move {
         let report = match state.pool.queue(name) {
@@ -124,10 +124,24 @@ fn open(
     if !admits {
         return Err(Refusal::Unauthorized);
     }
+    queue_of(state, name)
+}
+
+/// The queue of channel `name`.
+fn queue_of(state: &AppState, name: &ConnectionName) -> Result<ChannelQueue, Refusal> {
     state.pool.queue(name).map_err(|error| match error {
         PoolError::Missing { .. } | PoolError::Mismatch { .. } => Refusal::UnknownChannel,
         other => Refusal::Unavailable(other.to_string()),
     })
+}
+
+/// Channel `name`'s dead letters back at its end (`POST /spool/replay {"channel"}`).
+pub(super) async fn replay(state: &AppState, name: &str) -> Result<u64, ApiError> {
+    let name = ConnectionName::parse(name).map_err(|_| ApiError::UnknownChannel)?;
+    queue_of(state, &name)?
+        .replay(crate::clock::now_ms())
+        .await
+        .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -512,10 +526,4 @@ enum Ended {
     Gone,
     /// The server closes it, with this code and reason.
     Close(u16, &'static str),
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -7,13 +7,6 @@ use actix_web::{web, HttpResponse};
 use super::AppState;
 use crate::{metrics::ScrapeState, provider::EtcdState};
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // The spool's report reads its file: off the async threads.
     let spool = match state.spool.clone() {
@@ -39,7 +32,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         invalid_entries: stats.invalid_entries.load(Ordering::Relaxed),
         reconnects: stats.reconnects.load(Ordering::Relaxed),
         full_loads: stats.full_loads.load(Ordering::Relaxed),
-        since_last_event: (heard > 0).then(|| unix_ms().saturating_sub(heard) as f64 / 1_000.0),
+        since_last_event: (heard > 0)
+            .then(|| crate::clock::now_ms().saturating_sub(heard) as f64 / 1_000.0),
         skipped_now: stats.skipped.len(),
         spool,
         channels: super::connect::reports(&state).await,

@@ -126,7 +126,7 @@ pub async fn replay(
         Err(error) => return super::unread::hold(error.error_response(), payload),
     };
     if let Some(name) = &selection.channel {
-        return match replay_channel(&state, name).await {
+        return match super::connect::replay(&state, name).await {
             Ok(replayed) => {
                 tracing::info!(channel = %name, replayed, "Channel dead letters replayed.");
                 json(serde_json::json!({ "replayed": replayed }))
@@ -159,20 +159,6 @@ pub async fn purge(
         Ok(serde_json::json!({ "purged": purged }))
     })
     .await
-}
-
-/// A channel's dead letters back at its end.
-async fn replay_channel(state: &AppState, name: &str) -> Result<u64, ApiError> {
-    let name = crate::keys::ConnectionName::parse(name).map_err(|_| ApiError::UnknownChannel)?;
-    let queue = state.pool.queue(&name).map_err(|error| match error {
-        crate::connections::PoolError::Missing { .. }
-        | crate::connections::PoolError::Mismatch { .. } => ApiError::UnknownChannel,
-        other => ApiError::ChannelUnavailable(other.to_string()),
-    })?;
-    queue
-        .replay(crate::spool::now_ms())
-        .await
-        .map_err(|e| ApiError::ChannelUnavailable(e.to_string()))
 }
 
 /// Runs a replay or purge of the dead letters `selection` names, for a local request.

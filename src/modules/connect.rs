@@ -50,10 +50,7 @@ impl Module for ConnectModule {
             received_at: rfc3339(delivery.received_at),
             headers,
         };
-        let received_ms = delivery
-            .received_at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let received_ms = crate::clock::epoch_ms(delivery.received_at);
         client
             .queue
             .append(client.max_bytes, received_ms, header, delivery.body.clone())

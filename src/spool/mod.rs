@@ -33,11 +33,12 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub use crate::clock::now_ms;
 pub use forward::{RetryPolicy, Target};
 pub use ledger::Ledger;
 pub use queue::{Destination, Parts, Place, Queue};
 use report::oldest_age;
-pub use report::{now_ms, report_of, DeadLetterReport, QueueReport, SpoolReport};
+pub use report::{report_of, DeadLetterReport, QueueReport, SpoolReport};
 pub use store::{destination_id, DeadLetter, Store, StoreError};
 use writer::{Append, Message, SYNC_EVERY};
 

@@ -61,7 +61,7 @@ impl DeliveryParts {
             namespace: delivery.namespace.as_str().to_owned(),
             webhook: delivery.webhook.as_str().to_owned(),
             request_id: delivery.request_id.clone(),
-            received_at_ms: millis_since_epoch(delivery.received_at),
+            received_at_ms: crate::clock::epoch_ms(delivery.received_at),
             headers: delivery.headers.clone(),
             body: delivery.body.to_vec(),
             json: delivery.json,
@@ -99,11 +99,6 @@ struct Fields<'a> {
     json: bool,
     body: &'a [u8],
     trace: Option<&'a TraceParent>,
-}
-
-pub(super) fn millis_since_epoch(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn encode<'a>(
@@ -247,7 +242,7 @@ impl SpooledDelivery {
     }
 
     fn encode_fresh(delivery: &Delivery, refused: Option<&str>) -> Vec<u8> {
-        let received_at_ms = millis_since_epoch(delivery.received_at);
+        let received_at_ms = crate::clock::epoch_ms(delivery.received_at);
         let headers = delivery
             .headers
             .iter()

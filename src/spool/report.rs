@@ -69,11 +69,6 @@ impl DeadLetterReport {
     }
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    record::millis_since_epoch(SystemTime::now())
-}
-
 /// Age of a queue's oldest record: the file's, else (a running instance) the oldest in
 /// memory.
 pub(super) fn oldest_age(

@@ -268,10 +268,7 @@ impl Route {
 
     /// Whether a destination is a `connect` channel (it carries the sender's signatures on).
     pub fn relays(&self) -> bool {
-        self.webhook
-            .destinations
-            .iter()
-            .any(|d| d.name() == "connect")
+        self.modules.iter().flatten().any(Destination::is_channel)
     }
 
     pub fn data_type(&self) -> DataType {

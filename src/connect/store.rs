@@ -302,11 +302,11 @@ pub enum Settled {
 
 /// What one change came to, inside a commit.
 enum Done {
-    Appended(u64),
+    /// The number the change answers with: a message's sequence (0: a copy, not taken), how
+    /// many moved, the inbox's new head; 0 where there is nothing to say.
+    Number(u64),
+    /// The channel holds its `max_bytes`.
     Full,
-    Acked,
-    Expired(u64),
-    Replayed(u64),
 }
 
 /// The channels' store; cloning is cheap.
@@ -777,8 +777,8 @@ fn reply(work: Work, done: Result<Done, ChannelError>) {
             ..
         } => {
             let _ = reply.send(done.and_then(|done| match done {
-                Done::Appended(seq) => Ok(seq),
-                _ => Err(ChannelError::Full {
+                Done::Number(seq) => Ok(seq),
+                Done::Full => Err(ChannelError::Full {
                     channel: channel.name.clone(),
                     max: max_bytes,
                 }),
@@ -794,8 +794,8 @@ fn reply(work: Work, done: Result<Done, ChannelError>) {
         | Work::Resolve { reply, .. }
         | Work::Settle { reply, .. } => {
             let _ = reply.send(done.map(|done| match done {
-                Done::Expired(n) | Done::Replayed(n) | Done::Appended(n) => n,
-                _ => 0,
+                Done::Number(n) => n,
+                Done::Full => 0,
             }));
         }
     }
@@ -844,7 +844,7 @@ fn commit(
                     counts.depth += 1;
                     counts.bytes += size;
                     counts.oldest_ms.get_or_insert(*received_ms);
-                    done.push(Done::Appended(seq));
+                    done.push(Done::Number(seq));
                 }
                 Work::Ack { upto, consumer, .. } => {
                     let upto = (*upto).min(counts.head);
@@ -865,7 +865,7 @@ fn commit(
                     }
                     counts.acked = counts.acked.max(upto);
                     counts.oldest_ms = first_received(&messages, channel.id)?;
-                    done.push(Done::Acked);
+                    done.push(Done::Number(0));
                 }
                 Work::Expire { before_ms, .. } => {
                     let mut old = Vec::new();
@@ -884,7 +884,7 @@ fn commit(
                     }
                     counts.expired += old.len() as u64;
                     counts.oldest_ms = first_received(&messages, channel.id)?;
-                    done.push(Done::Expired(old.len() as u64));
+                    done.push(Done::Number(old.len() as u64));
                 }
                 Work::Receive {
                     seq,
@@ -893,7 +893,7 @@ fn commit(
                     ..
                 } => {
                     if *seq <= counts.head {
-                        done.push(Done::Acked);
+                        done.push(Done::Number(0));
                         continue;
                     }
                     let mut value = received_ms.to_be_bytes().to_vec();
@@ -903,11 +903,11 @@ fn commit(
                     counts.depth += 1;
                     counts.bytes += value.len() as u64;
                     counts.oldest_ms.get_or_insert(*received_ms);
-                    done.push(Done::Appended(*seq));
+                    done.push(Done::Number(*seq));
                 }
                 Work::Confirm { upto, .. } => {
                     counts.acked = counts.acked.max((*upto).min(counts.head));
-                    done.push(Done::Appended(counts.acked));
+                    done.push(Done::Number(counts.acked));
                 }
                 Work::Resolve { after, upto, .. } => {
                     let confirmed = counts.acked;
@@ -924,7 +924,7 @@ fn commit(
                     counts.acked = last_kept;
                     counts.head = last_kept;
                     counts.oldest_ms = first_received(&messages, channel.id)?;
-                    done.push(Done::Appended(last_kept));
+                    done.push(Done::Number(last_kept));
                 }
                 Work::Settle { seq, to, .. } => {
                     let key = (channel.id, *seq);
@@ -948,7 +948,7 @@ fn commit(
                         }
                         counts.oldest_ms = first_received(&messages, channel.id)?;
                     }
-                    done.push(Done::Acked);
+                    done.push(Done::Number(0));
                 }
                 Work::Replay { now_ms, .. } => {
                     let mut letters = Vec::new();
@@ -972,7 +972,7 @@ fn commit(
                         counts.oldest_ms.get_or_insert(*now_ms);
                     }
                     counts.expired = counts.expired.saturating_sub(letters.len() as u64);
-                    done.push(Done::Replayed(letters.len() as u64));
+                    done.push(Done::Number(letters.len() as u64));
                 }
             }
             heads.insert(channel.name.as_str(), (counts.head, counts.acked))?;
